@@ -1,0 +1,120 @@
+"""Throughput and latency of a real ``inbound serve``: N messages of S bytes over C connections.
+
+Starts a local webhook receiver and ``inbound serve`` (embedded bus by default, or Kafka with
+``--kafka-bootstrap``), sends the messages with smtplib from C threads, and prints accepted
+msg/s, delivered msg/s, p50/p99 latency from the end of DATA to the webhook receipt, and the
+server's peak RSS. Figures only: nothing here passes or fails.
+
+    .venv/bin/python bench/throughput.py -n 2000 -s 10240 -c 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import smtplib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness import (
+    InboundProcess,
+    WebhookReceiver,
+    run_cli,
+    send_on,
+    smtp_port_of,
+    stream_toml,
+    wait_for,
+    write_config,
+)
+
+
+def message(size: int, n: int) -> bytes:
+    head = f"From: bench@sender.test\r\nTo: x@in.test\r\nSubject: bench {n}\r\n\r\n".encode()
+    line = b"The quick brown fox jumps over the lazy dog 0123456789.\r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+def peak_rss(pid: int, stop: threading.Event, result: list[int]) -> None:
+    process = psutil.Process(pid)
+    peak = 0
+    while not stop.wait(0.1):
+        try:
+            peak = max(peak, process.memory_info().rss + sum(c.memory_info().rss for c in process.children(True)))
+        except psutil.Error:
+            break
+    result.append(peak)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--messages", type=int, default=1000)
+    parser.add_argument("-s", "--size", type=int, default=10 * 1024, help="message size in bytes")
+    parser.add_argument("-c", "--connections", type=int, default=8)
+    parser.add_argument("--kafka-bootstrap", default=None, help="run on Kafka at this host:port")
+    args = parser.parse_args()
+
+    receiver = WebhookReceiver().start()
+    with tempfile.TemporaryDirectory(prefix="inbound-bench-") as tmp:
+        bus = 'backend = "embedded"'
+        if args.kafka_bootstrap:
+            servers = f'bootstrap_servers = ["{args.kafka_bootstrap}"]'
+            bus = f'backend = "kafka"\n{servers}\ntopic_prefix = "bench{os.getpid()}."'
+        config = write_config(
+            Path(tmp),
+            streams=stream_toml("bench", ["*@in.test"], receiver.url("/bench")),
+            bus=bus,
+            max_message_size=max(args.size * 2, 1024 * 1024),
+        )
+        run_cli("init", config=config)
+        server = InboundProcess(config).start()
+        assert server.proc is not None
+        stop, rss = threading.Event(), []
+        sampler = threading.Thread(target=peak_rss, args=(server.proc.pid, stop, rss))
+        sampler.start()
+
+        sent_at: dict[str, float] = {}
+        per_connection = [range(i, args.messages, args.connections) for i in range(args.connections)]
+
+        def connection(numbers: range) -> None:
+            with smtplib.SMTP("127.0.0.1", smtp_port_of(config), timeout=120) as smtp:
+                smtp.ehlo("bench.test")
+                for n in numbers:
+                    queue_id = send_on(smtp, "bench@sender.test", ["x@in.test"], message(args.size, n))
+                    sent_at[queue_id] = time.time()
+
+        started = time.time()
+        with ThreadPoolExecutor(args.connections) as pool:
+            list(pool.map(connection, per_connection))
+        accepted_in = time.time() - started
+        wait_for(lambda: len(receiver.by_queue_id("/bench")) >= args.messages, 600, "every delivery")
+        delivered_in = max(h.at for h in receiver.on("/bench")) - started
+        stop.set()
+        sampler.join()
+        server.stop()
+
+    latencies = sorted(min(h.at for h in hits) - sent_at[q] for q, hits in receiver.by_queue_id("/bench").items())
+    receiver.stop()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    print(f"machine:        {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"bus:            {'kafka' if args.kafka_bootstrap else 'embedded'}")
+    print(f"messages:       {args.messages} x {args.size} bytes over {args.connections} connections")
+    print(f"accepted:       {args.messages / accepted_in:.1f} msg/s")
+    print(f"delivered:      {args.messages / delivered_in:.1f} msg/s")
+    print(f"latency p50:    {p50:.0f} ms (end of DATA to webhook receipt)")
+    print(f"latency p99:    {p99:.0f} ms")
+    print(f"server peak RSS {rss[0] / 1024 / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

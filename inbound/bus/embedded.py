@@ -1,0 +1,260 @@
+"""The embedded bus: a durable log in one SQLite file, for a single machine.
+
+Same contract as Kafka (see ``_base.py``) with one partition per topic:
+records get increasing offsets, consumer groups keep committed offsets in the
+same file, and one member of a group consumes at a time (the others stand by
+until its lease lapses: that is how a second process of the same role takes
+over from one killed with SIGKILL).
+
+Durability: WAL with ``synchronous=FULL``, so a ``flush()`` that returned has
+been fsynced. Records are kept until deleted on purpose: the activity store is
+rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import BusError
+from ._base import Headers, Record
+
+LEASE_SECONDS = 15.0
+_IDLE_POLL = 0.05  # other processes' writes are seen within this much
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    offset INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_topic ON records (topic, offset);
+CREATE TABLE IF NOT EXISTS topics (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS committed (
+    group_name TEXT NOT NULL, topic TEXT NOT NULL, offset INTEGER NOT NULL,
+    PRIMARY KEY (group_name, topic)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    group_name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
+);
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+    except sqlite3.Error as exc:
+        raise BusError(f"embedded bus {path}: {exc}") from exc
+
+
+class EmbeddedBus:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._written = threading.Condition()  # wakes this process's pollers after a flush
+        db = _connect(path)
+        try:
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise BusError(f"embedded bus {path}: {exc}") from exc
+        finally:
+            db.close()
+
+    def ensure_topics(self, topics: Sequence[str]) -> None:
+        with _Connection(self.path) as db:
+            db.executemany("INSERT OR IGNORE INTO topics (name) VALUES (?)", [(t,) for t in topics])
+
+    def producer(self) -> EmbeddedProducer:
+        return EmbeddedProducer(self)
+
+    def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
+        return EmbeddedConsumer(self, group, topics)
+
+    def read_all(self, topic: str) -> Iterator[Record]:
+        with _Connection(self.path) as db:
+            end = db.execute("SELECT COALESCE(MAX(offset), 0) FROM records").fetchone()[0]
+            position = 0
+            while True:
+                rows = db.execute(
+                    "SELECT * FROM records WHERE topic = ? AND offset > ? AND offset <= ? ORDER BY offset LIMIT 100",
+                    (topic, position, end),
+                ).fetchall()
+                if not rows:
+                    return
+                for row in rows:
+                    yield _record(row)
+                position = rows[-1][0]
+
+    def lag(self, group: str, topic: str) -> int:
+        with _Connection(self.path) as db:
+            committed = _committed(db, group, topic)
+            count: int = db.execute(
+                "SELECT COUNT(*) FROM records WHERE topic = ? AND offset > ?", (topic, committed)
+            ).fetchone()[0]
+            return count
+
+    def notify(self) -> None:
+        with self._written:
+            self._written.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        with self._written:
+            self._written.wait(timeout)
+
+    def close(self) -> None:
+        pass
+
+
+class _Connection:
+    """A short-lived connection that turns sqlite3 errors into BusError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = _connect(path)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.db
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self.db.close()
+        if isinstance(exc, sqlite3.Error):
+            raise BusError(f"embedded bus {self.path}: {exc}") from exc
+
+
+def _record(row: tuple[int, str, bytes, bytes, str, int]) -> Record:
+    offset, topic, key, value, headers, timestamp_ms = row
+    decoded: Headers = tuple((name, bytes.fromhex(v)) for name, v in json.loads(headers))
+    return Record(topic, 0, offset, bytes(key), bytes(value), decoded, timestamp_ms)
+
+
+def _committed(db: sqlite3.Connection, group: str, topic: str) -> int:
+    row = db.execute("SELECT offset FROM committed WHERE group_name = ? AND topic = ?", (group, topic)).fetchone()
+    return int(row[0]) if row else 0
+
+
+class EmbeddedProducer:
+    def __init__(self, bus: EmbeddedBus) -> None:
+        self.bus = bus
+        self.db = _connect(bus.path)
+        self.pending: list[tuple[str, bytes, bytes, str, int]] = []
+
+    def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
+        encoded = json.dumps([(name, v.hex()) for name, v in headers])
+        self.pending.append((topic, key, value, encoded, int(time.time() * 1000)))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO records (topic, key, value, headers, timestamp_ms) VALUES (?, ?, ?, ?, ?)", self.pending
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise BusError(f"embedded bus {self.bus.path}: {exc}") from exc
+        self.pending.clear()
+        self.bus.notify()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class EmbeddedConsumer:
+    def __init__(self, bus: EmbeddedBus, group: str, topics: Sequence[str]) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = list(topics)
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.db = _connect(bus.path)
+        self.positions: dict[str, int] | None = None  # None until this member holds the lease
+
+    def _hold_lease(self) -> bool:
+        """Take or renew the group's lease; False while another live member holds it."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT owner, expires_at FROM leases WHERE group_name = ?", (self.group,)).fetchone()
+            if row is not None and row[0] != self.owner and row[1] > now:
+                self.db.execute("COMMIT")
+                self.positions = None
+                return False
+            self.db.execute(
+                "INSERT OR REPLACE INTO leases (group_name, owner, expires_at) VALUES (?, ?, ?)",
+                (self.group, self.owner, now + LEASE_SECONDS),
+            )
+            if self.positions is None or row is None or row[0] != self.owner:
+                self.positions = {t: _committed(self.db, self.group, t) for t in self.topics}
+            self.db.execute("COMMIT")
+            return True
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def poll(self, timeout: float, max_records: int = 100) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                records = self._fetch(max_records)
+            except sqlite3.Error as exc:
+                raise BusError(f"embedded bus {self.bus.path}: {exc}") from exc
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            self.bus.wait(min(remaining, _IDLE_POLL))
+
+    def _fetch(self, max_records: int) -> list[Record]:
+        if not self._hold_lease():
+            return []
+        assert self.positions is not None
+        clauses = " OR ".join("(topic = ? AND offset > ?)" for _ in self.topics)
+        params: list[object] = [p for t in self.topics for p in (t, self.positions[t])]
+        rows = self.db.execute(
+            f"SELECT * FROM records WHERE {clauses} ORDER BY offset LIMIT ?", (*params, max_records)
+        ).fetchall()
+        records = [_record(row) for row in rows]
+        for record in records:
+            self.positions[record.topic] = record.offset
+        return records
+
+    def commit(self) -> None:
+        if self.positions is None:
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            owner = self.db.execute("SELECT owner FROM leases WHERE group_name = ?", (self.group,)).fetchone()
+            if owner is None or owner[0] != self.owner:
+                self.db.execute("ROLLBACK")
+                self.positions = None
+                raise BusError(f"consumer group {self.group!r}: lease lost to another member; not committed")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO committed (group_name, topic, offset) VALUES (?, ?, ?)",
+                [(self.group, t, o) for t, o in self.positions.items()],
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise BusError(f"embedded bus {self.bus.path}: {exc}") from exc
+
+    def rewind(self) -> None:
+        self.positions = None
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # if this fails the lease lapses by itself
+            self.db.execute("DELETE FROM leases WHERE group_name = ? AND owner = ?", (self.group, self.owner))
+        self.db.close()

@@ -1,0 +1,237 @@
+"""The ``inbound`` command: thin wrappers over the modules, with clear errors and exit codes.
+
+Every command takes ``--config FILE`` (default ``inbound.toml``, or
+``$INBOUND_CONFIG``). Errors print one line naming what is wrong and exit 2
+(bad input or configuration) or 1 (the operation failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import log as logsetup
+from .config import Settings, default_config_path, load_settings, split_host_port
+from .errors import ConfigError, InboundError
+from .events import Event, EventType, Status
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Configuration file [default: ./inbound.toml or $INBOUND_CONFIG].",
+)
+
+
+def settings_from(config_path: Path | None) -> Settings:
+    try:
+        return load_settings(config_path or default_config_path())
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+@click.group()
+@click.version_option(package_name="inbound")
+def main() -> None:
+    """inbound: SMTP in, signed webhook JSON out, every message recorded."""
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@config_option
+def check_config(file: Path | None, config_path: Path | None) -> None:
+    """Validate a configuration file; exit non-zero on the first problem."""
+    settings = settings_from(file or config_path)
+    click.echo(f"{settings.path}: OK ({len(settings.streams)} stream(s), bus={settings.bus.backend})")
+
+
+@main.command()
+@config_option
+def init(config_path: Path | None) -> None:
+    """Create the data directory and its identity marker (safe to run again)."""
+    from .datadir import init_data_dir
+
+    settings = settings_from(config_path)
+    created, identity = init_data_dir(settings.storage.data_dir)
+    state = "created" if created else "already initialised"
+    click.echo(f"{settings.storage.data_dir}: {state} (id {identity})")
+
+
+@main.command()
+@config_option
+@click.option("--roles", default="smtp,publish,process,deliver,record", show_default=True, help="Stages to run here.")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(config_path: Path | None, roles: str, log_level: str) -> None:
+    """Run the service until SIGTERM or SIGINT."""
+    from .service import Service, parse_roles
+
+    settings = settings_from(config_path)
+    try:
+        chosen = parse_roles(roles)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--roles") from None
+    logsetup.configure(log_level)
+    try:
+        asyncio.run(Service(settings, chosen).run())
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
+@main.command()
+@config_option
+@click.option("--listen", default="127.0.0.1:8025", show_default=True, help="host:port to listen on.")
+def devhook(config_path: Path | None, listen: str) -> None:
+    """A development webhook receiver: prints payloads and checks their signatures."""
+    from .devhook import serve as serve_devhook
+
+    settings = settings_from(config_path)
+    try:
+        host, port = split_host_port(listen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    serve_devhook(settings, host, port)
+
+
+@main.group()
+def activity() -> None:
+    """What happened to each message: list, show."""
+
+
+def _store(settings: Settings) -> Any:
+    from .activity import open_store
+
+    return open_store("sqlite", settings.storage.data_dir)
+
+
+@activity.command("list")
+@config_option
+@click.option("--status", type=click.Choice([s.value for s in Status]), default=None)
+@click.option("--stream", default=None)
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def activity_list(config_path: Path | None, status: str | None, stream: str | None, limit: int, as_json: bool) -> None:
+    """Messages, newest first."""
+    settings = settings_from(config_path)
+    store = _store(settings)
+    try:
+        records = store.list(status=Status(status) if status else None, stream=stream, limit=limit)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record_json(record, with_payload=False)))
+        return
+    table = Table("id", "received", "stream", "from", "to", "subject", "status", box=None)
+    for r in records:
+        table.add_row(
+            r.delivery_id,
+            r.received_at or "",
+            r.stream,
+            r.mail_from or "",
+            ", ".join(r.to),
+            r.subject or "",
+            r.status.value,
+        )
+    Console().print(table)
+
+
+@activity.command("show")
+@config_option
+@click.argument("delivery_id")
+@click.option("--json", "as_json", is_flag=True)
+def activity_show(config_path: Path | None, delivery_id: str, as_json: bool) -> None:
+    """One message: its status, every delivery attempt, and its payload."""
+    record = _find(settings_from(config_path), delivery_id)
+    data = record_json(record, with_payload=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key in ("delivery_id", "status", "stream", "received_at", "from", "to", "subject", "reason", "next_attempt_at"):
+        if data.get(key) not in (None, "", []):
+            click.echo(f"{key + ':':<17}{data[key]}")
+    click.echo("attempts:")
+    for a in data["attempts"]:
+        result = a["status_code"] if a["status_code"] is not None else a["error"]
+        click.echo(f"  #{a['number']} (gen {a['generation']}) {a['at']}  {result}  {a['latency_ms']:.0f}ms")
+    click.echo("payload:")
+    click.echo(json.dumps(data["payload"], indent=2, ensure_ascii=False))
+
+
+def _find(settings: Settings, delivery_id: str) -> Any:
+    try:
+        record = _store(settings).get(delivery_id)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if record is None:
+        raise click.ClickException(f"no message with id {delivery_id!r} (see `inbound activity list`)")
+    return record
+
+
+def record_json(record: Any, *, with_payload: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "delivery_id": record.delivery_id,
+        "queue_id": record.queue_id,
+        "stream": record.stream,
+        "status": record.status.value,
+        "generation": record.generation,
+        "received_at": record.received_at,
+        "from": record.mail_from,
+        "to": list(record.to),
+        "subject": record.subject,
+        "reason": record.reason,
+        "next_attempt_at": record.next_attempt_at,
+        "updated_at": record.updated_at,
+        "attempts": [{"generation": gen, **attempt.to_json()} for gen, attempt in _attempts_with_generation(record)],
+    }
+    if with_payload:
+        data["payload"] = record.payload
+    return data
+
+
+def _attempts_with_generation(record: Any) -> list[tuple[int, Any]]:
+    return [(getattr(a, "generation", record.generation), a) for a in record.attempts]
+
+
+@main.command()
+@config_option
+@click.argument("delivery_id")
+def retry(config_path: Path | None, delivery_id: str) -> None:
+    """Send a failed message again (a new generation of attempts, same webhook-id)."""
+    from .bus import open_bus
+    from .clock import now_rfc3339
+
+    settings = settings_from(config_path)
+    record = _find(settings, delivery_id)
+    if record.status is not Status.FAILED:
+        raise click.ClickException(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
+    if record.payload is None:
+        raise click.ClickException(f"{delivery_id} failed before it was parsed; there is no payload to send")
+    generation = record.generation + 1
+    body = json.dumps(record.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    event = Event(EventType.RETRY_REQUESTED, delivery_id, record.queue_id, record.stream, now_rfc3339(), generation)
+    try:
+        bus = open_bus(settings)
+        producer = bus.producer()
+        producer.send("events", event.encode(), key=delivery_id.encode())
+        headers = (("delivery-id", delivery_id.encode()), ("generation", str(generation).encode()))
+        producer.send("messages", body, key=record.stream.encode(), headers=headers)
+        producer.flush()
+        producer.close()
+        bus.close()
+    except InboundError as exc:
+        raise click.ClickException(f"could not queue the retry: {exc}") from None
+    click.echo(f"{delivery_id}: queued for delivery again (generation {generation})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Settings: one frozen object built from a TOML file, validated before anything starts.
+
+Every key is checked here, once, so that a typo or a wrong type stops the
+service at start-up with a message naming the file, the key and the problem
+(:class:`inbound.errors.ConfigError`) instead of failing later, mid-message.
+An unknown key is an error too: a misspelt ``alow_private`` must not silently
+fall back to the default.
+
+This is the only module that reads the environment (``INBOUND_CONFIG``, the
+default config path).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from .durations import parse_duration
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "inbound.toml"
+# 30 MiB: a record then fits the 64 MiB record limit we give Kafka topics (see bus/__init__.py).
+MAX_MESSAGE_SIZE = 30 * 1024 * 1024
+STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
+DEFAULT_RETRY_SCHEDULE = ("1m", "5m", "10m", "10m", "10m", "15m", "30m", "1h", "2h", "6h")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    hostname: str = "mx.example.test"
+    max_message_size: int = 26_214_400
+    max_recipients: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    data_dir: Path = Path("var")
+    min_free_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    backend: str = "embedded"
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    topic_prefix: str = "inbound."
+    partitions: int = 3
+    replication_factor: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    allow_private: bool = False
+    retry_schedule: tuple[float, ...] = tuple(parse_duration(d) for d in DEFAULT_RETRY_SCHEDULE)
+    timeout: float = 30.0
+    concurrency_per_stream: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    name: str
+    addresses: tuple[str, ...]
+    webhook_url: str
+    signing_secret: str
+    block_senders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: Path
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    bus: BusSettings = field(default_factory=BusSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    streams: tuple[StreamSettings, ...] = ()
+
+    def stream(self, name: str) -> StreamSettings:
+        return next(s for s in self.streams if s.name == name)
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("INBOUND_CONFIG", DEFAULT_CONFIG))
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate *path*; raise ConfigError naming the key on any problem."""
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+    return _Reader(path).settings(raw)
+
+
+class _Reader:
+    """Walks the parsed TOML, checking each key and remembering where it is."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(str(self.path), key, problem)
+
+    def table(self, raw: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, not {type(value).__name__}")
+        for unknown in sorted(set(value) - allowed):
+            raise self.fail(f"{key}.{unknown}", f"unknown key (known: {', '.join(sorted(allowed))})")
+        return value
+
+    def get(self, table: dict[str, Any], section: str, key: str, kind: type[T], default: T) -> T:
+        value = table.get(key, default)
+        # bool is an int in Python; a TOML `true` where a number belongs is a mistake.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(f"{section}.{key}", f"must be {kind.__name__}, not {type(value).__name__} ({value!r})")
+        return value
+
+    def check(self, key: str, ok: bool, problem: str) -> None:
+        if not ok:
+            raise self.fail(key, problem)
+
+    def strings(self, table: dict[str, Any], section: str, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = table.get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{section}.{key}", "must be a list of strings")
+        return tuple(value)
+
+    def converted(self, key: str, value: str, convert: Callable[[str], T]) -> T:
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+    def settings(self, raw: dict[str, Any]) -> Settings:
+        sections = {"smtp", "storage", "bus", "webhooks", "streams"}
+        for unknown in sorted(set(raw) - sections):
+            raise self.fail(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
+        smtp = self.smtp(raw)
+        webhooks = self.webhooks(raw)
+        streams = self.streams(raw, webhooks.allow_private)
+        return Settings(
+            path=self.path,
+            smtp=smtp,
+            storage=self.storage(raw),
+            bus=self.bus(raw),
+            webhooks=webhooks,
+            streams=streams,
+        )
+
+    def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
+        t = self.table(raw, "smtp", {"listen", "hostname", "max_message_size", "max_recipients"})
+        d = SmtpSettings()
+        listen = self.get(t, "smtp", "listen", str, f"{d.host}:{d.port}")
+        host, port = self.converted("smtp.listen", listen, split_host_port)
+        size = self.get(t, "smtp", "max_message_size", int, d.max_message_size)
+        self.check(
+            "smtp.max_message_size",
+            1024 <= size <= MAX_MESSAGE_SIZE,
+            f"must be between 1024 and {MAX_MESSAGE_SIZE} bytes",
+        )
+        rcpts = self.get(t, "smtp", "max_recipients", int, d.max_recipients)
+        self.check("smtp.max_recipients", rcpts >= 1, "must be at least 1")
+        hostname = self.get(t, "smtp", "hostname", str, d.hostname)
+        self.check("smtp.hostname", bool(re.fullmatch(r"[A-Za-z0-9.-]+", hostname)), "must be a host name")
+        return SmtpSettings(host, port, hostname, size, rcpts)
+
+    def storage(self, raw: dict[str, Any]) -> StorageSettings:
+        t = self.table(raw, "storage", {"data_dir", "min_free_bytes"})
+        data_dir = Path(self.get(t, "storage", "data_dir", str, "var"))
+        if not data_dir.is_absolute():
+            # Relative to the config file, so the service finds the same data wherever it is started.
+            data_dir = self.path.parent / data_dir
+        min_free = self.get(t, "storage", "min_free_bytes", int, 0)
+        self.check("storage.min_free_bytes", min_free >= 0, "must not be negative")
+        return StorageSettings(data_dir, min_free)
+
+    def bus(self, raw: dict[str, Any]) -> BusSettings:
+        keys = {"backend", "bootstrap_servers", "topic_prefix", "partitions", "replication_factor"}
+        t = self.table(raw, "bus", keys)
+        d = BusSettings()
+        backend = self.get(t, "bus", "backend", str, d.backend)
+        self.check("bus.backend", backend in ("embedded", "kafka"), f'must be "embedded" or "kafka", not {backend!r}')
+        servers = self.strings(t, "bus", "bootstrap_servers", d.bootstrap_servers)
+        self.check("bus.bootstrap_servers", bool(servers), "must name at least one host:port")
+        for server in servers:
+            self.converted("bus.bootstrap_servers", server, split_host_port)
+        prefix = self.get(t, "bus", "topic_prefix", str, d.topic_prefix)
+        self.check(
+            "bus.topic_prefix",
+            bool(re.fullmatch(r"[A-Za-z0-9._-]*", prefix)),
+            "may hold only letters, digits, '.', '_' and '-'",
+        )
+        partitions = self.get(t, "bus", "partitions", int, d.partitions)
+        self.check("bus.partitions", partitions >= 1, "must be at least 1")
+        replication = self.get(t, "bus", "replication_factor", int, d.replication_factor)
+        self.check("bus.replication_factor", replication >= 1, "must be at least 1")
+        return BusSettings(backend, servers, prefix, partitions, replication)
+
+    def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
+        t = self.table(raw, "webhooks", {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream"})
+        d = WebhookSettings()
+        allow_private = self.get(t, "webhooks", "allow_private", bool, d.allow_private)
+        schedule = tuple(
+            self.converted("webhooks.retry_schedule", step, parse_duration)
+            for step in self.strings(t, "webhooks", "retry_schedule", DEFAULT_RETRY_SCHEDULE)
+        )
+        timeout = self.converted("webhooks.timeout", self.get(t, "webhooks", "timeout", str, "30s"), parse_duration)
+        self.check("webhooks.timeout", timeout > 0, "must be longer than 0s")
+        concurrency = self.get(t, "webhooks", "concurrency_per_stream", int, d.concurrency_per_stream)
+        self.check("webhooks.concurrency_per_stream", concurrency >= 1, "must be at least 1")
+        return WebhookSettings(allow_private, schedule, timeout, concurrency)
+
+    def streams(self, raw: dict[str, Any], allow_private: bool) -> tuple[StreamSettings, ...]:
+        entries = raw.get("streams", [])
+        if not isinstance(entries, list):
+            raise self.fail("streams", "must be an array of tables ([[streams]])")
+        streams: list[StreamSettings] = []
+        owner: dict[str, str] = {}
+        for i, entry in enumerate(entries):
+            section = f"streams[{i}]"
+            t = self.table(
+                {section: entry}, section, {"name", "addresses", "webhook_url", "signing_secret", "block_senders"}
+            )
+            for key in ("name", "addresses", "webhook_url", "signing_secret"):
+                self.check(f"{section}.{key}", key in t, "is required")
+            name = self.get(t, section, "name", str, "")
+            self.check(
+                f"{section}.name",
+                bool(STREAM_NAME.match(name)),
+                "must be 1-63 of a-z, 0-9 and '_', starting with a letter or digit",
+            )
+            self.check(f"{section}.name", name not in {s.name for s in streams}, f"duplicate stream name {name!r}")
+            addresses = self.strings(t, section, "addresses", ())
+            self.check(f"{section}.addresses", bool(addresses), "must list at least one address")
+            for address in addresses:
+                key = f"{section}.addresses"
+                self.check(key, _valid_pattern(address), f"{address!r} is not an address or *@domain")
+                self.check(
+                    key,
+                    address.lower() not in owner,
+                    f"{address!r} is already in stream {owner.get(address.lower())!r}",
+                )
+                owner[address.lower()] = name
+            url = self.get(t, section, "webhook_url", str, "")
+            self.converted(f"{section}.webhook_url", url, lambda u: check_webhook_url(u, allow_private))
+            secret = self.get(t, section, "signing_secret", str, "")
+            self.converted(f"{section}.signing_secret", secret, check_signing_secret)
+            blocks = self.strings(t, section, "block_senders", ())
+            for pattern in blocks:
+                self.check(
+                    f"{section}.block_senders", _valid_pattern(pattern), f"{pattern!r} is not an address or *@domain"
+                )
+            streams.append(StreamSettings(name, addresses, url, secret, blocks))
+        return tuple(streams)
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _valid_pattern(pattern: str) -> bool:
+    local, at, domain = pattern.rpartition("@")
+    return bool(at and local and "." in domain and " " not in pattern)
+
+
+def check_signing_secret(secret: str) -> None:
+    import base64
+    import binascii
+
+    if not secret.startswith("whsec_"):
+        raise ValueError('must start with "whsec_" followed by base64 (a Standard Webhooks secret)')
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        raise ValueError('the part after "whsec_" is not valid base64') from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("the key must decode to 24-64 bytes")
+
+
+def check_webhook_url(url: str, allow_private: bool) -> None:
+    """Refuse URLs that are not http(s), and (unless allowed) non-public IP literals."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if allow_private:
+        return
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        raise ValueError(f"{host!r} is loopback (set webhooks.allow_private = true to allow it)")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name, resolved at delivery time
+    if not ip.is_global:
+        raise ValueError(f"{host} is not a public address (set webhooks.allow_private = true to allow it)")

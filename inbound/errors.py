@@ -1,0 +1,61 @@
+"""Every exception inbound raises on purpose, in one tree.
+
+The split that matters is *temporary* (try again later: SMTP 4xx, a retried
+delivery, an uncommitted offset) versus *permanent* (give up: SMTP 5xx, a
+Failed record)::
+
+    InboundError
+    ├── ConfigError            bad configuration: names the file and the key
+    ├── DataDirError           data directory missing, unwritable or not ours
+    ├── TemporaryError         the same call may work later
+    │   ├── SpoolError         the spool could not make a message durable (451)
+    │   ├── BusError           the bus did not take or give records
+    │   └── StoreError         the activity store could not be written
+    └── PermanentError         the same call will never work
+        └── ParseError         a message that cannot be turned into a payload
+"""
+
+from __future__ import annotations
+
+
+class InboundError(Exception):
+    """Base of every error inbound raises on purpose."""
+
+
+class ConfigError(InboundError):
+    """The configuration is invalid. The message names the file, the key and the problem."""
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {problem}")
+
+
+class DataDirError(InboundError):
+    """The data directory cannot be used (missing, unwritable, or lacks its marker)."""
+
+
+class TemporaryError(InboundError):
+    """Something that may work if tried again later."""
+
+
+class SpoolError(TemporaryError):
+    """A message could not be made durable in the spool."""
+
+
+class BusError(TemporaryError):
+    """The bus did not durably take records, or could not give them."""
+
+
+class StoreError(TemporaryError):
+    """The activity store could not be read or written."""
+
+
+class PermanentError(InboundError):
+    """Something that will fail the same way however often it is tried."""
+
+
+class ParseError(PermanentError):
+    """A message could not be turned into a payload."""

@@ -1,0 +1,148 @@
+"""The composition root: builds every part from the settings and runs the roles asked for.
+
+Roles (``inbound serve --roles``): ``smtp`` (receive + spool), ``publish``
+(spool -> bus; runs beside ``smtp``, on the same data directory), ``process``,
+``deliver`` and ``record``. One process may run all of them (the default) or
+each may run in its own process or host; processes of the same role share the
+work through their consumer group.
+
+Shutdown (SIGTERM/SIGINT): new SMTP connections get ``421 4.3.2``; messages
+being spooled finish and get their 250; the publisher moves what is spooled to
+the bus; each stage finishes and commits its batch in hand; deliveries under
+way finish and record their outcome. Then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+
+from .activity import open_store
+from .bus import TOPICS, Bus, open_bus
+from .config import Settings
+from .datadir import check_data_dir, free_bytes
+from .deliver import Deliverer
+from .outbox import Outbox
+from .process import Processor
+from .publish import Publisher
+from .record import Recorder
+from .routing import RoutingTable
+from .smtp import InboundHandler, InboundSMTP
+from .spool import Spool
+from .worker import ConsumerWorker
+
+log = logging.getLogger(__name__)
+
+ROLES = ("smtp", "publish", "process", "deliver", "record")
+DRAIN_SECONDS = 30.0
+
+
+class Stoppable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+
+def parse_roles(text: str) -> tuple[str, ...]:
+    roles = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ValueError(f"unknown role(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROLES)}")
+    return roles
+
+
+def spool_for(settings: Settings) -> Spool:
+    return Spool(settings.storage.data_dir / "spool", settings.storage.data_dir / "quarantine")
+
+
+def disk_guard(settings: Settings) -> str | None:
+    """The 452 reply while free space is below what one more message may need, else None."""
+    needed = max(settings.storage.min_free_bytes, int(1.5 * settings.smtp.max_message_size))
+    if free_bytes(settings.storage.data_dir) < needed:
+        return "452 4.3.1 Insufficient system storage"
+    return None
+
+
+@dataclass
+class Service:
+    settings: Settings
+    roles: Sequence[str] = ROLES
+    bus: Bus | None = None
+    stages: list[Stoppable] = field(default_factory=list)  # in the order they stop
+
+    def build(self) -> None:
+        settings = self.settings
+        check_data_dir(settings.storage.data_dir)
+        self.routing = RoutingTable.from_streams(settings.streams)
+        self.bus = open_bus(settings)
+        self.bus.ensure_topics(TOPICS)
+        if "smtp" in self.roles or "publish" in self.roles:
+            self.spool = spool_for(settings)
+        if "publish" in self.roles:
+            self.publisher = Publisher(self.spool, self.bus)
+            self.stages.append(self.publisher)
+        if "process" in self.roles:
+            processor = Processor(self.routing, self.bus.producer())
+            self.stages.append(
+                ConsumerWorker("process", self.bus, group="process", topics=["received"], handle=processor.handle)
+            )
+        if "deliver" in self.roles:
+            outbox = Outbox(settings.storage.data_dir / "outbox.db")
+            client = httpx.Client(timeout=settings.webhooks.timeout, follow_redirects=False)
+            deliverer = Deliverer(settings, outbox, self.bus.producer(), client)
+            intake = ConsumerWorker(
+                "deliver-intake", self.bus, group="deliver", topics=["messages"], handle=deliverer.handle
+            )
+            self.stages += [intake, deliverer]
+        if "record" in self.roles:
+            store = open_store("sqlite", settings.storage.data_dir)
+            recorder = Recorder(store)
+            self.stages.append(
+                ConsumerWorker(
+                    "record", self.bus, group="record", topics=["messages", "events"], handle=recorder.handle
+                )
+            )
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Run until SIGTERM/SIGINT, then shut down in order."""
+        self.build()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        for stage in self.stages:
+            stage.start()
+        server = None
+        handler = None
+        if "smtp" in self.roles:
+            on_spooled = self.publisher.notify if "publish" in self.roles else (lambda: None)
+            handler = InboundHandler(
+                self.settings.smtp, self.routing, self.spool, on_spooled, lambda: disk_guard(self.settings)
+            )
+            smtp = self.settings.smtp
+            server = await loop.create_server(lambda: InboundSMTP(handler, smtp), smtp.host, smtp.port)
+            log.info("smtp listening on %s:%d", smtp.host, smtp.port)
+        log.info("inbound started: roles=%s bus=%s", ",".join(self.roles), self.settings.bus.backend)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down: draining")
+        if handler is not None:
+            handler.draining = True
+            deadline = time.monotonic() + DRAIN_SECONDS
+            while handler.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        for stage in self.stages:
+            await asyncio.to_thread(stage.stop)
+        if server is not None:
+            server.close()
+        if self.bus is not None:
+            self.bus.close()
+        log.info("inbound stopped")

@@ -1,0 +1,274 @@
+"""Real parts for the end-to-end tests: a webhook receiver, a config writer, and
+``inbound serve`` as a real process that can be killed with SIGKILL.
+
+Nothing here sleeps to synchronise: every wait is on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "whsec_" + base64.b64encode(b"test-secret-of-32-bytes-length!!").decode()
+INBOUND = [sys.executable, "-m", "inbound.cli"]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll *condition* until it returns something truthy; fail with *what* after *timeout*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Hit:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server recording every POST; answers per path with a programmable status."""
+
+    hits: list[Hit] = field(default_factory=list)
+    # path -> function of (number of hits on that path so far) -> status, or ("sleep", seconds)
+    behaviour: dict[str, Callable[[int], int]] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with receiver.lock:
+                    seen = sum(1 for h in receiver.hits if h.path == self.path)
+                    receiver.hits.append(
+                        Hit(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                    )
+                    status = receiver.behaviour.get(self.path, lambda n: 200)(seen)
+                    delay = receiver.delay.get(self.path, 0.0)
+                if delay:
+                    time.sleep(delay)  # a slow endpoint, on purpose
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def on(self, path: str) -> list[Hit]:
+        with self.lock:
+            return [h for h in self.hits if h.path == path]
+
+    def by_queue_id(self, path: str = "/hook") -> dict[str, list[Hit]]:
+        result: dict[str, list[Hit]] = {}
+        for hit in self.on(path):
+            result.setdefault(hit.json["queue_id"], []).append(hit)
+        return result
+
+
+def stream_toml(name: str, addresses: list[str], url: str, block: list[str] = ()) -> str:  # type: ignore[assignment]
+    return f"""
+[[streams]]
+name = "{name}"
+addresses = {json.dumps(addresses)}
+webhook_url = "{url}"
+signing_secret = "{SECRET}"
+block_senders = {json.dumps(list(block))}
+"""
+
+
+def write_config(
+    directory: Path,
+    *,
+    streams: str,
+    bus: str = 'backend = "embedded"',
+    smtp_port: int | None = None,
+    max_message_size: int = 1024 * 1024,
+    retry_schedule: list[str] = ("1s", "1s"),  # type: ignore[assignment]
+    timeout: str = "5s",
+    data_dir: str = "data",
+    extra: str = "",
+) -> Path:
+    port = smtp_port or free_port()
+    path = directory / "inbound.toml"
+    path.write_text(
+        f"""
+[smtp]
+listen = "127.0.0.1:{port}"
+hostname = "mx.test.example"
+max_message_size = {max_message_size}
+
+[storage]
+data_dir = "{data_dir}"
+
+[bus]
+{bus}
+
+[webhooks]
+allow_private = true
+retry_schedule = {json.dumps(list(retry_schedule))}
+timeout = "{timeout}"
+{extra}
+{streams}
+"""
+    )
+    return path
+
+
+def smtp_port_of(config: Path) -> int:
+    import tomllib
+
+    return int(tomllib.loads(config.read_text())["smtp"]["listen"].rpartition(":")[2])
+
+
+def run_cli(*args: str, config: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*INBOUND, *args, "--config", str(config)], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"inbound {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+class InboundProcess:
+    """``inbound serve`` as a real child process."""
+
+    def __init__(self, config: Path, roles: str | None = None, log: Path | None = None) -> None:
+        self.config = config
+        self.roles = roles
+        self.log_path = log or config.parent / f"serve-{os.getpid()}-{id(self)}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_smtp: bool = True) -> InboundProcess:
+        args = [*INBOUND, "serve", "--config", str(self.config)]
+        if self.roles:
+            args += ["--roles", self.roles]
+        self.log_file = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        if wait_smtp and (self.roles is None or "smtp" in self.roles):
+            wait_for(self._smtp_ready, 60, f"SMTP on {self.config} (log: {self.log_path})")
+        else:
+            wait_for(lambda: b"inbound started" in self.log_path.read_bytes() or self._exited(), 60, "start")
+        return self
+
+    def _exited(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"inbound serve exited {self.proc.returncode}: {self.log()[-3000:]}")
+        return False
+
+    def _smtp_ready(self) -> bool:
+        self._exited()
+        try:
+            with smtplib.SMTP("127.0.0.1", smtp_port_of(self.config), timeout=5) as s:
+                return s.noop()[0] == 250
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def terminate(self, timeout: float = 90) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.terminate(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if hasattr(self, "log_file"):
+            self.log_file.close()
+
+
+def send_on(smtp: smtplib.SMTP, mail_from: str, rcpts: list[str], message: bytes) -> str:
+    """Send one message on an open connection; return the queue id from the 250 reply."""
+    code, reply = smtp.mail(mail_from)
+    assert code == 250, (code, reply)
+    for rcpt in rcpts:
+        code, reply = smtp.rcpt(rcpt)
+        assert code == 250, (rcpt, code, reply)
+    code, reply = smtp.data(message)
+    assert code == 250, (code, reply)
+    return reply.decode().rsplit(" ", 1)[-1]
+
+
+def send(config: Path, mail_from: str, rcpts: list[str], message: bytes) -> str:
+    """Send one message on a new connection; return the queue id from the 250 reply."""
+    with smtplib.SMTP("127.0.0.1", smtp_port_of(config), timeout=30) as smtp:
+        smtp.ehlo("client.test")
+        return send_on(smtp, mail_from, rcpts, message)
+
+
+def simple_message(
+    subject: str = "Hello", sender: str = "alice@sender.test", to: str = "help@in.test", body: str = "Hi there"
+) -> bytes:
+    return (
+        f"From: Alice <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{time.time_ns()}@sender.test>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def activity(config: Path) -> list[dict[str, Any]]:
+    out = run_cli("activity", "list", "--json", "--limit", "100000", config=config).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def statuses(config: Path) -> dict[str, str]:
+    return {r["delivery_id"]: r["status"] for r in activity(config)}

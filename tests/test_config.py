@@ -1,0 +1,108 @@
+"""Configuration: every mistake stops start-up with the file, the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .harness import ROOT, SECRET, run_cli
+
+VALID = f"""
+[smtp]
+listen = "127.0.0.1:2525"
+hostname = "mx.example.test"
+max_message_size = 26214400
+[storage]
+data_dir = "var"
+[bus]
+backend = "embedded"
+[webhooks]
+allow_private = false
+retry_schedule = ["1m", "5m"]
+timeout = "30s"
+[[streams]]
+name = "support"
+addresses = ["*@in.example.test", "help@example.org"]
+webhook_url = "https://app.example.com/inbound"
+signing_secret = "{SECRET}"
+block_senders = ["*@spam.example", "bad@example.net"]
+"""
+
+
+def check(tmp_path: Path, text: str) -> tuple[int, str]:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = run_cli("check-config", config=path, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
+    assert check(tmp_path, VALID)[0] == 0
+    result = run_cli("check-config", str(ROOT / "examples" / "inbound.toml"), config=tmp_path / "unused.toml")
+    assert "OK" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "problem"),
+    [
+        ("[webhooks]\n", "[webhooks]\nalow_private = true\n", "webhooks.alow_private", "unknown key"),
+        ("[bus]\n", "[buss]\n", "buss", "unknown section"),
+        ("max_message_size = 26214400", 'max_message_size = "25MB"', "smtp.max_message_size", "must be int"),
+        ("max_message_size = 26214400", "max_message_size = true", "smtp.max_message_size", "must be int"),
+        ('listen = "127.0.0.1:2525"', 'listen = "127.0.0.1"', "smtp.listen", "is not host:port"),
+        ('backend = "embedded"', 'backend = "rabbit"', "bus.backend", 'must be "embedded" or "kafka"'),
+        ('timeout = "30s"', 'timeout = "30 seconds"', "webhooks.timeout", "is not a duration"),
+        ('["1m", "5m"]', '["1m", "soon"]', "webhooks.retry_schedule", "is not a duration"),
+        ("https://app.example.com/inbound", "https://127.0.0.1/inbound", "streams[0].webhook_url", "not a public"),
+        ("https://app.example.com/inbound", "http://10.1.2.3:8080/x", "streams[0].webhook_url", "not a public"),
+        ("https://app.example.com/inbound", "http://localhost/x", "streams[0].webhook_url", "loopback"),
+        ("https://app.example.com/inbound", "ftp://app.example.com/", "streams[0].webhook_url", "not an http(s) URL"),
+        (SECRET, "hunter2", "streams[0].signing_secret", "whsec_"),
+        ('name = "support"', 'name = "Support Team"', "streams[0].name", "must be 1-63"),
+        ('"help@example.org"]', '"help at example.org"]', "streams[0].addresses", "is not an address"),
+        ('webhook_url = "https://app.example.com/inbound"\n', "", "streams[0].webhook_url", "is required"),
+        ("[smtp]", "[smtp", "", "not valid TOML"),
+    ],
+)
+def test_errors_name_file_key_and_problem(tmp_path: Path, old: str, new: str, key: str, problem: str) -> None:
+    assert old in VALID
+    code, output = check(tmp_path, VALID.replace(old, new, 1))
+    assert code != 0
+    assert f"bad.toml: {key}" in output if key else "bad.toml" in output
+    assert problem in output
+
+
+def test_private_urls_allowed_when_asked(tmp_path: Path) -> None:
+    text = VALID.replace("allow_private = false", "allow_private = true").replace(
+        "https://app.example.com/inbound", "http://127.0.0.1:8025/inbound"
+    )
+    assert check(tmp_path, text)[0] == 0
+
+
+def test_same_address_in_two_streams_is_an_error(tmp_path: Path) -> None:
+    second = VALID[VALID.index("[[streams]]") :].replace('name = "support"', 'name = "other"')
+    code, output = check(tmp_path, VALID + second)
+    assert code != 0
+    assert "streams[1].addresses" in output
+    assert "already in stream 'support'" in output
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    result = run_cli("check-config", config=tmp_path / "nope.toml", check=False)
+    assert result.returncode != 0
+    assert "nope.toml: file not found" in result.stderr
+
+
+def test_serve_refuses_a_data_dir_without_marker(tmp_path: Path) -> None:
+    path = tmp_path / "inbound.toml"
+    path.write_text(VALID)
+    result = run_cli("serve", config=path, check=False)
+    assert result.returncode != 0
+    assert "does not exist" in result.stderr
+    (tmp_path / "var").mkdir()
+    result = run_cli("serve", config=path, check=False)
+    assert result.returncode != 0
+    assert "no .inbound-data marker" in result.stderr
+    run_cli("init", config=path)
+    assert (tmp_path / "var" / ".inbound-data").exists()

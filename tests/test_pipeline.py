@@ -1,0 +1,323 @@
+"""End to end: SMTP in, signed webhook JSON out, every message recorded -- on every bus backend.
+
+Each test runs ``inbound serve`` as a real process against a real HTTP receiver and talks to it
+with smtplib; the backend parameter runs the whole file on the embedded bus and on Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import smtplib
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from inbound.envelope import Envelope, Recipient
+from inbound.spool import encode_entry
+
+from .harness import (
+    SECRET,
+    InboundProcess,
+    WebhookReceiver,
+    activity,
+    run_cli,
+    send,
+    simple_message,
+    smtp_port_of,
+    statuses,
+    stream_toml,
+    wait_for,
+    write_config,
+)
+
+
+class Pipeline:
+    def __init__(self, tmp_path: Path, bus: str) -> None:
+        self.tmp_path = tmp_path
+        self.bus = bus
+        self.receiver = WebhookReceiver().start()
+        self.processes: list[InboundProcess] = []
+
+    def configure(self, streams: str | None = None, **kwargs: object) -> Path:
+        streams = streams or stream_toml(
+            "support", ["*@in.test", "help@example.org"], self.receiver.url("/hook"), ["*@spam.test"]
+        )
+        self.config = write_config(self.tmp_path, streams=streams, bus=self.bus, **kwargs)  # type: ignore[arg-type]
+        run_cli("init", config=self.config)
+        return self.config
+
+    def start(self, roles: str | None = None) -> InboundProcess:
+        process = InboundProcess(self.config, roles=roles).start()
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.stop()
+        self.receiver.stop()
+
+    def wait_status(self, delivery_id: str, status: str, timeout: float = 60) -> dict[str, str]:
+        return wait_for(
+            lambda: statuses(self.config).get(delivery_id) == status and statuses(self.config),
+            timeout,
+            f"{delivery_id} to be {status}",
+        )
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, bus_toml: str) -> Iterator[Pipeline]:
+    p = Pipeline(tmp_path, bus_toml)
+    yield p
+    p.close()
+
+
+def verify_signature(hit_headers: dict[str, str], body: bytes) -> bool:
+    """An independent Standard Webhooks check: HMAC-SHA256 over id.timestamp.body."""
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    signed = f"{hit_headers['webhook-id']}.{hit_headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return f"v1,{expected}" in hit_headers["webhook-signature"].split(" ")
+
+
+def message_with_attachments() -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice Example <alice@sender.test>"
+    msg["To"] = "Support <help@example.org>"
+    msg["Cc"] = "bob@sender.test"
+    msg["Subject"] = "Invoice 42 attached"
+    msg["Message-ID"] = "<invoice-42@sender.test>"
+    msg.set_content("Please find the invoice attached.\n")
+    msg.add_alternative('<p>Please find the invoice attached.<img src="cid:logo@sender.test"></p>', subtype="html")
+    html = msg.get_payload()[1]
+    html.add_related(b"\x89PNG\r\n\x1a\nfakepng", maintype="image", subtype="png", cid="<logo@sender.test>")
+    msg.add_attachment(b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename="invoice-42.pdf")
+    return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def test_happy_path_with_attachments_and_inline_image(pipeline: Pipeline, message_schema: object) -> None:
+    config = pipeline.configure()
+    pipeline.start()
+    queue_id = send(config, "alice@sender.test", ["help@example.org"], message_with_attachments())
+    delivery_id = f"{queue_id}-support"
+    hit = wait_for(lambda: pipeline.receiver.on("/hook"), 60, "the webhook POST")[0]
+    payload = hit.json
+    message_schema.validate(payload)  # type: ignore[attr-defined]
+    assert hit.headers["content-type"] == "application/json"
+    assert hit.headers["webhook-id"] == delivery_id == payload["id"]
+    assert verify_signature(hit.headers, hit.body)
+    assert payload["subject"] == "Invoice 42 attached"
+    assert payload["from"] == {"name": "Alice Example", "email": "alice@sender.test"}
+    assert payload["envelope"]["rcpt_to"] == ["help@example.org"]
+    assert payload["original_recipient"] == "help@example.org"
+    assert "invoice attached" in payload["text"]
+    assert "<img" in payload["html"]
+    by_name = {a["filename"] or a["content_id"]: a for a in payload["attachments"]}
+    pdf = next(a for a in payload["attachments"] if a["content_type"] == "application/pdf")
+    assert pdf["filename"] == "invoice-42.pdf"
+    assert pdf["disposition"] == "attachment"
+    assert base64.b64decode(pdf["content"]) == b"%PDF-1.4 invoice"
+    image = next(a for a in payload["attachments"] if a["content_type"] == "image/png")
+    assert image["disposition"] == "inline"
+    assert "logo@sender.test" in image["content_id"]
+    assert len(by_name) == 2
+    assert payload["headers"][0]["name"] == "Received"
+    assert queue_id in payload["headers"][0]["value"]
+
+    pipeline.wait_status(delivery_id, "delivered")
+    shown = json.loads(run_cli("activity", "show", delivery_id, "--json", config=config).stdout)
+    assert shown["status"] == "delivered"
+    assert shown["subject"] == "Invoice 42 attached"
+    assert [a["status_code"] for a in shown["attempts"]] == [200]
+    assert shown["payload"]["id"] == delivery_id
+    text = run_cli("activity", "show", delivery_id, config=config).stdout
+    assert "delivered" in text
+    assert "Invoice 42 attached" in text
+
+
+def test_rcpt_and_size_refusals(pipeline: Pipeline) -> None:
+    config = pipeline.configure(max_message_size=4096)
+    pipeline.start()
+    with smtplib.SMTP("127.0.0.1", smtp_port_of(config), timeout=30) as s:
+        code, features = s.ehlo("client.test")
+        assert code == 250
+        for feature in (b"SIZE 4096", b"8BITMIME", b"SMTPUTF8", b"PIPELINING"):
+            assert feature in features
+        assert s.mail("a@sender.test") == (250, b"2.1.0 Ok")
+        code, reply = s.rcpt("nobody@example.org")  # our domain (help@example.org), unknown mailbox
+        assert (code, reply[:5]) == (550, b"5.1.1")
+        code, reply = s.rcpt("someone@elsewhere.test")  # never a relay
+        assert (code, reply[:5]) == (550, b"5.7.1")
+        assert s.rcpt("anything+tag@in.test")[0] == 250
+        code, reply = s.data(b"Subject: big\r\n\r\n" + b"x" * 5000 + b"\r\n")
+        assert (code, reply[:5]) == (552, b"5.3.4")
+        s.rset()
+        code, reply = s.mail("a@sender.test", ["SIZE=999999"])
+        assert (code, reply[:5]) == (552, b"5.3.4")
+    assert pipeline.receiver.hits == []
+
+
+def test_long_lines_are_accepted(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.start()
+    long_line = "word " * 1000  # 5000 octets, five times RFC 5321's limit
+    queue_id = send(config, "a@sender.test", ["x@in.test"], simple_message(body=long_line))
+    hit = wait_for(lambda: pipeline.receiver.on("/hook"), 60, "delivery")[0]
+    assert hit.json["queue_id"] == queue_id
+    assert long_line.strip() in hit.json["text"]
+
+
+def test_blocked_sender_is_recorded_and_not_posted(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.start()
+    blocked = send(config, "x@spam.test", ["help@example.org"], simple_message(sender="x@spam.test"))
+    allowed = send(config, "ok@sender.test", ["help@example.org"], simple_message())
+    pipeline.wait_status(f"{allowed}-support", "delivered")
+    pipeline.wait_status(f"{blocked}-support", "blocked")
+    assert [h.json["queue_id"] for h in pipeline.receiver.on("/hook")] == [allowed]
+
+
+def test_retry_after_500_then_delivered(pipeline: Pipeline) -> None:
+    config = pipeline.configure(retry_schedule=["1s", "1s", "1s"])
+    pipeline.receiver.behaviour["/hook"] = lambda n: 500 if n == 0 else 200
+    pipeline.start()
+    queue_id = send(config, "a@sender.test", ["help@example.org"], simple_message())
+    pipeline.wait_status(f"{queue_id}-support", "delivered")
+    hits = pipeline.receiver.on("/hook")
+    assert len(hits) == 2
+    assert hits[0].headers["webhook-id"] == hits[1].headers["webhook-id"]
+    shown = json.loads(run_cli("activity", "show", f"{queue_id}-support", "--json", config=config).stdout)
+    assert [a["status_code"] for a in shown["attempts"]] == [500, 200]
+
+
+def test_endpoint_down_through_the_schedule_fails(pipeline: Pipeline) -> None:
+    config = pipeline.configure(retry_schedule=["1s", "1s"])
+    pipeline.receiver.behaviour["/hook"] = lambda n: 503
+    pipeline.start()
+    queue_id = send(config, "a@sender.test", ["help@example.org"], simple_message())
+    pipeline.wait_status(f"{queue_id}-support", "failed")
+    assert len(pipeline.receiver.on("/hook")) == 3  # first try + one per schedule step
+    shown = json.loads(run_cli("activity", "show", f"{queue_id}-support", "--json", config=config).stdout)
+    assert "gave up after 3 attempts" in shown["reason"]
+
+    # `inbound retry` sends it again, with the same webhook-id, once the endpoint is back.
+    pipeline.receiver.behaviour["/hook"] = lambda n: 200
+    run_cli("retry", f"{queue_id}-support", config=config)
+    pipeline.wait_status(f"{queue_id}-support", "delivered")
+    ids = {h.headers["webhook-id"] for h in pipeline.receiver.on("/hook")}
+    assert ids == {f"{queue_id}-support"}
+
+
+def test_connection_refused_is_retried_then_failed(pipeline: Pipeline) -> None:
+    from .harness import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    config = pipeline.configure(streams=stream_toml("support", ["*@in.test"], dead), retry_schedule=["1s"])
+    pipeline.start()
+    queue_id = send(config, "a@sender.test", ["x@in.test"], simple_message())
+    pipeline.wait_status(f"{queue_id}-support", "failed")
+    shown = json.loads(run_cli("activity", "show", f"{queue_id}-support", "--json", config=config).stdout)
+    assert len(shown["attempts"]) == 2
+    assert all(a["status_code"] is None and "Connect" in a["error"] for a in shown["attempts"])
+
+
+def test_403_fails_at_once(pipeline: Pipeline) -> None:
+    config = pipeline.configure(retry_schedule=["1s", "1s"])
+    pipeline.receiver.behaviour["/hook"] = lambda n: 403
+    pipeline.start()
+    queue_id = send(config, "a@sender.test", ["help@example.org"], simple_message())
+    pipeline.wait_status(f"{queue_id}-support", "failed")
+    assert len(pipeline.receiver.on("/hook")) == 1
+
+
+def test_one_transaction_two_streams(pipeline: Pipeline) -> None:
+    streams = stream_toml("support", ["*@in.test"], pipeline.receiver.url("/support")) + stream_toml(
+        "sales", ["sales@example.org"], pipeline.receiver.url("/sales")
+    )
+    config = pipeline.configure(streams=streams)
+    pipeline.start()
+    queue_id = send(config, "a@sender.test", ["one@in.test", "sales@example.org", "two+abc@in.test"], simple_message())
+    support = wait_for(lambda: pipeline.receiver.on("/support"), 60, "support delivery")[0].json
+    sales = wait_for(lambda: pipeline.receiver.on("/sales"), 60, "sales delivery")[0].json
+    assert support["envelope"]["rcpt_to"] == ["one@in.test", "two+abc@in.test"]
+    assert sales["envelope"]["rcpt_to"] == ["sales@example.org"]
+    assert support["id"] == f"{queue_id}-support"
+    assert sales["id"] == f"{queue_id}-sales"
+    pipeline.wait_status(f"{queue_id}-sales", "delivered")
+    pipeline.wait_status(f"{queue_id}-support", "delivered")
+
+
+def test_mailbox_hash(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.start()
+    send(config, "a@sender.test", ["help+ticket-77@example.org"], simple_message())
+    payload = wait_for(lambda: pipeline.receiver.on("/hook"), 60, "delivery")[0].json
+    assert payload["mailbox_hash"] == "ticket-77"
+    assert payload["original_recipient"] == "help+ticket-77@example.org"
+
+
+def test_sigkill_after_250s_loses_nothing(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.receiver.behaviour["/hook"] = lambda n: 200
+    process = pipeline.start()
+    accepted = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"m{i}")) for i in range(20)]
+    process.kill()
+    pipeline.start()
+    accepted += [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"n{i}")) for i in range(5)]
+    wanted = {f"{q}-support" for q in accepted}
+    wait_for(
+        lambda: {d for d, s in statuses(config).items() if s == "delivered"} >= wanted, 120, "every message delivered"
+    )
+    records = activity(config)
+    assert sorted(r["delivery_id"] for r in records) == sorted(wanted)  # one record each
+    delivered = pipeline.receiver.by_queue_id()
+    assert set(delivered) == set(accepted)
+    for hits in delivered.values():  # repeats (at-least-once) carry the same webhook-id
+        assert len({h.headers["webhook-id"] for h in hits}) == 1
+
+
+def test_corrupted_spool_entry_is_quarantined(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    spool = config.parent / "data" / "spool" / "new"
+    spool.mkdir(parents=True)
+
+    def entry(queue_id: str) -> bytes:
+        envelope = Envelope(
+            queue_id,
+            "a@sender.test",
+            (Recipient("x@in.test", "support", None),),
+            "127.0.0.1:1",
+            "h",
+            False,
+            "2026-11-22T10:00:00.000Z",
+        )
+        return encode_entry(envelope, simple_message(subject=queue_id))
+
+    (spool / "01AAAAAAAAAAAAAAAAAAAAAAAA").write_bytes(entry("01AAAAAAAAAAAAAAAAAAAAAAAA")[:-20])  # truncated
+    (spool / "01BBBBBBBBBBBBBBBBBBBBBBBB").write_bytes(
+        entry("01BBBBBBBBBBBBBBBBBBBBBBBB").replace(b"Subject", b"Subjekt")
+    )
+    (spool / "01CCCCCCCCCCCCCCCCCCCCCCCC").write_bytes(entry("01CCCCCCCCCCCCCCCCCCCCCCCC"))
+    process = pipeline.start()
+    live = send(config, "a@sender.test", ["x@in.test"], simple_message())
+    pipeline.wait_status(f"{live}-support", "delivered")
+    pipeline.wait_status("01CCCCCCCCCCCCCCCCCCCCCCCC-support", "delivered")
+    quarantine = sorted(p.name for p in (config.parent / "data" / "quarantine").iterdir())
+    assert quarantine == ["spool-01AAAAAAAAAAAAAAAAAAAAAAAA", "spool-01BBBBBBBBBBBBBBBBBBBBBBBB"]
+    log = process.log()
+    assert "quarantine/spool-01AAAAAAAAAAAAAAAAAAAAAAAA" in log
+    assert "checksum" in log
+
+
+def test_sigterm_finishes_in_flight_and_exits_0(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    process = pipeline.start()
+    accepted = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"m{i}")) for i in range(10)]
+    assert process.terminate() == 0
+    pipeline.start()
+    wanted = {f"{q}-support" for q in accepted}
+    wait_for(lambda: {d for d, s in statuses(config).items() if s == "delivered"} >= wanted, 60, "all delivered")

@@ -1,0 +1,142 @@
+"""Unit tests of the pure parts: routing, retry policy, durations, queue ids, spool entries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inbound.config import StreamSettings
+from inbound.durations import format_duration, parse_duration
+from inbound.envelope import Envelope, Recipient
+from inbound.ids import new_queue_id
+from inbound.retry import Outcome, decide
+from inbound.routing import RoutingTable, Verdict
+from inbound.spool import CorruptEntry, decode_entry, encode_entry
+
+from .harness import SECRET
+
+
+def table() -> RoutingTable:
+    return RoutingTable.from_streams(
+        [
+            StreamSettings("support", ("*@in.test", "help@example.org"), "https://a.test/", SECRET, ("*@spam.test",)),
+            StreamSettings("sales", ("Sales@Example.org",), "https://b.test/", SECRET, ("bad@x.test",)),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "verdict", "stream", "mailbox_hash"),
+    [
+        ("anyone@in.test", Verdict.ACCEPT, "support", None),
+        ("anyone+t1@IN.test", Verdict.ACCEPT, "support", "t1"),
+        ("help@example.org", Verdict.ACCEPT, "support", None),
+        ("help+ticket-9@example.org", Verdict.ACCEPT, "support", "ticket-9"),
+        ("SALES@example.ORG", Verdict.ACCEPT, "sales", None),
+        ("<sales+Q3@example.org>", Verdict.ACCEPT, "sales", "Q3"),
+        ("nobody@example.org", Verdict.UNKNOWN_MAILBOX, None, None),
+        ("help@elsewhere.test", Verdict.NOT_OUR_DOMAIN, None, None),
+        ("help", Verdict.NOT_OUR_DOMAIN, None, None),
+    ],
+)
+def test_routing(address: str, verdict: Verdict, stream: str | None, mailbox_hash: str | None) -> None:
+    route = table().route(address)
+    assert (route.verdict, route.stream, route.mailbox_hash) == (verdict, stream, mailbox_hash)
+
+
+def test_exact_address_with_plus_wins_over_base() -> None:
+    routing = RoutingTable.from_streams(
+        [
+            StreamSettings("a", ("x@d.test",), "https://a.test/", SECRET),
+            StreamSettings("b", ("x+vip@d.test",), "https://a.test/", SECRET),
+        ]
+    )
+    assert routing.route("x+vip@d.test").stream == "b"
+    assert routing.route("x+other@d.test").stream == "a"
+
+
+def test_block_senders() -> None:
+    routing = table()
+    assert routing.is_blocked("support", "Someone@SPAM.test")
+    assert not routing.is_blocked("support", "someone@notspam.test")
+    assert routing.is_blocked("sales", "<bad@x.test>")
+    assert not routing.is_blocked("sales", "")  # the null sender is never blocked by a pattern
+    assert not routing.is_blocked("support", "bad@x.test")  # each stream has its own list
+
+
+@pytest.mark.parametrize(
+    ("attempt", "status", "error", "outcome", "delay"),
+    [
+        (1, 200, None, Outcome.DELIVERED, None),
+        (1, 204, None, Outcome.DELIVERED, None),
+        (1, 403, None, Outcome.FAILED, None),
+        (1, 500, None, Outcome.RETRY, 60.0),
+        (2, 301, None, Outcome.RETRY, 300.0),
+        (1, None, "timeout after 30s", Outcome.RETRY, 60.0),
+        (3, 500, None, Outcome.FAILED, None),
+        (3, 403, None, Outcome.FAILED, None),
+    ],
+)
+def test_retry_decisions(
+    attempt: int, status: int | None, error: str | None, outcome: Outcome, delay: float | None
+) -> None:
+    decision = decide(attempt, status, error, [60.0, 300.0])
+    assert decision.outcome is outcome
+    assert decision.delay == delay
+
+
+def test_retry_reasons_say_why() -> None:
+    assert "refused" in (decide(1, 403, None, [1.0]).reason or "")
+    assert "gave up after 2 attempts" in (decide(2, None, "timeout after 5s", [1.0]).reason or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("2d", 172800)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "5x", "1h-3m"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (0.2, 42, 600, 36000)] == ["200ms", "42s", "10m", "10.0h"]
+
+
+def test_queue_ids_sort_by_time_and_are_unique() -> None:
+    ids = [new_queue_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 26 and i.isalnum() for i in ids)
+    assert ids[0] <= ids[-1]
+
+
+def envelope() -> Envelope:
+    return Envelope("01ABC", "a@b.test", (Recipient("x@in.test", "support", "h"),), "127.0.0.1:1", "h", False, "t")
+
+
+def test_spool_entry_round_trip() -> None:
+    data = encode_entry(envelope(), b"Subject: hi\r\n\r\nbody\r\n")
+    entry = decode_entry(Path("x"), data)
+    assert entry.envelope == envelope()
+    assert entry.message == b"Subject: hi\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda d: d[:-3], "bytes, the header says"),
+        (lambda d: d.replace(b"body", b"bodY"), "checksum"),
+        (lambda d: d.replace(b'"01ABC"', b'"01ABD"'), "checksum"),
+        (lambda d: d[:30], "header"),
+        (lambda d: b"garbage" + d, "magic"),
+    ],
+)
+def test_spool_entry_damage_is_detected(damage: object, why: str) -> None:
+    data = encode_entry(envelope(), b"Subject: hi\r\n\r\nbody\r\n")
+    with pytest.raises(CorruptEntry, match=why):
+        decode_entry(Path("x"), damage(data))  # type: ignore[operator]
