@@ -38,7 +38,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check inbound tests bench
 
 typecheck: $(INSTALLED)
-	$(BIN)/mypy inbound
+	$(BIN)/mypy
 
 # Everything: lint, types, and the whole suite (the Kafka tests start a real broker).
 test: $(INSTALLED) java lint typecheck

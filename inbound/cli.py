@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,31 @@ def activity_show(config_path: Path | None, delivery_id: str, as_json: bool) -> 
     click.echo(json.dumps(data["payload"], indent=2, ensure_ascii=False))
 
 
+@activity.command("rebuild")
+@config_option
+def activity_rebuild(config_path: Path | None) -> None:
+    """Rebuild the activity store from the bus (the source of truth)."""
+    from rich.progress import Progress
+
+    from .rebuild import rebuild, records_to_replay
+
+    settings = settings_from(config_path)
+    bus = _open_bus(settings)
+    store = _store(settings)
+    try:
+        with Progress() as progress:
+            task = progress.add_task("rebuilding activity", total=records_to_replay(bus))
+            seen = rebuild(bus, store, lambda n: progress.advance(task, n))
+        counts = store.count_by_status()
+    except InboundError as exc:
+        raise click.ClickException(f"rebuild stopped (run it again to finish): {exc}") from None
+    finally:
+        store.close()
+        bus.close()
+    summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()) if n)
+    click.echo(f"rebuilt from {seen} records: {summary or 'no messages'}")
+
+
 def _find(settings: Settings, delivery_id: str) -> Any:
     try:
         record = _store(settings).get(delivery_id)
@@ -231,6 +257,76 @@ def retry(config_path: Path | None, delivery_id: str) -> None:
     except InboundError as exc:
         raise click.ClickException(f"could not queue the retry: {exc}") from None
     click.echo(f"{delivery_id}: queued for delivery again (generation {generation})")
+
+
+def _open_bus(settings: Settings) -> Any:
+    from .bus import TOPICS, open_bus
+
+    try:
+        bus = open_bus(settings)
+        bus.ensure_topics(TOPICS)
+    except InboundError as exc:
+        raise click.ClickException(f"cannot reach the bus: {exc}") from None
+    return bus
+
+
+def _set_paused(config_path: Path | None, stream: str | None, paused: bool) -> None:
+    from .control import set_paused
+
+    settings = settings_from(config_path)
+    if stream is not None and stream not in {s.name for s in settings.streams}:
+        raise click.BadParameter(f"no stream named {stream!r} in {settings.path}", param_hint="--stream")
+    bus = _open_bus(settings)
+    try:
+        set_paused(bus, stream, paused)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bus.close()
+    what = f"stream {stream}" if stream else "processing and delivery"
+    click.echo(f"{what}: {'paused (SMTP keeps accepting)' if paused else 'resumed'}")
+
+
+@main.command()
+@config_option
+@click.option("--stream", default=None, help="Hold only this stream's deliveries.")
+def pause(config_path: Path | None, stream: str | None) -> None:
+    """Maintenance mode: hold processing and delivery; SMTP keeps accepting."""
+    _set_paused(config_path, stream, True)
+
+
+@main.command()
+@config_option
+@click.option("--stream", default=None, help="Resume only this stream.")
+def resume(config_path: Path | None, stream: str | None) -> None:
+    """End a pause; the backlog catches up."""
+    _set_paused(config_path, stream, False)
+
+
+@main.command()
+@config_option
+@click.option("--watch", is_flag=True, help="Follow the backlog with a progress bar until it drains.")
+@click.option("--json", "as_json", is_flag=True)
+def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
+    """What waits at each stage: spool, bus lag per consumer group, deliveries per stream."""
+    from .status import collect
+    from .statusview import render_status, watch_backlog
+
+    settings = settings_from(config_path)
+    bus = _open_bus(settings)
+    try:
+        if watch:
+            watch_backlog(lambda: collect(settings, bus))
+            return
+        report = collect(settings, bus)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bus.close()
+    if as_json:
+        click.echo(json.dumps(asdict(report)))
+    else:
+        render_status(report, Console())
 
 
 if __name__ == "__main__":  # pragma: no cover

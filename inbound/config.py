@@ -6,8 +6,9 @@ service at start-up with a message naming the file, the key and the problem
 An unknown key is an error too: a misspelt ``alow_private`` must not silently
 fall back to the default.
 
-This is the only module that reads the environment (``INBOUND_CONFIG``, the
-default config path).
+This is the only module that reads the environment: ``INBOUND_CONFIG`` (the
+default config path) and ``INBOUND_DATA_DIR`` (overrides ``storage.data_dir``,
+so one config file serves containers that each mount their own volume).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -64,6 +65,7 @@ class WebhookSettings:
     retry_schedule: tuple[float, ...] = tuple(parse_duration(d) for d in DEFAULT_RETRY_SCHEDULE)
     timeout: float = 30.0
     concurrency_per_stream: int = 4
+    probe_interval: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ def default_config_path() -> Path:
     return Path(os.environ.get("INBOUND_CONFIG", DEFAULT_CONFIG))
 
 
-def load_settings(path: Path) -> Settings:
+def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settings:
     """Read and validate *path*; raise ConfigError naming the key on any problem."""
     try:
         with path.open("rb") as f:
@@ -103,7 +105,11 @@ def load_settings(path: Path) -> Settings:
         raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
-    return _Reader(path).settings(raw)
+    settings = _Reader(path).settings(raw)
+    if environ.get("INBOUND_DATA_DIR"):
+        storage = replace(settings.storage, data_dir=Path(environ["INBOUND_DATA_DIR"]))
+        settings = replace(settings, storage=storage)
+    return settings
 
 
 class _Reader:
@@ -212,7 +218,8 @@ class _Reader:
         return BusSettings(backend, servers, prefix, partitions, replication)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
-        t = self.table(raw, "webhooks", {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream"})
+        keys = {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream", "probe_interval"}
+        t = self.table(raw, "webhooks", keys)
         d = WebhookSettings()
         allow_private = self.get(t, "webhooks", "allow_private", bool, d.allow_private)
         schedule = tuple(
@@ -223,7 +230,10 @@ class _Reader:
         self.check("webhooks.timeout", timeout > 0, "must be longer than 0s")
         concurrency = self.get(t, "webhooks", "concurrency_per_stream", int, d.concurrency_per_stream)
         self.check("webhooks.concurrency_per_stream", concurrency >= 1, "must be at least 1")
-        return WebhookSettings(allow_private, schedule, timeout, concurrency)
+        probe = self.get(t, "webhooks", "probe_interval", str, "30s")
+        probe_interval = self.converted("webhooks.probe_interval", probe, parse_duration)
+        self.check("webhooks.probe_interval", probe_interval > 0, "must be longer than 0s")
+        return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval)
 
     def streams(self, raw: dict[str, Any], allow_private: bool) -> tuple[StreamSettings, ...]:
         entries = raw.get("streams", [])

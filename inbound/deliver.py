@@ -9,6 +9,13 @@ so a slow or failing endpoint only ever holds up its own stream; a delivery
 waiting for its retry sits in the outbox, not in front of other work. An
 attempt's outcome goes to the bus before the outbox forgets the delivery: a
 crash in between repeats the POST (same ``webhook-id``) rather than losing it.
+
+When a stream's endpoint fails, the stream is *failing*: one attempt at a time
+(the endpoint is not flooded), and every ``webhooks.probe_interval`` its
+oldest waiting delivery is tried early as a probe (a failed probe uses no step
+of the retry schedule). The first 2xx releases the whole backlog at once, in
+arrival order, ``concurrency_per_stream`` at a time -- so a recovered customer
+gets their mail in seconds, not at the next scheduled retry hours later.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -50,14 +58,31 @@ def deliveries_from(records: list[Record]) -> list[Delivery]:
                 generation=int(record.header("generation") or b"0"),
                 payload=record.value,
                 attempts=0,
+                steps=0,
+                due_at=0.0,
             )
         )
     return deliveries
 
 
+@dataclass
+class StreamHealth:
+    failing: bool = False
+    next_probe_at: float = 0.0
+    in_flight: int = 0
+
+
 class Deliverer:
-    def __init__(self, settings: Settings, outbox: Outbox, producer: Producer, client: httpx.Client) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        producer: Producer,
+        client: httpx.Client,
+        paused: Callable[[str], bool] = lambda stream: False,
+    ) -> None:
         self.settings = settings
+        self.paused = paused
         self.outbox = outbox
         self.producer = producer
         self.producer_lock = threading.Lock()  # one producer, many attempt threads
@@ -68,8 +93,8 @@ class Deliverer:
             s.name: ThreadPoolExecutor(settings.webhooks.concurrency_per_stream, thread_name_prefix=f"deliver-{s.name}")
             for s in settings.streams
         }
-        self.in_flight = dict.fromkeys(self.pools, 0)
-        self.in_flight_lock = threading.Lock()
+        self.health = {name: StreamHealth() for name in self.pools}
+        self.health_lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._dispatch, name="deliver-dispatch", daemon=True)
@@ -95,7 +120,8 @@ class Deliverer:
         while not self.stopping.is_set():
             try:
                 for stream in self.settings.streams:
-                    self._fill(stream)
+                    if not self.paused(stream.name):
+                        self._fill(stream)
                 due = self.outbox.next_due()
             except InboundError as exc:
                 log.warning("stage=deliver outbox unavailable: %s", exc)
@@ -105,13 +131,19 @@ class Deliverer:
             self.wake.clear()
 
     def _fill(self, stream: StreamSettings) -> None:
-        with self.in_flight_lock:
-            free = self.settings.webhooks.concurrency_per_stream - self.in_flight[stream.name]
+        health = self.health[stream.name]
+        with self.health_lock:
+            limit = 1 if health.failing else self.settings.webhooks.concurrency_per_stream
+            free = limit - health.in_flight
+            probe = health.failing and free > 0 and time.time() >= health.next_probe_at
+            if probe:
+                health.next_probe_at = time.time() + self.settings.webhooks.probe_interval
         if free <= 0:
             return
-        for delivery in self.outbox.claim(stream.name, free, self.owner, self.lease_seconds):
-            with self.in_flight_lock:
-                self.in_flight[stream.name] += 1
+        claimed = self.outbox.claim(stream.name, free, self.owner, self.lease_seconds, due_only=not probe)
+        for delivery in claimed:
+            with self.health_lock:
+                health.in_flight += 1
             self.pools[stream.name].submit(self._attempt_and_release, stream, delivery)
 
     def _attempt_and_release(self, stream: StreamSettings, delivery: Delivery) -> None:
@@ -119,17 +151,32 @@ class Deliverer:
             self.attempt(stream, delivery)
         except Exception:
             log.exception("delivery_id=%s stage=deliver attempt crashed; it will be tried again", delivery.delivery_id)
+            self.outbox.release(delivery)
         finally:
-            with self.in_flight_lock:
-                self.in_flight[stream.name] -= 1
+            with self.health_lock:
+                self.health[stream.name].in_flight -= 1
             self.wake.set()
+
+    def _endpoint_answered(self, stream: str, up: bool) -> bool:
+        """Update the stream's health; True when a failing endpoint just came back."""
+        health = self.health[stream]
+        with self.health_lock:
+            recovered = up and health.failing
+            if not up and not health.failing:
+                health.next_probe_at = time.time() + self.settings.webhooks.probe_interval
+            health.failing = not up
+        return recovered
 
     def attempt(self, stream: StreamSettings, delivery: Delivery) -> None:
         number = delivery.attempts + 1
         started_at = now_rfc3339()
+        probe = delivery.due_at > time.time()
         status_code, error, latency_ms = self.post(stream, delivery)
-        decision = decide(number, status_code, error, self.settings.webhooks.retry_schedule)
-        events = self.events_for(delivery, Attempt(number, started_at, status_code, error, latency_ms), decision)
+        decision = decide(delivery.steps + 1, status_code, error, self.settings.webhooks.retry_schedule)
+        delay = None if probe else decision.delay  # a failed probe keeps the delivery's place in its schedule
+        next_attempt_at = time.time() + delay if delay is not None else delivery.due_at
+        attempt = Attempt(number, started_at, status_code, error, latency_ms)
+        events = self.events_for(delivery, attempt, decision, next_attempt_at)
         try:
             with self.producer_lock:
                 for event in events:
@@ -141,15 +188,19 @@ class Deliverer:
             self.outbox.release(delivery)
             return
         if decision.outcome is Outcome.RETRY:
-            assert decision.delay is not None
-            self.outbox.reschedule(delivery, decision.delay)
+            self.outbox.reschedule(delivery, delay)
         else:
             self.outbox.finish(delivery)
+        endpoint_up = decision.outcome is Outcome.DELIVERED or status_code == 403
+        if self._endpoint_answered(stream.name, endpoint_up):
+            log.info("stream=%s stage=deliver endpoint answers again: releasing its backlog", stream.name)
+            self.outbox.release_backlog(stream.name)
         log.info(
-            "delivery_id=%s stream=%s stage=deliver attempt=%d %s (%s, %.0fms)",
+            "delivery_id=%s stream=%s stage=deliver attempt=%d%s %s (%s, %.0fms)",
             delivery.delivery_id,
             stream.name,
             number,
+            " (probe)" if probe else "",
             decision.outcome.value,
             status_code if status_code is not None else error,
             latency_ms,
@@ -170,7 +221,9 @@ class Deliverer:
             status_code, error = None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return status_code, error, (time.monotonic() - started) * 1000
 
-    def events_for(self, delivery: Delivery, attempt: Attempt, decision: Decision) -> list[Event]:
+    def events_for(
+        self, delivery: Delivery, attempt: Attempt, decision: Decision, next_attempt_at: float
+    ) -> list[Event]:
         """The attempt itself, then what it decided."""
         now = now_rfc3339()
         base = Event(
@@ -183,7 +236,7 @@ class Deliverer:
                 base,
                 type=EventType.RETRYING,
                 reason=decision.reason,
-                next_attempt_at=rfc3339(time.time() + (decision.delay or 0)),
+                next_attempt_at=rfc3339(next_attempt_at),
             ),
         }[decision.outcome]
         return [replace(base, attempt=attempt), outcome]

@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     generation INTEGER NOT NULL,
     payload BLOB,
     attempts INTEGER NOT NULL DEFAULT 0,
+    steps INTEGER NOT NULL DEFAULT 0,
     due_at REAL NOT NULL,
+    added_at REAL NOT NULL,
     done INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0
@@ -47,13 +49,15 @@ class Delivery:
     queue_id: str
     generation: int
     payload: bytes
-    attempts: int  # attempts made so far in this generation
+    attempts: int  # attempts made so far in this generation (probes included)
+    steps: int  # retry_schedule steps used so far (probes do not use one)
+    due_at: float  # when it was due; later than the claim for a probe
 
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
     count: int
-    oldest_due_at: float | None
+    oldest_added_at: float | None  # when the longest-waiting delivery arrived
 
 
 class Outbox:
@@ -84,17 +88,22 @@ class Outbox:
         """Keep each delivery once; a later generation (``inbound retry``) starts it over."""
         now = time.time()
         self._write(
-            """INSERT INTO deliveries (delivery_id, stream, queue_id, generation, payload, due_at)
-               VALUES (?, ?, ?, ?, ?, ?)
+            """INSERT INTO deliveries (delivery_id, stream, queue_id, generation, payload, due_at, added_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (delivery_id) DO UPDATE SET
                    generation = excluded.generation, payload = excluded.payload,
-                   attempts = 0, due_at = excluded.due_at, done = 0, lease_until = 0
+                   attempts = 0, steps = 0, due_at = excluded.due_at, done = 0, lease_until = 0
                WHERE excluded.generation > deliveries.generation""",
-            [(d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now) for d in deliveries],
+            [(d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now, now) for d in deliveries],
         )
 
-    def claim(self, stream: str, limit: int, owner: str, lease_seconds: float) -> list[Delivery]:
-        """Lease up to *limit* due deliveries of *stream*, oldest arrival first."""
+    def claim(
+        self, stream: str, limit: int, owner: str, lease_seconds: float, *, due_only: bool = True
+    ) -> list[Delivery]:
+        """Lease up to *limit* waiting deliveries of *stream*, oldest arrival first.
+
+        ``due_only=False`` takes the oldest whether due or not: the probe of a failing endpoint.
+        """
         now = time.time()
         try:
             with self.lock:
@@ -104,20 +113,27 @@ class Outbox:
                            SELECT rowid FROM deliveries
                            WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ?
                            ORDER BY rowid LIMIT ?)
-                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, rowid""",
-                    (owner, now + lease_seconds, stream, now, now, limit),
+                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, rowid""",
+                    (owner, now + lease_seconds, stream, now if due_only else float("inf"), now, limit),
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"outbox {self.path}: {exc}") from exc
         rows.sort(key=lambda row: row[-1])  # RETURNING gives no order guarantee
         return [Delivery(*row[:-1]) for row in rows]
 
-    def reschedule(self, delivery: Delivery, delay: float) -> None:
-        self._write(
-            "UPDATE deliveries SET attempts = attempts + 1, due_at = ?, lease_until = 0"
-            " WHERE delivery_id = ? AND generation = ?",
-            [(time.time() + delay, delivery.delivery_id, delivery.generation)],
-        )
+    def reschedule(self, delivery: Delivery, delay: float | None) -> None:
+        """Count the attempt; *delay* None keeps the due time (a failed probe uses no step)."""
+        if delay is None:
+            sql = "UPDATE deliveries SET attempts = attempts + 1, lease_until = 0"
+            params: tuple[object, ...] = (delivery.delivery_id, delivery.generation)
+        else:
+            sql = "UPDATE deliveries SET attempts = attempts + 1, steps = steps + 1, due_at = ?, lease_until = 0"
+            params = (time.time() + delay, delivery.delivery_id, delivery.generation)
+        self._write(sql + " WHERE delivery_id = ? AND generation = ?", [params])
+
+    def release_backlog(self, stream: str) -> None:
+        """Make every waiting delivery of *stream* due now: its endpoint answers again."""
+        self._write("UPDATE deliveries SET due_at = ? WHERE stream = ? AND done = 0", [(time.time(), stream)])
 
     def finish(self, delivery: Delivery) -> None:
         self._write(

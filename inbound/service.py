@@ -27,6 +27,7 @@ import httpx
 from .activity import open_store
 from .bus import TOPICS, Bus, open_bus
 from .config import Settings
+from .control import Control
 from .datadir import check_data_dir, free_bytes
 from .deliver import Deliverer
 from .outbox import Outbox
@@ -41,6 +42,9 @@ from .worker import ConsumerWorker
 log = logging.getLogger(__name__)
 
 ROLES = ("smtp", "publish", "process", "deliver", "record")
+# Roles that keep state in the data directory (spool, outbox, activity); with the embedded
+# bus every role does.
+STATEFUL_ROLES = frozenset({"smtp", "publish", "deliver", "record"})
 DRAIN_SECONDS = 30.0
 
 
@@ -79,10 +83,14 @@ class Service:
 
     def build(self) -> None:
         settings = self.settings
-        check_data_dir(settings.storage.data_dir)
+        if settings.bus.backend == "embedded" or STATEFUL_ROLES & set(self.roles):
+            check_data_dir(settings.storage.data_dir)
         self.routing = RoutingTable.from_streams(settings.streams)
         self.bus = open_bus(settings)
         self.bus.ensure_topics(TOPICS)
+        self.control = Control(self.bus)
+        self.control.refresh()
+        self.stages.append(self.control)
         if "smtp" in self.roles or "publish" in self.roles:
             self.spool = spool_for(settings)
         if "publish" in self.roles:
@@ -91,12 +99,19 @@ class Service:
         if "process" in self.roles:
             processor = Processor(self.routing, self.bus.producer())
             self.stages.append(
-                ConsumerWorker("process", self.bus, group="process", topics=["received"], handle=processor.handle)
+                ConsumerWorker(
+                    "process",
+                    self.bus,
+                    group="process",
+                    topics=["received"],
+                    handle=processor.handle,
+                    hold=self.control.everything_paused,
+                )
             )
         if "deliver" in self.roles:
             outbox = Outbox(settings.storage.data_dir / "outbox.db")
             client = httpx.Client(timeout=settings.webhooks.timeout, follow_redirects=False)
-            deliverer = Deliverer(settings, outbox, self.bus.producer(), client)
+            deliverer = Deliverer(settings, outbox, self.bus.producer(), client, self.control.stream_paused)
             intake = ConsumerWorker(
                 "deliver-intake", self.bus, group="deliver", topics=["messages"], handle=deliverer.handle
             )

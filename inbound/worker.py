@@ -34,6 +34,7 @@ class ConsumerWorker:
         topics: Sequence[str],
         handle: Callable[[list[Record]], None],
         max_records: int = 100,
+        hold: Callable[[], bool] = lambda: False,
     ) -> None:
         self.name = name
         self.bus = bus
@@ -41,6 +42,7 @@ class ConsumerWorker:
         self.topics = topics
         self.handle = handle
         self.max_records = max_records
+        self.hold = hold  # while true, consume nothing (a pause)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.healthy = True
@@ -58,6 +60,9 @@ class ConsumerWorker:
         consumer = None
         while not self.stopping.is_set():
             try:
+                if self.hold():
+                    self.stopping.wait(0.2)
+                    continue
                 if consumer is None:
                     consumer = self.bus.consumer(self.group, self.topics)
                 records = consumer.poll(timeout=0.5, max_records=self.max_records)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import signal
 import json
 import smtplib
 from collections.abc import Iterator
@@ -321,3 +322,30 @@ def test_sigterm_finishes_in_flight_and_exits_0(pipeline: Pipeline) -> None:
     pipeline.start()
     wanted = {f"{q}-support" for q in accepted}
     wait_for(lambda: {d for d, s in statuses(config).items() if s == "delivered"} >= wanted, 60, "all delivered")
+
+
+def test_sigterm_refuses_new_connections_and_waits_for_the_delivery_under_way(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.receiver.delay["/hook"] = 3.0  # the POST is still under way when SIGTERM comes
+    process = pipeline.start()
+    queue_id = send(config, "a@sender.test", ["x@in.test"], simple_message())
+    wait_for(lambda: pipeline.receiver.on("/hook"), 60, "the POST to start")
+    assert process.proc is not None
+    process.proc.send_signal(signal.SIGTERM)
+
+    def refused_with_421() -> bool:
+        try:
+            with smtplib.SMTP("127.0.0.1", smtp_port_of(config), timeout=5) as s:
+                s.noop()
+        except smtplib.SMTPConnectError as exc:
+            return exc.smtp_code == 421 and exc.smtp_error.startswith(b"4.3.2")
+        except (OSError, smtplib.SMTPServerDisconnected):
+            return False
+        return False
+
+    wait_for(refused_with_421, 10, "421 4.3.2 to new connections")
+    assert process.proc.wait(60) == 0
+    pipeline.receiver.delay.clear()
+    pipeline.start()
+    pipeline.wait_status(f"{queue_id}-support", "delivered")
+    assert len(pipeline.receiver.on("/hook")) == 1  # the outcome was recorded before exit: no second POST

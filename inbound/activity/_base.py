@@ -1,0 +1,219 @@
+"""The activity store interface, and the merge rules every backend shares.
+
+The store is a *view* of the bus: ``inbound`` rebuilds it by re-applying every
+event, and the record stage applies them at least once, from two topics with
+no ordering between them. So the stored state must be a function of the *set*
+of events applied -- not of their order, nor of how often each came.
+
+That is achieved by making every stored field the maximum of a total order
+(a join-semilattice), which is commutative, associative and idempotent:
+
+* **status** (with its ``generation``, ``reason`` and ``next_attempt_at``)
+  comes from the event with the greatest :func:`event_key`: generation first,
+  then the status rank (queued < processed < retrying < delivered/failed/
+  blocked), then a fixed priority per event type, then the event's time and
+  text. A manual retry (``retry_requested``, generation g+1) therefore beats
+  anything of generation g, and stale events never move a status back.
+* **Conflict rule** for two different events of the same (generation, rank):
+  ``delivered`` wins over ``failed``, which wins over ``blocked``. Delivered
+  is the one fact the customer can observe (their endpoint has the message);
+  failed still allows ``inbound retry``, blocked does not. At rank 0,
+  ``retry_requested`` wins over ``queued``, which wins over the status an
+  ``attempt`` implies (an attempt proves its generation was at least queued).
+* **summary** (received_at, from, to) comes from the greatest-keyed event that
+  carries one, **subject** from the greatest-keyed event with a non-null
+  subject, **payload** from the greatest-keyed event with a payload. So a
+  lower event still fills in what is missing, and never replaces what a higher
+  one said.
+* **attempts** are keyed by (delivery_id, generation, number); a repeated
+  attempt keeps the later one (by time, then content).
+* ``updated_at`` is the latest ``at`` of any event applied -- never the wall
+  clock at apply time, or a replay would change the state.
+
+Ties beyond the semantic parts are broken by the canonical JSON of the value,
+so even inconsistent duplicates (say, a payload built twice) settle on one
+winner whatever the order.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..events import EVENT_STATUS, Attempt, Event, EventType, Status
+
+#: A precedence key: compared as a tuple, greater wins. JSON-encodable, so backends store it as text.
+Key = tuple[int | str, ...]
+
+# Unique per type, consistent with Status.rank: it only decides between events of the same (generation, rank).
+_PRIORITY = {
+    EventType.ATTEMPT: 0,
+    EventType.QUEUED: 1,
+    EventType.RETRY_REQUESTED: 2,
+    EventType.PROCESSED: 3,
+    EventType.RETRYING: 4,
+    EventType.BLOCKED: 5,
+    EventType.FAILED: 6,
+    EventType.DELIVERED: 7,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedAttempt(Attempt):
+    """An :class:`Attempt` as stored: it also says which generation it belongs to."""
+
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRecord:
+    """What the activity log shows for one delivery (one message for one stream)."""
+
+    delivery_id: str
+    queue_id: str
+    stream: str
+    status: Status
+    generation: int
+    received_at: str | None  # None until an event with a summary has been applied
+    mail_from: str | None
+    to: tuple[str, ...]
+    subject: str | None
+    reason: str | None  # why it failed, was blocked, or is being retried
+    next_attempt_at: str | None  # while retrying
+    updated_at: str  # the latest `at` of any event applied
+    payload: dict[str, Any] | None  # always None in list(): it can be megabytes; use get()
+    attempts: tuple[Attempt, ...]  # RecordedAttempt, ordered by generation then number
+
+
+class ActivityStore(Protocol):
+    """A queryable view of the ``events`` and ``messages`` topics.
+
+    ``tests/test_activity_store.py`` is the contract every backend passes.
+    Every failure to read or write is raised as :class:`inbound.errors.StoreError`
+    (temporary: the record stage does not commit its offsets and tries again).
+    """
+
+    def apply(self, events: Sequence[Event]) -> None:
+        """Merge *events* in one transaction: all or none. Idempotent and order-free (see module doc)."""
+
+    def get(self, delivery_id: str) -> ActivityRecord | None:
+        """The record with its attempts and payload, or None if no event for it was applied."""
+
+    def list(
+        self, *, status: Status | None = None, stream: str | None = None, limit: int = 100
+    ) -> builtins.list[ActivityRecord]:
+        """Records newest first (received_at, then delivery_id, descending), without payloads."""
+
+    def count_by_status(self) -> dict[Status, int]:
+        """How many records have each status; every status is present, possibly with 0."""
+
+    def reset(self) -> None:
+        """Forget everything, so that a rebuild can re-apply the whole bus."""
+
+    def close(self) -> None: ...
+
+
+def status_of(event: Event) -> Status:
+    """The status an event moves its delivery to; an attempt implies its generation is at least queued."""
+    return EVENT_STATUS[event.type] or Status.QUEUED
+
+
+def event_key(event: Event) -> Key:
+    """How far *event* moves its delivery: the status of the greatest key wins."""
+    status = status_of(event)
+    return (
+        event.generation,
+        status.rank,
+        _PRIORITY[event.type],
+        event.at,
+        event.reason or "",
+        event.next_attempt_at or "",
+    )
+
+
+def attempt_key(attempt: Attempt) -> Key:
+    """Which of two versions of the same attempt (a POST repeated after a crash) is kept: the later."""
+    return (attempt.at, canonical(attempt.to_json()))
+
+
+def canonical(value: Any) -> str:
+    """One text per JSON value, whatever its key order: the last tie-breaker.
+
+    ASCII-only, so that lone surrogates (undecodable header bytes) survive hashing and storage.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def encode_key(key: Key | None) -> str | None:
+    return None if key is None else json.dumps(list(key), separators=(",", ":"))
+
+
+def decode_key(text: str | None) -> Key | None:
+    return None if text is None else tuple(json.loads(text))
+
+
+@dataclass(slots=True)
+class Merged:
+    """One delivery's fields plus the keys that decided them: what a backend stores per delivery.
+
+    Backends load it, :meth:`add` each event, and write it back; the payload
+    itself stays in the backend (it can be large) and is replaced only when
+    :meth:`add` says so.
+    """
+
+    delivery_id: str
+    queue_id: str
+    stream: str
+    status: Status = Status.QUEUED
+    generation: int = 0
+    reason: str | None = None
+    next_attempt_at: str | None = None
+    status_key: Key = ()  # () is below every event's key
+    received_at: str | None = None
+    mail_from: str | None = None
+    to: tuple[str, ...] = ()
+    summary_key: Key | None = None
+    subject: str | None = None
+    subject_key: Key | None = None
+    payload_key: Key | None = None
+    updated_at: str = ""
+
+    @classmethod
+    def start(cls, event: Event) -> Merged:
+        """An empty state for *event*'s delivery (call :meth:`add` with the event next)."""
+        return cls(event.delivery_id, event.queue_id, event.stream)
+
+    def add(self, event: Event) -> bool:
+        """Merge one event in; True when its payload replaces the stored one."""
+        # Both are part of delivery_id, so they agree; min() keeps even a bad producer order-free.
+        self.queue_id = min(self.queue_id, event.queue_id)
+        self.stream = min(self.stream, event.stream)
+        self.updated_at = max(self.updated_at, event.at)
+        key = event_key(event)
+        if key > self.status_key:
+            self.status_key = key
+            self.status = status_of(event)
+            self.generation = event.generation
+            self.reason = event.reason
+            self.next_attempt_at = event.next_attempt_at
+        summary = event.summary
+        if summary is not None:
+            summary_key = (*key, canonical(summary.to_json()))
+            if self.summary_key is None or summary_key > self.summary_key:
+                self.summary_key = summary_key
+                self.received_at, self.mail_from, self.to = summary.received_at, summary.mail_from, summary.to
+            if summary.subject is not None:
+                subject_key = (*key, summary.subject)
+                if self.subject_key is None or subject_key > self.subject_key:
+                    self.subject_key, self.subject = subject_key, summary.subject
+        if event.payload is not None:
+            digest = hashlib.sha256(canonical(event.payload).encode()).hexdigest()
+            payload_key = (*key, digest)
+            if self.payload_key is None or payload_key > self.payload_key:
+                self.payload_key = payload_key
+                return True
+        return False

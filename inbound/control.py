@@ -1,0 +1,88 @@
+"""Operator controls every process obeys: pause and resume (maintenance mode).
+
+The state lives on the bus, in the ``control`` topic (key ``pause/<stream>``
+or ``pause/*``; value ``{"paused": bool, "at": ..., "stream": ...}``), so
+every process of every role sees the same thing, a restarted process included,
+and the last record of a key wins. ``inbound pause`` writes it; each process
+re-reads the topic every ``REFRESH_SECONDS``.
+
+What a pause holds: a pause of everything (``inbound pause``) stops the
+processors and the deliverers -- accepted mail waits on the bus and shows as
+*queued*. A pause of one stream (``--stream``) holds that stream's deliveries:
+its messages are parsed and wait as *processed*. The SMTP edge keeps accepting
+in both cases; ``inbound resume`` lets the backlog go.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+from .bus import Bus
+from .clock import now_rfc3339
+from .errors import InboundError
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 1.0
+ALL = "*"
+
+
+def set_paused(bus: Bus, stream: str | None, paused: bool) -> None:
+    target = stream or ALL
+    value = {"paused": paused, "stream": target, "at": now_rfc3339()}
+    producer = bus.producer()
+    try:
+        producer.send("control", json.dumps(value).encode(), key=f"pause/{target}".encode())
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def read_pauses(bus: Bus) -> dict[str, bool]:
+    """Stream name (or ``*``) -> paused, from the whole control topic (last record wins)."""
+    state: dict[str, bool] = {}
+    for record in bus.read_all("control"):
+        try:
+            value = json.loads(record.value)
+            state[str(value["stream"])] = bool(value["paused"])
+        except (ValueError, KeyError) as exc:
+            log.error("ignoring unreadable control record at offset %d: %s", record.offset, exc)
+    return state
+
+
+class Control:
+    """This process's view of the control topic, refreshed on a thread."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.pauses: dict[str, bool] = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def refresh(self) -> None:
+        pauses = read_pauses(self.bus)
+        if pauses != self.pauses:
+            log.info("control: paused=%s", sorted(k for k, v in pauses.items() if v) or "nothing")
+        self.pauses = pauses
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(REFRESH_SECONDS):
+            try:
+                self.refresh()
+            except InboundError as exc:
+                log.warning("control: cannot read the control topic, keeping the last state: %s", exc)
+
+    def everything_paused(self) -> bool:
+        return self.pauses.get(ALL, False)
+
+    def stream_paused(self, stream: str) -> bool:
+        return self.everything_paused() or self.pauses.get(stream, False)
