@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CONFIG ?= examples/inbound.toml
 
-.PHONY: run test install java kafka lint typecheck bench clean
+.PHONY: run test install tools kafka lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,18 @@ run: $(INSTALLED)
 	trap 'kill $$hook 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/inbound serve --config $(CONFIG)
 
-# Kafka's broker runs on the JDK and is fetched from Maven Central with mvn.
-java:
-	@command -v java >/dev/null && command -v mvn >/dev/null || { \
-	  echo "installing a JDK and Maven with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless maven; }
+# What the tests need from Debian, installed only when missing: a JDK and Maven (Kafka's broker
+# is fetched from Maven Central with mvn), swaks (a real SMTP client), sqlite3 (its .recover
+# salvages damaged databases) and docker-compose (parses compose.yaml without a Docker engine).
+TOOLS := java:default-jdk-headless mvn:maven swaks:swaks sqlite3:sqlite3 docker-compose:docker-compose
+tools:
+	@missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing with apt-get:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 # A single-node Kafka broker on 127.0.0.1 for development (prints its address).
-kafka: $(INSTALLED) java
+kafka: $(INSTALLED) tools
 	$(BIN)/python tests/kafka_broker.py
 
 lint: $(INSTALLED)
@@ -41,7 +45,7 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 # Everything: lint, types, and the whole suite (the Kafka tests start a real broker).
-test: $(INSTALLED) java lint typecheck
+test: $(INSTALLED) tools lint typecheck
 	$(BIN)/python -m pytest
 
 bench: $(INSTALLED)

@@ -30,6 +30,7 @@ from .config import Settings
 from .control import Control
 from .datadir import check_data_dir, free_bytes
 from .deliver import Deliverer
+from .integrity import check_databases
 from .outbox import Outbox
 from .process import Processor
 from .publish import Publisher
@@ -85,6 +86,7 @@ class Service:
         settings = self.settings
         if settings.bus.backend == "embedded" or STATEFUL_ROLES & set(self.roles):
             check_data_dir(settings.storage.data_dir)
+            check_databases(settings.storage.data_dir)
         self.routing = RoutingTable.from_streams(settings.streams)
         self.bus = open_bus(settings)
         self.bus.ensure_topics(TOPICS)

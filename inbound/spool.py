@@ -10,12 +10,18 @@ How an entry is made durable (Maildir-style): write ``tmp/<id>``, fsync it,
 rename it into ``new/``, fsync ``new/``. A crash before the rename leaves only
 a ``tmp/`` file, which was never acknowledged and is removed at start-up.
 
-Entries describe themselves and carry a checksum, so a damaged file is
+Entries describe themselves and carry checksums, so a damaged file is
 detected instead of published::
 
     INBOUND-SPOOL/1\\n
-    {"envelope": {...}, "size": N, "sha256": "<hex of envelope JSON + \\n + message>"}\\n
+    <header>\\n
     <the N bytes of the message, exactly as received plus our Received: header>
+    \\n<header again>\\n
+
+where the header is ``{"envelope": {...}, "size": N, "envelope_sha256": ...,
+"message_sha256": ...}``. The copy at the end is for ``inbound recover``: with
+either copy intact, a message whose file was damaged elsewhere can be found,
+checked and saved.
 
 An entry that cannot be read or fails its checksum is moved to
 ``quarantine/`` (never deleted: ``inbound recover`` salvages what it can) and
@@ -53,38 +59,67 @@ class SpoolEntry:
     message: bytes
 
 
-def _checksum(envelope_json: bytes, message: bytes) -> str:
-    return hashlib.sha256(envelope_json + b"\n" + message).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _envelope_bytes(envelope: Envelope) -> bytes:
+    return json.dumps(envelope.to_json(), sort_keys=True, separators=(",", ":")).encode()
 
 
 def encode_entry(envelope: Envelope, message: bytes) -> bytes:
-    envelope_json = json.dumps(envelope.to_json(), sort_keys=True, separators=(",", ":")).encode()
-    header = {
-        "envelope": envelope.to_json(),
-        "size": len(message),
-        "sha256": _checksum(envelope_json, message),
-    }
-    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + message
+    header = json.dumps(
+        {
+            "envelope": envelope.to_json(),
+            "size": len(message),
+            "envelope_sha256": _sha256(_envelope_bytes(envelope)),
+            "message_sha256": _sha256(message),
+        },
+        sort_keys=True,
+    ).encode()
+    return MAGIC + header + b"\n" + message + b"\n" + header + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    envelope: Envelope
+    size: int
+    message_sha256: str
+
+
+def parse_header(line: bytes) -> Header:
+    """One copy of the header, checked against its own envelope checksum; CorruptEntry if damaged."""
+    try:
+        header = json.loads(line)
+        envelope = Envelope.from_json(header["envelope"])
+        size, envelope_sha256, message_sha256 = int(header["size"]), header["envelope_sha256"], header["message_sha256"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptEntry(f"the header is unreadable: {exc}") from None
+    if _sha256(_envelope_bytes(envelope)) != envelope_sha256:
+        raise CorruptEntry("the envelope checksum does not match")
+    return Header(envelope, size, str(message_sha256))
+
+
+def check_message(header: Header, message: bytes) -> None:
+    if len(message) != header.size:
+        raise CorruptEntry(f"the message is {len(message)} bytes, the header says {header.size}")
+    if _sha256(message) != header.message_sha256:
+        raise CorruptEntry("the message checksum does not match")
 
 
 def decode_entry(path: Path, data: bytes) -> SpoolEntry:
+    """The entry in *data*, every part checked; CorruptEntry naming the first damage found."""
     if not data.startswith(MAGIC):
         raise CorruptEntry("does not start with the spool magic line")
-    header_line, newline, message = data[len(MAGIC) :].partition(b"\n")
+    header_line, newline, rest = data[len(MAGIC) :].partition(b"\n")
     if not newline:
         raise CorruptEntry("the header line is incomplete")
-    try:
-        header = json.loads(header_line)
-        envelope = Envelope.from_json(header["envelope"])
-        size, expected = int(header["size"]), str(header["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptEntry(f"the header is unreadable: {exc}") from None
-    if len(message) != size:
-        raise CorruptEntry(f"the message is {len(message)} bytes, the header says {size}")
-    envelope_json = json.dumps(envelope.to_json(), sort_keys=True, separators=(",", ":")).encode()
-    if _checksum(envelope_json, message) != expected:
-        raise CorruptEntry("the checksum does not match")
-    return SpoolEntry(path, envelope, message)
+    header = parse_header(header_line)
+    message, trailer = rest[: header.size], rest[header.size :]
+    check_message(header, message)
+    if trailer != b"\n" + header_line + b"\n":
+        raise CorruptEntry("the closing copy of the header is damaged or missing")
+    return SpoolEntry(path, header.envelope, message)
 
 
 def fsync_dir(path: Path) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
+
+from .harness import InboundProcess, WebhookReceiver, run_cli, statuses, stream_toml, wait_for, write_config
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
@@ -40,3 +43,43 @@ def bus_toml(request: pytest.FixtureRequest) -> str:
     broker = request.getfixturevalue("kafka_broker")
     prefix = f"t{uuid.uuid4().hex[:10]}."
     return f'backend = "kafka"\nbootstrap_servers = ["{broker.bootstrap}"]\ntopic_prefix = "{prefix}"\npartitions = 2'
+
+
+class Pipeline:
+    def __init__(self, tmp_path: Path, bus: str) -> None:
+        self.tmp_path = tmp_path
+        self.bus = bus
+        self.receiver = WebhookReceiver().start()
+        self.processes: list[InboundProcess] = []
+
+    def configure(self, streams: str | None = None, **kwargs: object) -> Path:
+        streams = streams or stream_toml(
+            "support", ["*@in.test", "help@example.org"], self.receiver.url("/hook"), ["*@spam.test"]
+        )
+        self.config = write_config(self.tmp_path, streams=streams, bus=self.bus, **kwargs)  # type: ignore[arg-type]
+        run_cli("init", config=self.config)
+        return self.config
+
+    def start(self, roles: str | None = None) -> InboundProcess:
+        process = InboundProcess(self.config, roles=roles).start()
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.stop()
+        self.receiver.stop()
+
+    def wait_status(self, delivery_id: str, status: str, timeout: float = 60) -> dict[str, str]:
+        return wait_for(
+            lambda: statuses(self.config).get(delivery_id) == status and statuses(self.config),
+            timeout,
+            f"{delivery_id} to be {status}",
+        )
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, bus_toml: str) -> Iterator[Pipeline]:
+    p = Pipeline(tmp_path, bus_toml)
+    yield p
+    p.close()

@@ -65,6 +65,8 @@ class WebhookReceiver:
     # path -> function of (number of hits on that path so far) -> status, or ("sleep", seconds)
     behaviour: dict[str, Callable[[int], int]] = field(default_factory=dict)
     delay: dict[str, float] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    peak_in_flight: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> WebhookReceiver:
@@ -82,8 +84,12 @@ class WebhookReceiver:
                     )
                     status = receiver.behaviour.get(self.path, lambda n: 200)(seen)
                     delay = receiver.delay.get(self.path, 0.0)
+                    now = receiver.in_flight[self.path] = receiver.in_flight.get(self.path, 0) + 1
+                    receiver.peak_in_flight[self.path] = max(now, receiver.peak_in_flight.get(self.path, 0))
                 if delay:
                     time.sleep(delay)  # a slow endpoint, on purpose
+                with receiver.lock:
+                    receiver.in_flight[self.path] -= 1
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -9,22 +9,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import signal
 import json
+import signal
 import smtplib
-from collections.abc import Iterator
 from email.message import EmailMessage
-from pathlib import Path
-
-import pytest
 
 from inbound.envelope import Envelope, Recipient
 from inbound.spool import encode_entry
 
+from .fixtures import Pipeline
 from .harness import (
     SECRET,
-    InboundProcess,
-    WebhookReceiver,
     activity,
     run_cli,
     send,
@@ -33,48 +28,7 @@ from .harness import (
     statuses,
     stream_toml,
     wait_for,
-    write_config,
 )
-
-
-class Pipeline:
-    def __init__(self, tmp_path: Path, bus: str) -> None:
-        self.tmp_path = tmp_path
-        self.bus = bus
-        self.receiver = WebhookReceiver().start()
-        self.processes: list[InboundProcess] = []
-
-    def configure(self, streams: str | None = None, **kwargs: object) -> Path:
-        streams = streams or stream_toml(
-            "support", ["*@in.test", "help@example.org"], self.receiver.url("/hook"), ["*@spam.test"]
-        )
-        self.config = write_config(self.tmp_path, streams=streams, bus=self.bus, **kwargs)  # type: ignore[arg-type]
-        run_cli("init", config=self.config)
-        return self.config
-
-    def start(self, roles: str | None = None) -> InboundProcess:
-        process = InboundProcess(self.config, roles=roles).start()
-        self.processes.append(process)
-        return process
-
-    def close(self) -> None:
-        for process in self.processes:
-            process.stop()
-        self.receiver.stop()
-
-    def wait_status(self, delivery_id: str, status: str, timeout: float = 60) -> dict[str, str]:
-        return wait_for(
-            lambda: statuses(self.config).get(delivery_id) == status and statuses(self.config),
-            timeout,
-            f"{delivery_id} to be {status}",
-        )
-
-
-@pytest.fixture
-def pipeline(tmp_path: Path, bus_toml: str) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, bus_toml)
-    yield p
-    p.close()
 
 
 def verify_signature(hit_headers: dict[str, str], body: bytes) -> bool:

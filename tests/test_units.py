@@ -129,7 +129,8 @@ def test_spool_entry_round_trip() -> None:
 @pytest.mark.parametrize(
     ("damage", "why"),
     [
-        (lambda d: d[:-3], "bytes, the header says"),
+        (lambda d: d[:-3], "closing copy of the header"),
+        (lambda d: d[: d.index(b"body") + 2], "bytes, the header says"),
         (lambda d: d.replace(b"body", b"bodY"), "checksum"),
         (lambda d: d.replace(b'"01ABC"', b'"01ABD"'), "checksum"),
         (lambda d: d[:30], "header"),

@@ -1,0 +1,187 @@
+"""``inbound recover``: salvage every message still readable in quarantined files and re-ingest it.
+
+What it reads, from ``quarantine/``:
+
+* ``spool-<queue id>`` -- damaged spool entries. Either copy of the header
+  (the file has one at each end) is enough to find and check the message;
+  the entry goes back into the spool under its original queue id, so its
+  deliveries keep their ``webhook-id``.
+* ``bus.db.<time>`` -- a damaged embedded bus. Its readable pages are
+  recovered with the ``sqlite3`` shell's ``.recover`` and every record found is
+  published again, in its original order.
+* ``outbox.db.<time>`` -- deliveries that were waiting: published again to
+  ``messages`` with their generation.
+* ``activity.db.<time>`` -- nothing to re-ingest: the store is a view, rebuilt
+  from the bus (``inbound activity rebuild``).
+
+A message whose every delivery the activity store already shows as final is
+not sent again. Each file handled moves to ``quarantine/recovered/``, so a
+second run does not repeat the work; a file that could not be read at all
+stays where it is. The report says exactly what was saved and what was not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .activity import ActivityStore
+from .bus import Producer
+from .events import Status, delivery_id
+from .spool import MAGIC, CorruptEntry, Header, Spool, check_message, parse_header
+
+FINAL = {Status.DELIVERED, Status.FAILED, Status.BLOCKED}
+
+
+@dataclass
+class Report:
+    saved: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already final: nothing to do
+    lost: list[str] = field(default_factory=list)
+
+
+def salvage_spool_entry(data: bytes) -> tuple[Header, bytes]:
+    """The header and the checked message from a damaged entry; CorruptEntry if neither copy helps."""
+    reasons = []
+    body = data[len(MAGIC) :] if data.startswith(MAGIC) else data
+    head_line, _, rest = body.partition(b"\n")
+    try:  # the opening copy of the header: the message follows it
+        header = parse_header(head_line)
+        message = rest[: header.size]
+        check_message(header, message)
+        return header, message
+    except CorruptEntry as exc:
+        reasons.append(f"opening header: {exc}")
+    tail_line = data.rstrip(b"\n").rpartition(b"\n")[2]
+    try:  # the closing copy: the message ends just before it
+        header = parse_header(tail_line)
+        end = len(data.rstrip(b"\n")) - len(tail_line) - 1
+        message = data[max(0, end - header.size) : end]
+        check_message(header, message)
+        return header, message
+    except CorruptEntry as exc:
+        reasons.append(f"closing header: {exc}")
+    raise CorruptEntry("; ".join(reasons))
+
+
+def recovered_rows(path: Path, query: str) -> Iterator[tuple[object, ...]]:
+    """Rows of *query* from whatever pages of the damaged database *path* can still be read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "recovered.db"
+        dump = subprocess.run(["sqlite3", str(path), ".recover"], capture_output=True, check=False)
+        load = subprocess.run(["sqlite3", str(copy)], input=dump.stdout, capture_output=True, check=False)
+        if not copy.exists() or load.returncode != 0:
+            raise OSError(f"sqlite3 .recover found nothing readable: {dump.stderr.decode(errors='replace')[:200]}")
+        db = sqlite3.connect(copy)
+        try:
+            yield from db.execute(query)
+        except sqlite3.Error as exc:
+            raise OSError(f"the recovered database lacks its table: {exc}") from exc
+        finally:
+            db.close()
+
+
+class Recovery:
+    def __init__(self, quarantine: Path, spool: Spool, producer: Producer, store: ActivityStore) -> None:
+        self.quarantine = quarantine
+        self.done = quarantine / "recovered"
+        self.spool = spool
+        self.producer = producer
+        self.store = store
+        self.report = Report()
+
+    def final(self, queue_id: str, streams: list[str]) -> bool:
+        records = [self.store.get(delivery_id(queue_id, s)) for s in streams]
+        return bool(records) and all(r is not None and r.status in FINAL for r in records)
+
+    def run(self) -> Report:
+        self.done.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.quarantine.iterdir()):
+            if path.name.startswith("spool-"):
+                self.spool_entry(path)
+            elif path.name.startswith("bus.db.") and not path.name.endswith(("-wal", "-shm")):
+                self.bus_database(path)
+            elif path.name.startswith("outbox.db.") and not path.name.endswith(("-wal", "-shm")):
+                self.outbox_database(path)
+            elif path.name.startswith("activity.db.") and not path.name.endswith(("-wal", "-shm")):
+                self.report.skipped.append(f"{path}: the activity store is rebuilt from the bus")
+                self.retire(path)
+        return self.report
+
+    def retire(self, path: Path) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                os.replace(source, self.done / source.name)
+
+    def spool_entry(self, path: Path) -> None:
+        try:
+            header, message = salvage_spool_entry(path.read_bytes())
+        except (CorruptEntry, OSError) as exc:
+            self.report.lost.append(f"{path}: {exc}")
+            return
+        envelope = header.envelope
+        if self.final(envelope.queue_id, envelope.streams()):
+            self.report.skipped.append(f"{path}: {envelope.queue_id} was already delivered or final")
+        else:
+            self.spool.put(envelope, message)
+            self.report.saved.append(f"{path}: {envelope.queue_id} back in the spool")
+        self.retire(path)
+
+    def bus_database(self, path: Path) -> None:
+        query = "SELECT offset, topic, key, value, headers FROM records ORDER BY offset"
+        try:
+            rows = list(recovered_rows(path, query))
+        except OSError as exc:
+            self.report.lost.append(f"{path}: {exc}")
+            return
+        offsets = [int(str(row[0])) for row in rows]
+        for _, topic, key, value, headers in rows:
+            decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
+            self.producer.send(str(topic), _blob(value), key=_blob(key), headers=decoded)
+        self.producer.flush()
+        self.report.saved.append(f"{path}: {len(rows)} bus records published again")
+        gaps = missing_ranges(offsets)
+        if gaps:
+            self.report.lost.append(f"{path}: records at offsets {gaps} were unreadable")
+        self.retire(path)
+
+    def outbox_database(self, path: Path) -> None:
+        query = "SELECT delivery_id, stream, queue_id, generation, payload FROM deliveries WHERE done = 0"
+        try:
+            rows = list(recovered_rows(path, query))
+        except OSError as exc:
+            self.report.lost.append(f"{path}: {exc}")
+            return
+        sent = 0
+        for did, stream, queue_id, generation, payload in rows:
+            if payload is None or self.final(str(queue_id), [str(stream)]):
+                continue
+            headers = (("delivery-id", str(did).encode()), ("generation", str(generation).encode()))
+            self.producer.send("messages", _blob(payload), key=str(stream).encode(), headers=headers)
+            sent += 1
+        self.producer.flush()
+        self.report.saved.append(f"{path}: {sent} waiting deliveries queued again")
+        self.retire(path)
+
+
+def _blob(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"expected a BLOB column, found {type(value).__name__}")
+    return value
+
+
+def missing_ranges(offsets: list[int]) -> str:
+    """'3-5, 9' for the holes in a sorted run of offsets that started at 1."""
+    holes, expected = [], 1
+    for offset in offsets:
+        if offset > expected:
+            holes.append(f"{expected}-{offset - 1}" if offset - 1 > expected else str(expected))
+        expected = offset + 1
+    return ", ".join(holes)
