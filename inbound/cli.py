@@ -329,5 +329,30 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
         render_status(report, Console())
 
 
+@main.command()
+@config_option
+def recover(config_path: Path | None) -> None:
+    """Salvage messages from quarantined files and send them on; report what could not be saved."""
+    from .recover import Recovery
+    from .service import spool_for
+
+    settings = settings_from(config_path)
+    bus = _open_bus(settings)
+    store = _store(settings)
+    try:
+        report = Recovery(settings.storage.data_dir / "quarantine", spool_for(settings), bus, store).run()
+    except InboundError as exc:
+        raise click.ClickException(f"recovery stopped (run it again to go on): {exc}") from None
+    finally:
+        store.close()
+        bus.close()
+    for title, lines in (("saved", report.saved), ("already final", report.skipped), ("NOT saved", report.lost)):
+        click.echo(f"{title}: {len(lines)}")
+        for line in lines:
+            click.echo(f"  {line}")
+    if report.lost:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -40,7 +40,13 @@ class Processor:
         self.producer.flush()
 
     def process(self, record: Record) -> None:
-        envelope, message = decode_received(record.value)
+        try:
+            envelope, message = decode_received(record.value)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Without an envelope there is no stream to record it under; it stays on the bus,
+            # and `inbound recover` / the logs are where an operator finds it.
+            log.error("stage=process skipping unreadable received record at offset %d: %s", record.offset, exc)
+            return
         parsed: ParsedMessage | None = None
         reason = ""
         try:

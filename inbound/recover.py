@@ -11,11 +11,14 @@ What it reads, from ``quarantine/``:
   published again, in its original order.
 * ``outbox.db.<time>`` -- deliveries that were waiting: published again to
   ``messages`` with their generation.
-* ``activity.db.<time>`` -- nothing to re-ingest: the store is a view, rebuilt
-  from the bus (``inbound activity rebuild``).
+* ``activity.db.<time>`` -- nothing to re-ingest: the store is a view, so it
+  is rebuilt from the bus.
 
 A message whose every delivery the activity store already shows as final is
-not sent again. Each file handled moves to ``quarantine/recovered/``, so a
+not sent again. Records of the ``control`` topic are not replayed: a pause
+from before the damage is not the operator's wish now. Finally, every delivery
+the activity store shows as still on its way but that nothing salvaged brings
+back is named in the report as lost. Each file handled moves to ``quarantine/recovered/``, so a
 second run does not repeat the work; a file that could not be read at all
 stays where it is. The report says exactly what was saved and what was not.
 """
@@ -32,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .activity import ActivityStore
-from .bus import Producer
+from .bus import Bus
 from .events import Status, delivery_id
+from .rebuild import rebuild
 from .spool import MAGIC, CorruptEntry, Header, Spool, check_message, parse_header
 
 FINAL = {Status.DELIVERED, Status.FAILED, Status.BLOCKED}
@@ -88,13 +92,15 @@ def recovered_rows(path: Path, query: str) -> Iterator[tuple[object, ...]]:
 
 
 class Recovery:
-    def __init__(self, quarantine: Path, spool: Spool, producer: Producer, store: ActivityStore) -> None:
+    def __init__(self, quarantine: Path, spool: Spool, bus: Bus, store: ActivityStore) -> None:
         self.quarantine = quarantine
         self.done = quarantine / "recovered"
         self.spool = spool
-        self.producer = producer
+        self.bus = bus
+        self.producer = bus.producer()
         self.store = store
         self.report = Report()
+        self.back: set[str] = set()  # queue ids salvaged and sent on again
 
     def final(self, queue_id: str, streams: list[str]) -> bool:
         records = [self.store.get(delivery_id(queue_id, s)) for s in streams]
@@ -102,6 +108,7 @@ class Recovery:
 
     def run(self) -> Report:
         self.done.mkdir(parents=True, exist_ok=True)
+        activity_lost = False
         for path in sorted(self.quarantine.iterdir()):
             if path.name.startswith("spool-"):
                 self.spool_entry(path)
@@ -110,9 +117,25 @@ class Recovery:
             elif path.name.startswith("outbox.db.") and not path.name.endswith(("-wal", "-shm")):
                 self.outbox_database(path)
             elif path.name.startswith("activity.db.") and not path.name.endswith(("-wal", "-shm")):
-                self.report.skipped.append(f"{path}: the activity store is rebuilt from the bus")
+                activity_lost = True
                 self.retire(path)
+        if activity_lost:
+            records = rebuild(self.bus, self.store)
+            self.report.saved.append(f"activity store rebuilt from {records} bus records")
+        self.name_the_lost()
+        self.producer.close()
         return self.report
+
+    def name_the_lost(self) -> None:
+        """Deliveries still on their way in the activity store that no salvaged record brings back."""
+        on_the_bus = {record.key.decode() for record in self.bus.read_all("received")}
+        for status in (Status.QUEUED, Status.PROCESSED, Status.RETRYING):
+            for record in self.store.list(status=status, limit=1_000_000):
+                if record.queue_id not in self.back | on_the_bus:
+                    self.report.lost.append(
+                        f"{record.delivery_id}: from {record.mail_from}, subject {record.subject!r}, "
+                        f"received {record.received_at} -- {status.value}, and no readable copy remains"
+                    )
 
     def retire(self, path: Path) -> None:
         for suffix in ("", "-wal", "-shm"):
@@ -131,6 +154,7 @@ class Recovery:
             self.report.skipped.append(f"{path}: {envelope.queue_id} was already delivered or final")
         else:
             self.spool.put(envelope, message)
+            self.back.add(envelope.queue_id)
             self.report.saved.append(f"{path}: {envelope.queue_id} back in the spool")
         self.retire(path)
 
@@ -143,8 +167,12 @@ class Recovery:
             return
         offsets = [int(str(row[0])) for row in rows]
         for _, topic, key, value, headers in rows:
+            if topic == "control":
+                continue
             decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
             self.producer.send(str(topic), _blob(value), key=_blob(key), headers=decoded)
+            if topic == "received":
+                self.back.add(_blob(key).decode())
         self.producer.flush()
         self.report.saved.append(f"{path}: {len(rows)} bus records published again")
         gaps = missing_ranges(offsets)

@@ -49,7 +49,7 @@ class RateColumn(ProgressColumn):
 
 def watch_backlog(collect: Callable[[], Status], interval: float = 1.0) -> None:
     """A progress bar from the backlog seen at start down to zero; Ctrl-C leaves it."""
-    start = collect().backlog
+    total, done = float(max(collect().backlog, 1)), 0.0
     columns = (
         TextColumn("backlog"),
         BarColumn(),
@@ -60,14 +60,14 @@ def watch_backlog(collect: Callable[[], Status], interval: float = 1.0) -> None:
         TimeRemainingColumn(),
     )
     with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("backlog", total=max(start, 1))
+        task = progress.add_task("backlog", total=total)
         try:
             while True:
                 backlog = collect().backlog
-                if backlog > start:  # more arrived than drained: grow the bar rather than go backwards
-                    progress.update(task, total=progress.tasks[0].completed + backlog)
-                    start = progress.tasks[0].completed + backlog
-                progress.update(task, completed=start - backlog)
+                # Mail arriving while we watch grows the bar instead of moving it backwards.
+                total = max(total, done + backlog)
+                done = total - backlog
+                progress.update(task, total=total, completed=done)
                 if backlog == 0:
                     break
                 time.sleep(interval)

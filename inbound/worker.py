@@ -66,6 +66,9 @@ class ConsumerWorker:
                 if consumer is None:
                     consumer = self.bus.consumer(self.group, self.topics)
                 records = consumer.poll(timeout=0.5, max_records=self.max_records)
+                if records and self.hold():  # paused while we were waiting: they come again later
+                    consumer.rewind()
+                    continue
                 if records:
                     self.handle(records)
                     consumer.commit()

@@ -155,9 +155,7 @@ def test_failing_endpoint_does_not_hold_up_a_healthy_one_and_recovers_promptly(p
     wait_for(lambda: set(pipeline.receiver.by_queue_id("/down")) >= set(down), 60, "first attempts")
     up = True
     recovered_at = time.time()
-    wait_for(
-        lambda: all(statuses(config).get(f"{q}-down") == "delivered" for q in down), 60, "the backlog to go out"
-    )
+    wait_for(lambda: all(statuses(config).get(f"{q}-down") == "delivered" for q in down), 60, "the backlog to go out")
     successes = [h for h in pipeline.receiver.on("/down") if h.at >= recovered_at]
     order = [down.index(q) for q in dict.fromkeys(h.json["queue_id"] for h in successes)]
     assert sorted(order) == list(range(8))
