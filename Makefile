@@ -24,9 +24,9 @@ run: $(INSTALLED)
 	$(BIN)/inbound serve --config $(CONFIG)
 
 # What the tests need from Debian, installed only when missing: a JDK and Maven (Kafka's broker
-# is fetched from Maven Central with mvn), swaks (a real SMTP client), sqlite3 (its .recover
-# salvages damaged databases) and docker-compose (parses compose.yaml without a Docker engine).
-TOOLS := java:default-jdk-headless mvn:maven swaks:swaks sqlite3:sqlite3 docker-compose:docker-compose
+# is fetched from Maven Central with mvn), swaks (a real SMTP client) and docker-compose (parses
+# compose.yaml without a Docker engine).
+TOOLS := java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose
 tools:
 	@missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
 	if [ -n "$$missing" ]; then \

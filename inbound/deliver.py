@@ -88,7 +88,9 @@ class Deliverer:
         self.producer_lock = threading.Lock()  # one producer, many attempt threads
         self.client = client
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.lease_seconds = settings.webhooks.timeout * 2 + 30
+        # Long enough for one attempt and the flush of its outcome; a killed process's leases lapse
+        # after this long and another deliverer sharing the outbox takes its deliveries over.
+        self.lease_seconds = settings.webhooks.timeout * 1.5 + 10
         self.pools = {
             s.name: ThreadPoolExecutor(settings.webhooks.concurrency_per_stream, thread_name_prefix=f"deliver-{s.name}")
             for s in settings.streams

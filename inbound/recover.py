@@ -6,9 +6,9 @@ What it reads, from ``quarantine/``:
   (the file has one at each end) is enough to find and check the message;
   the entry goes back into the spool under its original queue id, so its
   deliveries keep their ``webhook-id``.
-* ``bus.db.<time>`` -- a damaged embedded bus. Its readable pages are
-  recovered with the ``sqlite3`` shell's ``.recover`` and every record found is
-  published again, in its original order.
+* ``bus.db.<time>`` -- a damaged embedded bus. Every record still readable
+  in its pages (:mod:`inbound.salvage`) is published again, in its original
+  order; the offsets that could not be read are reported.
 * ``outbox.db.<time>`` -- deliveries that were waiting: published again to
   ``messages`` with their generation.
 * ``activity.db.<time>`` -- nothing to re-ingest: the store is a view, so it
@@ -27,10 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +34,7 @@ from .activity import ActivityStore
 from .bus import Bus
 from .events import Status, delivery_id
 from .rebuild import rebuild
+from .salvage import Value, salvage_rows
 from .spool import MAGIC, CorruptEntry, Header, Spool, check_message, parse_header
 
 FINAL = {Status.DELIVERED, Status.FAILED, Status.BLOCKED}
@@ -72,23 +69,6 @@ def salvage_spool_entry(data: bytes) -> tuple[Header, bytes]:
     except CorruptEntry as exc:
         reasons.append(f"closing header: {exc}")
     raise CorruptEntry("; ".join(reasons))
-
-
-def recovered_rows(path: Path, query: str) -> Iterator[tuple[object, ...]]:
-    """Rows of *query* from whatever pages of the damaged database *path* can still be read."""
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "recovered.db"
-        dump = subprocess.run(["sqlite3", str(path), ".recover"], capture_output=True, check=False)
-        load = subprocess.run(["sqlite3", str(copy)], input=dump.stdout, capture_output=True, check=False)
-        if not copy.exists() or load.returncode != 0:
-            raise OSError(f"sqlite3 .recover found nothing readable: {dump.stderr.decode(errors='replace')[:200]}")
-        db = sqlite3.connect(copy)
-        try:
-            yield from db.execute(query)
-        except sqlite3.Error as exc:
-            raise OSError(f"the recovered database lacks its table: {exc}") from exc
-        finally:
-            db.close()
 
 
 class Recovery:
@@ -159,37 +139,36 @@ class Recovery:
         self.retire(path)
 
     def bus_database(self, path: Path) -> None:
-        query = "SELECT offset, topic, key, value, headers FROM records ORDER BY offset"
-        try:
-            rows = list(recovered_rows(path, query))
-        except OSError as exc:
-            self.report.lost.append(f"{path}: {exc}")
+        rows = self.readable_rows(path, columns=6)  # offset, topic, key, value, headers, timestamp_ms
+        if rows is None:
             return
-        offsets = [int(str(row[0])) for row in rows]
-        for _, topic, key, value, headers in rows:
+        records = [(offset, row) for offset, row in sorted(rows.items()) if isinstance(row[1], str)]
+        for _, (_, topic, key, value, headers, _) in records:
             if topic == "control":
                 continue
-            decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
-            self.producer.send(str(topic), _blob(value), key=_blob(key), headers=decoded)
+            try:
+                decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
+                self.producer.send(str(topic), _blob(value), key=_blob(key), headers=decoded)
+            except (ValueError, TypeError) as exc:
+                self.report.lost.append(f"{path}: a {topic} record is unreadable ({exc})")
+                continue
             if topic == "received":
                 self.back.add(_blob(key).decode())
         self.producer.flush()
-        self.report.saved.append(f"{path}: {len(rows)} bus records published again")
-        gaps = missing_ranges(offsets)
+        self.report.saved.append(f"{path}: {len(records)} bus records published again")
+        gaps = missing_ranges([offset for offset, _ in records])
         if gaps:
             self.report.lost.append(f"{path}: records at offsets {gaps} were unreadable")
         self.retire(path)
 
     def outbox_database(self, path: Path) -> None:
-        query = "SELECT delivery_id, stream, queue_id, generation, payload FROM deliveries WHERE done = 0"
-        try:
-            rows = list(recovered_rows(path, query))
-        except OSError as exc:
-            self.report.lost.append(f"{path}: {exc}")
+        # delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, added_at, done, ...
+        rows = self.readable_rows(path, columns=12)
+        if rows is None:
             return
         sent = 0
-        for did, stream, queue_id, generation, payload in rows:
-            if payload is None or self.final(str(queue_id), [str(stream)]):
+        for did, stream, queue_id, generation, payload, *_, done, _, _ in rows.values():
+            if done or payload is None or self.final(str(queue_id), [str(stream)]):
                 continue
             headers = (("delivery-id", str(did).encode()), ("generation", str(generation).encode()))
             self.producer.send("messages", _blob(payload), key=str(stream).encode(), headers=headers)
@@ -197,6 +176,13 @@ class Recovery:
         self.producer.flush()
         self.report.saved.append(f"{path}: {sent} waiting deliveries queued again")
         self.retire(path)
+
+    def readable_rows(self, path: Path, columns: int) -> dict[int, list[Value]] | None:
+        try:
+            return salvage_rows(path, columns)
+        except OSError as exc:
+            self.report.lost.append(f"{path}: cannot be read at all ({exc})")
+            return None
 
 
 def _blob(value: object) -> bytes:

@@ -35,14 +35,23 @@ def message_schema() -> Draft202012Validator:
     return validator("inbound-message.schema.json")
 
 
+def kafka_toml(bootstrap: str) -> str:
+    """A [bus] section on Kafka with topics of its own (a fresh prefix)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    return f'backend = "kafka"\nbootstrap_servers = ["{bootstrap}"]\ntopic_prefix = "{prefix}"\npartitions = 2'
+
+
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 def bus_toml(request: pytest.FixtureRequest) -> str:
     """The [bus] section of a test config, once per backend."""
     if request.param == "embedded":
         return 'backend = "embedded"'
-    broker = request.getfixturevalue("kafka_broker")
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    return f'backend = "kafka"\nbootstrap_servers = ["{broker.bootstrap}"]\ntopic_prefix = "{prefix}"\npartitions = 2'
+    return kafka_toml(request.getfixturevalue("kafka_broker").bootstrap)
+
+
+@pytest.fixture
+def bus_toml_kafka(kafka_broker: Any) -> str:
+    return kafka_toml(kafka_broker.bootstrap)
 
 
 class Pipeline:
