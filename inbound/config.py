@@ -57,6 +57,7 @@ class BusSettings:
     topic_prefix: str = "inbound."
     partitions: int = 3
     replication_factor: int = 1
+    retention: float = 7 * 86400.0  # Kafka retention of `received` and `messages`
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +197,7 @@ class _Reader:
         return StorageSettings(data_dir, min_free)
 
     def bus(self, raw: dict[str, Any]) -> BusSettings:
-        keys = {"backend", "bootstrap_servers", "topic_prefix", "partitions", "replication_factor"}
+        keys = {"backend", "bootstrap_servers", "topic_prefix", "partitions", "replication_factor", "retention"}
         t = self.table(raw, "bus", keys)
         d = BusSettings()
         backend = self.get(t, "bus", "backend", str, d.backend)
@@ -215,7 +216,9 @@ class _Reader:
         self.check("bus.partitions", partitions >= 1, "must be at least 1")
         replication = self.get(t, "bus", "replication_factor", int, d.replication_factor)
         self.check("bus.replication_factor", replication >= 1, "must be at least 1")
-        return BusSettings(backend, servers, prefix, partitions, replication)
+        retention = self.converted("bus.retention", self.get(t, "bus", "retention", str, "7d"), parse_duration)
+        self.check("bus.retention", retention >= 3600, "must be at least 1h")
+        return BusSettings(backend, servers, prefix, partitions, replication, retention)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
         keys = {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream", "probe_interval"}

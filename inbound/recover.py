@@ -143,12 +143,13 @@ class Recovery:
         if rows is None:
             return
         records = [(offset, row) for offset, row in sorted(rows.items()) if isinstance(row[1], str)]
-        for _, (_, topic, key, value, headers, _) in records:
+        for _, (_, topic_value, key, value, headers, _) in records:
+            topic = str(topic_value)
             if topic == "control":
                 continue
             try:
                 decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
-                self.producer.send(str(topic), _blob(value), key=_blob(key), headers=decoded)
+                self.producer.send(topic, _blob(value), key=_blob(key), headers=decoded)
             except (ValueError, TypeError) as exc:
                 self.report.lost.append(f"{path}: a {topic} record is unreadable ({exc})")
                 continue

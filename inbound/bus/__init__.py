@@ -25,10 +25,27 @@ def open_bus(settings: Settings) -> Bus:
             partitions=settings.bus.partitions,
             replication_factor=settings.bus.replication_factor,
             max_message_bytes=_max_record_bytes(settings.smtp.max_message_size),
+            topic_configs=topic_configs(settings.bus.retention),
         )
     from .embedded import EmbeddedBus
 
     return EmbeddedBus(settings.storage.data_dir / "bus.db")
+
+
+def topic_configs(retention: float) -> dict[str, dict[str, str]]:
+    """Per-topic Kafka settings: what each topic keeps, and for how long (README: Topics).
+
+    ``events`` are kept forever: small, and the activity store is rebuilt from them. ``control``
+    is compacted: the last record of each key is the state. ``received`` and ``messages`` carry
+    whole messages and are kept for ``bus.retention``.
+    """
+    kept = {"retention.ms": str(int(retention * 1000))}
+    return {
+        "received": kept,
+        "messages": kept,
+        "events": {"retention.ms": "-1"},
+        "control": {"cleanup.policy": "compact"},
+    }
 
 
 def _max_record_bytes(max_message_size: int) -> int:

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..errors import BusError
@@ -74,6 +74,7 @@ class KafkaBus:
         flush_timeout: float = 30.0,
         request_timeout: float = 30.0,
         session_timeout: float = 10.0,
+        topic_configs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.bootstrap_servers = [bootstrap_servers] if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
         if not self.bootstrap_servers:
@@ -86,6 +87,7 @@ class KafkaBus:
         self.flush_timeout = flush_timeout
         self.request_timeout = request_timeout
         self.session_timeout = session_timeout
+        self.topic_configs = topic_configs or {}  # logical topic -> extra topic configs (retention...)
         self._admin: Any = None
         self._admin_lock = threading.Lock()
         self._known: set[str] = set()  # physical topics known to exist
@@ -187,14 +189,20 @@ class KafkaBus:
         missing = [n for n in dict.fromkeys(names) if n not in self._known]
         if not missing:
             return
-        spec = {
-            "num_partitions": self.partitions,
-            "replication_factor": self.replication_factor,
-            "configs": {"max.message.bytes": str(self.max_message_bytes)},
-        }
+
+        def spec(name: str) -> dict[str, Any]:
+            configs = {
+                "max.message.bytes": str(self.max_message_bytes),
+                **self.topic_configs.get(self.logical(name), {}),
+            }
+            return {
+                "num_partitions": self.partitions,
+                "replication_factor": self.replication_factor,
+                "configs": configs,
+            }
 
         def create(admin: Any) -> None:
-            result = admin.create_topics(dict.fromkeys(missing, spec), raise_errors=False)
+            result = admin.create_topics({name: spec(name) for name in missing}, raise_errors=False)
             failed = [
                 f"{t['name']}: {t.get('error_message') or t['error_code']}"
                 for t in result["topics"]

@@ -1,0 +1,479 @@
+"""parse_message + build_payload: every corpus file, cross-checked with the stdlib, and focused cases.
+
+The cross-check reads each corpus file a second time with Python's own
+``email`` package (``policy.default``), independently of mail-parser, and
+compares subject, From address and attachment count. Where the two disagree
+the disagreement is listed below with its reason and the evidence for it,
+so a new disagreement fails instead of being waved through.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import json
+import time
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from email_reply_parser import EmailReplyParser
+from jsonschema import Draft202012Validator
+
+from inbound.envelope import Envelope, Recipient
+from inbound.errors import ParseError
+from inbound.parse import ParsedMessage, parse_message
+from inbound.payload import build_payload, stripped_reply
+
+from .corpus import CORPUS, corpus_files, corpus_id, wire_bytes
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inbound-message.schema.json"
+QUEUE_ID = "01JD0000000000000000000001"
+ENVELOPE = Envelope(
+    queue_id=QUEUE_ID,
+    mail_from="sender@example.org",
+    recipients=(
+        Recipient("help+T42@in.test", "support", "T42"),
+        Recipient("sales@in.test", "sales", None),
+        Recipient("info@in.test", "support", None),
+    ),
+    client_address="192.0.2.10:50123",
+    helo="mail.example.org",
+    tls=True,
+    received_at="2026-11-22T10:00:00.000Z",
+)
+
+
+def _corpus_or_nothing() -> list[Path]:
+    # Collection must not crash when the corpus is missing; test_corpus_is_there fails instead.
+    try:
+        return corpus_files()
+    except FileNotFoundError:
+        return []
+
+
+CORPUS_FILES = _corpus_or_nothing()
+
+# From addresses on which mail-parser (ours) and the stdlib disagree: file -> (ours, stdlib, evidence in our defects).
+FROM_DISAGREES: dict[str, tuple[str | None, str | None, str]] = {
+    # "From: Big Bug bb@bug.com": a display name without angle brackets, or an obsolete
+    # local part of three words? mail-parser refuses to guess and says so; the stdlib
+    # makes the address '"Big Bug bb"@bug.com', which nobody can answer.
+    "mikel-mail/plain_emails/mix_caps_content_type.eml": (None, '"Big Bug bb"@bug.com', "from[0]"),
+    # "From: tim@powerupdev.com concierge@powerupdev.com": two addresses with no comma.
+    # mail-parser refuses (ambiguous); the stdlib silently keeps the first.
+    "mikel-mail/plain_emails/raw_email_multiple_from.eml": (None, "tim@powerupdev.com", "from[0]"),
+    # "From  : John Doe <...>": whitespace before the colon, obsolete but legal (RFC 5322
+    # 4.5.3). parse.py repairs it; the stdlib takes the line for an mbox "From " line and
+    # never sees a From header (it reports MissingHeaderBodySeparatorDefect).
+    "mikel-mail/rfc2822/example13.eml": ("jdoe@machine.example", None, "obsolete syntax"),
+}
+# Attachment counts on which they disagree: file -> why. Checked by the evidence below.
+ATTACHMENTS_DISAGREE = {
+    # "boundary=----=_Part_..." is unquoted and contains "=": policy.default cuts the
+    # boundary at the "=", finds no part (StartBoundaryNotFoundDefect) and so no
+    # attachment; compat32 (what mail-parser builds on) and mail clients read it whole.
+    "mikel-mail/mime_emails/raw_email_with_binary_encoded.eml": "unquoted boundary containing '='",
+}
+
+
+@pytest.fixture(scope="module")
+def schema() -> Draft202012Validator:
+    document = json.loads(SCHEMA.read_text())
+    Draft202012Validator.check_schema(document)
+    return Draft202012Validator(document, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def payload_of(raw: bytes, stream: str = "support") -> dict[str, Any]:
+    parsed = parse_message(raw)
+    payload = build_payload(parsed, envelope=ENVELOPE, stream=stream, delivery_id=f"{QUEUE_ID}-{stream}")
+    # Exactly what the processor does: this fails on lone surrogates or non-JSON types.
+    return dict(json.loads(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()))
+
+
+def stdlib_is_attachment(part: Message) -> bool:
+    """What counts as an attachment, for both readings. This is mail-parser's rule
+    (mailparser.core.MailParser.parse), which parse.py passes through unchanged:
+    a leaf part, or a part with ``Content-Disposition: attachment`` (an attached
+    message), that has a file name, or a Content-ID and is not text/plain or
+    text/html (inline images), or is RTF, or is marked ``attachment``."""
+    disposition = part.get_content_disposition()
+    if part.is_multipart() and disposition != "attachment":
+        return False
+    content_id = str(part.get("content-id", "") or "")
+    return bool(
+        part.get_filename()
+        or disposition == "attachment"
+        or part.get_content_subtype() == "rtf"
+        or (content_id and part.get_content_subtype() not in ("plain", "html"))
+    )
+
+
+def stdlib_attachment_count(message: Message) -> int:
+    return sum(stdlib_is_attachment(part) for part in message.walk())
+
+
+def stdlib_from(message: Message) -> str | None:
+    header = message["from"]
+    addresses = getattr(header, "addresses", ()) if header is not None else ()
+    if not addresses:
+        return None
+    # policy.default keeps 8-bit bytes of an address as lone surrogates; RFC 6532
+    # says they are UTF-8, which is how parse.py reads them. Same bytes, same rule.
+    raw = str(addresses[0].addr_spec)
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def test_corpus_is_there() -> None:
+    files = corpus_files()  # raises FileNotFoundError, failing this test, when the folder is missing
+    assert len(files) >= 100, f"{CORPUS} holds only {len(files)} .eml files"
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=corpus_id)
+def test_corpus_file(path: Path, schema: Draft202012Validator) -> None:
+    raw = wire_bytes(path)
+    payload = payload_of(raw)
+    schema.validate(payload)
+    stdlib = email.message_from_bytes(raw, policy=email.policy.default)
+    name = corpus_id(path)
+
+    subject = stdlib["subject"]
+    # The stdlib keeps the whitespace around an unstructured value; we strip it.
+    assert payload["subject"] == (str(subject).strip() if subject is not None else None)
+
+    ours_from = payload["from"]["email"] if payload["from"] else None
+    if name in FROM_DISAGREES:
+        expected_ours, expected_stdlib, evidence = FROM_DISAGREES[name]
+        assert (ours_from, stdlib_from(stdlib)) == (expected_ours, expected_stdlib)
+        assert any(evidence in defect for defect in payload["defects"]), payload["defects"]
+    else:
+        assert ours_from == stdlib_from(stdlib)
+
+    ours_count = len(payload["attachments"])
+    if name in ATTACHMENTS_DISAGREE:
+        assert ours_count != stdlib_attachment_count(stdlib)
+        assert any(type(d).__name__ == "StartBoundaryNotFoundDefect" for part in stdlib.walk() for d in part.defects)
+        compat32 = email.message_from_bytes(raw, policy=email.policy.compat32)
+        assert ours_count == stdlib_attachment_count(compat32)
+    else:
+        assert ours_count == stdlib_attachment_count(stdlib)
+    for attachment in payload["attachments"]:
+        assert len(base64.b64decode(attachment["content"], validate=True)) == attachment["size"]
+
+
+def test_known_disagreements_are_corpus_files() -> None:
+    names = {corpus_id(p) for p in corpus_files()}
+    assert set(FROM_DISAGREES) | set(ATTACHMENTS_DISAGREE) <= names
+
+
+def parse_corpus(name: str) -> ParsedMessage:
+    return parse_message(wire_bytes(CORPUS / "mikel-mail" / name))
+
+
+def stdlib_part_bytes(name: str, content_id: str) -> bytes:
+    """The decoded content of the part with this Content-ID, as the stdlib reads it."""
+    message = email.message_from_bytes(wire_bytes(CORPUS / "mikel-mail" / name), policy=email.policy.compat32)
+    (part,) = [p for p in message.walk() if p.get("content-id") == content_id]
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload
+
+
+def test_inline_image_with_content_id_and_no_name() -> None:
+    parsed = parse_corpus("mime_emails/raw_email12.eml")
+    (image,) = parsed.attachments
+    assert (image.filename, image.content_type, image.content_id, image.disposition) == (
+        None,  # mail-parser names it after its Content-ID; that is not a file name
+        "image/jpeg",
+        "qbFGyPQAS8",
+        "inline",
+    )
+    assert image.content == stdlib_part_bytes("mime_emails/raw_email12.eml", "<qbFGyPQAS8>")
+    assert image.size == len(image.content) == 227
+
+
+def test_inline_image_beside_an_attached_message() -> None:
+    parsed = parse_corpus("attachment_emails/attachment_message_rfc822_inline_image.eml")
+    image, attached = parsed.attachments
+    assert (image.filename, image.content_id, image.disposition) == (
+        "img.png",
+        "emedfeb92f-a786-4718-a446-98db8afb53fb@kronos",
+        "inline",
+    )
+    assert image.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert image.content == stdlib_part_bytes(
+        "attachment_emails/attachment_message_rfc822_inline_image.eml",
+        "<emedfeb92f-a786-4718-a446-98db8afb53fb@kronos>",
+    )
+    assert (attached.filename, attached.content_type, attached.disposition) == (
+        "Testmail.eml",
+        "message/rfc822",
+        "attachment",
+    )
+    assert b"Subject:" in attached.content
+
+
+MULTIPART = (
+    b"From: Alice <alice@example.org>\r\nTo: help@in.test\r\nSubject: files\r\n"
+    b"Date: Sun, 22 Nov 2026 11:00:00 +0100\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/related; boundary="b1"\r\n\r\n'
+    b'--b1\r\nContent-Type: text/html; charset="utf-8"\r\n\r\n<p>Logo: <img src="cid:logo@x"></p>\r\n'
+    b"--b1\r\nContent-Type: image/gif\r\nContent-ID: <logo@x>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"R0lGODlhAQABAAAAACw=\r\n"
+    b"--b1\r\nContent-Type: application/rtf\r\n\r\n{\\rtf1 hi}\r\n"
+    b"--b1\r\nContent-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nnotes\r\n"
+    b"--b1--\r\n"
+)
+
+
+def test_unnamed_parts_get_no_invented_name_and_parse_the_same_twice() -> None:
+    first, second = parse_message(MULTIPART), parse_message(MULTIPART)
+    assert first == second  # mail-parser's own names for these are random
+    gif, rtf, notes = first.attachments
+    assert (gif.filename, gif.content_id, gif.disposition, gif.content[:6]) == (None, "logo@x", "inline", b"GIF89a")
+    assert (rtf.filename, rtf.content_type, rtf.disposition, rtf.content) == (
+        None,
+        "application/rtf",
+        "attachment",
+        b"{\\rtf1 hi}",
+    )
+    assert (notes.filename, notes.disposition, notes.content) == (None, "attachment", b"notes")
+    assert first.html == '<p>Logo: <img src="cid:logo@x"></p>'  # the CRLF before a boundary is the boundary's
+    assert first.text is None
+    assert first.date == "2026-11-22T11:00:00+01:00"
+
+
+@pytest.mark.parametrize(
+    ("name", "subject"),
+    [
+        ("multi_charset/japanese.eml", "まみむめも"),
+        ("plain_emails/raw_email_with_partially_quoted_subject.eml", 'Re: Test: "漢字" mid "漢字" tail'),
+        ("attachment_emails/attachment_pdf.eml", "Another PDF with 🎉 Unicode chars in it 🍿"),
+        ("attachment_emails/attachment_with_quoted_filename.eml", "Eelanalüüsi päring"),
+    ],
+)
+def test_rfc2047_subjects_in_the_corpus(name: str, subject: str) -> None:
+    parsed = parse_corpus(name)
+    assert parsed.subject == subject
+    assert parsed.header("Subject") == subject
+
+
+@pytest.mark.parametrize(
+    ("encoded", "decoded", "defect"),
+    [
+        ("=?ISO-8859-1?Q?Caf=E9?= =?ISO-8859-1?Q?_au_lait?=", "Café au lait", False),
+        ("Re: =?utf-8?B?8J+OiQ==?= done", "Re: 🎉 done", False),
+        ("=?x-unknown?Q?caf=E9?=", "caf\ufffd", True),
+        ("=?utf-8?q?not closed", "=?utf-8?q?not closed", False),
+    ],
+)
+def test_rfc2047_subjects(encoded: str, decoded: str, defect: bool) -> None:
+    parsed = parse_message(f"From: a@example.org\r\nSubject: {encoded}\r\n\r\nhi\r\n".encode())
+    assert parsed.subject == decoded
+    assert any(d.startswith("headers: Subject[0]") for d in parsed.defects) == defect
+
+
+def test_quoted_encoded_display_name_is_decoded() -> None:
+    parsed = parse_corpus("error_emails/invalid_subject_characters.eml")
+    assert parsed.from_ is not None
+    assert (parsed.from_.name, parsed.from_.email) == ("Formação Frenetikpolis", "info@formacaofrenetik.info")
+    # The Subject there is raw ISO-8859-1, which no header declares: replaced, and said so.
+    assert parsed.subject == "Forma\ufffd\ufffdo FrenetikPolis: Mega Campanha Final Ver\ufffdo | Cursos de Setembro"
+    assert "headers: Subject[0]: 8-bit bytes that are not UTF-8, replaced with U+FFFD" in parsed.defects
+
+
+def test_utf8_headers_rfc6532() -> None:
+    parsed = parse_corpus("rfc6532/utf8_headers.eml")
+    assert parsed.subject == "Säying Hello"
+    assert parsed.from_ is not None
+    assert parsed.from_.email == "jdöe@mächine.example"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("multi_charset/japanese_shift_jis.eml", "あいうえお\n\nこのメールはテスト用のメールです。"),
+        ("multi_charset/ks_c_5601-1987.eml", "스티해"),
+        ("multi_charset/japanese_iso_2022.eml", "すみません。"),  # mail-parser alone returns the escape codes
+        ("multi_charset/japanese.eml", "かきくえこ"),
+    ],
+)
+def test_non_utf8_body_charsets(name: str, text: str) -> None:
+    parsed = parse_corpus(name)
+    assert parsed.text is not None
+    assert parsed.text.startswith(text)
+    assert "\x1b" not in parsed.text
+    assert "\r" not in parsed.text
+
+
+def test_non_ascii_attachment_names() -> None:
+    assert [a.filename for a in parse_corpus("multi_charset/japanese_attachment.eml").attachments] == ["てすと.txt"]
+    long_name = parse_corpus("multi_charset/japanese_attachment_long_name.eml").attachments[0].filename
+    assert long_name == "かきくけこ" * 5 + ".txt"  # RFC 2231 continuations
+
+
+def test_unknown_body_charset_is_replaced_not_fatal() -> None:
+    raw = b"From: a@example.org\r\nSubject: x\r\nContent-Type: text/plain; charset=bogus-42\r\n\r\ncaf\xe9\r\n"
+    parsed = parse_message(raw)
+    assert parsed.text == "caf\ufffd\n"
+    assert any("CharsetDecodeDefect" in d and "bogus-42" in d for d in parsed.defects)
+
+
+def test_duplicate_headers_are_kept_in_order() -> None:
+    raw = (
+        b"Received: from a by b\r\nX-Tag: one\r\nReceived: from c\r\n by d\r\nSubject: first\r\n"
+        b"X-Tag: two\r\nSubject: second\r\nFrom: a@example.org\r\n\r\nbody\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.headers == (
+        ("Received", "from a by b"),
+        ("X-Tag", "one"),
+        ("Received", "from c by d"),  # unfolded
+        ("Subject", "first"),
+        ("X-Tag", "two"),
+        ("Subject", "second"),
+        ("From", "a@example.org"),
+    )
+    assert parsed.subject == "first"
+    assert "headers: subject occurs 2 times; the first is used" in parsed.defects
+    payload = build_payload(parsed, envelope=ENVELOPE, stream="support", delivery_id=f"{QUEUE_ID}-support")
+    assert [h["value"] for h in payload["headers"] if h["name"] == "X-Tag"] == ["one", "two"]
+
+
+REPLIES = [
+    ("Thanks, will do.\n\nOn Mon, 1 Jan 2024 at 10:00, Bob <bob@example.org> wrote:\n> Send it?\n", "Thanks, will do."),
+    # The quote header wrapped by the mail client: joined back, then recognised.
+    ("Yes.\n\nOn Mon, 1 Jan 2024 at 10:00, Bob Example\n<bob@example.org> wrote:\n> Send it?\n> Bob\n", "Yes."),
+    ("Sounds good.\n\n-- \nAlice\nExample Corp\n", "Sounds good."),
+    ("Fine.\n\nSent from my iPhone\n", "Fine."),
+    ("Noted.\r\n\r\n> old text\r\n> more old text\r\n", "Noted."),
+    ("Just a note, nothing quoted.\n", "Just a note, nothing quoted."),
+    ("Inline:\n> question one\nanswer one\n", "Inline:\nanswer one"),
+]
+
+
+@pytest.mark.parametrize(("text", "reply"), REPLIES)
+def test_stripped_reply(text: str, reply: str) -> None:
+    assert stripped_reply(text) == reply
+    assert stripped_reply(text) == EmailReplyParser.parse_reply(text)  # the library's own answer
+
+
+def test_stripped_reply_matches_the_library_on_every_corpus_text() -> None:
+    for path in corpus_files():
+        text = parse_message(wire_bytes(path)).text
+        if text is not None:
+            assert stripped_reply(text) == EmailReplyParser.parse_reply(text), corpus_id(path)
+
+
+def test_stripped_text_in_the_payload() -> None:
+    payload = payload_of(wire_bytes(CORPUS / "mikel-mail" / "plain_emails" / "raw_email_reply.eml"))
+    assert (payload["text"], payload["stripped_text"]) == ("Message body\n", "Message body")
+    no_text = payload_of(MULTIPART)
+    assert (no_text["text"], no_text["stripped_text"]) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "On " * 20_000,  # the library's own quote-header search is cubic here: minutes
+        "From: a b\nx\n" * 80_000,  # and quadratic in header blocks: 80 s for this
+        "On a day I wrote some text\n" * 20_000,
+    ],
+    ids=["on-words", "header-blocks", "on-lines"],
+)
+def test_stripped_reply_is_fast_on_hostile_text(text: str) -> None:
+    started = time.monotonic()
+    stripped_reply(text)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "empty"),
+        (b"\r\n\r\n  \r\n", "empty"),
+        (b"this is not an email, just a line of text\r\n", "no header fields"),
+        (
+            b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
+            + b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(5000))
+            + b"Content-Type: text/plain\r\n\r\nhi\r\n",
+            "nested too deeply",
+        ),
+    ],
+    ids=["empty", "blank-lines", "no-headers", "deep-nesting"],
+)
+def test_unparseable_input_raises_parse_error(raw: bytes, why: str) -> None:
+    with pytest.raises(ParseError, match=why):
+        parse_message(raw)
+
+
+def test_garbage_after_a_header_parses_with_defects(schema: Draft202012Validator) -> None:
+    raw = b"Received: from x by mx.in.test\r\n\x00\xff\xfe garbage \x80\x81\r\nmore\r\n"
+    payload = payload_of(raw)
+    schema.validate(payload)
+    assert payload["from"] is None
+    assert payload["subject"] is None
+    assert payload["date"] is None
+    assert "headers: no From header" in payload["defects"]
+    assert any("MissingHeaderBodySeparatorDefect" in d for d in payload["defects"])
+    assert payload["text"] is not None
+    assert "garbage" in payload["text"]
+
+
+def test_broken_base64_display_name_parses() -> None:
+    # mail-parser alone raises HeaderParseError on the To header, failing the whole message.
+    raw = b"From: =?utf-8?B?SsO2cmc?= <j@example.org>\r\nTo: =?utf-8?b?x?= <t@example.org>\r\nSubject: s\r\n\r\nhi\r\n"
+    parsed = parse_message(raw)
+    assert parsed.from_ is not None
+    assert (parsed.from_.name, parsed.from_.email) == ("Jörg", "j@example.org")
+    assert [a.email for a in parsed.to] == ["t@example.org"]
+    assert "headers: 1 encoded-word(s) with broken base64, decoded leniently" in parsed.defects
+
+
+def test_truncated_multipart_parses() -> None:
+    # No closing boundary, and a nested multipart whose boundary never comes: mail-parser
+    # alone raises AttributeError (it reads the missing epilogue).
+    raw = (
+        b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"\r\n\r\n'
+        b'--a\r\nContent-Type: multipart/alternative; boundary="b"\r\n\r\nthe text\r\n'
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == "the text\n"
+    assert any("StartBoundaryNotFoundDefect" in d for d in parsed.defects)
+    assert any(d.startswith("body: no text/plain or text/html part") for d in parsed.defects)
+
+
+def test_bad_dates_are_null_with_a_defect() -> None:
+    parsed = parse_corpus("plain_emails/raw_email_with_bad_date.eml")
+    assert parsed.date is None
+    assert any(d.startswith("date-headers: DateHeaderDefect: date[0]") for d in parsed.defects)
+    assert parse_corpus("rfc2822/example04.eml").date == "1969-02-13T23:32:54-03:30"
+
+
+def test_payload_is_per_stream(schema: Draft202012Validator) -> None:
+    raw = wire_bytes(CORPUS / "mikel-mail" / "plain_emails" / "basic_email.eml")
+    support, sales = payload_of(raw, "support"), payload_of(raw, "sales")
+    for payload in (support, sales):
+        schema.validate(payload)
+    assert support["id"] == f"{QUEUE_ID}-support"
+    assert support["queue_id"] == QUEUE_ID
+    assert support["envelope"]["rcpt_to"] == ["help+T42@in.test", "info@in.test"]
+    assert (support["original_recipient"], support["mailbox_hash"]) == ("help+T42@in.test", "T42")
+    assert sales["envelope"]["rcpt_to"] == ["sales@in.test"]
+    assert (sales["original_recipient"], sales["mailbox_hash"]) == ("sales@in.test", None)
+    assert support["envelope"] | {"rcpt_to": None} == sales["envelope"] | {"rcpt_to": None}
+    assert support["from"] == {"name": "Mikel Lindsaar", "email": "test@lindsaar.net"}
+    assert support["received_at"] == ENVELOPE.received_at
+    with pytest.raises(ValueError, match="no recipient"):
+        build_payload(parse_message(raw), envelope=ENVELOPE, stream="billing", delivery_id=f"{QUEUE_ID}-billing")
+
+
+def test_schema_example_is_valid(schema: Draft202012Validator) -> None:
+    examples = json.loads(SCHEMA.read_text())["examples"]
+    assert examples
+    for example in examples:
+        schema.validate(example)
+    assert not schema.is_valid({**examples[0], "extra": 1})
+    assert not schema.is_valid({**examples[0], "date": "yesterday"})  # format checking is on
