@@ -9,12 +9,10 @@ so a new disagreement fails instead of being waved through.
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import json
 import time
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,15 @@ from inbound.errors import ParseError
 from inbound.parse import ParsedMessage, parse_message
 from inbound.payload import build_payload, stripped_reply
 
-from .corpus import CORPUS, corpus_files, corpus_id, wire_bytes
+from .corpus import (
+    ATTACHMENTS_DISAGREE,
+    CORPUS,
+    FROM_DISAGREES,
+    agrees_with_stdlib,
+    corpus_files,
+    corpus_id,
+    wire_bytes,
+)
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "inbound-message.schema.json"
 QUEUE_ID = "01JD0000000000000000000001"
@@ -56,28 +62,6 @@ def _corpus_or_nothing() -> list[Path]:
 
 CORPUS_FILES = _corpus_or_nothing()
 
-# From addresses on which mail-parser (ours) and the stdlib disagree: file -> (ours, stdlib, evidence in our defects).
-FROM_DISAGREES: dict[str, tuple[str | None, str | None, str]] = {
-    # "From: Big Bug bb@bug.com": a display name without angle brackets, or an obsolete
-    # local part of three words? mail-parser refuses to guess and says so; the stdlib
-    # makes the address '"Big Bug bb"@bug.com', which nobody can answer.
-    "mikel-mail/plain_emails/mix_caps_content_type.eml": (None, '"Big Bug bb"@bug.com', "from[0]"),
-    # "From: tim@powerupdev.com concierge@powerupdev.com": two addresses with no comma.
-    # mail-parser refuses (ambiguous); the stdlib silently keeps the first.
-    "mikel-mail/plain_emails/raw_email_multiple_from.eml": (None, "tim@powerupdev.com", "from[0]"),
-    # "From  : John Doe <...>": whitespace before the colon, obsolete but legal (RFC 5322
-    # 4.5.3). parse.py repairs it; the stdlib takes the line for an mbox "From " line and
-    # never sees a From header (it reports MissingHeaderBodySeparatorDefect).
-    "mikel-mail/rfc2822/example13.eml": ("jdoe@machine.example", None, "obsolete syntax"),
-}
-# Attachment counts on which they disagree: file -> why. Checked by the evidence below.
-ATTACHMENTS_DISAGREE = {
-    # "boundary=----=_Part_..." is unquoted and contains "=": policy.default cuts the
-    # boundary at the "=", finds no part (StartBoundaryNotFoundDefect) and so no
-    # attachment; compat32 (what mail-parser builds on) and mail clients read it whole.
-    "mikel-mail/mime_emails/raw_email_with_binary_encoded.eml": "unquoted boundary containing '='",
-}
-
 
 @pytest.fixture(scope="module")
 def schema() -> Draft202012Validator:
@@ -93,39 +77,6 @@ def payload_of(raw: bytes, stream: str = "support") -> dict[str, Any]:
     return dict(json.loads(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()))
 
 
-def stdlib_is_attachment(part: Message) -> bool:
-    """What counts as an attachment, for both readings. This is mail-parser's rule
-    (mailparser.core.MailParser.parse), which parse.py passes through unchanged:
-    a leaf part, or a part with ``Content-Disposition: attachment`` (an attached
-    message), that has a file name, or a Content-ID and is not text/plain or
-    text/html (inline images), or is RTF, or is marked ``attachment``."""
-    disposition = part.get_content_disposition()
-    if part.is_multipart() and disposition != "attachment":
-        return False
-    content_id = str(part.get("content-id", "") or "")
-    return bool(
-        part.get_filename()
-        or disposition == "attachment"
-        or part.get_content_subtype() == "rtf"
-        or (content_id and part.get_content_subtype() not in ("plain", "html"))
-    )
-
-
-def stdlib_attachment_count(message: Message) -> int:
-    return sum(stdlib_is_attachment(part) for part in message.walk())
-
-
-def stdlib_from(message: Message) -> str | None:
-    header = message["from"]
-    addresses = getattr(header, "addresses", ()) if header is not None else ()
-    if not addresses:
-        return None
-    # policy.default keeps 8-bit bytes of an address as lone surrogates; RFC 6532
-    # says they are UTF-8, which is how parse.py reads them. Same bytes, same rule.
-    raw = str(addresses[0].addr_spec)
-    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def test_corpus_is_there() -> None:
     files = corpus_files()  # raises FileNotFoundError, failing this test, when the folder is missing
     assert len(files) >= 100, f"{CORPUS} holds only {len(files)} .eml files"
@@ -136,31 +87,7 @@ def test_corpus_file(path: Path, schema: Draft202012Validator) -> None:
     raw = wire_bytes(path)
     payload = payload_of(raw)
     schema.validate(payload)
-    stdlib = email.message_from_bytes(raw, policy=email.policy.default)
-    name = corpus_id(path)
-
-    subject = stdlib["subject"]
-    # The stdlib keeps the whitespace around an unstructured value; we strip it.
-    assert payload["subject"] == (str(subject).strip() if subject is not None else None)
-
-    ours_from = payload["from"]["email"] if payload["from"] else None
-    if name in FROM_DISAGREES:
-        expected_ours, expected_stdlib, evidence = FROM_DISAGREES[name]
-        assert (ours_from, stdlib_from(stdlib)) == (expected_ours, expected_stdlib)
-        assert any(evidence in defect for defect in payload["defects"]), payload["defects"]
-    else:
-        assert ours_from == stdlib_from(stdlib)
-
-    ours_count = len(payload["attachments"])
-    if name in ATTACHMENTS_DISAGREE:
-        assert ours_count != stdlib_attachment_count(stdlib)
-        assert any(type(d).__name__ == "StartBoundaryNotFoundDefect" for part in stdlib.walk() for d in part.defects)
-        compat32 = email.message_from_bytes(raw, policy=email.policy.compat32)
-        assert ours_count == stdlib_attachment_count(compat32)
-    else:
-        assert ours_count == stdlib_attachment_count(stdlib)
-    for attachment in payload["attachments"]:
-        assert len(base64.b64decode(attachment["content"], validate=True)) == attachment["size"]
+    agrees_with_stdlib(corpus_id(path), raw, payload)
 
 
 def test_known_disagreements_are_corpus_files() -> None:
