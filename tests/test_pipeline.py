@@ -303,3 +303,23 @@ def test_sigterm_refuses_new_connections_and_waits_for_the_delivery_under_way(pi
     pipeline.start()
     pipeline.wait_status(f"{queue_id}-support", "delivered")
     assert len(pipeline.receiver.on("/hook")) == 1  # the outcome was recorded before exit: no second POST
+
+
+def test_a_20_mb_message_end_to_end(pipeline: Pipeline) -> None:
+    config = pipeline.configure(max_message_size=25 * 1024 * 1024)
+    pipeline.start()
+    msg = EmailMessage()
+    msg["From"] = "big@sender.test"
+    msg["To"] = "x@in.test"
+    msg["Subject"] = "a big one"
+    msg.set_content("See the attachment.\n")
+    blob = bytes(range(256)) * (15 * 1024 * 1024 // 256)  # 15 MiB: about 20 MiB once base64'd in MIME
+    msg.add_attachment(blob, maintype="application", subtype="octet-stream", filename="big.bin")
+    raw = msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert len(raw) > 20 * 1024 * 1024
+    queue_id = send(config, "big@sender.test", ["x@in.test"], raw)
+    hit = wait_for(lambda: pipeline.receiver.on("/hook"), 180, "the big delivery")[0]
+    attachment = hit.json["attachments"][0]
+    assert attachment["size"] == len(blob)
+    assert base64.b64decode(attachment["content"]) == blob
+    pipeline.wait_status(f"{queue_id}-support", "delivered", timeout=120)
