@@ -1,7 +1,7 @@
 # inbound: one image, every role (`inbound serve --roles ...`).
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY inbound ./inbound
 COPY schemas ./schemas
 RUN pip install --no-cache-dir . && useradd --system --uid 1000 inbound

@@ -132,18 +132,26 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
         for record in records:
             click.echo(json.dumps(record_json(record, with_payload=False)))
         return
-    table = Table("id", "received", "stream", "from", "to", "subject", "status", box=None)
+    table = Table(box=None)
+    # The id and status are what a reader acts on (`activity show ID`): never cut them short.
+    table.add_column("id", overflow="fold")
+    table.add_column("received", no_wrap=True)
+    for name in ("stream", "from", "to", "subject"):
+        table.add_column(name, overflow="ellipsis", no_wrap=True)
+    table.add_column("status", overflow="fold")
     for r in records:
         table.add_row(
             r.delivery_id,
-            r.received_at or "",
+            (r.received_at or "")[:19].replace("T", " "),
             r.stream,
             r.mail_from or "",
             ", ".join(r.to),
             r.subject or "",
             r.status.value,
         )
-    Console().print(table)
+    console = Console()
+    # Piped output has no width to fit: keep rows whole rather than squeeze them into 80 columns.
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 @activity.command("show")
