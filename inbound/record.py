@@ -62,3 +62,5 @@ class Recorder:
                     "stage=record skipping unreadable %s record at offset %d: %s", record.topic, record.offset, exc
                 )
         self.store.apply(events)
+        for event in events:
+            log.info("delivery_id=%s stream=%s stage=record %s", event.delivery_id, event.stream, event.type.value)

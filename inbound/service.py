@@ -18,14 +18,13 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import httpx
 
 from .activity import open_store
-from .bus import TOPICS, Bus, open_bus
+from .bus import TOPICS, open_bus
 from .config import Settings
 from .control import Control
 from .datadir import check_data_dir, free_bytes
@@ -75,12 +74,12 @@ def disk_guard(settings: Settings) -> str | None:
     return None
 
 
-@dataclass
 class Service:
-    settings: Settings
-    roles: Sequence[str] = ROLES
-    bus: Bus | None = None
-    stages: list[Stoppable] = field(default_factory=list)  # in the order they stop
+    def __init__(self, settings: Settings, roles: Sequence[str] = ROLES) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.stages: list[Stoppable] = []  # started in this order, and stopped in it
+        self.resources: list[Callable[[], None]] = []  # closed after every stage has stopped
 
     def build(self) -> None:
         settings = self.settings
@@ -89,6 +88,7 @@ class Service:
             check_databases(settings.storage.data_dir)
         self.routing = RoutingTable.from_streams(settings.streams)
         self.bus = open_bus(settings)
+        self.resources.append(self.bus.close)
         self.bus.ensure_topics(TOPICS)
         self.control = Control(self.bus)
         self.control.refresh()
@@ -113,6 +113,7 @@ class Service:
         if "deliver" in self.roles:
             outbox = Outbox(settings.storage.data_dir / "outbox.db")
             client = httpx.Client(timeout=settings.webhooks.timeout, follow_redirects=False)
+            self.resources += [outbox.close, client.close]
             deliverer = Deliverer(settings, outbox, self.bus.producer(), client, self.control.stream_paused)
             intake = ConsumerWorker(
                 "deliver-intake", self.bus, group="deliver", topics=["messages"], handle=deliverer.handle
@@ -120,6 +121,7 @@ class Service:
             self.stages += [intake, deliverer]
         if "record" in self.roles:
             store = open_store("sqlite", settings.storage.data_dir)
+            self.resources.append(store.close)
             recorder = Recorder(store)
             self.stages.append(
                 ConsumerWorker(
@@ -127,7 +129,7 @@ class Service:
                 )
             )
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
+    async def run(self) -> None:
         """Run until SIGTERM/SIGINT, then shut down in order."""
         self.build()
         loop = asyncio.get_running_loop()
@@ -147,8 +149,6 @@ class Service:
             server = await loop.create_server(lambda: InboundSMTP(handler, smtp), smtp.host, smtp.port)
             log.info("smtp listening on %s:%d", smtp.host, smtp.port)
         log.info("inbound started: roles=%s bus=%s", ",".join(self.roles), self.settings.bus.backend)
-        if ready is not None:
-            ready.set()
         await stop.wait()
         log.info("shutting down: draining")
         if handler is not None:
@@ -160,6 +160,6 @@ class Service:
             await asyncio.to_thread(stage.stop)
         if server is not None:
             server.close()
-        if self.bus is not None:
-            self.bus.close()
+        for close in self.resources:
+            close()
         log.info("inbound stopped")
