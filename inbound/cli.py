@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -22,6 +22,10 @@ from . import log as logsetup
 from .config import Settings, default_config_path, load_settings, split_host_port
 from .errors import ConfigError, InboundError
 from .events import Event, EventType, Status
+
+if TYPE_CHECKING:
+    from .activity import ActivityRecord, ActivityStore
+    from .bus import Bus
 
 config_option = click.option(
     "--config",
@@ -108,10 +112,13 @@ def activity() -> None:
     """What happened to each message: list, show."""
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings) -> ActivityStore:
     from .activity import open_store
 
-    return open_store("sqlite", settings.storage.data_dir)
+    try:
+        return open_store("sqlite", settings.storage.data_dir)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @activity.command("list")
@@ -201,7 +208,7 @@ def activity_rebuild(config_path: Path | None) -> None:
     click.echo(f"rebuilt from {seen} records: {summary or 'no messages'}")
 
 
-def _find(settings: Settings, delivery_id: str) -> Any:
+def _find(settings: Settings, delivery_id: str) -> ActivityRecord:
     try:
         record = _store(settings).get(delivery_id)
     except InboundError as exc:
@@ -211,7 +218,7 @@ def _find(settings: Settings, delivery_id: str) -> Any:
     return record
 
 
-def record_json(record: Any, *, with_payload: bool) -> dict[str, Any]:
+def record_json(record: ActivityRecord, *, with_payload: bool) -> dict[str, Any]:
     data: dict[str, Any] = {
         "delivery_id": record.delivery_id,
         "queue_id": record.queue_id,
@@ -225,15 +232,11 @@ def record_json(record: Any, *, with_payload: bool) -> dict[str, Any]:
         "reason": record.reason,
         "next_attempt_at": record.next_attempt_at,
         "updated_at": record.updated_at,
-        "attempts": [{"generation": gen, **attempt.to_json()} for gen, attempt in _attempts_with_generation(record)],
+        "attempts": [{"generation": attempt.generation, **attempt.to_json()} for attempt in record.attempts],
     }
     if with_payload:
         data["payload"] = record.payload
     return data
-
-
-def _attempts_with_generation(record: Any) -> list[tuple[int, Any]]:
-    return [(getattr(a, "generation", record.generation), a) for a in record.attempts]
 
 
 @main.command()
@@ -267,7 +270,7 @@ def retry(config_path: Path | None, delivery_id: str) -> None:
     click.echo(f"{delivery_id}: queued for delivery again (generation {generation})")
 
 
-def _open_bus(settings: Settings) -> Any:
+def _open_bus(settings: Settings) -> Bus:
     from .bus import TOPICS, open_bus
 
     try:

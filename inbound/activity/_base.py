@@ -86,7 +86,7 @@ class ActivityRecord:
     next_attempt_at: str | None  # while retrying
     updated_at: str  # the latest `at` of any event applied
     payload: dict[str, Any] | None  # always None in list(): it can be megabytes; use get()
-    attempts: tuple[Attempt, ...]  # RecordedAttempt, ordered by generation then number
+    attempts: tuple[RecordedAttempt, ...]  # ordered by generation then number
 
 
 class ActivityStore(Protocol):

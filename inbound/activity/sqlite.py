@@ -274,8 +274,8 @@ def _put_attempt(db: sqlite3.Connection, delivery_id: str, generation: int, atte
     )  # fmt: skip
 
 
-def _attempts(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> dict[str, tuple[Attempt, ...]]:
-    found: dict[str, builtins.list[Attempt]] = {}
+def _attempts(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> dict[str, tuple[RecordedAttempt, ...]]:
+    found: dict[str, builtins.list[RecordedAttempt]] = {}
     for did, generation, number, at, status_code, error, latency_ms in db.execute(
         "SELECT delivery_id, generation, number, at, status_code, error, latency_ms FROM attempts"
         f" {where} ORDER BY delivery_id, generation, number",
@@ -285,7 +285,9 @@ def _attempts(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> dict
     return {did: tuple(attempts) for did, attempts in found.items()}
 
 
-def _record(row: Sequence[Any], payload: dict[str, Any] | None, attempts: tuple[Attempt, ...]) -> ActivityRecord:
+def _record(
+    row: Sequence[Any], payload: dict[str, Any] | None, attempts: tuple[RecordedAttempt, ...]
+) -> ActivityRecord:
     (did, queue_id, stream, status, generation, reason, next_at, _status_key, received_at, mail_from, rcpt_to,
      _summary_key, subject, _subject_key, _payload_key, updated_at) = row  # fmt: skip
     return ActivityRecord(
