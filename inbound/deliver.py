@@ -128,7 +128,9 @@ class Deliverer:
             except InboundError as exc:
                 log.warning("stage=deliver outbox unavailable: %s", exc)
                 due = None
-            wait = 1.0 if due is None else min(max(due - time.time(), 0.01), 1.0)
+            # New work and finished attempts wake us at once; the floor stops a busy loop over
+            # deliveries that are due but held (a paused stream, or one at its concurrency limit).
+            wait = 1.0 if due is None else min(max(due - time.time(), 0.1), 1.0)
             self.wake.wait(wait)
             self.wake.clear()
 

@@ -9,11 +9,13 @@ show up, but only as the message it was (same subject), and never counts as acce
 
 from __future__ import annotations
 
+import contextlib
 import random
 import smtplib
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from .fixtures import Pipeline
@@ -24,11 +26,20 @@ CLIENTS = 2
 
 
 class Traffic:
-    """Clients sending mail continuously on their own threads; every outcome is classified."""
+    """Clients sending mail continuously on their own threads; every outcome is classified.
 
-    def __init__(self, config: Path, clients: int = CLIENTS, seed: int = SEED) -> None:
+    Also used by bench/chaos.py. Each message has a unique subject; *limit* bounds how many are sent,
+    and *pause* (seconds between messages, per client) how fast.
+    """
+
+    def __init__(
+        self, config: Path, clients: int = CLIENTS, seed: int = SEED, limit: int = 1_000_000, pause: float = 0.0
+    ) -> None:
         self.port = smtp_port_of(config)
+        self.limit = limit
+        self.pause = pause
         self.lock = threading.Lock()
+        self.sent: dict[str, float] = {}  # subject -> when sending it began
         self.accepted: dict[str, str] = {}  # queue id -> subject: these got a 250
         self.in_doubt: set[str] = set()  # subjects sent when the connection broke: spooled or not
         self.refused = 0  # 421 at connect, or no connection at all
@@ -65,13 +76,17 @@ class Traffic:
                 with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
                     smtp.ehlo("client.test")
                     for _ in range(rng.randint(1, 5)):  # one to five messages per connection
-                        if self.stopping.is_set():
-                            break
                         subject, sent = f"chaos-{number}-{sent}", sent + 1
+                        with self.lock:
+                            if self.stopping.is_set() or len(self.sent) >= self.limit:
+                                return
+                            self.sent[subject] = time.time()
                         queue_id = send_on(smtp, "a@sender.test", ["x@in.test"], simple_message(subject=subject))
                         with self.lock:
                             self.accepted[queue_id] = subject
                         subject = ""
+                        if self.pause and self.stopping.wait(self.pause):  # pacing, not a synchronisation
+                            return
             except smtplib.SMTPConnectError as exc:
                 self._refused(exc.smtp_code == 421, f"connect: {exc.smtp_code} {exc.smtp_error!r}")
             except smtplib.SMTPResponseException as exc:  # e.g. DATA answered with something but 354
@@ -83,7 +98,9 @@ class Traffic:
                     self.refused += 1
                     if subject:
                         self.in_doubt.add(subject)
-                self.stopping.wait(0.05)  # pacing while the server is down, not a synchronisation
+            else:
+                continue
+            self.stopping.wait(0.05)  # pacing while the server is down or refusing, not a synchronisation
 
     def _refused(self, ok: bool, what: str) -> None:
         with self.lock:
@@ -97,37 +114,38 @@ def wait_for_more_mail(traffic: Traffic, than: int) -> None:
     wait_for(lambda: traffic.count() > than, 60, "a 250 from this server incarnation")
 
 
+def settle(condition: Callable[[], bool], timeout: float) -> None:
+    """Wait up to *timeout* for *condition*; the assertions after it say what is missing, if anything."""
+    with contextlib.suppress(AssertionError):
+        wait_for(condition, timeout)
+
+
 def check_every_accepted_message_delivered_once(pipeline: Pipeline, traffic: Traffic) -> None:
     config = pipeline.config
     accepted = dict(traffic.accepted)
     assert len(accepted) >= 20, f"too little traffic to mean anything: {len(accepted)} accepted"
     wanted = {f"{queue_id}-support" for queue_id in accepted}
-    wait_for(lambda: set(pipeline.receiver.by_queue_id()) >= set(accepted), 120, "every accepted message posted")
-
-    def all_delivered() -> bool:
-        return {d for d, s in statuses(config).items() if s == "delivered"} >= wanted
-
-    wait_for(all_delivered, 90, "every accepted message recorded as delivered")
+    settle(lambda: set(pipeline.receiver.by_queue_id()) >= set(accepted), 120)
+    unposted = sorted(set(accepted) - set(pipeline.receiver.by_queue_id()))
+    assert unposted == [], f"{len(unposted)} of {len(accepted)} accepted never reached the webhook, e.g. {unposted[:5]}"
+    settle(lambda: {d for d, s in statuses(config).items() if s == "delivered"} >= wanted, 90)
 
     records = activity(config)
-    print(
-        f"DEBUG accepted={len(accepted)} in_doubt={len(traffic.in_doubt)} refused={traffic.refused} hits={len(pipeline.receiver.hits)} records={len(records)}"
-    )
     twice = [d for d, n in Counter(r["delivery_id"] for r in records).items() if n > 1]
-    assert twice == [], f"more than one activity record for {twice}"
+    assert twice == [], f"{len(twice)} delivery ids with more than one activity record, e.g. {twice[:5]}"
     by_id = {r["delivery_id"]: r for r in records}
+    assert sorted(wanted - set(by_id)) == [], "accepted messages without an activity record"
     assert {d: by_id[d]["status"] for d in wanted if by_id[d]["status"] != "delivered"} == {}
-    assert {d: by_id[d]["subject"] for d in wanted if by_id[d]["subject"] != accepted[d[: -len("-support")]]} == {}
+    assert {d: by_id[d]["subject"] for d in wanted if by_id[d]["subject"] != accepted[d.removesuffix("-support")]} == {}
     # The only other records allowed: messages whose DATA got no answer, each under its own subject.
     extra = {r["delivery_id"]: r["subject"] for r in records if r["delivery_id"] not in wanted}
     assert {d: s for d, s in extra.items() if s not in traffic.in_doubt} == {}
 
-    hits = pipeline.receiver.by_queue_id()
-    for queue_id, posts in hits.items():
+    for queue_id, posts in pipeline.receiver.by_queue_id().items():
         # At least once: repeats are allowed, and all carry the delivery's one webhook-id.
         assert {h.headers["webhook-id"] for h in posts} == {f"{queue_id}-support"}, queue_id
-        subject = {h.json["subject"] for h in posts}
-        assert subject == {accepted[queue_id]} if queue_id in accepted else subject <= traffic.in_doubt, queue_id
+        subjects = {h.json["subject"] for h in posts}
+        assert subjects == {accepted[queue_id]} if queue_id in accepted else subjects <= traffic.in_doubt, queue_id
 
 
 def test_crash_under_load(pipeline: Pipeline) -> None:
