@@ -128,7 +128,11 @@ class KafkaBroker:
         self.stop_timeout = stop_timeout
         self.port, self.controller_port = free_ports(2)
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # The 22-character base64url form Kafka uses; one that starts with "-" would be read by
+        # the storage tool's argument parser as an option, so draw again.
+        self.cluster_id = "-"
+        while self.cluster_id.startswith("-"):
+            self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self._own_dir = workdir is None
         self.dir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="inbound-kafka-"))
         self.data_dir = self.dir / "data"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .fixtures import Pipeline
-from .harness import activity, send_on, simple_message, smtp_port_of, statuses, wait_for
+from .harness import activity, send_on, simple_message, smtp_port_of, wait_for
 
 SEED = 20261122
 CLIENTS = 2
@@ -128,8 +128,13 @@ def check_every_accepted_message_delivered_once(pipeline: Pipeline, traffic: Tra
     settle(lambda: set(pipeline.receiver.by_queue_id()) >= set(accepted), 120)
     unposted = sorted(set(accepted) - set(pipeline.receiver.by_queue_id()))
     assert unposted == [], f"{len(unposted)} of {len(accepted)} accepted never reached the webhook, e.g. {unposted[:5]}"
-    settle(lambda: {d for d, s in statuses(config).items() if s == "delivered"} >= wanted, 90)
 
+    def recorded() -> bool:  # every accepted message delivered, and every record processed (it has a subject)
+        records = activity(config)
+        delivered = {r["delivery_id"] for r in records if r["status"] == "delivered"}
+        return delivered >= wanted and all(r["subject"] for r in records)
+
+    settle(recorded, 90)
     records = activity(config)
     twice = [d for d, n in Counter(r["delivery_id"] for r in records).items() if n > 1]
     assert twice == [], f"{len(twice)} delivery ids with more than one activity record, e.g. {twice[:5]}"
