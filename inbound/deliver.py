@@ -37,6 +37,7 @@ from .clock import now_rfc3339, rfc3339
 from .config import Settings, StreamSettings
 from .errors import InboundError
 from .events import Attempt, Event, EventType
+from .groupcommit import GroupCommitter
 from .outbox import Delivery, Outbox
 from .retry import Decision, Outcome, decide
 from .signing import signed_headers
@@ -84,8 +85,7 @@ class Deliverer:
         self.settings = settings
         self.paused = paused
         self.outbox = outbox
-        self.producer = producer
-        self.producer_lock = threading.Lock()  # one producer, many attempt threads
+        self.outcomes = GroupCommitter(producer)  # many attempt threads, one flush at a time
         self.client = client
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # Long enough for one attempt and the flush of its outcome; a killed process's leases lapse
@@ -182,10 +182,7 @@ class Deliverer:
         attempt = Attempt(number, started_at, status_code, error, latency_ms)
         events = self.events_for(delivery, attempt, decision, next_attempt_at)
         try:
-            with self.producer_lock:
-                for event in events:
-                    self.producer.send("events", event.encode(), key=event.delivery_id.encode())
-                self.producer.flush()
+            self.outcomes.publish([("events", e.delivery_id.encode(), e.encode()) for e in events])
         except InboundError as exc:
             # The outcome is not on the bus: forget this attempt and make it again later.
             log.warning("delivery_id=%s stage=deliver outcome not recorded (%s); will retry", delivery.delivery_id, exc)

@@ -1,0 +1,76 @@
+"""Group commit (inbound.groupcommit): pure logic, so a fake producer that records calls is enough."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from inbound.bus import Headers
+from inbound.errors import BusError
+from inbound.groupcommit import GroupCommitter
+
+
+class FakeProducer:
+    """Flushes take a while, as an fsync does, and may fail; notices being used by two threads at once."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[bytes] = []
+        self.flushes = 0
+        self.fail = fail
+        self.busy = threading.Lock()
+        self.overlaps = 0
+
+    def _use(self) -> bool:
+        if self.busy.acquire(blocking=False):
+            return True
+        self.overlaps += 1
+        return False
+
+    def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
+        held = self._use()
+        self.sent.append(value)
+        if held:
+            self.busy.release()
+
+    def flush(self) -> None:
+        held = self._use()
+        self.flushes += 1
+        time.sleep(0.005)  # the fsync this stands for (a fake's cost, not synchronisation)
+        if held:
+            self.busy.release()
+        if self.fail:
+            raise BusError("broker gone")
+
+    def close(self) -> None:
+        pass
+
+
+def test_many_threads_share_few_flushes_and_every_record_goes_once() -> None:
+    producer = FakeProducer()
+    committer = GroupCommitter(producer)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: committer.publish([("events", b"k", str(n).encode())]), range(300)))
+    assert sorted(producer.sent) == sorted(str(n).encode() for n in range(300))
+    assert producer.flushes < 300  # grouped
+    assert producer.overlaps == 0  # one thread at a time inside the producer
+
+
+def test_a_failed_flush_fails_every_publisher_of_its_group() -> None:
+    producer = FakeProducer(fail=True)
+    committer = GroupCommitter(producer)
+    failures = []
+
+    def publish(n: int) -> None:
+        try:
+            committer.publish([("events", b"k", b"x")])
+        except BusError:
+            failures.append(n)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(publish, range(40)))
+    assert len(failures) == 40  # nobody was told "durable"
+    with pytest.raises(BusError, match="broker gone"):
+        committer.publish([("events", b"k", b"y")])
