@@ -323,3 +323,72 @@ def test_a_20_mb_message_end_to_end(pipeline: Pipeline) -> None:
     assert attachment["size"] == len(blob)
     assert base64.b64decode(attachment["content"]) == blob
     pipeline.wait_status(f"{queue_id}-support", "delivered", timeout=120)
+
+
+def test_spool_failure_answers_451_and_never_250(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.start()
+    tmp = config.parent / "data" / "spool" / "tmp"
+    tmp.rmdir()
+    tmp.write_text("a file where the spool's tmp/ directory belongs: every write fails")
+    with smtplib.SMTP("127.0.0.1", smtp_port_of(config), timeout=30) as s:
+        s.ehlo("client.test")
+        s.mail("a@sender.test")
+        s.rcpt("x@in.test")
+        code, reply = s.data(simple_message())
+        assert (code, reply[:5]) == (451, b"4.3.0")
+    tmp.unlink()
+    tmp.mkdir()
+    queue_id = send(config, "a@sender.test", ["x@in.test"], simple_message())
+    pipeline.wait_status(f"{queue_id}-support", "delivered")
+    assert len(pipeline.receiver.hits) == 1
+
+
+def test_unparseable_message_is_failed_and_holds_up_nothing(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.start()
+    nested = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(5000))
+    bad = send(config, "a@sender.test", ["x@in.test"], b"From: a@sender.test\r\nMIME-Version: 1.0\r\n" + nested)
+    good = send(config, "a@sender.test", ["x@in.test"], simple_message())
+    pipeline.wait_status(f"{good}-support", "delivered")
+    pipeline.wait_status(f"{bad}-support", "failed")
+    shown = json.loads(run_cli("activity", "show", f"{bad}-support", "--json", config=config).stdout)
+    assert "nested too deeply" in shown["reason"]
+    assert [h.json["queue_id"] for h in pipeline.receiver.hits] == [good]
+
+
+def test_every_topic_record_matches_its_schema(pipeline: Pipeline) -> None:
+    from inbound.bus import TOPICS, open_bus
+    from inbound.config import load_settings
+
+    from .fixtures import validator
+
+    config = pipeline.configure()
+    pipeline.receiver.behaviour["/hook"] = lambda n: 500 if n == 0 else 200
+    pipeline.start()
+    run_cli("pause", "--stream", "support", config=config)
+    run_cli("resume", "--stream", "support", config=config)
+    delivered = send(config, "a@sender.test", ["x@in.test"], message_with_attachments())
+    blocked = send(config, "x@spam.test", ["x@in.test"], simple_message(sender="x@spam.test"))
+    pipeline.wait_status(f"{delivered}-support", "delivered")
+    pipeline.wait_status(f"{blocked}-support", "blocked")
+    schemas = {
+        "received": validator("received.schema.json"),
+        "messages": validator("inbound-message.schema.json"),
+        "events": validator("activity-event.schema.json"),
+        "control": validator("control.schema.json"),
+    }
+    bus = open_bus(load_settings(config))
+    try:
+        seen = {}
+        for topic in TOPICS:
+            records = list(bus.read_all(topic))
+            for record in records:
+                schemas[topic].validate(json.loads(record.value))
+            seen[topic] = len(records)
+    finally:
+        bus.close()
+    assert seen["received"] == 2
+    assert seen["messages"] == 1
+    assert seen["control"] == 2
+    assert seen["events"] >= 6  # 2 queued, blocked, 2 attempts, retrying, delivered
