@@ -45,6 +45,10 @@ from .signing import signed_headers
 log = logging.getLogger(__name__)
 
 USER_AGENT = "inbound-webhooks/0.1"
+# Finished deliveries stay in the outbox (without payload) this long, so that a late duplicate
+# of their `messages` record is recognised and not sent again.
+KEEP_DONE = 7 * 86400.0
+PRUNE_EVERY = 3600.0
 
 
 def deliveries_from(records: list[Record]) -> list[Delivery]:
@@ -119,8 +123,12 @@ class Deliverer:
             pool.shutdown(wait=True)
 
     def _dispatch(self) -> None:
+        pruned_at = 0.0
         while not self.stopping.is_set():
             try:
+                if time.time() - pruned_at > PRUNE_EVERY:
+                    self.outbox.prune(older_than=KEEP_DONE)
+                    pruned_at = time.time()
                 for stream in self.settings.streams:
                     if not self.paused(stream.name):
                         self._fill(stream)

@@ -37,8 +37,6 @@ from .rebuild import rebuild
 from .salvage import Value, salvage_rows
 from .spool import MAGIC, CorruptEntry, Header, Spool, check_message, parse_header
 
-FINAL = {Status.DELIVERED, Status.FAILED, Status.BLOCKED}
-
 
 @dataclass
 class Report:
@@ -84,7 +82,7 @@ class Recovery:
 
     def final(self, queue_id: str, streams: list[str]) -> bool:
         records = [self.store.get(delivery_id(queue_id, s)) for s in streams]
-        return bool(records) and all(r is not None and r.status in FINAL for r in records)
+        return bool(records) and all(r is not None and r.status.is_final for r in records)
 
     def run(self) -> Report:
         self.done.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""The deliverer's due-time table on real SQLite: arrival order, leases, probes, release, pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inbound.outbox import Delivery, Outbox
+
+
+def delivery(n: int, stream: str = "s", generation: int = 0) -> Delivery:
+    return Delivery(f"Q{n}-{stream}", stream, f"Q{n}", generation, b'{"n": %d}' % n, 0, 0, 0.0)
+
+
+def test_claims_come_in_arrival_order_and_are_leased_once(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.add([delivery(n) for n in range(5)])
+    outbox.add([delivery(2)])  # a duplicate of a record consumed twice is kept once
+    first = outbox.claim("s", 3, "me", lease_seconds=60)
+    assert [d.delivery_id for d in first] == ["Q0-s", "Q1-s", "Q2-s"]
+    assert [d.delivery_id for d in outbox.claim("s", 10, "other", lease_seconds=60)] == ["Q3-s", "Q4-s"]
+    assert outbox.claim("s", 10, "third", lease_seconds=60) == []  # all leased
+    assert outbox.waiting("s").count == 5
+
+
+def test_a_lapsed_lease_is_taken_over(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.add([delivery(1)])
+    assert outbox.claim("s", 1, "killed", lease_seconds=-1)  # a process that died mid-attempt
+    assert [d.delivery_id for d in outbox.claim("s", 1, "survivor", lease_seconds=60)] == ["Q1-s"]
+
+
+def test_retry_waits_for_its_due_time_but_a_probe_may_go_early(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.add([delivery(1), delivery(2)])
+    for claimed in outbox.claim("s", 2, "me", lease_seconds=60):
+        outbox.reschedule(claimed, 3600)
+    assert outbox.claim("s", 2, "me", lease_seconds=60) == []
+    probe = outbox.claim("s", 1, "me", lease_seconds=60, due_only=False)
+    assert [(d.delivery_id, d.attempts, d.steps) for d in probe] == [("Q1-s", 1, 1)]
+    outbox.reschedule(probe[0], None)  # a failed probe: counted, but no schedule step used
+    outbox.release_backlog("s")  # the endpoint answers again
+    again = outbox.claim("s", 2, "me", lease_seconds=60)
+    assert [(d.delivery_id, d.attempts, d.steps) for d in again] == [("Q1-s", 2, 1), ("Q2-s", 1, 1)]
+
+
+def test_a_later_generation_starts_a_finished_delivery_over(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.add([delivery(1)])
+    outbox.finish(outbox.claim("s", 1, "me", lease_seconds=60)[0])
+    outbox.add([delivery(1)])  # a replayed record of the same generation: stays finished
+    assert outbox.claim("s", 1, "me", lease_seconds=60) == []
+    outbox.add([delivery(1, generation=1)])  # `inbound retry`
+    [retried] = outbox.claim("s", 1, "me", lease_seconds=60)
+    assert (retried.generation, retried.attempts, retried.payload) == (1, 0, b'{"n": 1}')
+
+
+def test_prune_forgets_only_finished_deliveries(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.add([delivery(1), delivery(2)])
+    outbox.finish(outbox.claim("s", 1, "me", lease_seconds=60)[0])
+    outbox.prune(older_than=-1)
+    outbox.add([delivery(1)])  # forgotten, so a very late duplicate would be new again
+    assert [d.delivery_id for d in outbox.claim("s", 5, "me", lease_seconds=60)] == ["Q2-s", "Q1-s"]
