@@ -102,6 +102,10 @@ class Outbox:
     ) -> list[Delivery]:
         """Lease up to *limit* waiting deliveries of *stream*, oldest arrival first.
 
+        Arrival is the queue id (it sorts by the time the SMTP edge accepted the message), not the
+        order records reached this outbox: on Kafka, messages of one stream may be processed out of
+        order across the partitions of ``received``.
+
         ``due_only=False`` takes the oldest whether due or not: the probe of a failing endpoint.
         """
         now = time.time()
@@ -112,14 +116,14 @@ class Outbox:
                        WHERE rowid IN (
                            SELECT rowid FROM deliveries
                            WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ?
-                           ORDER BY rowid LIMIT ?)
-                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, rowid""",
+                           ORDER BY queue_id, rowid LIMIT ?)
+                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at""",
                     (owner, now + lease_seconds, stream, now if due_only else float("inf"), now, limit),
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"outbox {self.path}: {exc}") from exc
-        rows.sort(key=lambda row: row[-1])  # RETURNING gives no order guarantee
-        return [Delivery(*row[:-1]) for row in rows]
+        rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee
+        return [Delivery(*row) for row in rows]
 
     def reschedule(self, delivery: Delivery, delay: float | None) -> None:
         """Count the attempt; *delay* None keeps the due time (a failed probe uses no step)."""

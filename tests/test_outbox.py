@@ -60,4 +60,4 @@ def test_prune_forgets_only_finished_deliveries(tmp_path: Path) -> None:
     outbox.finish(outbox.claim("s", 1, "me", lease_seconds=60)[0])
     outbox.prune(older_than=-1)
     outbox.add([delivery(1)])  # forgotten, so a very late duplicate would be new again
-    assert [d.delivery_id for d in outbox.claim("s", 5, "me", lease_seconds=60)] == ["Q2-s", "Q1-s"]
+    assert [d.delivery_id for d in outbox.claim("s", 5, "me", lease_seconds=60)] == ["Q1-s", "Q2-s"]

@@ -7,7 +7,6 @@ each role is killed; every message that got a 250 must be delivered and recorded
 
 from __future__ import annotations
 
-import contextlib
 import smtplib
 import threading
 from pathlib import Path
@@ -55,16 +54,20 @@ def test_roles_in_separate_processes_survive_sigkill(tmp_path: Path, bus_toml_ka
     edge1, _edge2, process1, _, deliver1, _, _ = processes
 
     accepted: list[str] = []
+    in_doubt: list[str] = []
     stop = threading.Event()
 
     def keep_sending(edge: Path) -> None:
         n = 0
         while not stop.is_set():
             n += 1
-            # No 250 (an edge being killed): the sender keeps the message, nothing to check.
-            with contextlib.suppress(OSError, smtplib.SMTPException):
+            try:
                 subject = f"{edge.parent.name}-{n}"
                 accepted.append(send(edge, "a@sender.test", ["x@in.test"], simple_message(subject=subject)))
+            except (OSError, smtplib.SMTPException):
+                # No 250 (an edge being killed). The sender keeps the message; the edge may still
+                # have spooled it before dying, so it may show up anyway: "in doubt", not lost.
+                in_doubt.append(subject)
 
     senders = [threading.Thread(target=keep_sending, args=(edge,)) for edge in edges]
     try:
@@ -85,8 +88,10 @@ def test_roles_in_separate_processes_survive_sigkill(tmp_path: Path, bus_toml_ka
             f"all {len(wanted)} accepted messages delivered",
         )
         records = [r["delivery_id"] for r in activity(worker)]
-        assert sorted(records) == sorted(wanted)  # exactly one record each
-        assert set(receiver.by_queue_id()) == set(accepted)
+        assert len(records) == len(set(records))  # never two records for one message
+        assert set(records) >= wanted
+        assert len(set(records) - wanted) <= len(in_doubt)  # extras only from transactions cut short
+        assert set(receiver.by_queue_id()) >= set(accepted)
     finally:
         stop.set()
         for process in processes:
