@@ -103,6 +103,7 @@ class Publisher:
             self.spool.clean_tmp()
             while True:
                 stopping = self.stopping.is_set()
+                self.wake.clear()  # before draining: a message spooled meanwhile wakes the next round
                 try:
                     producer = producer or self.bus.producer()
                     published = self.drain(producer)
@@ -120,7 +121,6 @@ class Publisher:
                     return
                 if not published:
                     self.wake.wait(RESCAN_SECONDS)
-                    self.wake.clear()
         finally:
             if producer is not None:
                 producer.close()
