@@ -8,8 +8,10 @@ Every command takes ``--config FILE`` (default ``inbound.toml``, or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -191,21 +193,27 @@ def activity_rebuild(config_path: Path | None) -> None:
 
     from .rebuild import rebuild, records_to_replay
 
-    settings = settings_from(config_path)
-    bus = _open_bus(settings)
-    store = _store(settings)
-    try:
+    with _bus_and_store(settings_from(config_path), "rebuild stopped (run it again to finish)") as (bus, store):
         with Progress() as progress:
             task = progress.add_task("rebuilding activity", total=records_to_replay(bus))
             seen = rebuild(bus, store, lambda n: progress.advance(task, n))
         counts = store.count_by_status()
+    summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()) if n)
+    click.echo(f"rebuilt from {seen} records: {summary or 'no messages'}")
+
+
+@contextlib.contextmanager
+def _bus_and_store(settings: Settings, failure: str) -> Iterator[tuple[Bus, ActivityStore]]:
+    """The bus and the activity store, closed afterwards; an InboundError ends the command with *failure*."""
+    bus = _open_bus(settings)
+    store = _store(settings)
+    try:
+        yield bus, store
     except InboundError as exc:
-        raise click.ClickException(f"rebuild stopped (run it again to finish): {exc}") from None
+        raise click.ClickException(f"{failure}: {exc}") from None
     finally:
         store.close()
         bus.close()
-    summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()) if n)
-    click.echo(f"rebuilt from {seen} records: {summary or 'no messages'}")
 
 
 def _find(settings: Settings, delivery_id: str) -> ActivityRecord:
@@ -348,15 +356,8 @@ def recover(config_path: Path | None) -> None:
     from .service import spool_for
 
     settings = settings_from(config_path)
-    bus = _open_bus(settings)
-    store = _store(settings)
-    try:
+    with _bus_and_store(settings, "recovery stopped (run it again to go on)") as (bus, store):
         report = Recovery(settings.storage.data_dir / "quarantine", spool_for(settings), bus, store).run()
-    except InboundError as exc:
-        raise click.ClickException(f"recovery stopped (run it again to go on): {exc}") from None
-    finally:
-        store.close()
-        bus.close()
     for title, lines in (("saved", report.saved), ("already final", report.skipped), ("NOT saved", report.lost)):
         click.echo(f"{title}: {len(lines)}")
         for line in lines:
