@@ -332,16 +332,20 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
     from .statusview import render_status, watch_backlog
 
     settings = settings_from(config_path)
+    # The activity store lives where the record role runs; elsewhere there is none to read.
+    store = _store(settings) if (settings.storage.data_dir / "activity.db").exists() else None
     bus = _open_bus(settings)
     try:
         if watch:
-            watch_backlog(lambda: collect(settings, bus))
+            watch_backlog(lambda: collect(settings, bus, store))
             return
-        report = collect(settings, bus)
+        report = collect(settings, bus, store)
     except InboundError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         bus.close()
+        if store is not None:
+            store.close()
     if as_json:
         click.echo(json.dumps(asdict(report)))
     else:

@@ -1,14 +1,18 @@
 """Backlog you can see: what waits at each stage, and for how long.
 
 Read-only. The spool and the outbox are this host's (each SMTP edge and each
-deliverer has its own); bus lag is the cluster's, per consumer group.
+deliverer has its own); bus lag is the cluster's, per consumer group; the age
+of the oldest waiting message comes from the spool and the activity store
+(every message not yet final, whichever stage holds it).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
+from .activity import ActivityStore
 from .bus import Bus
 from .config import Settings
 from .control import read_pauses
@@ -33,6 +37,7 @@ class Status:
     lag: dict[str, int]  # "group/topic" -> records not yet committed
     streams: tuple[StreamBacklog, ...]
     everything_paused: bool
+    oldest_waiting_age: float | None  # the oldest message not yet final, wherever it waits
 
     @property
     def backlog(self) -> int:
@@ -40,7 +45,7 @@ class Status:
         return self.spool_entries + sum(self.lag.values()) + sum(s.waiting for s in self.streams)
 
 
-def collect(settings: Settings, bus: Bus) -> Status:
+def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) -> Status:
     now = time.time()
     spool = settings.storage.data_dir / "spool" / "new"
     entries = list(spool.iterdir()) if spool.is_dir() else []
@@ -65,10 +70,17 @@ def collect(settings: Settings, bus: Bus) -> Status:
     finally:
         if outbox:
             outbox.close()
+    oldest_record = store.oldest_waiting() if store is not None else None
+    waiting_since = [now - m for m in mtimes] + ([now - _epoch(oldest_record)] if oldest_record else [])
     return Status(
+        oldest_waiting_age=max(waiting_since, default=None),
         spool_entries=len(entries),
         spool_oldest_age=now - min(mtimes) if mtimes else None,
         lag=lag,
         streams=tuple(streams),
         everything_paused=pauses.get("*", False),
     )
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()

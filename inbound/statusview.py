@@ -37,7 +37,7 @@ def render_status(report: Status, console: Console) -> None:
         note = "paused" if stream.paused else ""
         table.add_row(f"deliveries {stream.stream}", str(stream.waiting), _age(stream.oldest_age), note)
     console.print(table)
-    console.print(f"backlog: {report.backlog}")
+    console.print(f"backlog: {report.backlog}; oldest waiting message: {_age(report.oldest_waiting_age)}")
 
 
 class RateColumn(ProgressColumn):

@@ -89,7 +89,10 @@ def test_pause_holds_processing_and_delivery_then_resume_catches_up(pipeline: Pi
     accepted = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"p{i}")) for i in range(5)]
     wanted = {f"{q}-support" for q in accepted}
     wait_for(lambda: {d for d, s in statuses(config).items() if s == "queued"} >= wanted, 60, "queued records")
-    assert status_json(config)["lag"]["process/received"] == 5  # type: ignore[index]
+    status = status_json(config)
+    assert status["lag"]["process/received"] == 5  # type: ignore[index]
+    assert status["oldest_waiting_age"] > 0  # type: ignore[operator]
+    assert "oldest waiting message" in run_cli("status", config=config).stdout
     assert pipeline.receiver.hits == []
 
     watch = subprocess.Popen(

@@ -111,6 +111,9 @@ class ActivityStore(Protocol):
     def count_by_status(self) -> dict[Status, int]:
         """How many records have each status; every status is present, possibly with 0."""
 
+    def oldest_waiting(self) -> str | None:
+        """``received_at`` of the oldest delivery not yet final (queued, processed, retrying), or None."""
+
     def reset(self) -> None:
         """Forget everything, so that a rebuild can re-apply the whole bus."""
 

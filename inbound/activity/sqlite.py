@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,13 @@ class SQLiteActivityStore:
     def _set_up(self, db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        for _ in range(50):
+            # Another process creating the same new file at this moment holds the lock the switch
+            # needs, and SQLite then reports the old mode instead of waiting: try again shortly.
+            if mode == "wal":
+                break
+            time.sleep(0.1)
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"activity store {self.path}: cannot use WAL (journal_mode is {mode})")
         db.execute("PRAGMA synchronous = FULL")
@@ -215,6 +223,13 @@ class SQLiteActivityStore:
             for status, count in db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"):
                 counts[Status(status)] = count
         return counts
+
+    def oldest_waiting(self) -> str | None:
+        waiting = tuple(s.value for s in Status if not s.is_final)
+        marks = ", ".join("?" * len(waiting))
+        with self._transaction("DEFERRED") as db:
+            row = db.execute(f"SELECT MIN(received_at) FROM deliveries WHERE status IN ({marks})", waiting).fetchone()
+        return str(row[0]) if row[0] is not None else None
 
     def reset(self) -> None:
         with self._transaction() as db:
