@@ -13,6 +13,8 @@ so one config file serves containers that each mount their own volume).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -295,9 +297,6 @@ def _valid_pattern(pattern: str) -> bool:
 
 
 def check_signing_secret(secret: str) -> None:
-    import base64
-    import binascii
-
     if not secret.startswith("whsec_"):
         raise ValueError('must start with "whsec_" followed by base64 (a Standard Webhooks secret)')
     try:

@@ -20,7 +20,6 @@ gets their mail in seconds, not at the next scheduled retry hours later.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -52,14 +51,21 @@ PRUNE_EVERY = 3600.0
 
 
 def deliveries_from(records: list[Record]) -> list[Delivery]:
+    """Outbox rows from ``messages`` records, read from their key and headers.
+
+    The payload itself (up to tens of MB) is stored as it is, never parsed here.
+    """
     deliveries = []
     for record in records:
-        payload = json.loads(record.value)
+        delivery_id, stream = (record.header("delivery-id") or b"").decode(), record.key.decode()
+        if not delivery_id.endswith(f"-{stream}"):
+            log.error("stage=deliver skipping a messages record without a delivery-id at offset %d", record.offset)
+            continue
         deliveries.append(
             Delivery(
-                delivery_id=payload["id"],
-                stream=payload["stream"],
-                queue_id=payload["queue_id"],
+                delivery_id=delivery_id,
+                stream=stream,
+                queue_id=delivery_id.removesuffix(f"-{stream}"),
                 generation=int(record.header("generation") or b"0"),
                 payload=record.value,
                 attempts=0,

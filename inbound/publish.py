@@ -32,6 +32,7 @@ from .spool import Spool, SpoolEntry
 log = logging.getLogger(__name__)
 
 BATCH = 50
+BATCH_BYTES = 16 * 1024 * 1024  # a batch this large goes out even if it holds fewer entries
 RESCAN_SECONDS = 1.0  # how soon entries spooled by another process are noticed
 
 
@@ -135,13 +136,14 @@ class Publisher:
 
     def drain(self, producer: Producer) -> int:
         """Publish every pending entry in batches; return how many went out."""
-        published = 0
+        published, batch_bytes = 0, 0
         batch: list[SpoolEntry] = []
         for entry in self.spool.entries():
             batch.append(entry)
-            if len(batch) >= BATCH or sum(len(e.message) for e in batch) > 16 * 1024 * 1024:
+            batch_bytes += len(entry.message)
+            if len(batch) >= BATCH or batch_bytes > BATCH_BYTES:
                 published += self._publish(producer, batch)
-                batch = []
+                batch, batch_bytes = [], 0
         if batch:
             published += self._publish(producer, batch)
         return published

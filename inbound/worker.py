@@ -45,7 +45,6 @@ class ConsumerWorker:
         self.hold = hold  # while true, consume nothing (a pause)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.healthy = True
 
     def start(self) -> None:
         self.thread.start()
@@ -73,9 +72,7 @@ class ConsumerWorker:
                     self.handle(records)
                     consumer.commit()
                 backoff = BACKOFF_START
-                self.healthy = True
             except InboundError as exc:
-                self.healthy = False
                 log.warning("stage=%s will retry in %.1fs: %s", self.name, backoff, exc)
                 if consumer is not None:
                     try:
@@ -86,8 +83,8 @@ class ConsumerWorker:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             except Exception:
-                # A bug, not an outage: log loudly, but keep the records (rewind) and go on.
-                self.healthy = False
+                # A bug, not an outage: log loudly, drop the consumer (its uncommitted records come
+                # again to the next one) and go on.
                 log.exception("stage=%s unexpected error; the batch will be retried", self.name)
                 if consumer is not None:
                     consumer.close()

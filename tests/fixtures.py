@@ -79,12 +79,8 @@ class Pipeline:
             process.stop()
         self.receiver.stop()
 
-    def wait_status(self, delivery_id: str, status: str, timeout: float = 60) -> dict[str, str]:
-        return wait_for(
-            lambda: statuses(self.config).get(delivery_id) == status and statuses(self.config),
-            timeout,
-            f"{delivery_id} to be {status}",
-        )
+    def wait_status(self, delivery_id: str, status: str, timeout: float = 60) -> None:
+        wait_for(lambda: statuses(self.config).get(delivery_id) == status, timeout, f"{delivery_id} to be {status}")
 
 
 @pytest.fixture

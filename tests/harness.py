@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -124,7 +124,7 @@ class WebhookReceiver:
         return result
 
 
-def stream_toml(name: str, addresses: list[str], url: str, block: list[str] = ()) -> str:  # type: ignore[assignment]
+def stream_toml(name: str, addresses: list[str], url: str, block: Sequence[str] = ()) -> str:
     return f"""
 [[streams]]
 name = "{name}"
@@ -142,7 +142,7 @@ def write_config(
     bus: str = 'backend = "embedded"',
     smtp_port: int | None = None,
     max_message_size: int = 1024 * 1024,
-    retry_schedule: list[str] = ("1s", "1s"),  # type: ignore[assignment]
+    retry_schedule: Sequence[str] = ("1s", "1s"),
     timeout: str = "5s",
     data_dir: str = "data",
     extra: str = "",

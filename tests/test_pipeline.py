@@ -14,6 +14,8 @@ import signal
 import smtplib
 from email.message import EmailMessage
 
+from jsonschema import Draft202012Validator
+
 from inbound.envelope import Envelope, Recipient
 from inbound.spool import encode_entry
 
@@ -54,14 +56,14 @@ def message_with_attachments() -> bytes:
     return msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
-def test_happy_path_with_attachments_and_inline_image(pipeline: Pipeline, message_schema: object) -> None:
+def test_happy_path_with_attachments_and_inline_image(pipeline: Pipeline, message_schema: Draft202012Validator) -> None:
     config = pipeline.configure()
     pipeline.start()
     queue_id = send(config, "alice@sender.test", ["help@example.org"], message_with_attachments())
     delivery_id = f"{queue_id}-support"
     hit = wait_for(lambda: pipeline.receiver.on("/hook"), 60, "the webhook POST")[0]
     payload = hit.json
-    message_schema.validate(payload)  # type: ignore[attr-defined]
+    message_schema.validate(payload)
     assert hit.headers["content-type"] == "application/json"
     assert hit.headers["webhook-id"] == delivery_id == payload["id"]
     assert verify_signature(hit.headers, hit.body)

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,8 @@ from .harness import (
 )
 
 
-def status_json(config: Path) -> dict[str, object]:
-    return json.loads(run_cli("status", "--json", config=config).stdout)  # type: ignore[no-any-return]
+def status_json(config: Path) -> Any:
+    return json.loads(run_cli("status", "--json", config=config).stdout)
 
 
 def seen_by_service(pipeline: Pipeline, text: str) -> bool:
@@ -90,8 +91,8 @@ def test_pause_holds_processing_and_delivery_then_resume_catches_up(pipeline: Pi
     wanted = {f"{q}-support" for q in accepted}
     wait_for(lambda: {d for d, s in statuses(config).items() if s == "queued"} >= wanted, 60, "queued records")
     status = status_json(config)
-    assert status["lag"]["process/received"] == 5  # type: ignore[index]
-    assert status["oldest_waiting_age"] > 0  # type: ignore[operator]
+    assert status["lag"]["process/received"] == 5
+    assert status["oldest_waiting_age"] > 0
     assert "oldest waiting message" in run_cli("status", config=config).stdout
     assert pipeline.receiver.hits == []
 
@@ -117,7 +118,7 @@ def test_pause_of_one_stream_holds_only_its_deliveries(pipeline: Pipeline) -> No
     held = send(config, "a@sender.test", ["x@in.test"], simple_message())
     sales = send(config, "a@sender.test", ["x@sales.test"], simple_message())
     pipeline.wait_status(f"{sales}-sales", "delivered")
-    wait_for(lambda: status_json(config)["streams"][0]["waiting"] == 1, 30, "the held delivery in status")  # type: ignore[index]
+    wait_for(lambda: status_json(config)["streams"][0]["waiting"] == 1, 30, "the held delivery in status")
     assert pipeline.receiver.on("/support") == []
     assert statuses(config)[f"{held}-support"] == "processed"
     run_cli("resume", "--stream", "support", config=config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ def test_spool_entry_round_trip() -> None:
         (lambda d: b"garbage" + d, "magic"),
     ],
 )
-def test_spool_entry_damage_is_detected(damage: object, why: str) -> None:
+def test_spool_entry_damage_is_detected(damage: Callable[[bytes], bytes], why: str) -> None:
     data = encode_entry(envelope(), b"Subject: hi\r\n\r\nbody\r\n")
     with pytest.raises(CorruptEntry, match=why):
-        decode_entry(Path("x"), damage(data))  # type: ignore[operator]
+        decode_entry(Path("x"), damage(data))
