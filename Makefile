@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CONFIG ?= examples/inbound.toml
 
-.PHONY: run test install tools kafka lint typecheck bench clean
+.PHONY: run test test-fast install tools kafka lint typecheck bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ typecheck: $(INSTALLED)
 # Everything: lint, types, and the whole suite (the Kafka tests start a real broker).
 test: $(INSTALLED) tools lint typecheck
 	$(BIN)/python -m pytest
+
+# The inner loop, under a minute: lint, types, and every test that starts no process or server.
+test-fast: $(INSTALLED) lint typecheck
+	$(BIN)/python -m pytest -m "not e2e" -q
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/throughput.py

@@ -1,9 +1,9 @@
 """inbound: self-hosted inbound email -- SMTP in, signed webhook JSON out, every message recorded.
 
-The flow, one module per stage: receive (:mod:`inbound.smtp`) -> spool
-(:mod:`inbound.spool`) -> publish (:mod:`inbound.publish`) -> process
-(:mod:`inbound.process`) -> deliver (:mod:`inbound.deliver`) -> record
-(:mod:`inbound.record`). Backends sit behind small interfaces:
+The flow, one module per stage: receive (:mod:`inbound.edge.smtp`) -> spool
+(:mod:`inbound.edge.spool`) -> publish (:mod:`inbound.edge.publish`) -> process
+(:mod:`inbound.processing.process`) -> deliver (:mod:`inbound.delivery.deliver`) -> record
+(:mod:`inbound.activity.record`). Backends sit behind small interfaces:
 :mod:`inbound.bus` and :mod:`inbound.activity`.
 """
 

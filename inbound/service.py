@@ -24,19 +24,19 @@ from typing import Protocol
 import httpx
 
 from .activity import open_store
+from .activity.record import Recorder
 from .bus import TOPICS, open_bus
 from .config import Settings
 from .control import Control
 from .datadir import check_data_dir, free_bytes
-from .deliver import Deliverer
-from .integrity import check_databases
-from .outbox import Outbox
-from .process import Processor
-from .publish import Publisher
-from .record import Recorder
+from .delivery.deliver import Deliverer
+from .delivery.outbox import Outbox
+from .edge.publish import Publisher
+from .edge.smtp import InboundHandler, InboundSMTP
+from .edge.spool import Spool
+from .ops.integrity import check_databases
+from .processing.process import Processor
 from .routing import RoutingTable
-from .smtp import InboundHandler, InboundSMTP
-from .spool import Spool
 from .worker import ConsumerWorker
 
 log = logging.getLogger(__name__)

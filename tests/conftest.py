@@ -15,6 +15,16 @@ from tests.kafka_broker import KafkaBroker, fetch_jars
 
 pytest_plugins = ["tests.fixtures"]
 
+# Fixtures that start inbound or a broker as a real process: a test that uses one is end to end.
+_PROCESS_FIXTURES = frozenset({"pipeline", "kafka_broker", "bus_toml_kafka"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that runs a real process ``e2e``; ``make test-fast`` leaves them out."""
+    for item in items:
+        if _PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("kafka"):
+            item.add_marker(pytest.mark.e2e)
+
 
 # --- Kafka broker and bus backends (owner: bus) -------------------------------------------
 # kafka_broker: one real broker for the whole session (tests/kafka_broker.py); it fails,

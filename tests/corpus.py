@@ -1,7 +1,8 @@
-"""The shared email corpus (``/work/shared/corpus``), as the tests read it.
+"""The email corpus (``tests/data/corpus``), as the tests read it.
 
-The corpus lives next to the repository, not in it, so its path is relative
-to this file. Its files have mixed line endings (some LF, some CRLF);
+Real-world messages with their licence and source beside them (each set's
+``LICENSE`` and ``SOURCE.md``), kept in the repository so that a fresh clone
+tests itself. Its files have mixed line endings (some LF, some CRLF);
 ``wire_bytes`` gives them as an SMTP client would send them and our SMTP
 server would accept them: CRLF line endings, ending in CRLF.
 """
@@ -16,7 +17,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 

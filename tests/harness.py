@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"test-secret-of-32-bytes-length!!").decode()
-INBOUND = [sys.executable, "-m", "inbound.cli"]
+INBOUND = [sys.executable, "-m", "inbound"]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from .harness import ROOT
+
+pytestmark = pytest.mark.e2e  # runs docker-compose as a real process
 
 
 def compose(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,8 @@ import pytest
 
 from .harness import ROOT, SECRET, run_cli
 
+pytestmark = pytest.mark.e2e  # runs the inbound CLI as a real process
+
 VALID = f"""
 [smtp]
 listen = "127.0.0.1:2525"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from inbound.edge.spool import encode_entry
 from inbound.envelope import Envelope, Recipient
-from inbound.spool import encode_entry
 
 from .fixtures import Pipeline
 from .harness import activity, run_cli, send, simple_message, statuses, wait_for

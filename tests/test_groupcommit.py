@@ -1,4 +1,4 @@
-"""Group commit (inbound.groupcommit): pure logic, so a fake producer that records calls is enough."""
+"""Group commit (inbound.delivery.groupcommit): pure logic, so a fake producer that records calls is enough."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from inbound.bus import Headers
+from inbound.delivery.groupcommit import GroupCommitter
 from inbound.errors import BusError
-from inbound.groupcommit import GroupCommitter
 
 
 class FakeProducer:

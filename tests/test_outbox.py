@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inbound.outbox import Delivery, Outbox
+from inbound.delivery.outbox import Delivery, Outbox
 
 
 def delivery(n: int, stream: str = "s", generation: int = 0) -> Delivery:

@@ -22,8 +22,8 @@ from jsonschema import Draft202012Validator
 
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ParseError
-from inbound.parse import ParsedMessage, parse_message
-from inbound.payload import build_payload, stripped_reply
+from inbound.processing.parse import ParsedMessage, parse_message
+from inbound.processing.payload import build_payload, stripped_reply
 
 from .corpus import (
     ATTACHMENTS_DISAGREE,

@@ -16,8 +16,8 @@ from email.message import EmailMessage
 
 from jsonschema import Draft202012Validator
 
+from inbound.edge.spool import encode_entry
 from inbound.envelope import Envelope, Recipient
-from inbound.spool import encode_entry
 
 from .fixtures import Pipeline
 from .harness import (

@@ -1,11 +1,11 @@
-"""Reading rows out of damaged SQLite files, page by page (inbound.salvage), on real SQLite files."""
+"""Reading rows out of damaged SQLite files, page by page (inbound.ops.salvage), on real SQLite files."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from inbound.salvage import salvage_rows
+from inbound.ops.salvage import salvage_rows
 
 
 def make_database(path: Path, rows: int) -> None:

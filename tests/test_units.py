@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from inbound.config import StreamSettings
+from inbound.delivery.retry import Outcome, decide
 from inbound.durations import format_duration, parse_duration
+from inbound.edge.spool import CorruptEntry, decode_entry, encode_entry
 from inbound.envelope import Envelope, Recipient
 from inbound.ids import new_queue_id
-from inbound.retry import Outcome, decide
 from inbound.routing import RoutingTable, Verdict
-from inbound.spool import CorruptEntry, decode_entry, encode_entry
 
 from .harness import SECRET
 

@@ -1,0 +1,175 @@
+"""The deliverer's due-time table: deliveries waiting for their next attempt.
+
+A delivery waiting for a retry must never sit in front of other work, so the
+deliverer does not hold it in the consumer: it copies each ``messages`` record
+here (durably, then commits the offset) and attempts deliveries from this
+table by due time, in arrival order within a stream.
+
+Several deliverer processes sharing a data directory share this table: a
+delivery is *leased* to one of them for the length of an attempt, and a lease
+left by a process killed mid-attempt lapses so another takes it over.
+Delivery ids are the primary key: a record consumed twice is kept once. Done
+deliveries keep their row (without payload) for a while so that a late
+duplicate is still recognised.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_id TEXT PRIMARY KEY,
+    stream TEXT NOT NULL,
+    queue_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    payload BLOB,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    steps INTEGER NOT NULL DEFAULT 0,
+    due_at REAL NOT NULL,
+    added_at REAL NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS waiting ON deliveries (stream, done, due_at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    delivery_id: str
+    stream: str
+    queue_id: str
+    generation: int
+    payload: bytes
+    attempts: int  # attempts made so far in this generation (probes included)
+    steps: int  # retry_schedule steps used so far (probes do not use one)
+    due_at: float  # when it was due; later than the claim for a probe
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    count: int
+    oldest_added_at: float | None  # when the longest-waiting delivery arrived
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # One connection shared by the intake and the attempt threads; sqlite3 wants them serialised.
+        self.lock = threading.Lock()
+        try:
+            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"outbox {path}: {exc}") from exc
+
+    def _write(self, sql: str, params: list[tuple[object, ...]]) -> None:
+        with self.lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany(sql, params)
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise StoreError(f"outbox {self.path}: {exc}") from exc
+
+    def add(self, deliveries: list[Delivery]) -> None:
+        """Keep each delivery once; a later generation (``inbound retry``) starts it over."""
+        now = time.time()
+        self._write(
+            """INSERT INTO deliveries (delivery_id, stream, queue_id, generation, payload, due_at, added_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (delivery_id) DO UPDATE SET
+                   generation = excluded.generation, payload = excluded.payload,
+                   attempts = 0, steps = 0, due_at = excluded.due_at, done = 0, lease_until = 0
+               WHERE excluded.generation > deliveries.generation""",
+            [(d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now, now) for d in deliveries],
+        )
+
+    def claim(
+        self, stream: str, limit: int, owner: str, lease_seconds: float, *, due_only: bool = True
+    ) -> list[Delivery]:
+        """Lease up to *limit* waiting deliveries of *stream*, oldest arrival first.
+
+        Arrival is the queue id (it sorts by the time the SMTP edge accepted the message), not the
+        order records reached this outbox: on Kafka, messages of one stream may be processed out of
+        order across the partitions of ``received``.
+
+        ``due_only=False`` takes the oldest whether due or not: the probe of a failing endpoint.
+        """
+        now = time.time()
+        try:
+            with self.lock:
+                rows = self.db.execute(
+                    """UPDATE deliveries SET lease_owner = ?, lease_until = ?
+                       WHERE rowid IN (
+                           SELECT rowid FROM deliveries
+                           WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ?
+                           ORDER BY queue_id, rowid LIMIT ?)
+                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at""",
+                    (owner, now + lease_seconds, stream, now if due_only else float("inf"), now, limit),
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"outbox {self.path}: {exc}") from exc
+        rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee
+        return [Delivery(*row) for row in rows]
+
+    def reschedule(self, delivery: Delivery, delay: float | None) -> None:
+        """Count the attempt; *delay* None keeps the due time (a failed probe uses no step)."""
+        if delay is None:
+            sql = "UPDATE deliveries SET attempts = attempts + 1, lease_until = 0"
+            params: tuple[object, ...] = (delivery.delivery_id, delivery.generation)
+        else:
+            sql = "UPDATE deliveries SET attempts = attempts + 1, steps = steps + 1, due_at = ?, lease_until = 0"
+            params = (time.time() + delay, delivery.delivery_id, delivery.generation)
+        self._write(sql + " WHERE delivery_id = ? AND generation = ?", [params])
+
+    def release_backlog(self, stream: str) -> None:
+        """Make every waiting delivery of *stream* due now: its endpoint answers again."""
+        self._write("UPDATE deliveries SET due_at = ? WHERE stream = ? AND done = 0", [(time.time(), stream)])
+
+    def finish(self, delivery: Delivery) -> None:
+        self._write(
+            "UPDATE deliveries SET attempts = attempts + 1, done = 1, payload = NULL, due_at = ?, lease_until = 0"
+            " WHERE delivery_id = ? AND generation = ?",
+            [(time.time(), delivery.delivery_id, delivery.generation)],
+        )
+
+    def release(self, delivery: Delivery) -> None:
+        """Give the lease back without counting an attempt (its outcome could not be recorded)."""
+        self._write("UPDATE deliveries SET lease_until = 0 WHERE delivery_id = ?", [(delivery.delivery_id,)])
+
+    def _read(self, sql: str, params: tuple[object, ...]) -> tuple[object, ...]:
+        with self.lock:
+            try:
+                row: tuple[object, ...] = self.db.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"outbox {self.path}: {exc}") from exc
+        return row
+
+    def waiting(self, stream: str) -> Waiting:
+        count, oldest = self._read(
+            "SELECT COUNT(*), MIN(due_at) FROM deliveries WHERE stream = ? AND done = 0", (stream,)
+        )
+        return Waiting(int(str(count)), float(str(oldest)) if oldest is not None else None)
+
+    def next_due(self) -> float | None:
+        (due,) = self._read("SELECT MIN(due_at) FROM deliveries WHERE done = 0 AND lease_until < ?", (time.time(),))
+        return float(str(due)) if due is not None else None
+
+    def prune(self, older_than: float) -> None:
+        self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(time.time() - older_than,)])
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,156 @@
+"""Publish: move spool entries onto the bus's ``received`` topic.
+
+Input: entries in ``spool/new/``. Output: one ``received`` record per entry
+(key: queue id; value: ``schemas/received.schema.json``) and one ``queued``
+activity event per stream. An entry is removed from the spool only after
+``flush()`` returned, i.e. the bus holds it durably; if the bus is down the
+entries wait and the spool grows -- the SMTP edge keeps answering 250.
+
+Only one publisher works a spool at a time (an ``flock`` on
+``spool/publish.lock``), so two processes sharing a data directory do not
+publish the same entry twice; a crash releases the lock with the process.
+A crash between flush and removal publishes an entry twice: the processor and
+everything after it are idempotent by queue id.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import logging
+import os
+import threading
+from typing import Any
+
+from ..bus import Bus, Producer
+from ..envelope import Envelope
+from ..errors import InboundError
+from ..events import Event, EventType, Summary, delivery_id
+from .spool import Spool, SpoolEntry
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+BATCH_BYTES = 16 * 1024 * 1024  # a batch this large goes out even if it holds fewer entries
+RESCAN_SECONDS = 1.0  # how soon entries spooled by another process are noticed
+
+
+def encode_received(envelope: Envelope, message: bytes) -> bytes:
+    value: dict[str, Any] = {"envelope": envelope.to_json(), "message": base64.b64encode(message).decode()}
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def decode_received(value: bytes) -> tuple[Envelope, bytes]:
+    data = json.loads(value)
+    return Envelope.from_json(data["envelope"]), base64.b64decode(data["message"])
+
+
+def queued_events(envelope: Envelope, at: str) -> list[Event]:
+    return [
+        Event(
+            EventType.QUEUED,
+            delivery_id(envelope.queue_id, stream),
+            envelope.queue_id,
+            stream,
+            at,
+            summary=Summary(
+                envelope.received_at, envelope.mail_from, tuple(r.address for r in envelope.recipients_of(stream))
+            ),
+        )
+        for stream in envelope.streams()
+    ]
+
+
+def publish_entries(producer: Producer, entries: list[SpoolEntry]) -> None:
+    """Send and flush; BusError if the bus did not take them all."""
+    for entry in entries:
+        key = entry.envelope.queue_id.encode()
+        producer.send("received", encode_received(entry.envelope, entry.message), key=key)
+        for event in queued_events(entry.envelope, entry.envelope.received_at):
+            producer.send("events", event.encode(), key=event.delivery_id.encode())
+    producer.flush()
+
+
+class Publisher:
+    def __init__(self, spool: Spool, bus: Bus) -> None:
+        self.spool = spool
+        self.bus = bus
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="publish", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def notify(self) -> None:
+        """Called by the SMTP handler after each spooled message: publish without waiting."""
+        self.wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Publish what is spooled (if the bus takes it), then return."""
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        lock = os.open(self.spool.new.parent / "publish.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        producer: Producer | None = None
+        backoff = 0.2
+        try:
+            while not self._lock(lock):
+                if self.stopping.wait(RESCAN_SECONDS):
+                    return
+            self.spool.clean_tmp()
+            while True:
+                stopping = self.stopping.is_set()
+                self.wake.clear()  # before draining: a message spooled meanwhile wakes the next round
+                try:
+                    producer = producer or self.bus.producer()
+                    published = self.drain(producer)
+                    backoff = 0.2
+                except InboundError as exc:
+                    log.warning("stage=publish bus unavailable, spool keeps the mail; retry in %.1fs: %s", backoff, exc)
+                    if producer is not None:
+                        producer.close()
+                        producer = None
+                    if stopping or self.stopping.wait(backoff):
+                        return
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if stopping:
+                    return
+                if not published:
+                    self.wake.wait(RESCAN_SECONDS)
+        finally:
+            if producer is not None:
+                producer.close()
+            os.close(lock)
+
+    def _lock(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def drain(self, producer: Producer) -> int:
+        """Publish every pending entry in batches; return how many went out."""
+        published, batch_bytes = 0, 0
+        batch: list[SpoolEntry] = []
+        for entry in self.spool.entries():
+            batch.append(entry)
+            batch_bytes += len(entry.message)
+            if len(batch) >= BATCH or batch_bytes > BATCH_BYTES:
+                published += self._publish(producer, batch)
+                batch, batch_bytes = [], 0
+        if batch:
+            published += self._publish(producer, batch)
+        return published
+
+    def _publish(self, producer: Producer, batch: list[SpoolEntry]) -> int:
+        publish_entries(producer, batch)
+        for entry in batch:
+            self.spool.remove(entry)
+            log.info("queue_id=%s stage=publish published", entry.envelope.queue_id)
+        return len(batch)

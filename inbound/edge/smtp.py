@@ -1,0 +1,189 @@
+"""Receive: the SMTP edge, an aiosmtpd handler plus the small protocol tweaks it needs.
+
+Input: SMTP sessions. Output: spool entries, and a 250 only for a message the
+spool holds durably. The protocol (aiosmtpd's ``SMTP``) is kept apart from
+what happens to the mail (:class:`InboundHandler`), as aiosmtpd intends.
+
+Replies (with RFC 3463 enhanced status codes):
+
+* RCPT to a configured domain but unknown mailbox: ``550 5.1.1``; to any other
+  domain: ``550 5.7.1`` (we are never a relay); too many: ``452 4.5.3``.
+* ``MAIL FROM ... SIZE=`` or DATA over ``smtp.max_message_size``: ``552 5.3.4``.
+* Spool write failed: ``451 4.3.0`` -- the sender keeps the message and retries.
+* Shutting down: new connections get ``421 4.3.2``.
+
+Lines longer than RFC 5321's 1000 octets are accepted (up to the size limit),
+as Postfix does: aiosmtpd's permanent 500 would bounce real-world mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+
+from ..clock import rfc3339
+from ..config import SmtpSettings
+from ..envelope import Envelope, Recipient
+from ..errors import SpoolError
+from ..ids import new_queue_id
+from ..routing import RoutingTable, Verdict
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+# aiosmtpd's own replies that lack an enhanced status code, by their start.
+_ENHANCED = {
+    "552 Error: message size exceeds": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
+    "503 Error: need RCPT": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL": "503 5.5.1 Error: nested MAIL command",
+    "503 Error: need MAIL": "503 5.5.1 Error: need MAIL command",
+    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+    "250 OK": "250 2.0.0 OK",
+}
+
+
+class InboundSMTP(SMTP):
+    """aiosmtpd's protocol with long lines accepted, enhanced codes and a draining state."""
+
+    def __init__(self, handler: InboundHandler, settings: SmtpSettings, **kwargs: Any) -> None:
+        # Read by StreamReader's constructor inside SMTP.__init__, hence set first: a line
+        # may be as long as the whole message.
+        self.line_length_limit = settings.max_message_size + 1024
+        super().__init__(
+            handler,
+            hostname=settings.hostname,
+            ident="inbound ESMTP",
+            data_size_limit=settings.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            **kwargs,
+        )
+        self.inbound_handler = handler
+
+    async def push(self, status: Any) -> None:
+        text = status.decode() if isinstance(status, bytes) else str(status)
+        for prefix, replacement in _ENHANCED.items():
+            if text.startswith(prefix) and (prefix != "250 OK" or text == "250 OK"):
+                text = replacement
+                break
+        await super().push(text)
+
+    async def _handle_client(self) -> None:
+        if self.inbound_handler.draining:
+            await super().push("421 4.3.2 Service shutting down, try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+
+def received_header(hostname: str, session: Session, envelope: Envelope, now: datetime) -> bytes:
+    ip = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+    helo = session.host_name or "unknown"
+    protocol = "ESMTPS" if envelope.tls else ("ESMTP" if session.extended_smtp else "SMTP")
+    recipient = f"\r\n\tfor <{envelope.recipients[0].address}>" if len(envelope.recipients) == 1 else ""
+    return (
+        f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (inbound) with {protocol} id {envelope.queue_id}"
+        f"{recipient};\r\n\t{format_datetime(now)}\r\n"
+    ).encode()
+
+
+class InboundHandler:
+    """What happens to mail: routing at RCPT, spooling at DATA."""
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        routing: RoutingTable,
+        spool: Spool,
+        on_spooled: Callable[[], None] = lambda: None,
+        refuse_mail: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.routing = routing
+        self.spool = spool
+        self.on_spooled = on_spooled
+        self.refuse_mail = refuse_mail  # a reply (e.g. 452 for a full disk) or None
+        self.draining = False
+        self.in_flight = 0
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: SMTPEnvelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
+    ) -> str:
+        refusal = self.refuse_mail()
+        if refusal is not None:
+            return refusal
+        envelope.mail_from = "" if address == "<>" else address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        verdict = self.routing.route(address).verdict
+        if verdict is Verdict.NOT_OUR_DOMAIN:
+            return "550 5.7.1 Relaying denied: we do not accept mail for that domain"
+        if verdict is Verdict.UNKNOWN_MAILBOX:
+            return "550 5.1.1 No such mailbox here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
+        now = datetime.now(UTC)
+        recipients = []
+        for address in envelope.rcpt_tos:
+            route = self.routing.route(address)
+            assert route.stream is not None  # only accepted recipients are in rcpt_tos
+            recipients.append(Recipient(address, route.stream, route.mailbox_hash))
+        ours = Envelope(
+            queue_id=new_queue_id(),
+            mail_from=envelope.mail_from or "",
+            recipients=tuple(recipients),
+            client_address=_format_peer(session.peer),
+            helo=session.host_name or "",
+            tls=session.ssl is not None,
+            received_at=rfc3339(now.timestamp()),
+        )
+        content = envelope.original_content or b""
+        message = received_header(self.settings.hostname, session, ours, now) + content
+        self.in_flight += 1
+        try:
+            await asyncio.to_thread(self.spool.put, ours, message)
+        except SpoolError as exc:
+            log.error("queue_id=%s stage=receive spool failed: %s", ours.queue_id, exc)
+            return "451 4.3.0 Temporary local problem, please try again later"
+        finally:
+            self.in_flight -= 1
+        log.info(
+            "queue_id=%s stage=receive spooled size=%d from=<%s> rcpts=%d client=%s",
+            ours.queue_id,
+            len(message),
+            ours.mail_from,
+            len(recipients),
+            ours.client_address,
+        )
+        self.on_spooled()
+        return f"250 2.0.0 Ok: queued as {ours.queue_id}"
+
+
+def _format_peer(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

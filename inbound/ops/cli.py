@@ -1,0 +1,374 @@
+"""The ``inbound`` command: thin wrappers over the modules, with clear errors and exit codes.
+
+Every command takes ``--config FILE`` (default ``inbound.toml``, or
+``$INBOUND_CONFIG``). Errors print one line naming what is wrong and exit 2
+(bad input or configuration) or 1 (the operation failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import log as logsetup
+from ..config import Settings, default_config_path, load_settings, split_host_port
+from ..errors import ConfigError, InboundError
+from ..events import Event, EventType, Status
+
+if TYPE_CHECKING:
+    from ..activity import ActivityRecord, ActivityStore
+    from ..bus import Bus
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Configuration file [default: ./inbound.toml or $INBOUND_CONFIG].",
+)
+
+
+def settings_from(config_path: Path | None) -> Settings:
+    try:
+        return load_settings(config_path or default_config_path())
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+@click.group()
+@click.version_option(package_name="inbound")
+def main() -> None:
+    """inbound: SMTP in, signed webhook JSON out, every message recorded."""
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@config_option
+def check_config(file: Path | None, config_path: Path | None) -> None:
+    """Validate a configuration file; exit non-zero on the first problem."""
+    settings = settings_from(file or config_path)
+    click.echo(f"{settings.path}: OK ({len(settings.streams)} stream(s), bus={settings.bus.backend})")
+
+
+@main.command()
+@config_option
+def init(config_path: Path | None) -> None:
+    """Create the data directory and its identity marker (safe to run again)."""
+    from ..datadir import init_data_dir
+
+    settings = settings_from(config_path)
+    created, identity = init_data_dir(settings.storage.data_dir)
+    state = "created" if created else "already initialised"
+    click.echo(f"{settings.storage.data_dir}: {state} (id {identity})")
+
+
+@main.command()
+@config_option
+@click.option("--roles", default="smtp,publish,process,deliver,record", show_default=True, help="Stages to run here.")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(config_path: Path | None, roles: str, log_level: str) -> None:
+    """Run the service until SIGTERM or SIGINT."""
+    from ..service import Service, parse_roles
+
+    settings = settings_from(config_path)
+    try:
+        chosen = parse_roles(roles)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--roles") from None
+    logsetup.configure(log_level)
+    try:
+        asyncio.run(Service(settings, chosen).run())
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+
+
+@main.command()
+@config_option
+@click.option("--listen", default="127.0.0.1:8025", show_default=True, help="host:port to listen on.")
+def devhook(config_path: Path | None, listen: str) -> None:
+    """A development webhook receiver: prints payloads and checks their signatures."""
+    from .devhook import serve as serve_devhook
+
+    settings = settings_from(config_path)
+    try:
+        host, port = split_host_port(listen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from None
+    serve_devhook(settings, host, port)
+
+
+@main.group()
+def activity() -> None:
+    """What happened to each message: list, show."""
+
+
+def _store(settings: Settings) -> ActivityStore:
+    from ..activity import open_store
+
+    try:
+        return open_store("sqlite", settings.storage.data_dir)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@activity.command("list")
+@config_option
+@click.option("--status", type=click.Choice([s.value for s in Status]), default=None)
+@click.option("--stream", default=None)
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def activity_list(config_path: Path | None, status: str | None, stream: str | None, limit: int, as_json: bool) -> None:
+    """Messages, newest first."""
+    settings = settings_from(config_path)
+    store = _store(settings)
+    try:
+        records = store.list(status=Status(status) if status else None, stream=stream, limit=limit)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record_json(record, with_payload=False)))
+        return
+    table = Table(box=None)
+    # The id and status are what a reader acts on (`activity show ID`): never cut them short.
+    table.add_column("id", overflow="fold")
+    table.add_column("received", no_wrap=True)
+    for name in ("stream", "from", "to", "subject"):
+        table.add_column(name, overflow="ellipsis", no_wrap=True)
+    table.add_column("status", overflow="fold")
+    for r in records:
+        table.add_row(
+            r.delivery_id,
+            (r.received_at or "")[:19].replace("T", " "),
+            r.stream,
+            r.mail_from or "",
+            ", ".join(r.to),
+            r.subject or "",
+            r.status.value,
+        )
+    console = Console()
+    # Piped output has no width to fit: keep rows whole rather than squeeze them into 80 columns.
+    (console if console.is_terminal else Console(width=240)).print(table)
+
+
+@activity.command("show")
+@config_option
+@click.argument("delivery_id")
+@click.option("--json", "as_json", is_flag=True)
+def activity_show(config_path: Path | None, delivery_id: str, as_json: bool) -> None:
+    """One message: its status, every delivery attempt, and its payload."""
+    record = _find(settings_from(config_path), delivery_id)
+    data = record_json(record, with_payload=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key in ("delivery_id", "status", "stream", "received_at", "from", "to", "subject", "reason", "next_attempt_at"):
+        if data.get(key) not in (None, "", []):
+            click.echo(f"{key + ':':<17}{data[key]}")
+    click.echo("attempts:")
+    for a in data["attempts"]:
+        result = a["status_code"] if a["status_code"] is not None else a["error"]
+        click.echo(f"  #{a['number']} (gen {a['generation']}) {a['at']}  {result}  {a['latency_ms']:.0f}ms")
+    click.echo("payload:")
+    click.echo(json.dumps(data["payload"], indent=2, ensure_ascii=False))
+
+
+@activity.command("rebuild")
+@config_option
+def activity_rebuild(config_path: Path | None) -> None:
+    """Rebuild the activity store from the bus (the source of truth)."""
+    from rich.progress import Progress
+
+    from ..activity.rebuild import rebuild, records_to_replay
+
+    with _bus_and_store(settings_from(config_path), "rebuild stopped (run it again to finish)") as (bus, store):
+        with Progress() as progress:
+            task = progress.add_task("rebuilding activity", total=records_to_replay(bus))
+            seen = rebuild(bus, store, lambda n: progress.advance(task, n))
+        counts = store.count_by_status()
+    summary = ", ".join(f"{n} {s.value}" for s, n in sorted(counts.items()) if n)
+    click.echo(f"rebuilt from {seen} records: {summary or 'no messages'}")
+
+
+@contextlib.contextmanager
+def _bus_and_store(settings: Settings, failure: str) -> Iterator[tuple[Bus, ActivityStore]]:
+    """The bus and the activity store, closed afterwards; an InboundError ends the command with *failure*."""
+    bus = _open_bus(settings)
+    store = _store(settings)
+    try:
+        yield bus, store
+    except InboundError as exc:
+        raise click.ClickException(f"{failure}: {exc}") from None
+    finally:
+        store.close()
+        bus.close()
+
+
+def _find(settings: Settings, delivery_id: str) -> ActivityRecord:
+    try:
+        record = _store(settings).get(delivery_id)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if record is None:
+        raise click.ClickException(f"no message with id {delivery_id!r} (see `inbound activity list`)")
+    return record
+
+
+def record_json(record: ActivityRecord, *, with_payload: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "delivery_id": record.delivery_id,
+        "queue_id": record.queue_id,
+        "stream": record.stream,
+        "status": record.status.value,
+        "generation": record.generation,
+        "received_at": record.received_at,
+        "from": record.mail_from,
+        "to": list(record.to),
+        "subject": record.subject,
+        "reason": record.reason,
+        "next_attempt_at": record.next_attempt_at,
+        "updated_at": record.updated_at,
+        "attempts": [{"generation": attempt.generation, **attempt.to_json()} for attempt in record.attempts],
+    }
+    if with_payload:
+        data["payload"] = record.payload
+    return data
+
+
+@main.command()
+@config_option
+@click.argument("delivery_id")
+def retry(config_path: Path | None, delivery_id: str) -> None:
+    """Send a failed message again (a new generation of attempts, same webhook-id)."""
+    from ..bus import open_bus
+    from ..clock import now_rfc3339
+
+    settings = settings_from(config_path)
+    record = _find(settings, delivery_id)
+    if record.status is not Status.FAILED:
+        raise click.ClickException(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
+    if record.payload is None:
+        raise click.ClickException(f"{delivery_id} failed before it was parsed; there is no payload to send")
+    generation = record.generation + 1
+    body = json.dumps(record.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    event = Event(EventType.RETRY_REQUESTED, delivery_id, record.queue_id, record.stream, now_rfc3339(), generation)
+    try:
+        bus = open_bus(settings)
+        producer = bus.producer()
+        producer.send("events", event.encode(), key=delivery_id.encode())
+        headers = (("delivery-id", delivery_id.encode()), ("generation", str(generation).encode()))
+        producer.send("messages", body, key=record.stream.encode(), headers=headers)
+        producer.flush()
+        producer.close()
+        bus.close()
+    except InboundError as exc:
+        raise click.ClickException(f"could not queue the retry: {exc}") from None
+    click.echo(f"{delivery_id}: queued for delivery again (generation {generation})")
+
+
+def _open_bus(settings: Settings) -> Bus:
+    from ..bus import TOPICS, open_bus
+
+    try:
+        bus = open_bus(settings)
+        bus.ensure_topics(TOPICS)
+    except InboundError as exc:
+        raise click.ClickException(f"cannot reach the bus: {exc}") from None
+    return bus
+
+
+def _set_paused(config_path: Path | None, stream: str | None, paused: bool) -> None:
+    from ..control import set_paused
+
+    settings = settings_from(config_path)
+    if stream is not None and stream not in {s.name for s in settings.streams}:
+        raise click.BadParameter(f"no stream named {stream!r} in {settings.path}", param_hint="--stream")
+    bus = _open_bus(settings)
+    try:
+        set_paused(bus, stream, paused)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bus.close()
+    what = f"stream {stream}" if stream else "processing and delivery"
+    click.echo(f"{what}: {'paused (SMTP keeps accepting)' if paused else 'resumed'}")
+
+
+@main.command()
+@config_option
+@click.option("--stream", default=None, help="Hold only this stream's deliveries.")
+def pause(config_path: Path | None, stream: str | None) -> None:
+    """Maintenance mode: hold processing and delivery; SMTP keeps accepting."""
+    _set_paused(config_path, stream, True)
+
+
+@main.command()
+@config_option
+@click.option("--stream", default=None, help="Resume only this stream.")
+def resume(config_path: Path | None, stream: str | None) -> None:
+    """End a pause; the backlog catches up."""
+    _set_paused(config_path, stream, False)
+
+
+@main.command()
+@config_option
+@click.option("--watch", is_flag=True, help="Follow the backlog with a progress bar until it drains.")
+@click.option("--json", "as_json", is_flag=True)
+def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
+    """What waits at each stage: spool, bus lag per consumer group, deliveries per stream."""
+    from .status import collect
+    from .statusview import render_status, watch_backlog
+
+    settings = settings_from(config_path)
+    # The activity store lives where the record role runs; elsewhere there is none to read.
+    store = _store(settings) if (settings.storage.data_dir / "activity.db").exists() else None
+    bus = _open_bus(settings)
+    try:
+        if watch:
+            watch_backlog(lambda: collect(settings, bus, store))
+            return
+        report = collect(settings, bus, store)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bus.close()
+        if store is not None:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(asdict(report)))
+    else:
+        render_status(report, Console())
+
+
+@main.command()
+@config_option
+def recover(config_path: Path | None) -> None:
+    """Salvage messages from quarantined files and send them on; report what could not be saved."""
+    from ..service import spool_for
+    from .recover import Recovery
+
+    settings = settings_from(config_path)
+    with _bus_and_store(settings, "recovery stopped (run it again to go on)") as (bus, store):
+        report = Recovery(settings.storage.data_dir / "quarantine", spool_for(settings), bus, store).run()
+    for title, lines in (("saved", report.saved), ("already final", report.skipped), ("NOT saved", report.lost)):
+        click.echo(f"{title}: {len(lines)}")
+        for line in lines:
+            click.echo(f"  {line}")
+    if report.lost:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

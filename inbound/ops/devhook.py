@@ -1,0 +1,73 @@
+"""A development webhook receiver: prints each payload it gets and whether its signature verifies.
+
+``inbound devhook --config FILE`` listens where the example config's stream
+posts. For a user wiring up a real endpoint it shows exactly what arrives:
+the Standard Webhooks headers, a summary of the payload, and the verdict of
+verifying the signature with that stream's secret. It answers 200 to a valid
+signature and 401 otherwise, as a real endpoint should.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ..config import Settings
+from ..delivery.signing import verify
+
+
+def summarise(payload: dict[str, Any]) -> str:
+    sender = payload.get("from") or {}
+    lines = [
+        f"id:          {payload.get('id')}",
+        f"stream:      {payload.get('stream')}",
+        f"from:        {sender.get('email')}",
+        f"to:          {', '.join(payload.get('envelope', {}).get('rcpt_to', []))}",
+        f"subject:     {payload.get('subject')}",
+        f"attachments: {len(payload.get('attachments', []))}",
+    ]
+    text = (payload.get("stripped_text") or payload.get("text") or "").strip()
+    if text:
+        lines.append("text:        " + text[:200].replace("\n", "\n             "))
+    return "\n".join(lines)
+
+
+def make_server(settings: Settings, host: str, port: int, out: Callable[[str], None]) -> ThreadingHTTPServer:
+    secrets = {s.name: s.signing_secret for s in settings.streams}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                self.send_response(400)
+                self.end_headers()
+                out("received a body that is not JSON")
+                return
+            secret = secrets.get(str(payload.get("stream")))
+            valid = secret is not None and verify(secret, body, headers)
+            verdict = "signature OK" if valid else "signature INVALID"
+            out(f"--- POST {self.path} webhook-id={headers.get('webhook-id')} {verdict}\n{summarise(payload)}")
+            self.send_response(200 if valid else 401)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the summary above says it all
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    server = make_server(settings, host, port, lambda text: print(text, flush=True, file=sys.stdout))
+    print(f"devhook listening on http://{host}:{server.server_port}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,66 @@
+"""Start-up integrity checks: a damaged database is moved aside, never opened and never fatal.
+
+A host crash or a failing disk can leave a SQLite file (the embedded bus, the
+outbox, the activity store) that SQLite refuses or reports as malformed. At
+start-up each one is checked (``PRAGMA quick_check``); a damaged one is moved,
+with its WAL, into ``quarantine/`` under a timestamped name, the path is
+logged, and the service starts with a fresh file and keeps accepting mail.
+``inbound recover`` then salvages what the quarantined file still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from ..edge.spool import fsync_dir
+
+log = logging.getLogger(__name__)
+
+DATABASES = ("bus.db", "outbox.db", "activity.db")
+
+
+def damage(path: Path) -> str | None:
+    """Why SQLite will not trust *path*, or None when it is sound (or absent)."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("PRAGMA quick_check").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    problems = [str(row[0]) for row in rows if row[0] != "ok"]
+    return "; ".join(problems[:3]) or None
+
+
+def quarantine_database(path: Path, quarantine: Path, reason: str) -> Path:
+    quarantine.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = quarantine / f"{path.name}.{stamp}"
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, Path(f"{target}{suffix}"))
+    fsync_dir(quarantine)
+    fsync_dir(path.parent)
+    log.error(
+        "damaged database quarantined: %s (%s); starting with a fresh one -- run `inbound recover`", target, reason
+    )
+    return target
+
+
+def check_databases(data_dir: Path) -> list[Path]:
+    """Quarantine every damaged database in *data_dir*; return where they went."""
+    moved = []
+    for name in DATABASES:
+        path = data_dir / name
+        reason = damage(path)
+        if reason is not None:
+            moved.append(quarantine_database(path, data_dir / "quarantine", reason))
+    return moved

@@ -1,0 +1,200 @@
+"""``inbound recover``: salvage every message still readable in quarantined files and re-ingest it.
+
+What it reads, from ``quarantine/``:
+
+* ``spool-<queue id>`` -- damaged spool entries. Either copy of the header
+  (the file has one at each end) is enough to find and check the message;
+  the entry goes back into the spool under its original queue id, so its
+  deliveries keep their ``webhook-id``.
+* ``bus.db.<time>`` -- a damaged embedded bus. Every record still readable
+  in its pages (:mod:`inbound.ops.salvage`) is published again, in its original
+  order; the offsets that could not be read are reported.
+* ``outbox.db.<time>`` -- deliveries that were waiting: published again to
+  ``messages`` with their generation.
+* ``activity.db.<time>`` -- nothing to re-ingest: the store is a view, so it
+  is rebuilt from the bus.
+
+A message whose every delivery the activity store already shows as final is
+not sent again. Records of the ``control`` topic are not replayed: a pause
+from before the damage is not the operator's wish now. Finally, every delivery
+the activity store shows as still on its way but that nothing salvaged brings
+back is named in the report as lost. Each file handled moves to ``quarantine/recovered/``, so a
+second run does not repeat the work; a file that could not be read at all
+stays where it is. The report says exactly what was saved and what was not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..activity import ActivityStore
+from ..activity.rebuild import rebuild
+from ..bus import Bus
+from ..edge.spool import MAGIC, CorruptEntry, Header, Spool, check_message, parse_header
+from ..events import Status, delivery_id
+from .salvage import Value, salvage_rows
+
+
+@dataclass
+class Report:
+    saved: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already final: nothing to do
+    lost: list[str] = field(default_factory=list)
+
+
+def salvage_spool_entry(data: bytes) -> tuple[Header, bytes]:
+    """The header and the checked message from a damaged entry; CorruptEntry if neither copy helps."""
+    reasons = []
+    body = data[len(MAGIC) :] if data.startswith(MAGIC) else data
+    head_line, _, rest = body.partition(b"\n")
+    try:  # the opening copy of the header: the message follows it
+        header = parse_header(head_line)
+        message = rest[: header.size]
+        check_message(header, message)
+        return header, message
+    except CorruptEntry as exc:
+        reasons.append(f"opening header: {exc}")
+    tail_line = data.rstrip(b"\n").rpartition(b"\n")[2]
+    try:  # the closing copy: the message ends just before it
+        header = parse_header(tail_line)
+        end = len(data.rstrip(b"\n")) - len(tail_line) - 1
+        message = data[max(0, end - header.size) : end]
+        check_message(header, message)
+        return header, message
+    except CorruptEntry as exc:
+        reasons.append(f"closing header: {exc}")
+    raise CorruptEntry("; ".join(reasons))
+
+
+class Recovery:
+    def __init__(self, quarantine: Path, spool: Spool, bus: Bus, store: ActivityStore) -> None:
+        self.quarantine = quarantine
+        self.done = quarantine / "recovered"
+        self.spool = spool
+        self.bus = bus
+        self.producer = bus.producer()
+        self.store = store
+        self.report = Report()
+        self.back: set[str] = set()  # queue ids salvaged and sent on again
+
+    def final(self, queue_id: str, streams: list[str]) -> bool:
+        records = [self.store.get(delivery_id(queue_id, s)) for s in streams]
+        return bool(records) and all(r is not None and r.status.is_final for r in records)
+
+    def run(self) -> Report:
+        self.done.mkdir(parents=True, exist_ok=True)
+        activity_lost = False
+        for path in sorted(self.quarantine.iterdir()):
+            if path.name.startswith("spool-"):
+                self.spool_entry(path)
+            elif path.name.startswith("bus.db.") and not path.name.endswith(("-wal", "-shm")):
+                self.bus_database(path)
+            elif path.name.startswith("outbox.db.") and not path.name.endswith(("-wal", "-shm")):
+                self.outbox_database(path)
+            elif path.name.startswith("activity.db.") and not path.name.endswith(("-wal", "-shm")):
+                activity_lost = True
+                self.retire(path)
+        if activity_lost:
+            records = rebuild(self.bus, self.store)
+            self.report.saved.append(f"activity store rebuilt from {records} bus records")
+        self.name_the_lost()
+        self.producer.close()
+        return self.report
+
+    def name_the_lost(self) -> None:
+        """Deliveries still on their way in the activity store that no salvaged record brings back."""
+        on_the_bus = {record.key.decode() for record in self.bus.read_all("received")}
+        for status in (Status.QUEUED, Status.PROCESSED, Status.RETRYING):
+            for record in self.store.list(status=status, limit=1_000_000):
+                if record.queue_id not in self.back | on_the_bus:
+                    self.report.lost.append(
+                        f"{record.delivery_id}: from {record.mail_from}, subject {record.subject!r}, "
+                        f"received {record.received_at} -- {status.value}, and no readable copy remains"
+                    )
+
+    def retire(self, path: Path) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                os.replace(source, self.done / source.name)
+
+    def spool_entry(self, path: Path) -> None:
+        try:
+            header, message = salvage_spool_entry(path.read_bytes())
+        except (CorruptEntry, OSError) as exc:
+            self.report.lost.append(f"{path}: {exc}")
+            return
+        envelope = header.envelope
+        if self.final(envelope.queue_id, envelope.streams()):
+            self.report.skipped.append(f"{path}: {envelope.queue_id} was already delivered or final")
+        else:
+            self.spool.put(envelope, message)
+            self.back.add(envelope.queue_id)
+            self.report.saved.append(f"{path}: {envelope.queue_id} back in the spool")
+        self.retire(path)
+
+    def bus_database(self, path: Path) -> None:
+        rows = self.readable_rows(path, columns=6)  # offset, topic, key, value, headers, timestamp_ms
+        if rows is None:
+            return
+        records = [(offset, row) for offset, row in sorted(rows.items()) if isinstance(row[1], str)]
+        for _, (_, topic_value, key, value, headers, _) in records:
+            topic = str(topic_value)
+            if topic == "control":
+                continue
+            try:
+                decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
+                self.producer.send(topic, _blob(value), key=_blob(key), headers=decoded)
+            except (ValueError, TypeError) as exc:
+                self.report.lost.append(f"{path}: a {topic} record is unreadable ({exc})")
+                continue
+            if topic == "received":
+                self.back.add(_blob(key).decode())
+        self.producer.flush()
+        self.report.saved.append(f"{path}: {len(records)} bus records published again")
+        gaps = missing_ranges([offset for offset, _ in records])
+        if gaps:
+            self.report.lost.append(f"{path}: records at offsets {gaps} were unreadable")
+        self.retire(path)
+
+    def outbox_database(self, path: Path) -> None:
+        # delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, added_at, done, ...
+        rows = self.readable_rows(path, columns=12)
+        if rows is None:
+            return
+        sent = 0
+        for did, stream, queue_id, generation, payload, *_, done, _, _ in rows.values():
+            if done or payload is None or self.final(str(queue_id), [str(stream)]):
+                continue
+            headers = (("delivery-id", str(did).encode()), ("generation", str(generation).encode()))
+            self.producer.send("messages", _blob(payload), key=str(stream).encode(), headers=headers)
+            sent += 1
+        self.producer.flush()
+        self.report.saved.append(f"{path}: {sent} waiting deliveries queued again")
+        self.retire(path)
+
+    def readable_rows(self, path: Path, columns: int) -> dict[int, list[Value]] | None:
+        try:
+            return salvage_rows(path, columns)
+        except OSError as exc:
+            self.report.lost.append(f"{path}: cannot be read at all ({exc})")
+            return None
+
+
+def _blob(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"expected a BLOB column, found {type(value).__name__}")
+    return value
+
+
+def missing_ranges(offsets: list[int]) -> str:
+    """'3-5, 9' for the holes in a sorted run of offsets that started at 1."""
+    holes, expected = [], 1
+    for offset in offsets:
+        if offset > expected:
+            holes.append(f"{expected}-{offset - 1}" if offset - 1 > expected else str(expected))
+        expected = offset + 1
+    return ", ".join(holes)

@@ -1,0 +1,86 @@
+"""Backlog you can see: what waits at each stage, and for how long.
+
+Read-only. The spool and the outbox are this host's (each SMTP edge and each
+deliverer has its own); bus lag is the cluster's, per consumer group; the age
+of the oldest waiting message comes from the spool and the activity store
+(every message not yet final, whichever stage holds it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..activity import ActivityStore
+from ..bus import Bus
+from ..config import Settings
+from ..control import read_pauses
+from ..delivery.outbox import Outbox
+
+# (consumer group, topic) pairs whose lag is the backlog of a stage.
+GROUPS = (("process", "received"), ("deliver", "messages"), ("record", "messages"), ("record", "events"))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBacklog:
+    stream: str
+    waiting: int  # deliveries in the outbox: first attempt due, or waiting for a retry
+    oldest_age: float | None  # seconds the longest-waiting one has waited
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    spool_entries: int
+    spool_oldest_age: float | None
+    lag: dict[str, int]  # "group/topic" -> records not yet committed
+    streams: tuple[StreamBacklog, ...]
+    everything_paused: bool
+    oldest_waiting_age: float | None  # the oldest message not yet final, wherever it waits
+
+    @property
+    def backlog(self) -> int:
+        """Everything still to go through some stage (what a progress bar counts down)."""
+        return self.spool_entries + sum(self.lag.values()) + sum(s.waiting for s in self.streams)
+
+
+def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) -> Status:
+    now = time.time()
+    spool = settings.storage.data_dir / "spool" / "new"
+    entries = list(spool.iterdir()) if spool.is_dir() else []
+    mtimes = [p.stat().st_mtime for p in entries if p.exists()]
+    lag = {f"{group}/{topic}": bus.lag(group, topic) for group, topic in GROUPS}
+    pauses = read_pauses(bus)
+    streams = []
+    outbox_path = settings.storage.data_dir / "outbox.db"
+    outbox = Outbox(outbox_path) if outbox_path.exists() else None
+    try:
+        for stream in settings.streams:
+            waiting = outbox.waiting(stream.name) if outbox else None
+            oldest = waiting.oldest_added_at if waiting else None
+            streams.append(
+                StreamBacklog(
+                    stream.name,
+                    waiting.count if waiting else 0,
+                    now - oldest if oldest is not None else None,
+                    pauses.get(stream.name, False),
+                )
+            )
+    finally:
+        if outbox:
+            outbox.close()
+    oldest_record = store.oldest_waiting() if store is not None else None
+    waiting_since = [now - m for m in mtimes] + ([now - _epoch(oldest_record)] if oldest_record else [])
+    return Status(
+        oldest_waiting_age=max(waiting_since, default=None),
+        spool_entries=len(entries),
+        spool_oldest_age=now - min(mtimes) if mtimes else None,
+        lag=lag,
+        streams=tuple(streams),
+        everything_paused=pauses.get("*", False),
+    )
+
+
+def _epoch(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,75 @@
+"""How ``inbound status`` looks: a table, or a live progress bar while a backlog drains."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ..durations import format_duration
+from .status import Status
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)
+
+
+def render_status(report: Status, console: Console) -> None:
+    table = Table("stage", "waiting", "oldest", "note", box=None)
+    paused = " (paused)" if report.everything_paused else ""
+    table.add_row("spool (this host)", str(report.spool_entries), _age(report.spool_oldest_age), "")
+    for name, lag in report.lag.items():
+        table.add_row(f"bus lag {name}", str(lag), "", paused if name.startswith(("process", "deliver")) else "")
+    for stream in report.streams:
+        note = "paused" if stream.paused else ""
+        table.add_row(f"deliveries {stream.stream}", str(stream.waiting), _age(stream.oldest_age), note)
+    console.print(table)
+    console.print(f"backlog: {report.backlog}; oldest waiting message: {_age(report.oldest_waiting_age)}")
+
+
+class RateColumn(ProgressColumn):
+    """Messages per second through the whole pipeline (rich's own speed column counts bytes)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} msg/s" if task.speed else "- msg/s")
+
+
+def watch_backlog(collect: Callable[[], Status], interval: float = 1.0) -> None:
+    """A progress bar from the backlog seen at start down to zero; Ctrl-C leaves it."""
+    total, done = float(max(collect().backlog, 1)), 0.0
+    columns = (
+        TextColumn("backlog"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("backlog", total=total)
+        try:
+            while True:
+                backlog = collect().backlog
+                # Mail arriving while we watch grows the bar instead of moving it backwards.
+                total = max(total, done + backlog)
+                done = total - backlog
+                progress.update(task, total=total, completed=done)
+                if backlog == 0:
+                    break
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass

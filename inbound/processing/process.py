@@ -1,0 +1,88 @@
+"""Process: turn accepted mail into one webhook payload per stream, or a Blocked/Failed record.
+
+Input: ``received`` records. Output, per stream the message is addressed to:
+a ``messages`` record (key: stream, so a stream's messages stay in arrival
+order; value: ``schemas/inbound-message.schema.json``; header
+``delivery-id``), or a ``blocked`` event when the sender (envelope or From:)
+matches the stream's ``block_senders``, or a ``failed`` event when the message
+cannot be parsed. A bad message never stops the worker or the messages behind
+it.
+
+Idempotent: a record processed twice yields the same ``delivery_id`` twice,
+which the deliverer's outbox and the activity store both keep once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ..bus import Producer, Record
+from ..clock import now_rfc3339
+from ..edge.publish import decode_received
+from ..envelope import Envelope
+from ..events import Event, EventType, Summary, delivery_id
+from ..routing import RoutingTable
+from .parse import ParsedMessage, parse_message
+from .payload import build_payload
+
+log = logging.getLogger(__name__)
+
+
+class Processor:
+    def __init__(self, routing: RoutingTable, producer: Producer) -> None:
+        self.routing = routing
+        self.producer = producer
+
+    def handle(self, records: list[Record]) -> None:
+        for record in records:
+            self.process(record)
+        self.producer.flush()
+
+    def process(self, record: Record) -> None:
+        try:
+            envelope, message = decode_received(record.value)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Without an envelope there is no stream to record it under; it stays on the bus,
+            # and `inbound recover` / the logs are where an operator finds it.
+            log.error("stage=process skipping unreadable received record at offset %d: %s", record.offset, exc)
+            return
+        parsed: ParsedMessage | None = None
+        reason = ""
+        try:
+            parsed = parse_message(message)
+        except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the worker's
+            reason = f"cannot parse message: {exc}"
+        for stream in envelope.streams():
+            self.route(envelope, stream, parsed, reason)
+
+    def route(self, envelope: Envelope, stream: str, parsed: ParsedMessage | None, reason: str) -> None:
+        did = delivery_id(envelope.queue_id, stream)
+        summary = Summary(
+            envelope.received_at,
+            (parsed.from_.email if parsed and parsed.from_ else "") or envelope.mail_from,
+            tuple(r.address for r in envelope.recipients_of(stream)),
+            parsed.subject if parsed else None,
+        )
+
+        def event(kind: EventType, why: str) -> None:
+            ev = Event(kind, did, envelope.queue_id, stream, now_rfc3339(), summary=summary, reason=why)
+            self.producer.send("events", ev.encode(), key=did.encode())
+            log.info("queue_id=%s stream=%s stage=process %s: %s", envelope.queue_id, stream, kind.value, why)
+
+        if parsed is None:
+            event(EventType.FAILED, reason)
+            return
+        senders = [envelope.mail_from] + ([parsed.from_.email] if parsed.from_ else [])
+        blocked = next((s for s in senders if self.routing.is_blocked(stream, s)), None)
+        if blocked is not None:
+            event(EventType.BLOCKED, f"sender {blocked} is in block_senders")
+            return
+        try:
+            payload = build_payload(parsed, envelope=envelope, stream=stream, delivery_id=did)
+            value = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
+            event(EventType.FAILED, f"cannot build payload: {exc}")
+            return
+        self.producer.send("messages", value, key=stream.encode(), headers=(("delivery-id", did.encode()),))
+        log.info("queue_id=%s stream=%s stage=process processed", envelope.queue_id, stream)
