@@ -1,7 +1,7 @@
 """Operator controls every process obeys: pause and resume (maintenance mode).
 
-The state lives on the bus, in the ``control`` topic (key ``pause/<stream>``
-or ``pause/*``; value ``{"paused": bool, "at": ..., "stream": ...}``), so
+The state lives on the bus, in the ``control`` topic (one record per change,
+keyed by stream: see :mod:`inbound.records`), so
 every process of every role sees the same thing, a restarted process included,
 and the last record of a key wins. ``inbound pause`` writes it; each process
 re-reads the topic every ``REFRESH_SECONDS``.
@@ -15,13 +15,13 @@ in both cases; ``inbound resume`` lets the backlog go.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 
 from .bus import Bus
 from .clock import now_rfc3339
 from .errors import InboundError
+from .records import CONTROL, Pause, decode_pause, pause_record
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,10 @@ ALL = "*"
 
 
 def set_paused(bus: Bus, stream: str | None, paused: bool) -> None:
-    target = stream or ALL
-    value = {"paused": paused, "stream": target, "at": now_rfc3339()}
+    key, value = pause_record(Pause(stream or ALL, paused, now_rfc3339()))
     producer = bus.producer()
     try:
-        producer.send("control", json.dumps(value).encode(), key=f"pause/{target}".encode())
+        producer.send(CONTROL, value, key=key)
         producer.flush()
     finally:
         producer.close()
@@ -43,12 +42,13 @@ def set_paused(bus: Bus, stream: str | None, paused: bool) -> None:
 def read_pauses(bus: Bus) -> dict[str, bool]:
     """Stream name (or ``*``) -> paused, from the whole control topic (last record wins)."""
     state: dict[str, bool] = {}
-    for record in bus.read_all("control"):
+    for record in bus.read_all(CONTROL):
         try:
-            value = json.loads(record.value)
-            state[str(value["stream"])] = bool(value["paused"])
-        except (ValueError, KeyError) as exc:
+            pause = decode_pause(record.value)
+        except (ValueError, KeyError, TypeError) as exc:
             log.error("ignoring unreadable control record at offset %d: %s", record.offset, exc)
+            continue
+        state[pause.stream] = pause.paused
     return state
 
 

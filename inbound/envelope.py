@@ -2,14 +2,12 @@
 
 The envelope is what the SMTP conversation said (as opposed to the headers,
 which the sender wrote). It travels with the raw message from the SMTP edge to
-the processor, so it is serialised to plain JSON-compatible dicts here and
-nowhere else.
+the processor; :mod:`inbound.records` encodes it, for the spool and the bus.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,13 +17,6 @@ class Recipient:
     address: str  # as given in RCPT TO
     stream: str
     mailbox_hash: str | None  # the part after "+" in the local part, if any
-
-    def to_json(self) -> dict[str, Any]:
-        return {"address": self.address, "stream": self.stream, "mailbox_hash": self.mailbox_hash}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Recipient:
-        return cls(str(data["address"]), str(data["stream"]), data.get("mailbox_hash"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,26 +35,3 @@ class Envelope:
 
     def recipients_of(self, stream: str) -> tuple[Recipient, ...]:
         return tuple(r for r in self.recipients if r.stream == stream)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "queue_id": self.queue_id,
-            "mail_from": self.mail_from,
-            "recipients": [r.to_json() for r in self.recipients],
-            "client_address": self.client_address,
-            "helo": self.helo,
-            "tls": self.tls,
-            "received_at": self.received_at,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Envelope:
-        return cls(
-            queue_id=str(data["queue_id"]),
-            mail_from=str(data["mail_from"]),
-            recipients=tuple(Recipient.from_json(r) for r in data["recipients"]),
-            client_address=str(data["client_address"]),
-            helo=str(data["helo"]),
-            tls=bool(data["tls"]),
-            received_at=str(data["received_at"]),
-        )

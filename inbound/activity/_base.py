@@ -20,8 +20,8 @@ That is achieved by making every stored field the maximum of a total order
   failed still allows ``inbound retry``, blocked does not. At rank 0,
   ``retry_requested`` wins over ``queued``, which wins over the status an
   ``attempt`` implies (an attempt proves its generation was at least queued).
-* **summary** (received_at, from, to) comes from the greatest-keyed event that
-  carries one, **subject** from the greatest-keyed event with a non-null
+* **summary** (received_at, from, to, size, attachment count) comes from the
+  greatest-keyed event that carries one, **subject** from the greatest-keyed event with a non-null
   subject, **payload** from the greatest-keyed event with a payload. So a
   lower event still fills in what is missing, and never replaces what a higher
   one said.
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..events import EVENT_STATUS, Attempt, Event, EventType, Status
+from ..records import encode_attempt, encode_summary
 
 #: A precedence key: compared as a tuple, greater wins. JSON-encodable, so backends store it as text.
 Key = tuple[int | str, ...]
@@ -82,11 +83,34 @@ class ActivityRecord:
     mail_from: str | None
     to: tuple[str, ...]
     subject: str | None
+    size: int | None  # bytes as received, once processed
+    attachments: int | None  # how many, once processed
     reason: str | None  # why it failed, was blocked, or is being retried
     next_attempt_at: str | None  # while retrying
     updated_at: str  # the latest `at` of any event applied
-    payload: dict[str, Any] | None  # always None in list(): it can be megabytes; use get()
+    payload: bytes | None  # the webhook body, opaque; always None in list(): it can be megabytes; use get()
+    payload_type: str | None  # the body's content type
     attempts: tuple[RecordedAttempt, ...]  # ordered by generation then number
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the CLI's ``--json`` and the API show it; the payload is left to the caller."""
+        return {
+            "delivery_id": self.delivery_id,
+            "queue_id": self.queue_id,
+            "stream": self.stream,
+            "status": self.status.value,
+            "generation": self.generation,
+            "received_at": self.received_at,
+            "from": self.mail_from,
+            "to": list(self.to),
+            "subject": self.subject,
+            "size": self.size,
+            "attachments": self.attachments,
+            "reason": self.reason,
+            "next_attempt_at": self.next_attempt_at,
+            "updated_at": self.updated_at,
+            "attempts": [{"generation": a.generation, **encode_attempt(a)} for a in self.attempts],
+        }
 
 
 class ActivityStore(Protocol):
@@ -140,7 +164,7 @@ def event_key(event: Event) -> Key:
 
 def attempt_key(attempt: Attempt) -> Key:
     """Which of two versions of the same attempt (a POST repeated after a crash) is kept: the later."""
-    return (attempt.at, canonical(attempt.to_json()))
+    return (attempt.at, canonical(encode_attempt(attempt)))
 
 
 def canonical(value: Any) -> str:
@@ -179,10 +203,13 @@ class Merged:
     received_at: str | None = None
     mail_from: str | None = None
     to: tuple[str, ...] = ()
+    size: int | None = None
+    attachments: int | None = None
     summary_key: Key | None = None
     subject: str | None = None
     subject_key: Key | None = None
     payload_key: Key | None = None
+    payload_type: str | None = None
     updated_at: str = ""
 
     @classmethod
@@ -205,18 +232,18 @@ class Merged:
             self.next_attempt_at = event.next_attempt_at
         summary = event.summary
         if summary is not None:
-            summary_key = (*key, canonical(summary.to_json()))
+            summary_key = (*key, canonical(encode_summary(summary)))
             if self.summary_key is None or summary_key > self.summary_key:
                 self.summary_key = summary_key
                 self.received_at, self.mail_from, self.to = summary.received_at, summary.mail_from, summary.to
+                self.size, self.attachments = summary.size, summary.attachments
             if summary.subject is not None:
                 subject_key = (*key, summary.subject)
                 if self.subject_key is None or subject_key > self.subject_key:
                     self.subject_key, self.subject = subject_key, summary.subject
         if event.payload is not None:
-            digest = hashlib.sha256(canonical(event.payload).encode()).hexdigest()
-            payload_key = (*key, digest)
+            payload_key = (*key, event.payload_type or "", hashlib.sha256(event.payload).hexdigest())
             if self.payload_key is None or payload_key > self.payload_key:
-                self.payload_key = payload_key
+                self.payload_key, self.payload_type = payload_key, event.payload_type
                 return True
         return False

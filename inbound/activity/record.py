@@ -1,7 +1,9 @@
 """Record: keep the activity store in step with the bus.
 
 Input: ``messages`` records (each becomes a ``processed`` event carrying the
-payload) and ``events`` records. Output: upserts into the activity store, in
+webhook body as opaque bytes: it is stored, never parsed) and ``events``
+records (among them the processor's ``processed`` event with the summary the
+activity log shows). Output: upserts into the activity store, in
 one transaction per batch. Offsets are committed only after that transaction
 -- if the store cannot be written (locked, disk error) the batch comes again
 and nothing is dropped. The store's upserts are idempotent and monotonic, so
@@ -10,41 +12,34 @@ replays and the missing order between the two topics do no harm.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from ..bus import Record
-from ..events import Event, EventType, Summary
+from ..clock import rfc3339
+from ..events import Event, EventType
+from ..records import MESSAGES, decode_event, decode_message
 from ._base import ActivityStore
 
 log = logging.getLogger(__name__)
 
 
 def message_event(record: Record) -> Event:
-    """The ``processed`` event a ``messages`` record stands for."""
-    payload = json.loads(record.value)
-    generation = int(record.header("generation") or b"0")
-    sender = payload.get("from") or {}
-    summary = Summary(
-        payload["received_at"],
-        sender.get("email") or payload["envelope"]["mail_from"],
-        tuple(payload["envelope"]["rcpt_to"]),
-        payload.get("subject"),
-    )
+    """The ``processed`` event a ``messages`` record stands for: it carries the body, unread."""
+    message = decode_message(record)
     return Event(
         EventType.PROCESSED,
-        payload["id"],
-        payload["queue_id"],
-        payload["stream"],
-        payload["received_at"],
-        generation=generation,
-        summary=summary,
-        payload=payload,
+        message.delivery_id,
+        message.queue_id,
+        message.stream,
+        rfc3339(record.timestamp_ms / 1000),
+        generation=message.generation,
+        payload=message.body,
+        payload_type=message.content_type,
     )
 
 
 def to_event(record: Record) -> Event:
-    return message_event(record) if record.topic == "messages" else Event.decode(record.value)
+    return message_event(record) if record.topic == MESSAGES else decode_event(record.value)
 
 
 class Recorder:

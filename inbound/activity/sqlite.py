@@ -31,7 +31,7 @@ from ..errors import StoreError
 from ..events import Attempt, Event, Status
 from ._base import ActivityRecord, Merged, RecordedAttempt, attempt_key, decode_key, encode_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: size, attachments, payload as opaque bytes with its type
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = (
@@ -47,11 +47,14 @@ _SCHEMA = (
         received_at TEXT,
         mail_from TEXT,
         rcpt_to TEXT NOT NULL,
+        size INTEGER,
+        attachments INTEGER,
         summary_key TEXT,
         subject TEXT,
         subject_key TEXT,
-        payload TEXT,
+        payload BLOB,
         payload_key TEXT,
+        payload_type TEXT,
         updated_at TEXT NOT NULL
     )""",
     "CREATE INDEX deliveries_newest ON deliveries (received_at, delivery_id)",
@@ -72,7 +75,8 @@ _SCHEMA = (
 # Everything but the payload, which is read only by get() and written only when it changes.
 _STATE_COLUMNS = (
     "delivery_id, queue_id, stream, status, generation, reason, next_attempt_at, status_key, "
-    "received_at, mail_from, rcpt_to, summary_key, subject, subject_key, payload_key, updated_at"
+    "received_at, mail_from, rcpt_to, size, attachments, summary_key, subject, subject_key, payload_key, "
+    "payload_type, updated_at"
 )
 _ORDER = "ORDER BY received_at DESC, delivery_id DESC"
 
@@ -175,7 +179,7 @@ class SQLiteActivityStore:
         with self._transaction() as db:
             for delivery_id, batch in by_delivery.items():
                 merged = _load(db, delivery_id) or Merged.start(batch[0])
-                payload: dict[str, Any] | None = None
+                payload: bytes | None = None
                 for event in batch:
                     if merged.add(event):
                         payload = event.payload
@@ -183,9 +187,7 @@ class SQLiteActivityStore:
                         _put_attempt(db, delivery_id, event.generation, event.attempt)
                 _save(db, merged)
                 if payload is not None:
-                    db.execute(
-                        "UPDATE deliveries SET payload = ? WHERE delivery_id = ?", (json.dumps(payload), delivery_id)
-                    )
+                    db.execute("UPDATE deliveries SET payload = ? WHERE delivery_id = ?", (payload, delivery_id))
 
     def get(self, delivery_id: str) -> ActivityRecord | None:
         with self._transaction("DEFERRED") as db:
@@ -195,7 +197,7 @@ class SQLiteActivityStore:
             if row is None:
                 return None
             attempts = _attempts(db, "WHERE delivery_id = ?", (delivery_id,))
-        return _record(row[:-1], json.loads(row[-1]) if row[-1] is not None else None, attempts.get(delivery_id, ()))
+        return _record(row[:-1], row[-1], attempts.get(delivery_id, ()))
 
     def list(
         self, *, status: Status | None = None, stream: str | None = None, limit: int = 100
@@ -248,11 +250,11 @@ def _load(db: sqlite3.Connection, delivery_id: str) -> Merged | None:
     if row is None:
         return None
     (did, queue_id, stream, status, generation, reason, next_at, status_key, received_at, mail_from, rcpt_to,
-     summary_key, subject, subject_key, payload_key, updated_at) = row  # fmt: skip
+     size, attachments, summary_key, subject, subject_key, payload_key, payload_type, updated_at) = row  # fmt: skip
     return Merged(
         did, queue_id, stream, Status(status), generation, reason, next_at, decode_key(status_key) or (),
-        received_at, mail_from, tuple(json.loads(rcpt_to)), decode_key(summary_key),
-        subject, decode_key(subject_key), decode_key(payload_key), updated_at,
+        received_at, mail_from, tuple(json.loads(rcpt_to)), size, attachments, decode_key(summary_key),
+        subject, decode_key(subject_key), decode_key(payload_key), payload_type, updated_at,
     )  # fmt: skip
 
 
@@ -260,8 +262,8 @@ def _save(db: sqlite3.Connection, m: Merged) -> None:
     values = (
         m.delivery_id, m.queue_id, m.stream, m.status.value, m.generation, _text(m.reason),
         _text(m.next_attempt_at), encode_key(m.status_key), _text(m.received_at), _text(m.mail_from),
-        json.dumps(list(m.to)), encode_key(m.summary_key), _text(m.subject), encode_key(m.subject_key),
-        encode_key(m.payload_key), _text(m.updated_at),
+        json.dumps(list(m.to)), m.size, m.attachments, encode_key(m.summary_key), _text(m.subject),
+        encode_key(m.subject_key), encode_key(m.payload_key), _text(m.payload_type), _text(m.updated_at),
     )  # fmt: skip
     columns = _STATE_COLUMNS.split(", ")
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
@@ -300,14 +302,12 @@ def _attempts(db: sqlite3.Connection, where: str, params: Sequence[Any]) -> dict
     return {did: tuple(attempts) for did, attempts in found.items()}
 
 
-def _record(
-    row: Sequence[Any], payload: dict[str, Any] | None, attempts: tuple[RecordedAttempt, ...]
-) -> ActivityRecord:
+def _record(row: Sequence[Any], payload: bytes | None, attempts: tuple[RecordedAttempt, ...]) -> ActivityRecord:
     (did, queue_id, stream, status, generation, reason, next_at, _status_key, received_at, mail_from, rcpt_to,
-     _summary_key, subject, _subject_key, _payload_key, updated_at) = row  # fmt: skip
+     size, attachments, _summary_key, subject, _subject_key, _payload_key, payload_type, updated_at) = row  # fmt: skip
     return ActivityRecord(
         did, queue_id, stream, Status(status), generation, received_at, mail_from, tuple(json.loads(rcpt_to)),
-        subject, reason, next_at, updated_at, payload, attempts,
+        subject, size, attachments, reason, next_at, updated_at, payload, payload_type, attempts,
     )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ from ..clock import now_rfc3339, rfc3339
 from ..config import Settings, StreamSettings
 from ..errors import InboundError
 from ..events import Attempt, Event, EventType
+from ..records import EVENTS, decode_message, event_record
 from .groupcommit import GroupCommitter
 from .outbox import Delivery, Outbox
 from .retry import Decision, Outcome, decide
@@ -51,23 +52,21 @@ PRUNE_EVERY = 3600.0
 
 
 def deliveries_from(records: list[Record]) -> list[Delivery]:
-    """Outbox rows from ``messages`` records, read from their key and headers.
-
-    The payload itself (up to tens of MB) is stored as it is, never parsed here.
-    """
+    """Outbox rows from ``messages`` records; the body (up to tens of MB) is stored as it is, never parsed."""
     deliveries = []
     for record in records:
-        delivery_id, stream = (record.header("delivery-id") or b"").decode(), record.key.decode()
-        if not delivery_id.endswith(f"-{stream}"):
-            log.error("stage=deliver skipping a messages record without a delivery-id at offset %d", record.offset)
+        try:
+            message = decode_message(record)
+        except ValueError as exc:
+            log.error("stage=deliver skipping a messages record at offset %d: %s", record.offset, exc)
             continue
         deliveries.append(
             Delivery(
-                delivery_id=delivery_id,
-                stream=stream,
-                queue_id=delivery_id.removesuffix(f"-{stream}"),
-                generation=int(record.header("generation") or b"0"),
-                payload=record.value,
+                delivery_id=message.delivery_id,
+                stream=message.stream,
+                queue_id=message.queue_id,
+                generation=message.generation,
+                payload=message.body,
                 attempts=0,
                 steps=0,
                 due_at=0.0,
@@ -196,7 +195,7 @@ class Deliverer:
         attempt = Attempt(number, started_at, status_code, error, latency_ms)
         events = self.events_for(delivery, attempt, decision, next_attempt_at)
         try:
-            self.outcomes.publish([("events", e.delivery_id.encode(), e.encode()) for e in events])
+            self.outcomes.publish([(EVENTS, *event_record(e)) for e in events])
         except InboundError as exc:
             # The outcome is not on the bus: forget this attempt and make it again later.
             log.warning("delivery_id=%s stage=deliver outcome not recorded (%s); will retry", delivery.delivery_id, exc)

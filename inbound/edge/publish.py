@@ -15,18 +15,16 @@ everything after it are idempotent by queue id.
 
 from __future__ import annotations
 
-import base64
 import fcntl
-import json
 import logging
 import os
 import threading
-from typing import Any
 
 from ..bus import Bus, Producer
 from ..envelope import Envelope
 from ..errors import InboundError
 from ..events import Event, EventType, Summary, delivery_id
+from ..records import EVENTS, RECEIVED, encode_received, event_record
 from .spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -34,16 +32,6 @@ log = logging.getLogger(__name__)
 BATCH = 50
 BATCH_BYTES = 16 * 1024 * 1024  # a batch this large goes out even if it holds fewer entries
 RESCAN_SECONDS = 1.0  # how soon entries spooled by another process are noticed
-
-
-def encode_received(envelope: Envelope, message: bytes) -> bytes:
-    value: dict[str, Any] = {"envelope": envelope.to_json(), "message": base64.b64encode(message).decode()}
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def decode_received(value: bytes) -> tuple[Envelope, bytes]:
-    data = json.loads(value)
-    return Envelope.from_json(data["envelope"]), base64.b64decode(data["message"])
 
 
 def queued_events(envelope: Envelope, at: str) -> list[Event]:
@@ -65,10 +53,10 @@ def queued_events(envelope: Envelope, at: str) -> list[Event]:
 def publish_entries(producer: Producer, entries: list[SpoolEntry]) -> None:
     """Send and flush; BusError if the bus did not take them all."""
     for entry in entries:
-        key = entry.envelope.queue_id.encode()
-        producer.send("received", encode_received(entry.envelope, entry.message), key=key)
+        producer.send(RECEIVED, encode_received(entry.envelope, entry.message), key=entry.envelope.queue_id.encode())
         for event in queued_events(entry.envelope, entry.envelope.received_at):
-            producer.send("events", event.encode(), key=event.delivery_id.encode())
+            key, value = event_record(event)
+            producer.send(EVENTS, value, key=key)
     producer.flush()
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from ..envelope import Envelope
 from ..errors import SpoolError
+from ..records import decode_envelope, encode_envelope
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,13 @@ def _sha256(data: bytes) -> str:
 
 
 def _envelope_bytes(envelope: Envelope) -> bytes:
-    return json.dumps(envelope.to_json(), sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(encode_envelope(envelope), sort_keys=True, separators=(",", ":")).encode()
 
 
 def encode_entry(envelope: Envelope, message: bytes) -> bytes:
     header = json.dumps(
         {
-            "envelope": envelope.to_json(),
+            "envelope": encode_envelope(envelope),
             "size": len(message),
             "envelope_sha256": _sha256(_envelope_bytes(envelope)),
             "message_sha256": _sha256(message),
@@ -91,7 +92,7 @@ def parse_header(line: bytes) -> Header:
     """One copy of the header, checked against its own envelope checksum; CorruptEntry if damaged."""
     try:
         header = json.loads(line)
-        envelope = Envelope.from_json(header["envelope"])
+        envelope = decode_envelope(header["envelope"])
         size, envelope_sha256, message_sha256 = int(header["size"]), header["envelope_sha256"], header["message_sha256"]
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptEntry(f"the header is unreadable: {exc}") from None

@@ -23,7 +23,8 @@ from rich.table import Table
 from .. import log as logsetup
 from ..config import Settings, default_config_path, load_settings, split_host_port
 from ..errors import ConfigError, InboundError
-from ..events import Event, EventType, Status
+from ..events import Status
+from ..records import JSON
 
 if TYPE_CHECKING:
     from ..activity import ActivityRecord, ActivityStore
@@ -139,7 +140,7 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
         raise click.ClickException(str(exc)) from None
     if as_json:
         for record in records:
-            click.echo(json.dumps(record_json(record, with_payload=False)))
+            click.echo(json.dumps(record.to_json()))
         return
     table = Table(box=None)
     # The id and status are what a reader acts on (`activity show ID`): never cut them short.
@@ -170,7 +171,7 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
 def activity_show(config_path: Path | None, delivery_id: str, as_json: bool) -> None:
     """One message: its status, every delivery attempt, and its payload."""
     record = _find(settings_from(config_path), delivery_id)
-    data = record_json(record, with_payload=True)
+    data = {**record.to_json(), "payload": _readable_payload(record)}
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -181,8 +182,18 @@ def activity_show(config_path: Path | None, delivery_id: str, as_json: bool) -> 
     for a in data["attempts"]:
         result = a["status_code"] if a["status_code"] is not None else a["error"]
         click.echo(f"  #{a['number']} (gen {a['generation']}) {a['at']}  {result}  {a['latency_ms']:.0f}ms")
-    click.echo("payload:")
-    click.echo(json.dumps(data["payload"], indent=2, ensure_ascii=False))
+    click.echo(f"payload ({record.payload_type}):")
+    payload = data["payload"]
+    click.echo(payload if isinstance(payload, str) else json.dumps(payload, indent=2, ensure_ascii=False))
+
+
+def _readable_payload(record: ActivityRecord) -> Any:
+    """The stored webhook body as a reader wants it: JSON as a value, anything else as text."""
+    if record.payload is None:
+        return None
+    if record.payload_type == JSON:
+        return json.loads(record.payload)
+    return record.payload.decode("utf-8", "replace")
 
 
 @activity.command("rebuild")
@@ -217,34 +228,15 @@ def _bus_and_store(settings: Settings, failure: str) -> Iterator[tuple[Bus, Acti
 
 
 def _find(settings: Settings, delivery_id: str) -> ActivityRecord:
+    from .actions import find
+
+    store = _store(settings)
     try:
-        record = _store(settings).get(delivery_id)
+        return find(store, delivery_id)
     except InboundError as exc:
         raise click.ClickException(str(exc)) from None
-    if record is None:
-        raise click.ClickException(f"no message with id {delivery_id!r} (see `inbound activity list`)")
-    return record
-
-
-def record_json(record: ActivityRecord, *, with_payload: bool) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "delivery_id": record.delivery_id,
-        "queue_id": record.queue_id,
-        "stream": record.stream,
-        "status": record.status.value,
-        "generation": record.generation,
-        "received_at": record.received_at,
-        "from": record.mail_from,
-        "to": list(record.to),
-        "subject": record.subject,
-        "reason": record.reason,
-        "next_attempt_at": record.next_attempt_at,
-        "updated_at": record.updated_at,
-        "attempts": [{"generation": attempt.generation, **attempt.to_json()} for attempt in record.attempts],
-    }
-    if with_payload:
-        data["payload"] = record.payload
-    return data
+    finally:
+        store.close()
 
 
 @main.command()
@@ -252,29 +244,10 @@ def record_json(record: ActivityRecord, *, with_payload: bool) -> dict[str, Any]
 @click.argument("delivery_id")
 def retry(config_path: Path | None, delivery_id: str) -> None:
     """Send a failed message again (a new generation of attempts, same webhook-id)."""
-    from ..bus import open_bus
-    from ..clock import now_rfc3339
+    from .actions import retry as retry_message
 
-    settings = settings_from(config_path)
-    record = _find(settings, delivery_id)
-    if record.status is not Status.FAILED:
-        raise click.ClickException(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
-    if record.payload is None:
-        raise click.ClickException(f"{delivery_id} failed before it was parsed; there is no payload to send")
-    generation = record.generation + 1
-    body = json.dumps(record.payload, separators=(",", ":"), ensure_ascii=False).encode()
-    event = Event(EventType.RETRY_REQUESTED, delivery_id, record.queue_id, record.stream, now_rfc3339(), generation)
-    try:
-        bus = open_bus(settings)
-        producer = bus.producer()
-        producer.send("events", event.encode(), key=delivery_id.encode())
-        headers = (("delivery-id", delivery_id.encode()), ("generation", str(generation).encode()))
-        producer.send("messages", body, key=record.stream.encode(), headers=headers)
-        producer.flush()
-        producer.close()
-        bus.close()
-    except InboundError as exc:
-        raise click.ClickException(f"could not queue the retry: {exc}") from None
+    with _bus_and_store(settings_from(config_path), "could not queue the retry") as (bus, store):
+        generation = retry_message(bus, store, delivery_id)
     click.echo(f"{delivery_id}: queued for delivery again (generation {generation})")
 
 

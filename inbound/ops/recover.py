@@ -35,6 +35,7 @@ from ..activity.rebuild import rebuild
 from ..bus import Bus
 from ..edge.spool import MAGIC, CorruptEntry, Header, Spool, check_message, parse_header
 from ..events import Status, delivery_id
+from ..records import CONTROL, JSON, MESSAGES, RECEIVED, MessageRecord, message_record
 from .salvage import Value, salvage_rows
 
 
@@ -106,7 +107,7 @@ class Recovery:
 
     def name_the_lost(self) -> None:
         """Deliveries still on their way in the activity store that no salvaged record brings back."""
-        on_the_bus = {record.key.decode() for record in self.bus.read_all("received")}
+        on_the_bus = {record.key.decode() for record in self.bus.read_all(RECEIVED)}
         for status in (Status.QUEUED, Status.PROCESSED, Status.RETRYING):
             for record in self.store.list(status=status, limit=1_000_000):
                 if record.queue_id not in self.back | on_the_bus:
@@ -143,7 +144,7 @@ class Recovery:
         records = [(offset, row) for offset, row in sorted(rows.items()) if isinstance(row[1], str)]
         for _, (_, topic_value, key, value, headers, _) in records:
             topic = str(topic_value)
-            if topic == "control":
+            if topic == CONTROL:
                 continue
             try:
                 decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
@@ -151,7 +152,7 @@ class Recovery:
             except (ValueError, TypeError) as exc:
                 self.report.lost.append(f"{path}: a {topic} record is unreadable ({exc})")
                 continue
-            if topic == "received":
+            if topic == RECEIVED:
                 self.back.add(_blob(key).decode())
         self.producer.flush()
         self.report.saved.append(f"{path}: {len(records)} bus records published again")
@@ -169,8 +170,9 @@ class Recovery:
         for did, stream, queue_id, generation, payload, *_, done, _, _ in rows.values():
             if done or payload is None or self.final(str(queue_id), [str(stream)]):
                 continue
-            headers = (("delivery-id", str(did).encode()), ("generation", str(generation).encode()))
-            self.producer.send("messages", _blob(payload), key=str(stream).encode(), headers=headers)
+            message = MessageRecord(str(did), str(stream), int(str(generation)), JSON, _blob(payload))
+            key, value, headers = message_record(message)
+            self.producer.send(MESSAGES, value, key=key, headers=headers)
             sent += 1
         self.producer.flush()
         self.report.saved.append(f"{path}: {sent} waiting deliveries queued again")

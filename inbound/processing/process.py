@@ -2,8 +2,9 @@
 
 Input: ``received`` records. Output, per stream the message is addressed to:
 a ``messages`` record (key: stream, so a stream's messages stay in arrival
-order; value: ``schemas/inbound-message.schema.json``; header
-``delivery-id``), or a ``blocked`` event when the sender (envelope or From:)
+order; value: the webhook body, ``schemas/inbound-message.schema.json``) and a
+``processed`` event with the summary the activity log shows (sender, subject,
+size, attachment count: after this stage the body is opaque), or a ``blocked`` event when the sender (envelope or From:)
 matches the stream's ``block_senders``, or a ``failed`` event when the message
 cannot be parsed. A bad message never stops the worker or the messages behind
 it.
@@ -19,9 +20,9 @@ import logging
 
 from ..bus import Producer, Record
 from ..clock import now_rfc3339
-from ..edge.publish import decode_received
 from ..envelope import Envelope
 from ..events import Event, EventType, Summary, delivery_id
+from ..records import EVENTS, JSON, MESSAGES, MessageRecord, decode_received, event_record, message_record
 from ..routing import RoutingTable
 from .parse import ParsedMessage, parse_message
 from .payload import build_payload
@@ -54,21 +55,30 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the worker's
             reason = f"cannot parse message: {exc}"
         for stream in envelope.streams():
-            self.route(envelope, stream, parsed, reason)
+            self.route(envelope, len(message), stream, parsed, reason)
 
-    def route(self, envelope: Envelope, stream: str, parsed: ParsedMessage | None, reason: str) -> None:
+    def route(self, envelope: Envelope, size: int, stream: str, parsed: ParsedMessage | None, reason: str) -> None:
         did = delivery_id(envelope.queue_id, stream)
         summary = Summary(
             envelope.received_at,
             (parsed.from_.email if parsed and parsed.from_ else "") or envelope.mail_from,
             tuple(r.address for r in envelope.recipients_of(stream)),
             parsed.subject if parsed else None,
+            size,
+            len(parsed.attachments) if parsed else None,
         )
 
-        def event(kind: EventType, why: str) -> None:
+        def event(kind: EventType, why: str | None = None) -> None:
             ev = Event(kind, did, envelope.queue_id, stream, now_rfc3339(), summary=summary, reason=why)
-            self.producer.send("events", ev.encode(), key=did.encode())
-            log.info("queue_id=%s stream=%s stage=process %s: %s", envelope.queue_id, stream, kind.value, why)
+            key, value = event_record(ev)
+            self.producer.send(EVENTS, value, key=key)
+            log.info(
+                "queue_id=%s stream=%s stage=process %s%s",
+                envelope.queue_id,
+                stream,
+                kind.value,
+                f": {why}" if why else "",
+            )
 
         if parsed is None:
             event(EventType.FAILED, reason)
@@ -80,9 +90,10 @@ class Processor:
             return
         try:
             payload = build_payload(parsed, envelope=envelope, stream=stream, delivery_id=did)
-            value = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
             event(EventType.FAILED, f"cannot build payload: {exc}")
             return
-        self.producer.send("messages", value, key=stream.encode(), headers=(("delivery-id", did.encode()),))
-        log.info("queue_id=%s stream=%s stage=process processed", envelope.queue_id, stream)
+        key, value, headers = message_record(MessageRecord(did, stream, 0, JSON, body))
+        self.producer.send(MESSAGES, value, key=key, headers=headers)
+        event(EventType.PROCESSED)

@@ -1,0 +1,231 @@
+"""Every topic's wire format: the one place that encodes and decodes what travels on the bus.
+
+A stage that writes a topic calls an ``encode_*`` / ``*_record`` function here;
+a stage that reads one calls the matching ``decode_*``. Nothing else knows a
+record's layout, so a change of format (a binary frame for ``received``, a
+new payload format on ``messages``) is made here and checked by one test.
+``schemas/`` holds the JSON Schema of each JSON value.
+
+==========  =========  =================================================================
+topic       key        value (and headers)
+==========  =========  =================================================================
+received    queue id   ``{"envelope": ..., "message": base64}`` (received.schema.json)
+messages    stream     the webhook body, opaque bytes; headers ``delivery-id``,
+                       ``generation`` and ``content-type``
+events      delivery   one activity event (activity-event.schema.json)
+control     pause/<s>  ``{"paused": bool, "stream": s, "at": ...}`` (control.schema.json)
+==========  =========  =================================================================
+
+The ``messages`` value is opaque after the processor built it: the deliverer
+POSTs it as it is and the record stage keeps it as it is. What the activity log
+shows about a message comes from the ``processed`` event's summary instead.
+
+Decoders raise :class:`ValueError` (or ``KeyError`` / ``TypeError`` from a
+malformed JSON value) for a record that is not what its topic promises; the
+stage that reads it decides what that means (it is logged and skipped: a
+record on the bus cannot be fixed by reading it again).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .bus import Headers, Record
+from .envelope import Envelope, Recipient
+from .events import Attempt, Event, EventType, Summary
+
+RECEIVED, MESSAGES, EVENTS, CONTROL = "received", "messages", "events", "control"
+JSON = "application/json"
+
+# --- received ----------------------------------------------------------------------------
+
+
+def encode_envelope(envelope: Envelope) -> dict[str, Any]:
+    """The envelope as JSON types: in ``received`` records and in spool entry headers."""
+    return {
+        "queue_id": envelope.queue_id,
+        "mail_from": envelope.mail_from,
+        "recipients": [
+            {"address": r.address, "stream": r.stream, "mailbox_hash": r.mailbox_hash} for r in envelope.recipients
+        ],
+        "client_address": envelope.client_address,
+        "helo": envelope.helo,
+        "tls": envelope.tls,
+        "received_at": envelope.received_at,
+    }
+
+
+def decode_envelope(data: dict[str, Any]) -> Envelope:
+    return Envelope(
+        queue_id=str(data["queue_id"]),
+        mail_from=str(data["mail_from"]),
+        recipients=tuple(
+            Recipient(str(r["address"]), str(r["stream"]), r.get("mailbox_hash")) for r in data["recipients"]
+        ),
+        client_address=str(data["client_address"]),
+        helo=str(data["helo"]),
+        tls=bool(data["tls"]),
+        received_at=str(data["received_at"]),
+    )
+
+
+def encode_received(envelope: Envelope, message: bytes) -> bytes:
+    value = {"envelope": encode_envelope(envelope), "message": base64.b64encode(message).decode()}
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def decode_received(value: bytes) -> tuple[Envelope, bytes]:
+    data = json.loads(value)
+    return decode_envelope(data["envelope"]), base64.b64decode(data["message"], validate=True)
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One webhook body for one delivery, as the ``messages`` topic carries it."""
+
+    delivery_id: str
+    stream: str
+    generation: int  # 0, or the generation an operator's retry started
+    content_type: str  # what the body is, sent as the POST's Content-Type
+    body: bytes
+
+    @property
+    def queue_id(self) -> str:
+        return self.delivery_id.removesuffix(f"-{self.stream}")
+
+
+def message_record(message: MessageRecord) -> tuple[bytes, bytes, Headers]:
+    """(key, value, headers) of the ``messages`` record for *message*: its only writer."""
+    headers = (
+        ("delivery-id", message.delivery_id.encode()),
+        ("generation", str(message.generation).encode()),
+        ("content-type", message.content_type.encode()),
+    )
+    return message.stream.encode(), message.body, headers
+
+
+def decode_message(record: Record) -> MessageRecord:
+    """The ``messages`` record read back from its key and headers; the body is never parsed."""
+    delivery_id, stream = (record.header("delivery-id") or b"").decode(), record.key.decode()
+    if not stream or not delivery_id.endswith(f"-{stream}"):
+        raise ValueError(f"a messages record without a delivery-id of its stream {stream!r}")
+    return MessageRecord(
+        delivery_id=delivery_id,
+        stream=stream,
+        generation=int(record.header("generation") or b"0"),
+        content_type=(record.header("content-type") or JSON.encode()).decode(),
+        body=record.value,
+    )
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+def encode_attempt(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "at": attempt.at,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "latency_ms": attempt.latency_ms,
+    }
+
+
+def _decode_attempt(data: dict[str, Any]) -> Attempt:
+    return Attempt(int(data["number"]), str(data["at"]), data.get("status_code"), data.get("error"), data["latency_ms"])
+
+
+def encode_summary(summary: Summary) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "received_at": summary.received_at,
+        "from": summary.mail_from,
+        "to": list(summary.to),
+        "subject": summary.subject,
+    }
+    if summary.size is not None:
+        data["size"] = summary.size
+    if summary.attachments is not None:
+        data["attachments"] = summary.attachments
+    return data
+
+
+def _decode_summary(data: dict[str, Any]) -> Summary:
+    return Summary(
+        str(data["received_at"]),
+        str(data["from"]),
+        tuple(str(t) for t in data["to"]),
+        data.get("subject"),
+        data.get("size"),
+        data.get("attachments"),
+    )
+
+
+def encode_event(event: Event) -> bytes:
+    """The ``events`` value of *event*. A payload is never on this topic: it travels on ``messages``."""
+    if event.payload is not None:
+        raise ValueError("an event with a payload is made from a messages record, not sent as an event")
+    data: dict[str, Any] = {
+        "type": event.type.value,
+        "delivery_id": event.delivery_id,
+        "queue_id": event.queue_id,
+        "stream": event.stream,
+        "at": event.at,
+        "generation": event.generation,
+    }
+    if event.summary is not None:
+        data["summary"] = encode_summary(event.summary)
+    if event.attempt is not None:
+        data["attempt"] = encode_attempt(event.attempt)
+    if event.reason is not None:
+        data["reason"] = event.reason
+    if event.next_attempt_at is not None:
+        data["next_attempt_at"] = event.next_attempt_at
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode_event(value: bytes) -> Event:
+    data = json.loads(value)
+    return Event(
+        type=EventType(data["type"]),
+        delivery_id=str(data["delivery_id"]),
+        queue_id=str(data["queue_id"]),
+        stream=str(data["stream"]),
+        at=str(data["at"]),
+        generation=int(data.get("generation", 0)),
+        summary=_decode_summary(data["summary"]) if "summary" in data else None,
+        attempt=_decode_attempt(data["attempt"]) if "attempt" in data else None,
+        reason=data.get("reason"),
+        next_attempt_at=data.get("next_attempt_at"),
+    )
+
+
+def event_record(event: Event) -> tuple[bytes, bytes]:
+    """(key, value) of the ``events`` record for *event*: keyed by delivery, so its events stay in order."""
+    return event.delivery_id.encode(), encode_event(event)
+
+
+# --- control -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    stream: str  # a stream name, or "*" for everything
+    paused: bool
+    at: str
+
+
+def pause_record(pause: Pause) -> tuple[bytes, bytes]:
+    """(key, value) of a ``control`` record; the last record of a key is the state."""
+    value = {"paused": pause.paused, "stream": pause.stream, "at": pause.at}
+    return f"pause/{pause.stream}".encode(), json.dumps(value).encode()
+
+
+def decode_pause(value: bytes) -> Pause:
+    data = json.loads(value)
+    return Pause(str(data["stream"]), bool(data["paused"]), str(data["at"]))
