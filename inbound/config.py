@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .datadir import DataDir
 from .durations import parse_duration
 from .errors import ConfigError
 
@@ -32,6 +33,7 @@ DEFAULT_CONFIG = "inbound.toml"
 # 30 MiB: a record then fits the 64 MiB record limit we give Kafka topics (see bus/__init__.py).
 MAX_MESSAGE_SIZE = 30 * 1024 * 1024
 STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
+ACTIVITY_BACKENDS = ("sqlite",)  # inbound.activity opens each; a test checks the two lists agree
 DEFAULT_RETRY_SCHEDULE = ("1m", "5m", "10m", "10m", "10m", "15m", "30m", "1h", "2h", "6h")
 
 T = TypeVar("T")
@@ -63,6 +65,11 @@ class BusSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivitySettings:
+    backend: str = "sqlite"  # one of inbound.activity.BACKENDS; "sqlite" keeps <data_dir>/activity.db
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookSettings:
     allow_private: bool = False
     retry_schedule: tuple[float, ...] = tuple(parse_duration(d) for d in DEFAULT_RETRY_SCHEDULE)
@@ -86,11 +93,17 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     bus: BusSettings = field(default_factory=BusSettings)
+    activity: ActivitySettings = field(default_factory=ActivitySettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     streams: tuple[StreamSettings, ...] = ()
 
     def stream(self, name: str) -> StreamSettings:
         return next(s for s in self.streams if s.name == name)
+
+    @property
+    def data(self) -> DataDir:
+        """Every path under ``storage.data_dir``."""
+        return DataDir(self.storage.data_dir)
 
 
 def default_config_path() -> Path:
@@ -156,7 +169,7 @@ class _Reader:
             raise self.fail(key, str(exc)) from None
 
     def settings(self, raw: dict[str, Any]) -> Settings:
-        sections = {"smtp", "storage", "bus", "webhooks", "streams"}
+        sections = {"smtp", "storage", "bus", "activity", "webhooks", "streams"}
         for unknown in sorted(set(raw) - sections):
             raise self.fail(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
         smtp = self.smtp(raw)
@@ -167,6 +180,7 @@ class _Reader:
             smtp=smtp,
             storage=self.storage(raw),
             bus=self.bus(raw),
+            activity=self.activity(raw),
             webhooks=webhooks,
             streams=streams,
         )
@@ -221,6 +235,14 @@ class _Reader:
         retention = self.converted("bus.retention", self.get(t, "bus", "retention", str, "7d"), parse_duration)
         self.check("bus.retention", retention >= 3600, "must be at least 1h")
         return BusSettings(backend, servers, prefix, partitions, replication, retention)
+
+    def activity(self, raw: dict[str, Any]) -> ActivitySettings:
+        t = self.table(raw, "activity", {"backend"})
+        backend = self.get(t, "activity", "backend", str, ActivitySettings().backend)
+        self.check(
+            "activity.backend", backend in ACTIVITY_BACKENDS, f"must be one of {ACTIVITY_BACKENDS}, not {backend!r}"
+        )
+        return ActivitySettings(backend)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
         keys = {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream", "probe_interval"}

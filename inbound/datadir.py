@@ -1,5 +1,9 @@
 """The data directory: where the spool, the embedded bus, the outbox and activity live.
 
+:class:`DataDir` is the one place that knows the layout under
+``storage.data_dir``; every other module asks it for a path, so a file is
+never spelt out twice.
+
 ``inbound init`` creates it with an identity marker; ``inbound serve`` refuses
 to start on a directory without one. That catches the classic outage of a
 service that starts before its volume is mounted and quietly fills an empty
@@ -14,6 +18,7 @@ import os
 import shutil
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from .clock import now_rfc3339
@@ -22,41 +27,90 @@ from .errors import DataDirError
 MARKER = ".inbound-data"
 
 
-def init_data_dir(path: Path) -> tuple[bool, str]:
-    """Create *path* and its marker if needed; (created, identity)."""
-    marker = path / MARKER
-    if marker.exists():
-        return False, read_identity(path)
-    path.mkdir(parents=True, exist_ok=True)
-    identity = str(uuid.uuid4())
-    tmp = path / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps({"id": identity, "created_at": now_rfc3339(), "host": socket.gethostname()}) + "\n")
-    os.replace(tmp, marker)
-    return True, identity
+@dataclass(frozen=True, slots=True)
+class DataDir:
+    root: Path
 
+    @property
+    def marker(self) -> Path:
+        return self.root / MARKER
 
-def read_identity(path: Path) -> str:
-    try:
-        return str(json.loads((path / MARKER).read_text())["id"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataDirError(f"{path / MARKER} is unreadable: {exc}") from exc
+    @property
+    def spool(self) -> Path:
+        """Accepted messages waiting to be published; see :mod:`inbound.edge.spool`."""
+        return self.root / "spool"
 
+    @property
+    def spool_tmp(self) -> Path:
+        """Entries being written: never acknowledged, removed when stale."""
+        return self.spool / "tmp"
 
-def check_data_dir(path: Path) -> str:
-    """The directory's identity; DataDirError if it is missing, not ours, or not writable."""
-    if not path.is_dir():
-        raise DataDirError(
-            f"data directory {path} does not exist (is its volume mounted? create it with `inbound init`)"
-        )
-    if not (path / MARKER).exists():
-        raise DataDirError(
-            f"data directory {path} has no {MARKER} marker: refusing to start on what may be an unmounted "
-            "volume's empty mount point (run `inbound init` if this really is a new data directory)"
-        )
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise DataDirError(f"data directory {path} is not writable by this user")
-    return read_identity(path)
+    @property
+    def spool_new(self) -> Path:
+        """Complete, fsynced entries: each one was answered 250."""
+        return self.spool / "new"
 
+    @property
+    def publish_lock(self) -> Path:
+        """Held by the one publisher working the spool."""
+        return self.spool / "publish.lock"
 
-def free_bytes(path: Path) -> int:
-    return shutil.disk_usage(path).free
+    @property
+    def quarantine(self) -> Path:
+        """Damaged files, moved aside for ``inbound recover``."""
+        return self.root / "quarantine"
+
+    @property
+    def bus(self) -> Path:
+        """The embedded bus's log."""
+        return self.root / "bus.db"
+
+    @property
+    def outbox(self) -> Path:
+        """The deliverer's due-time table."""
+        return self.root / "outbox.db"
+
+    @property
+    def activity(self) -> Path:
+        """The SQLite activity store."""
+        return self.root / "activity.db"
+
+    @property
+    def databases(self) -> tuple[Path, ...]:
+        """Every SQLite file, checked at start-up and salvaged by ``inbound recover``."""
+        return (self.bus, self.outbox, self.activity)
+
+    def init(self) -> tuple[bool, str]:
+        """Create the directory and its marker if needed; (created, identity)."""
+        if self.marker.exists():
+            return False, self.identity()
+        self.root.mkdir(parents=True, exist_ok=True)
+        identity = str(uuid.uuid4())
+        tmp = self.root / f"{MARKER}.tmp"
+        tmp.write_text(json.dumps({"id": identity, "created_at": now_rfc3339(), "host": socket.gethostname()}) + "\n")
+        os.replace(tmp, self.marker)
+        return True, identity
+
+    def identity(self) -> str:
+        try:
+            return str(json.loads(self.marker.read_text())["id"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataDirError(f"{self.marker} is unreadable: {exc}") from exc
+
+    def check(self) -> str:
+        """The directory's identity; DataDirError if it is missing, not ours, or not writable."""
+        if not self.root.is_dir():
+            raise DataDirError(
+                f"data directory {self.root} does not exist (is its volume mounted? create it with `inbound init`)"
+            )
+        if not self.marker.exists():
+            raise DataDirError(
+                f"data directory {self.root} has no {MARKER} marker: refusing to start on what may be an unmounted "
+                "volume's empty mount point (run `inbound init` if this really is a new data directory)"
+            )
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise DataDirError(f"data directory {self.root} is not writable by this user")
+        return self.identity()
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free

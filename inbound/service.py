@@ -28,7 +28,6 @@ from .activity.record import Recorder
 from .bus import TOPICS, open_bus
 from .config import Settings
 from .control import Control
-from .datadir import check_data_dir, free_bytes
 from .delivery.deliver import Deliverer
 from .delivery.outbox import Outbox
 from .edge.publish import Publisher
@@ -63,13 +62,13 @@ def parse_roles(text: str) -> tuple[str, ...]:
 
 
 def spool_for(settings: Settings) -> Spool:
-    return Spool(settings.storage.data_dir / "spool", settings.storage.data_dir / "quarantine")
+    return Spool(settings.data)
 
 
 def disk_guard(settings: Settings) -> str | None:
     """The 452 reply while free space is below what one more message may need, else None."""
     needed = max(settings.storage.min_free_bytes, int(1.5 * settings.smtp.max_message_size))
-    if free_bytes(settings.storage.data_dir) < needed:
+    if settings.data.free_bytes() < needed:
         return "452 4.3.1 Insufficient system storage"
     return None
 
@@ -84,8 +83,8 @@ class Service:
     def build(self) -> None:
         settings = self.settings
         if settings.bus.backend == "embedded" or STATEFUL_ROLES & set(self.roles):
-            check_data_dir(settings.storage.data_dir)
-            check_databases(settings.storage.data_dir)
+            settings.data.check()
+            check_databases(settings.data)
         self.routing = RoutingTable.from_streams(settings.streams)
         self.bus = open_bus(settings)
         self.resources.append(self.bus.close)
@@ -111,7 +110,7 @@ class Service:
                 )
             )
         if "deliver" in self.roles:
-            outbox = Outbox(settings.storage.data_dir / "outbox.db")
+            outbox = Outbox(settings.data.outbox)
             client = httpx.Client(timeout=settings.webhooks.timeout, follow_redirects=False)
             self.resources += [outbox.close, client.close]
             deliverer = Deliverer(settings, outbox, self.bus.producer(), client, self.control.stream_paused)
@@ -120,7 +119,7 @@ class Service:
             )
             self.stages += [intake, deliverer]
         if "record" in self.roles:
-            store = open_store("sqlite", settings.storage.data_dir)
+            store = open_store(settings)
             self.resources.append(store.close)
             recorder = Recorder(store)
             self.stages.append(

@@ -3,7 +3,7 @@
 The store is rebuilt from the bus by re-applying events at least once and with
 no order between the ``events`` and ``messages`` topics, so most tests apply
 the same events in many orders and compare the whole stored state. A new
-backend adds one name to ``BACKENDS``. Real SQLite files, no mocks.
+backend runs here as soon as ``inbound.activity`` knows it. Real SQLite files, no mocks.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
-from inbound.activity import ActivityRecord, ActivityStore, SQLiteActivityStore, open_store
-from inbound.errors import StoreError
+from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, SQLiteActivityStore, open_store
+from inbound.config import ACTIVITY_BACKENDS, ActivitySettings, Settings, StorageSettings, load_settings
+from inbound.errors import ConfigError, StoreError
 from inbound.events import Attempt, Event, EventType, Status, Summary
 from inbound.records import JSON, encode_event
 
-BACKENDS = ["sqlite"]
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 PAYLOAD = b'{"subject":"Invoice 42","text_body":"Hi","attachments":[{"name":"a.pdf"}]}'  # opaque to the store
 
@@ -93,9 +93,17 @@ def failed_then_retried(n: int = 1) -> list[Event]:
     ]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BACKENDS)  # every backend inbound.activity knows
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def open_backend(backend: str, data_dir: Path) -> ActivityStore:
+    """The store *backend* keeps for a service whose data directory is *data_dir*."""
+    settings = Settings(
+        data_dir / "inbound.toml", storage=StorageSettings(data_dir), activity=ActivitySettings(backend)
+    )
+    return open_store(settings)
 
 
 @pytest.fixture
@@ -104,7 +112,7 @@ def opener(backend: str, tmp_path: Path) -> Iterator[Opener]:
     opened: list[ActivityStore] = []
 
     def open_one(data_dir: Path = tmp_path) -> ActivityStore:
-        opened.append(open_store(backend, data_dir))
+        opened.append(open_backend(backend, data_dir))
         return opened[-1]
 
     yield open_one
@@ -341,7 +349,7 @@ def test_reset_empties_everything_and_nothing_is_nothing(store: ActivityStore) -
 
 def write_everything_again(backend: str, data_dir: Path, events: list[Event], seed: int, start: Any) -> None:
     """Runs in a child process: one more writer of the same file, from the moment both are ready."""
-    store = open_store(backend, data_dir)
+    store = open_backend(backend, data_dir)
     start.wait(60)
     rng = random.Random(seed)
     for _ in range(5):
@@ -367,15 +375,18 @@ def test_two_processes_writing_at_once_end_consistent(backend: str, opener: Open
     assert len(state(reference)[0]) == 30
 
 
-def test_open_store_rejects_an_unknown_backend(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="'mongodb'"):
-        open_store("mongodb", tmp_path)
+def test_the_config_names_exactly_the_backends_there_are(tmp_path: Path) -> None:
+    assert BACKENDS == ACTIVITY_BACKENDS
+    config = tmp_path / "inbound.toml"
+    config.write_text('[activity]\nbackend = "mongodb"\n')
+    with pytest.raises(ConfigError, match=r"activity\.backend: must be one of \('sqlite',\), not 'mongodb'"):
+        load_settings(config)
 
 
 def test_unwritable_path_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "activity.db").mkdir()
     with pytest.raises(StoreError, match=r"activity\.db"):
-        open_store("sqlite", tmp_path)
+        open_backend("sqlite", tmp_path)
     with pytest.raises(StoreError, match="missing"):
         SQLiteActivityStore(tmp_path / "missing" / "activity.db")
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from inbound.datadir import DataDir
+
 from .fixtures import Pipeline
 from .harness import activity, send, simple_message, wait_for
 
@@ -25,7 +27,7 @@ def test_broker_outage_ends_in_a_catch_up(kafka_pipeline: Pipeline, kafka_broker
     before = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"before{i}")) for i in range(3)]
     wait_for(lambda: len(kafka_pipeline.receiver.hits) >= 3, 60, "deliveries before the outage")
 
-    spool = config.parent / "data" / "spool" / "new"
+    spool = DataDir(config.parent / "data").spool_new
     kafka_broker.stop()
     try:
         during = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"during{i}")) for i in range(10)]

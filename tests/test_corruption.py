@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from inbound.datadir import DataDir
 from inbound.edge.spool import encode_entry
 from inbound.envelope import Envelope, Recipient
 
@@ -28,7 +29,7 @@ def garble(data: bytes, start: int, length: int = 20) -> bytes:
 def test_damaged_spool_entries_are_salvaged(pipeline: Pipeline) -> None:
     config = pipeline.configure()
     pipeline.start()
-    quarantine = config.parent / "data" / "quarantine"
+    quarantine = DataDir(config.parent / "data").quarantine
     opening_damaged = spool_entry("01AAAAAAAAAAAAAAAAAAAAAAAA", "opening header damaged")
     (quarantine / "spool-01AAAAAAAAAAAAAAAAAAAAAAAA").write_bytes(garble(opening_damaged, 30))
     truncated = spool_entry("01BBBBBBBBBBBBBBBBBBBBBBBB", "closing header cut off")
@@ -67,7 +68,7 @@ def test_damaged_activity_database_is_set_aside_and_rebuilt(pipeline: Pipeline) 
     for queue_id in earlier:
         pipeline.wait_status(f"{queue_id}-support", "delivered")
     process.kill()
-    database = config.parent / "data" / "activity.db"
+    database = DataDir(config.parent / "data").activity
     checkpoint_and_damage(database, 0, 100)  # the header: SQLite will not even open it
 
     restarted = pipeline.start()
@@ -95,7 +96,7 @@ def test_damaged_embedded_bus_is_set_aside_and_recovered(pipeline: Pipeline) -> 
     ]
     wait_for(lambda: list(statuses(config).values()).count("queued") == 12, 60, "queued records")
     process.kill()
-    bus = config.parent / "data" / "bus.db"
+    bus = DataDir(config.parent / "data").bus
     size = bus.stat().st_size
     checkpoint_and_damage(bus, (size // 4096 // 2) * 4096, 2 * 4096)  # two pages in the middle
 

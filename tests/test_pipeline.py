@@ -16,6 +16,7 @@ from email.message import EmailMessage
 
 from jsonschema import Draft202012Validator
 
+from inbound.datadir import DataDir
 from inbound.edge.spool import encode_entry
 from inbound.envelope import Envelope, Recipient
 
@@ -239,7 +240,7 @@ def test_sigkill_after_250s_loses_nothing(pipeline: Pipeline) -> None:
 
 def test_corrupted_spool_entry_is_quarantined(pipeline: Pipeline) -> None:
     config = pipeline.configure()
-    spool = config.parent / "data" / "spool" / "new"
+    spool = DataDir(config.parent / "data").spool_new
     spool.mkdir(parents=True)
 
     def entry(queue_id: str) -> bytes:
@@ -263,7 +264,7 @@ def test_corrupted_spool_entry_is_quarantined(pipeline: Pipeline) -> None:
     live = send(config, "a@sender.test", ["x@in.test"], simple_message())
     pipeline.wait_status(f"{live}-support", "delivered")
     pipeline.wait_status("01CCCCCCCCCCCCCCCCCCCCCCCC-support", "delivered")
-    quarantine = sorted(p.name for p in (config.parent / "data" / "quarantine").iterdir())
+    quarantine = sorted(p.name for p in (DataDir(config.parent / "data").quarantine).iterdir())
     assert quarantine == ["spool-01AAAAAAAAAAAAAAAAAAAAAAAA", "spool-01BBBBBBBBBBBBBBBBBBBBBBBB"]
     log = process.log()
     assert "quarantine/spool-01AAAAAAAAAAAAAAAAAAAAAAAA" in log
@@ -330,7 +331,7 @@ def test_a_20_mb_message_end_to_end(pipeline: Pipeline) -> None:
 def test_spool_failure_answers_451_and_never_250(pipeline: Pipeline) -> None:
     config = pipeline.configure()
     pipeline.start()
-    tmp = config.parent / "data" / "spool" / "tmp"
+    tmp = DataDir(config.parent / "data").spool_tmp
     tmp.rmdir()
     tmp.write_text("a file where the spool's tmp/ directory belongs: every write fails")
     with smtplib.SMTP("127.0.0.1", smtp_port_of(config), timeout=30) as s:

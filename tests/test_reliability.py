@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from inbound.datadir import DataDir
+
 from .fixtures import Pipeline
 from .harness import (
     INBOUND,
@@ -185,7 +187,7 @@ def test_activity_rebuild_after_the_database_is_deleted(pipeline: Pipeline) -> N
     expected[f"{send(config, 'a@sender.test', ['x@no.test'], simple_message())}-refusing"] = "failed"
     wait_for(lambda: statuses(config) == expected, 60, "every final status")
 
-    database = config.parent / "data" / "activity.db"
+    database = DataDir(config.parent / "data").activity
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     later = send(config, "a@sender.test", ["x@in.test"], simple_message(subject="after the loss"))
@@ -203,7 +205,7 @@ def test_a_locked_store_delays_records_but_drops_none(pipeline: Pipeline) -> Non
     pipeline.start()
     first = send(config, "a@sender.test", ["x@in.test"], simple_message())
     pipeline.wait_status(f"{first}-support", "delivered")
-    blocker = sqlite3.connect(config.parent / "data" / "activity.db", isolation_level=None)
+    blocker = sqlite3.connect(DataDir(config.parent / "data").activity, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # nobody else can write until we let go
     held = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"l{i}")) for i in range(5)]
     wait_for(lambda: len(pipeline.receiver.on("/hook")) >= 6, 60, "deliveries to go on meanwhile")

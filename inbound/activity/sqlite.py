@@ -22,17 +22,16 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
 from ..events import Attempt, Event, Status
+from ..sqlitefile import SQLiteFile
 from ._base import ActivityRecord, Merged, RecordedAttempt, attempt_key, decode_key, encode_key
 
 SCHEMA_VERSION = 2  # 2: size, attachments, payload as opaque bytes with its type
-BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = (
     """CREATE TABLE deliveries (
@@ -84,21 +83,21 @@ _ORDER = "ORDER BY received_at DESC, delivery_id DESC"
 class SQLiteActivityStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.file = SQLiteFile(path, "activity store", StoreError)
         self._lock = threading.Lock()  # one connection, shared by the threads of this process
         self._db: sqlite3.Connection | None = None
         self._inode = 0
-        with self._errors():
-            self._connect()
+        self._connect()
 
     def _connect(self) -> None:
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
+        db = self.file.connect()
         try:
             self._set_up(db)
+            self._inode = os.stat(self.path).st_ino
         except BaseException:
             db.close()
             raise
         self._db = db
-        self._inode = os.stat(self.path).st_ino
 
     def _reconnect_if_replaced(self) -> None:
         """Follow the file if it was deleted or replaced (say, by a rebuild) under a running process.
@@ -115,21 +114,8 @@ class SQLiteActivityStore:
             self._connect()
 
     def _set_up(self, db: sqlite3.Connection) -> None:
-        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        for _ in range(50):
-            # Another process creating the same new file at this moment holds the lock the switch
-            # needs, and SQLite then reports the old mode instead of waiting: try again shortly.
-            if mode == "wal":
-                break
-            time.sleep(0.1)
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise StoreError(f"activity store {self.path}: cannot use WAL (journal_mode is {mode})")
-        db.execute("PRAGMA synchronous = FULL")
         # Checked and created under the write lock, so two processes starting together create it once.
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.file.transaction(db):
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 for statement in _SCHEMA:
@@ -138,37 +124,19 @@ class SQLiteActivityStore:
             elif version != SCHEMA_VERSION:
                 raise StoreError(
                     f"activity store {self.path}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
-                    " (rebuild it with `inbound rebuild` after moving the file away)"
+                    " (move the file away and run `inbound activity rebuild`)"
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreError(f"activity store {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """One transaction (IMMEDIATE: write; DEFERRED: a consistent read), rolled back on any error."""
-        with self._lock, self._errors():
+        """One transaction (IMMEDIATE: write; DEFERRED: a consistent read) on this process's connection."""
+        with self._lock, self.file.errors():
             if self._db is None:
                 raise sqlite3.ProgrammingError("the store is closed")
             self._reconnect_if_replaced()
             assert self._db is not None
-            db = self._db
-            db.execute(f"BEGIN {mode}")
-            try:
+            with self.file.transaction(self._db, mode) as db:
                 yield db
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
 
     def apply(self, events: Sequence[Event]) -> None:
         if not events:

@@ -29,7 +29,7 @@ def open_bus(settings: Settings) -> Bus:
         )
     from .embedded import EmbeddedBus
 
-    return EmbeddedBus(settings.storage.data_dir / "bus.db")
+    return EmbeddedBus(settings.data.bus)
 
 
 def topic_configs(retention: float) -> dict[str, dict[str, str]]:

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import BusError
+from ..sqlitefile import SQLiteFile
 from ._base import Headers, Record
 
 LEASE_SECONDS = 15.0
@@ -50,30 +51,26 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
-    except sqlite3.Error as exc:
-        raise BusError(f"embedded bus {path}: {exc}") from exc
-
-
 class EmbeddedBus:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.file = SQLiteFile(path, "embedded bus", BusError)
         self._written = threading.Condition()  # wakes this process's pollers after a flush
-        db = _connect(path)
-        try:
+        with self._connection() as db:
             db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise BusError(f"embedded bus {path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection, for calls made now and then (topics, lag, a full read)."""
+        db = self.file.connect()
+        try:
+            with self.file.errors():
+                yield db
         finally:
             db.close()
 
     def ensure_topics(self, topics: Sequence[str]) -> None:
-        with _Connection(self.path) as db:
+        with self._connection() as db:
             db.executemany("INSERT OR IGNORE INTO topics (name) VALUES (?)", [(t,) for t in topics])
 
     def producer(self) -> EmbeddedProducer:
@@ -83,7 +80,7 @@ class EmbeddedBus:
         return EmbeddedConsumer(self, group, topics)
 
     def read_all(self, topic: str) -> Iterator[Record]:
-        with _Connection(self.path) as db:
+        with self._connection() as db:
             end = db.execute("SELECT COALESCE(MAX(offset), 0) FROM records").fetchone()[0]
             position = 0
             while True:
@@ -98,7 +95,7 @@ class EmbeddedBus:
                 position = rows[-1][0]
 
     def lag(self, group: str, topic: str) -> int:
-        with _Connection(self.path) as db:
+        with self._connection() as db:
             committed = _committed(db, group, topic)
             count: int = db.execute(
                 "SELECT COUNT(*) FROM records WHERE topic = ? AND offset > ?", (topic, committed)
@@ -117,22 +114,6 @@ class EmbeddedBus:
         pass
 
 
-class _Connection:
-    """A short-lived connection that turns sqlite3 errors into BusError."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = _connect(path)
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.db
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        self.db.close()
-        if isinstance(exc, sqlite3.Error):
-            raise BusError(f"embedded bus {self.path}: {exc}") from exc
-
-
 def _record(row: tuple[int, str, bytes, bytes, str, int]) -> Record:
     offset, topic, key, value, headers, timestamp_ms = row
     decoded: Headers = tuple((name, bytes.fromhex(v)) for name, v in json.loads(headers))
@@ -147,7 +128,7 @@ def _committed(db: sqlite3.Connection, group: str, topic: str) -> int:
 class EmbeddedProducer:
     def __init__(self, bus: EmbeddedBus) -> None:
         self.bus = bus
-        self.db = _connect(bus.path)
+        self.db = bus.file.connect()
         self.pending: list[tuple[str, bytes, bytes, str, int]] = []
 
     def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
@@ -157,16 +138,10 @@ class EmbeddedProducer:
     def flush(self) -> None:
         if not self.pending:
             return
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
+        with self.bus.file.transaction(self.db) as db:
+            db.executemany(
                 "INSERT INTO records (topic, key, value, headers, timestamp_ms) VALUES (?, ?, ?, ?, ?)", self.pending
             )
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise BusError(f"embedded bus {self.bus.path}: {exc}") from exc
         self.pending.clear()
         self.bus.notify()
 
@@ -180,7 +155,7 @@ class EmbeddedConsumer:
         self.group = group
         self.topics = list(topics)
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.db = _connect(bus.path)
+        self.db = bus.file.connect()
         self.positions: dict[str, int] | None = None  # None until this member holds the lease
         self.renewed_at = 0.0
 
@@ -193,33 +168,25 @@ class EmbeddedConsumer:
         now = time.time()
         if self.positions is not None and now < self.renewed_at + LEASE_SECONDS / 3:
             return True
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self.db.execute("SELECT owner, expires_at FROM leases WHERE group_name = ?", (self.group,)).fetchone()
+        with self.bus.file.transaction(self.db) as db:
+            row = db.execute("SELECT owner, expires_at FROM leases WHERE group_name = ?", (self.group,)).fetchone()
             if row is not None and row[0] != self.owner and row[1] > now:
-                self.db.execute("COMMIT")
                 self.positions = None
                 return False
-            self.db.execute(
+            db.execute(
                 "INSERT OR REPLACE INTO leases (group_name, owner, expires_at) VALUES (?, ?, ?)",
                 (self.group, self.owner, now + LEASE_SECONDS),
             )
             if self.positions is None or row is None or row[0] != self.owner:
-                self.positions = {t: _committed(self.db, self.group, t) for t in self.topics}
-            self.db.execute("COMMIT")
-            self.renewed_at = now
-            return True
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+                self.positions = {t: _committed(db, self.group, t) for t in self.topics}
+        self.renewed_at = now
+        return True
 
     def poll(self, timeout: float, max_records: int = 100) -> list[Record]:
         deadline = time.monotonic() + timeout
         while True:
-            try:
+            with self.bus.file.errors():
                 records = self._fetch(max_records)
-            except sqlite3.Error as exc:
-                raise BusError(f"embedded bus {self.bus.path}: {exc}") from exc
             remaining = deadline - time.monotonic()
             if records or remaining <= 0:
                 return records
@@ -240,24 +207,18 @@ class EmbeddedConsumer:
         return records
 
     def commit(self) -> None:
-        if self.positions is None:
+        positions = self.positions
+        if positions is None:
             return
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            owner = self.db.execute("SELECT owner FROM leases WHERE group_name = ?", (self.group,)).fetchone()
+        with self.bus.file.transaction(self.db) as db:
+            owner = db.execute("SELECT owner FROM leases WHERE group_name = ?", (self.group,)).fetchone()
             if owner is None or owner[0] != self.owner:
-                self.db.execute("ROLLBACK")
                 self.positions = None
                 raise BusError(f"consumer group {self.group!r}: lease lost to another member; not committed")
-            self.db.executemany(
+            db.executemany(
                 "INSERT OR REPLACE INTO committed (group_name, topic, offset) VALUES (?, ?, ?)",
-                [(self.group, t, o) for t, o in self.positions.items()],
+                [(self.group, t, o) for t, o in positions.items()],
             )
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise BusError(f"embedded bus {self.bus.path}: {exc}") from exc
 
     def rewind(self) -> None:
         self.positions = None

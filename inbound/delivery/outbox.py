@@ -15,13 +15,13 @@ duplicate is still recognised.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreError
+from ..sqlitefile import SQLiteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -65,24 +65,14 @@ class Outbox:
         self.path = path
         # One connection shared by the intake and the attempt threads; sqlite3 wants them serialised.
         self.lock = threading.Lock()
-        try:
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+        self.file = SQLiteFile(path, "outbox", StoreError)
+        self.db = self.file.connect()
+        with self.file.errors():
             self.db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreError(f"outbox {path}: {exc}") from exc
 
     def _write(self, sql: str, params: list[tuple[object, ...]]) -> None:
-        with self.lock:
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-                self.db.executemany(sql, params)
-                self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise StoreError(f"outbox {self.path}: {exc}") from exc
+        with self.lock, self.file.transaction(self.db) as db:
+            db.executemany(sql, params)
 
     def add(self, deliveries: list[Delivery]) -> None:
         """Keep each delivery once; a later generation (``inbound retry``) starts it over."""
@@ -109,19 +99,16 @@ class Outbox:
         ``due_only=False`` takes the oldest whether due or not: the probe of a failing endpoint.
         """
         now = time.time()
-        try:
-            with self.lock:
-                rows = self.db.execute(
-                    """UPDATE deliveries SET lease_owner = ?, lease_until = ?
+        with self.lock, self.file.errors():
+            rows = self.db.execute(
+                """UPDATE deliveries SET lease_owner = ?, lease_until = ?
                        WHERE rowid IN (
                            SELECT rowid FROM deliveries
                            WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ?
                            ORDER BY queue_id, rowid LIMIT ?)
                        RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at""",
-                    (owner, now + lease_seconds, stream, now if due_only else float("inf"), now, limit),
-                ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"outbox {self.path}: {exc}") from exc
+                (owner, now + lease_seconds, stream, now if due_only else float("inf"), now, limit),
+            ).fetchall()
         rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee
         return [Delivery(*row) for row in rows]
 
@@ -151,11 +138,8 @@ class Outbox:
         self._write("UPDATE deliveries SET lease_until = 0 WHERE delivery_id = ?", [(delivery.delivery_id,)])
 
     def _read(self, sql: str, params: tuple[object, ...]) -> tuple[object, ...]:
-        with self.lock:
-            try:
-                row: tuple[object, ...] = self.db.execute(sql, params).fetchone()
-            except sqlite3.Error as exc:
-                raise StoreError(f"outbox {self.path}: {exc}") from exc
+        with self.lock, self.file.errors():
+            row: tuple[object, ...] = self.db.execute(sql, params).fetchone()
         return row
 
     def waiting(self, stream: str) -> Waiting:

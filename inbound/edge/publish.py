@@ -82,7 +82,7 @@ class Publisher:
         self.thread.join(timeout)
 
     def _run(self) -> None:
-        lock = os.open(self.spool.new.parent / "publish.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        lock = os.open(self.spool.publish_lock, os.O_RDWR | os.O_CREAT, 0o600)
         producer: Producer | None = None
         backoff = 0.2
         try:

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..datadir import DataDir
 from ..envelope import Envelope
 from ..errors import SpoolError
 from ..records import decode_envelope, encode_envelope
@@ -132,10 +133,11 @@ def fsync_dir(path: Path) -> None:
 
 
 class Spool:
-    def __init__(self, root: Path, quarantine: Path) -> None:
-        self.tmp = root / "tmp"
-        self.new = root / "new"
-        self.quarantine_dir = quarantine
+    def __init__(self, data: DataDir) -> None:
+        self.tmp = data.spool_tmp
+        self.new = data.spool_new
+        self.publish_lock = data.publish_lock
+        self.quarantine_dir = data.quarantine
         for directory in (self.tmp, self.new, self.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
 

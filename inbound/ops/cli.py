@@ -65,10 +65,8 @@ def check_config(file: Path | None, config_path: Path | None) -> None:
 @config_option
 def init(config_path: Path | None) -> None:
     """Create the data directory and its identity marker (safe to run again)."""
-    from ..datadir import init_data_dir
-
     settings = settings_from(config_path)
-    created, identity = init_data_dir(settings.storage.data_dir)
+    created, identity = settings.data.init()
     state = "created" if created else "already initialised"
     click.echo(f"{settings.storage.data_dir}: {state} (id {identity})")
 
@@ -119,7 +117,7 @@ def _store(settings: Settings) -> ActivityStore:
     from ..activity import open_store
 
     try:
-        return open_store("sqlite", settings.storage.data_dir)
+        return open_store(settings)
     except InboundError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -306,7 +304,7 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
 
     settings = settings_from(config_path)
     # The activity store lives where the record role runs; elsewhere there is none to read.
-    store = _store(settings) if (settings.storage.data_dir / "activity.db").exists() else None
+    store = _store(settings) if settings.activity.backend != "sqlite" or settings.data.activity.exists() else None
     bus = _open_bus(settings)
     try:
         if watch:
@@ -334,7 +332,7 @@ def recover(config_path: Path | None) -> None:
 
     settings = settings_from(config_path)
     with _bus_and_store(settings, "recovery stopped (run it again to go on)") as (bus, store):
-        report = Recovery(settings.storage.data_dir / "quarantine", spool_for(settings), bus, store).run()
+        report = Recovery(settings.data.quarantine, spool_for(settings), bus, store).run()
     for title, lines in (("saved", report.saved), ("already final", report.skipped), ("NOT saved", report.lost)):
         click.echo(f"{title}: {len(lines)}")
         for line in lines:

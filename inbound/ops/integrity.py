@@ -16,11 +16,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ..datadir import DataDir
 from ..edge.spool import fsync_dir
 
 log = logging.getLogger(__name__)
-
-DATABASES = ("bus.db", "outbox.db", "activity.db")
 
 
 def damage(path: Path) -> str | None:
@@ -55,12 +54,11 @@ def quarantine_database(path: Path, quarantine: Path, reason: str) -> Path:
     return target
 
 
-def check_databases(data_dir: Path) -> list[Path]:
-    """Quarantine every damaged database in *data_dir*; return where they went."""
+def check_databases(data: DataDir) -> list[Path]:
+    """Quarantine every damaged database in *data*; return where they went."""
     moved = []
-    for name in DATABASES:
-        path = data_dir / name
+    for path in data.databases:
         reason = damage(path)
         if reason is not None:
-            moved.append(quarantine_database(path, data_dir / "quarantine", reason))
+            moved.append(quarantine_database(path, data.quarantine, reason))
     return moved

@@ -47,13 +47,13 @@ class Status:
 
 def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) -> Status:
     now = time.time()
-    spool = settings.storage.data_dir / "spool" / "new"
+    spool = settings.data.spool_new
     entries = list(spool.iterdir()) if spool.is_dir() else []
     mtimes = [p.stat().st_mtime for p in entries if p.exists()]
     lag = {f"{group}/{topic}": bus.lag(group, topic) for group, topic in GROUPS}
     pauses = read_pauses(bus)
     streams = []
-    outbox_path = settings.storage.data_dir / "outbox.db"
+    outbox_path = settings.data.outbox
     outbox = Outbox(outbox_path) if outbox_path.exists() else None
     try:
         for stream in settings.streams:

@@ -1,0 +1,84 @@
+"""One way to open and write every SQLite file inbound keeps: the embedded bus, the outbox, the activity store.
+
+Each of them must be durable before the stage that wrote it moves on, and may
+be shared by several processes (roles, the CLI, a rebuild). So every
+connection gets the same settings:
+
+* WAL, so readers run beside the one writer. Switching a *new* file to WAL
+  needs a lock that another process creating the same file at the same moment
+  may hold, and SQLite then reports the old mode instead of waiting: the
+  switch is tried again for a few seconds.
+* ``synchronous=FULL``: a committed transaction has been fsynced.
+* a busy timeout, so a writer waits for another rather than failing.
+
+Every ``sqlite3.Error`` leaves here as the caller's :class:`InboundError`
+subclass (``BusError``, ``StoreError``), naming the file: the stages treat
+those as temporary and try again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import InboundError
+
+BUSY_TIMEOUT_SECONDS = 30.0
+_WAL_TRIES = 50
+_WAL_PAUSE = 0.1
+
+
+class SQLiteFile:
+    """Connections to one file, with its errors raised as *error* prefixed with *name* and the path."""
+
+    def __init__(self, path: Path, name: str, error: type[InboundError]) -> None:
+        self.path = path
+        self.name = name
+        self.error = error
+
+    def fail(self, exc: BaseException) -> InboundError:
+        return self.error(f"{self.name} {self.path}: {exc}")
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Raise any sqlite3 error inside as this file's error."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self.fail(exc) from exc
+
+    def connect(self) -> sqlite3.Connection:
+        """A connection in autocommit mode (transactions are explicit), usable from any one thread at a time."""
+        with self.errors():
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
+            try:
+                self._use_wal(db)
+                db.execute("PRAGMA synchronous = FULL")
+            except BaseException:
+                db.close()
+                raise
+        return db
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        for _ in range(_WAL_TRIES):
+            if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+            time.sleep(_WAL_PAUSE)
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        raise sqlite3.OperationalError(f"cannot use WAL (journal_mode is {mode})")
+
+    @contextlib.contextmanager
+    def transaction(self, db: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """One transaction on *db* (IMMEDIATE: a write; DEFERRED: a consistent read); rolled back on any error."""
+        with self.errors():
+            db.execute(f"BEGIN {mode}")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
