@@ -2,9 +2,10 @@
 
 Roles (``inbound serve --roles``): ``smtp`` (receive + spool), ``publish``
 (spool -> bus; runs beside ``smtp``, on the same data directory), ``process``,
-``deliver`` and ``record``. One process may run all of them (the default) or
-each may run in its own process or host; processes of the same role share the
-work through their consumer group.
+``deliver`` and ``record``. One process may run any of them; by default
+``serve`` runs two processes under a supervisor (:mod:`inbound.supervisor`),
+and each role may also run in its own process or host; processes of the same
+role share the work through their consumer group.
 
 Shutdown (SIGTERM/SIGINT): new SMTP connections get ``421 4.3.2``; messages
 being spooled finish and get their 250; the publisher moves what is spooled to
@@ -18,7 +19,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import httpx
@@ -73,6 +74,16 @@ def disk_guard(settings: Settings) -> str | None:
     return None
 
 
+def preflight(settings: Settings, roles: Sequence[str] = ROLES) -> None:
+    """Refuse a data directory that is missing, unmarked or unwritable; quarantine damaged databases.
+
+    Only where these roles keep state there: with Kafka, a process of the stateless role runs anywhere.
+    """
+    if settings.bus.backend == "embedded" or STATEFUL_ROLES & set(roles):
+        settings.data.check()
+        check_databases(settings.data)
+
+
 class Service:
     def __init__(self, settings: Settings, roles: Sequence[str] = ROLES) -> None:
         self.settings = settings
@@ -82,9 +93,7 @@ class Service:
 
     def build(self) -> None:
         settings = self.settings
-        if settings.bus.backend == "embedded" or STATEFUL_ROLES & set(self.roles):
-            settings.data.check()
-            check_databases(settings.data)
+        preflight(settings, self.roles)
         self.routing = RoutingTable.from_streams(settings.streams)
         self.bus = open_bus(settings)
         self.resources.append(self.bus.close)
@@ -128,13 +137,24 @@ class Service:
                 )
             )
 
-    async def run(self) -> None:
-        """Run until SIGTERM/SIGINT, then shut down in order."""
+    def reload(self) -> None:
+        log.info("SIGHUP: this version reloads nothing; restart to apply a new configuration")
+
+    async def run(
+        self, on_started: Callable[[], None] = lambda: None, released: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Run until SIGTERM/SIGINT, then shut down in order; *on_started* once everything serves.
+
+        *released*, when given, is awaited after the drain and before the SMTP listener closes: a
+        supervised edge keeps answering ``421`` until the whole service has stopped.
+        """
         self.build()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        # HUP asks for a reload of what can change without a restart; it never ends the process.
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         for stage in self.stages:
             stage.start()
         server = None
@@ -148,6 +168,7 @@ class Service:
             server = await loop.create_server(lambda: InboundSMTP(handler, smtp), smtp.host, smtp.port)
             log.info("smtp listening on %s:%d", smtp.host, smtp.port)
         log.info("inbound started: roles=%s bus=%s", ",".join(self.roles), self.settings.bus.backend)
+        on_started()
         await stop.wait()
         log.info("shutting down: draining")
         if handler is not None:
@@ -157,6 +178,8 @@ class Service:
                 await asyncio.sleep(0.05)
         for stage in self.stages:
             await asyncio.to_thread(stage.stop)
+        if server is not None and released is not None:
+            await released()
         if server is not None:
             server.close()
         for close in self.resources:

@@ -197,16 +197,18 @@ class InboundProcess:
         self.log_path = log or config.parent / f"serve-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait_smtp: bool = True) -> InboundProcess:
+    def command(self) -> list[str]:
         args = [*INBOUND, "serve", "--config", str(self.config)]
-        if self.roles:
-            args += ["--roles", self.roles]
+        return [*args, "--roles", self.roles] if self.roles else args
+
+    def start(self, wait_smtp: bool = True) -> InboundProcess:
         self.log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(self.command(), stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT)
         if wait_smtp and (self.roles is None or "smtp" in self.roles):
             wait_for(self._smtp_ready, 60, f"SMTP on {self.config} (log: {self.log_path})")
-        else:
-            wait_for(lambda: b"inbound started" in self.log_path.read_bytes() or self._exited(), 60, "start")
+        # A supervisor says so once every child has started; a single process once it serves.
+        started = b"inbound started: edge" if self.roles is None else b"inbound started"
+        wait_for(lambda: started in self.log_path.read_bytes() or self._exited(), 60, f"start (log: {self.log_path})")
         return self
 
     def _exited(self) -> bool:
@@ -225,6 +227,10 @@ class InboundProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def seen_by_every_process(self, text: str) -> bool:
+        """Whether every process of this service logged *text*: the supervisor's two children, or the one."""
+        return self.log().count(text) >= (1 if self.roles else 2)
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -12,6 +12,7 @@ import hmac
 import json
 import signal
 import smtplib
+import time
 from email.message import EmailMessage
 
 from jsonschema import Draft202012Validator
@@ -168,6 +169,30 @@ def test_endpoint_down_through_the_schedule_fails(pipeline: Pipeline) -> None:
     pipeline.wait_status(f"{queue_id}-support", "delivered")
     ids = {h.headers["webhook-id"] for h in pipeline.receiver.on("/hook")}
     assert ids == {f"{queue_id}-support"}
+
+
+def test_replay_sends_a_window_again_with_the_same_webhook_ids(pipeline: Pipeline) -> None:
+    config = pipeline.configure()
+    pipeline.start()
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    queue_ids = [send(config, "a@sender.test", ["x@in.test"], simple_message(f"n{n}")) for n in range(3)]
+    for queue_id in queue_ids:
+        pipeline.wait_status(f"{queue_id}-support", "delivered")
+    result = run_cli("replay", "--stream", "support", "--since", since, config=config)
+    assert "3 message(s) of support queued for delivery again" in result.stdout
+    wait_for(lambda: len(pipeline.receiver.on("/hook")) == 6, 60, "every message a second time")
+    ids = [h.headers["webhook-id"] for h in pipeline.receiver.on("/hook")]
+    assert sorted(ids) == sorted(f"{q}-support" for q in queue_ids * 2)
+
+    def delivered_again(queue_id: str) -> bool:
+        shown = json.loads(run_cli("activity", "show", f"{queue_id}-support", "--json", config=config).stdout)
+        return bool(shown["status"] == "delivered" and [a["generation"] for a in shown["attempts"]] == [0, 1])
+
+    for queue_id in queue_ids:
+        wait_for(lambda q=queue_id: delivered_again(q), 60, f"{queue_id} delivered again, as generation 1")
+    unknown = run_cli("replay", "--stream", "nope", "--since", since, config=config, check=False)
+    assert unknown.returncode == 2
+    assert "no stream named 'nope'" in unknown.stderr
 
 
 def test_connection_refused_is_retried_then_failed(pipeline: Pipeline) -> None:

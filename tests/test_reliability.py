@@ -35,7 +35,7 @@ def status_json(config: Path) -> Any:
 
 
 def seen_by_service(pipeline: Pipeline, text: str) -> bool:
-    return all(text in p.log() for p in pipeline.processes if p.proc and p.proc.poll() is None)
+    return all(p.seen_by_every_process(text) for p in pipeline.processes if p.proc and p.proc.poll() is None)
 
 
 @pytest.fixture

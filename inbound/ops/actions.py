@@ -30,34 +30,71 @@ def find(store: ActivityStore, delivery_id: str) -> ActivityRecord:
 
 
 def retry(bus: Bus, store: ActivityStore, delivery_id: str, *, requested_by: str = "cli") -> int:
-    """Send a Failed message again as the next generation (same webhook-id); return that generation.
-
-    The ``retry_requested`` event and the ``messages`` record go out in one flush: the
-    activity log shows the request as soon as the deliverer can act on it.
-    """
+    """Send a Failed message again as the next generation (same webhook-id); return that generation."""
     record = find(store, delivery_id)
     if record.status is not Status.FAILED:
         raise ActionRefused(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
-    if record.payload is None or record.payload_type is None:
-        raise ActionRefused(f"{delivery_id} failed before it was parsed; there is no payload to send")
-    generation = record.generation + 1
-    event = Event(
-        EventType.RETRY_REQUESTED,
-        delivery_id,
-        record.queue_id,
-        record.stream,
-        now_rfc3339(),
-        generation,
-        reason=f"requested by {requested_by}",
-    )
-    message = MessageRecord(delivery_id, record.stream, generation, record.payload_type, record.payload)
+    return resend(bus, [record], requested_by=f"retry requested by {requested_by}")[0]
+
+
+REPLAYABLE = {"failed": (Status.FAILED,), "delivered": (Status.DELIVERED,), "all": (Status.FAILED, Status.DELIVERED)}
+
+
+def replay_window(
+    store: ActivityStore, stream: str, since: str, until: str | None = None, status: str = "all"
+) -> list[ActivityRecord]:
+    """The final messages of *stream* received in [since, until) with a payload to send, oldest first.
+
+    Times are RFC 3339 UTC as the store keeps them, so they compare as text.
+    """
+    chosen = [
+        record
+        for wanted in REPLAYABLE[status]
+        for record in store.list(status=wanted, stream=stream, limit=10_000_000)
+        if record.received_at is not None
+        and since <= record.received_at
+        and (until is None or record.received_at < until)
+    ]
+    return sorted(chosen, key=lambda r: (r.received_at or "", r.delivery_id))
+
+
+def replay(bus: Bus, store: ActivityStore, records: list[ActivityRecord], *, requested_by: str = "cli") -> list[int]:
+    """Send *records* (from :func:`replay_window`) again, each with its own webhook-id; their generations."""
+    full = [find(store, record.delivery_id) for record in records]  # list() leaves payloads out
+    return resend(bus, full, requested_by=f"replay requested by {requested_by}")
+
+
+def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str) -> list[int]:
+    """Queue each record's stored payload again as its next generation, in one flush.
+
+    The ``retry_requested`` events and the ``messages`` records go out together, so the
+    activity log shows each request as soon as the deliverer can act on it.
+    """
+    missing = [r.delivery_id for r in records if r.payload is None or r.payload_type is None]
+    if missing:
+        raise ActionRefused(f"{', '.join(missing)}: failed before it was parsed; there is no payload to send")
+    at = now_rfc3339()
     producer = bus.producer()
     try:
-        key, value = event_record(event)
-        producer.send(EVENTS, value, key=key)
-        key, value, headers = message_record(message)
-        producer.send(MESSAGES, value, key=key, headers=headers)
+        for record in records:
+            assert record.payload is not None
+            assert record.payload_type is not None
+            generation = record.generation + 1
+            event = Event(
+                EventType.RETRY_REQUESTED,
+                record.delivery_id,
+                record.queue_id,
+                record.stream,
+                at,
+                generation,
+                reason=requested_by,
+            )
+            key, value = event_record(event)
+            producer.send(EVENTS, value, key=key)
+            message = MessageRecord(record.delivery_id, record.stream, generation, record.payload_type, record.payload)
+            key, value, headers = message_record(message)
+            producer.send(MESSAGES, value, key=key, headers=headers)
         producer.flush()
     finally:
         producer.close()
-    return generation
+    return [record.generation + 1 for record in records]

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +23,18 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import log as logsetup
+from ..clock import rfc3339
 from ..config import Settings, default_config_path, load_settings, split_host_port
 from ..errors import ConfigError, InboundError
 from ..events import Status
 from ..records import JSON
+from .actions import REPLAYABLE
 
 if TYPE_CHECKING:
     from ..activity import ActivityRecord, ActivityStore
     from ..bus import Bus
+
+REPLAY_BATCH = 100  # messages per flush while replaying: the progress bar moves, the bus gets batches
 
 config_option = click.option(
     "--config",
@@ -73,24 +79,54 @@ def init(config_path: Path | None) -> None:
 
 @main.command()
 @config_option
-@click.option("--roles", default="smtp,publish,process,deliver,record", show_default=True, help="Stages to run here.")
+@click.option(
+    "--roles",
+    default=None,
+    help="Run only these stages, in this one process (comma-separated: smtp, publish, process, deliver, record)."
+    " Default: a supervisor with an edge process (smtp,publish) and a pipeline process (the rest).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
-def serve(config_path: Path | None, roles: str, log_level: str) -> None:
+@click.option("--ready-fd", type=int, default=None, hidden=True, help="Write one byte here once started.")
+@click.option("--release-fd", type=int, default=None, hidden=True, help="After draining, wait for EOF here.")
+def serve(
+    config_path: Path | None, roles: str | None, log_level: str, ready_fd: int | None, release_fd: int | None
+) -> None:
     """Run the service until SIGTERM or SIGINT."""
-    from ..service import Service, parse_roles
+    from ..service import Service, parse_roles, preflight
+    from ..supervisor import Supervisor
 
     settings = settings_from(config_path)
     try:
-        chosen = parse_roles(roles)
+        chosen = parse_roles(roles) if roles is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--roles") from None
     logsetup.configure(log_level)
     try:
-        asyncio.run(Service(settings, chosen).run())
+        if chosen is None:
+            preflight(settings)
+            sys.exit(Supervisor(settings.path, log_level).run())
+        released = (lambda: _until_closed(release_fd)) if release_fd is not None else None
+        asyncio.run(Service(settings, chosen).run(on_started=lambda: _say_ready(ready_fd), released=released))
     except InboundError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
+
+
+def _say_ready(fd: int | None) -> None:
+    """Tell the supervisor that started this process that it is serving."""
+    if fd is not None:
+        os.write(fd, b"1")
+        os.close(fd)
+
+
+async def _until_closed(fd: int) -> None:
+    """Return once the supervisor closes its end of *fd* (it has stopped everything else, or died)."""
+    closed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, closed.set)
+    await closed.wait()
+    loop.remove_reader(fd)
 
 
 @main.command()
@@ -249,6 +285,55 @@ def retry(config_path: Path | None, delivery_id: str) -> None:
     click.echo(f"{delivery_id}: queued for delivery again (generation {generation})")
 
 
+def _utc_time(value: str | None) -> str | None:
+    """An ISO 8601 time (a zone is required) as the activity store keeps times: RFC 3339, UTC, milliseconds."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no time zone (add Z or +01:00)")
+    return rfc3339(moment.timestamp())
+
+
+@main.command()
+@config_option
+@click.option("--stream", required=True, help="The stream whose messages to send again.")
+@click.option("--since", required=True, help="From this time (ISO 8601 with a zone), by when they were received.")
+@click.option("--until", default=None, help="Up to (not including) this time.")
+@click.option("--status", type=click.Choice(sorted(REPLAYABLE)), default="all", show_default=True)
+def replay(config_path: Path | None, stream: str, since: str, until: str | None, status: str) -> None:
+    """Send a time window of a stream's messages again, each with its own webhook-id."""
+    from rich.progress import Progress
+
+    from .actions import replay as replay_records
+    from .actions import replay_window
+
+    settings = settings_from(config_path)
+    _check_stream(settings, stream)
+    start, end = _utc_time(since), _utc_time(until)
+    assert start is not None
+    with _bus_and_store(settings, "replay stopped (run it again: a message sent twice keeps its webhook-id)") as (
+        bus,
+        store,
+    ):
+        window = replay_window(store, stream, start, end, status)
+        with Progress() as progress:
+            task = progress.add_task(f"replaying {stream}", total=len(window))
+            for first in range(0, len(window), REPLAY_BATCH):
+                batch = window[first : first + REPLAY_BATCH]
+                replay_records(bus, store, batch)
+                progress.advance(task, len(batch))
+    click.echo(f"{len(window)} message(s) of {stream} queued for delivery again")
+
+
+def _check_stream(settings: Settings, stream: str | None) -> None:
+    if stream is not None and stream not in {s.name for s in settings.streams}:
+        raise click.BadParameter(f"no stream named {stream!r} in {settings.path}", param_hint="--stream")
+
+
 def _open_bus(settings: Settings) -> Bus:
     from ..bus import TOPICS, open_bus
 
@@ -264,8 +349,7 @@ def _set_paused(config_path: Path | None, stream: str | None, paused: bool) -> N
     from ..control import set_paused
 
     settings = settings_from(config_path)
-    if stream is not None and stream not in {s.name for s in settings.streams}:
-        raise click.BadParameter(f"no stream named {stream!r} in {settings.path}", param_hint="--stream")
+    _check_stream(settings, stream)
     bus = _open_bus(settings)
     try:
         set_paused(bus, stream, paused)

@@ -1,0 +1,192 @@
+"""``inbound serve``'s default process model: a supervisor and its children.
+
+The SMTP edge must answer every client promptly and must never die of a
+message; parsing is CPU-bound Python, holds the GIL and is fed by strangers.
+So the edge and the pipeline run in separate processes, each an ordinary
+``inbound serve --roles ...`` (see :mod:`inbound.service`)::
+
+    inbound serve                      supervisor: starts, watches, signals
+    ├── edge      --roles smtp,publish
+    └── pipeline  --roles process,deliver,record
+
+They share nothing in memory, only the data directory and the bus, which
+every role already shares safely between processes (spool files named by
+queue id and one publisher under a lock; consumer groups with leases; outbox
+rows leased per attempt; the activity store written in transactions).
+
+* **Start**: the data directory is checked here first, so a refusal (missing,
+  unmarked, read-only) is one clear error before anything runs. Each child
+  says it has started through a pipe; one that exits before that is a
+  start-up failure: the others are stopped and ``serve`` exits with its status.
+* **Signals**: TERM and INT drain in order -- the edge first (``421`` to new
+  clients, the DATA in hand finished, the spool published), then the
+  pipeline (batches committed, attempts under way recorded) -- and ``serve``
+  exits 0. HUP is passed to every child.
+* **A child that dies** is started again after a back-off (1 s, doubling up to
+  30 s; back to 1 s once a child has run for a minute), logged at ERROR. The
+  supervisor never gives up: mail must go on.
+* **The supervisor dying** (SIGKILL included) takes its children with it
+  (``PR_SET_PDEATHSIG``), so a killed service is gone as a whole, as an
+  operator -- and the crash tests -- expect.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: The children ``serve`` runs by default, in start order; stopped in the same order.
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("edge", ("smtp", "publish")),
+    ("pipeline", ("process", "deliver", "record")),
+)
+BACKOFF_START, BACKOFF_MAX = 1.0, 30.0
+STABLE_AFTER = 60.0  # a child up this long is healthy again: its next restart waits BACKOFF_START
+STOP_TIMEOUT = 120.0  # per child, after TERM; then KILL
+_PR_SET_PDEATHSIG = 1
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+
+
+@dataclass
+class Child:
+    name: str
+    roles: tuple[str, ...]
+    process: subprocess.Popen[bytes] | None = None
+    ready_fd: int | None = None  # read end of the pipe the child writes to once started
+    release_fd: int | None = None  # write end of the pipe whose closing lets a drained child exit
+    started_at: float = 0.0
+    backoff: float = BACKOFF_START
+    restart_at: float | None = None  # when a dead child is due to start again
+    ever_ready: bool = False
+    exits: list[int] = field(default_factory=list)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the supervisor dies; take the default signal mask back."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+class Supervisor:
+    def __init__(self, config: Path, log_level: str, groups: Sequence[tuple[str, tuple[str, ...]]] = GROUPS) -> None:
+        self.config = config
+        self.log_level = log_level
+        self.children = [Child(name, roles) for name, roles in groups]
+
+    def run(self) -> int:
+        """Start the children and watch them until TERM/INT; the exit status for ``serve``."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        for child in self.children:
+            self._start(child)
+            status = self._wait_ready(child)
+            if status is not None:
+                log.error("%s (%s) failed to start (exit status %d)", child.name, ",".join(child.roles), status)
+                self._stop_all()
+                return status or 1
+        log.info("inbound started: %s", ", ".join(f"{c.name} pid {self._pid(c)}" for c in self.children))
+        while True:
+            received = signal.sigtimedwait(_SIGNALS, self._next_wakeup())
+            if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
+                log.info("shutting down: stopping %s", ", ".join(c.name for c in self.children))
+                return self._stop_all()
+            if received is not None and received.si_signo == signal.SIGHUP:
+                self._signal_all(signal.SIGHUP)
+            self._reap_and_restart()
+
+    def _pid(self, child: Child) -> int:
+        return child.process.pid if child.process is not None else 0
+
+    def _start(self, child: Child) -> None:
+        ready_r, ready_w = os.pipe()
+        release_r, release_w = os.pipe()
+        args = [sys.executable, "-m", "inbound", "serve", "--config", str(self.config), "--log-level", self.log_level]
+        args += ["--roles", ",".join(child.roles), "--ready-fd", str(ready_w), "--release-fd", str(release_r)]
+        # preexec_fn is safe here: the supervisor runs a single thread.
+        child.process = subprocess.Popen(args, pass_fds=(ready_w, release_r), preexec_fn=_die_with_parent)  # noqa: PLW1509
+        os.close(ready_w)
+        os.close(release_r)
+        self._release(child)
+        child.ready_fd, child.release_fd = ready_r, release_w
+        child.started_at, child.restart_at = time.monotonic(), None
+
+    def _release(self, child: Child) -> None:
+        if child.release_fd is not None:
+            os.close(child.release_fd)
+            child.release_fd = None
+
+    def _wait_ready(self, child: Child) -> int | None:
+        """None once *child* says it started; its exit status if it exited first."""
+        assert child.process is not None
+        assert child.ready_fd is not None
+        said = os.read(child.ready_fd, 1)  # returns b"" when the child exits without writing
+        os.close(child.ready_fd)
+        child.ready_fd = None
+        if said:
+            child.ever_ready = True
+            return None
+        return child.process.wait()
+
+    def _next_wakeup(self) -> float:
+        due = [c.restart_at for c in self.children if c.restart_at is not None]
+        return max(0.0, min(due) - time.monotonic()) if due else 60.0
+
+    def _reap_and_restart(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is not None and (status := child.process.poll()) is not None:
+                child.exits.append(status)
+                child.process = None
+                if now - child.started_at > STABLE_AFTER:
+                    child.backoff = BACKOFF_START
+                child.restart_at = now + child.backoff
+                log.error(
+                    "%s (%s) exited with status %d; starting it again in %.0fs",
+                    child.name,
+                    ",".join(child.roles),
+                    status,
+                    child.backoff,
+                )
+                child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+            if child.process is None and child.restart_at is not None and child.restart_at <= now:
+                self._start(child)
+                if self._wait_ready(child) is None:
+                    log.info("%s started again, pid %d", child.name, self._pid(child))
+
+    def _signal_all(self, signum: int) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signum)
+
+    def _stop_all(self) -> int:
+        """Drain every child at once; 0 when every one stopped cleanly.
+
+        Each is released in reverse start order: the edge keeps answering ``421`` to new
+        clients until the pipeline behind it has finished what it had in hand.
+        """
+        self._signal_all(signal.SIGTERM)
+        worst = 0
+        for child in reversed(self.children):
+            self._release(child)
+            process = child.process
+            if process is None:
+                continue
+            try:
+                status = process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.error("%s did not stop within %.0fs: killed", child.name, STOP_TIMEOUT)
+                process.kill()
+                status = process.wait()
+            worst = worst or status
+        log.info("inbound stopped")
+        return worst

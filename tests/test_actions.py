@@ -1,0 +1,107 @@
+"""Operator actions (retry, replay) on a real embedded bus and a real SQLite activity store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inbound.activity import ActivityStore, SQLiteActivityStore
+from inbound.activity.record import Recorder
+from inbound.bus import Bus
+from inbound.bus.embedded import EmbeddedBus
+from inbound.events import Event, EventType, Status, Summary
+from inbound.ops.actions import ActionRefused, replay, replay_window, retry
+from inbound.records import JSON, decode_event, decode_message
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[Bus]:
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    bus.ensure_topics(["messages", "events"])
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ActivityStore]:
+    store = SQLiteActivityStore(tmp_path / "activity.db")
+    yield store
+    store.close()
+
+
+def qid(n: int) -> str:
+    return f"01JD{n:022d}"
+
+
+def at(minute: int) -> str:
+    return f"2026-11-23T09:{minute:02d}:00.000Z"
+
+
+def finished(store: ActivityStore, n: int, status: EventType, minute: int, *, stream: str = "support") -> str:
+    """A message received at 09:<minute> that ended with *status*; its delivery id."""
+    did = f"{qid(n)}-{stream}"
+    summary = Summary(at(minute), "alice@sender.test", ("help@in.test",), f"message {n}", 100, 0)
+    body = f'{{"n":{n}}}'.encode()
+    store.apply(
+        [
+            Event(EventType.PROCESSED, did, qid(n), stream, at(minute), summary=summary),
+            Event(EventType.PROCESSED, did, qid(n), stream, at(minute), payload=body, payload_type=JSON),
+            Event(status, did, qid(n), stream, at(minute), reason="HTTP 403" if status is EventType.FAILED else None),
+        ]
+    )
+    return did
+
+
+def test_retry_sends_the_stored_payload_as_the_next_generation(bus: Bus, store: ActivityStore) -> None:
+    did = finished(store, 1, EventType.FAILED, 0)
+    assert retry(bus, store, did, requested_by="ops@example.test") == 1
+    (message,) = [decode_message(r) for r in bus.read_all("messages")]
+    assert (message.delivery_id, message.generation, message.content_type, message.body) == (did, 1, JSON, b'{"n":1}')
+    (event,) = [decode_event(r.value) for r in bus.read_all("events")]
+    assert (event.type, event.generation, event.reason) == (
+        EventType.RETRY_REQUESTED,
+        1,
+        "retry requested by ops@example.test",
+    )
+
+
+def test_retry_refuses_what_it_cannot_do(bus: Bus, store: ActivityStore) -> None:
+    delivered = finished(store, 1, EventType.DELIVERED, 0)
+    with pytest.raises(ActionRefused, match="is delivered; only failed messages can be retried"):
+        retry(bus, store, delivered)
+    with pytest.raises(ActionRefused, match="no message with id 'nope'"):
+        retry(bus, store, "nope")
+    assert list(bus.read_all("messages")) == []
+
+
+def test_replay_sends_a_window_again_and_the_activity_log_shows_it(bus: Bus, store: ActivityStore) -> None:
+    before = finished(store, 1, EventType.DELIVERED, 0)
+    first = finished(store, 2, EventType.DELIVERED, 10)
+    failed = finished(store, 3, EventType.FAILED, 20)
+    finished(store, 4, EventType.DELIVERED, 30, stream="sales")  # another stream
+    after = finished(store, 5, EventType.DELIVERED, 40)
+    window = replay_window(store, "support", at(5), at(40))
+    assert [r.delivery_id for r in window] == [first, failed]
+    assert [r.delivery_id for r in replay_window(store, "support", at(5), at(40), "delivered")] == [first]
+    assert [r.delivery_id for r in replay_window(store, "support", at(0))] == [before, first, failed, after]
+
+    assert replay(bus, store, window) == [1, 1]
+    messages = [decode_message(r) for r in bus.read_all("messages")]
+    assert [(m.delivery_id, m.generation, m.body) for m in messages] == [
+        (first, 1, b'{"n":2}'),
+        (failed, 1, b'{"n":3}'),
+    ]
+    recorder = Recorder(store)
+    recorder.handle(list(bus.read_all("events")))
+    shown = [shown_as(store, did) for did in (first, failed)]
+    assert shown == [(Status.QUEUED, 1, "replay requested by cli")] * 2
+    recorder.handle(list(bus.read_all("messages")))
+    assert [shown_as(store, did)[:2] for did in (first, failed)] == [(Status.PROCESSED, 1)] * 2
+
+
+def shown_as(store: ActivityStore, delivery_id: str) -> tuple[Status, int, str | None]:
+    record = store.get(delivery_id)
+    assert record is not None
+    return record.status, record.generation, record.reason

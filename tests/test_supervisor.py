@@ -1,0 +1,127 @@
+"""``inbound serve``'s default process model: a supervisor with an edge and a pipeline process.
+
+Real processes, real signals: a child killed with SIGKILL is started again and
+the mail keeps flowing; the supervisor killed with SIGKILL takes its children
+with it; HUP ends nothing; a child that cannot start stops ``serve`` with an
+error instead of a restart loop.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .harness import (
+    InboundProcess,
+    WebhookReceiver,
+    run_cli,
+    send,
+    simple_message,
+    smtp_port_of,
+    statuses,
+    stream_toml,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver().start()
+    yield hook
+    hook.stop()
+
+
+@pytest.fixture
+def config(tmp_path: Path, receiver: WebhookReceiver) -> Path:
+    path = write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], receiver.url("/hook")))
+    run_cli("init", config=path)
+    return path
+
+
+def children(service: InboundProcess) -> dict[str, psutil.Process]:
+    """The supervisor's children by role group ("edge", "pipeline")."""
+    assert service.proc is not None
+    found = {}
+    for child in psutil.Process(service.proc.pid).children():
+        roles = child.cmdline()[child.cmdline().index("--roles") + 1]
+        found["edge" if "smtp" in roles else "pipeline"] = child
+    return found
+
+
+def delivered(config: Path, queue_id: str) -> bool:
+    return statuses(config).get(f"{queue_id}-support") == "delivered"
+
+
+def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: WebhookReceiver) -> None:
+    service = InboundProcess(config).start()
+    try:
+        procs = wait_for(lambda: len(children(service)) == 2 and children(service), 30, "two children")
+        assert procs["edge"].pid != procs["pipeline"].pid
+        queue_id = send(config, "alice@sender.test", ["help@in.test"], simple_message())
+        wait_for(lambda: delivered(config, queue_id), 60, "the message to be delivered")
+        assert len(receiver.on("/hook")) == 1
+    finally:
+        service.stop()
+
+
+def test_a_killed_child_is_started_again_and_mail_goes_on(config: Path, receiver: WebhookReceiver) -> None:
+    service = InboundProcess(config).start()
+    try:
+        first = wait_for(lambda: children(service).get("pipeline"), 30, "the pipeline process")
+        first.kill()
+        queue_id = send(config, "alice@sender.test", ["help@in.test"], simple_message("while down"))
+        again = wait_for(lambda: (c := children(service).get("pipeline")) and c.pid != first.pid and c, 30, "restart")
+        assert again.is_running()
+        wait_for(lambda: delivered(config, queue_id), 60, "the message accepted meanwhile to be delivered")
+        assert "pipeline (process,deliver,record) exited with status -9; starting it again" in service.log()
+    finally:
+        service.stop()
+
+
+def test_hup_ends_nothing_and_term_stops_everything_cleanly(config: Path) -> None:
+    service = InboundProcess(config).start()
+    try:
+        procs = wait_for(lambda: len(children(service)) == 2 and children(service), 30, "two children")
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: service.log().count("SIGHUP") == 2, 30, "both children to take the HUP")
+        assert all(p.is_running() for p in procs.values())
+        assert service.terminate() == 0
+        assert not any(p.is_running() for p in procs.values())
+    finally:
+        service.stop()
+
+
+def test_killing_the_supervisor_takes_its_children(config: Path) -> None:
+    service = InboundProcess(config).start()
+    try:
+        procs = wait_for(lambda: len(children(service)) == 2 and children(service), 30, "two children")
+        service.kill()
+        for process in procs.values():
+            process.wait(30)  # raises psutil.TimeoutExpired if it outlives its parent
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", smtp_port_of(config))) != 0
+    finally:
+        service.stop()
+
+
+def test_a_child_that_cannot_start_stops_serve_with_its_error(config: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", smtp_port_of(config)))
+        taken.listen()
+        result = subprocess.run(
+            InboundProcess(config).command(), capture_output=True, text=True, timeout=120, check=False
+        )
+    assert result.returncode != 0
+    assert "address already in use" in result.stderr.lower()
+    assert "edge (smtp,publish) failed to start" in result.stderr
+    assert "starting it again" not in result.stderr
