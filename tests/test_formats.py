@@ -369,3 +369,27 @@ def test_format_keys_are_read(tmp_path: Path) -> None:
 def test_raw_email_parses_back_to_the_message() -> None:
     payload = json.loads(rendered("postmark", include_raw=True).body)
     assert message_from_bytes(payload["RawEmail"].encode())["Message-ID"] == "<m1@example.org>"
+
+
+def test_raw_message_from_the_bus_and_past_retention(tmp_path: Path) -> None:
+    from inbound.bus.embedded import EmbeddedBus
+    from inbound.ids import new_queue_id, queue_id_time
+    from inbound.ops.rawmessage import RawMessageNotFound, raw_message
+    from inbound.records import RECEIVED, encode_received
+
+    queue_id = new_queue_id()
+    assert abs((queue_id_time(queue_id) or 0) - datetime.now(UTC).timestamp()) < 60
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    try:
+        bus.ensure_topics([RECEIVED])
+        producer = bus.producer()
+        producer.send(RECEIVED, encode_received(ENVELOPE, MESSAGE), key=queue_id.encode())
+        producer.flush()
+        assert raw_message(bus, None, f"{queue_id}-support") == MESSAGE
+        assert raw_message(bus, 3600, queue_id) == MESSAGE
+        with pytest.raises(RawMessageNotFound, match=f"{QUEUE_ID} was received at 2024-.*past bus.retention \\(60m\\)"):
+            raw_message(bus, 3600, QUEUE_ID)
+        with pytest.raises(RawMessageNotFound, match="no message with queue id"):
+            raw_message(bus, None, QUEUE_ID)
+    finally:
+        bus.close()
