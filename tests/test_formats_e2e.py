@@ -11,11 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
 
 from .anymail_check import MAILGUN_KEY, anymail_message
 from .fixtures import Pipeline
 from .harness import INBOUND, ROOT, SECRET, run_cli, send, wait_for
-from .test_formats import MESSAGE, PDF, PNG
+from .test_formats import MESSAGE, PDF, PNG, rendered
 
 STREAMS = {  # stream name -> (payload_format, extra keys)
     "plain": ("inbound", "include_raw = true"),
@@ -27,17 +32,22 @@ STREAMS = {  # stream name -> (payload_format, extra keys)
 
 
 def streams_toml(pipeline: Pipeline) -> str:
+    return streams_toml_for(STREAMS, pipeline.receiver.url(""))
+
+
+def streams_toml_for(streams: dict[str, tuple[str, str]], base_url: str) -> str:
+    """A [[streams]] table per stream: name@in.test posts to base_url + /name."""
     return "".join(
         f"""
 [[streams]]
 name = "{name}"
 addresses = ["{name}@in.test"]
-webhook_url = "{pipeline.receiver.url("/" + name)}"
+webhook_url = "{base_url.rstrip("/")}/{name}"
 signing_secret = "{SECRET}"
 payload_format = "{payload_format}"
 {extra}
 """
-        for name, (payload_format, extra) in STREAMS.items()
+        for name, (payload_format, extra) in streams.items()
     )
 
 
@@ -89,3 +99,30 @@ def test_every_format_reaches_the_receiver_as_its_provider_sends_it(pipeline: Pi
     shown = json.loads(run_cli("activity", "show", f"{queue_id}-mg", "--json", config=config).stdout)
     assert shown["payload"]["subject"] == "Résumé attached"
     assert shown["payload"]["attachment-2"] == f"<file 'résumé.pdf', application/pdf, {len(PDF)} bytes>"
+
+
+@pytest.mark.e2e
+def test_devhook_verifies_and_describes_a_form_data_post(tmp_path: Path) -> None:
+    from inbound.config import load_settings
+    from inbound.delivery.signing import signed_headers
+    from inbound.ops.devhook import make_server
+
+    config = tmp_path / "inbound.toml"
+    config.write_text(
+        "[webhooks]\nallow_private = true\n" + streams_toml_for({"mg": STREAMS["mg"]}, "http://127.0.0.1:1/")
+    )
+    printed: list[str] = []
+    server = make_server(load_settings(config, {}), "127.0.0.1", 0, printed.append)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        form = rendered("mailgun")
+        headers = signed_headers(SECRET, "01JD0000000000000000000001-mg", form.body, form.content_type)
+        url = f"http://127.0.0.1:{server.server_port}/"
+        assert httpx.post(url, content=form.body, headers=headers).status_code == 200
+        assert httpx.post(url, content=form.body + b"x", headers=headers).status_code == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "signature OK" in printed[0]
+    assert f"content-type: {form.content_type}, {len(form.body)} bytes" in printed[0]
+    assert "signature INVALID" in printed[1]
