@@ -393,3 +393,13 @@ def test_raw_message_from_the_bus_and_past_retention(tmp_path: Path) -> None:
             raw_message(bus, None, QUEUE_ID)
     finally:
         bus.close()
+
+
+def test_mailgun_without_attachments_is_urlencoded_as_mailgun_sends_it() -> None:
+    raw = b"From: A <a@example.org>\r\nTo: help@in.test\r\nSubject: caf\xc3\xa9\r\n\r\nHello & bye=1\r\n"
+    result = rendered("mailgun", raw, include_raw=True)
+    assert result.content_type == "application/x-www-form-urlencoded"
+    message = anymail_message("mailgun", result.content_type, result.body)  # body-mime: parsed from the raw message
+    assert (message.subject, message.text) == ("café", "Hello & bye=1\n")
+    message = message_of_anymail("mailgun", raw)  # the parsed fields
+    assert (message.subject, message.text, message.attachments) == ("café", "Hello & bye=1\n", [])

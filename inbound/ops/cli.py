@@ -194,6 +194,10 @@ def _readable_payload(record: ActivityRecord) -> Any:
     content_type = record.payload_type or ""
     if content_type.startswith("multipart/form-data"):
         return _form_fields(content_type, record.payload)
+    if content_type == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(record.payload.decode("ascii", "replace"), keep_blank_values=True))
     return record.payload.decode("utf-8", "replace")
 
 

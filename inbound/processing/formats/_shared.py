@@ -20,6 +20,7 @@ from ...config import StreamSettings
 from ...envelope import Envelope, Recipient
 from ..parse import Address, ParsedMessage
 
+FORM_URLENCODED = "application/x-www-form-urlencoded"
 # (field name, text) or (field name, (file name, content, content type)), in the order they are sent.
 FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
 

@@ -1,4 +1,7 @@
-"""The ``mailgun`` format: the POST of a Mailgun route's ``forward()`` action, ``multipart/form-data``.
+"""The ``mailgun`` format: the POST of a Mailgun route's ``forward()`` action.
+
+As Mailgun does, the body is ``multipart/form-data`` when the message has an
+attachment and ``application/x-www-form-urlencoded`` when it has none.
 
 Reference: https://documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/
 and the inbound handler of django-anymail (``anymail/webhooks/mailgun.py``),
@@ -25,9 +28,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from urllib.parse import urlencode
 
 from ..payload import stripped_reply
-from ._shared import FormField, Rendered, Source, address_line, form_data, signature_block
+from ._shared import FORM_URLENCODED, FormField, Rendered, Source, address_line, form_data, signature_block
 
 
 def render(source: Source) -> Rendered:
@@ -61,6 +65,8 @@ def render(source: Source) -> Rendered:
     ]
     if source.stream.include_raw:
         fields.append(("body-mime", source.raw))
+    if not parsed.attachments:
+        return Rendered(FORM_URLENCODED, urlencode(fields).encode("ascii"))
     fields += [
         (file, (a.filename or file, a.content, a.content_type))
         for file, a in zip(files, parsed.attachments, strict=True)
