@@ -92,7 +92,7 @@ def form_data(delivery_id: str, fields: Sequence[FormField]) -> Rendered:
         boundary = hashlib.sha256(f"{delivery_id}/{n}".encode()).hexdigest()[:40]
         if not any(boundary.encode() in content for content in contents):
             break
-    else:  # 1000 hashes of the delivery id inside one message: a deliberate collision, and still not ours to drop
+    else:  # 1000 derived boundaries all in the message: a deliberate collision; Failed beats a body read wrongly
         raise ValueError("no multipart boundary that the message does not contain")
     body, content_type = encode_multipart_formdata(list(fields), boundary=boundary)
     return Rendered(content_type, body)
