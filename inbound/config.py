@@ -34,6 +34,8 @@ DEFAULT_CONFIG = "inbound.toml"
 MAX_MESSAGE_SIZE = 30 * 1024 * 1024
 STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 ACTIVITY_BACKENDS = ("sqlite",)  # inbound.activity opens each; a test checks the two lists agree
+# The webhook body formats a stream can ask for (inbound/processing/formats/ has one module each).
+PAYLOAD_FORMATS = ("inbound", "postmark", "mailgun", "sendgrid")
 DEFAULT_RETRY_SCHEDULE = ("1m", "5m", "10m", "10m", "10m", "15m", "30m", "1h", "2h", "6h")
 
 T = TypeVar("T")
@@ -85,6 +87,10 @@ class StreamSettings:
     webhook_url: str
     signing_secret: str
     block_senders: tuple[str, ...] = ()
+    payload_format: str = "inbound"  # one of PAYLOAD_FORMATS
+    include_raw: bool = False  # add the message as received to the payload
+    mailgun_signing_key: str | None = None  # signs the mailgun format's timestamp + token
+    sendgrid_raw: bool = False  # the sendgrid format's raw mode: the whole message in `email`
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,9 +276,7 @@ class _Reader:
         owner: dict[str, str] = {}
         for i, entry in enumerate(entries):
             section = f"streams[{i}]"
-            t = self.table(
-                {section: entry}, section, {"name", "addresses", "webhook_url", "signing_secret", "block_senders"}
-            )
+            t = self.table({section: entry}, section, _STREAM_KEYS)
             for key in ("name", "addresses", "webhook_url", "signing_secret"):
                 self.check(f"{section}.{key}", key in t, "is required")
             name = self.get(t, section, "name", str, "")
@@ -302,8 +306,41 @@ class _Reader:
                 self.check(
                     f"{section}.block_senders", _valid_pattern(pattern), f"{pattern!r} is not an address or *@domain"
                 )
-            streams.append(StreamSettings(name, addresses, url, secret, blocks))
+            streams.append(StreamSettings(name, addresses, url, secret, blocks, *self.payload_options(t, section)))
         return tuple(streams)
+
+    def payload_options(self, t: dict[str, Any], section: str) -> tuple[str, bool, str | None, bool]:
+        """``payload_format`` and the keys that go with it; a key for another format is an error, not ignored."""
+        fmt = self.get(t, section, "payload_format", str, "inbound")
+        self.check(
+            f"{section}.payload_format",
+            fmt in PAYLOAD_FORMATS,
+            f"must be one of {', '.join(map(repr, PAYLOAD_FORMATS))}, not {fmt!r}",
+        )
+        include_raw = self.get(t, section, "include_raw", bool, False)
+        sendgrid_raw = self.get(t, section, "sendgrid_raw", bool, False)
+        self.check(
+            f"{section}.sendgrid_raw", fmt == "sendgrid" or not sendgrid_raw, 'needs payload_format = "sendgrid"'
+        )
+        key = self.get(t, section, "mailgun_signing_key", str, "") or None
+        if fmt == "mailgun":
+            self.check(f"{section}.mailgun_signing_key", key is not None, 'is required with payload_format = "mailgun"')
+        else:
+            self.check(f"{section}.mailgun_signing_key", key is None, 'needs payload_format = "mailgun"')
+        return fmt, include_raw, key, sendgrid_raw
+
+
+_STREAM_KEYS = {
+    "name",
+    "addresses",
+    "webhook_url",
+    "signing_secret",
+    "block_senders",
+    "payload_format",
+    "include_raw",
+    "mailgun_signing_key",
+    "sendgrid_raw",
+}
 
 
 def split_host_port(value: str) -> tuple[str, int]:

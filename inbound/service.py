@@ -107,7 +107,7 @@ class Service:
             self.publisher = Publisher(self.spool, self.bus)
             self.stages.append(self.publisher)
         if "process" in self.roles:
-            processor = Processor(self.routing, self.bus.producer())
+            processor = Processor(self.routing, self.bus.producer(), self.settings.streams)
             self.stages.append(
                 ConsumerWorker(
                     "process",

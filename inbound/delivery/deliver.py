@@ -70,6 +70,7 @@ def deliveries_from(records: list[Record]) -> list[Delivery]:
                 attempts=0,
                 steps=0,
                 due_at=0.0,
+                content_type=message.content_type,
             )
         )
     return deliveries
@@ -221,7 +222,7 @@ class Deliverer:
         )
 
     def post(self, stream: StreamSettings, delivery: Delivery) -> tuple[int | None, str | None, float]:
-        headers = signed_headers(stream.signing_secret, delivery.delivery_id, delivery.payload)
+        headers = signed_headers(stream.signing_secret, delivery.delivery_id, delivery.payload, delivery.content_type)
         headers["user-agent"] = USER_AGENT
         started = time.monotonic()
         try:

@@ -15,12 +15,14 @@ duplicate is still recognised.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StoreError
+from ..records import JSON
 from ..sqlitefile import SQLiteFile
 
 _SCHEMA = """
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     added_at REAL NOT NULL,
     done INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0
+    lease_until REAL NOT NULL DEFAULT 0,
+    content_type TEXT NOT NULL DEFAULT 'application/json'
 );
 CREATE INDEX IF NOT EXISTS waiting ON deliveries (stream, done, due_at);
 """
@@ -52,6 +55,7 @@ class Delivery:
     attempts: int  # attempts made so far in this generation (probes included)
     steps: int  # retry_schedule steps used so far (probes do not use one)
     due_at: float  # when it was due; later than the claim for a probe
+    content_type: str = JSON  # the payload's, sent as the POST's Content-Type
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,18 @@ class Outbox:
         self.db = self.file.connect()
         with self.file.errors():
             self.db.executescript(_SCHEMA)
+            self._add_content_type_column()
+
+    def _add_content_type_column(self) -> None:
+        """An outbox.db made before payload formats has no ``content_type``: every payload in it is JSON."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(deliveries)")}
+        if "content_type" in columns:
+            return
+        try:
+            self.db.execute(f"ALTER TABLE deliveries ADD COLUMN content_type TEXT NOT NULL DEFAULT '{JSON}'")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # else another process sharing the file added it first
+                raise
 
     def _write(self, sql: str, params: list[tuple[object, ...]]) -> None:
         with self.lock, self.file.transaction(self.db) as db:
@@ -78,13 +94,17 @@ class Outbox:
         """Keep each delivery once; a later generation (``inbound retry``) starts it over."""
         now = time.time()
         self._write(
-            """INSERT INTO deliveries (delivery_id, stream, queue_id, generation, payload, due_at, added_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO deliveries
+                   (delivery_id, stream, queue_id, generation, payload, due_at, added_at, content_type)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (delivery_id) DO UPDATE SET
-                   generation = excluded.generation, payload = excluded.payload,
+                   generation = excluded.generation, payload = excluded.payload, content_type = excluded.content_type,
                    attempts = 0, steps = 0, due_at = excluded.due_at, done = 0, lease_until = 0
                WHERE excluded.generation > deliveries.generation""",
-            [(d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now, now) for d in deliveries],
+            [
+                (d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now, now, d.content_type)
+                for d in deliveries
+            ],
         )
 
     def claim(
@@ -106,7 +126,8 @@ class Outbox:
                            SELECT rowid FROM deliveries
                            WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ?
                            ORDER BY queue_id, rowid LIMIT ?)
-                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at""",
+                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at,
+                                 content_type""",
                 (owner, now + lease_seconds, stream, now if due_only else float("inf"), now, limit),
             ).fetchall()
         rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee

@@ -222,12 +222,38 @@ def activity_show(config_path: Path | None, delivery_id: str, as_json: bool) -> 
 
 
 def _readable_payload(record: ActivityRecord) -> Any:
-    """The stored webhook body as a reader wants it: JSON as a value, anything else as text."""
+    """The stored webhook body as a reader wants it: JSON as a value, form fields by name, anything else as text."""
     if record.payload is None:
         return None
     if record.payload_type == JSON:
         return json.loads(record.payload)
+    content_type = record.payload_type or ""
+    if content_type.startswith("multipart/form-data"):
+        return _form_fields(content_type, record.payload)
+    if content_type == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(record.payload.decode("ascii", "replace"), keep_blank_values=True))
     return record.payload.decode("utf-8", "replace")
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """A form-data body (the mailgun and sendgrid formats) as field -> text, a file as its name, type and size."""
+    from email.parser import BytesParser
+    from email.policy import default
+
+    form = BytesParser(policy=default).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    fields: dict[str, str] = {}
+    for part in form.iter_parts():
+        name = str(part.get_param("name", "?", header="content-disposition"))
+        content = part.get_payload(decode=True)
+        data = content if isinstance(content, bytes) else b""
+        filename = part.get_filename()
+        if filename is None:
+            fields[name] = data.decode("utf-8", "replace")
+        else:
+            fields[name] = f"<file {filename!r}, {part.get_content_type()}, {len(data)} bytes>"
+    return fields
 
 
 @activity.command("rebuild")
@@ -271,6 +297,37 @@ def _find(settings: Settings, delivery_id: str) -> ActivityRecord:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
+
+
+@main.group()
+def message() -> None:
+    """One accepted message, read back from the bus."""
+
+
+@message.command("raw")
+@config_option
+@click.argument("message_id", metavar="ID")
+def message_raw(config_path: Path | None, message_id: str) -> None:
+    """Write message ID (delivery id or queue id) as received, to stdout: inbound message raw ID > message.eml
+
+    It can be fetched while the bus holds it: on Kafka for bus.retention.
+    """
+    from .rawmessage import queue_id_of, raw_message, retention_of
+
+    try:
+        queue_id_of(message_id)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="ID") from None
+    settings = settings_from(config_path)
+    bus = _open_bus(settings)
+    try:
+        raw = raw_message(bus, retention_of(settings.bus), message_id)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bus.close()
+    sys.stdout.buffer.write(raw)
+    sys.stdout.buffer.flush()
 
 
 @main.command()

@@ -35,6 +35,18 @@ def summarise(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe(headers: dict[str, str], body: bytes) -> str:
+    """The summary of an ``inbound``-format body; of any other format, its content type and size."""
+    content_type = headers.get("content-type", "")
+    try:
+        payload = json.loads(body) if content_type == "application/json" else None
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and "queue_id" in payload:
+        return summarise(payload)
+    return f"content-type: {content_type}, {len(body)} bytes"
+
+
 def make_server(settings: Settings, host: str, port: int, out: Callable[[str], None]) -> ThreadingHTTPServer:
     secrets = {s.name: s.signing_secret for s in settings.streams}
 
@@ -42,17 +54,12 @@ def make_server(settings: Settings, host: str, port: int, out: Callable[[str], N
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             headers = {k.lower(): v for k, v in self.headers.items()}
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                self.send_response(400)
-                self.end_headers()
-                out("received a body that is not JSON")
-                return
-            secret = secrets.get(str(payload.get("stream")))
+            webhook_id = headers.get("webhook-id", "")
+            # The delivery id is <queue_id>-<stream>: the stream, and so the secret, whatever the payload format.
+            secret = secrets.get(webhook_id.partition("-")[2])
             valid = secret is not None and verify(secret, body, headers)
             verdict = "signature OK" if valid else "signature INVALID"
-            out(f"--- POST {self.path} webhook-id={headers.get('webhook-id')} {verdict}\n{summarise(payload)}")
+            out(f"--- POST {self.path} webhook-id={webhook_id} {verdict}\n{describe(headers, body)}")
             self.send_response(200 if valid else 401)
             self.end_headers()
 

@@ -1,8 +1,10 @@
 """Payload: one ``ParsedMessage`` + its envelope -> the webhook JSON for one stream.
 
-Stage: called by the processor (``inbound/processing/process.py``) once per stream a
-message is addressed to, after ``parse_message``. The result is serialised as
-the value of a ``messages`` record and POSTed, unchanged, by the deliverer.
+Stage: the field mapping of the ``inbound`` payload format, called through
+``processing/formats/inbound.py`` once per stream a message is addressed to,
+after ``parse_message``. The result is serialised as the value of a
+``messages`` record and POSTed, unchanged, by the deliverer. (The other
+formats reuse ``stripped_reply``.)
 
 Input: the parsed message, the SMTP envelope, the stream name and the
 delivery id (``<queue_id>-<stream>``, also sent as the ``webhook-id``

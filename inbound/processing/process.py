@@ -2,7 +2,8 @@
 
 Input: ``received`` records. Output, per stream the message is addressed to:
 a ``messages`` record (key: stream, so a stream's messages stay in arrival
-order; value: the webhook body, ``schemas/inbound-message.schema.json``) and a
+order; value: the webhook body in the stream's ``payload_format``, with its
+content type, see ``processing/formats/``) and a
 ``processed`` event with the summary the activity log shows (sender, subject,
 size, attachment count: after this stage the body is opaque), or a ``blocked`` event when the sender (envelope or From:)
 matches the stream's ``block_senders``, or a ``failed`` event when the message
@@ -15,25 +16,27 @@ which the deliverer's outbox and the activity store both keep once.
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Sequence
 
 from ..bus import Producer, Record
 from ..clock import now_rfc3339
+from ..config import StreamSettings
 from ..envelope import Envelope
 from ..events import Event, EventType, Summary, delivery_id
-from ..records import EVENTS, JSON, MESSAGES, MessageRecord, decode_received, event_record, message_record
+from ..records import EVENTS, MESSAGES, MessageRecord, decode_received, event_record, message_record
 from ..routing import RoutingTable
+from .formats import Source, render
 from .parse import ParsedMessage, parse_message
-from .payload import build_payload
 
 log = logging.getLogger(__name__)
 
 
 class Processor:
-    def __init__(self, routing: RoutingTable, producer: Producer) -> None:
+    def __init__(self, routing: RoutingTable, producer: Producer, streams: Sequence[StreamSettings]) -> None:
         self.routing = routing
         self.producer = producer
+        self.streams = {s.name: s for s in streams}
 
     def handle(self, records: list[Record]) -> None:
         for record in records:
@@ -55,16 +58,16 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the worker's
             reason = f"cannot parse message: {exc}"
         for stream in envelope.streams():
-            self.route(envelope, len(message), stream, parsed, reason)
+            self.route(envelope, message, stream, parsed, reason)
 
-    def route(self, envelope: Envelope, size: int, stream: str, parsed: ParsedMessage | None, reason: str) -> None:
+    def route(self, envelope: Envelope, raw: bytes, stream: str, parsed: ParsedMessage | None, reason: str) -> None:
         did = delivery_id(envelope.queue_id, stream)
         summary = Summary(
             envelope.received_at,
             (parsed.from_.email if parsed and parsed.from_ else "") or envelope.mail_from,
             tuple(r.address for r in envelope.recipients_of(stream)),
             parsed.subject if parsed else None,
-            size,
+            len(raw),
             len(parsed.attachments) if parsed else None,
         )
 
@@ -88,12 +91,15 @@ class Processor:
         if blocked is not None:
             event(EventType.BLOCKED, f"sender {blocked} is in block_senders")
             return
+        settings = self.streams.get(stream)
+        if settings is None:  # the stream was removed from the config after this message was accepted
+            event(EventType.FAILED, f"stream {stream!r} is no longer configured")
+            return
         try:
-            payload = build_payload(parsed, envelope=envelope, stream=stream, delivery_id=did)
-            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+            rendered = render(Source(parsed, envelope, settings, did, raw))
         except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
             event(EventType.FAILED, f"cannot build payload: {exc}")
             return
-        key, value, headers = message_record(MessageRecord(did, stream, 0, JSON, body))
+        key, value, headers = message_record(MessageRecord(did, stream, 0, rendered.content_type, rendered.body))
         self.producer.send(MESSAGES, value, key=key, headers=headers)
         event(EventType.PROCESSED)

@@ -1,0 +1,118 @@
+"""What every payload format reads: the normalised message (``Source``) and the pieces two formats share.
+
+A format module maps fields and nothing else; anything it would otherwise
+compute for itself (an address list written out as a header value, the header
+section as received, a form-data body) lives here once, so two formats that
+show the same thing show it the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import formataddr
+
+from urllib3 import encode_multipart_formdata
+
+from ...config import StreamSettings
+from ...envelope import Envelope, Recipient
+from ..parse import Address, ParsedMessage
+
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+# (field name, text) or (field name, (file name, content, content type)), in the order they are sent.
+FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A webhook body and what it is: the POST's Content-Type."""
+
+    content_type: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Everything a format may show about one message for one stream."""
+
+    parsed: ParsedMessage
+    envelope: Envelope
+    stream: StreamSettings
+    delivery_id: str
+    raw: bytes  # the message exactly as the SMTP edge accepted it
+
+    @property
+    def recipients(self) -> tuple[Recipient, ...]:
+        """This stream's RCPT TO addresses only: one customer never learns another's (Bcc stays Bcc)."""
+        recipients = self.envelope.recipients_of(self.stream.name)
+        if not recipients:
+            raise ValueError(f"stream {self.stream.name!r} has no recipient in the envelope of {self.delivery_id}")
+        return recipients
+
+    @property
+    def received_timestamp(self) -> int:
+        """When DATA completed, in Unix seconds (the providers' ``timestamp``)."""
+        return int(datetime.fromisoformat(self.envelope.received_at).timestamp())
+
+    @property
+    def sender_ip(self) -> str:
+        """The connecting client's address without its port (``[::1]:25`` and ``192.0.2.1:25`` alike)."""
+        host = self.envelope.client_address.rpartition(":")[0] or self.envelope.client_address
+        return host.strip("[]")
+
+    def header_section(self) -> bytes:
+        """The top-level header section exactly as received (our ``Received:`` on top), CRLFs kept."""
+        end = self.raw.find(b"\r\n\r\n")
+        return self.raw[: end + 2] if end >= 0 else self.raw
+
+
+def address_line(addresses: Sequence[Address]) -> str:
+    """Addresses written back as one header value: ``"Name" <a@x>, b@y``."""
+    return ", ".join(formataddr((a.name, a.email)) for a in addresses)
+
+
+def mailbox_hash(address: str) -> str:
+    """The part of the local part after ``+`` (``help+T42@x`` -> ``T42``); "" when there is none."""
+    local = address.rpartition("@")[0]
+    return local.partition("+")[2]
+
+
+def form_data(delivery_id: str, fields: Sequence[FormField]) -> Rendered:
+    """A ``multipart/form-data`` body, byte-identical every time it is built from the same record.
+
+    The boundary is derived from the delivery id instead of drawn at random,
+    so a redelivery (or a rebuild from the bus) carries the same bytes and the
+    same signature. Field contents are sender-written, so a boundary that
+    occurs in one of them is skipped for the next derived one.
+    """
+    contents = [content.encode() if isinstance(content, str) else content for content in map(_content, fields)]
+    for n in range(1000):
+        boundary = hashlib.sha256(f"{delivery_id}/{n}".encode()).hexdigest()[:40]
+        if not any(boundary.encode() in content for content in contents):
+            break
+    else:  # 1000 derived boundaries all in the message: a deliberate collision; Failed beats a body read wrongly
+        raise ValueError("no multipart boundary that the message does not contain")
+    body, content_type = encode_multipart_formdata(list(fields), boundary=boundary)
+    return Rendered(content_type, body)
+
+
+def _content(field: FormField) -> str | bytes:
+    """A field's content: a file's bytes or a text. (File names cannot hold a line break: urllib3 escapes it.)"""
+    value = field[1]
+    return value[1] if isinstance(value, tuple) else value
+
+
+def signature_block(text: str) -> str:
+    """The signature below the first ``-- `` delimiter line (RFC 3676 4.3); "" if none.
+
+    It ends at the first blank or quoted line: what follows a signature is
+    usually the quoted message it replies to, not more signature.
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
+    if "-- " not in lines:
+        return ""
+    below = lines[lines.index("-- ") + 1 :]
+    end = next((i for i, line in enumerate(below) if not line.strip() or line.startswith(">")), len(below))
+    return "\n".join(below[:end]).strip()

@@ -1,0 +1,26 @@
+"""The ``inbound`` format: our own webhook JSON (``schemas/inbound-message.schema.json``).
+
+The fields are mapped by ``processing/payload.py`` (``build_payload``); this
+module serialises them and adds, when the stream asks for it
+(``include_raw``), the message as received: ``raw: {size, content}`` with the
+content in base64, so 8-bit and binary mail arrives byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from ..payload import build_payload
+from ._shared import Rendered, Source
+
+CONTENT_TYPE = "application/json"
+
+
+def render(source: Source) -> Rendered:
+    payload = build_payload(
+        source.parsed, envelope=source.envelope, stream=source.stream.name, delivery_id=source.delivery_id
+    )
+    if source.stream.include_raw:
+        payload["raw"] = {"size": len(source.raw), "content": base64.b64encode(source.raw).decode("ascii")}
+    return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())

@@ -1,0 +1,74 @@
+"""The ``mailgun`` format: the POST of a Mailgun route's ``forward()`` action.
+
+As Mailgun does, the body is ``multipart/form-data`` when the message has an
+attachment and ``application/x-www-form-urlencoded`` when it has none.
+
+Reference: https://documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/
+and the inbound handler of django-anymail (``anymail/webhooks/mailgun.py``),
+which the tests feed our POST to. The receiver checks
+``signature = hex(HMAC-SHA256(key=mailgun_signing_key, timestamp + token))``
+as it would Mailgun's. Where Mailgun's value has no counterpart here:
+
+* ``token`` is derived from the delivery id with the signing key (Mailgun's
+  is random): unguessable, and the same on every attempt, so a receiver that
+  keeps tokens to drop replays also drops our retries of one delivery.
+* ``timestamp`` is when our SMTP server accepted the message, so a body
+  rebuilt later is the same bytes.
+* ``recipient`` is this stream's RCPT TO addresses, comma-separated (one,
+  as from Mailgun, unless several of the stream's addresses got the message).
+* ``stripped-signature`` is the text below an RFC 3676 ``-- `` line, to the next blank line;
+  ``stripped-html`` is the HTML unchanged (quoted parts are not removed from HTML).
+* An attachment without a file name is sent as ``attachment-N``: form parsers
+  (Django's among them) drop file fields whose name is empty.
+* ``body-mime`` (Mailgun's "raw MIME" variant) is added with ``include_raw``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from urllib.parse import urlencode
+
+from ..payload import stripped_reply
+from ._shared import FORM_URLENCODED, FormField, Rendered, Source, address_line, form_data, signature_block
+
+
+def render(source: Source) -> Rendered:
+    parsed = source.parsed
+    key = (source.stream.mailgun_signing_key or "").encode()
+    timestamp = str(source.received_timestamp)
+    token = hmac.new(key, source.delivery_id.encode(), hashlib.sha256).hexdigest()[:50]
+    text, html = parsed.text or "", parsed.html or ""
+    files = [f"attachment-{n}" for n in range(1, len(parsed.attachments) + 1)]
+    fields: list[FormField] = [
+        ("recipient", ", ".join(r.address for r in source.recipients)),
+        ("sender", source.envelope.mail_from),
+        ("from", address_line([parsed.from_]) if parsed.from_ else ""),
+        ("subject", parsed.subject or ""),
+        ("body-plain", text),
+        ("stripped-text", stripped_reply(text) if text else ""),
+        ("stripped-signature", signature_block(text)),
+        ("body-html", html),
+        ("stripped-html", html),
+        ("attachment-count", str(len(parsed.attachments))),
+        ("timestamp", timestamp),
+        ("token", token),
+        ("signature", hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()),
+        ("message-headers", json.dumps([[name, value] for name, value in parsed.headers], ensure_ascii=False)),
+        (
+            "content-id-map",
+            json.dumps(
+                {f"<{a.content_id}>": file for file, a in zip(files, parsed.attachments, strict=True) if a.content_id}
+            ),
+        ),
+    ]
+    if source.stream.include_raw:
+        fields.append(("body-mime", source.raw))
+    if not parsed.attachments:
+        return Rendered(FORM_URLENCODED, urlencode(fields).encode("ascii"))
+    fields += [
+        (file, (a.filename or file, a.content, a.content_type))
+        for file, a in zip(files, parsed.attachments, strict=True)
+    ]
+    return form_data(source.delivery_id, fields)
