@@ -9,7 +9,8 @@ new payload format on ``messages``) is made here and checked by one test.
 ==========  =========  =================================================================
 topic       key        value (and headers)
 ==========  =========  =================================================================
-received    queue id   ``{"envelope": ..., "message": base64}`` (received.schema.json)
+received    queue id   ``{"envelope": ..., "message": base64}`` (received.schema.json);
+                       headers ``bypass-stream`` and ``generation`` on a bypass
 messages    stream     the webhook body, opaque bytes; headers ``delivery-id``,
                        ``generation`` and ``content-type``
 events      delivery   one activity event (activity-event.schema.json)
@@ -75,6 +76,30 @@ def decode_envelope(data: dict[str, Any]) -> Envelope:
 def encode_received(envelope: Envelope, message: bytes) -> bytes:
     value = {"envelope": encode_envelope(envelope), "message": base64.b64encode(message).decode()}
     return json.dumps(value, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Bypass:
+    """An operator's ``inbound bypass``: process the message again for one stream, past its block rules."""
+
+    stream: str
+    generation: int  # the generation the bypass starts
+
+
+def received_record(envelope: Envelope, message: bytes, bypass: Bypass | None = None) -> tuple[bytes, bytes, Headers]:
+    """(key, value, headers) of the ``received`` record for an accepted message: its only writer."""
+    headers: Headers = ()
+    if bypass is not None:
+        headers = (("bypass-stream", bypass.stream.encode()), ("generation", str(bypass.generation).encode()))
+    return envelope.queue_id.encode(), encode_received(envelope, message), headers
+
+
+def decode_bypass(record: Record) -> Bypass | None:
+    """The bypass a ``received`` record asks for, or None for a message as it was accepted."""
+    stream = record.header("bypass-stream")
+    if stream is None:
+        return None
+    return Bypass(stream.decode(), int(record.header("generation") or b"1"))
 
 
 def decode_received(value: bytes) -> tuple[Envelope, bytes]:

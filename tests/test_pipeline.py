@@ -139,6 +139,15 @@ def test_blocked_sender_is_recorded_and_not_posted(pipeline: Pipeline) -> None:
     pipeline.wait_status(f"{blocked}-support", "blocked")
     assert [h.json["queue_id"] for h in pipeline.receiver.on("/hook")] == [allowed]
 
+    # `inbound bypass` delivers it after all, and the activity log says who asked.
+    refused = run_cli("bypass", f"{allowed}-support", config=config, check=False)
+    assert "is delivered; only blocked messages can be bypassed" in refused.stderr
+    run_cli("bypass", f"{blocked}-support", config=config)
+    pipeline.wait_status(f"{blocked}-support", "delivered")
+    assert [h.json["queue_id"] for h in pipeline.receiver.on("/hook")] == [allowed, blocked]
+    shown = json.loads(run_cli("activity", "show", f"{blocked}-support", "--json", config=config).stdout)
+    assert (shown["generation"], [a["generation"] for a in shown["attempts"]]) == (1, [1])
+
 
 def test_retry_after_500_then_delivered(pipeline: Pipeline) -> None:
     config = pipeline.configure(retry_schedule=["1s", "1s", "1s"])

@@ -24,7 +24,7 @@ from ..bus import Bus, Producer
 from ..envelope import Envelope
 from ..errors import InboundError
 from ..events import Event, EventType, Summary, delivery_id
-from ..records import EVENTS, RECEIVED, encode_received, event_record
+from ..records import EVENTS, RECEIVED, event_record, received_record
 from .spool import Spool, SpoolEntry
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ def queued_events(envelope: Envelope, at: str) -> list[Event]:
 def publish_entries(producer: Producer, entries: list[SpoolEntry]) -> None:
     """Send and flush; BusError if the bus did not take them all."""
     for entry in entries:
-        producer.send(RECEIVED, encode_received(entry.envelope, entry.message), key=entry.envelope.queue_id.encode())
+        key, value, headers = received_record(entry.envelope, entry.message)
+        producer.send(RECEIVED, value, key=key, headers=headers)
         for event in queued_events(entry.envelope, entry.envelope.received_at):
             key, value = event_record(event)
             producer.send(EVENTS, value, key=key)

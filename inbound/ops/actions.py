@@ -15,7 +15,17 @@ from ..bus import Bus
 from ..clock import now_rfc3339
 from ..errors import InboundError
 from ..events import Event, EventType, Status
-from ..records import EVENTS, MESSAGES, MessageRecord, event_record, message_record
+from ..records import (
+    EVENTS,
+    MESSAGES,
+    RECEIVED,
+    Bypass,
+    MessageRecord,
+    event_record,
+    message_record,
+    received_record,
+)
+from .rawmessage import find_received
 
 
 class ActionRefused(InboundError):
@@ -35,6 +45,41 @@ def retry(bus: Bus, store: ActivityStore, delivery_id: str, *, requested_by: str
     if record.status is not Status.FAILED:
         raise ActionRefused(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
     return resend(bus, [record], requested_by=f"retry requested by {requested_by}")[0]
+
+
+def bypass(bus: Bus, store: ActivityStore, delivery_id: str, *, requested_by: str = "cli") -> int:
+    """Deliver a Blocked message after all: process it again for its stream, past the block rules.
+
+    The message is read back from the bus's ``received`` topic, so it can be bypassed while the
+    bus retains it (``bus.retention`` on Kafka). Returns the generation the bypass starts.
+    """
+    record = find(store, delivery_id)
+    if record.status is not Status.BLOCKED:
+        raise ActionRefused(f"{delivery_id} is {record.status.value}; only blocked messages can be bypassed")
+    found = find_received(bus, record.queue_id)
+    if found is None:
+        raise ActionRefused(f"{delivery_id}: the bus no longer holds the message (past bus.retention)")
+    envelope, message = found
+    generation = record.generation + 1
+    event = Event(
+        EventType.RETRY_REQUESTED,
+        delivery_id,
+        record.queue_id,
+        record.stream,
+        now_rfc3339(),
+        generation,
+        reason=f"bypass requested by {requested_by}",
+    )
+    producer = bus.producer()
+    try:
+        key, value = event_record(event)
+        producer.send(EVENTS, value, key=key)
+        key, value, headers = received_record(envelope, message, Bypass(record.stream, generation))
+        producer.send(RECEIVED, value, key=key, headers=headers)
+        producer.flush()
+    finally:
+        producer.close()
+    return generation
 
 
 REPLAYABLE = {"failed": (Status.FAILED,), "delivered": (Status.DELIVERED,), "all": (Status.FAILED, Status.DELIVERED)}

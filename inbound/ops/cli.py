@@ -342,6 +342,18 @@ def retry(config_path: Path | None, delivery_id: str) -> None:
     click.echo(f"{delivery_id}: queued for delivery again (generation {generation})")
 
 
+@main.command()
+@config_option
+@click.argument("delivery_id")
+def bypass(config_path: Path | None, delivery_id: str) -> None:
+    """Deliver a Blocked message after all (processed again for its stream, past its block rules)."""
+    from .actions import bypass as bypass_message
+
+    with _bus_and_store(settings_from(config_path), "could not queue the bypass") as (bus, store):
+        generation = bypass_message(bus, store, delivery_id)
+    click.echo(f"{delivery_id}: queued for delivery past its block rules (generation {generation})")
+
+
 def _utc_time(value: str | None) -> str | None:
     """An ISO 8601 time (a zone is required) as the activity store keeps times: RFC 3339, UTC, milliseconds."""
     if value is None:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from ..bus import Bus
 from ..config import BusSettings
 from ..durations import format_duration
+from ..envelope import Envelope
 from ..errors import InboundError
 from ..ids import queue_id_time
 from ..records import RECEIVED, decode_received
@@ -44,13 +45,21 @@ def retention_of(settings: BusSettings) -> float | None:
     return settings.retention if settings.backend == "kafka" else None
 
 
-def raw_message(bus: Bus, retention: float | None, message_id: str) -> bytes:
-    """The message of *message_id* as received; RawMessageNotFound when the bus no longer (or never) held it."""
-    queue_id = queue_id_of(message_id)
+def find_received(bus: Bus, queue_id: str) -> tuple[Envelope, bytes] | None:
+    """The envelope and message the bus holds for *queue_id*, read from the start of ``received``."""
     wanted = queue_id.encode()
     for record in bus.read_all(RECEIVED):
         if record.key == wanted:
-            return decode_received(record.value)[1]
+            return decode_received(record.value)
+    return None
+
+
+def raw_message(bus: Bus, retention: float | None, message_id: str) -> bytes:
+    """The message of *message_id* as received; RawMessageNotFound when the bus no longer (or never) held it."""
+    queue_id = queue_id_of(message_id)
+    found = find_received(bus, queue_id)
+    if found is not None:
+        return found[1]
     received = queue_id_time(queue_id) or 0.0
     age = time.time() - received
     if retention is not None and age > retention:

@@ -24,7 +24,16 @@ from ..clock import now_rfc3339
 from ..config import StreamSettings
 from ..envelope import Envelope
 from ..events import Event, EventType, Summary, delivery_id
-from ..records import EVENTS, MESSAGES, MessageRecord, decode_received, event_record, message_record
+from ..records import (
+    EVENTS,
+    MESSAGES,
+    Bypass,
+    MessageRecord,
+    decode_bypass,
+    decode_received,
+    event_record,
+    message_record,
+)
 from ..routing import RoutingTable
 from .formats import Source, render
 from .parse import ParsedMessage, parse_message
@@ -46,6 +55,7 @@ class Processor:
     def process(self, record: Record) -> None:
         try:
             envelope, message = decode_received(record.value)
+            bypass = decode_bypass(record)
         except (ValueError, KeyError, TypeError) as exc:
             # Without an envelope there is no stream to record it under; it stays on the bus,
             # and `inbound recover` / the logs are where an operator finds it.
@@ -57,11 +67,25 @@ class Processor:
             parsed = parse_message(message)
         except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the worker's
             reason = f"cannot parse message: {exc}"
+        if bypass is not None:
+            self.route(envelope, message, bypass.stream, parsed, reason, bypass=bypass)
+            return
         for stream in envelope.streams():
             self.route(envelope, message, stream, parsed, reason)
 
-    def route(self, envelope: Envelope, raw: bytes, stream: str, parsed: ParsedMessage | None, reason: str) -> None:
+    def route(
+        self,
+        envelope: Envelope,
+        raw: bytes,
+        stream: str,
+        parsed: ParsedMessage | None,
+        reason: str,
+        *,
+        bypass: Bypass | None = None,
+    ) -> None:
+        """One stream's outcome; a *bypass* (an operator's ``inbound bypass``) skips the block rules."""
         did = delivery_id(envelope.queue_id, stream)
+        generation = bypass.generation if bypass is not None else 0
         summary = Summary(
             envelope.received_at,
             (parsed.from_.email if parsed and parsed.from_ else "") or envelope.mail_from,
@@ -72,7 +96,7 @@ class Processor:
         )
 
         def event(kind: EventType, why: str | None = None) -> None:
-            ev = Event(kind, did, envelope.queue_id, stream, now_rfc3339(), summary=summary, reason=why)
+            ev = Event(kind, did, envelope.queue_id, stream, now_rfc3339(), generation, summary=summary, reason=why)
             key, value = event_record(ev)
             self.producer.send(EVENTS, value, key=key)
             log.info(
@@ -88,7 +112,7 @@ class Processor:
             return
         senders = [envelope.mail_from] + ([parsed.from_.email] if parsed.from_ else [])
         blocked = next((s for s in senders if self.routing.is_blocked(stream, s)), None)
-        if blocked is not None:
+        if blocked is not None and bypass is None:
             event(EventType.BLOCKED, f"sender {blocked} is in block_senders")
             return
         settings = self.streams.get(stream)
@@ -100,6 +124,8 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
             event(EventType.FAILED, f"cannot build payload: {exc}")
             return
-        key, value, headers = message_record(MessageRecord(did, stream, 0, rendered.content_type, rendered.body))
+        key, value, headers = message_record(
+            MessageRecord(did, stream, generation, rendered.content_type, rendered.body)
+        )
         self.producer.send(MESSAGES, value, key=key, headers=headers)
         event(EventType.PROCESSED)
