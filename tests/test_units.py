@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from inbound.config import StreamSettings
-from inbound.delivery.retry import Outcome, decide
+from inbound.delivery.health import EndpointHealth, Slots
+from inbound.delivery.retry import Outcome, decide, endpoint_is_up
 from inbound.durations import format_duration, parse_duration
 from inbound.edge.spool import CorruptEntry, decode_entry, encode_entry
 from inbound.envelope import Envelope, Recipient
@@ -67,29 +68,57 @@ def test_block_senders() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attempt", "status", "error", "outcome", "delay"),
+    ("steps_used", "status", "error", "outcome", "delay"),
     [
-        (1, 200, None, Outcome.DELIVERED, None),
-        (1, 204, None, Outcome.DELIVERED, None),
-        (1, 403, None, Outcome.FAILED, None),
-        (1, 500, None, Outcome.RETRY, 60.0),
-        (2, 301, None, Outcome.RETRY, 300.0),
-        (1, None, "timeout after 30s", Outcome.RETRY, 60.0),
-        (3, 500, None, Outcome.FAILED, None),
-        (3, 403, None, Outcome.FAILED, None),
+        (0, 200, None, Outcome.DELIVERED, None),
+        (0, 204, None, Outcome.DELIVERED, None),
+        (0, 403, None, Outcome.FAILED, None),
+        (0, 500, None, Outcome.RETRY, 60.0),
+        (1, 301, None, Outcome.RETRY, 300.0),
+        (0, None, "timeout after 30s", Outcome.RETRY, 60.0),
+        (2, 500, None, Outcome.FAILED, None),
+        (2, 403, None, Outcome.FAILED, None),
     ],
 )
 def test_retry_decisions(
-    attempt: int, status: int | None, error: str | None, outcome: Outcome, delay: float | None
+    steps_used: int, status: int | None, error: str | None, outcome: Outcome, delay: float | None
 ) -> None:
-    decision = decide(attempt, status, error, [60.0, 300.0])
+    decision = decide(status, error, attempt=steps_used + 1, steps_used=steps_used, schedule=[60.0, 300.0])
     assert decision.outcome is outcome
     assert decision.delay == delay
 
 
-def test_retry_reasons_say_why() -> None:
-    assert "refused" in (decide(1, 403, None, [1.0]).reason or "")
-    assert "gave up after 2 attempts" in (decide(2, None, "timeout after 5s", [1.0]).reason or "")
+def test_retry_reasons_say_why_and_count_every_attempt() -> None:
+    assert "refused" in (decide(403, None, attempt=1, steps_used=0, schedule=[1.0]).reason or "")
+    # Two probes ran besides the two scheduled attempts: the count says four.
+    gave_up = decide(None, "timeout after 5s", attempt=4, steps_used=1, schedule=[1.0])
+    assert "gave up after 4 attempts" in (gave_up.reason or "")
+
+
+def test_a_failed_probe_keeps_its_place_and_never_fails_a_message() -> None:
+    probe = decide(503, None, attempt=5, steps_used=9, schedule=[1.0], probe=True)
+    assert (probe.outcome, probe.delay) == (Outcome.RETRY, None)
+    assert decide(403, None, attempt=1, steps_used=0, schedule=[1.0], probe=True).outcome is Outcome.FAILED
+
+
+def test_endpoint_health_opens_limits_probes_and_recovers() -> None:
+    health = EndpointHealth(concurrency=4, probe_interval=30.0)
+    assert health.slots(now=0.0) == Slots(4, probe=False)
+    health.started(4)
+    assert health.slots(now=0.0).free == 0
+    assert health.finished(endpoint_is_up(503), now=10.0) is False  # down: failing from now on
+    assert health.slots(now=10.0) == Slots(0, probe=False)  # three still in flight, and one at a time
+    for _ in range(3):
+        health.finished(endpoint_is_up(None), now=11.0)
+    assert health.slots(now=20.0) == Slots(1, probe=False)  # the next probe is due at 40
+    assert health.slots(now=40.0) == Slots(1, probe=True)
+    assert health.slots(now=41.0) == Slots(1, probe=False)  # one probe per interval
+    health.started()
+    assert health.finished(endpoint_is_up(403), now=42.0) is True  # refused on purpose: the endpoint is up
+    assert health.slots(now=42.0) == Slots(4, probe=False)
+    health.started()
+    assert health.finished(None, now=43.0) is False  # a crashed attempt gives its slot back, judges nothing
+    assert health.in_flight == 0
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,9 @@ class Waiting:
 
 
 class Outbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.clock = clock  # due times and leases are read against it: tests pass their own
         # One connection shared by the intake and the attempt threads; sqlite3 wants them serialised.
         self.lock = threading.Lock()
         self.file = SQLiteFile(path, "outbox", StoreError)
@@ -92,7 +94,7 @@ class Outbox:
 
     def add(self, deliveries: list[Delivery]) -> None:
         """Keep each delivery once; a later generation (``inbound retry``) starts it over."""
-        now = time.time()
+        now = self.clock()
         self._write(
             """INSERT INTO deliveries
                    (delivery_id, stream, queue_id, generation, payload, due_at, added_at, content_type)
@@ -118,7 +120,7 @@ class Outbox:
 
         ``due_only=False`` takes the oldest whether due or not: the probe of a failing endpoint.
         """
-        now = time.time()
+        now = self.clock()
         with self.lock, self.file.errors():
             rows = self.db.execute(
                 """UPDATE deliveries SET lease_owner = ?, lease_until = ?
@@ -140,18 +142,18 @@ class Outbox:
             params: tuple[object, ...] = (delivery.delivery_id, delivery.generation)
         else:
             sql = "UPDATE deliveries SET attempts = attempts + 1, steps = steps + 1, due_at = ?, lease_until = 0"
-            params = (time.time() + delay, delivery.delivery_id, delivery.generation)
+            params = (self.clock() + delay, delivery.delivery_id, delivery.generation)
         self._write(sql + " WHERE delivery_id = ? AND generation = ?", [params])
 
     def release_backlog(self, stream: str) -> None:
         """Make every waiting delivery of *stream* due now: its endpoint answers again."""
-        self._write("UPDATE deliveries SET due_at = ? WHERE stream = ? AND done = 0", [(time.time(), stream)])
+        self._write("UPDATE deliveries SET due_at = ? WHERE stream = ? AND done = 0", [(self.clock(), stream)])
 
     def finish(self, delivery: Delivery) -> None:
         self._write(
             "UPDATE deliveries SET attempts = attempts + 1, done = 1, payload = NULL, due_at = ?, lease_until = 0"
             " WHERE delivery_id = ? AND generation = ?",
-            [(time.time(), delivery.delivery_id, delivery.generation)],
+            [(self.clock(), delivery.delivery_id, delivery.generation)],
         )
 
     def release(self, delivery: Delivery) -> None:
@@ -170,11 +172,11 @@ class Outbox:
         return Waiting(int(str(count)), float(str(oldest)) if oldest is not None else None)
 
     def next_due(self) -> float | None:
-        (due,) = self._read("SELECT MIN(due_at) FROM deliveries WHERE done = 0 AND lease_until < ?", (time.time(),))
+        (due,) = self._read("SELECT MIN(due_at) FROM deliveries WHERE done = 0 AND lease_until < ?", (self.clock(),))
         return float(str(due)) if due is not None else None
 
     def prune(self, older_than: float) -> None:
-        self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(time.time() - older_than,)])
+        self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(self.clock() - older_than,)])
 
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,50 @@
+"""One POST of one delivery to its stream's webhook: signed, timed, and classified.
+
+The HTTP side of delivery and nothing else: it knows how to sign and send a
+body and how to describe what came back, and nothing about schedules, health
+or the bus. Every way an attempt can end -- any status, a timeout, a refused
+connection, an error of a kind nobody foresaw -- comes back as an
+:class:`AttemptResult`, never as an exception, so a strange endpoint can never
+make the deliverer loop over the same delivery.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from ..config import StreamSettings
+from .outbox import Delivery
+from .signing import signed_headers
+
+USER_AGENT = "inbound-webhooks/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    status_code: int | None  # None when no response came
+    error: str | None  # why it did not count as delivered; None for 2xx
+    latency_ms: float
+
+
+class WebhookClient:
+    def __init__(self, client: httpx.Client, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    def post(self, stream: StreamSettings, delivery: Delivery) -> AttemptResult:
+        headers = signed_headers(stream.signing_secret, delivery.delivery_id, delivery.payload, delivery.content_type)
+        headers["user-agent"] = USER_AGENT
+        started = time.monotonic()
+        status_code: int | None = None
+        try:
+            response = self.client.post(stream.webhook_url, content=delivery.payload, headers=headers)
+            status_code = response.status_code
+            error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
+        except httpx.TimeoutException:
+            error = f"timeout after {self.timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 -- whatever the endpoint did, it is this attempt's failure
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return AttemptResult(status_code, error, (time.monotonic() - started) * 1000)
