@@ -52,7 +52,11 @@ def children(service: InboundProcess) -> dict[str, psutil.Process]:
     assert service.proc is not None
     found = {}
     for child in psutil.Process(service.proc.pid).children():
-        roles = child.cmdline()[child.cmdline().index("--roles") + 1]
+        try:
+            command = child.cmdline()
+        except psutil.Error:  # a child just killed, not yet reaped by the supervisor
+            continue
+        roles = command[command.index("--roles") + 1]
         found["edge" if "smtp" in roles else "pipeline"] = child
     return found
 
