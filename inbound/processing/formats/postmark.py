@@ -12,6 +12,9 @@ tests feed our POST to. Where Postmark's own value has no counterpart here:
 * ``BccFull`` lists this stream's envelope recipients that neither To nor Cc
   shows: how Postmark reports a message that reached it as a Bcc.
 * ``Tag`` is always "" (Postmark's is set by its own inbound rules).
+* Verdicts are in ``Headers``, where Postmark puts its own: our
+  ``Authentication-Results`` and ``X-Spam-Status`` first, and ``Received-SPF``,
+  ``X-Spam-Score`` and ``X-Spam-Tests`` last (when ``[auth]`` / ``[spam]`` are on).
 * ``RawEmail`` (only with ``include_raw``) is text, as Postmark sends it:
   bytes that are not UTF-8 become U+FFFD. The ``inbound`` format's ``raw`` is exact.
 * Empty values are "" and [] (never null), as Postmark sends them; an
@@ -60,12 +63,26 @@ def render(source: Source) -> Rendered:
         "StrippedTextReply": stripped_reply(parsed.text) if parsed.text else "",
         "Tag": "",
         "Headers": [{"Name": "Return-Path", "Value": f"<{source.envelope.mail_from}>"}]
-        + [{"Name": name, "Value": value} for name, value in parsed.headers if name.lower() not in _OWN_FIELD],
+        + [{"Name": name, "Value": value} for name, value in source.headers if name.lower() not in _OWN_FIELD]
+        + _verdict_headers(source),
         "Attachments": [_attachment(a) for a in parsed.attachments],
     }
     if source.stream.include_raw:
-        payload["RawEmail"] = source.raw.decode("utf-8", "replace")
+        payload["RawEmail"] = source.delivered.decode("utf-8", "replace")
     return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _verdict_headers(source: Source) -> list[dict[str, str]]:
+    """The headers Postmark reports its own checks in: ``Received-SPF`` and the spam score split out."""
+    decision = source.decision
+    headers = []
+    if decision is not None and decision.auth is not None:
+        spf = decision.auth["spf"]
+        headers.append({"Name": "Received-SPF", "Value": f"{spf['result']} (domain of {spf['domain']})"})
+    if decision is not None and decision.spam is not None and "score" in decision.spam:
+        headers.append({"Name": "X-Spam-Score", "Value": f"{decision.spam['score']:.1f}"})
+        headers.append({"Name": "X-Spam-Tests", "Value": ",".join(decision.spam["rules"])})
+    return headers
 
 
 def _full(address: Address) -> dict[str, str]:
