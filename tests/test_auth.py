@@ -6,27 +6,25 @@ UDP/TCP server, hence these tests are e2e.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
-from inbound.config import AuthSettings
+from inbound.config import AuthSettings, StreamSettings
+from inbound.edge.authpolicy import SPF_REFUSAL, SmtpAuthPolicy
 from inbound.processing.auth import Authenticator, Verdicts, claims
 from tests.dnsserver import DnsServer
+from tests.harness import SECRET
 from tests.mailauth import SenderDomain, message
 
 pytestmark = pytest.mark.e2e
 
 SENDER_IP = "192.0.2.10"
 OTHER_IP = "198.51.100.7"
-
-
-@pytest.fixture
-def dns_server() -> Iterator[DnsServer]:
-    server = DnsServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -150,3 +148,40 @@ def test_a_dns_server_that_never_answers_gives_temperror_in_bounded_time() -> No
     assert [d.result for d in verdicts.dkim] == ["temperror"]
     assert verdicts.dmarc.result == "temperror"
     assert silent.queries  # it was asked, and said nothing
+
+
+def test_smtp_time_checks_refuse_a_definite_fail_and_accept_when_dns_is_silent(
+    auth: Authenticator, example_org: SenderDomain
+) -> None:
+    streams = [StreamSettings("support", ("*@in.test",), "https://a.test/", SECRET, spf_fail="reject")]
+    streams.append(replace(streams[0], name="billing", reject_dmarc_reject=True, spf_fail="accept"))
+
+    async def checks(policy: SmtpAuthPolicy) -> tuple[str | None, str | None, str | None, str | None]:
+        transaction = SMTPEnvelope()  # the policy remembers SPF per aiosmtpd transaction
+        at_mail = await policy.at_mail(transaction, OTHER_IP, "alice@example.org", "mail.example.org")
+        at_rcpt = policy.at_rcpt(transaction, "support")
+        spoof = message()
+        at_data = await policy.at_data(spoof, {"billing"}, OTHER_IP, "alice@example.org", "mail.example.org")
+        mixed = await policy.at_data(spoof, {"billing", "support"}, OTHER_IP, "alice@example.org", "h")
+        return at_mail, at_rcpt, at_data, mixed
+
+    policy = SmtpAuthPolicy(auth, streams)
+    try:
+        at_mail, at_rcpt, at_data, mixed = asyncio.run(checks(policy))
+    finally:
+        policy.close()
+    assert at_mail is None  # not every stream refuses SPF failures: refused per recipient instead
+    assert at_rcpt == SPF_REFUSAL
+    assert at_data is not None
+    assert at_data.startswith("550 5.7.1")
+    assert mixed is None  # "support" takes it; the processor blocks it for "billing"
+
+    silent = DnsServer(silent=True).start()
+    quiet = Authenticator(AuthSettings(True, (("127.0.0.1", silent.port),), 1.0))
+    policy = SmtpAuthPolicy(quiet, streams)
+    try:
+        assert asyncio.run(checks(policy)) == (None, None, None, None)
+    finally:
+        policy.close()
+        quiet.close()
+        silent.stop()

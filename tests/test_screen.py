@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
+from inbound.bus import Headers, Record
 from inbound.bus.embedded import EmbeddedBus
 from inbound.config import SpamSettings, StreamSettings, load_settings
+from inbound.envelope import Envelope, Recipient
 from inbound.errors import ConfigError
+from inbound.ids import new_queue_id
 from inbound.ops.status import collect
 from inbound.processing.auth import DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
-from inbound.processing.screen import Screening, decide
+from inbound.processing.process import Processor
+from inbound.processing.screen import Screener, Screening, decide
 from inbound.processing.spam import Spamd, SpamdError, SpamScore, parse_response, read_outage
+from inbound.records import MESSAGES, RECEIVED, encode_received
+from inbound.routing import RoutingTable
 
 from .harness import SECRET
 
@@ -33,6 +41,7 @@ GENUINE = Verdicts(
     DmarcVerdict("pass", "reject", "bank.example"),
     "none",
 )
+NOW = "2026-11-23T05:00:00.000Z"
 SPAMMY = SpamScore(6.5, 5.0, ("GTUBE", "NO_RELAYS"))
 
 
@@ -218,3 +227,35 @@ def test_config_mistakes_name_the_key(tmp_path: Path, text: str, key: str, probl
         load_settings(config)
     assert key in str(caught.value)
     assert problem in str(caught.value)
+
+
+class Recorded:
+    """A producer that keeps what the processor sends, by topic."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
+        self.sent.append((topic, value))
+
+    def flush(self) -> None:
+        pass
+
+
+def test_processor_with_spamd_down_delivers_unscored_and_valid(
+    tmp_path: Path, message_schema: Draft202012Validator
+) -> None:
+    streams = [replace(STREAM, on_spam="block", spam_threshold=1.0)]
+    spamd = Spamd(SpamSettings(("127.0.0.1", closed_port()), 2.0), tmp_path)
+    producer = Recorded()
+    processor = Processor(RoutingTable.from_streams(streams), producer, streams, Screener(HOST, None, spamd))
+    envelope = Envelope(
+        new_queue_id(), "a@b.example", (Recipient("help@in.test", "support", None),), "192.0.2.1:4000", "b", False, NOW
+    )
+    raw = b"Authentication-Results: mx.in.test; dmarc=pass\r\nFrom: a@b.example\r\nSubject: hi\r\n\r\nhello\r\n"
+    record = Record(RECEIVED, 0, 0, b"", encode_received(envelope, raw), (), 0)
+    processor.handle([record])
+    (payload,) = [json.loads(v) for topic, v in producer.sent if topic == MESSAGES]
+    message_schema.validate(payload)
+    assert (payload["spam"], payload["auth"], payload["flags"]) == ({"status": "unavailable"}, None, [])
+    assert [h["name"] for h in payload["headers"]] == ["From", "Subject"]  # the forged verdict is gone
