@@ -2,7 +2,8 @@
 
 The auth tests publish SPF, DKIM and DMARC TXT records here and point
 ``[auth] resolvers`` at it. ``silent=True`` makes a server that reads every
-query and never answers, for the timeout cases. It counts the queries it
+query and never answers, for the timeout cases; ``delay`` makes every answer
+take that long, as a resolver's cache misses do (the bench). It counts the queries it
 answered, so a test can see the resolver cache at work.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import socketserver
 import threading
+import time
 from collections.abc import Iterable
 
 import dns.flags
@@ -24,8 +26,9 @@ NEGATIVE_TTL = 300
 
 
 class DnsServer:
-    def __init__(self, *, silent: bool = False, ttl: int = 300) -> None:
+    def __init__(self, *, silent: bool = False, ttl: int = 300, delay: float = 0.0) -> None:
         self.silent = silent
+        self.delay = delay
         self.ttl = ttl
         self.zone: dict[tuple[str, str], list[str]] = {}
         self.queries: list[tuple[str, str]] = []
@@ -90,6 +93,7 @@ class DnsServer:
             exists = any(n == name for n, _ in self.zone)
         if self.silent:
             return None
+        time.sleep(self.delay)  # each query has a thread of its own: delays overlap, as on a real resolver
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         if values:

@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from inbound.bus import Headers
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"test-secret-of-32-bytes-length!!").decode()
 INBOUND = [sys.executable, "-m", "inbound"]
@@ -287,3 +289,16 @@ def activity(config: Path) -> list[dict[str, Any]]:
 
 def statuses(config: Path) -> dict[str, str]:
     return {r["delivery_id"]: r["status"] for r in activity(config)}
+
+
+class RecordingProducer:
+    """A bus producer that keeps what it is sent as (topic, value): for driving a stage in process."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
+        self.sent.append((topic, value))
+
+    def flush(self) -> None:
+        pass

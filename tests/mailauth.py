@@ -32,10 +32,10 @@ def rsa_key(name: str) -> tuple[bytes, str]:
 
 
 class SenderDomain:
-    def __init__(self, dns: DnsServer, domain: str, selector: str = "s1") -> None:
+    def __init__(self, dns: DnsServer, domain: str, selector: str = "s1", key: str | None = None) -> None:
         self.domain = domain
         self.selector = selector
-        self.private_key, public = rsa_key(domain)
+        self.private_key, public = rsa_key(key or domain)  # domains may share a key (the bench's many)
         dns.txt(f"{selector}._domainkey.{domain}", f"v=DKIM1; k=rsa; p={public}")
         self.dns = dns
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from inbound.bus import Headers, Record
+from inbound.bus import Record
 from inbound.bus.embedded import EmbeddedBus
 from inbound.config import SpamSettings, StreamSettings, load_settings
 from inbound.envelope import Envelope, Recipient
@@ -25,7 +25,7 @@ from inbound.processing.spam import Spamd, SpamdError, SpamScore, parse_response
 from inbound.records import MESSAGES, RECEIVED, encode_received
 from inbound.routing import RoutingTable
 
-from .harness import SECRET
+from .harness import SECRET, RecordingProducer
 
 HOST = "mx.in.test"
 STREAM = StreamSettings("support", ("*@in.test",), "https://a.test/", SECRET)
@@ -229,25 +229,12 @@ def test_config_mistakes_name_the_key(tmp_path: Path, text: str, key: str, probl
     assert problem in str(caught.value)
 
 
-class Recorded:
-    """A producer that keeps what the processor sends, by topic."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes]] = []
-
-    def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
-        self.sent.append((topic, value))
-
-    def flush(self) -> None:
-        pass
-
-
 def test_processor_with_spamd_down_delivers_unscored_and_valid(
     tmp_path: Path, message_schema: Draft202012Validator
 ) -> None:
     streams = [replace(STREAM, on_spam="block", spam_threshold=1.0)]
     spamd = Spamd(SpamSettings(("127.0.0.1", closed_port()), 2.0), tmp_path)
-    producer = Recorded()
+    producer = RecordingProducer()
     processor = Processor(RoutingTable.from_streams(streams), producer, streams, Screener(HOST, None, spamd))
     envelope = Envelope(
         new_queue_id(), "a@b.example", (Recipient("help@in.test", "support", None),), "192.0.2.1:4000", "b", False, NOW
