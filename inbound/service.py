@@ -117,7 +117,7 @@ class Service:
         if self.auth_policy is not None:
             self.resources.append(self.auth_policy.close)
         if "process" in self.roles:
-            spamd = Spamd(settings.spam, settings.storage.data_dir) if settings.spam.spamd else None
+            spamd = Spamd(settings.spam, settings.data.spamd_outage) if settings.spam.spamd else None
             screener = Screener(settings.smtp.hostname, auth, spamd)
             processor = Processor(self.routing, self.bus.producer(), settings.streams, screener)
             self.stages.append(

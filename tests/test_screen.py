@@ -148,11 +148,11 @@ def closed_port() -> int:
 def test_spamd_down_is_logged_once_noted_for_status_and_holds_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spamd = Spamd(SpamSettings(("127.0.0.1", closed_port()), 2.0), tmp_path)
+    spamd = Spamd(SpamSettings(("127.0.0.1", closed_port()), 2.0), tmp_path / "outage.json")
     with caplog.at_level(logging.ERROR, logger="inbound.processing.spam"):
         assert [spamd.score(b"Subject: x\r\n\r\nhi\r\n") for _ in range(3)] == [None, None, None]
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
-    outage = read_outage(tmp_path)
+    outage = read_outage(tmp_path / "outage.json")
     assert outage is not None
     assert "Connection refused" in outage[1]
 
@@ -161,7 +161,7 @@ def test_inbound_status_shows_the_spamd_outage(tmp_path: Path) -> None:
     config = tmp_path / "inbound.toml"
     config.write_text(f'[storage]\ndata_dir = "data"\n[spam]\nspamd = "127.0.0.1:{closed_port()}"\n')
     settings = load_settings(config)
-    Spamd(settings.spam, settings.storage.data_dir).score(b"\r\nhi\r\n")
+    Spamd(settings.spam, settings.data.spamd_outage).score(b"\r\nhi\r\n")
     bus = EmbeddedBus(tmp_path / "bus.db")
     try:
         report = collect(settings, bus)
@@ -233,7 +233,7 @@ def test_processor_with_spamd_down_delivers_unscored_and_valid(
     tmp_path: Path, message_schema: Draft202012Validator
 ) -> None:
     streams = [replace(STREAM, on_spam="block", spam_threshold=1.0)]
-    spamd = Spamd(SpamSettings(("127.0.0.1", closed_port()), 2.0), tmp_path)
+    spamd = Spamd(SpamSettings(("127.0.0.1", closed_port()), 2.0), tmp_path / "outage.json")
     producer = RecordingProducer()
     processor = Processor(RoutingTable.from_streams(streams), producer, streams, Screener(HOST, None, spamd))
     envelope = Envelope(

@@ -75,7 +75,7 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
         if outbox:
             outbox.close()
     oldest_record = store.oldest_waiting() if store is not None else None
-    outage = read_outage(settings.storage.data_dir)
+    outage = read_outage(settings.data.spamd_outage)
     waiting_since = [now - m for m in mtimes] + ([now - _epoch(oldest_record)] if oldest_record else [])
     return Status(
         oldest_waiting_age=max(waiting_since, default=None),

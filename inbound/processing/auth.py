@@ -17,28 +17,34 @@ authheaders' own evaluation takes only one DKIM result, reloads the public
 suffix list from disk on every call (45 ms, measured) and lets DNS errors out
 as anything.
 
-Why concurrently: a message's lookups are independent (SPF's chain, each
-signature's key, the ARC keys, the DMARC record), so they run on a thread
-pool and the message waits for the slowest, not for the sum. DMARC then
-evaluates from the cache. Failure behaviour: a DNS timeout or server failure
-is ``temperror`` for the check that needed it; the whole message is bounded
-by ``[auth] timeout`` (a check still running then is ``temperror``); a check
-that throws on hostile bytes is ``permerror``. Nothing here raises.
+Why this shape: a message's first lookups are independent and known from its
+headers (the SPF record, each signature's and ARC set's key, the DMARC
+records), so those the cache lacks are fetched at once on a thread pool and
+the message waits for the slowest, not for the sum. The checks themselves then
+run one after another in the caller's thread, answered from the cache: they
+are CPU work (hashes, RSA), which threads would only slow down under the GIL,
+and a message whose records are cached hands nothing to another thread.
+Failure behaviour: a DNS timeout or server failure is ``temperror`` for the
+check that needed it; all lookups of a message share one deadline, ``[auth]
+timeout``; a check that throws on hostile bytes is ``permerror``. Nothing
+here raises.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_all
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any, TypeVar
 
 import dkim
+import dkim.util
 import spf
 from authheaders.dmarc_lookup import DMARCException, lookup_receiver_record
 from authres import AuthenticationResultsHeader, DKIMAuthenticationResult, SPFAuthenticationResult
@@ -47,13 +53,13 @@ from authres.dmarc import DMARCAuthenticationResult
 from publicsuffix2 import PublicSuffixList
 
 from ..config import AuthSettings
-from .resolver import DnsTemporaryError, Resolver, bind_spf_lookups
+from .resolver import DnsTemporaryError, MessageLookups, Resolver, bind_spf_lookups
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PASS, FAIL, NONE, TEMPERROR, PERMERROR = "pass", "fail", "none", "temperror", "permerror"
-# Threads shared by every message: a few messages' lookups in flight at once.
+# Threads for prefetching, shared by every message: a few messages' lookups in flight at once.
 POOL_THREADS = 16
 
 
@@ -127,62 +133,64 @@ class Authenticator:
     def __init__(self, settings: AuthSettings) -> None:
         self.timeout = settings.timeout
         self.resolver = Resolver(settings.resolvers, settings.timeout)
-        self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="auth")
+        self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="auth-dns")
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
+    def lookups(self) -> MessageLookups:
+        """A new message's lookups: its deadline starts now."""
+        return MessageLookups(self.resolver, self.timeout)
+
     def verify(self, message: bytes, *, client_ip: str, mail_from: str, helo: str) -> Verdicts:
-        signatures = _count_dkim_signatures(message)
+        lookups = self.lookups()
+        headers = _headers(message)
         from_domains = from_header_domains(message)
-        spf_job = self.pool.submit(self.check_spf, client_ip, mail_from, helo)
-        dkim_jobs = [self.pool.submit(self.check_dkim, message, i) for i in range(signatures)]
-        arc_job = self.pool.submit(self.check_arc, message)
-        # Warms the cache so DMARC below evaluates without waiting on the network.
-        warm = [self.pool.submit(self._dmarc_records, d) for d in from_domains]
-        jobs: list[Future[Any]] = [spf_job, *dkim_jobs, arc_job, *warm]
-        wait_all(jobs, timeout=self.timeout)
-        spf_verdict = _outcome(spf_job, SpfVerdict(TEMPERROR, _spf_domain(mail_from, helo)))
-        dkims = tuple(_outcome(job, DkimVerdict(TEMPERROR, "", "")) for job in dkim_jobs)
-        arc = _outcome(arc_job, TEMPERROR)
-        if all(job.done() for job in warm):
-            dmarc = self.check_dmarc(from_domains, spf_verdict, dkims)
-        else:
-            dmarc = DmarcVerdict(TEMPERROR, None, from_domains[0] if from_domains else None)
+        spf_domain = _spf_domain(mail_from, helo)
+        wanted = [(spf_domain, "TXT")] + [(name, "TXT") for name in _key_names(headers)]
+        wanted += [(f"_dmarc.{d}", "TXT") for domain in from_domains for d in (domain, org_domain(domain))]
+        lookups.prefetch(self.pool, wanted)
+        spf_verdict = self.check_spf(client_ip, mail_from, helo, lookups)
+        signatures = sum(1 for name, _ in headers if name.lower() == b"dkim-signature")
+        verifier = dkim.DKIM(message)
+        dkims = tuple(self._check_dkim(verifier, i, lookups) for i in range(signatures))
+        has_arc = any(name.lower().startswith(b"arc-") for name, _ in headers)
+        arc = self._check_arc(message, lookups) if has_arc else NONE  # spares dkimpy a second parse
+        dmarc = self._check_dmarc(from_domains, spf_verdict, dkims, lookups)
         return Verdicts(spf_verdict, dkims, dmarc, arc)
 
-    def check_spf(self, client_ip: str, mail_from: str, helo: str) -> SpfVerdict:
-        domain = _spf_domain(mail_from, helo)
-        with bind_spf_lookups(self.resolver):
+    def check_spf(self, client_ip: str, mail_from: str, helo: str, lookups: MessageLookups | None = None) -> SpfVerdict:
+        lookups = lookups or self.lookups()
+        left = max(lookups.deadline - time.monotonic(), 0.001)
+        with bind_spf_lookups(lookups):
             result, _ = _guarded(
-                lambda: spf.query(client_ip, mail_from, helo, querytime=self.timeout).check()[:2],
+                lambda: spf.query(client_ip, mail_from, helo, querytime=left).check()[:2],
                 (PERMERROR, ""),
             )
-        return SpfVerdict(str(result), domain)
+        return SpfVerdict(str(result), _spf_domain(mail_from, helo))
 
-    def check_dkim(self, message: bytes, index: int) -> DkimVerdict:
-        verifier = dkim.DKIM(message)
-
+    def _check_dkim(self, verifier: dkim.DKIM, index: int, lookups: MessageLookups) -> DkimVerdict:
         def verify() -> str:
             try:
                 verifier.verify_headerprep(idx=index)  # the signature's own syntax
             except dkim.DKIMException:
                 return PERMERROR  # a signature that cannot be read (RFC 8601 2.7.1)
             try:
-                return PASS if verifier.verify(idx=index, dnsfunc=self.resolver.dkim_key) else FAIL
+                return PASS if verifier.verify(idx=index, dnsfunc=lookups.dkim_key) else FAIL
             except DnsTemporaryError:
                 return TEMPERROR
             except dkim.DKIMException:
                 return FAIL  # e.g. the body hash does not match: changed after signing
 
+        verifier.signature_fields = {}
         result = _guarded(verify, PERMERROR)
         fields = verifier.signature_fields or {}
         return DkimVerdict(result, _text(fields.get(b"d")), _text(fields.get(b"s")))
 
-    def check_arc(self, message: bytes) -> str:
+    def _check_arc(self, message: bytes, lookups: MessageLookups) -> str:
         def verify() -> str:
             try:
-                chain, _, _ = dkim.ARC(message).verify(dnsfunc=self.resolver.dkim_key)
+                chain, _, _ = dkim.ARC(message).verify(dnsfunc=lookups.dkim_key)
             except DnsTemporaryError:
                 return TEMPERROR
             except dkim.DKIMException:
@@ -191,32 +199,26 @@ class Authenticator:
 
         return _guarded(verify, PERMERROR)
 
-    def check_dmarc(
-        self, from_domains: list[str], spf_verdict: SpfVerdict, dkims: Iterable[DkimVerdict]
+    def _check_dmarc(
+        self, from_domains: list[str], spf_verdict: SpfVerdict, dkims: tuple[DkimVerdict, ...], lookups: MessageLookups
     ) -> DmarcVerdict:
         if not from_domains:
             return DmarcVerdict(PERMERROR, None, None)  # no From address: nothing to align with
-        verdicts = [self._dmarc_for(d, spf_verdict, tuple(dkims)) for d in from_domains]
-        # Several From domains (RFC 7489 6.6.1): the one whose failure weighs most speaks for the message.
-        return max(verdicts, key=lambda v: (v.result == FAIL, _POLICY_WEIGHT.get(v.policy or "", 0)))
 
-    def _dmarc_records(self, domain: str) -> None:
-        self._dmarc_record(domain)
-        self._dmarc_record(org_domain(domain))
+        def record_of(domain: str) -> dict[str, str]:
+            return dict(lookup_receiver_record(domain, dnsfunc=lookups.dmarc_record))
 
-    def _dmarc_record(self, domain: str) -> dict[str, str]:
-        return dict(lookup_receiver_record(domain, dnsfunc=self.resolver.dmarc_record))
-
-    def _dmarc_for(self, domain: str, spf_verdict: SpfVerdict, dkims: tuple[DkimVerdict, ...]) -> DmarcVerdict:
-        def evaluate() -> DmarcVerdict:
+        def evaluate(domain: str) -> DmarcVerdict:
             try:
-                return dmarc_for(domain, spf_verdict, dkims, self._dmarc_record)
+                return dmarc_for(domain, spf_verdict, dkims, record_of)
             except DnsTemporaryError:
                 return DmarcVerdict(TEMPERROR, None, domain)
             except DMARCException:
                 return DmarcVerdict(PERMERROR, None, domain)
 
-        return _guarded(evaluate, DmarcVerdict(PERMERROR, None, domain))
+        verdicts = [_guarded(functools.partial(evaluate, d), DmarcVerdict(PERMERROR, None, d)) for d in from_domains]
+        # Several From domains (RFC 7489 6.6.1): the one whose failure weighs most speaks for the message.
+        return max(verdicts, key=lambda v: (v.result == FAIL, _POLICY_WEIGHT.get(v.policy or "", 0)))
 
 
 _POLICY_WEIGHT = {"none": 1, "quarantine": 2, "reject": 3}
@@ -279,9 +281,22 @@ def from_header_domains(message: bytes) -> list[str]:
     return list(dict.fromkeys(d for d in domains if d))
 
 
-def _count_dkim_signatures(message: bytes) -> int:
+def _headers(message: bytes) -> list[tuple[bytes, bytes]]:
     headers, _ = dkim.rfc822_parse(message)
-    return sum(1 for name, _ in headers if name.lower() == b"dkim-signature")
+    return list(headers)
+
+
+def _key_names(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    """Where the keys of the message's DKIM signatures and ARC sets are published (``s._domainkey.d``)."""
+    names = []
+    for name, value in headers:
+        if name.lower() in (b"dkim-signature", b"arc-message-signature", b"arc-seal"):
+            try:
+                tags = dkim.util.parse_tag_value(re.sub(rb"\s+", b"", value))
+                names.append(f"{tags[b's'].decode()}._domainkey.{tags[b'd'].decode()}")
+            except (dkim.util.InvalidTagValueList, KeyError, UnicodeDecodeError):
+                continue  # unreadable: its check says so, without a lookup
+    return names
 
 
 def _spf_domain(mail_from: str, helo: str) -> str:
@@ -290,11 +305,6 @@ def _spf_domain(mail_from: str, helo: str) -> str:
 
 def _text(value: bytes | None) -> str:
     return value.decode("ascii", errors="replace").lower() if value else ""
-
-
-def _outcome(job: Future[T], unfinished: T) -> T:
-    """The job's result, or *unfinished* when the message's time ran out first."""
-    return job.result() if job.done() else unfinished
 
 
 def _guarded(check: Callable[[], T], on_crash: T) -> T:

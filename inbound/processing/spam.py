@@ -14,7 +14,7 @@ Failure behaviour: spamd down, refusing, slow past ``[spam] timeout`` or
 answering nonsense never holds mail: the message goes on unscored
 (``spam: {"status": "unavailable"}``). The outage is logged once when it
 starts and once when it ends, and a marker file in the data directory
-(:data:`OUTAGE_MARKER`) lets ``inbound status`` show it. A message larger than
+(``DataDir.spamd_outage``) lets ``inbound status`` show it. A message larger than
 ``MAX_SCORED_SIZE`` is not sent, as spamc does not send it: SpamAssassin's
 rules are written for the start of a message and its time grows with size.
 """
@@ -33,7 +33,6 @@ from ..config import SpamSettings
 
 log = logging.getLogger(__name__)
 
-OUTAGE_MARKER = "spamd-unavailable.json"
 MAX_SCORED_SIZE = 512 * 1024  # spamc's default (-s 500k)
 _STATUS_LINE = re.compile(rb"^SPAMD/\d+\.\d+ (\d+) (\S+)")
 _SPAM_HEADER = re.compile(rb"^Spam: *(\w+) *; *(-?[\d.]+) */ *(-?[\d.]+)", re.IGNORECASE | re.MULTILINE)
@@ -106,11 +105,11 @@ def parse_response(response: bytes) -> SpamScore:
 class Spamd:
     """Scores messages; remembers whether spamd is out, so an outage is reported once."""
 
-    def __init__(self, settings: SpamSettings, data_dir: Path) -> None:
+    def __init__(self, settings: SpamSettings, outage_marker: Path) -> None:
         assert settings.spamd is not None, "only built when [spam] spamd is set"
         self.host, self.port = settings.spamd
         self.timeout = settings.timeout
-        self.marker = data_dir / OUTAGE_MARKER
+        self.marker = outage_marker
         self.down = self.marker.exists()  # an outage noted before a restart ends at the next score
 
     def score(self, message: bytes) -> SpamScore | None:
@@ -138,10 +137,10 @@ class Spamd:
             log.warning("stage=process cannot note the spamd outage for `inbound status`: %s", exc)
 
 
-def read_outage(data_dir: Path) -> tuple[float, str] | None:
-    """(since, problem) of the spamd outage this host's processor saw, or None."""
+def read_outage(marker: Path) -> tuple[float, str] | None:
+    """(since, problem) of the spamd outage a processor noted in *marker*, or None."""
     try:
-        data = json.loads((data_dir / OUTAGE_MARKER).read_text())
+        data = json.loads(marker.read_text())
         return float(data["since"]), str(data["problem"])
     except FileNotFoundError:
         return None
