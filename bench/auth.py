@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dns = DnsServer(delay=args.dns_delay).start()
-    body = ("Lorem ipsum dolor sit amet. " * (args.size // 28 + 1))[: args.size] + "\r\n"
+    body = ("Lorem ipsum dolor sit amet. " * (args.size // 28 + 1))[: args.size]
 
     def domain(name: str) -> tuple[str, SenderDomain]:
         sender = SenderDomain(dns, name, key="bench").spf(f"v=spf1 ip4:{CLIENT_IP} -all").dmarc("v=DMARC1; p=reject")

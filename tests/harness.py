@@ -274,11 +274,16 @@ def send(config: Path, mail_from: str, rcpts: list[str], message: bytes) -> str:
 
 
 def simple_message(
-    subject: str = "Hello", sender: str = "alice@sender.test", to: str = "help@in.test", body: str = "Hi there"
+    subject: str = "Hello",
+    sender: str = "alice@sender.test",
+    to: str = "help@in.test",
+    body: str = "Hi there",
+    extra: str = "",  # more header lines, each ending in CRLF
 ) -> bytes:
     return (
         f"From: Alice <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{time.time_ns()}@sender.test>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
+        f"Message-ID: <{time.time_ns()}@sender.test>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n{extra}\r\n"
+        f"{body}\r\n"
     ).encode()
 
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.dnsserver import DnsServer
+from tests.harness import simple_message
 
 SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id"]
 
@@ -71,11 +72,6 @@ class SenderDomain:
         return b"".join(seal) + message
 
 
-def message(
-    from_: str = "alice@example.org", subject: str = "Hello", body: str = "Hi there.\r\n", extra: str = ""
-) -> bytes:
-    return (
-        f"From: Alice <{from_}>\r\nTo: help@in.test\r\nSubject: {subject}\r\n"
-        f"Date: Sun, 22 Nov 2026 11:00:00 +0100\r\nMessage-ID: <m1@{from_.rpartition('@')[2]}>\r\n{extra}"
-        f"\r\n{body}"
-    ).encode()
+def message(from_: str = "alice@example.org", **fields: str) -> bytes:
+    """A plain message from *from_* (see ``simple_message`` for the other fields)."""
+    return simple_message(sender=from_, **fields)

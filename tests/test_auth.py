@@ -74,7 +74,7 @@ def test_spoof_from_another_server_fails_spf_and_dmarc(auth: Authenticator, exam
 def test_a_body_changed_in_transit_fails_dkim_but_aligned_spf_passes_dmarc(
     auth: Authenticator, example_org: SenderDomain
 ) -> None:
-    tampered = example_org.sign(message()).replace(b"Hi there.", b"Pay me.")
+    tampered = example_org.sign(message()).replace(b"Hi there", b"Pay me")
     verdicts = verify(auth, tampered)
     assert [d.result for d in verdicts.dkim] == ["fail"]
     assert verdicts.spf.result == "pass"
@@ -117,7 +117,7 @@ def test_a_forwarded_message_with_a_valid_arc_chain(
     assert [d.result for d in verdicts.dkim] == ["fail"]
     assert verdicts.dmarc.result == "fail"  # the chain is reported; the policy decides what to trust
 
-    broken = forwarded.replace(b"Hi there.", b"Changed after sealing.")
+    broken = forwarded.replace(b"Hi there", b"Changed after sealing")
     assert verify(auth, broken, ip=OTHER_IP, mail_from="list-bounces@lists.example.net").arc == "fail"
 
 

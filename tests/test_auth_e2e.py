@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from inbound.config import SpamSettings
+from inbound.processing.spam import Spamd
 from tests.dnsserver import DnsServer
 from tests.harness import (
     InboundProcess,
@@ -83,7 +85,7 @@ def test_verdicts_policies_and_spam_end_to_end(
     queue_ids = {
         "genuine": send(config, "alice@example.org", ["help@in.test"], signed),
         "quarantine": send(config, "x@evil.example", ["help@in.test"], message("sales@shop.example")),
-        "gtube": send(config, "alice@example.org", ["help@in.test"], genuine.sign(message(body=f"{GTUBE}\r\n"))),
+        "gtube": send(config, "alice@example.org", ["help@in.test"], genuine.sign(message(body=GTUBE))),
     }
     wait_for(lambda: len(receiver.on("/hook")) == 2, 60, "two deliveries")
     posted = {hit.json["queue_id"]: hit.json for hit in receiver.on("/hook")}
@@ -117,3 +119,18 @@ def test_verdicts_policies_and_spam_end_to_end(
     record = wait_for(lambda: (r := gtube_blocked()) and r["status"] == "blocked" and r, 60, "GTUBE blocked")
     assert "on_spam = block" in str(record["reason"])
     assert queue_ids["gtube"] not in posted
+
+
+def test_spamd_scores_gtube_as_spam_and_a_recovery_clears_the_outage_note(spamd: SpamdProcess, tmp_path: Path) -> None:
+    marker = tmp_path / "spamd-unavailable.json"
+    marker.write_text('{"since": 0, "problem": "down before a restart"}')
+    host, port = spamd.address.split(":")
+    scorer = Spamd(SpamSettings((host, int(port)), 30.0), marker)
+    score = scorer.score(message(body=GTUBE))
+    assert score is not None
+    assert score.score >= 1000
+    assert "GTUBE" in score.rules
+    assert not marker.exists()
+    plain = scorer.score(message(body="See you at lunch tomorrow."))
+    assert plain is not None
+    assert plain.score < plain.required

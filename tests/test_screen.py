@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from inbound.ids import new_queue_id
 from inbound.ops.status import collect
 from inbound.processing.auth import DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
 from inbound.processing.process import Processor
+from inbound.processing.resolver import Resolver
 from inbound.processing.screen import Screener, Screening, decide
 from inbound.processing.spam import Spamd, SpamdError, SpamScore, parse_response, read_outage
 from inbound.records import MESSAGES, RECEIVED, encode_received
@@ -246,3 +248,25 @@ def test_processor_with_spamd_down_delivers_unscored_and_valid(
     message_schema.validate(payload)
     assert (payload["spam"], payload["auth"], payload["flags"]) == ({"status": "unavailable"}, None, [])
     assert [h["name"] for h in payload["headers"]] == ["From", "Subject"]  # the forged verdict is gone
+
+
+def test_a_spamd_that_never_answers_is_unavailable_within_its_timeout(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # listens, so connecting works, but never reads or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        spamd = Spamd(SpamSettings(("127.0.0.1", silent.getsockname()[1]), 0.5), tmp_path / "outage.json")
+        started = time.monotonic()
+        assert spamd.score(b"Subject: x\r\n\r\nhi\r\n") is None
+        assert time.monotonic() - started < 10  # generous: bounded by the 0.5 s timeout
+    outage = read_outage(tmp_path / "outage.json")
+    assert outage is not None
+    assert "timed out" in outage[1]
+
+
+def test_no_resolvers_configured_and_none_in_the_system_is_a_config_error(tmp_path: Path) -> None:
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("# no nameserver lines\n")
+    with pytest.raises(ConfigError) as caught:
+        Resolver((), 1.0, system_config=str(empty))
+    assert "auth.resolvers" in str(caught.value)
+    assert Resolver((("127.0.0.1", 53),), 1.0, system_config=str(empty))  # configured servers need no system's

@@ -37,6 +37,8 @@ import dns.rdatatype
 import dns.resolver
 import spf
 
+from ..errors import ConfigError
+
 # Enough for the domains of a busy MX between two TTLs; least recently used go first.
 CACHE_ENTRIES = 50_000
 
@@ -52,12 +54,18 @@ class DnsTemporaryError(Exception):
 class Resolver:
     """Time-bounded, cached lookups against the configured servers (or the system's); shared by threads."""
 
-    def __init__(self, nameservers: tuple[tuple[str, int], ...], timeout: float) -> None:
+    def __init__(
+        self, nameservers: tuple[tuple[str, int], ...], timeout: float, system_config: str = "/etc/resolv.conf"
+    ) -> None:
         if nameservers:
             resolver = dns.resolver.Resolver(configure=False)
             resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
         else:
-            resolver = dns.resolver.Resolver()  # /etc/resolv.conf
+            try:
+                resolver = dns.resolver.Resolver(filename=system_config)
+            except dns.resolver.NoResolverConfiguration as exc:
+                problem = f"the system names no DNS server ({exc}); list some in [auth] resolvers"
+                raise ConfigError(system_config, "auth.resolvers", problem) from None
         resolver.timeout = timeout  # one try of one server
         resolver.lifetime = timeout  # the whole lookup, retries and servers included
         resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
