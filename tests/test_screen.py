@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+from rich.console import Console
 
 from inbound.bus import Record
 from inbound.bus.embedded import EmbeddedBus
@@ -18,7 +20,8 @@ from inbound.config import SpamSettings, StreamSettings, load_settings
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ConfigError
 from inbound.ids import new_queue_id
-from inbound.ops.status import collect
+from inbound.ops.status import Status, collect
+from inbound.ops.statusview import render_status
 from inbound.processing.auth import DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
 from inbound.processing.process import Processor
 from inbound.processing.resolver import Resolver
@@ -270,3 +273,12 @@ def test_no_resolvers_configured_and_none_in_the_system_is_a_config_error(tmp_pa
         Resolver((), 1.0, system_config=str(empty))
     assert "auth.resolvers" in str(caught.value)
     assert Resolver((("127.0.0.1", 53),), 1.0, system_config=str(empty))  # configured servers need no system's
+
+
+def test_status_table_names_the_spamd_outage() -> None:
+    report = Status(0, None, {}, (), False, None, spamd_down_for=90.0, spamd_problem="spamd at 127.0.0.1:783: refused")
+    output = io.StringIO()
+    render_status(report, Console(file=output, width=200))
+    shown = output.getvalue()
+    assert "spam scoring unavailable for 90s" in shown
+    assert "spamd at 127.0.0.1:783: refused" in shown

@@ -131,14 +131,13 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
     ) -> str:
         refusal = self.refuse_mail()
+        mail_from = "" if address == "<>" else address
         if refusal is None and self.auth_policy is not None:
-            mail_from = "" if address == "<>" else address
-            refusal = await self.auth_policy.at_mail(
-                envelope, _peer_ip(session.peer), mail_from, session.host_name or ""
-            )
+            ip, helo = _peer_ip(session.peer), session.host_name or ""
+            refusal = await self.auth_policy.at_mail(envelope, ip, mail_from, helo)
         if refusal is not None:
             return refusal
-        envelope.mail_from = "" if address == "<>" else address
+        envelope.mail_from = mail_from
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
 
