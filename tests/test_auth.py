@@ -185,3 +185,19 @@ def test_smtp_time_checks_refuse_a_definite_fail_and_accept_when_dns_is_silent(
         policy.close()
         quiet.close()
         silent.stop()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.org\r\nthis line has no colon\r\nDKIM-Signature: v=1; d=example.org\r\n\r\nbody\r\n",
+        b"DKIM-Signature: \xff\xfe garbage\r\nARC-Seal: i=x\r\nFrom: <>\r\n\r\n",
+        b"",
+    ],
+)
+def test_hostile_messages_get_verdicts_and_never_an_exception(auth: Authenticator, raw: bytes) -> None:
+    verdicts = verify(auth, raw)
+    assert verdicts.spf.result == "none"  # the SPF of the envelope is still checked
+    assert verdicts.dmarc.result in ("none", "permerror")
+    assert verdicts.arc in ("none", "fail", "permerror")
+    assert all(d.result in ("fail", "permerror") for d in verdicts.dkim)

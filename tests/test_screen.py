@@ -138,6 +138,7 @@ def test_spamd_response_is_parsed_and_nonsense_refused() -> None:
         b"HTTP/1.1 200 OK\r\n\r\n",
         b"SPAMD/1.1 76 EX_PROTOCOL\r\n\r\n",
         b"SPAMD/1.1 0 EX_OK\r\n\r\nX",
+        b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 1.2.3 / 5.0\r\n\r\n",
         b"",
     ):
         with pytest.raises(SpamdError):

@@ -143,8 +143,19 @@ class Authenticator:
         return MessageLookups(self.resolver, self.timeout)
 
     def verify(self, message: bytes, *, client_ip: str, mail_from: str, helo: str) -> Verdicts:
+        """Every verdict of *message*; never raises (what cannot be checked is ``permerror``)."""
+        unreadable = Verdicts(
+            SpfVerdict(PERMERROR, _spf_domain(mail_from, helo)), (), DmarcVerdict(PERMERROR, None, None), PERMERROR
+        )
+        return _guarded(lambda: self._verify(message, client_ip, mail_from, helo), unreadable)
+
+    def _verify(self, message: bytes, client_ip: str, mail_from: str, helo: str) -> Verdicts:
         lookups = self.lookups()
-        headers = _headers(message)
+        try:
+            verifier: dkim.DKIM | None = dkim.DKIM(message)
+        except dkim.DKIMException:
+            verifier = None  # a header block dkimpy cannot split (a line without a colon): nothing to verify
+        headers: list[tuple[bytes, bytes]] = verifier.headers if verifier else []
         from_domains = from_header_domains(message)
         spf_domain = _spf_domain(mail_from, helo)
         wanted = [(spf_domain, "TXT")] + [(name, "TXT") for name in _key_names(headers)]
@@ -152,8 +163,7 @@ class Authenticator:
         lookups.prefetch(self.pool, wanted)
         spf_verdict = self.check_spf(client_ip, mail_from, helo, lookups)
         signatures = sum(1 for name, _ in headers if name.lower() == b"dkim-signature")
-        verifier = dkim.DKIM(message)
-        dkims = tuple(self._check_dkim(verifier, i, lookups) for i in range(signatures))
+        dkims = tuple(self._check_dkim(verifier, i, lookups) for i in range(signatures)) if verifier else ()
         has_arc = any(name.lower().startswith(b"arc-") for name, _ in headers)
         arc = self._check_arc(message, lookups) if has_arc else NONE  # spares dkimpy a second parse
         dmarc = self._check_dmarc(from_domains, spf_verdict, dkims, lookups)
@@ -279,11 +289,6 @@ def from_header_domains(message: bytes) -> list[str]:
     addresses = getaddresses([str(v) for v in headers.get_all("From", [])])
     domains = [address.rpartition("@")[2].strip().lower().rstrip(">") for _, address in addresses if "@" in address]
     return list(dict.fromkeys(d for d in domains if d))
-
-
-def _headers(message: bytes) -> list[tuple[bytes, bytes]]:
-    headers, _ = dkim.rfc822_parse(message)
-    return list(headers)
 
 
 def _key_names(headers: list[tuple[bytes, bytes]]) -> list[str]:

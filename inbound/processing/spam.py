@@ -99,7 +99,10 @@ def parse_response(response: bytes) -> SpamScore:
     if spam is None:
         raise SpamdError("spamd response without a Spam header")
     rules = tuple(r for r in body.decode("ascii", errors="replace").strip().split(",") if r)
-    return SpamScore(float(spam.group(2)), float(spam.group(3)), rules)
+    try:
+        return SpamScore(float(spam.group(2)), float(spam.group(3)), rules)
+    except ValueError:  # "1.2.3" matches the pattern's characters
+        raise SpamdError(f"spamd score is not a number: {spam.group(0)!r}") from None
 
 
 class Spamd:
