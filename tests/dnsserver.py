@@ -55,9 +55,16 @@ class DnsServer:
                 if reply is not None:
                     self.request.sendall(len(reply).to_bytes(2, "big") + reply)
 
-        self.udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
-        self.port = self.udp.server_address[1]
-        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+        for _ in range(20):  # a free UDP port whose TCP twin is free too
+            self.udp = socketserver.ThreadingUDPServer(("127.0.0.1", 0), Udp)
+            self.port = self.udp.server_address[1]
+            try:
+                self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Tcp)
+                break
+            except OSError:
+                self.udp.server_close()
+        else:
+            raise OSError("no loopback port free for both UDP and TCP")
         self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.udp, self.tcp)]
 
     @property

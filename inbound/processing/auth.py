@@ -134,6 +134,7 @@ class Authenticator:
         self.timeout = settings.timeout
         self.resolver = Resolver(settings.resolvers, settings.timeout)
         self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="auth-dns")
+        _public_suffixes()  # read the list at start-up, not while the first message waits
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -150,7 +151,6 @@ class Authenticator:
         return _guarded(lambda: self._verify(message, client_ip, mail_from, helo), unreadable)
 
     def _verify(self, message: bytes, client_ip: str, mail_from: str, helo: str) -> Verdicts:
-        lookups = self.lookups()
         try:
             verifier: dkim.DKIM | None = dkim.DKIM(message)
         except dkim.DKIMException:
@@ -160,6 +160,7 @@ class Authenticator:
         spf_domain = _spf_domain(mail_from, helo)
         wanted = [(spf_domain, "TXT")] + [(name, "TXT") for name in _key_names(headers)]
         wanted += [(f"_dmarc.{d}", "TXT") for domain in from_domains for d in (domain, org_domain(domain))]
+        lookups = self.lookups()  # the DNS deadline starts with the first lookup, not with the parsing above
         lookups.prefetch(self.pool, wanted)
         spf_verdict = self.check_spf(client_ip, mail_from, helo, lookups)
         signatures = sum(1 for name, _ in headers if name.lower() == b"dkim-signature")
