@@ -31,6 +31,7 @@ class DnsServer:
         self.delay = delay
         self.ttl = ttl
         self.zone: dict[tuple[str, str], list[str]] = {}
+        self.failing: set[str] = set()  # names answered with SERVFAIL, as a broken authoritative server does
         self.queries: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         server = self
@@ -103,7 +104,9 @@ class DnsServer:
         time.sleep(self.delay)  # each query has a thread of its own: delays overlap, as on a real resolver
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if values:
+        if name in self.failing:
+            response.set_rcode(dns.rcode.SERVFAIL)
+        elif values:
             response.answer.append(dns.rrset.from_text_list(question.name, self.ttl, "IN", rdtype, values))
         else:
             if not exists:

@@ -201,3 +201,15 @@ def test_hostile_messages_get_verdicts_and_never_an_exception(auth: Authenticato
     assert verdicts.dmarc.result in ("none", "permerror")
     assert verdicts.arc in ("none", "fail", "permerror")
     assert all(d.result in ("fail", "permerror") for d in verdicts.dkim)
+
+
+def test_a_server_failure_is_temperror_for_the_checks_that_needed_the_answer(
+    dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
+) -> None:
+    dns_server.failing.add("example.org")  # the SPF record's name; the key and DMARC record still answer
+    verdicts = verify(auth, example_org.sign(message()))
+    assert verdicts.spf.result == "temperror"
+    assert [d.result for d in verdicts.dkim] == ["pass"]
+    assert verdicts.dmarc.result == "pass"  # the aligned DKIM pass is enough
+    spoof = verify(auth, message())
+    assert (spoof.spf.result, spoof.dmarc.result) == ("temperror", "temperror")  # might have passed: never "fail"
