@@ -283,3 +283,23 @@ def test_status_table_names_the_spamd_outage() -> None:
     shown = output.getvalue()
     assert "spam scoring unavailable for 90s" in shown
     assert "spamd at 127.0.0.1:783: refused" in shown
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"])
+def test_trace_headers_go_on_top_of_the_raw_message_and_the_body_is_untouched(newline: bytes) -> None:
+    raw = newline.join(
+        [
+            b"Received: from x",
+            b"Authentication-Results: mx.in.test;",  # forged, folded over two lines
+            b"\tdmarc=pass",
+            b"Subject: hi",
+            b"",
+            b"Authentication-Results: mx.in.test; this line is body text",
+            b"",
+        ]
+    )
+    decision = decide(Screening(SPOOFED, None, None), STREAM, HOST)
+    delivered = decision.trace_raw(raw)
+    ours, _, rest = delivered.partition(b"\r\n")
+    assert ours.startswith(b"Authentication-Results: mx.in.test; spf=fail")
+    assert rest == newline.join([b"Received: from x", b"Subject: hi", b"", raw.split(newline * 2, 1)[1]])

@@ -21,6 +21,7 @@ Failure behaviour: none of its own; the verdicts and the score never raise
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,8 +64,9 @@ class Decision:
 
     def trace_raw(self, raw: bytes) -> bytes:
         """*raw* with our trace headers on top and the forged ones left out; every other byte as it was."""
-        end = raw.find(b"\r\n\r\n")
-        head, rest = (raw[: end + 2], raw[end + 2 :]) if end >= 0 else (raw, b"")
+        blank = re.search(rb"\r?\n\r?\n", raw)  # CRLF as SMTP sends it; bare LFs from a sloppy client too
+        end = blank.start() + blank.group().index(b"\n") + 1 if blank else len(raw)
+        head, rest = raw[:end], raw[end:]
         fields: list[bytes] = []  # each field with its folded continuation lines
         for line in head.splitlines(keepends=True):
             if fields and line[:1] in (b" ", b"\t"):
