@@ -25,10 +25,10 @@ run: $(INSTALLED)
 
 # What the tests need from Debian, installed only when missing: a JDK and Maven (Kafka's broker
 # is fetched from Maven Central with mvn), swaks (a real SMTP client) and docker-compose (parses
-# compose.yaml without a Docker engine).
-TOOLS := java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose
+# compose.yaml without a Docker engine), and SpamAssassin's spamd (the spam tests score with it).
+TOOLS := java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose spamd:spamassassin
 tools:
-	@missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
+	@PATH="$$PATH:/usr/sbin"; missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing with apt-get:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi

@@ -81,6 +81,27 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """``[auth]``: SPF, DKIM, DMARC and ARC verdicts (inbound/processing/auth.py)."""
+
+    enabled: bool = False
+    resolvers: tuple[tuple[str, int], ...] = ()  # (ip, port); empty: the system's (/etc/resolv.conf)
+    timeout: float = 5.0  # the most the verdicts of one message may wait for DNS
+
+
+@dataclass(frozen=True, slots=True)
+class SpamSettings:
+    """``[spam]``: scoring by SpamAssassin's spamd (inbound/processing/spam.py)."""
+
+    spamd: tuple[str, int] | None = None  # None: no scoring
+    timeout: float = 10.0  # longer than this and the message goes on unscored
+
+
+DELIVER, FLAG, BLOCK = "deliver", "flag", "block"
+VERDICT_ACTIONS = (DELIVER, FLAG, BLOCK)
+
+
+@dataclass(frozen=True, slots=True)
 class StreamSettings:
     name: str
     addresses: tuple[str, ...]
@@ -91,6 +112,11 @@ class StreamSettings:
     include_raw: bool = False  # add the message as received to the payload
     mailgun_signing_key: str | None = None  # signs the mailgun format's timestamp + token
     sendgrid_raw: bool = False  # the sendgrid format's raw mode: the whole message in `email`
+    on_dmarc_fail: str = DELIVER  # one of VERDICT_ACTIONS
+    reject_dmarc_reject: bool = False  # 550 at end of DATA for a p=reject domain that fails DMARC
+    spf_fail: str = "accept"  # or "reject": 550 at MAIL FROM when SPF fails
+    spam_threshold: float | None = None  # None: spamd's own required score
+    on_spam: str = DELIVER  # one of VERDICT_ACTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +127,8 @@ class Settings:
     bus: BusSettings = field(default_factory=BusSettings)
     activity: ActivitySettings = field(default_factory=ActivitySettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    spam: SpamSettings = field(default_factory=SpamSettings)
     streams: tuple[StreamSettings, ...] = ()
 
     def stream(self, name: str) -> StreamSettings:
@@ -175,12 +203,14 @@ class _Reader:
             raise self.fail(key, str(exc)) from None
 
     def settings(self, raw: dict[str, Any]) -> Settings:
-        sections = {"smtp", "storage", "bus", "activity", "webhooks", "streams"}
+        sections = {"smtp", "storage", "bus", "activity", "webhooks", "auth", "spam", "streams"}
         for unknown in sorted(set(raw) - sections):
             raise self.fail(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
         smtp = self.smtp(raw)
         webhooks = self.webhooks(raw)
-        streams = self.streams(raw, webhooks.allow_private)
+        auth = self.auth(raw)
+        spam = self.spam(raw)
+        streams = self.streams(raw, webhooks.allow_private, auth, spam)
         return Settings(
             path=self.path,
             smtp=smtp,
@@ -188,6 +218,8 @@ class _Reader:
             bus=self.bus(raw),
             activity=self.activity(raw),
             webhooks=webhooks,
+            auth=auth,
+            spam=spam,
             streams=streams,
         )
 
@@ -268,7 +300,59 @@ class _Reader:
         self.check("webhooks.probe_interval", probe_interval > 0, "must be longer than 0s")
         return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval)
 
-    def streams(self, raw: dict[str, Any], allow_private: bool) -> tuple[StreamSettings, ...]:
+    def auth(self, raw: dict[str, Any]) -> AuthSettings:
+        t = self.table(raw, "auth", {"enabled", "resolvers", "timeout"})
+        enabled = self.get(t, "auth", "enabled", bool, False)
+        resolvers = tuple(
+            self.converted("auth.resolvers", server, split_ip_port)
+            for server in self.strings(t, "auth", "resolvers", ())
+        )
+        timeout = self.converted("auth.timeout", self.get(t, "auth", "timeout", str, "5s"), parse_duration)
+        self.check("auth.timeout", 0 < timeout <= 60, "must be longer than 0s and at most 60s")
+        return AuthSettings(enabled, resolvers, timeout)
+
+    def spam(self, raw: dict[str, Any]) -> SpamSettings:
+        t = self.table(raw, "spam", {"spamd", "timeout"})
+        spamd = (
+            self.converted("spam.spamd", self.get(t, "spam", "spamd", str, ""), split_host_port)
+            if "spamd" in t
+            else None
+        )
+        timeout = self.converted("spam.timeout", self.get(t, "spam", "timeout", str, "10s"), parse_duration)
+        self.check("spam.timeout", 0 < timeout <= 120, "must be longer than 0s and at most 120s")
+        return SpamSettings(spamd, timeout)
+
+    def verdict_policies(
+        self, t: dict[str, Any], section: str, auth: AuthSettings, spam: SpamSettings
+    ) -> dict[str, Any]:
+        """A stream's policies on verdicts; each needs the verdict it acts on to be computed."""
+        policies: dict[str, Any] = {}
+        for key in ("on_dmarc_fail", "on_spam"):
+            action = self.get(t, section, key, str, DELIVER)
+            self.check(f"{section}.{key}", action in VERDICT_ACTIONS, f"must be one of {', '.join(VERDICT_ACTIONS)}")
+            policies[key] = action
+        policies["reject_dmarc_reject"] = self.get(t, section, "reject_dmarc_reject", bool, False)
+        policies["spf_fail"] = self.get(t, section, "spf_fail", str, "accept")
+        self.check(f"{section}.spf_fail", policies["spf_fail"] in ("accept", "reject"), 'must be "accept" or "reject"')
+        threshold = t.get("spam_threshold")
+        if threshold is not None:
+            self.check(
+                f"{section}.spam_threshold",
+                isinstance(threshold, int | float) and not isinstance(threshold, bool),
+                "must be a number",
+            )
+            threshold = float(threshold)
+        policies["spam_threshold"] = threshold
+        auth_keys = [k for k in ("on_dmarc_fail", "reject_dmarc_reject", "spf_fail") if k in t]
+        for key in auth_keys:
+            self.check(f"{section}.{key}", auth.enabled, "needs the verdicts: set [auth] enabled = true")
+        for key in ("on_spam", "spam_threshold"):
+            self.check(f"{section}.{key}", key not in t or spam.spamd is not None, "needs [spam] spamd")
+        return policies
+
+    def streams(
+        self, raw: dict[str, Any], allow_private: bool, auth: AuthSettings, spam: SpamSettings
+    ) -> tuple[StreamSettings, ...]:
         entries = raw.get("streams", [])
         if not isinstance(entries, list):
             raise self.fail("streams", "must be an array of tables ([[streams]])")
@@ -306,7 +390,10 @@ class _Reader:
                 self.check(
                     f"{section}.block_senders", _valid_pattern(pattern), f"{pattern!r} is not an address or *@domain"
                 )
-            streams.append(StreamSettings(name, addresses, url, secret, blocks, *self.payload_options(t, section)))
+            policies = self.verdict_policies(t, section, auth, spam)
+            streams.append(
+                StreamSettings(name, addresses, url, secret, blocks, *self.payload_options(t, section), **policies)
+            )
         return tuple(streams)
 
     def payload_options(self, t: dict[str, Any], section: str) -> tuple[str, bool, str | None, bool]:
@@ -340,7 +427,22 @@ _STREAM_KEYS = {
     "include_raw",
     "mailgun_signing_key",
     "sendgrid_raw",
+    "on_dmarc_fail",
+    "reject_dmarc_reject",
+    "spf_fail",
+    "spam_threshold",
+    "on_spam",
 }
+
+
+def split_ip_port(value: str) -> tuple[str, int]:
+    """``ip:port`` (``[v6]:port`` too): a DNS server is named by address, as in resolv.conf."""
+    host, port = split_host_port(value)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r} is not ip:port (a DNS server is given by its address)") from None
+    return host, port
 
 
 def split_host_port(value: str) -> tuple[str, int]:

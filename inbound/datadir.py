@@ -76,6 +76,11 @@ class DataDir:
         return self.root / "activity.db"
 
     @property
+    def spamd_outage(self) -> Path:
+        """Present while this host's processor cannot reach spamd; read by ``inbound status``."""
+        return self.root / "spamd-unavailable.json"
+
+    @property
     def databases(self) -> tuple[Path, ...]:
         """Every SQLite file, checked at start-up and salvaged by ``inbound recover``."""
         return (self.bus, self.outbox, self.activity)

@@ -31,11 +31,15 @@ from .config import Settings
 from .control import Control
 from .delivery.deliver import Deliverer
 from .delivery.outbox import Outbox
+from .edge.authpolicy import SmtpAuthPolicy
 from .edge.publish import Publisher
 from .edge.smtp import InboundHandler, InboundSMTP
 from .edge.spool import Spool
 from .ops.integrity import check_databases
+from .processing.auth import Authenticator
 from .processing.process import Processor
+from .processing.screen import Screener
+from .processing.spam import Spamd
 from .routing import RoutingTable
 from .worker import ConsumerWorker
 
@@ -106,8 +110,16 @@ class Service:
         if "publish" in self.roles:
             self.publisher = Publisher(self.spool, self.bus)
             self.stages.append(self.publisher)
+        auth = Authenticator(settings.auth) if settings.auth.enabled and {"smtp", "process"} & set(self.roles) else None
+        if auth is not None:
+            self.resources.append(auth.close)
+        self.auth_policy = SmtpAuthPolicy.wanted(auth, settings.streams) if "smtp" in self.roles else None
+        if self.auth_policy is not None:
+            self.resources.append(self.auth_policy.close)
         if "process" in self.roles:
-            processor = Processor(self.routing, self.bus.producer(), self.settings.streams)
+            spamd = Spamd(settings.spam, settings.data.spamd_outage) if settings.spam.spamd else None
+            screener = Screener(settings.smtp.hostname, auth, spamd)
+            processor = Processor(self.routing, self.bus.producer(), settings.streams, screener)
             self.stages.append(
                 ConsumerWorker(
                     "process",
@@ -162,7 +174,12 @@ class Service:
         if "smtp" in self.roles:
             on_spooled = self.publisher.notify if "publish" in self.roles else (lambda: None)
             handler = InboundHandler(
-                self.settings.smtp, self.routing, self.spool, on_spooled, lambda: disk_guard(self.settings)
+                self.settings.smtp,
+                self.routing,
+                self.spool,
+                on_spooled,
+                lambda: disk_guard(self.settings),
+                auth_policy=self.auth_policy,
             )
             smtp = self.settings.smtp
             server = await loop.create_server(lambda: InboundSMTP(handler, smtp), smtp.host, smtp.port)

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from inbound.bus import Bus
+from tests.dnsserver import DnsServer
 from tests.kafka_broker import KafkaBroker, fetch_jars
+from tests.spamd import SpamdProcess
 
 pytest_plugins = ["tests.fixtures"]
 
 # Fixtures that start inbound or a broker as a real process: a test that uses one is end to end.
-_PROCESS_FIXTURES = frozenset({"pipeline", "kafka_broker", "bus_toml_kafka"})
+_PROCESS_FIXTURES = frozenset({"pipeline", "kafka_broker", "bus_toml_kafka", "spamd", "dns_server"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,3 +77,30 @@ def bus_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
 
 
 # --- end of Kafka broker and bus backends --------------------------------------------------
+
+
+# --- Sender verdicts and spam (owner: auth) ------------------------------------------------
+# dns_server: a loopback DNS server (tests/dnsserver.py) for the records a test publishes.
+# spamd: one real spamd for the session (tests/spamd.py); fails, never skips, when it cannot start.
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpamdProcess]:
+    process = SpamdProcess(tmp_path_factory.mktemp("spamd"))
+    try:
+        process.start()
+    except BaseException:
+        process.stop()
+        raise
+    yield process
+    process.stop()
+
+
+# --- end of sender verdicts and spam -------------------------------------------------------

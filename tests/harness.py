@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from inbound.bus import Headers
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"test-secret-of-32-bytes-length!!").decode()
 INBOUND = [sys.executable, "-m", "inbound"]
@@ -272,11 +274,16 @@ def send(config: Path, mail_from: str, rcpts: list[str], message: bytes) -> str:
 
 
 def simple_message(
-    subject: str = "Hello", sender: str = "alice@sender.test", to: str = "help@in.test", body: str = "Hi there"
+    subject: str = "Hello",
+    sender: str = "alice@sender.test",
+    to: str = "help@in.test",
+    body: str = "Hi there",
+    extra: str = "",  # more header lines, each ending in CRLF
 ) -> bytes:
     return (
         f"From: Alice <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{time.time_ns()}@sender.test>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
+        f"Message-ID: <{time.time_ns()}@sender.test>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n{extra}\r\n"
+        f"{body}\r\n"
     ).encode()
 
 
@@ -287,3 +294,16 @@ def activity(config: Path) -> list[dict[str, Any]]:
 
 def statuses(config: Path) -> dict[str, str]:
     return {r["delivery_id"]: r["status"] for r in activity(config)}
+
+
+class RecordingProducer:
+    """A bus producer that keeps what it is sent as (topic, value): for driving a stage in process."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
+        self.sent.append((topic, value))
+
+    def flush(self) -> None:
+        pass

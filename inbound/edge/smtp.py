@@ -11,6 +11,8 @@ Replies (with RFC 3463 enhanced status codes):
 * ``MAIL FROM ... SIZE=`` or DATA over ``smtp.max_message_size``: ``552 5.3.4``.
 * Spool write failed: ``451 4.3.0`` -- the sender keeps the message and retries.
 * Shutting down: new connections get ``421 4.3.2``.
+* SPF fail / DMARC p=reject fail, for streams that refuse them: ``550 5.7.1``
+  (the checks and when they apply: authpolicy.py).
 
 Lines longer than RFC 5321's 1000 octets are accepted (up to the size limit),
 as Postfix does: aiosmtpd's permanent 500 would bounce real-world mail.
@@ -34,6 +36,7 @@ from ..envelope import Envelope, Recipient
 from ..errors import SpoolError
 from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict
+from .authpolicy import SmtpAuthPolicy
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -106,12 +109,15 @@ class InboundHandler:
         spool: Spool,
         on_spooled: Callable[[], None] = lambda: None,
         refuse_mail: Callable[[], str | None] = lambda: None,
+        *,
+        auth_policy: SmtpAuthPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.routing = routing
         self.spool = spool
         self.on_spooled = on_spooled
         self.refuse_mail = refuse_mail  # a reply (e.g. 452 for a full disk) or None
+        self.auth_policy = auth_policy
         self.draining = False
         self.in_flight = 0
 
@@ -125,9 +131,13 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
     ) -> str:
         refusal = self.refuse_mail()
+        mail_from = "" if address == "<>" else address
+        if refusal is None and self.auth_policy is not None:
+            ip, helo = _peer_ip(session.peer), session.host_name or ""
+            refusal = await self.auth_policy.at_mail(envelope, ip, mail_from, helo)
         if refusal is not None:
             return refusal
-        envelope.mail_from = "" if address == "<>" else address
+        envelope.mail_from = mail_from
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
 
@@ -136,11 +146,15 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
-        verdict = self.routing.route(address).verdict
+        route = self.routing.route(address)
+        verdict = route.verdict
         if verdict is Verdict.NOT_OUR_DOMAIN:
             return "550 5.7.1 Relaying denied: we do not accept mail for that domain"
         if verdict is Verdict.UNKNOWN_MAILBOX:
             return "550 5.1.1 No such mailbox here"
+        refusal = self.auth_policy.at_rcpt(envelope, route.stream or "") if self.auth_policy else None
+        if refusal is not None:
+            return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 2.1.5 Ok"
@@ -162,6 +176,12 @@ class InboundHandler:
             received_at=rfc3339(now.timestamp()),
         )
         content = envelope.original_content or b""
+        if self.auth_policy is not None:
+            streams = {r.stream for r in recipients}
+            ip = _peer_ip(session.peer)
+            refusal = await self.auth_policy.at_data(content, streams, ip, ours.mail_from, ours.helo)
+            if refusal is not None:
+                return refusal
         message = received_header(self.settings.hostname, session, ours, now) + content
         self.in_flight += 1
         try:
@@ -181,6 +201,10 @@ class InboundHandler:
         )
         self.on_spooled()
         return f"250 2.0.0 Ok: queued as {ours.queue_id}"
+
+
+def _peer_ip(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
 def _format_peer(peer: Any) -> str:

@@ -3,7 +3,8 @@
 Read-only. The spool and the outbox are this host's (each SMTP edge and each
 deliverer has its own); bus lag is the cluster's, per consumer group; the age
 of the oldest waiting message comes from the spool and the activity store
-(every message not yet final, whichever stage holds it).
+(every message not yet final, whichever stage holds it). A spamd outage is
+the one this host's processor noted (processing/spam.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..bus import Bus
 from ..config import Settings
 from ..control import read_pauses
 from ..delivery.outbox import Outbox
+from ..processing.spam import read_outage
 
 # (consumer group, topic) pairs whose lag is the backlog of a stage.
 GROUPS = (("process", "received"), ("deliver", "messages"), ("record", "messages"), ("record", "events"))
@@ -38,6 +40,8 @@ class Status:
     streams: tuple[StreamBacklog, ...]
     everything_paused: bool
     oldest_waiting_age: float | None  # the oldest message not yet final, wherever it waits
+    spamd_down_for: float | None = None  # seconds this host's processor has gone without spamd
+    spamd_problem: str | None = None  # what it last got from spamd
 
     @property
     def backlog(self) -> int:
@@ -71,6 +75,7 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
         if outbox:
             outbox.close()
     oldest_record = store.oldest_waiting() if store is not None else None
+    outage = read_outage(settings.data.spamd_outage)
     waiting_since = [now - m for m in mtimes] + ([now - _epoch(oldest_record)] if oldest_record else [])
     return Status(
         oldest_waiting_age=max(waiting_since, default=None),
@@ -79,6 +84,8 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
         lag=lag,
         streams=tuple(streams),
         everything_paused=pauses.get("*", False),
+        spamd_down_for=now - outage[0] if outage else None,
+        spamd_problem=outage[1] if outage else None,
     )
 
 

@@ -38,6 +38,13 @@ def render_status(report: Status, console: Console) -> None:
         table.add_row(f"deliveries {stream.stream}", str(stream.waiting), _age(stream.oldest_age), note)
     console.print(table)
     console.print(f"backlog: {report.backlog}; oldest waiting message: {_age(report.oldest_waiting_age)}")
+    if report.spamd_problem is not None:
+        console.print(
+            f"spam scoring unavailable for {_age(report.spamd_down_for)} (messages go on unscored): "
+            f"{report.spamd_problem}",
+            style="yellow",
+            markup=False,
+        )
 
 
 class RateColumn(ProgressColumn):

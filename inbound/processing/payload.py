@@ -35,6 +35,7 @@ from email_reply_parser import EmailMessage
 
 from ..envelope import Envelope
 from .parse import Address, Attachment, ParsedMessage
+from .screen import Decision
 
 # email_reply_parser 0.5.12 joins an "On <date>, <name> wrote:" line that a
 # mail client wrapped over several lines with this search, run over the whole
@@ -50,12 +51,19 @@ _NEVER = re.compile(r"(?!)")
 _STRIP_LIMIT = 32 * 1024
 
 
-def build_payload(parsed: ParsedMessage, *, envelope: Envelope, stream: str, delivery_id: str) -> dict[str, Any]:
-    """The webhook payload of ``parsed`` for ``stream``; see the schema for every key."""
+def build_payload(
+    parsed: ParsedMessage, *, envelope: Envelope, stream: str, delivery_id: str, decision: Decision | None = None
+) -> dict[str, Any]:
+    """The webhook payload of ``parsed`` for ``stream``; see the schema for every key.
+
+    *decision* is the stream's screening (screen.py): the ``auth``, ``spam`` and
+    ``flags`` keys, and our trace headers first among ``headers``.
+    """
     recipients = envelope.recipients_of(stream)
     if not recipients:
         raise ValueError(f"stream {stream!r} has no recipient in the envelope of {envelope.queue_id}")
     first = recipients[0]
+    headers = decision.trace_headers(parsed.headers) if decision else parsed.headers
     return {
         "id": delivery_id,
         "queue_id": envelope.queue_id,
@@ -80,9 +88,12 @@ def build_payload(parsed: ParsedMessage, *, envelope: Envelope, stream: str, del
         "text": parsed.text,
         "html": parsed.html,
         "stripped_text": stripped_reply(parsed.text) if parsed.text is not None else None,
-        "headers": [{"name": name, "value": value} for name, value in parsed.headers],
+        "headers": [{"name": name, "value": value} for name, value in headers],
         "attachments": [_attachment(a) for a in parsed.attachments],
         "defects": list(parsed.defects),
+        "auth": decision.auth if decision else None,
+        "spam": decision.spam if decision else None,
+        "flags": list(decision.flags) if decision else [],
     }
 
 

@@ -6,7 +6,9 @@ order; value: the webhook body in the stream's ``payload_format``, with its
 content type, see ``processing/formats/``) and a
 ``processed`` event with the summary the activity log shows (sender, subject,
 size, attachment count: after this stage the body is opaque), or a ``blocked`` event when the sender (envelope or From:)
-matches the stream's ``block_senders``, or a ``failed`` event when the message
+matches the stream's ``block_senders`` or the stream's policy on the sender
+verdicts and spam score says block (screen.py; the verdicts are computed once
+per message, not per stream), or a ``failed`` event when the message
 cannot be parsed. A bad message never stops the worker or the messages behind
 it.
 
@@ -37,15 +39,23 @@ from ..records import (
 from ..routing import RoutingTable
 from .formats import Source, render
 from .parse import ParsedMessage, parse_message
+from .screen import Screener, Screening, decide
 
 log = logging.getLogger(__name__)
 
 
 class Processor:
-    def __init__(self, routing: RoutingTable, producer: Producer, streams: Sequence[StreamSettings]) -> None:
+    def __init__(
+        self,
+        routing: RoutingTable,
+        producer: Producer,
+        streams: Sequence[StreamSettings],
+        screener: Screener | None = None,
+    ) -> None:
         self.routing = routing
         self.producer = producer
         self.streams = {s.name: s for s in streams}
+        self.screener = screener
 
     def handle(self, records: list[Record]) -> None:
         for record in records:
@@ -67,11 +77,12 @@ class Processor:
             parsed = parse_message(message)
         except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the worker's
             reason = f"cannot parse message: {exc}"
+        screening = self.screener.screen(envelope, message) if self.screener and parsed else None
         if bypass is not None:
-            self.route(envelope, message, bypass.stream, parsed, reason, bypass=bypass)
+            self.route(envelope, message, bypass.stream, parsed, reason, bypass=bypass, screening=screening)
             return
         for stream in envelope.streams():
-            self.route(envelope, message, stream, parsed, reason)
+            self.route(envelope, message, stream, parsed, reason, screening=screening)
 
     def route(
         self,
@@ -82,8 +93,9 @@ class Processor:
         reason: str,
         *,
         bypass: Bypass | None = None,
+        screening: Screening | None = None,
     ) -> None:
-        """One stream's outcome; a *bypass* (an operator's ``inbound bypass``) skips the block rules."""
+        """One stream's outcome; a *bypass* (an operator's ``inbound bypass``) skips the block rules and policies."""
         did = delivery_id(envelope.queue_id, stream)
         generation = bypass.generation if bypass is not None else 0
         summary = Summary(
@@ -119,8 +131,14 @@ class Processor:
         if settings is None:  # the stream was removed from the config after this message was accepted
             event(EventType.FAILED, f"stream {stream!r} is no longer configured")
             return
+        decision = None
+        if screening is not None and self.screener is not None:
+            decision = decide(screening, settings, self.screener.hostname)
+            if decision.block_reason and bypass is None:
+                event(EventType.BLOCKED, decision.block_reason)
+                return
         try:
-            rendered = render(Source(parsed, envelope, settings, did, raw))
+            rendered = render(Source(parsed, envelope, settings, did, raw, decision))
         except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
             event(EventType.FAILED, f"cannot build payload: {exc}")
             return

@@ -19,6 +19,7 @@ from urllib3 import encode_multipart_formdata
 from ...config import StreamSettings
 from ...envelope import Envelope, Recipient
 from ..parse import Address, ParsedMessage
+from ..screen import Decision
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
 # (field name, text) or (field name, (file name, content, content type)), in the order they are sent.
@@ -42,6 +43,20 @@ class Source:
     stream: StreamSettings
     delivery_id: str
     raw: bytes  # the message exactly as the SMTP edge accepted it
+    decision: Decision | None = None  # the stream's screening: verdicts, spam score, our trace headers
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The top-level headers as we deliver them: our trace headers first, forged ones left out (screen.py)."""
+        return self.decision.trace_headers(self.parsed.headers) if self.decision else list(self.parsed.headers)
+
+    @property
+    def delivered(self) -> bytes:
+        """The message as we deliver it: ``raw`` with our trace headers on top and forged ones left out.
+
+        As an MTA adds its ``Received:``; every byte of the message itself is as accepted.
+        """
+        return self.decision.trace_raw(self.raw) if self.decision else self.raw
 
     @property
     def recipients(self) -> tuple[Recipient, ...]:
@@ -63,9 +78,10 @@ class Source:
         return host.strip("[]")
 
     def header_section(self) -> bytes:
-        """The top-level header section exactly as received (our ``Received:`` on top), CRLFs kept."""
-        end = self.raw.find(b"\r\n\r\n")
-        return self.raw[: end + 2] if end >= 0 else self.raw
+        """The top-level header section as delivered (our trace headers and ``Received:`` on top), CRLFs kept."""
+        delivered = self.delivered
+        end = delivered.find(b"\r\n\r\n")
+        return delivered[: end + 2] if end >= 0 else delivered
 
 
 def address_line(addresses: Sequence[Address]) -> str:

@@ -3,7 +3,8 @@
 The fields are mapped by ``processing/payload.py`` (``build_payload``); this
 module serialises them and adds, when the stream asks for it
 (``include_raw``), the message as received: ``raw: {size, content}`` with the
-content in base64, so 8-bit and binary mail arrives byte for byte.
+content in base64, so 8-bit and binary mail arrives byte for byte (with our
+trace headers on top, as ``headers`` shows them: ``Source.delivered``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ CONTENT_TYPE = "application/json"
 
 def render(source: Source) -> Rendered:
     payload = build_payload(
-        source.parsed, envelope=source.envelope, stream=source.stream.name, delivery_id=source.delivery_id
+        source.parsed,
+        envelope=source.envelope,
+        stream=source.stream.name,
+        delivery_id=source.delivery_id,
+        decision=source.decision,
     )
     if source.stream.include_raw:
-        payload["raw"] = {"size": len(source.raw), "content": base64.b64encode(source.raw).decode("ascii")}
+        raw = source.delivered
+        payload["raw"] = {"size": len(raw), "content": base64.b64encode(raw).decode("ascii")}
     return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())

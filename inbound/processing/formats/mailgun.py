@@ -21,6 +21,8 @@ as it would Mailgun's. Where Mailgun's value has no counterpart here:
 * An attachment without a file name is sent as ``attachment-N``: form parsers
   (Django's among them) drop file fields whose name is empty.
 * ``body-mime`` (Mailgun's "raw MIME" variant) is added with ``include_raw``.
+* Verdicts are in ``message-headers``: our ``Authentication-Results`` and
+  ``X-Spam-Status`` first (Mailgun's own ``X-Mailgun-*`` checks are not imitated).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def render(source: Source) -> Rendered:
         ("timestamp", timestamp),
         ("token", token),
         ("signature", hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()),
-        ("message-headers", json.dumps([[name, value] for name, value in parsed.headers], ensure_ascii=False)),
+        ("message-headers", json.dumps([[name, value] for name, value in source.headers], ensure_ascii=False)),
         (
             "content-id-map",
             json.dumps(
@@ -64,7 +66,7 @@ def render(source: Source) -> Rendered:
         ),
     ]
     if source.stream.include_raw:
-        fields.append(("body-mime", source.raw))
+        fields.append(("body-mime", source.delivered))
     if not parsed.attachments:
         return Rendered(FORM_URLENCODED, urlencode(fields).encode("ascii"))
     fields += [

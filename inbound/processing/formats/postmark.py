@@ -12,6 +12,10 @@ tests feed our POST to. Where Postmark's own value has no counterpart here:
 * ``BccFull`` lists this stream's envelope recipients that neither To nor Cc
   shows: how Postmark reports a message that reached it as a Bcc.
 * ``Tag`` is always "" (Postmark's is set by its own inbound rules).
+* Verdicts are in ``Headers`` after ``Return-Path``, as Postmark writes its
+  own: our ``Authentication-Results``, ``X-Spam-Status`` (``Yes``/``No``),
+  ``X-Spam-Score``, ``X-Spam-Tests`` and ``Received-SPF`` (when ``[auth]`` /
+  ``[spam]`` are on). ``RawEmail`` has our trace headers in SpamAssassin's form.
 * ``RawEmail`` (only with ``include_raw``) is text, as Postmark sends it:
   bytes that are not UTF-8 become U+FFFD. The ``inbound`` format's ``raw`` is exact.
 * Empty values are "" and [] (never null), as Postmark sends them; an
@@ -60,12 +64,38 @@ def render(source: Source) -> Rendered:
         "StrippedTextReply": stripped_reply(parsed.text) if parsed.text else "",
         "Tag": "",
         "Headers": [{"Name": "Return-Path", "Value": f"<{source.envelope.mail_from}>"}]
-        + [{"Name": name, "Value": value} for name, value in parsed.headers if name.lower() not in _OWN_FIELD],
+        + _verdict_headers(source)
+        + [
+            {"Name": name, "Value": value}
+            for name, value in source.headers[len(_ours(source)) :]  # the message's own: ours come first
+            if name.lower() not in _OWN_FIELD
+        ],
         "Attachments": [_attachment(a) for a in parsed.attachments],
     }
     if source.stream.include_raw:
-        payload["RawEmail"] = source.raw.decode("utf-8", "replace")
+        payload["RawEmail"] = source.delivered.decode("utf-8", "replace")
     return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _ours(source: Source) -> tuple[tuple[str, str], ...]:
+    return source.decision.headers if source.decision else ()
+
+
+def _verdict_headers(source: Source) -> list[dict[str, str]]:
+    """Our trace headers as Postmark writes its own: ``X-Spam-Status`` Yes/No with the score and tests apart."""
+    headers = []
+    for name, value in _ours(source):
+        if name.lower() == "x-spam-status" and source.decision and source.decision.spam:
+            spam = source.decision.spam
+            headers.append({"Name": name, "Value": "Yes" if spam["is_spam"] else "No"})
+            headers.append({"Name": "X-Spam-Score", "Value": f"{spam['score']:.1f}"})
+            headers.append({"Name": "X-Spam-Tests", "Value": ",".join(spam["rules"])})
+        else:
+            headers.append({"Name": name, "Value": value})
+    if source.decision and source.decision.auth:
+        spf = source.decision.auth["spf"]
+        headers.append({"Name": "Received-SPF", "Value": f"{spf['result']} (domain of {spf['domain']})"})
+    return headers
 
 
 def _full(address: Address) -> dict[str, str]:

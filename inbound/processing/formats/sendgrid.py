@@ -7,9 +7,11 @@ message is in ``email`` (SendGrid's "POST the raw, full MIME message") instead
 of ``text``, ``html`` and the attachment files. Where SendGrid's value has no
 counterpart here:
 
-* ``dkim`` and ``SPF`` are "": inbound does not check DKIM or SPF, and an
-  empty verdict is safer than one a receiver might trust.
-* ``spam_score`` and ``spam_report`` are left out: no spam score is known.
+* ``dkim`` (``{@example.org : pass, ...}``, one entry per signature) and
+  ``SPF`` carry our verdicts when ``[auth]`` is on, else "": an empty verdict is
+  safer than one a receiver might trust.
+* ``spam_score`` and ``spam_report`` (our ``X-Spam-Status`` value) are sent
+  when spamd scored the message, and left out otherwise.
 * ``headers`` and ``email`` are the bytes as received; every other text
   field is UTF-8, which ``charsets`` says for each of them.
 * An attachment without a file name is sent as ``attachmentN``: form parsers
@@ -27,8 +29,9 @@ _TEXT_FIELDS = ("to", "from", "cc", "subject", "text", "html")
 
 def render(source: Source) -> Rendered:
     parsed = source.parsed
+    auth = source.decision.auth if source.decision else None
     common: list[FormField] = [
-        ("dkim", ""),
+        ("dkim", "{" + ", ".join(f"@{d['domain']} : {d['result']}" for d in auth["dkim"]) + "}" if auth else ""),
         ("to", address_line(parsed.to)),
         ("from", address_line([parsed.from_]) if parsed.from_ else ""),
         ("cc", address_line(parsed.cc)),
@@ -36,10 +39,11 @@ def render(source: Source) -> Rendered:
         ("sender_ip", source.sender_ip),
         ("envelope", json.dumps({"to": [r.address for r in source.recipients], "from": source.envelope.mail_from})),
         ("charsets", json.dumps(dict.fromkeys(_TEXT_FIELDS, "UTF-8"))),
-        ("SPF", ""),
+        ("SPF", auth["spf"]["result"] if auth else ""),
+        *_spam_fields(source),
     ]
     if source.stream.sendgrid_raw:
-        return form_data(source.delivery_id, [*common, ("email", source.raw)])
+        return form_data(source.delivery_id, [*common, ("email", source.delivered)])
     files = [f"attachment{n}" for n in range(1, len(parsed.attachments) + 1)]
     pairs = list(zip(files, parsed.attachments, strict=True))
     info = {
@@ -58,3 +62,11 @@ def render(source: Source) -> Rendered:
         *[(file, (a.filename or file, a.content, a.content_type)) for file, a in pairs],
     ]
     return form_data(source.delivery_id, fields)
+
+
+def _spam_fields(source: Source) -> list[FormField]:
+    spam = source.decision.spam if source.decision else None
+    if spam is None or "score" not in spam:
+        return []
+    report = dict(source.decision.headers).get("X-Spam-Status", "") if source.decision else ""
+    return [("spam_score", f"{spam['score']:.1f}"), ("spam_report", report)]

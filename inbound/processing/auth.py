@@ -1,0 +1,321 @@
+"""Sender verdicts: SPF, DKIM, DMARC and ARC for one message, and the Authentication-Results header.
+
+Stage: called by the processor (``process.py``) once per message, before the
+payloads are built, and by the SMTP edge for the policies that refuse mail
+(``inbound/edge/authpolicy.py``, in a thread off the event loop).
+
+Input: the message bytes and what the SMTP conversation said (client IP, MAIL
+FROM, HELO). Output: :class:`Verdicts`, results named as RFC 8601 names them
+(pass, fail, softfail, neutral, none, temperror, permerror).
+
+The checks are the libraries': pyspf (SPF, RFC 7208), dkimpy (DKIM signatures
+and the ARC chain, RFC 6376 / 8617), authheaders (DMARC record discovery and
+parsing) and publicsuffix2 (organisational domains), with DNS from
+:mod:`.resolver`. DMARC's last step -- identifier alignment and which policy
+applies (RFC 7489 3.1, 6.6) -- is the few lines in :func:`dmarc_for`, because
+authheaders' own evaluation takes only one DKIM result, reloads the public
+suffix list from disk on every call (45 ms, measured) and lets DNS errors out
+as anything.
+
+Why this shape: a message's first lookups are independent and known from its
+headers (the SPF record, each signature's and ARC set's key, the DMARC
+records), so those the cache lacks are fetched at once on a thread pool and
+the message waits for the slowest, not for the sum. The checks themselves then
+run one after another in the caller's thread, answered from the cache: they
+are CPU work (hashes, RSA), which threads would only slow down under the GIL,
+and a message whose records are cached hands nothing to another thread.
+Failure behaviour: a DNS timeout or server failure is ``temperror`` for the
+check that needed it; all lookups of a message share one deadline, ``[auth]
+timeout``; a check that throws on hostile bytes is ``permerror``. Nothing
+here raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from typing import Any, TypeVar
+
+import dkim
+import dkim.util
+import spf
+from authheaders.dmarc_lookup import DMARCException, lookup_receiver_record
+from authres import AuthenticationResultsHeader, DKIMAuthenticationResult, SPFAuthenticationResult
+from authres.arc import ARCAuthenticationResult
+from authres.dmarc import DMARCAuthenticationResult
+from publicsuffix2 import PublicSuffixList
+
+from ..config import AuthSettings
+from .resolver import DnsTemporaryError, MessageLookups, Resolver, bind_spf_lookups
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PASS, FAIL, NONE, TEMPERROR, PERMERROR = "pass", "fail", "none", "temperror", "permerror"
+# Threads for prefetching, shared by every message: a few messages' lookups in flight at once.
+POOL_THREADS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SpfVerdict:
+    result: str
+    domain: str  # the MAIL FROM domain, or the HELO name for the null sender
+
+
+@dataclass(frozen=True, slots=True)
+class DkimVerdict:
+    result: str
+    domain: str  # d=
+    selector: str  # s=
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcVerdict:
+    result: str
+    policy: str | None  # the policy that applies to the From domain (p=, or sp= for a subdomain)
+    domain: str | None  # the From domain
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    spf: SpfVerdict
+    dkim: tuple[DkimVerdict, ...]
+    dmarc: DmarcVerdict
+    arc: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The payload's ``auth`` object (schemas/inbound-message.schema.json)."""
+        return {
+            "spf": {"result": self.spf.result, "domain": self.spf.domain},
+            "dkim": [{"result": d.result, "domain": d.domain, "selector": d.selector} for d in self.dkim],
+            "dmarc": {"result": self.dmarc.result, "policy": self.dmarc.policy, "domain": self.dmarc.domain},
+            "arc": {"result": self.arc},
+        }
+
+    def header_value(self, authserv_id: str) -> str:
+        """The value of our ``Authentication-Results:`` header (RFC 8601), formatted by authres."""
+        results: list[Any] = [SPFAuthenticationResult(result=self.spf.result, smtp_mailfrom=self.spf.domain or None)]
+        results += [
+            DKIMAuthenticationResult(result=d.result, header_d=d.domain or None, header_s=d.selector or None)
+            for d in self.dkim
+        ] or [DKIMAuthenticationResult(result=NONE)]
+        results.append(
+            DMARCAuthenticationResult(result=self.dmarc.result, header_from=self.dmarc.domain, policy=self.dmarc.policy)
+        )
+        results.append(ARCAuthenticationResult(result=self.arc))
+        return str(AuthenticationResultsHeader(authserv_id=authserv_id, results=results).header_value())
+
+    @property
+    def dmarc_rejects(self) -> bool:
+        """The From domain asks receivers to reject mail that fails DMARC, and this one does."""
+        return self.dmarc.result == FAIL and self.dmarc.policy == "reject"
+
+
+def claims(header_value: str, authserv_id: str) -> bool:
+    """Whether an Authentication-Results value says it is from *authserv_id* (then, arriving from outside, forged)."""
+    try:
+        found = str(AuthenticationResultsHeader.parse_value(header_value).authserv_id)
+    except Exception:  # noqa: BLE001 -- authres raises its own and stdlib errors on junk; read the id by hand then
+        found = header_value.split(";", 1)[0].strip()
+    return found.lower() == authserv_id.lower()
+
+
+class Authenticator:
+    """Computes :class:`Verdicts`; one per process, shared by threads (the resolver cache is shared too)."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.timeout = settings.timeout
+        self.resolver = Resolver(settings.resolvers, settings.timeout)
+        self.pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="auth-dns")
+        _public_suffixes()  # read the list at start-up, not while the first message waits
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def lookups(self) -> MessageLookups:
+        """A new message's lookups: its deadline starts now."""
+        return MessageLookups(self.resolver, self.timeout)
+
+    def verify(self, message: bytes, *, client_ip: str, mail_from: str, helo: str) -> Verdicts:
+        """Every verdict of *message*; never raises (what cannot be checked is ``permerror``)."""
+        unreadable = Verdicts(
+            SpfVerdict(PERMERROR, _spf_domain(mail_from, helo)), (), DmarcVerdict(PERMERROR, None, None), PERMERROR
+        )
+        return _guarded(lambda: self._verify(message, client_ip, mail_from, helo), unreadable)
+
+    def _verify(self, message: bytes, client_ip: str, mail_from: str, helo: str) -> Verdicts:
+        try:
+            verifier: dkim.DKIM | None = dkim.DKIM(message)
+        except dkim.DKIMException:
+            verifier = None  # a header block dkimpy cannot split (a line without a colon): nothing to verify
+        headers: list[tuple[bytes, bytes]] = verifier.headers if verifier else []
+        from_domains = from_header_domains(message)
+        spf_domain = _spf_domain(mail_from, helo)
+        wanted = [(spf_domain, "TXT")] + [(name, "TXT") for name in _key_names(headers)]
+        wanted += [(f"_dmarc.{d}", "TXT") for domain in from_domains for d in (domain, org_domain(domain))]
+        lookups = self.lookups()  # the DNS deadline starts with the first lookup, not with the parsing above
+        lookups.prefetch(self.pool, wanted)
+        spf_verdict = self.check_spf(client_ip, mail_from, helo, lookups)
+        signatures = sum(1 for name, _ in headers if name.lower() == b"dkim-signature")
+        dkims = tuple(self._check_dkim(verifier, i, lookups) for i in range(signatures)) if verifier else ()
+        has_arc = any(name.lower().startswith(b"arc-") for name, _ in headers)
+        arc = self._check_arc(message, lookups) if has_arc else NONE  # spares dkimpy a second parse
+        dmarc = self._check_dmarc(from_domains, spf_verdict, dkims, lookups)
+        return Verdicts(spf_verdict, dkims, dmarc, arc)
+
+    def check_spf(self, client_ip: str, mail_from: str, helo: str, lookups: MessageLookups | None = None) -> SpfVerdict:
+        lookups = lookups or self.lookups()
+        left = max(lookups.deadline - time.monotonic(), 0.001)
+        with bind_spf_lookups(lookups):
+            result, _ = _guarded(
+                lambda: spf.query(client_ip, mail_from, helo, querytime=left).check()[:2],
+                (PERMERROR, ""),
+            )
+        return SpfVerdict(str(result), _spf_domain(mail_from, helo))
+
+    def _check_dkim(self, verifier: dkim.DKIM, index: int, lookups: MessageLookups) -> DkimVerdict:
+        def verify() -> str:
+            try:
+                verifier.verify_headerprep(idx=index)  # the signature's own syntax
+            except dkim.DKIMException:
+                return PERMERROR  # a signature that cannot be read (RFC 8601 2.7.1)
+            try:
+                return PASS if verifier.verify(idx=index, dnsfunc=lookups.dkim_key) else FAIL
+            except DnsTemporaryError:
+                return TEMPERROR
+            except dkim.DKIMException:
+                return FAIL  # e.g. the body hash does not match: changed after signing
+
+        verifier.signature_fields = {}
+        result = _guarded(verify, PERMERROR)
+        fields = verifier.signature_fields or {}
+        return DkimVerdict(result, _text(fields.get(b"d")), _text(fields.get(b"s")))
+
+    def _check_arc(self, message: bytes, lookups: MessageLookups) -> str:
+        def verify() -> str:
+            try:
+                chain, _, _ = dkim.ARC(message).verify(dnsfunc=lookups.dkim_key)
+            except DnsTemporaryError:
+                return TEMPERROR
+            except dkim.DKIMException:
+                return FAIL
+            return FAIL if chain is None else str(chain.decode())  # None: a seal reported cv=fail
+
+        return _guarded(verify, PERMERROR)
+
+    def _check_dmarc(
+        self, from_domains: list[str], spf_verdict: SpfVerdict, dkims: tuple[DkimVerdict, ...], lookups: MessageLookups
+    ) -> DmarcVerdict:
+        if not from_domains:
+            return DmarcVerdict(PERMERROR, None, None)  # no From address: nothing to align with
+
+        def record_of(domain: str) -> dict[str, str]:
+            return dict(lookup_receiver_record(domain, dnsfunc=lookups.dmarc_record))
+
+        def evaluate(domain: str) -> DmarcVerdict:
+            try:
+                return dmarc_for(domain, spf_verdict, dkims, record_of)
+            except DnsTemporaryError:
+                return DmarcVerdict(TEMPERROR, None, domain)
+            except DMARCException:
+                return DmarcVerdict(PERMERROR, None, domain)
+
+        verdicts = [_guarded(functools.partial(evaluate, d), DmarcVerdict(PERMERROR, None, d)) for d in from_domains]
+        # Several From domains (RFC 7489 6.6.1): the one whose failure weighs most speaks for the message.
+        return max(verdicts, key=lambda v: (v.result == FAIL, _POLICY_WEIGHT.get(v.policy or "", 0)))
+
+
+_POLICY_WEIGHT = {"none": 1, "quarantine": 2, "reject": 3}
+
+
+def dmarc_for(
+    domain: str,
+    spf_verdict: SpfVerdict,
+    dkims: tuple[DkimVerdict, ...],
+    record_of: Callable[[str], dict[str, str]],
+) -> DmarcVerdict:
+    """DMARC for From *domain*: policy discovery (RFC 7489 6.6.3) and identifier alignment (3.1)."""
+    organisation = org_domain(domain)
+    record = record_of(domain)
+    inherited = not record and organisation != domain
+    if inherited:
+        record = record_of(organisation)
+    if not record:
+        return DmarcVerdict(NONE, None, domain)
+    policy = record.get("sp", record.get("p")) if inherited else record.get("p")
+    if policy not in _POLICY_WEIGHT:
+        return DmarcVerdict(PERMERROR, None, domain)
+
+    def aligned(identifier: str, mode: str) -> bool:
+        identifier = identifier.lower()
+        return identifier == domain if mode == "s" else org_domain(identifier) == organisation
+
+    passed = (spf_verdict.result == PASS and aligned(spf_verdict.domain, record.get("aspf", "r"))) or any(
+        d.result == PASS and aligned(d.domain, record.get("adkim", "r")) for d in dkims
+    )
+    if passed:
+        return DmarcVerdict(PASS, policy, domain)
+    if spf_verdict.result == TEMPERROR or any(d.result == TEMPERROR for d in dkims):
+        return DmarcVerdict(TEMPERROR, policy, domain)  # it might have passed: not a failure to act on
+    return DmarcVerdict(FAIL, policy, domain)
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()
+
+
+def org_domain(domain: str) -> str:
+    """The organisational domain (RFC 7489 3.2): the public suffix plus one label.
+
+    A name under a TLD the list does not know (``.test``, a new one) gets the
+    list's default rule ``*`` (the TLD is the suffix); publicsuffix2 answers
+    the bare TLD there instead, hence the fallback.
+    """
+    domain = domain.lower().rstrip(".")
+    found = _public_suffixes().get_sld(domain)
+    return str(found) if found and "." in found else ".".join(domain.split(".")[-2:])
+
+
+def from_header_domains(message: bytes) -> list[str]:
+    """The distinct domains of the From header's addresses, lower case, in order."""
+    headers = BytesHeaderParser().parsebytes(message)
+    addresses = getaddresses([str(v) for v in headers.get_all("From", [])])
+    domains = [address.rpartition("@")[2].strip().lower().rstrip(">") for _, address in addresses if "@" in address]
+    return list(dict.fromkeys(d for d in domains if d))
+
+
+def _key_names(headers: list[tuple[bytes, bytes]]) -> list[str]:
+    """Where the keys of the message's DKIM signatures and ARC sets are published (``s._domainkey.d``)."""
+    names = []
+    for name, value in headers:
+        if name.lower() in (b"dkim-signature", b"arc-message-signature", b"arc-seal"):
+            try:
+                tags = dkim.util.parse_tag_value(re.sub(rb"\s+", b"", value))
+                names.append(f"{tags[b's'].decode()}._domainkey.{tags[b'd'].decode()}")
+            except (dkim.util.InvalidTagValueList, KeyError, UnicodeDecodeError):
+                continue  # unreadable: its check says so, without a lookup
+    return names
+
+
+def _spf_domain(mail_from: str, helo: str) -> str:
+    return mail_from.rpartition("@")[2].lower() if mail_from else helo.lower()
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode("ascii", errors="replace").lower() if value else ""
+
+
+def _guarded(check: Callable[[], T], on_crash: T) -> T:
+    try:
+        return check()
+    except Exception:  # the libraries throw anything on hostile bytes: that message's permerror, logged
+        log.warning("stage=process auth check crashed on a message", exc_info=True)
+        return on_crash

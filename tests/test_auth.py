@@ -1,0 +1,215 @@
+"""Sender verdicts against a real DNS server on loopback, with mail signed at test time.
+
+The DNS server is a thread of this process (tests/dnsserver.py) but a real
+UDP/TCP server, hence these tests are e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+
+from inbound.config import AuthSettings, StreamSettings
+from inbound.edge.authpolicy import SPF_REFUSAL, SmtpAuthPolicy
+from inbound.processing.auth import Authenticator, Verdicts, claims
+from tests.dnsserver import DnsServer
+from tests.harness import SECRET
+from tests.mailauth import SenderDomain, message
+
+pytestmark = pytest.mark.e2e
+
+SENDER_IP = "192.0.2.10"
+OTHER_IP = "198.51.100.7"
+
+
+@pytest.fixture
+def example_org(dns_server: DnsServer) -> SenderDomain:
+    return (
+        SenderDomain(dns_server, "example.org")
+        .spf(f"v=spf1 ip4:{SENDER_IP} -all")
+        .dmarc("v=DMARC1; p=reject; rua=mailto:d@example.org")
+    )
+
+
+@pytest.fixture
+def auth(dns_server: DnsServer) -> Iterator[Authenticator]:
+    authenticator = Authenticator(AuthSettings(True, (("127.0.0.1", dns_server.port),), 5.0))
+    yield authenticator
+    authenticator.close()
+
+
+def verify(auth: Authenticator, raw: bytes, ip: str = SENDER_IP, mail_from: str = "alice@example.org") -> Verdicts:
+    return auth.verify(raw, client_ip=ip, mail_from=mail_from, helo="mail.example.org")
+
+
+def test_signed_mail_from_an_authorised_server_passes_everything(
+    auth: Authenticator, example_org: SenderDomain
+) -> None:
+    verdicts = verify(auth, example_org.sign(message()))
+    assert verdicts.as_json() == {
+        "spf": {"result": "pass", "domain": "example.org"},
+        "dkim": [{"result": "pass", "domain": "example.org", "selector": "s1"}],
+        "dmarc": {"result": "pass", "policy": "reject", "domain": "example.org"},
+        "arc": {"result": "none"},
+    }
+    header = verdicts.header_value("mx.in.test")
+    assert header.startswith("mx.in.test; spf=pass smtp.mailfrom=example.org; dkim=pass header.d=example.org")
+    assert "dmarc=pass header.from=example.org policy.dmarc=reject" in header
+    assert claims(header, "MX.in.test")
+
+
+def test_spoof_from_another_server_fails_spf_and_dmarc(auth: Authenticator, example_org: SenderDomain) -> None:
+    verdicts = verify(auth, message(), ip=OTHER_IP)
+    assert verdicts.spf.result == "fail"
+    assert verdicts.dkim == ()
+    assert (verdicts.dmarc.result, verdicts.dmarc.policy) == ("fail", "reject")
+    assert verdicts.dmarc_rejects
+
+
+def test_a_body_changed_in_transit_fails_dkim_but_aligned_spf_passes_dmarc(
+    auth: Authenticator, example_org: SenderDomain
+) -> None:
+    tampered = example_org.sign(message()).replace(b"Hi there", b"Pay me")
+    verdicts = verify(auth, tampered)
+    assert [d.result for d in verdicts.dkim] == ["fail"]
+    assert verdicts.spf.result == "pass"
+    assert verdicts.dmarc.result == "pass"
+
+
+def test_softfail_neutral_and_no_records(dns_server: DnsServer, auth: Authenticator) -> None:
+    SenderDomain(dns_server, "soft.example").spf("v=spf1 ~all")
+    SenderDomain(dns_server, "neutral.example").spf("v=spf1 ?all").dmarc("v=DMARC1; p=quarantine")
+    soft = verify(auth, message("bob@soft.example"), mail_from="bob@soft.example")
+    assert (soft.spf.result, soft.dmarc.result, soft.dmarc.policy) == ("softfail", "none", None)
+    neutral = verify(auth, message("bob@neutral.example"), mail_from="bob@neutral.example")
+    assert (neutral.spf.result, neutral.dmarc.result, neutral.dmarc.policy) == ("neutral", "fail", "quarantine")
+    nothing = verify(auth, message("carol@nowhere.example"), mail_from="carol@nowhere.example")
+    assert (nothing.spf.result, nothing.dmarc.result) == ("none", "none")
+
+
+def test_a_subdomain_gets_the_organisation_s_subdomain_policy(dns_server: DnsServer, auth: Authenticator) -> None:
+    SenderDomain(dns_server, "corp.example").dmarc("v=DMARC1; p=none; sp=reject")
+    verdicts = verify(auth, message("x@news.corp.example"), ip=OTHER_IP, mail_from="x@news.corp.example")
+    assert (verdicts.dmarc.result, verdicts.dmarc.policy, verdicts.dmarc.domain) == (
+        "fail",
+        "reject",
+        "news.corp.example",
+    )
+
+
+def test_a_forwarded_message_with_a_valid_arc_chain(
+    dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
+) -> None:
+    lists = SenderDomain(dns_server, "lists.example.net").spf(f"v=spf1 ip4:{OTHER_IP} -all")
+    original = example_org.sign(message())
+    # The list tags the subject, which breaks the author's signature, and seals what it verified.
+    forwarded = lists.arc_seal(
+        original.replace(b"Subject: Hello", b"Subject: [list] Hello"),
+        "spf=pass smtp.mailfrom=example.org; dkim=pass header.d=example.org; dmarc=pass header.from=example.org",
+    )
+    verdicts = verify(auth, forwarded, ip=OTHER_IP, mail_from="list-bounces@lists.example.net")
+    assert verdicts.arc == "pass"
+    assert [d.result for d in verdicts.dkim] == ["fail"]
+    assert verdicts.dmarc.result == "fail"  # the chain is reported; the policy decides what to trust
+
+    broken = forwarded.replace(b"Hi there", b"Changed after sealing")
+    assert verify(auth, broken, ip=OTHER_IP, mail_from="list-bounces@lists.example.net").arc == "fail"
+
+
+def test_answers_are_cached_for_their_ttl(
+    dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
+) -> None:
+    signed = example_org.sign(message())
+    verify(auth, signed)
+    asked = len(dns_server.queries)
+    assert asked > 0
+    for _ in range(3):
+        verify(auth, signed)
+    assert len(dns_server.queries) == asked
+
+
+def test_a_dns_server_that_never_answers_gives_temperror_in_bounded_time() -> None:
+    silent = DnsServer(silent=True).start()
+    auth = Authenticator(AuthSettings(True, (("127.0.0.1", silent.port),), 1.0))
+    try:
+        started = time.monotonic()
+        signed = SenderDomain(silent, "example.org").sign(message())
+        verdicts = verify(auth, signed)
+        assert time.monotonic() - started < 10  # generous: bounded by the 1 s timeout, not stuck
+    finally:
+        auth.close()
+        silent.stop()
+    assert verdicts.spf.result == "temperror"
+    assert [d.result for d in verdicts.dkim] == ["temperror"]
+    assert verdicts.dmarc.result == "temperror"
+    assert silent.queries  # it was asked, and said nothing
+
+
+def test_smtp_time_checks_refuse_a_definite_fail_and_accept_when_dns_is_silent(
+    auth: Authenticator, example_org: SenderDomain
+) -> None:
+    streams = [StreamSettings("support", ("*@in.test",), "https://a.test/", SECRET, spf_fail="reject")]
+    streams.append(replace(streams[0], name="billing", reject_dmarc_reject=True, spf_fail="accept"))
+
+    async def checks(policy: SmtpAuthPolicy) -> tuple[str | None, str | None, str | None, str | None]:
+        transaction = SMTPEnvelope()  # the policy remembers SPF per aiosmtpd transaction
+        at_mail = await policy.at_mail(transaction, OTHER_IP, "alice@example.org", "mail.example.org")
+        at_rcpt = policy.at_rcpt(transaction, "support")
+        spoof = message()
+        at_data = await policy.at_data(spoof, {"billing"}, OTHER_IP, "alice@example.org", "mail.example.org")
+        mixed = await policy.at_data(spoof, {"billing", "support"}, OTHER_IP, "alice@example.org", "h")
+        return at_mail, at_rcpt, at_data, mixed
+
+    policy = SmtpAuthPolicy(auth, streams)
+    try:
+        at_mail, at_rcpt, at_data, mixed = asyncio.run(checks(policy))
+    finally:
+        policy.close()
+    assert at_mail is None  # not every stream refuses SPF failures: refused per recipient instead
+    assert at_rcpt == SPF_REFUSAL
+    assert at_data is not None
+    assert at_data.startswith("550 5.7.1")
+    assert mixed is None  # "support" takes it; the processor blocks it for "billing"
+
+    silent = DnsServer(silent=True).start()
+    quiet = Authenticator(AuthSettings(True, (("127.0.0.1", silent.port),), 1.0))
+    policy = SmtpAuthPolicy(quiet, streams)
+    try:
+        assert asyncio.run(checks(policy)) == (None, None, None, None)
+    finally:
+        policy.close()
+        quiet.close()
+        silent.stop()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: a@example.org\r\nthis line has no colon\r\nDKIM-Signature: v=1; d=example.org\r\n\r\nbody\r\n",
+        b"DKIM-Signature: \xff\xfe garbage\r\nARC-Seal: i=x\r\nFrom: <>\r\n\r\n",
+        b"",
+    ],
+)
+def test_hostile_messages_get_verdicts_and_never_an_exception(auth: Authenticator, raw: bytes) -> None:
+    verdicts = verify(auth, raw)
+    assert verdicts.spf.result == "none"  # the SPF of the envelope is still checked
+    assert verdicts.dmarc.result in ("none", "permerror")
+    assert verdicts.arc in ("none", "fail", "permerror")
+    assert all(d.result in ("fail", "permerror") for d in verdicts.dkim)
+
+
+def test_a_server_failure_is_temperror_for_the_checks_that_needed_the_answer(
+    dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
+) -> None:
+    dns_server.failing.add("example.org")  # the SPF record's name; the key and DMARC record still answer
+    verdicts = verify(auth, example_org.sign(message()))
+    assert verdicts.spf.result == "temperror"
+    assert [d.result for d in verdicts.dkim] == ["pass"]
+    assert verdicts.dmarc.result == "pass"  # the aligned DKIM pass is enough
+    spoof = verify(auth, message())
+    assert (spoof.spf.result, spoof.dmarc.result) == ("temperror", "temperror")  # might have passed: never "fail"
