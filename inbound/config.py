@@ -48,12 +48,14 @@ class SmtpSettings:
     hostname: str = "mx.example.test"
     max_message_size: int = 26_214_400
     max_recipients: int = 100
+    max_command_line: int = 4096  # bytes of one command line, as Postfix caps it (DATA lines are not capped)
 
 
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
     data_dir: Path = Path("var")
     min_free_bytes: int = 0
+    allow_shared_permissions: bool = False  # serve a data directory that group or others may read
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +226,7 @@ class _Reader:
         )
 
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
-        t = self.table(raw, "smtp", {"listen", "hostname", "max_message_size", "max_recipients"})
+        t = self.table(raw, "smtp", {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line"})
         d = SmtpSettings()
         listen = self.get(t, "smtp", "listen", str, f"{d.host}:{d.port}")
         host, port = self.converted("smtp.listen", listen, split_host_port)
@@ -238,17 +240,21 @@ class _Reader:
         self.check("smtp.max_recipients", rcpts >= 1, "must be at least 1")
         hostname = self.get(t, "smtp", "hostname", str, d.hostname)
         self.check("smtp.hostname", bool(re.fullmatch(r"[A-Za-z0-9.-]+", hostname)), "must be a host name")
-        return SmtpSettings(host, port, hostname, size, rcpts)
+        command_line = self.get(t, "smtp", "max_command_line", int, d.max_command_line)
+        # RFC 5321 4.5.3.1.4: 512 octets; MAIL with every extension we offer stays well below 1 KiB.
+        self.check("smtp.max_command_line", 1024 <= command_line <= 65536, "must be between 1024 and 65536 bytes")
+        return SmtpSettings(host, port, hostname, size, rcpts, command_line)
 
     def storage(self, raw: dict[str, Any]) -> StorageSettings:
-        t = self.table(raw, "storage", {"data_dir", "min_free_bytes"})
+        t = self.table(raw, "storage", {"data_dir", "min_free_bytes", "allow_shared_permissions"})
         data_dir = Path(self.get(t, "storage", "data_dir", str, "var"))
         if not data_dir.is_absolute():
             # Relative to the config file, so the service finds the same data wherever it is started.
             data_dir = self.path.parent / data_dir
         min_free = self.get(t, "storage", "min_free_bytes", int, 0)
         self.check("storage.min_free_bytes", min_free >= 0, "must not be negative")
-        return StorageSettings(data_dir, min_free)
+        shared = self.get(t, "storage", "allow_shared_permissions", bool, False)
+        return StorageSettings(data_dir, min_free, shared)
 
     def bus(self, raw: dict[str, Any]) -> BusSettings:
         keys = {"backend", "bootstrap_servers", "topic_prefix", "partitions", "replication_factor", "retention"}

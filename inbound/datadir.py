@@ -5,7 +5,10 @@
 never spelt out twice.
 
 ``inbound init`` creates it with an identity marker; ``inbound serve`` refuses
-to start on a directory without one. That catches the classic outage of a
+to start on a directory without one. Mail is personal data: the directory is
+``0700`` and every file in it ``0600`` (every ``inbound`` command runs with a
+``077`` umask, see :func:`private_files`), and ``serve`` refuses a directory
+that group or others may read unless ``storage.allow_shared_permissions``. That catches the classic outage of a
 service that starts before its volume is mounted and quietly fills an empty
 directory on the root filesystem -- while the real spool waits, unseen, on the
 unmounted volume.
@@ -25,6 +28,12 @@ from .clock import now_rfc3339
 from .errors import DataDirError
 
 MARKER = ".inbound-data"
+PRIVATE = 0o700
+
+
+def private_files() -> None:
+    """Make every file and directory this process creates readable by its owner only."""
+    os.umask(0o077)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +98,8 @@ class DataDir:
         """Create the directory and its marker if needed; (created, identity)."""
         if self.marker.exists():
             return False, self.identity()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+        self.root.chmod(PRIVATE)  # an existing, empty directory made by someone else's umask
         identity = str(uuid.uuid4())
         tmp = self.root / f"{MARKER}.tmp"
         tmp.write_text(json.dumps({"id": identity, "created_at": now_rfc3339(), "host": socket.gethostname()}) + "\n")
@@ -102,8 +112,8 @@ class DataDir:
         except (OSError, ValueError, KeyError) as exc:
             raise DataDirError(f"{self.marker} is unreadable: {exc}") from exc
 
-    def check(self) -> str:
-        """The directory's identity; DataDirError if it is missing, not ours, or not writable."""
+    def check(self, *, allow_shared: bool = False) -> str:
+        """The directory's identity; DataDirError if it is missing, not ours, not writable, or not private."""
         if not self.root.is_dir():
             raise DataDirError(
                 f"data directory {self.root} does not exist (is its volume mounted? create it with `inbound init`)"
@@ -115,6 +125,12 @@ class DataDir:
             )
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise DataDirError(f"data directory {self.root} is not writable by this user")
+        mode = self.root.stat().st_mode & 0o777
+        if mode & 0o077 and not allow_shared:
+            raise DataDirError(
+                f"data directory {self.root} has mode {mode:04o}: group or others may read the mail in it"
+                f" (chmod 700 {self.root}, or set storage.allow_shared_permissions = true)"
+            )
         return self.identity()
 
     def free_bytes(self) -> int:

@@ -84,7 +84,7 @@ def preflight(settings: Settings, roles: Sequence[str] = ROLES) -> None:
     Only where these roles keep state there: with Kafka, a process of the stateless role runs anywhere.
     """
     if settings.bus.backend == "embedded" or STATEFUL_ROLES & set(roles):
-        settings.data.check()
+        settings.data.check(allow_shared=settings.storage.allow_shared_permissions)
         check_databases(settings.data)
 
 

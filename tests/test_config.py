@@ -108,3 +108,21 @@ def test_serve_refuses_a_data_dir_without_marker(tmp_path: Path) -> None:
     assert "no .inbound-data marker" in result.stderr
     run_cli("init", config=path)
     assert (tmp_path / "var" / ".inbound-data").exists()
+
+
+def test_the_data_dir_is_private_and_serve_refuses_one_that_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "inbound.toml"
+    path.write_text(VALID)
+    data = tmp_path / "var"
+    data.mkdir(mode=0o755)
+    run_cli("init", config=path)
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert (data / ".inbound-data").stat().st_mode & 0o777 == 0o600
+    data.chmod(0o750)
+    result = run_cli("serve", config=path, check=False)
+    assert result.returncode != 0
+    assert "has mode 0750: group or others may read the mail in it" in result.stderr
+    assert "storage.allow_shared_permissions = true" in result.stderr
+    path.write_text(VALID.replace('data_dir = "var"', 'data_dir = "var"\nallow_shared_permissions = "yes"'))
+    bad = run_cli("check-config", config=path, check=False)
+    assert "storage.allow_shared_permissions" in bad.stderr

@@ -129,3 +129,16 @@ def test_a_child_that_cannot_start_stops_serve_with_its_error(config: Path) -> N
     assert "address already in use" in result.stderr.lower()
     assert "edge (smtp,publish) failed to start" in result.stderr
     assert "starting it again" not in result.stderr
+
+
+def test_every_file_the_service_writes_is_its_owner_s_only(config: Path, receiver: WebhookReceiver) -> None:
+    service = InboundProcess(config).start()
+    try:
+        queue_id = send(config, "alice@sender.test", ["help@in.test"], simple_message())
+        wait_for(lambda: delivered(config, queue_id), 60, "the message to be delivered")
+    finally:
+        service.stop()
+    data = config.parent / "data"
+    shared = {str(p): oct(p.stat().st_mode & 0o777) for p in [data, *data.rglob("*")] if p.stat().st_mode & 0o077}
+    assert shared == {}
+    assert len(list(data.rglob("*.db"))) >= 3  # the bus, the outbox and the activity store were among them

@@ -49,17 +49,28 @@ _ENHANCED = {
     "503 Error: nested MAIL": "503 5.5.1 Error: nested MAIL command",
     "503 Error: need MAIL": "503 5.5.1 Error: need MAIL command",
     "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+    "500 Command line too long": "500 5.5.2 Command line too long",
     "250 OK": "250 2.0.0 OK",
 }
 
 
+# Characters that end or break a line: never let one into our headers or logs.
+_LINE_BREAKERS = frozenset("\r\n\x00")
+
+
 class InboundSMTP(SMTP):
-    """aiosmtpd's protocol with long lines accepted, enhanced codes and a draining state."""
+    """aiosmtpd's protocol with long DATA lines accepted, short command lines, enhanced codes and a draining state.
+
+    Two limits, because one reader serves both: a command line is capped at
+    ``smtp.max_command_line`` (so a client that never ends a line holds 4 KiB,
+    not the message size); a DATA line may be as long as the whole message,
+    as Postfix accepts, since aiosmtpd's permanent 500 would bounce real mail.
+    """
 
     def __init__(self, handler: InboundHandler, settings: SmtpSettings, **kwargs: Any) -> None:
-        # Read by StreamReader's constructor inside SMTP.__init__, hence set first: a line
-        # may be as long as the whole message.
-        self.line_length_limit = settings.max_message_size + 1024
+        # Read by the StreamReader made inside SMTP.__init__, hence set first: the reader's limit
+        # is the command line's. DATA raises it while it reads (smtp_DATA below).
+        self.line_length_limit = settings.max_command_line
         super().__init__(
             handler,
             hostname=settings.hostname,
@@ -70,6 +81,43 @@ class InboundSMTP(SMTP):
             **kwargs,
         )
         self.inbound_handler = handler
+        self.command_line_limit = settings.max_command_line
+        # aiosmtpd checks each DATA line against this too.
+        self.line_length_limit = settings.max_message_size + 1024
+
+    def _set_reader_limit(self, limit: int) -> None:
+        # asyncio.StreamReader has no public way to change its limit; it reads ``_limit`` on every call.
+        setattr(self._reader, "_limit", limit)  # noqa: B010 -- private attribute, set on purpose
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._set_reader_limit(self.line_length_limit)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._set_reader_limit(self.command_line_limit)
+
+    async def _refused_line_breaker(self, arg: str | None) -> bool:
+        """Refuse an argument holding CR, LF or NUL: it would reach our Received: header or a log line."""
+        if arg is not None and _LINE_BREAKERS & set(arg):
+            await self.push("501 5.5.2 Syntax error: CR, LF and NUL are not allowed in a command")
+            return True
+        return False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._refused_line_breaker(hostname):
+            await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._refused_line_breaker(hostname):
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._refused_line_breaker(arg):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._refused_line_breaker(arg):
+            await super().smtp_RCPT(arg)
 
     async def push(self, status: Any) -> None:
         text = status.decode() if isinstance(status, bytes) else str(status)

@@ -25,6 +25,7 @@ from rich.table import Table
 from .. import log as logsetup
 from ..clock import rfc3339
 from ..config import Settings, default_config_path, load_settings, split_host_port
+from ..datadir import private_files
 from ..errors import ConfigError, InboundError
 from ..events import Status
 from ..records import JSON
@@ -56,6 +57,7 @@ def settings_from(config_path: Path | None) -> Settings:
 @click.version_option(package_name="inbound")
 def main() -> None:
     """inbound: SMTP in, signed webhook JSON out, every message recorded."""
+    private_files()  # whatever a command creates under the data directory is its owner's only
 
 
 @main.command("check-config")

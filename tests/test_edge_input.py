@@ -1,0 +1,125 @@
+"""What a hostile client types never reaches our output: control characters, endless command lines.
+
+A real ``InboundSMTP`` on a loopback port (aiosmtpd's ``Controller`` runs it on
+a thread, as aiosmtpd's own tests do) with a real spool; raw sockets, so the
+bytes sent are exactly the bytes meant.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from inbound.config import SmtpSettings, StreamSettings, load_settings
+from inbound.datadir import DataDir
+from inbound.edge.smtp import InboundHandler, InboundSMTP
+from inbound.edge.spool import Spool
+from inbound.errors import ConfigError
+from inbound.routing import RoutingTable
+
+from .harness import SECRET, free_port
+
+
+class InboundController(Controller):
+    def __init__(self, handler: InboundHandler, settings: SmtpSettings) -> None:
+        super().__init__(handler, hostname=settings.host, port=settings.port)
+        self.settings = settings
+
+    def factory(self) -> InboundSMTP:
+        assert isinstance(self.handler, InboundHandler)
+        return InboundSMTP(self.handler, self.settings)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[SmtpSettings, Spool]]:
+    settings = SmtpSettings(port=free_port(), hostname="mx.test.example", max_message_size=1024 * 1024)
+    stream = StreamSettings("support", ("*@in.test",), "https://hooks.example.test/", SECRET)
+    spool = Spool(DataDir(tmp_path))
+    controller = InboundController(InboundHandler(settings, RoutingTable.from_streams([stream]), spool), settings)
+    controller.start()
+    yield settings, spool
+    controller.stop()
+
+
+class Client:
+    """One raw SMTP connection: send exactly these bytes, read one (possibly multi-line) reply."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.sock = socket.create_connection((settings.host, settings.port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        assert self.reply().startswith(b"220")
+
+    def reply(self) -> bytes:
+        lines = []
+        while True:
+            line = self.file.readline()
+            lines.append(line)
+            if len(line) < 4 or line[3:4] != b"-":
+                return b"".join(lines)
+
+    def say(self, data: bytes) -> bytes:
+        self.sock.sendall(data)
+        return self.reply()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def client(server: tuple[SmtpSettings, Spool]) -> Iterator[Client]:
+    connection = Client(server[0])
+    yield connection
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        b"EHLO evil.example\rX-Injected: above our trace header",
+        b"HELO evil\x00.example",
+        b"MAIL FROM:<a\rb@sender.test>",
+        b'RCPT TO:<"x\rReceived: forged"@in.test>',
+        b"RCPT TO:<x@in.test>\x00",
+    ],
+)
+def test_cr_and_nul_in_a_command_are_refused(client: Client, command: bytes) -> None:
+    if command.startswith(b"RCPT"):
+        assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+        assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(command + b"\r\n").startswith(b"501 5.5.2")
+    assert client.say(b"NOOP\r\n").startswith(b"250")  # the session goes on
+
+
+def test_an_endless_command_line_is_refused_and_not_kept(client: Client) -> None:
+    assert client.say(b"EHLO " + b"x" * 1_000_000 + b"\r\n").startswith(b"500 5.5.2 Command line too long")
+    assert client.say(b"NOOP\r\n").startswith(b"250")
+
+
+def test_data_lines_may_still_be_long_and_the_trace_header_is_clean(
+    server: tuple[SmtpSettings, Spool], client: Client
+) -> None:
+    long_line = b"y" * 200_000
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    reply = client.say(b"Subject: long\r\n\r\n" + long_line + b"\r\n.\r\n")
+    assert reply.startswith(b"250 2.0.0 Ok: queued as"), reply
+    (entry,) = list(server[1].entries())
+    head = entry.message.split(b"\r\n\r\n", 1)[0]
+    received = head.split(b"\r\nSubject:")[0]
+    assert b"\r" not in received.replace(b"\r\n", b"")
+    assert b"\x00" not in received
+    assert long_line in entry.message
+
+
+def test_the_limit_is_configurable(tmp_path: Path) -> None:
+    config = tmp_path / "inbound.toml"
+    config.write_text("[smtp]\nmax_command_line = 100\n")
+    with pytest.raises(ConfigError, match=r"smtp\.max_command_line: must be between 1024 and 65536 bytes"):
+        load_settings(config)
