@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .addresses import canonical_domain
 from .datadir import DataDir
 from .durations import parse_duration
 from .errors import ConfigError
@@ -460,6 +461,10 @@ def split_host_port(value: str) -> tuple[str, int]:
 
 def _valid_pattern(pattern: str) -> bool:
     local, at, domain = pattern.rpartition("@")
+    try:
+        canonical_domain(domain)
+    except ValueError:
+        return False
     return bool(at and local and "." in domain and " " not in pattern)
 
 

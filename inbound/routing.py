@@ -2,7 +2,7 @@
 
 An immutable table built once from the settings; the SMTP handler asks it at
 RCPT time and the processor asks it about senders. Matching is
-case-insensitive and understands plus-addressing: ``local+hash@domain``
+case-insensitive, compares domains in their IDNA A-label form, and understands plus-addressing: ``local+hash@domain``
 matches ``local@domain`` and yields ``hash`` as the mailbox hash. An exact
 address wins over a ``*@domain`` wildcard.
 """
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from .addresses import canonical_domain
 from .config import StreamSettings
 
 
@@ -30,9 +31,16 @@ class Route:
 
 
 def split_address(address: str) -> tuple[str, str]:
-    """(local part, lower-cased domain); the local part keeps its case for hashes."""
+    """(local part, canonical domain: see :func:`~inbound.addresses.canonical_domain`).
+
+    The local part keeps its case for hashes. A domain that is no domain (or a look-alike)
+    comes back empty, which no stream owns.
+    """
     local, _, domain = address.strip().strip("<>").rpartition("@")
-    return local, domain.lower()
+    try:
+        return local, canonical_domain(domain)
+    except ValueError:
+        return local, ""
 
 
 @dataclass(frozen=True, slots=True)

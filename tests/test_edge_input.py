@@ -7,6 +7,7 @@ bytes sent are exactly the bytes meant.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,9 +38,13 @@ class InboundController(Controller):
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[SmtpSettings, Spool]]:
     settings = SmtpSettings(port=free_port(), hostname="mx.test.example", max_message_size=1024 * 1024)
-    stream = StreamSettings("support", ("*@in.test",), "https://hooks.example.test/", SECRET)
+    support = StreamSettings("support", ("*@in.test",), "https://hooks.example.test/", SECRET)
+    sales = StreamSettings(
+        "sales", ("sales@ÏN.example.test", "*@kilo.example.test"), "https://hooks.example.test/", SECRET
+    )
     spool = Spool(DataDir(tmp_path))
-    controller = InboundController(InboundHandler(settings, RoutingTable.from_streams([stream]), spool), settings)
+    routing = RoutingTable.from_streams([support, sales])
+    controller = InboundController(InboundHandler(settings, routing, spool), settings)
     controller.start()
     yield settings, spool
     controller.stop()
@@ -87,12 +92,16 @@ def client(server: tuple[SmtpSettings, Spool]) -> Iterator[Client]:
         b"RCPT TO:<x@in.test>\x00",
     ],
 )
-def test_cr_and_nul_in_a_command_are_refused(client: Client, command: bytes) -> None:
+def test_cr_and_nul_in_a_command_are_refused(client: Client, command: bytes, caplog: pytest.LogCaptureFixture) -> None:
     if command.startswith(b"RCPT"):
         assert client.say(b"EHLO client.test\r\n").startswith(b"250")
         assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert client.say(command + b"\r\n").startswith(b"501 5.5.2")
+    with caplog.at_level(logging.INFO, logger="inbound.edge.smtp"):
+        assert client.say(command + b"\r\n").startswith(b"501 5.5.2")
     assert client.say(b"NOOP\r\n").startswith(b"250")  # the session goes on
+    (refusal,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusal.startswith("stage=receive refused client=127.0.0.1:")
+    assert refusal.endswith("reply='501 5.5.2 Syntax error: CR, LF and NUL are not allowed in a command'")
 
 
 def test_an_endless_command_line_is_refused_and_not_kept(client: Client) -> None:
@@ -123,3 +132,57 @@ def test_the_limit_is_configurable(tmp_path: Path) -> None:
     config.write_text("[smtp]\nmax_command_line = 100\n")
     with pytest.raises(ConfigError, match=r"smtp\.max_command_line: must be between 1024 and 65536 bytes"):
         load_settings(config)
+
+
+RELAY = b"550 5.7.1"
+MALFORMED = b"501 5.1.3"
+
+
+@pytest.mark.parametrize(
+    ("path", "reply"),
+    [
+        ("<@relay.test,@in.test:user@in.test>", RELAY),  # source route
+        ("<user%elsewhere.test@in.test>", RELAY),  # the percent hack
+        ("<elsewhere.test!user@in.test>", RELAY),  # a bang path
+        ('<"user@elsewhere.test"@in.test>', RELAY),  # a quoted local part holding @
+        ('<"user%elsewhere.test"@in.test>', RELAY),
+        ("<user@[127.0.0.1]>", RELAY),  # an address literal
+        ("<>", MALFORMED),
+        ("<user>", MALFORMED),
+        ("<a..b@in.test>", MALFORMED),
+        ("<user@in..test>", MALFORMED),
+        ("user@in.test", MALFORMED),  # no angle brackets
+        ("<user@\u212ailo.example.test>", MALFORMED),  # KELVIN SIGN: looks like kilo, is not
+        ("<x@ex\u0430mple.test>", b"550 5.7.1 Relaying denied: we do not"),  # Cyrillic a: another domain
+    ],
+)
+def test_recipients_are_parsed_strictly_on_wildcard_domains_too(client: Client, path: str, reply: bytes) -> None:
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test> SMTPUTF8\r\n").startswith(b"250")
+    assert client.say(f"RCPT TO:{path}\r\n".encode()).startswith(reply)
+    assert client.say(b"RCPT TO:<user@in.test>\r\n").startswith(b"250")  # the session goes on
+
+
+@pytest.mark.parametrize(
+    "path", ["<sales@\u00cfN.example.test>", "<sales@xn--n-mga.example.test>", "<a@KILO.example.test>"]
+)
+def test_domains_are_compared_in_their_a_label_form(
+    server: tuple[SmtpSettings, Spool], client: Client, path: str
+) -> None:
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test> SMTPUTF8\r\n").startswith(b"250")
+    assert client.say(f"RCPT TO:{path}\r\n".encode()).startswith(b"250")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    assert client.say(b"Subject: idn\r\n\r\nhi\r\n.\r\n").startswith(b"250")
+    (entry,) = list(server[1].entries())
+    assert [r.stream for r in entry.envelope.recipients] == ["sales"]
+
+
+@pytest.mark.parametrize(
+    ("path", "reply"),
+    [("<a\u0000b@sender.test>", b"501 5.5.2"), ("<@x.test:a@sender.test>", RELAY), ("<a@>", b"501 5.1.7")],
+)
+def test_senders_are_parsed_strictly(client: Client, path: str, reply: bytes) -> None:
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(f"MAIL FROM:{path}\r\n".encode()).startswith(reply)
+    assert client.say(b"MAIL FROM:<>\r\n").startswith(b"250")  # the null sender of bounces is fine

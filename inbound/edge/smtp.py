@@ -30,6 +30,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
+from ..addresses import AddressRefused, parse_path, split_path
 from ..clock import rfc3339
 from ..config import SmtpSettings
 from ..envelope import Envelope, Recipient
@@ -112,12 +113,35 @@ class InboundSMTP(SMTP):
             await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._refused_line_breaker(arg):
+        if not await self._refused_line_breaker(arg) and not await self._refused_path(arg, "FROM:", sender=True):
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if not await self._refused_line_breaker(arg):
+        if not await self._refused_line_breaker(arg) and not await self._refused_path(arg, "TO:", sender=False):
             await super().smtp_RCPT(arg)
+
+    async def _refused_path(self, arg: str | None, keyword: str, *, sender: bool) -> bool:
+        """Refuse a path that is not a plain ``<local@domain>`` (see :mod:`inbound.addresses`).
+
+        Only once aiosmtpd would take the command (session state, the keyword): its own replies
+        for those come first, as before.
+        """
+        rest = self._strip_command_keyword(keyword, arg or "")
+        session, envelope = self.session, self.envelope
+        in_order = (
+            session is not None
+            and envelope is not None
+            and session.host_name is not None
+            and (envelope.mail_from is None if sender else envelope.mail_from is not None)
+        )
+        if rest is None or not in_order:
+            return False
+        try:
+            parse_path(split_path(rest)[0], sender=sender)
+        except AddressRefused as refused:
+            await self.push(refused.reply)
+            return True
+        return False
 
     async def push(self, status: Any) -> None:
         text = status.decode() if isinstance(status, bytes) else str(status)
@@ -125,6 +149,13 @@ class InboundSMTP(SMTP):
             if text.startswith(prefix) and (prefix != "250 OK" or text == "250 OK"):
                 text = replacement
                 break
+        if text[:1] in ("4", "5"):
+            # Every refusal, once, with who was refused: our replies never echo the client's bytes.
+            log.info(
+                "stage=receive refused client=%s reply=%r",
+                _format_peer(self.session.peer if self.session else None),
+                text,
+            )
         await super().push(text)
 
     async def _handle_client(self) -> None:
