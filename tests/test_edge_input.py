@@ -186,3 +186,40 @@ def test_senders_are_parsed_strictly(client: Client, path: str, reply: bytes) ->
     assert client.say(b"EHLO client.test\r\n").startswith(b"250")
     assert client.say(f"MAIL FROM:{path}\r\n".encode()).startswith(reply)
     assert client.say(b"MAIL FROM:<>\r\n").startswith(b"250")  # the null sender of bounces is fine
+
+
+SMUGGLED = b"MAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@in.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n"
+
+
+@pytest.mark.parametrize(
+    "fake_end", [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r\n\x00.\r\n", b"\r\n.\n"], ids=repr
+)
+def test_one_data_is_one_message_whatever_it_smuggles(
+    server: tuple[SmtpSettings, Spool], client: Client, fake_end: bytes
+) -> None:
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    reply = client.say(b"Subject: real\r\n\r\nbody" + fake_end + SMUGGLED + b".\r\n")
+    assert client.say(b"NOOP\r\n").startswith(b"250")  # the next reply is NOOP's: DATA had exactly one
+    entries = list(server[1].entries())
+    if b"\x00" in fake_end:  # no bare line end: one message, the "commands" only text inside it
+        assert reply.startswith(b"250 2.0.0 Ok: queued as")
+        assert len(entries) == 1
+        assert entries[0].envelope.mail_from == "a@sender.test"
+        assert SMUGGLED in entries[0].message
+    else:
+        assert reply.startswith(b"550 5.5.2 Message contains a bare CR or LF")
+        assert entries == []
+
+
+def test_commands_pipelined_after_data_wait_for_its_end(server: tuple[SmtpSettings, Spool], client: Client) -> None:
+    """RFC 2920: everything after DATA up to CRLF.CRLF is the message, however it was batched."""
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    client.sock.sendall(b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<x@in.test>\r\nDATA\r\n")
+    assert [client.reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+    client.sock.sendall(b"Subject: one\r\n\r\nhi\r\n.\r\nMAIL FROM:<b@sender.test>\r\nRCPT TO:<y@in.test>\r\n")
+    assert [client.reply()[:3] for _ in range(3)] == [b"250", b"250", b"250"]
+    assert client.say(b"RSET\r\n").startswith(b"250")
+    assert [e.envelope.mail_from for e in server[1].entries()] == ["a@sender.test"]

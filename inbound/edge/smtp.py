@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -55,6 +56,8 @@ _ENHANCED = {
 }
 
 
+# A CR not before LF, or an LF not after CR: a line end some reader may honour and another not.
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 # Characters that end or break a line: never let one into our headers or logs.
 _LINE_BREAKERS = frozenset("\r\n\x00")
 
@@ -239,6 +242,11 @@ class InboundHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
+        if _BARE_LINE_END.search(envelope.original_content or b""):
+            # DATA ends only at CRLF.CRLF (aiosmtpd reads CRLF-terminated lines), so a bare LF or CR
+            # never ends it; a message holding one is refused whole, as Postfix 3.9's
+            # smtpd_forbid_bare_newline does, so no other reader can split it differently.
+            return "550 5.5.2 Message contains a bare CR or LF (RFC 5321 2.3.8); send CRLF line ends"
         now = datetime.now(UTC)
         recipients = []
         for address in envelope.rcpt_tos:
