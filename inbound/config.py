@@ -31,6 +31,7 @@ from .durations import parse_duration
 from .errors import ConfigError
 
 DEFAULT_CONFIG = "inbound.toml"
+_SMTP_COUNTS = ("max_connections", "max_connections_per_ip", "max_errors")
 # 30 MiB: a record then fits the 64 MiB record limit we give Kafka topics (see bus/__init__.py).
 MAX_MESSAGE_SIZE = 30 * 1024 * 1024
 STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
@@ -50,6 +51,11 @@ class SmtpSettings:
     max_message_size: int = 26_214_400
     max_recipients: int = 100
     max_command_line: int = 4096  # bytes of one command line, as Postfix caps it (DATA lines are not capped)
+    max_connections: int = 300
+    max_connections_per_ip: int = 20
+    command_timeout: float = 300.0  # RFC 5321 4.5.3.2.7: idle between commands
+    data_timeout: float = 600.0  # the whole of one DATA, however slowly it drips
+    max_errors: int = 20  # refused commands (bad syntax, unknown mailboxes ...) per session
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +233,9 @@ class _Reader:
         )
 
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
-        t = self.table(raw, "smtp", {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line"})
+        keys = {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line", "max_connections"}
+        keys |= {"max_connections_per_ip", "command_timeout", "data_timeout", "max_errors"}
+        t = self.table(raw, "smtp", keys)
         d = SmtpSettings()
         listen = self.get(t, "smtp", "listen", str, f"{d.host}:{d.port}")
         host, port = self.converted("smtp.listen", listen, split_host_port)
@@ -244,7 +252,19 @@ class _Reader:
         command_line = self.get(t, "smtp", "max_command_line", int, d.max_command_line)
         # RFC 5321 4.5.3.1.4: 512 octets; MAIL with every extension we offer stays well below 1 KiB.
         self.check("smtp.max_command_line", 1024 <= command_line <= 65536, "must be between 1024 and 65536 bytes")
-        return SmtpSettings(host, port, hostname, size, rcpts, command_line)
+        counts = [self.get(t, "smtp", key, int, getattr(d, key)) for key in _SMTP_COUNTS]
+        for key, count in zip(_SMTP_COUNTS, counts, strict=True):
+            self.check(f"smtp.{key}", count >= 1, "must be at least 1")
+        timeouts = []
+        for key in ("command_timeout", "data_timeout"):
+            given = self.get(t, "smtp", key, str, f"{getattr(d, key):g}s")
+            timeouts.append(self.converted(f"smtp.{key}", given, parse_duration))
+            self.check(f"smtp.{key}", timeouts[-1] > 0, "must be longer than 0s")
+        connections, per_ip, errors = counts
+        command_timeout, data_timeout = timeouts
+        return SmtpSettings(
+            host, port, hostname, size, rcpts, command_line, connections, per_ip, command_timeout, data_timeout, errors
+        )
 
     def storage(self, raw: dict[str, Any]) -> StorageSettings:
         t = self.table(raw, "storage", {"data_dir", "min_free_bytes", "allow_shared_permissions"})

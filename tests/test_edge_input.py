@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -35,28 +36,50 @@ class InboundController(Controller):
         return InboundSMTP(self.handler, self.settings)
 
 
+Server = tuple[SmtpSettings, Spool]
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[SmtpSettings, Spool]]:
-    settings = SmtpSettings(port=free_port(), hostname="mx.test.example", max_message_size=1024 * 1024)
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Starts an edge with these ``SmtpSettings`` fields changed; stopped after the test."""
+    controllers: list[Controller] = []
+
+    def start(**smtp: Any) -> Server:
+        settings = SmtpSettings(port=free_port(), hostname="mx.test.example", max_message_size=1024 * 1024, **smtp)
+        data = DataDir(tmp_path / f"edge{len(controllers)}")
+        spool = Spool(data)
+        controllers.append(InboundController(InboundHandler(settings, ROUTING, spool), settings))
+        controllers[-1].start()
+        return settings, spool
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+def _routing() -> RoutingTable:
     support = StreamSettings("support", ("*@in.test",), "https://hooks.example.test/", SECRET)
     sales = StreamSettings(
         "sales", ("sales@ÏN.example.test", "*@kilo.example.test"), "https://hooks.example.test/", SECRET
     )
-    spool = Spool(DataDir(tmp_path))
-    routing = RoutingTable.from_streams([support, sales])
-    controller = InboundController(InboundHandler(settings, routing, spool), settings)
-    controller.start()
-    yield settings, spool
-    controller.stop()
+    return RoutingTable.from_streams([support, sales])
+
+
+ROUTING = _routing()
 
 
 class Client:
     """One raw SMTP connection: send exactly these bytes, read one (possibly multi-line) reply."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
-        self.sock = socket.create_connection((settings.host, settings.port), timeout=10)
+    def __init__(self, settings: SmtpSettings, source: str = "127.0.0.1", timeout: float = 10) -> None:
+        self.sock = socket.create_connection((settings.host, settings.port), timeout, source_address=(source, 0))
         self.file = self.sock.makefile("rb")
-        assert self.reply().startswith(b"220")
+        self.greeting = self.reply()
 
     def reply(self) -> bytes:
         lines = []
@@ -78,6 +101,7 @@ class Client:
 @pytest.fixture
 def client(server: tuple[SmtpSettings, Spool]) -> Iterator[Client]:
     connection = Client(server[0])
+    assert connection.greeting.startswith(b"220")
     yield connection
     connection.close()
 
@@ -223,3 +247,67 @@ def test_commands_pipelined_after_data_wait_for_its_end(server: tuple[SmtpSettin
     assert [client.reply()[:3] for _ in range(3)] == [b"250", b"250", b"250"]
     assert client.say(b"RSET\r\n").startswith(b"250")
     assert [e.envelope.mail_from for e in server[1].entries()] == ["a@sender.test"]
+
+
+def test_idle_connections_from_one_address_leave_room_for_everyone_else(make_server: Callable[..., Server]) -> None:
+    settings, _ = make_server()
+    idle = [Client(settings, source="127.0.0.2") for _ in range(200)]
+    try:
+        greetings = [c.greeting[:9] for c in idle]
+        assert greetings.count(b"220 mx.te") == settings.max_connections_per_ip == 20
+        assert greetings.count(b"421 4.7.0") == 180
+        legit = Client(settings, source="127.0.0.3", timeout=5)  # a deadline: fails if not served in time
+        assert legit.greeting.startswith(b"220")
+        assert legit.say(b"EHLO client.test\r\n").startswith(b"250")
+        assert legit.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+        assert legit.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+        assert legit.say(b"DATA\r\n").startswith(b"354")
+        assert legit.say(b"Subject: hi\r\n\r\nhi\r\n.\r\n").startswith(b"250 2.0.0 Ok: queued as")
+        legit.close()
+    finally:
+        for client in idle:
+            client.close()
+
+
+def test_the_total_is_capped_and_a_closed_connection_frees_its_place(make_server: Callable[..., Server]) -> None:
+    settings, _ = make_server(max_connections=3)
+    first = [Client(settings, source=f"127.0.0.{n}") for n in (4, 5, 6)]
+    over = Client(settings, source="127.0.0.7")
+    assert over.greeting.startswith(b"421 4.7.0 Too many connections")
+    assert over.file.readline() == b""  # closed
+    over.close()
+    first[0].close()
+    assert first[1].say(b"NOOP\r\n").startswith(b"250")  # the server has seen the close by now
+    again = Client(settings, source="127.0.0.7")
+    assert again.greeting.startswith(b"220")
+    for client in [*first[1:], again]:
+        client.close()
+
+
+def test_an_error_budget_ends_a_probing_session(make_server: Callable[..., Server]) -> None:
+    settings, _ = make_server(max_errors=3)
+    client = Client(settings)
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(b"RCPT TO:<nobody@elsewhere.test>\r\n").startswith(b"550 5.7.1")
+    assert client.say(b"RCPT TO:<bad path>\r\n").startswith(b"501")
+    assert client.say(b"XYZZY\r\n").startswith(b"500")
+    assert client.reply().startswith(b"421 4.7.0 Too many errors")
+    assert client.file.readline() == b""
+    client.close()
+
+
+def test_idle_and_slow_data_are_cut_with_421(make_server: Callable[..., Server]) -> None:
+    settings, _ = make_server(command_timeout=0.5, data_timeout=0.5)
+    idle = Client(settings)
+    assert idle.reply().startswith(b"421 4.4.2 Timeout")
+    idle.close()
+    settings, _ = make_server(command_timeout=30.0, data_timeout=0.5)
+    slow = Client(settings)
+    assert slow.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert slow.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert slow.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+    assert slow.say(b"DATA\r\n").startswith(b"354")
+    slow.sock.sendall(b"Subject: drip\r\n")
+    assert slow.reply().startswith(b"421 4.4.2 DATA took too long")
+    slow.close()

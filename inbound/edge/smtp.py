@@ -39,6 +39,7 @@ from ..errors import SpoolError
 from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict
 from .authpolicy import SmtpAuthPolicy
+from .limits import ConnectionLimits
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class InboundSMTP(SMTP):
         super().__init__(
             handler,
             hostname=settings.hostname,
+            timeout=settings.command_timeout,
             ident="inbound ESMTP",
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
@@ -85,6 +87,10 @@ class InboundSMTP(SMTP):
             **kwargs,
         )
         self.inbound_handler = handler
+        self.settings = settings
+        self.errors = 0  # refusals in this session, against settings.max_errors
+        self.client = ""  # the address counted in the handler's connection limits
+        self.refusal: str | None = None  # the 421 for a connection over the limits
         self.command_line_limit = settings.max_command_line
         # aiosmtpd checks each DATA line against this too.
         self.line_length_limit = settings.max_message_size + 1024
@@ -95,10 +101,37 @@ class InboundSMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         self._set_reader_limit(self.line_length_limit)
+        # A deadline for the whole DATA, however slowly it drips (the command timeout restarts per line).
+        deadline = self.loop.call_later(
+            self.settings.data_timeout, self._close_with, "421 4.4.2 DATA took too long, closing connection"
+        )
         try:
             await super().smtp_DATA(arg)
         finally:
+            deadline.cancel()
             self._set_reader_limit(self.command_line_limit)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.client:  # not again after STARTTLS: it is the same connection
+            peer = transport.get_extra_info("peername")
+            self.client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+            self.refusal = self.inbound_handler.limits.opened(self.client)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.inbound_handler.limits.closed(self.client)
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 4.5.3.2: say why before closing an idle connection.
+        self._close_with("421 4.4.2 Timeout, closing connection")
+
+    def _close_with(self, reply: str) -> None:
+        """Send *reply* and close, from a coroutine or a timer alike (nothing else is sent after it)."""
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(reply.encode() + b"\r\n")
+            self.transport.close()
+        log.info("stage=receive closed client=%s reply=%r", self.client, reply)
 
     async def _refused_line_breaker(self, arg: str | None) -> bool:
         """Refuse an argument holding CR, LF or NUL: it would reach our Received: header or a log line."""
@@ -153,19 +186,21 @@ class InboundSMTP(SMTP):
                 text = replacement
                 break
         if text[:1] in ("4", "5"):
-            # Every refusal, once, with who was refused: our replies never echo the client's bytes.
-            log.info(
-                "stage=receive refused client=%s reply=%r",
-                _format_peer(self.session.peer if self.session else None),
-                text,
-            )
+            # Every refusal, once, with who was refused; as repr, so an echoed byte cannot break the line.
+            peer = _format_peer(self.session.peer if self.session else None)
+            log.info("stage=receive refused client=%s reply=%r", peer, text)
+            self.errors += 1
         await super().push(text)
+        if self.errors == self.settings.max_errors and self.transport is not None:
+            # Probing (harvesting addresses, fuzzing commands) gets a budget, not a free session.
+            self._close_with("421 4.7.0 Too many errors, closing connection")
 
     async def _handle_client(self) -> None:
         if self.inbound_handler.draining:
-            await super().push("421 4.3.2 Service shutting down, try again later")
-            if self.transport is not None:
-                self.transport.close()
+            self._close_with("421 4.3.2 Service shutting down, try again later")
+            return
+        if self.refusal is not None:
+            self._close_with(self.refusal)
             return
         await super()._handle_client()
 
@@ -201,6 +236,7 @@ class InboundHandler:
         self.refuse_mail = refuse_mail  # a reply (e.g. 452 for a full disk) or None
         self.auth_policy = auth_policy
         self.draining = False
+        self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
         self.in_flight = 0
 
     async def handle_EHLO(
