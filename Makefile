@@ -26,7 +26,7 @@ run: $(INSTALLED)
 # What the tests need from Debian, installed only when missing: a JDK and Maven (Kafka's broker
 # is fetched from Maven Central with mvn), swaks (a real SMTP client) and docker-compose (parses
 # compose.yaml without a Docker engine), and SpamAssassin's spamd (the spam tests score with it).
-TOOLS := java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose spamd:spamassassin
+TOOLS := openssl:openssl java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose spamd:spamassassin
 tools:
 	@PATH="$$PATH:/usr/sbin"; missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
 	if [ -n "$$missing" ]; then \

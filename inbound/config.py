@@ -18,6 +18,7 @@ import binascii
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,8 @@ from urllib.parse import urlsplit
 from .addresses import canonical_domain
 from .datadir import DataDir
 from .durations import parse_duration
+from .edge.tls import VERSIONS as TLS_VERSIONS
+from .edge.tls import server_context
 from .errors import ConfigError
 
 DEFAULT_CONFIG = "inbound.toml"
@@ -44,6 +47,14 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    cert_file: Path
+    key_file: Path
+    min_version: str = "TLSv1.2"
+    require_tls: bool = False  # refuse MAIL before STARTTLS (530 5.7.0)
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpSettings:
     host: str = "127.0.0.1"
     port: int = 2525
@@ -56,6 +67,7 @@ class SmtpSettings:
     command_timeout: float = 300.0  # RFC 5321 4.5.3.2.7: idle between commands
     data_timeout: float = 600.0  # the whole of one DATA, however slowly it drips
     max_errors: int = 20  # refused commands (bad syntax, unknown mailboxes ...) per session
+    tls: TlsSettings | None = None  # STARTTLS offered only when set
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +246,7 @@ class _Reader:
 
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
         keys = {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line", "max_connections"}
-        keys |= {"max_connections_per_ip", "command_timeout", "data_timeout", "max_errors"}
+        keys |= {"max_connections_per_ip", "command_timeout", "data_timeout", "max_errors", "tls"}
         t = self.table(raw, "smtp", keys)
         d = SmtpSettings()
         listen = self.get(t, "smtp", "listen", str, f"{d.host}:{d.port}")
@@ -263,8 +275,36 @@ class _Reader:
         connections, per_ip, errors = counts
         command_timeout, data_timeout = timeouts
         return SmtpSettings(
-            host, port, hostname, size, rcpts, command_line, connections, per_ip, command_timeout, data_timeout, errors
+            host,
+            port,
+            hostname,
+            size,
+            rcpts,
+            command_line,
+            connections,
+            per_ip,
+            command_timeout,
+            data_timeout,
+            errors,
+            self.tls(t) if "tls" in t else None,
         )
+
+    def tls(self, smtp: dict[str, Any]) -> TlsSettings:
+        t = self.table(smtp, "tls", {"cert_file", "key_file", "min_version", "require_tls"})
+        files = []
+        for key in ("cert_file", "key_file"):
+            self.check(f"smtp.tls.{key}", key in t, "is required with [smtp.tls]")
+            path = Path(self.get(t, "smtp.tls", key, str, ""))
+            path = path if path.is_absolute() else self.path.parent / path
+            self.check(f"smtp.tls.{key}", os.access(path, os.R_OK), f"{path} is missing or not readable")
+            files.append(path)
+        version = self.get(t, "smtp.tls", "min_version", str, "TLSv1.2")
+        self.check("smtp.tls.min_version", version in TLS_VERSIONS, f"must be one of {', '.join(TLS_VERSIONS)}")
+        try:
+            server_context(files[0], files[1], version)
+        except (ssl.SSLError, OSError) as exc:
+            raise self.fail("smtp.tls.cert_file", f"{files[0]} and {files[1]} make no TLS key pair: {exc}") from None
+        return TlsSettings(files[0], files[1], version, self.get(t, "smtp.tls", "require_tls", bool, False))
 
     def storage(self, raw: dict[str, Any]) -> StorageSettings:
         t = self.table(raw, "storage", {"data_dir", "min_free_bytes", "allow_shared_permissions"})

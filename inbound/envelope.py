@@ -28,6 +28,8 @@ class Envelope:
     helo: str
     tls: bool
     received_at: str  # RFC 3339, UTC, when DATA completed
+    tls_version: str | None = None  # e.g. "TLSv1.3", when the session was encrypted with STARTTLS
+    tls_cipher: str | None = None  # e.g. "TLS_AES_256_GCM_SHA384"
 
     def streams(self) -> list[str]:
         """The streams this message goes to, in the order their first recipient came."""

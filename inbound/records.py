@@ -56,6 +56,7 @@ def encode_envelope(envelope: Envelope) -> dict[str, Any]:
         "helo": envelope.helo,
         "tls": envelope.tls,
         "received_at": envelope.received_at,
+        **({"tls_version": envelope.tls_version, "tls_cipher": envelope.tls_cipher} if envelope.tls else {}),
     }
 
 
@@ -70,6 +71,8 @@ def decode_envelope(data: dict[str, Any]) -> Envelope:
         helo=str(data["helo"]),
         tls=bool(data["tls"]),
         received_at=str(data["received_at"]),
+        tls_version=data.get("tls_version"),  # absent from records written before STARTTLS existed
+        tls_cipher=data.get("tls_cipher"),
     )
 
 

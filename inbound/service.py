@@ -94,6 +94,7 @@ class Service:
         self.roles = roles
         self.stages: list[Stoppable] = []  # started in this order, and stopped in it
         self.resources: list[Callable[[], None]] = []  # closed after every stage has stopped
+        self.handler: InboundHandler | None = None  # the SMTP edge's, when this process runs it
 
     def build(self) -> None:
         settings = self.settings
@@ -150,7 +151,12 @@ class Service:
             )
 
     def reload(self) -> None:
-        log.info("SIGHUP: this version reloads nothing; restart to apply a new configuration")
+        """SIGHUP: read the TLS files again (a renewed certificate); everything else needs a restart."""
+        tls = self.handler.tls if self.handler is not None else None
+        if tls is None:
+            log.info("SIGHUP: nothing to reload here; restart to apply a new configuration")
+            return
+        tls.reload()
 
     async def run(
         self, on_started: Callable[[], None] = lambda: None, released: Callable[[], Awaitable[None]] | None = None
@@ -170,10 +176,9 @@ class Service:
         for stage in self.stages:
             stage.start()
         server = None
-        handler = None
         if "smtp" in self.roles:
             on_spooled = self.publisher.notify if "publish" in self.roles else (lambda: None)
-            handler = InboundHandler(
+            self.handler = handler = InboundHandler(
                 self.settings.smtp,
                 self.routing,
                 self.spool,
@@ -188,10 +193,10 @@ class Service:
         on_started()
         await stop.wait()
         log.info("shutting down: draining")
-        if handler is not None:
-            handler.draining = True
+        if self.handler is not None:
+            self.handler.draining = True
             deadline = time.monotonic() + DRAIN_SECONDS
-            while handler.in_flight and time.monotonic() < deadline:
+            while self.handler.in_flight and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
         for stage in self.stages:
             await asyncio.to_thread(stage.stop)

@@ -15,7 +15,7 @@ from tests.dnsserver import DnsServer
 from tests.kafka_broker import KafkaBroker, fetch_jars
 from tests.spamd import SpamdProcess
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.edge_harness"]
 
 # Fixtures that start inbound or a broker as a real process: a test that uses one is end to end.
 _PROCESS_FIXTURES = frozenset({"pipeline", "kafka_broker", "bus_toml_kafka", "spamd", "dns_server"})

@@ -8,102 +8,16 @@ bytes sent are exactly the bytes meant.
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from inbound.config import SmtpSettings, StreamSettings, load_settings
-from inbound.datadir import DataDir
-from inbound.edge.smtp import InboundHandler, InboundSMTP
+from inbound.config import SmtpSettings, load_settings
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
-from inbound.routing import RoutingTable
 
-from .harness import SECRET, free_port
-
-
-class InboundController(Controller):
-    def __init__(self, handler: InboundHandler, settings: SmtpSettings) -> None:
-        super().__init__(handler, hostname=settings.host, port=settings.port)
-        self.settings = settings
-
-    def factory(self) -> InboundSMTP:
-        assert isinstance(self.handler, InboundHandler)
-        return InboundSMTP(self.handler, self.settings)
-
-
-Server = tuple[SmtpSettings, Spool]
-
-
-@pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Starts an edge with these ``SmtpSettings`` fields changed; stopped after the test."""
-    controllers: list[Controller] = []
-
-    def start(**smtp: Any) -> Server:
-        settings = SmtpSettings(port=free_port(), hostname="mx.test.example", max_message_size=1024 * 1024, **smtp)
-        data = DataDir(tmp_path / f"edge{len(controllers)}")
-        spool = Spool(data)
-        controllers.append(InboundController(InboundHandler(settings, ROUTING, spool), settings))
-        controllers[-1].start()
-        return settings, spool
-
-    yield start
-    for controller in controllers:
-        controller.stop()
-
-
-@pytest.fixture
-def server(make_server: Callable[..., Server]) -> Server:
-    return make_server()
-
-
-def _routing() -> RoutingTable:
-    support = StreamSettings("support", ("*@in.test",), "https://hooks.example.test/", SECRET)
-    sales = StreamSettings(
-        "sales", ("sales@ÏN.example.test", "*@kilo.example.test"), "https://hooks.example.test/", SECRET
-    )
-    return RoutingTable.from_streams([support, sales])
-
-
-ROUTING = _routing()
-
-
-class Client:
-    """One raw SMTP connection: send exactly these bytes, read one (possibly multi-line) reply."""
-
-    def __init__(self, settings: SmtpSettings, source: str = "127.0.0.1", timeout: float = 10) -> None:
-        self.sock = socket.create_connection((settings.host, settings.port), timeout, source_address=(source, 0))
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
-
-    def reply(self) -> bytes:
-        lines = []
-        while True:
-            line = self.file.readline()
-            lines.append(line)
-            if len(line) < 4 or line[3:4] != b"-":
-                return b"".join(lines)
-
-    def say(self, data: bytes) -> bytes:
-        self.sock.sendall(data)
-        return self.reply()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
-@pytest.fixture
-def client(server: tuple[SmtpSettings, Spool]) -> Iterator[Client]:
-    connection = Client(server[0])
-    assert connection.greeting.startswith(b"220")
-    yield connection
-    connection.close()
+from .edge_harness import Client, Server
 
 
 @pytest.mark.parametrize(
@@ -280,8 +194,8 @@ def test_the_total_is_capped_and_a_closed_connection_frees_its_place(make_server
     assert first[1].say(b"NOOP\r\n").startswith(b"250")  # the server has seen the close by now
     again = Client(settings, source="127.0.0.7")
     assert again.greeting.startswith(b"220")
-    for client in [*first[1:], again]:
-        client.close()
+    for connection in [*first[1:], again]:
+        connection.close()
 
 
 def test_an_error_budget_ends_a_probing_session(make_server: Callable[..., Server]) -> None:

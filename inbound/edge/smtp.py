@@ -41,6 +41,7 @@ from ..routing import RoutingTable, Verdict
 from .authpolicy import SmtpAuthPolicy
 from .limits import ConnectionLimits
 from .spool import Spool
+from .tls import TlsContexts, describe
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ _ENHANCED = {
     "503 Error: need MAIL": "503 5.5.1 Error: need MAIL command",
     "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
     "500 Command line too long": "500 5.5.2 Command line too long",
+    "530 Must issue a STARTTLS": "530 5.7.0 Must issue a STARTTLS command first",
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "454 TLS not available": "454 4.7.0 TLS not available due to temporary reason",
     "250 OK": "250 2.0.0 OK",
 }
 
@@ -80,6 +84,8 @@ class InboundSMTP(SMTP):
             handler,
             hostname=settings.hostname,
             timeout=settings.command_timeout,
+            tls_context=handler.tls.current if handler.tls else None,
+            require_starttls=bool(settings.tls and settings.tls.require_tls),
             ident="inbound ESMTP",
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
@@ -209,10 +215,11 @@ def received_header(hostname: str, session: Session, envelope: Envelope, now: da
     ip = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
     helo = session.host_name or "unknown"
     protocol = "ESMTPS" if envelope.tls else ("ESMTP" if session.extended_smtp else "SMTP")
+    using = f"\r\n\t(using {envelope.tls_version} with cipher {envelope.tls_cipher})" if envelope.tls else ""
     recipient = f"\r\n\tfor <{envelope.recipients[0].address}>" if len(envelope.recipients) == 1 else ""
     return (
         f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (inbound) with {protocol} id {envelope.queue_id}"
-        f"{recipient};\r\n\t{format_datetime(now)}\r\n"
+        f"{using}{recipient};\r\n\t{format_datetime(now)}\r\n"
     ).encode()
 
 
@@ -237,6 +244,7 @@ class InboundHandler:
         self.auth_policy = auth_policy
         self.draining = False
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        self.tls = TlsContexts(settings.tls) if settings.tls else None  # HUP reloads it (Service.reload)
         self.in_flight = 0
 
     async def handle_EHLO(
@@ -289,6 +297,7 @@ class InboundHandler:
             route = self.routing.route(address)
             assert route.stream is not None  # only accepted recipients are in rcpt_tos
             recipients.append(Recipient(address, route.stream, route.mailbox_hash))
+        tls_version, tls_cipher = describe(session.ssl)
         ours = Envelope(
             queue_id=new_queue_id(),
             mail_from=envelope.mail_from or "",
@@ -296,6 +305,8 @@ class InboundHandler:
             client_address=_format_peer(session.peer),
             helo=session.host_name or "",
             tls=session.ssl is not None,
+            tls_version=tls_version,
+            tls_cipher=tls_cipher,
             received_at=rfc3339(now.timestamp()),
         )
         content = envelope.original_content or b""
