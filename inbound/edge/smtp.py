@@ -61,8 +61,8 @@ _ENHANCED = {
 }
 
 
-# A CR not before LF, or an LF not after CR: a line end some reader may honour and another not.
-_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# An LF not after CR: a line end some readers honour and others do not.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 # Characters that end or break a line: never let one into our headers or logs.
 _LINE_BREAKERS = frozenset("\r\n\x00")
 
@@ -286,11 +286,6 @@ class InboundHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
-        if _BARE_LINE_END.search(envelope.original_content or b""):
-            # DATA ends only at CRLF.CRLF (aiosmtpd reads CRLF-terminated lines), so a bare LF or CR
-            # never ends it; a message holding one is refused whole, as Postfix 3.9's
-            # smtpd_forbid_bare_newline does, so no other reader can split it differently.
-            return "550 5.5.2 Message contains a bare CR or LF (RFC 5321 2.3.8); send CRLF line ends"
         now = datetime.now(UTC)
         recipients = []
         for address in envelope.rcpt_tos:
@@ -309,7 +304,10 @@ class InboundHandler:
             tls_cipher=tls_cipher,
             received_at=rfc3339(now.timestamp()),
         )
-        content = envelope.original_content or b""
+        # DATA ends only at CRLF.CRLF (aiosmtpd reads CRLF-terminated lines), so a bare LF or CR never
+        # ends it. A bare LF is then taken as the CRLF its sender meant, as Postfix 3.9 does by default
+        # (smtpd_forbid_bare_newline = normal): every reader downstream splits the message one way.
+        content = _BARE_LF.sub(b"\r\n", envelope.original_content or b"")
         if self.auth_policy is not None:
             streams = {r.stream for r in recipients}
             ip = _peer_ip(session.peer)
