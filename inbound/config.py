@@ -87,6 +87,7 @@ class WebhookSettings:
     timeout: float = 30.0
     concurrency_per_stream: int = 4
     probe_interval: float = 30.0
+    max_hold: float = 7 * 86400.0  # how long deliveries wait for an endpoint that is down, then Failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +311,7 @@ class _Reader:
         return ActivitySettings(backend)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
-        keys = {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream", "probe_interval"}
+        keys = {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream", "probe_interval", "max_hold"}
         t = self.table(raw, "webhooks", keys)
         d = WebhookSettings()
         allow_private = self.get(t, "webhooks", "allow_private", bool, d.allow_private)
@@ -325,7 +326,10 @@ class _Reader:
         probe = self.get(t, "webhooks", "probe_interval", str, "30s")
         probe_interval = self.converted("webhooks.probe_interval", probe, parse_duration)
         self.check("webhooks.probe_interval", probe_interval > 0, "must be longer than 0s")
-        return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval)
+        hold = self.get(t, "webhooks", "max_hold", str, "7d")
+        max_hold = self.converted("webhooks.max_hold", hold, parse_duration)
+        self.check("webhooks.max_hold", max_hold > 0, "must be longer than 0s")
+        return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval, max_hold)
 
     def auth(self, raw: dict[str, Any]) -> AuthSettings:
         t = self.table(raw, "auth", {"enabled", "resolvers", "timeout"})

@@ -165,45 +165,86 @@ def test_the_schedule_then_failed_counting_every_attempt(make: Callable[..., Har
     assert [e.next_attempt_at for e in retrying] == ["2027-01-15T08:01:00.000Z", "2027-01-15T08:06:00.000Z"]
 
 
-def test_probes_use_no_step_and_are_counted_as_attempts(make: Callable[..., Harness]) -> None:
-    h = make(probe_interval=20.0)
-    h.endpoint.answer = lambda request: httpx.Response(503)
-    h.accept(1)
-    for second in (0, 20, 40, 60, 80, 360):
+def test_one_bad_message_follows_its_own_schedule_while_the_rest_flows(make: Callable[..., Harness]) -> None:
+    # Issue 9, part 1: every 2xx for another message used to count as "the endpoint is back" and
+    # send the bad one again at once -- Failed after 4 attempts in seconds, not 3 minutes.
+    h = make(retry_schedule=(60.0, 60.0, 60.0), probe_interval=5.0)
+    h.endpoint.answer = lambda request: httpx.Response(500 if request.content == b'{"n":1}' else 200)
+    h.accept(1, 2)
+    for second in range(0, 200, 5):
+        h.accept(100 + second)  # a busy, healthy stream: new mail every 5 s
         h.at(second)
-    # 0: first try (step 1, due 60); 20, 40: probes; 60: due (step 2, due 360); 80: probe; 360: out of steps.
-    assert len(h.endpoint.requests) == 6
-    assert h.bus.events()[-1].reason == "HTTP 503; gave up after 6 attempts"
+    tried_at = [e.at for e in h.bus.events() if e.delivery_id == did(1) and e.type is EventType.ATTEMPT]
+    assert [t[14:19] for t in tried_at] == ["00:00", "01:00", "02:00", "03:00"]  # minute:second
+    assert h.story(1)[-1] == (EventType.FAILED, None)
+    assert h.bus.events()[-1].type is EventType.DELIVERED  # the stream never stopped
+    assert h.outbox.held_since("support") is None
 
 
-def test_recovery_releases_only_the_held_backlog_in_arrival_order(make: Callable[..., Harness]) -> None:
-    h = make(probe_interval=30.0, concurrency_per_stream=1)
+def test_an_outage_longer_than_the_schedule_fails_nothing(make: Callable[..., Harness]) -> None:
+    # Issue 9, part 2: the whole schedule is 6 minutes; the endpoint is down for 3 hours.
+    h = make(probe_interval=30.0, concurrency_per_stream=2)
     up = False
     h.endpoint.answer = lambda request: httpx.Response(200 if up else 503)
-    h.accept(1, 2, 3)
-    h.at(0)  # message 1 fails: the endpoint is failing; 2 and 3 wait behind it
-    assert h.endpoint.ids() == [did(1)]
+    h.accept(1, 2, 3, 4)
+    h.at(0)  # 1 and 2 fail (a step each)
+    h.at(0)  # 3 fails too: three distinct deliveries, no success -- the endpoint is down; 4 is held
+    assert h.outbox.held_since("support") == h.clock.now
+    for minute in range(2, 180):
+        h.accept(100 + minute)  # mail keeps arriving during the outage
+        h.at(minute * 60)
+    probes = len(h.endpoint.requests) - 4
+    assert 170 <= probes <= 180  # one at a time, every probe_interval (at most one per pass here)
+    assert not [e for e in h.bus.events() if e.type is EventType.FAILED]
     up = True
-    h.at(29)
-    assert h.endpoint.ids() == [did(1), did(2)]  # 2 was due: one attempt at a time while failing
-    h.at(29)  # 2's 200 released the backlog: 1 (waiting for its 60 s retry) and 3 go now, oldest first
-    h.at(29)
-    assert h.endpoint.ids() == [did(1), did(2), did(1), did(3)]
-    assert all(h.story(n)[-1] == (EventType.DELIVERED, None) for n in (1, 2, 3))
+    h.at(180 * 60)  # a probe succeeds: the endpoint is back
+    sent = len(h.endpoint.requests)
+    for _ in range(200):
+        h.at(180 * 60)
+    assert h.outbox.held_since("support") is None
+    after = [r.headers["webhook-id"] for r in h.endpoint.requests[sent:]]
+    assert after == sorted(after)  # the backlog in arrival order
+    delivered = {e.delivery_id for e in h.bus.events() if e.type is EventType.DELIVERED}
+    assert delivered == {did(n) for n in (1, 2, 3, 4, *range(102, 280))}
+    assert not [e for e in h.bus.events() if e.type is EventType.FAILED]
 
 
-def test_a_probe_goes_before_its_time_and_its_success_releases_the_rest(make: Callable[..., Harness]) -> None:
+def test_a_stream_that_cannot_be_reached_is_held_at_once_and_failed_after_max_hold(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(probe_interval=60.0, max_hold=3600.0)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    h.endpoint.answer = refuse
+    h.accept(1)
+    h.at(0)
+    assert h.outbox.held_since("support") == h.clock.now  # no answer at all: the endpoint, not the message
+    assert h.story(1) == [(EventType.ATTEMPT, None), (EventType.RETRYING, None)]
+    assert h.bus.events()[-1].reason == "could not connect: connection refused; held: the endpoint is down"
+    for minute in range(1, 60):
+        h.at(minute * 60)
+    assert h.story(1)[-1] == (EventType.RETRYING, None)  # 60 attempts, still waiting
+    h.at(3601)
+    assert h.story(1)[-1] == (EventType.FAILED, None)
+    assert h.bus.events()[-1].reason == "held for 60m while the endpoint was down"
+
+
+def test_probes_take_the_held_deliveries_in_turn(make: Callable[..., Harness]) -> None:
+    # One message the endpoint always refuses with a 500 must not keep a recovered endpoint looking down.
     h = make(probe_interval=30.0)
-    h.endpoint.answer = lambda request: httpx.Response(503)
-    h.accept(1, 2)
-    h.at(0)  # both fail; both due at 60
-    h.at(29)
-    assert len(h.endpoint.requests) == 2
-    h.endpoint.answer = lambda request: httpx.Response(200)
-    h.at(30)  # the probe: the oldest, before it is due
-    assert h.endpoint.ids()[2] == did(1)
-    h.at(30)
-    assert h.endpoint.ids() == [did(1), did(2), did(1), did(2)]
+    up = False
+    h.endpoint.answer = lambda request: httpx.Response(200 if up and request.content != b'{"n":1}' else 503)
+    h.accept(1, 2, 3)
+    h.at(0)  # three distinct failures: down
+    up = True
+    h.at(30)  # probe: 1, refused again
+    h.at(60)  # probe: 2 -- the endpoint is back
+    assert h.endpoint.ids()[3:] == [did(1), did(2)]
+    h.at(60)
+    assert h.story(3)[-1] == (EventType.DELIVERED, None)
+    assert h.story(1)[-1] == (EventType.RETRYING, None)  # on its own schedule again, steps given back
 
 
 def test_403_fails_the_message_at_once_and_leaves_the_endpoint_healthy(make: Callable[..., Harness]) -> None:

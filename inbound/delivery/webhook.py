@@ -17,6 +17,7 @@ import httpx
 
 from ..config import StreamSettings
 from .outbox import Delivery
+from .retry import Answer, answer_of
 from .signing import signed_headers
 
 USER_AGENT = "inbound-webhooks/0.1"
@@ -27,6 +28,7 @@ class AttemptResult:
     status_code: int | None  # None when no response came
     error: str | None  # why it did not count as delivered; None for 2xx
     latency_ms: float
+    answer: Answer  # what it means (the one place a status or an error is classified)
 
 
 class WebhookClient:
@@ -39,12 +41,17 @@ class WebhookClient:
         headers["user-agent"] = USER_AGENT
         started = time.monotonic()
         status_code: int | None = None
+        connected = True
         try:
             response = self.client.post(stream.webhook_url, content=delivery.payload, headers=headers)
             status_code = response.status_code
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            connected = False  # refused, no route, DNS, TLS: the endpoint, not this message
+            error = f"could not connect: {exc}" if str(exc) else "could not connect"
         except httpx.TimeoutException:
             error = f"timeout after {self.timeout:g}s"
         except Exception as exc:  # noqa: BLE001 -- whatever the endpoint did, it is this attempt's failure
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return AttemptResult(status_code, error, (time.monotonic() - started) * 1000)
+        latency_ms = (time.monotonic() - started) * 1000
+        return AttemptResult(status_code, error, latency_ms, answer_of(status_code, connected=connected))
