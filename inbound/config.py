@@ -29,6 +29,7 @@ from .addresses import canonical_domain
 from .datadir import DataDir
 from .durations import parse_duration
 from .errors import ConfigError
+from .netpolicy import refusal
 
 DEFAULT_CONFIG = "inbound.toml"
 _SMTP_COUNTS = ("max_connections", "max_connections_per_ip", "max_errors")
@@ -88,6 +89,7 @@ class WebhookSettings:
     concurrency_per_stream: int = 4
     probe_interval: float = 30.0
     max_hold: float = 7 * 86400.0  # how long deliveries wait for an endpoint that is down, then Failed
+    ca_file: Path | None = None  # PEM bundle of the CAs webhook certificates are verified against
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +313,15 @@ class _Reader:
         return ActivitySettings(backend)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
-        keys = {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream", "probe_interval", "max_hold"}
+        keys = {
+            "allow_private",
+            "retry_schedule",
+            "timeout",
+            "concurrency_per_stream",
+            "probe_interval",
+            "max_hold",
+            "ca_file",
+        }
         t = self.table(raw, "webhooks", keys)
         d = WebhookSettings()
         allow_private = self.get(t, "webhooks", "allow_private", bool, d.allow_private)
@@ -329,7 +339,10 @@ class _Reader:
         hold = self.get(t, "webhooks", "max_hold", str, "7d")
         max_hold = self.converted("webhooks.max_hold", hold, parse_duration)
         self.check("webhooks.max_hold", max_hold > 0, "must be longer than 0s")
-        return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval, max_hold)
+        ca = self.get(t, "webhooks", "ca_file", str, "")
+        ca_file = (self.path.parent / ca) if ca else None  # an absolute path stays what it is
+        self.check("webhooks.ca_file", ca_file is None or ca_file.is_file(), f"no file {ca_file}")
+        return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval, max_hold, ca_file)
 
     def auth(self, raw: dict[str, Any]) -> AuthSettings:
         t = self.table(raw, "auth", {"enabled", "resolvers", "timeout"})
@@ -504,18 +517,14 @@ def check_signing_secret(secret: str) -> None:
 
 
 def check_webhook_url(url: str, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s), and (unless allowed) non-public IP literals."""
+    """Refuse URLs that are not http(s), and (unless allowed) hosts that are not public in any spelling.
+
+    A name is checked again at every connection (inbound.delivery.egress); this catches at once
+    what needs no DNS: ``127.1``, ``0x7f.0.0.1``, ``[::ffff:127.0.0.1]``, ``localhost.`` and the like.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
-    if allow_private:
-        return
-    host = parts.hostname
-    if host == "localhost" or host.endswith(".localhost"):
-        raise ValueError(f"{host!r} is loopback (set webhooks.allow_private = true to allow it)")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return  # a name, resolved at delivery time
-    if not ip.is_global:
-        raise ValueError(f"{host} is not a public address (set webhooks.allow_private = true to allow it)")
+    why = None if allow_private else refusal(parts.hostname)
+    if why:
+        raise ValueError(f"{why} (set webhooks.allow_private = true to allow it)")
