@@ -129,6 +129,12 @@ class StreamSettings:
     spf_fail: str = "accept"  # or "reject": 550 at MAIL FROM when SPF fails
     spam_threshold: float | None = None  # None: spamd's own required score
     on_spam: str = DELIVER  # one of VERDICT_ACTIONS
+    # Key rotation: `signing_secrets = [first, *others]` in the config; each POST is signed with all.
+    other_signing_secrets: tuple[str, ...] = ()
+
+    @property
+    def signing_secrets(self) -> tuple[str, ...]:
+        return (self.signing_secret, *self.other_signing_secrets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +411,7 @@ class _Reader:
         for i, entry in enumerate(entries):
             section = f"streams[{i}]"
             t = self.table({section: entry}, section, _STREAM_KEYS)
-            for key in ("name", "addresses", "webhook_url", "signing_secret"):
+            for key in ("name", "addresses", "webhook_url"):
                 self.check(f"{section}.{key}", key in t, "is required")
             name = self.get(t, section, "name", str, "")
             self.check(
@@ -427,8 +433,7 @@ class _Reader:
                 owner[address.lower()] = name
             url = self.get(t, section, "webhook_url", str, "")
             self.converted(f"{section}.webhook_url", url, lambda u: check_webhook_url(u, allow_private))
-            secret = self.get(t, section, "signing_secret", str, "")
-            self.converted(f"{section}.signing_secret", secret, check_signing_secret)
+            secret, *other_secrets = self.signing_secrets(t, section)
             blocks = self.strings(t, section, "block_senders", ())
             for pattern in blocks:
                 self.check(
@@ -436,9 +441,37 @@ class _Reader:
                 )
             policies = self.verdict_policies(t, section, auth, spam)
             streams.append(
-                StreamSettings(name, addresses, url, secret, blocks, *self.payload_options(t, section), **policies)
+                StreamSettings(
+                    name,
+                    addresses,
+                    url,
+                    secret,
+                    blocks,
+                    *self.payload_options(t, section),
+                    **policies,
+                    other_signing_secrets=tuple(other_secrets),
+                )
             )
         return tuple(streams)
+
+    def signing_secrets(self, t: dict[str, Any], section: str) -> tuple[str, ...]:
+        """``signing_secret``, or ``signing_secrets`` (several while a receiver moves to a new key)."""
+        one, several = "signing_secret" in t, "signing_secrets" in t
+        self.check(f"{section}.signing_secret", one or several, "is required (or signing_secrets)")
+        self.check(
+            f"{section}.signing_secrets", not (one and several), "give signing_secret or signing_secrets, not both"
+        )
+        if one:
+            secrets: tuple[str, ...] = (self.get(t, section, "signing_secret", str, ""),)
+            key = f"{section}.signing_secret"
+        else:
+            secrets = self.strings(t, section, "signing_secrets", ())
+            key = f"{section}.signing_secrets"
+            self.check(key, bool(secrets), "must list at least one secret")
+            self.check(key, len(set(secrets)) == len(secrets), "lists a secret twice")
+        for secret in secrets:
+            self.converted(key, secret, check_signing_secret)
+        return secrets
 
     def payload_options(self, t: dict[str, Any], section: str) -> tuple[str, bool, str | None, bool]:
         """``payload_format`` and the keys that go with it; a key for another format is an error, not ignored."""
@@ -466,6 +499,7 @@ _STREAM_KEYS = {
     "addresses",
     "webhook_url",
     "signing_secret",
+    "signing_secrets",
     "block_senders",
     "payload_format",
     "include_raw",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,10 @@ def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
         ('timeout = "30s"', 'timeout = "30s"\nca_file = "nope.pem"', "webhooks.ca_file", "no file"),
         ("https://app.example.com/inbound", "ftp://app.example.com/", "streams[0].webhook_url", "not an http(s) URL"),
         (SECRET, "hunter2", "streams[0].signing_secret", "whsec_"),
+        (f'"{SECRET}"', f'"{SECRET}"\nsigning_secrets = ["{SECRET}"]', "streams[0].signing_secrets", "not both"),
+        (f'signing_secret = "{SECRET}"', "signing_secrets = []", "streams[0].signing_secrets", "at least one"),
+        (f'signing_secret = "{SECRET}"', 'signing_secrets = ["whsec_x"]', "streams[0].signing_secrets", "base64"),
+        (f'signing_secret = "{SECRET}"', "", "streams[0].signing_secret", "is required (or signing_secrets)"),
         ('name = "support"', 'name = "Support Team"', "streams[0].name", "must be 1-63"),
         ('"help@example.org"]', '"help at example.org"]', "streams[0].addresses", "is not an address"),
         ('webhook_url = "https://app.example.com/inbound"\n', "", "streams[0].webhook_url", "is required"),
@@ -77,6 +82,12 @@ def test_errors_name_file_key_and_problem(tmp_path: Path, old: str, new: str, ke
     assert code != 0
     assert f"bad.toml: {key}" in output if key else "bad.toml" in output
     assert problem in output
+
+
+def test_signing_secrets_for_key_rotation(tmp_path: Path) -> None:
+    new = "whsec_" + base64.b64encode(b"the-new-secret-of-32-bytes-long!").decode()
+    text = VALID.replace(f'signing_secret = "{SECRET}"', f'signing_secrets = ["{new}", "{SECRET}"]')
+    assert check(tmp_path, text)[0] == 0
 
 
 def test_private_urls_allowed_when_asked(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ every step is deterministic and no test waits. The subprocess tests in
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -20,8 +21,10 @@ import pytest
 from inbound.bus import Headers, Record
 from inbound.config import Settings, StreamSettings, WebhookSettings
 from inbound.delivery.deliver import Deliverer
-from inbound.delivery.outbox import Outbox
+from inbound.delivery.outbox import Delivery, Outbox
+from inbound.delivery.retry import Answer
 from inbound.delivery.signing import verify
+from inbound.delivery.webhook import WebhookClient
 from inbound.events import Event, EventType
 from inbound.records import JSON, MessageRecord, decode_event, message_record
 
@@ -277,3 +280,25 @@ def test_a_timeout_and_an_unforeseen_error_are_recorded_failures(make: Callable[
     h.at(1)
     assert len(h.endpoint.requests) == 2  # each waits for its next step: no tight loop
     assert h.outbox.waiting("support").count == 2
+
+
+def test_key_rotation_signs_each_post_once_per_secret() -> None:
+    new = "whsec_" + base64.b64encode(b"the-new-secret-of-32-bytes-long!").decode()
+    requests: list[httpx.Request] = []
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(204)
+
+    stream = StreamSettings("support", ("*@in.test",), URL, new, other_signing_secrets=(SECRET,))
+    delivery = Delivery(did(1), "support", "01JD", 0, b'{"n":1}', 0, 0, 0.0)
+    with httpx.Client(transport=httpx.MockTransport(endpoint)) as client:
+        assert WebhookClient(client, 5.0).post(stream, delivery).answer is Answer.ACCEPTED
+    (request,) = requests
+    headers = dict(request.headers)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    # A receiver holding only the new key, or only the old one, accepts the same POST.
+    assert verify(new, request.content, headers)
+    assert verify(SECRET, request.content, headers)
+    wrong = "whsec_" + base64.b64encode(b"a-third-secret-nobody-was-given!").decode()
+    assert not verify(wrong, request.content, headers)

@@ -40,7 +40,7 @@ class WebhookClient:
         self.timeout = timeout
 
     def post(self, stream: StreamSettings, delivery: Delivery) -> AttemptResult:
-        headers = signed_headers(stream.signing_secret, delivery.delivery_id, delivery.payload, delivery.content_type)
+        headers = signed_headers(stream.signing_secrets, delivery.delivery_id, delivery.payload, delivery.content_type)
         headers["user-agent"] = USER_AGENT
         headers["accept-encoding"] = "identity"  # the answer is dropped: no decompressing a bomb
         started = time.monotonic()
