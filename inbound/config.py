@@ -131,6 +131,7 @@ class StreamSettings:
     on_spam: str = DELIVER  # one of VERDICT_ACTIONS
     # Key rotation: `signing_secrets = [first, *others]` in the config; each POST is signed with all.
     other_signing_secrets: tuple[str, ...] = ()
+    max_requests_per_second: float | None = None  # POSTs to this stream's endpoint; None: no limit
 
     @property
     def signing_secrets(self) -> tuple[str, ...]:
@@ -384,15 +385,7 @@ class _Reader:
         policies["reject_dmarc_reject"] = self.get(t, section, "reject_dmarc_reject", bool, False)
         policies["spf_fail"] = self.get(t, section, "spf_fail", str, "accept")
         self.check(f"{section}.spf_fail", policies["spf_fail"] in ("accept", "reject"), 'must be "accept" or "reject"')
-        threshold = t.get("spam_threshold")
-        if threshold is not None:
-            self.check(
-                f"{section}.spam_threshold",
-                isinstance(threshold, int | float) and not isinstance(threshold, bool),
-                "must be a number",
-            )
-            threshold = float(threshold)
-        policies["spam_threshold"] = threshold
+        policies["spam_threshold"] = self.number(t, section, "spam_threshold")
         auth_keys = [k for k in ("on_dmarc_fail", "reject_dmarc_reject", "spf_fail") if k in t]
         for key in auth_keys:
             self.check(f"{section}.{key}", auth.enabled, "needs the verdicts: set [auth] enabled = true")
@@ -450,9 +443,25 @@ class _Reader:
                     *self.payload_options(t, section),
                     **policies,
                     other_signing_secrets=tuple(other_secrets),
+                    max_requests_per_second=self.rate(t, section),
                 )
             )
         return tuple(streams)
+
+    def number(self, t: dict[str, Any], section: str, key: str) -> float | None:
+        """An optional number: TOML's int or float (a bool is not one)."""
+        value = t.get(key)
+        if value is None:
+            return None
+        self.check(
+            f"{section}.{key}", isinstance(value, int | float) and not isinstance(value, bool), "must be a number"
+        )
+        return float(value)
+
+    def rate(self, t: dict[str, Any], section: str) -> float | None:
+        rate = self.number(t, section, "max_requests_per_second")
+        self.check(f"{section}.max_requests_per_second", rate is None or rate > 0, "must be more than 0")
+        return rate
 
     def signing_secrets(self, t: dict[str, Any], section: str) -> tuple[str, ...]:
         """``signing_secret``, or ``signing_secrets`` (several while a receiver moves to a new key)."""
@@ -500,6 +509,7 @@ _STREAM_KEYS = {
     "webhook_url",
     "signing_secret",
     "signing_secrets",
+    "max_requests_per_second",
     "block_senders",
     "payload_format",
     "include_raw",

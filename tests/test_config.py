@@ -66,6 +66,18 @@ def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
         ('timeout = "30s"', 'timeout = "30s"\nca_file = "nope.pem"', "webhooks.ca_file", "no file"),
         ("https://app.example.com/inbound", "ftp://app.example.com/", "streams[0].webhook_url", "not an http(s) URL"),
         (SECRET, "hunter2", "streams[0].signing_secret", "whsec_"),
+        (
+            'name = "support"',
+            'name = "support"\nmax_requests_per_second = 0',
+            "streams[0].max_requests_per_second",
+            "more than 0",
+        ),
+        (
+            'name = "support"',
+            'name = "support"\nmax_requests_per_second = "5"',
+            "streams[0].max_requests_per_second",
+            "a number",
+        ),
         (f'"{SECRET}"', f'"{SECRET}"\nsigning_secrets = ["{SECRET}"]', "streams[0].signing_secrets", "not both"),
         (f'signing_secret = "{SECRET}"', "signing_secrets = []", "streams[0].signing_secrets", "at least one"),
         (f'signing_secret = "{SECRET}"', 'signing_secrets = ["whsec_x"]', "streams[0].signing_secrets", "base64"),
@@ -84,9 +96,11 @@ def test_errors_name_file_key_and_problem(tmp_path: Path, old: str, new: str, ke
     assert problem in output
 
 
-def test_signing_secrets_for_key_rotation(tmp_path: Path) -> None:
+def test_signing_secrets_and_a_rate_limit(tmp_path: Path) -> None:
     new = "whsec_" + base64.b64encode(b"the-new-secret-of-32-bytes-long!").decode()
-    text = VALID.replace(f'signing_secret = "{SECRET}"', f'signing_secrets = ["{new}", "{SECRET}"]')
+    text = VALID.replace(f'signing_secret = "{SECRET}"', f'signing_secrets = ["{new}", "{SECRET}"]').replace(
+        'name = "support"', 'name = "support"\nmax_requests_per_second = 2.5'
+    )
     assert check(tmp_path, text)[0] == 0
 
 

@@ -86,14 +86,14 @@ class Endpoint:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, **webhooks: Any) -> None:
+    def __init__(self, tmp_path: Path, stream: dict[str, Any], **webhooks: Any) -> None:
         self.clock = Clock()
         self.bus = Bus()
         self.endpoint = Endpoint()
         settings = Settings(
             tmp_path / "inbound.toml",
             webhooks=WebhookSettings(**{"retry_schedule": (60.0, 300.0), "timeout": 5.0, **webhooks}),
-            streams=(StreamSettings("support", ("*@in.test",), URL, SECRET),),
+            streams=(StreamSettings("support", ("*@in.test",), URL, SECRET, **stream),),
         )
         self.outbox = Outbox(tmp_path / "outbox.db", clock=self.clock)
         self.client = httpx.Client(transport=httpx.MockTransport(self.endpoint))
@@ -134,10 +134,10 @@ def did(n: int) -> str:
 def make(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def build(**webhooks: Any) -> Harness:
+    def build(stream: dict[str, Any] | None = None, **webhooks: Any) -> Harness:
         home = tmp_path / f"deliverer{len(made)}"
         home.mkdir()
-        made.append(Harness(home, **webhooks))
+        made.append(Harness(home, stream or {}, **webhooks))
         return made[-1]
 
     yield build
@@ -280,6 +280,19 @@ def test_a_timeout_and_an_unforeseen_error_are_recorded_failures(make: Callable[
     h.at(1)
     assert len(h.endpoint.requests) == 2  # each waits for its next step: no tight loop
     assert h.outbox.waiting("support").count == 2
+
+
+def test_a_draining_backlog_keeps_to_the_stream_s_rate(make: Callable[..., Harness]) -> None:
+    h = make(stream={"max_requests_per_second": 2.0}, concurrency_per_stream=8)
+    h.accept(*range(1, 21))
+    sent = []
+    for tenth in range(0, 51):  # five seconds, a pass every 0.1 s
+        h.at(tenth / 10)
+        sent.append(len(h.endpoint.requests))
+    assert sent[0] == 2  # one second's worth at once, not the 8 workers' worth
+    assert sent[10] == 4  # then two a second
+    assert sent[50] == 12
+    assert h.endpoint.ids() == [did(n) for n in range(1, 13)]  # still in arrival order
 
 
 def test_key_rotation_signs_each_post_once_per_secret() -> None:

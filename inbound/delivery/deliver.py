@@ -49,6 +49,7 @@ from .groupcommit import GroupCommitter
 from .health import Change, EndpointHealth
 from .outbox import Delivery, Outbox
 from .outcome import held_too_long, outcome_events
+from .ratelimit import RateLimit
 from .retry import Outcome, decide, describe
 from .webhook import AttemptResult, WebhookClient
 
@@ -119,7 +120,8 @@ class Deliverer:
             name: EndpointHealth(hooks.concurrency_per_stream, hooks.probe_interval, outbox.held_since(name))
             for name in self.pools
         }
-        self.health_lock = threading.Lock()
+        self.rates = {s.name: RateLimit(s.max_requests_per_second) for s in settings.streams}
+        self.health_lock = threading.Lock()  # guards self.health and self.rates
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._dispatch, name="deliver-dispatch", daemon=True)
@@ -168,16 +170,19 @@ class Deliverer:
     def _fill(self, stream: StreamSettings) -> None:
         health = self.health[stream.name]
         now = self.clock()
+        rate = self.rates[stream.name]
         with self.health_lock:
             slots = health.slots(now)
             down = health.down
+            free = min(slots.free, rate.available(now))
         if down:
             self._expire_held(stream, now)
-        if slots.free <= 0:
+        if free <= 0:
             return
-        claimed = self.outbox.claim(stream.name, slots.free, self.owner, self.lease_seconds, probe=slots.probe)
+        claimed = self.outbox.claim(stream.name, free, self.owner, self.lease_seconds, probe=slots.probe)
         with self.health_lock:
             health.started(len(claimed))
+            rate.spend(len(claimed))
         for delivery in claimed:
             # Whether this is a probe is decided here, once, and passed along.
             self.pools[stream.name].submit(self._attempt_and_release, stream, delivery, slots.probe)
