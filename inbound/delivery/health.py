@@ -81,8 +81,10 @@ class EndpointHealth:
             came_back = self.down
             self.down_since = None
             return Change.CAME_BACK if came_back else Change.NONE
+        if self.down:
+            return Change.NONE  # a failed probe: nothing new
         self.failing.add(delivery_id)
-        if self.down or (answer is Answer.FAILED and len(self.failing) < self.open_after):
+        if answer is Answer.FAILED and len(self.failing) < self.open_after:
             return Change.NONE
         self.down_since = now
         self.next_probe_at = now + self.probe_interval
