@@ -90,6 +90,9 @@ class WebhookSettings:
     probe_interval: float = 30.0
     max_hold: float = 7 * 86400.0  # how long deliveries wait for an endpoint that is down, then Failed
     ca_file: Path | None = None  # PEM bundle of the CAs webhook certificates are verified against
+    alert_after: float = 15 * 60.0  # an endpoint down this long raises endpoint_failing
+    alert_url: str | None = None  # where alerts are also POSTed, signed with alert_signing_secret
+    alert_signing_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ class StreamSettings:
     # Key rotation: `signing_secrets = [first, *others]` in the config; each POST is signed with all.
     other_signing_secrets: tuple[str, ...] = ()
     max_requests_per_second: float | None = None  # POSTs to this stream's endpoint; None: no limit
+    silence_alert_after: float | None = None  # no mail for this long raises stream_silent
 
     @property
     def signing_secrets(self) -> tuple[str, ...]:
@@ -328,6 +332,9 @@ class _Reader:
             "probe_interval",
             "max_hold",
             "ca_file",
+            "alert_after",
+            "alert_url",
+            "alert_signing_secret",
         }
         t = self.table(raw, "webhooks", keys)
         d = WebhookSettings()
@@ -349,7 +356,29 @@ class _Reader:
         ca = self.get(t, "webhooks", "ca_file", str, "")
         ca_file = (self.path.parent / ca) if ca else None  # an absolute path stays what it is
         self.check("webhooks.ca_file", ca_file is None or ca_file.is_file(), f"no file {ca_file}")
-        return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval, max_hold, ca_file)
+        alert_after = self.converted(
+            "webhooks.alert_after", self.get(t, "webhooks", "alert_after", str, "15m"), parse_duration
+        )
+        self.check("webhooks.alert_after", alert_after > 0, "must be longer than 0s")
+        alert_url = self.get(t, "webhooks", "alert_url", str, "") or None
+        alert_secret = self.get(t, "webhooks", "alert_signing_secret", str, "") or None
+        if alert_url is not None:
+            self.converted("webhooks.alert_url", alert_url, lambda u: check_webhook_url(u, allow_private))
+            self.check("webhooks.alert_signing_secret", alert_secret is not None, "is required with alert_url")
+        if alert_secret is not None:
+            self.converted("webhooks.alert_signing_secret", alert_secret, check_signing_secret)
+        return WebhookSettings(
+            allow_private,
+            schedule,
+            timeout,
+            concurrency,
+            probe_interval,
+            max_hold,
+            ca_file,
+            alert_after,
+            alert_url,
+            alert_secret,
+        )
 
     def auth(self, raw: dict[str, Any]) -> AuthSettings:
         t = self.table(raw, "auth", {"enabled", "resolvers", "timeout"})
@@ -444,6 +473,7 @@ class _Reader:
                     **policies,
                     other_signing_secrets=tuple(other_secrets),
                     max_requests_per_second=self.rate(t, section),
+                    silence_alert_after=self.silence(t, section),
                 )
             )
         return tuple(streams)
@@ -457,6 +487,14 @@ class _Reader:
             f"{section}.{key}", isinstance(value, int | float) and not isinstance(value, bool), "must be a number"
         )
         return float(value)
+
+    def silence(self, t: dict[str, Any], section: str) -> float | None:
+        if "silence_alert_after" not in t:
+            return None
+        key = f"{section}.silence_alert_after"
+        silence = self.converted(key, self.get(t, section, "silence_alert_after", str, ""), parse_duration)
+        self.check(key, silence > 0, "must be longer than 0s")
+        return silence
 
     def rate(self, t: dict[str, Any], section: str) -> float | None:
         rate = self.number(t, section, "max_requests_per_second")
@@ -510,6 +548,7 @@ _STREAM_KEYS = {
     "signing_secret",
     "signing_secrets",
     "max_requests_per_second",
+    "silence_alert_after",
     "block_senders",
     "payload_format",
     "include_raw",

@@ -64,6 +64,19 @@ def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
         ("https://app.example.com/inbound", "http://localhost./x", "streams[0].webhook_url", "loopback"),
         ('timeout = "30s"', 'timeout = "30s"\nmax_hold = "0s"', "webhooks.max_hold", "longer than 0s"),
         ('timeout = "30s"', 'timeout = "30s"\nca_file = "nope.pem"', "webhooks.ca_file", "no file"),
+        (
+            'timeout = "30s"',
+            'timeout = "30s"\nalert_url = "https://ops.example.com/a"',
+            "webhooks.alert_signing_secret",
+            "is required with alert_url",
+        ),
+        ('timeout = "30s"', 'timeout = "30s"\nalert_url = "http://127.1/a"', "webhooks.alert_url", "not a public"),
+        (
+            'name = "support"',
+            'name = "support"\nsilence_alert_after = "never"',
+            "streams[0].silence_alert_after",
+            "is not a duration",
+        ),
         ("https://app.example.com/inbound", "ftp://app.example.com/", "streams[0].webhook_url", "not an http(s) URL"),
         (SECRET, "hunter2", "streams[0].signing_secret", "whsec_"),
         (

@@ -295,6 +295,48 @@ def test_a_draining_backlog_keeps_to_the_stream_s_rate(make: Callable[..., Harne
     assert h.endpoint.ids() == [did(n) for n in range(1, 13)]  # still in arrival order
 
 
+ALERTS = "https://alerts.example.test/inbound"
+
+
+def test_an_endpoint_down_for_alert_after_raises_an_alert_and_its_recovery_closes_it(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(probe_interval=30.0, alert_after=900.0, alert_url=ALERTS, alert_signing_secret=SECRET)
+    up = False
+    h.endpoint.answer = lambda request: httpx.Response(200 if up or str(request.url) == ALERTS else 503)
+    h.accept(1, 2, 3)
+    h.at(0)  # three distinct failures: down
+    h.at(899)
+    assert not [e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]
+    h.at(900)
+    (failing,) = [e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]
+    assert (failing.stream, failing.delivery_id) == ("support", "")
+    assert failing.reason == "endpoint down since 2027-01-15T08:00:00.000Z; last error: HTTP 503"
+    (posted,) = [r for r in h.endpoint.requests if str(r.url) == ALERTS]
+    assert verify(SECRET, posted.content, dict(posted.headers))
+    assert decode_event(posted.content) == failing
+    h.at(1000)  # still down: one alert per outage
+    assert len([e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]) == 1
+    up = True
+    h.at(1030)  # the next probe succeeds
+    recovered = [e for e in h.bus.events() if e.type is EventType.ENDPOINT_RECOVERED]
+    assert [e.reason for e in recovered] == ["the endpoint answers again"]
+    assert len([r for r in h.endpoint.requests if str(r.url) == ALERTS]) == 2
+
+
+def test_a_stream_without_mail_for_silence_alert_after_is_reported_once(make: Callable[..., Harness]) -> None:
+    h = make(stream={"silence_alert_after": 3600.0})
+    h.at(3599)
+    assert not h.bus.events()
+    h.at(3600)
+    h.at(5000)
+    silent = [e for e in h.bus.events() if e.type is EventType.STREAM_SILENT]
+    assert [(e.stream, e.reason) for e in silent] == [("support", "no mail for 3600s")]
+    h.accept(1)  # mail again: the silence is over, and the next one is reported anew
+    h.at(5000 + 3600)
+    assert len([e for e in h.bus.events() if e.type is EventType.STREAM_SILENT]) == 2
+
+
 def test_key_rotation_signs_each_post_once_per_secret() -> None:
     new = "whsec_" + base64.b64encode(b"the-new-secret-of-32-bytes-long!").decode()
     requests: list[httpx.Request] = []

@@ -45,6 +45,7 @@ from ..durations import format_duration
 from ..errors import InboundError
 from ..events import Attempt
 from ..records import EVENTS, decode_message, event_record
+from .alerts import Alerter
 from .groupcommit import GroupCommitter
 from .health import Change, EndpointHealth
 from .outbox import Delivery, Outbox
@@ -121,14 +122,20 @@ class Deliverer:
             for name in self.pools
         }
         self.rates = {s.name: RateLimit(s.max_requests_per_second) for s in settings.streams}
-        self.health_lock = threading.Lock()  # guards self.health and self.rates
+        self.alerter = Alerter(settings, self.outcomes.publish, client, clock())
+        self.health_lock = threading.Lock()  # guards self.health, self.rates and self.alerter
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._dispatch, name="deliver-dispatch", daemon=True)
 
     # -- intake (runs on the consumer worker's thread) --------------------------------------
     def handle(self, records: list[Record]) -> None:
-        self.outbox.add(deliveries_from(records))
+        deliveries = deliveries_from(records)
+        self.outbox.add(deliveries)
+        now = self.clock()
+        with self.health_lock:
+            for delivery in deliveries:
+                self.alerter.mail(delivery.stream, now)
         self.wake.set()
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -165,6 +172,8 @@ class Deliverer:
         for stream in self.settings.streams:
             if not self.paused(stream.name):
                 self._fill(stream)
+        with self.health_lock:
+            self.alerter.check({name: health.down_since for name, health in self.health.items()}, self.clock())
         return self.outbox.next_due()
 
     def _fill(self, stream: StreamSettings) -> None:
@@ -220,6 +229,10 @@ class Deliverer:
             change = health.judge(delivery.delivery_id, result.answer, now)
             failed_before = health.failing - {delivery.delivery_id}
             down = health.down
+            if result.error is not None:
+                self.alerter.failed(stream.name, describe(result.status_code, result.error))
+            if change is Change.CAME_BACK:
+                self.alerter.recovered(stream.name, now)
         if change is Change.WENT_DOWN:
             self.outbox.hold(stream.name, now, failed_before)
             waiting = self.outbox.waiting(stream.name)
