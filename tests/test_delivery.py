@@ -279,6 +279,8 @@ def test_a_timeout_and_an_unforeseen_error_are_recorded_failures(make: Callable[
     ]
     h.at(1)
     assert len(h.endpoint.requests) == 2  # each waits for its next step: no tight loop
+    # An attempt ends by its one deadline (`timeout`, see test_egress.py); its lease lasts longer.
+    assert h.deliverer.lease_seconds > 5.0 * 1.5
     assert h.outbox.waiting("support").count == 2
 
 

@@ -10,14 +10,17 @@ socket.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import trustme
 
 from inbound.config import StreamSettings, check_webhook_url
 from inbound.delivery.egress import Resolver, system_resolver, webhook_http_client
@@ -121,10 +124,17 @@ def server() -> Iterator[ThreadingHTTPServer]:
     httpd.server_close()
 
 
-def post(url: str, *, allow_private: bool, resolve: Resolver = system_resolver, timeout: float = 5.0) -> AttemptResult:
+def post(
+    url: str,
+    *,
+    allow_private: bool,
+    resolve: Resolver = system_resolver,
+    timeout: float = 5.0,
+    ca_file: Path | None = None,
+) -> AttemptResult:
     stream = StreamSettings("support", ("*@in.test",), url, SECRET)
     delivery = Delivery("01JD-support", "support", "01JD", 0, b"{}", 0, 0, 0.0)
-    with webhook_http_client(timeout=timeout, allow_private=allow_private, resolve=resolve) as client:
+    with webhook_http_client(timeout=timeout, allow_private=allow_private, resolve=resolve, ca_file=ca_file) as client:
         return WebhookClient(client, timeout).post(stream, delivery)
 
 
@@ -193,3 +203,41 @@ def test_a_slow_drip_ends_at_the_attempt_s_one_deadline(server: ThreadingHTTPSer
     elapsed = time.monotonic() - started
     assert result.error == "timeout after 1s"
     assert elapsed < 10  # the drip lasts 200 s; generous for a busy machine
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ThreadingHTTPServer, Path]]:
+    """An HTTPS endpoint whose certificate, for hooks.customer.test, comes from a private CA."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.customer.test").configure_cert(context)
+    Endpoint.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd, ca_file
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.e2e
+def test_tls_is_verified_against_the_host_name_while_connecting_to_the_checked_address(
+    tls_server: tuple[ThreadingHTTPServer, Path],
+) -> None:
+    server, ca_file = tls_server
+    to_loopback: Resolver = lambda host, port: ["127.0.0.1"]  # noqa: E731
+    ok = post(
+        f"https://hooks.customer.test:{port_of(server)}/ok", allow_private=True, resolve=to_loopback, ca_file=ca_file
+    )
+    assert (ok.status_code, Endpoint.requests) == (200, ["/ok"])
+    # Without the private CA, or under a name the certificate is not for, nothing is sent.
+    untrusted = post(f"https://hooks.customer.test:{port_of(server)}/ok", allow_private=True, resolve=to_loopback)
+    wrong_name = post(
+        f"https://other.customer.test:{port_of(server)}/ok", allow_private=True, resolve=to_loopback, ca_file=ca_file
+    )
+    assert Endpoint.requests == ["/ok"]
+    assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
+    assert "CERTIFICATE_VERIFY_FAILED" in (wrong_name.error or "")
