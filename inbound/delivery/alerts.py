@@ -52,30 +52,38 @@ class Alerter:
     def failed(self, stream: str, error: str) -> None:
         self.last_error[stream] = error
 
-    def check(self, down_since: dict[str, float | None], now: float) -> None:
-        """Raise what is due: endpoints down for ``alert_after``, streams silent too long."""
+    def check(self, down_since: dict[str, float | None], now: float) -> list[Event]:
+        """What is due: endpoints down for ``alert_after``, streams silent too long (send with :meth:`send`)."""
+        due = []
         hooks = self.settings.webhooks
         for stream in self.settings.streams:
             since = down_since.get(stream.name)
             if since is not None and now - since >= hooks.alert_after and stream.name not in self.failing:
                 self.failing.add(stream.name)
                 reason = f"endpoint down since {rfc3339(since)}; last error: {self.last_error.get(stream.name, '-')}"
-                self._raise(EventType.ENDPOINT_FAILING, stream.name, reason, now)
+                due.append(_alert(EventType.ENDPOINT_FAILING, stream.name, reason, now))
             silence = stream.silence_alert_after
             quiet = now - self.last_mail.get(stream.name, now)
             if silence is not None and quiet >= silence and stream.name not in self.silent:
                 self.silent.add(stream.name)
-                self._raise(EventType.STREAM_SILENT, stream.name, f"no mail for {quiet:.0f}s", now)
+                due.append(_alert(EventType.STREAM_SILENT, stream.name, f"no mail for {quiet:.0f}s", now))
+        return due
 
-    def recovered(self, stream: str, now: float) -> None:
-        if stream in self.failing:
-            self.failing.discard(stream)
-            self._raise(EventType.ENDPOINT_RECOVERED, stream, "the endpoint answers again", now)
+    def recovered(self, stream: str, now: float) -> list[Event]:
+        if stream not in self.failing:
+            return []
+        self.failing.discard(stream)
+        return [_alert(EventType.ENDPOINT_RECOVERED, stream, "the endpoint answers again", now)]
 
-    def _raise(self, kind: EventType, stream: str, reason: str, now: float) -> None:
-        event = Event(kind, "", "", stream, rfc3339(now), reason=reason)
+    def send(self, alerts: list[Event]) -> None:
+        """Log, publish and POST *alerts*; called outside the deliverer's lock (the POST takes time)."""
+        for event in alerts:
+            self._send(event)
+
+    def _send(self, event: Event) -> None:
+        kind, stream = event.type, event.stream
         level = logging.INFO if kind is EventType.ENDPOINT_RECOVERED else logging.ERROR
-        log.log(level, "stream=%s stage=deliver alert=%s %s", stream, kind.value, reason)
+        log.log(level, "stream=%s stage=deliver alert=%s %s", stream, kind.value, event.reason)
         try:
             self.publish([(EVENTS, *event_record(event))])
         except InboundError as exc:  # the bus is down: the log line above stands; delivery goes on
@@ -84,8 +92,12 @@ class Alerter:
         if url is None or secret is None:
             return
         body = encode_event(event)
-        headers = signed_headers((secret,), f"alert-{stream}-{kind.value}-{now:.0f}", body, "application/json")
+        headers = signed_headers((secret,), f"alert-{stream}-{kind.value}-{event.at}", body, "application/json")
         try:
             self.client.post(url, content=body, headers=headers).raise_for_status()
         except Exception as exc:  # noqa: BLE001 -- an alert endpoint's failure must not stop delivery
             log.warning("stream=%s stage=deliver alert=%s not posted to alert_url: %s", stream, kind.value, exc)
+
+
+def _alert(kind: EventType, stream: str, reason: str, now: float) -> Event:
+    return Event(kind, "", "", stream, rfc3339(now), reason=reason)

@@ -173,7 +173,8 @@ class Deliverer:
             if not self.paused(stream.name):
                 self._fill(stream)
         with self.health_lock:
-            self.alerter.check({name: health.down_since for name, health in self.health.items()}, self.clock())
+            alerts = self.alerter.check({name: h.down_since for name, h in self.health.items()}, self.clock())
+        self.alerter.send(alerts)
         return self.outbox.next_due()
 
     def _fill(self, stream: StreamSettings) -> None:
@@ -231,8 +232,8 @@ class Deliverer:
             down = health.down
             if result.error is not None:
                 self.alerter.failed(stream.name, describe(result.status_code, result.error))
-            if change is Change.CAME_BACK:
-                self.alerter.recovered(stream.name, now)
+            alerts = self.alerter.recovered(stream.name, now) if change is Change.CAME_BACK else []
+        self.alerter.send(alerts)
         if change is Change.WENT_DOWN:
             self.outbox.hold(stream.name, now, failed_before)
             waiting = self.outbox.waiting(stream.name)
