@@ -32,6 +32,7 @@ from .durations import parse_duration
 from .edge.tls import VERSIONS as TLS_VERSIONS
 from .edge.tls import server_context
 from .errors import ConfigError
+from .netpolicy import refusal
 
 DEFAULT_CONFIG = "inbound.toml"
 _SMTP_COUNTS = ("max_connections", "max_connections_per_ip", "max_errors")
@@ -99,6 +100,11 @@ class WebhookSettings:
     timeout: float = 30.0
     concurrency_per_stream: int = 4
     probe_interval: float = 30.0
+    max_hold: float = 7 * 86400.0  # how long deliveries wait for an endpoint that is down, then Failed
+    ca_file: Path | None = None  # PEM bundle of the CAs webhook certificates are verified against
+    alert_after: float = 15 * 60.0  # an endpoint down this long raises endpoint_failing
+    alert_url: str | None = None  # where alerts are also POSTed, signed with alert_signing_secret
+    alert_signing_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,14 @@ class StreamSettings:
     spf_fail: str = "accept"  # or "reject": 550 at MAIL FROM when SPF fails
     spam_threshold: float | None = None  # None: spamd's own required score
     on_spam: str = DELIVER  # one of VERDICT_ACTIONS
+    # Key rotation: `signing_secrets = [first, *others]` in the config; each POST is signed with all.
+    other_signing_secrets: tuple[str, ...] = ()
+    max_requests_per_second: float | None = None  # POSTs to this stream's endpoint; None: no limit
+    silence_alert_after: float | None = None  # no mail for this long raises stream_silent
+
+    @property
+    def signing_secrets(self) -> tuple[str, ...]:
+        return (self.signing_secret, *self.other_signing_secrets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +364,18 @@ class _Reader:
         return ActivitySettings(backend)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
-        keys = {"allow_private", "retry_schedule", "timeout", "concurrency_per_stream", "probe_interval"}
+        keys = {
+            "allow_private",
+            "retry_schedule",
+            "timeout",
+            "concurrency_per_stream",
+            "probe_interval",
+            "max_hold",
+            "ca_file",
+            "alert_after",
+            "alert_url",
+            "alert_signing_secret",
+        }
         t = self.table(raw, "webhooks", keys)
         d = WebhookSettings()
         allow_private = self.get(t, "webhooks", "allow_private", bool, d.allow_private)
@@ -365,7 +390,35 @@ class _Reader:
         probe = self.get(t, "webhooks", "probe_interval", str, "30s")
         probe_interval = self.converted("webhooks.probe_interval", probe, parse_duration)
         self.check("webhooks.probe_interval", probe_interval > 0, "must be longer than 0s")
-        return WebhookSettings(allow_private, schedule, timeout, concurrency, probe_interval)
+        hold = self.get(t, "webhooks", "max_hold", str, "7d")
+        max_hold = self.converted("webhooks.max_hold", hold, parse_duration)
+        self.check("webhooks.max_hold", max_hold > 0, "must be longer than 0s")
+        ca = self.get(t, "webhooks", "ca_file", str, "")
+        ca_file = (self.path.parent / ca) if ca else None  # an absolute path stays what it is
+        self.check("webhooks.ca_file", ca_file is None or ca_file.is_file(), f"no file {ca_file}")
+        alert_after = self.converted(
+            "webhooks.alert_after", self.get(t, "webhooks", "alert_after", str, "15m"), parse_duration
+        )
+        self.check("webhooks.alert_after", alert_after > 0, "must be longer than 0s")
+        alert_url = self.get(t, "webhooks", "alert_url", str, "") or None
+        alert_secret = self.get(t, "webhooks", "alert_signing_secret", str, "") or None
+        if alert_url is not None:
+            self.converted("webhooks.alert_url", alert_url, lambda u: check_webhook_url(u, allow_private))
+            self.check("webhooks.alert_signing_secret", alert_secret is not None, "is required with alert_url")
+        if alert_secret is not None:
+            self.converted("webhooks.alert_signing_secret", alert_secret, check_signing_secret)
+        return WebhookSettings(
+            allow_private,
+            schedule,
+            timeout,
+            concurrency,
+            probe_interval,
+            max_hold,
+            ca_file,
+            alert_after,
+            alert_url,
+            alert_secret,
+        )
 
     def auth(self, raw: dict[str, Any]) -> AuthSettings:
         t = self.table(raw, "auth", {"enabled", "resolvers", "timeout"})
@@ -401,15 +454,7 @@ class _Reader:
         policies["reject_dmarc_reject"] = self.get(t, section, "reject_dmarc_reject", bool, False)
         policies["spf_fail"] = self.get(t, section, "spf_fail", str, "accept")
         self.check(f"{section}.spf_fail", policies["spf_fail"] in ("accept", "reject"), 'must be "accept" or "reject"')
-        threshold = t.get("spam_threshold")
-        if threshold is not None:
-            self.check(
-                f"{section}.spam_threshold",
-                isinstance(threshold, int | float) and not isinstance(threshold, bool),
-                "must be a number",
-            )
-            threshold = float(threshold)
-        policies["spam_threshold"] = threshold
+        policies["spam_threshold"] = self.number(t, section, "spam_threshold")
         auth_keys = [k for k in ("on_dmarc_fail", "reject_dmarc_reject", "spf_fail") if k in t]
         for key in auth_keys:
             self.check(f"{section}.{key}", auth.enabled, "needs the verdicts: set [auth] enabled = true")
@@ -428,7 +473,7 @@ class _Reader:
         for i, entry in enumerate(entries):
             section = f"streams[{i}]"
             t = self.table({section: entry}, section, _STREAM_KEYS)
-            for key in ("name", "addresses", "webhook_url", "signing_secret"):
+            for key in ("name", "addresses", "webhook_url"):
                 self.check(f"{section}.{key}", key in t, "is required")
             name = self.get(t, section, "name", str, "")
             self.check(
@@ -450,8 +495,7 @@ class _Reader:
                 owner[address.lower()] = name
             url = self.get(t, section, "webhook_url", str, "")
             self.converted(f"{section}.webhook_url", url, lambda u: check_webhook_url(u, allow_private))
-            secret = self.get(t, section, "signing_secret", str, "")
-            self.converted(f"{section}.signing_secret", secret, check_signing_secret)
+            secret, *other_secrets = self.signing_secrets(t, section)
             blocks = self.strings(t, section, "block_senders", ())
             for pattern in blocks:
                 self.check(
@@ -459,9 +503,62 @@ class _Reader:
                 )
             policies = self.verdict_policies(t, section, auth, spam)
             streams.append(
-                StreamSettings(name, addresses, url, secret, blocks, *self.payload_options(t, section), **policies)
+                StreamSettings(
+                    name,
+                    addresses,
+                    url,
+                    secret,
+                    blocks,
+                    *self.payload_options(t, section),
+                    **policies,
+                    other_signing_secrets=tuple(other_secrets),
+                    max_requests_per_second=self.rate(t, section),
+                    silence_alert_after=self.silence(t, section),
+                )
             )
         return tuple(streams)
+
+    def number(self, t: dict[str, Any], section: str, key: str) -> float | None:
+        """An optional number: TOML's int or float (a bool is not one)."""
+        value = t.get(key)
+        if value is None:
+            return None
+        self.check(
+            f"{section}.{key}", isinstance(value, int | float) and not isinstance(value, bool), "must be a number"
+        )
+        return float(value)
+
+    def silence(self, t: dict[str, Any], section: str) -> float | None:
+        if "silence_alert_after" not in t:
+            return None
+        key = f"{section}.silence_alert_after"
+        silence = self.converted(key, self.get(t, section, "silence_alert_after", str, ""), parse_duration)
+        self.check(key, silence > 0, "must be longer than 0s")
+        return silence
+
+    def rate(self, t: dict[str, Any], section: str) -> float | None:
+        rate = self.number(t, section, "max_requests_per_second")
+        self.check(f"{section}.max_requests_per_second", rate is None or rate > 0, "must be more than 0")
+        return rate
+
+    def signing_secrets(self, t: dict[str, Any], section: str) -> tuple[str, ...]:
+        """``signing_secret``, or ``signing_secrets`` (several while a receiver moves to a new key)."""
+        one, several = "signing_secret" in t, "signing_secrets" in t
+        self.check(f"{section}.signing_secret", one or several, "is required (or signing_secrets)")
+        self.check(
+            f"{section}.signing_secrets", not (one and several), "give signing_secret or signing_secrets, not both"
+        )
+        if one:
+            secrets: tuple[str, ...] = (self.get(t, section, "signing_secret", str, ""),)
+            key = f"{section}.signing_secret"
+        else:
+            secrets = self.strings(t, section, "signing_secrets", ())
+            key = f"{section}.signing_secrets"
+            self.check(key, bool(secrets), "must list at least one secret")
+            self.check(key, len(set(secrets)) == len(secrets), "lists a secret twice")
+        for secret in secrets:
+            self.converted(key, secret, check_signing_secret)
+        return secrets
 
     def payload_options(self, t: dict[str, Any], section: str) -> tuple[str, bool, str | None, bool]:
         """``payload_format`` and the keys that go with it; a key for another format is an error, not ignored."""
@@ -489,6 +586,9 @@ _STREAM_KEYS = {
     "addresses",
     "webhook_url",
     "signing_secret",
+    "signing_secrets",
+    "max_requests_per_second",
+    "silence_alert_after",
     "block_senders",
     "payload_format",
     "include_raw",
@@ -540,18 +640,14 @@ def check_signing_secret(secret: str) -> None:
 
 
 def check_webhook_url(url: str, allow_private: bool) -> None:
-    """Refuse URLs that are not http(s), and (unless allowed) non-public IP literals."""
+    """Refuse URLs that are not http(s), and (unless allowed) hosts that are not public in any spelling.
+
+    A name is checked again at every connection (inbound.delivery.egress); this catches at once
+    what needs no DNS: ``127.1``, ``0x7f.0.0.1``, ``[::ffff:127.0.0.1]``, ``localhost.`` and the like.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
-    if allow_private:
-        return
-    host = parts.hostname
-    if host == "localhost" or host.endswith(".localhost"):
-        raise ValueError(f"{host!r} is loopback (set webhooks.allow_private = true to allow it)")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return  # a name, resolved at delivery time
-    if not ip.is_global:
-        raise ValueError(f"{host} is not a public address (set webhooks.allow_private = true to allow it)")
+    why = None if allow_private else refusal(parts.hostname)
+    if why:
+        raise ValueError(f"{why} (set webhooks.allow_private = true to allow it)")

@@ -60,6 +60,13 @@ class EventType(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # parse error, 403, or retries exhausted
     RETRY_REQUESTED = "retry_requested"  # `inbound retry`: starts the next generation
+    # About a stream, not a delivery (delivery_id and queue_id empty); the activity log keeps none.
+    ENDPOINT_FAILING = "endpoint_failing"  # the endpoint has been down for webhooks.alert_after
+    ENDPOINT_RECOVERED = "endpoint_recovered"  # ... and answers again
+    STREAM_SILENT = "stream_silent"  # no mail for the stream's silence_alert_after
+
+
+STREAM_EVENTS = frozenset({EventType.ENDPOINT_FAILING, EventType.ENDPOINT_RECOVERED, EventType.STREAM_SILENT})
 
 
 # The status an event moves its delivery to (None: it only adds detail).
@@ -72,6 +79,9 @@ EVENT_STATUS: dict[EventType, Status | None] = {
     EventType.DELIVERED: Status.DELIVERED,
     EventType.FAILED: Status.FAILED,
     EventType.RETRY_REQUESTED: Status.QUEUED,
+    EventType.ENDPOINT_FAILING: None,
+    EventType.ENDPOINT_RECOVERED: None,
+    EventType.STREAM_SILENT: None,
 }
 
 

@@ -234,8 +234,11 @@ def decode_event(value: bytes) -> Event:
 
 
 def event_record(event: Event) -> tuple[bytes, bytes]:
-    """(key, value) of the ``events`` record for *event*: keyed by delivery, so its events stay in order."""
-    return event.delivery_id.encode(), encode_event(event)
+    """(key, value) of the ``events`` record for *event*: keyed by delivery, so its events stay in order.
+
+    An event about a whole stream (an alert) has no delivery: it is keyed by the stream.
+    """
+    return (event.delivery_id or f"stream/{event.stream}").encode(), encode_event(event)
 
 
 # --- control -----------------------------------------------------------------------------

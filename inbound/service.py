@@ -22,14 +22,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-import httpx
-
 from .activity import open_store
 from .activity.record import Recorder
 from .bus import TOPICS, open_bus
 from .config import Settings
 from .control import Control
 from .delivery.deliver import Deliverer
+from .delivery.egress import webhook_http_client
 from .delivery.outbox import Outbox
 from .edge.authpolicy import SmtpAuthPolicy
 from .edge.publish import Publisher
@@ -133,7 +132,10 @@ class Service:
             )
         if "deliver" in self.roles:
             outbox = Outbox(settings.data.outbox)
-            client = httpx.Client(timeout=settings.webhooks.timeout, follow_redirects=False)
+            hooks = settings.webhooks
+            client = webhook_http_client(
+                timeout=hooks.timeout, allow_private=hooks.allow_private, ca_file=hooks.ca_file
+            )
             self.resources += [outbox.close, client.close]
             deliverer = Deliverer(settings, outbox, self.bus.producer(), client, self.control.stream_paused)
             intake = ConsumerWorker(

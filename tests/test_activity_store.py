@@ -24,10 +24,12 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, SQLiteActivityStore, open_store
+from inbound.activity.record import Recorder
+from inbound.bus import Record
 from inbound.config import ACTIVITY_BACKENDS, ActivitySettings, Settings, StorageSettings, load_settings
 from inbound.errors import ConfigError, StoreError
 from inbound.events import Attempt, Event, EventType, Status, Summary
-from inbound.records import JSON, encode_event
+from inbound.records import JSON, encode_event, event_record
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 PAYLOAD = b'{"subject":"Invoice 42","text_body":"Hi","attachments":[{"name":"a.pdf"}]}'  # opaque to the store
@@ -435,6 +437,20 @@ def events_validator() -> Draft202012Validator:
     schema = json.loads((SCHEMAS / "activity-event.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def event_records(events: list[Event]) -> list[Record]:
+    without_bodies = [replace(e, payload=None, payload_type=None) for e in events]  # bodies travel on `messages`
+    return [Record("events", 0, n, *event_record(e), (), 0) for n, e in enumerate(without_bodies, 1)]
+
+
+def test_stream_alerts_validate_and_are_not_kept_as_activity(store: ActivityStore) -> None:
+    alert = Event(EventType.ENDPOINT_FAILING, "", "", "support", t(5), reason="endpoint down since ...")
+    events_validator().validate(to_json(alert))
+    key, value = event_record(alert)
+    assert key == b"stream/support"
+    Recorder(store).handle([Record("events", 0, 0, key, value, (), 0), *event_records(delivered_after_one_retry())])
+    assert [r.delivery_id for r in store.list(limit=10)] == [f"{qid(1)}-support"]
 
 
 def test_events_validate_against_the_schema() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,41 @@ def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
         ("https://app.example.com/inbound", "https://127.0.0.1/inbound", "streams[0].webhook_url", "not a public"),
         ("https://app.example.com/inbound", "http://10.1.2.3:8080/x", "streams[0].webhook_url", "not a public"),
         ("https://app.example.com/inbound", "http://localhost/x", "streams[0].webhook_url", "loopback"),
+        ("https://app.example.com/inbound", "http://0x7f.0.0.1/x", "streams[0].webhook_url", "is 127.0.0.1, not a"),
+        ("https://app.example.com/inbound", "http://localhost./x", "streams[0].webhook_url", "loopback"),
+        ('timeout = "30s"', 'timeout = "30s"\nmax_hold = "0s"', "webhooks.max_hold", "longer than 0s"),
+        ('timeout = "30s"', 'timeout = "30s"\nca_file = "nope.pem"', "webhooks.ca_file", "no file"),
+        (
+            'timeout = "30s"',
+            'timeout = "30s"\nalert_url = "https://ops.example.com/a"',
+            "webhooks.alert_signing_secret",
+            "is required with alert_url",
+        ),
+        ('timeout = "30s"', 'timeout = "30s"\nalert_url = "http://127.1/a"', "webhooks.alert_url", "not a public"),
+        (
+            'name = "support"',
+            'name = "support"\nsilence_alert_after = "never"',
+            "streams[0].silence_alert_after",
+            "is not a duration",
+        ),
         ("https://app.example.com/inbound", "ftp://app.example.com/", "streams[0].webhook_url", "not an http(s) URL"),
         (SECRET, "hunter2", "streams[0].signing_secret", "whsec_"),
+        (
+            'name = "support"',
+            'name = "support"\nmax_requests_per_second = 0',
+            "streams[0].max_requests_per_second",
+            "more than 0",
+        ),
+        (
+            'name = "support"',
+            'name = "support"\nmax_requests_per_second = "5"',
+            "streams[0].max_requests_per_second",
+            "a number",
+        ),
+        (f'"{SECRET}"', f'"{SECRET}"\nsigning_secrets = ["{SECRET}"]', "streams[0].signing_secrets", "not both"),
+        (f'signing_secret = "{SECRET}"', "signing_secrets = []", "streams[0].signing_secrets", "at least one"),
+        (f'signing_secret = "{SECRET}"', 'signing_secrets = ["whsec_x"]', "streams[0].signing_secrets", "base64"),
+        (f'signing_secret = "{SECRET}"', "", "streams[0].signing_secret", "is required (or signing_secrets)"),
         ('name = "support"', 'name = "Support Team"', "streams[0].name", "must be 1-63"),
         ('"help@example.org"]', '"help at example.org"]', "streams[0].addresses", "is not an address"),
         ('webhook_url = "https://app.example.com/inbound"\n', "", "streams[0].webhook_url", "is required"),
@@ -73,6 +107,14 @@ def test_errors_name_file_key_and_problem(tmp_path: Path, old: str, new: str, ke
     assert code != 0
     assert f"bad.toml: {key}" in output if key else "bad.toml" in output
     assert problem in output
+
+
+def test_signing_secrets_and_a_rate_limit(tmp_path: Path) -> None:
+    new = "whsec_" + base64.b64encode(b"the-new-secret-of-32-bytes-long!").decode()
+    text = VALID.replace(f'signing_secret = "{SECRET}"', f'signing_secrets = ["{new}", "{SECRET}"]').replace(
+        'name = "support"', 'name = "support"\nmax_requests_per_second = 2.5'
+    )
+    assert check(tmp_path, text)[0] == 0
 
 
 def test_private_urls_allowed_when_asked(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ every step is deterministic and no test waits. The subprocess tests in
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -20,8 +21,10 @@ import pytest
 from inbound.bus import Headers, Record
 from inbound.config import Settings, StreamSettings, WebhookSettings
 from inbound.delivery.deliver import Deliverer
-from inbound.delivery.outbox import Outbox
+from inbound.delivery.outbox import Delivery, Outbox
+from inbound.delivery.retry import Answer
 from inbound.delivery.signing import verify
+from inbound.delivery.webhook import WebhookClient
 from inbound.events import Event, EventType
 from inbound.records import JSON, MessageRecord, decode_event, message_record
 
@@ -83,14 +86,14 @@ class Endpoint:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, **webhooks: Any) -> None:
+    def __init__(self, tmp_path: Path, stream: dict[str, Any], **webhooks: Any) -> None:
         self.clock = Clock()
         self.bus = Bus()
         self.endpoint = Endpoint()
         settings = Settings(
             tmp_path / "inbound.toml",
             webhooks=WebhookSettings(**{"retry_schedule": (60.0, 300.0), "timeout": 5.0, **webhooks}),
-            streams=(StreamSettings("support", ("*@in.test",), URL, SECRET),),
+            streams=(StreamSettings("support", ("*@in.test",), URL, SECRET, **stream),),
         )
         self.outbox = Outbox(tmp_path / "outbox.db", clock=self.clock)
         self.client = httpx.Client(transport=httpx.MockTransport(self.endpoint))
@@ -131,10 +134,10 @@ def did(n: int) -> str:
 def make(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def build(**webhooks: Any) -> Harness:
+    def build(stream: dict[str, Any] | None = None, **webhooks: Any) -> Harness:
         home = tmp_path / f"deliverer{len(made)}"
         home.mkdir()
-        made.append(Harness(home, **webhooks))
+        made.append(Harness(home, stream or {}, **webhooks))
         return made[-1]
 
     yield build
@@ -165,45 +168,86 @@ def test_the_schedule_then_failed_counting_every_attempt(make: Callable[..., Har
     assert [e.next_attempt_at for e in retrying] == ["2027-01-15T08:01:00.000Z", "2027-01-15T08:06:00.000Z"]
 
 
-def test_probes_use_no_step_and_are_counted_as_attempts(make: Callable[..., Harness]) -> None:
-    h = make(probe_interval=20.0)
-    h.endpoint.answer = lambda request: httpx.Response(503)
-    h.accept(1)
-    for second in (0, 20, 40, 60, 80, 360):
+def test_one_bad_message_follows_its_own_schedule_while_the_rest_flows(make: Callable[..., Harness]) -> None:
+    # Issue 9, part 1: every 2xx for another message used to count as "the endpoint is back" and
+    # send the bad one again at once -- Failed after 4 attempts in seconds, not 3 minutes.
+    h = make(retry_schedule=(60.0, 60.0, 60.0), probe_interval=5.0)
+    h.endpoint.answer = lambda request: httpx.Response(500 if request.content == b'{"n":1}' else 200)
+    h.accept(1, 2)
+    for second in range(0, 200, 5):
+        h.accept(100 + second)  # a busy, healthy stream: new mail every 5 s
         h.at(second)
-    # 0: first try (step 1, due 60); 20, 40: probes; 60: due (step 2, due 360); 80: probe; 360: out of steps.
-    assert len(h.endpoint.requests) == 6
-    assert h.bus.events()[-1].reason == "HTTP 503; gave up after 6 attempts"
+    tried_at = [e.at for e in h.bus.events() if e.delivery_id == did(1) and e.type is EventType.ATTEMPT]
+    assert [t[14:19] for t in tried_at] == ["00:00", "01:00", "02:00", "03:00"]  # minute:second
+    assert h.story(1)[-1] == (EventType.FAILED, None)
+    assert h.bus.events()[-1].type is EventType.DELIVERED  # the stream never stopped
+    assert h.outbox.held_since("support") is None
 
 
-def test_recovery_releases_only_the_held_backlog_in_arrival_order(make: Callable[..., Harness]) -> None:
-    h = make(probe_interval=30.0, concurrency_per_stream=1)
+def test_an_outage_longer_than_the_schedule_fails_nothing(make: Callable[..., Harness]) -> None:
+    # Issue 9, part 2: the whole schedule is 6 minutes; the endpoint is down for 3 hours.
+    h = make(probe_interval=30.0, concurrency_per_stream=2)
     up = False
     h.endpoint.answer = lambda request: httpx.Response(200 if up else 503)
-    h.accept(1, 2, 3)
-    h.at(0)  # message 1 fails: the endpoint is failing; 2 and 3 wait behind it
-    assert h.endpoint.ids() == [did(1)]
+    h.accept(1, 2, 3, 4)
+    h.at(0)  # 1 and 2 fail (a step each)
+    h.at(0)  # 3 fails too: three distinct deliveries, no success -- the endpoint is down; 4 is held
+    assert h.outbox.held_since("support") == h.clock.now
+    for minute in range(2, 180):
+        h.accept(100 + minute)  # mail keeps arriving during the outage
+        h.at(minute * 60)
+    probes = len(h.endpoint.requests) - 4
+    assert 170 <= probes <= 180  # one at a time, every probe_interval (at most one per pass here)
+    assert not [e for e in h.bus.events() if e.type is EventType.FAILED]
     up = True
-    h.at(29)
-    assert h.endpoint.ids() == [did(1), did(2)]  # 2 was due: one attempt at a time while failing
-    h.at(29)  # 2's 200 released the backlog: 1 (waiting for its 60 s retry) and 3 go now, oldest first
-    h.at(29)
-    assert h.endpoint.ids() == [did(1), did(2), did(1), did(3)]
-    assert all(h.story(n)[-1] == (EventType.DELIVERED, None) for n in (1, 2, 3))
+    h.at(180 * 60)  # a probe succeeds: the endpoint is back
+    sent = len(h.endpoint.requests)
+    for _ in range(200):
+        h.at(180 * 60)
+    assert h.outbox.held_since("support") is None
+    after = [r.headers["webhook-id"] for r in h.endpoint.requests[sent:]]
+    assert after == sorted(after)  # the backlog in arrival order
+    delivered = {e.delivery_id for e in h.bus.events() if e.type is EventType.DELIVERED}
+    assert delivered == {did(n) for n in (1, 2, 3, 4, *range(102, 280))}
+    assert not [e for e in h.bus.events() if e.type is EventType.FAILED]
 
 
-def test_a_probe_goes_before_its_time_and_its_success_releases_the_rest(make: Callable[..., Harness]) -> None:
+def test_a_stream_that_cannot_be_reached_is_held_at_once_and_failed_after_max_hold(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(probe_interval=60.0, max_hold=3600.0)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    h.endpoint.answer = refuse
+    h.accept(1)
+    h.at(0)
+    assert h.outbox.held_since("support") == h.clock.now  # no answer at all: the endpoint, not the message
+    assert h.story(1) == [(EventType.ATTEMPT, None), (EventType.RETRYING, None)]
+    assert h.bus.events()[-1].reason == "could not connect: connection refused; held: the endpoint is down"
+    for minute in range(1, 60):
+        h.at(minute * 60)
+    assert h.story(1)[-1] == (EventType.RETRYING, None)  # 60 attempts, still waiting
+    h.at(3601)
+    assert h.story(1)[-1] == (EventType.FAILED, None)
+    assert h.bus.events()[-1].reason == "held for 60m while the endpoint was down"
+
+
+def test_probes_take_the_held_deliveries_in_turn(make: Callable[..., Harness]) -> None:
+    # One message the endpoint always refuses with a 500 must not keep a recovered endpoint looking down.
     h = make(probe_interval=30.0)
-    h.endpoint.answer = lambda request: httpx.Response(503)
-    h.accept(1, 2)
-    h.at(0)  # both fail; both due at 60
-    h.at(29)
-    assert len(h.endpoint.requests) == 2
-    h.endpoint.answer = lambda request: httpx.Response(200)
-    h.at(30)  # the probe: the oldest, before it is due
-    assert h.endpoint.ids()[2] == did(1)
-    h.at(30)
-    assert h.endpoint.ids() == [did(1), did(2), did(1), did(2)]
+    up = False
+    h.endpoint.answer = lambda request: httpx.Response(200 if up and request.content != b'{"n":1}' else 503)
+    h.accept(1, 2, 3)
+    h.at(0)  # three distinct failures: down
+    up = True
+    h.at(30)  # probe: 1, refused again
+    h.at(60)  # probe: 2 -- the endpoint is back
+    assert h.endpoint.ids()[3:] == [did(1), did(2)]
+    h.at(60)
+    assert h.story(3)[-1] == (EventType.DELIVERED, None)
+    assert h.story(1)[-1] == (EventType.RETRYING, None)  # on its own schedule again, steps given back
 
 
 def test_403_fails_the_message_at_once_and_leaves_the_endpoint_healthy(make: Callable[..., Harness]) -> None:
@@ -235,4 +279,83 @@ def test_a_timeout_and_an_unforeseen_error_are_recorded_failures(make: Callable[
     ]
     h.at(1)
     assert len(h.endpoint.requests) == 2  # each waits for its next step: no tight loop
+    # An attempt ends by its one deadline (`timeout`, see test_egress.py); its lease lasts longer.
+    assert h.deliverer.lease_seconds > 5.0 * 1.5
     assert h.outbox.waiting("support").count == 2
+
+
+def test_a_draining_backlog_keeps_to_the_stream_s_rate(make: Callable[..., Harness]) -> None:
+    h = make(stream={"max_requests_per_second": 2.0}, concurrency_per_stream=8)
+    h.accept(*range(1, 21))
+    sent = []
+    for tenth in range(0, 51):  # five seconds, a pass every 0.1 s
+        h.at(tenth / 10)
+        sent.append(len(h.endpoint.requests))
+    assert sent[0] == 2  # one second's worth at once, not the 8 workers' worth
+    assert sent[10] == 4  # then two a second
+    assert sent[50] == 12
+    assert h.endpoint.ids() == [did(n) for n in range(1, 13)]  # still in arrival order
+
+
+ALERTS = "https://alerts.example.test/inbound"
+
+
+def test_an_endpoint_down_for_alert_after_raises_an_alert_and_its_recovery_closes_it(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(probe_interval=30.0, alert_after=900.0, alert_url=ALERTS, alert_signing_secret=SECRET)
+    up = False
+    h.endpoint.answer = lambda request: httpx.Response(200 if up or str(request.url) == ALERTS else 503)
+    h.accept(1, 2, 3)
+    h.at(0)  # three distinct failures: down
+    h.at(899)
+    assert not [e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]
+    h.at(900)
+    (failing,) = [e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]
+    assert (failing.stream, failing.delivery_id) == ("support", "")
+    assert failing.reason == "endpoint down since 2027-01-15T08:00:00.000Z; last error: HTTP 503"
+    (posted,) = [r for r in h.endpoint.requests if str(r.url) == ALERTS]
+    assert verify(SECRET, posted.content, dict(posted.headers))
+    assert decode_event(posted.content) == failing
+    h.at(1000)  # still down: one alert per outage
+    assert len([e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]) == 1
+    up = True
+    h.at(1030)  # the next probe succeeds
+    recovered = [e for e in h.bus.events() if e.type is EventType.ENDPOINT_RECOVERED]
+    assert [e.reason for e in recovered] == ["the endpoint answers again"]
+    assert len([r for r in h.endpoint.requests if str(r.url) == ALERTS]) == 2
+
+
+def test_a_stream_without_mail_for_silence_alert_after_is_reported_once(make: Callable[..., Harness]) -> None:
+    h = make(stream={"silence_alert_after": 3600.0})
+    h.at(3599)
+    assert not h.bus.events()
+    h.at(3600)
+    h.at(5000)
+    silent = [e for e in h.bus.events() if e.type is EventType.STREAM_SILENT]
+    assert [(e.stream, e.reason) for e in silent] == [("support", "no mail for 3600s")]
+    h.accept(1)  # mail again: the silence is over, and the next one is reported anew
+    h.at(5000 + 3600)
+    assert len([e for e in h.bus.events() if e.type is EventType.STREAM_SILENT]) == 2
+
+
+def test_key_rotation_signs_each_post_once_per_secret() -> None:
+    new = "whsec_" + base64.b64encode(b"the-new-secret-of-32-bytes-long!").decode()
+    requests: list[httpx.Request] = []
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(204)
+
+    stream = StreamSettings("support", ("*@in.test",), URL, new, other_signing_secrets=(SECRET,))
+    delivery = Delivery(did(1), "support", "01JD", 0, b'{"n":1}', 0, 0, 0.0)
+    with httpx.Client(transport=httpx.MockTransport(endpoint)) as client:
+        assert WebhookClient(client, 5.0).post(stream, delivery).answer is Answer.ACCEPTED
+    (request,) = requests
+    headers = dict(request.headers)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    # A receiver holding only the new key, or only the old one, accepts the same POST.
+    assert verify(new, request.content, headers)
+    assert verify(SECRET, request.content, headers)
+    wrong = "whsec_" + base64.b64encode(b"a-third-secret-nobody-was-given!").decode()
+    assert not verify(wrong, request.content, headers)

@@ -299,11 +299,11 @@ def test_a_boundary_that_the_message_contains_is_skipped() -> None:
 def test_signature_covers_the_exact_bytes_and_matches_the_reference_library() -> None:
     now = datetime.now(UTC)
     text = b'{"subject":"R\xc3\xa9sum\xc3\xa9"}'
-    headers = signed_headers(SECRET, DELIVERY_ID, text, "application/json", now)
+    headers = signed_headers((SECRET,), DELIVERY_ID, text, "application/json", now)
     assert headers["webhook-signature"] == Webhook(SECRET).sign(DELIVERY_ID, now.replace(microsecond=0), text.decode())
     Webhook(SECRET).verify(text.decode(), headers)  # raises if the library disagrees
     form = rendered("mailgun")
-    headers = signed_headers(SECRET, DELIVERY_ID, form.body, form.content_type)
+    headers = signed_headers((SECRET,), DELIVERY_ID, form.body, form.content_type)
     assert headers["content-type"] == form.content_type
     assert verify(SECRET, form.body, headers)
     assert not verify(SECRET, form.body.replace(PDF[:8], b"%PDF-1.5"), headers)

@@ -119,7 +119,7 @@ def test_devhook_verifies_and_describes_a_form_data_post(tmp_path: Path) -> None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         form = rendered("mailgun")
-        headers = signed_headers(SECRET, "01JD0000000000000000000001-mg", form.body, form.content_type)
+        headers = signed_headers((SECRET,), "01JD0000000000000000000001-mg", form.body, form.content_type)
         url = f"http://127.0.0.1:{server.server_port}/"
         assert httpx.post(url, content=form.body, headers=headers).status_code == 200
         assert httpx.post(url, content=form.body + b"x", headers=headers).status_code == 401

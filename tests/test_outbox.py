@@ -29,18 +29,28 @@ def test_a_lapsed_lease_is_taken_over(tmp_path: Path) -> None:
     assert [d.delivery_id for d in outbox.claim("s", 1, "survivor", lease_seconds=60)] == ["Q1-s"]
 
 
-def test_retry_waits_for_its_due_time_but_a_probe_may_go_early(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.db")
-    outbox.add([delivery(1), delivery(2)])
-    for claimed in outbox.claim("s", 2, "me", lease_seconds=60):
-        outbox.reschedule(claimed, 3600)
-    assert outbox.claim("s", 2, "me", lease_seconds=60) == []
-    probe = outbox.claim("s", 1, "me", lease_seconds=60, due_only=False)
-    assert [(d.delivery_id, d.attempts, d.steps) for d in probe] == [("Q1-s", 1, 1)]
-    outbox.reschedule(probe[0], None)  # a failed probe: counted, but no schedule step used
-    outbox.release_backlog("s")  # the endpoint answers again
-    again = outbox.claim("s", 2, "me", lease_seconds=60)
-    assert [(d.delivery_id, d.attempts, d.steps) for d in again] == [("Q1-s", 2, 1), ("Q2-s", 1, 1)]
+def test_a_hold_gives_back_the_outage_s_steps_and_probes_take_turns(tmp_path: Path) -> None:
+    ticks = iter(range(1000, 2000))
+    outbox = Outbox(tmp_path / "outbox.db", clock=lambda: float(next(ticks)))
+    outbox.add([delivery(1), delivery(2), delivery(3)])
+    for claimed in outbox.claim("s", 3, "me", lease_seconds=60):
+        outbox.reschedule(claimed, 3600)  # each failure used a step: due in an hour
+    assert outbox.claim("s", 3, "me", lease_seconds=60) == []
+    outbox.hold("s", since=5.0, failed={"Q1-s", "Q2-s"})  # their failures showed the endpoint down
+    assert outbox.held_since("s") == 5.0
+    held = outbox.claim("s", 3, "me", lease_seconds=60)
+    assert [(d.delivery_id, d.attempts, d.steps) for d in held] == [("Q1-s", 1, 0), ("Q2-s", 1, 0)]
+    for claimed in held:
+        outbox.release(claimed)
+    [probe] = outbox.claim("s", 1, "me", lease_seconds=60, probe=True)
+    outbox.reschedule(probe, None)  # a failed probe: counted, no step used, tried last next time
+    [second_probe] = outbox.claim("s", 1, "me", lease_seconds=60, probe=True)
+    assert (probe.delivery_id, second_probe.delivery_id) == ("Q1-s", "Q2-s")
+    outbox.release(second_probe)
+    outbox.unhold("s")
+    assert outbox.held_since("s") is None
+    again = outbox.claim("s", 3, "me", lease_seconds=60)
+    assert [(d.delivery_id, d.attempts, d.steps) for d in again] == [("Q1-s", 2, 0), ("Q2-s", 1, 0)]
 
 
 def test_a_later_generation_starts_a_finished_delivery_over(tmp_path: Path) -> None:

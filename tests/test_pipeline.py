@@ -204,17 +204,50 @@ def test_replay_sends_a_window_again_with_the_same_webhook_ids(pipeline: Pipelin
     assert "no stream named 'nope'" in unknown.stderr
 
 
-def test_connection_refused_is_retried_then_failed(pipeline: Pipeline) -> None:
+def test_an_unreachable_endpoint_holds_its_stream_then_fails_after_max_hold(pipeline: Pipeline) -> None:
     from .harness import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
-    config = pipeline.configure(streams=stream_toml("support", ["*@in.test"], dead), retry_schedule=["1s"])
+    config = pipeline.configure(
+        streams=stream_toml("support", ["*@in.test"], dead),
+        retry_schedule=["1s"],
+        extra='probe_interval = "1s"\nmax_hold = "4s"',
+    )
     pipeline.start()
     queue_id = send(config, "a@sender.test", ["x@in.test"], simple_message())
+
+    def held_stream() -> dict[str, object] | None:
+        report = json.loads(run_cli("status", "--json", config=config).stdout)
+        return next((s for s in report["streams"] if s["held_for"] is not None), None)
+
+    held = wait_for(held_stream, 60, "the stream shown as held")
+    assert (held["stream"], held["waiting"]) == ("support", 1)
     pipeline.wait_status(f"{queue_id}-support", "failed")
     shown = json.loads(run_cli("activity", "show", f"{queue_id}-support", "--json", config=config).stdout)
-    assert len(shown["attempts"]) == 2
-    assert all(a["status_code"] is None and "Connect" in a["error"] for a in shown["attempts"])
+    assert len(shown["attempts"]) >= 2  # probes, never a schedule step: the 1s schedule did not fail it
+    assert all(a["status_code"] is None and "could not connect" in a["error"] for a in shown["attempts"])
+    assert shown["reason"] == "held for 4s while the endpoint was down"
+
+
+def test_one_refused_message_keeps_its_schedule_on_a_busy_healthy_endpoint(pipeline: Pipeline) -> None:
+    # Issue 9, part 1, as a new user tried it: every 2xx for another message used to re-send the bad
+    # one at once, Failed after 4 attempts in 3 seconds instead of 3 minutes.
+    streams = stream_toml("support", ["*@in.test"], pipeline.receiver.url("/support")) + stream_toml(
+        "sales", ["sales@example.org"], pipeline.receiver.url("/sales")
+    )
+    config = pipeline.configure(streams=streams, retry_schedule=["1m", "1m", "1m"])
+    pipeline.receiver.behaviour["/support"] = lambda n: 500 if n == 0 else 200
+    pipeline.start()
+    bad = send(config, "a@sender.test", ["x@in.test"], simple_message("bad"))
+    pipeline.wait_status(f"{bad}-support", "retrying")
+    good = [
+        send(config, "a@sender.test", ["x@in.test", "sales@example.org"], simple_message(f"g{n}")) for n in range(6)
+    ]
+    for queue_id in good:
+        pipeline.wait_status(f"{queue_id}-support", "delivered")
+        pipeline.wait_status(f"{queue_id}-sales", "delivered")
+    shown = json.loads(run_cli("activity", "show", f"{bad}-support", "--json", config=config).stdout)
+    assert (shown["status"], [a["status_code"] for a in shown["attempts"]]) == ("retrying", [500])
 
 
 def test_403_fails_at_once(pipeline: Pipeline) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from inbound.config import StreamSettings
-from inbound.delivery.health import EndpointHealth, Slots
-from inbound.delivery.retry import Outcome, decide, endpoint_is_up
+from inbound.delivery.health import Change, EndpointHealth, Slots
+from inbound.delivery.retry import Answer, Outcome, answer_of, decide, describe
 from inbound.durations import format_duration, parse_duration
 from inbound.edge.spool import CorruptEntry, decode_entry, encode_entry
 from inbound.envelope import Envelope, Recipient
@@ -83,42 +83,74 @@ def test_block_senders() -> None:
 def test_retry_decisions(
     steps_used: int, status: int | None, error: str | None, outcome: Outcome, delay: float | None
 ) -> None:
-    decision = decide(status, error, attempt=steps_used + 1, steps_used=steps_used, schedule=[60.0, 300.0])
+    answer = answer_of(status)
+    decision = decide(
+        answer, describe(status, error), attempt=steps_used + 1, steps_used=steps_used, schedule=[60.0, 300.0]
+    )
     assert decision.outcome is outcome
     assert decision.delay == delay
 
 
 def test_retry_reasons_say_why_and_count_every_attempt() -> None:
-    assert "refused" in (decide(403, None, attempt=1, steps_used=0, schedule=[1.0]).reason or "")
+    assert "refused" in (decide(Answer.REFUSED, "HTTP 403", attempt=1, steps_used=0, schedule=[1.0]).reason or "")
     # Two probes ran besides the two scheduled attempts: the count says four.
-    gave_up = decide(None, "timeout after 5s", attempt=4, steps_used=1, schedule=[1.0])
-    assert "gave up after 4 attempts" in (gave_up.reason or "")
+    gave_up = decide(Answer.FAILED, "timeout after 5s", attempt=4, steps_used=1, schedule=[1.0])
+    assert gave_up.reason == "timeout after 5s; gave up after 4 attempts"
 
 
-def test_a_failed_probe_keeps_its_place_and_never_fails_a_message() -> None:
-    probe = decide(503, None, attempt=5, steps_used=9, schedule=[1.0], probe=True)
-    assert (probe.outcome, probe.delay) == (Outcome.RETRY, None)
-    assert decide(403, None, attempt=1, steps_used=0, schedule=[1.0], probe=True).outcome is Outcome.FAILED
+def test_a_failure_while_the_endpoint_is_down_is_held_and_never_fails_a_message() -> None:
+    held = decide(Answer.UNREACHABLE, "could not connect", attempt=50, steps_used=9, schedule=[1.0], held=True)
+    assert (held.outcome, held.delay) == (Outcome.RETRY, None)
+    assert held.reason == "could not connect; held: the endpoint is down"
+    refused = decide(Answer.REFUSED, "HTTP 403", attempt=1, steps_used=0, schedule=[1.0], held=True)
+    assert refused.outcome is Outcome.FAILED
 
 
-def test_endpoint_health_opens_limits_probes_and_recovers() -> None:
+def test_answers_are_classified_in_one_place() -> None:
+    assert [answer_of(s) for s in (200, 299, 403, 404, 500, None)] == [
+        Answer.ACCEPTED,
+        Answer.ACCEPTED,
+        Answer.REFUSED,
+        Answer.FAILED,
+        Answer.FAILED,
+        Answer.FAILED,
+    ]
+    assert answer_of(None, connected=False) is Answer.UNREACHABLE
+
+
+def test_one_message_failing_again_and_again_never_takes_the_endpoint_down() -> None:
+    health = EndpointHealth(concurrency=4, probe_interval=30.0)
+    for second in range(10):
+        assert health.judge("poison", Answer.FAILED, now=second) is Change.NONE
+    assert health.slots(now=10.0) == Slots(4, probe=False)
+
+
+def test_endpoint_health_goes_down_on_distinct_failures_probes_and_comes_back() -> None:
     health = EndpointHealth(concurrency=4, probe_interval=30.0)
     assert health.slots(now=0.0) == Slots(4, probe=False)
     health.started(4)
     assert health.slots(now=0.0).free == 0
-    assert health.finished(endpoint_is_up(503), now=10.0) is False  # down: failing from now on
-    assert health.slots(now=10.0) == Slots(0, probe=False)  # three still in flight, and one at a time
-    for _ in range(3):
-        health.finished(endpoint_is_up(None), now=11.0)
-    assert health.slots(now=20.0) == Slots(1, probe=False)  # the next probe is due at 40
+    assert health.judge("a", Answer.FAILED, now=1.0) is Change.NONE
+    assert health.judge("b", Answer.FAILED, now=2.0) is Change.NONE
+    assert health.judge("a", Answer.FAILED, now=3.0) is Change.NONE  # still two distinct
+    assert health.judge("c", Answer.FAILED, now=10.0) is Change.WENT_DOWN
+    assert (health.down_since, health.failing) == (10.0, {"a", "b", "c"})
+    for _ in range(4):
+        health.ended()
+    assert health.slots(now=20.0) == Slots(0, probe=False)  # the first probe is due at 40
     assert health.slots(now=40.0) == Slots(1, probe=True)
-    assert health.slots(now=41.0) == Slots(1, probe=False)  # one probe per interval
     health.started()
-    assert health.finished(endpoint_is_up(403), now=42.0) is True  # refused on purpose: the endpoint is up
-    assert health.slots(now=42.0) == Slots(4, probe=False)
-    health.started()
-    assert health.finished(None, now=43.0) is False  # a crashed attempt gives its slot back, judges nothing
-    assert health.in_flight == 0
+    assert health.slots(now=41.0) == Slots(0, probe=False)  # one probe at a time
+    assert health.judge("d", Answer.REFUSED, now=42.0) is Change.CAME_BACK  # refused on purpose: it is up
+    health.ended()
+    assert (health.down, health.failing, health.slots(now=42.0)) == (False, set(), Slots(4, probe=False))
+
+
+def test_an_endpoint_that_cannot_be_reached_is_down_at_once() -> None:
+    health = EndpointHealth(concurrency=4, probe_interval=30.0)
+    assert health.judge("a", Answer.UNREACHABLE, now=5.0) is Change.WENT_DOWN
+    assert health.judge("b", Answer.UNREACHABLE, now=6.0) is Change.NONE  # down already
+    assert health.judge("b", Answer.ACCEPTED, now=7.0) is Change.CAME_BACK
 
 
 @pytest.mark.parametrize(

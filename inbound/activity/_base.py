@@ -51,6 +51,8 @@ from ..records import encode_attempt, encode_summary
 Key = tuple[int | str, ...]
 
 # Unique per type, consistent with Status.rank: it only decides between events of the same (generation, rank).
+# Events about a whole stream (inbound.events.STREAM_EVENTS, the alerts) have no delivery: the record
+# stage leaves them out, so they never reach a store and have no place here.
 _PRIORITY = {
     EventType.ATTEMPT: 0,
     EventType.QUEUED: 1,

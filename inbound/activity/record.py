@@ -16,7 +16,7 @@ import logging
 
 from ..bus import Record
 from ..clock import rfc3339
-from ..events import Event, EventType
+from ..events import STREAM_EVENTS, Event, EventType
 from ..records import MESSAGES, decode_event, decode_message
 from ._base import ActivityStore
 
@@ -56,6 +56,7 @@ class Recorder:
                 log.error(
                     "stage=record skipping unreadable %s record at offset %d: %s", record.topic, record.offset, exc
                 )
+        events = [e for e in events if e.type not in STREAM_EVENTS]  # alerts: no delivery to record
         self.store.apply(events)
         for event in events:
             log.info("delivery_id=%s stream=%s stage=record %s", event.delivery_id, event.stream, event.type.value)

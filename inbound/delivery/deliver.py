@@ -17,12 +17,13 @@ waiting for its retry sits in the outbox, not in front of other work. An
 attempt's outcome goes to the bus before the outbox forgets the delivery: a
 crash in between repeats the POST (same ``webhook-id``) rather than losing it.
 
-When a stream's endpoint fails, the stream is *failing*: one attempt at a time
-(the endpoint is not flooded), and every ``webhooks.probe_interval`` its
-oldest waiting delivery is tried early as a probe (a failed probe uses no step
-of the retry schedule). The first 2xx releases the whole backlog at once, in
-arrival order, ``concurrency_per_stream`` at a time -- so a recovered customer
-gets their mail in seconds, not at the next scheduled retry hours later.
+A message's own failure follows its own schedule while the rest of its stream
+flows. When the endpoint itself is down (:mod:`.health`: several distinct
+deliveries failing with no success between them, or no connection at all) the
+stream is *held*: its deliveries wait without using their schedule, up to
+``webhooks.max_hold``, and only a probe goes out every
+``webhooks.probe_interval``; the first answer that shows the endpoint back
+lets them go in arrival order, ``concurrency_per_stream`` at a time.
 """
 
 from __future__ import annotations
@@ -40,15 +41,18 @@ import httpx
 from ..bus import Producer, Record
 from ..clock import rfc3339
 from ..config import Settings, StreamSettings
+from ..durations import format_duration
 from ..errors import InboundError
 from ..events import Attempt
 from ..records import EVENTS, decode_message, event_record
+from .alerts import Alerter
 from .groupcommit import GroupCommitter
-from .health import EndpointHealth
+from .health import Change, EndpointHealth
 from .outbox import Delivery, Outbox
-from .outcome import outcome_events
-from .retry import Outcome, decide, endpoint_is_up
-from .webhook import WebhookClient
+from .outcome import held_too_long, outcome_events
+from .ratelimit import RateLimit
+from .retry import Outcome, decide, describe
+from .webhook import AttemptResult, WebhookClient
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +117,25 @@ class Deliverer:
         self.lease_seconds = settings.webhooks.timeout * 1.5 + 10
         hooks = settings.webhooks
         self.pools = {s.name: pool(s.name, hooks.concurrency_per_stream) for s in settings.streams}
-        self.health = {name: EndpointHealth(hooks.concurrency_per_stream, hooks.probe_interval) for name in self.pools}
-        self.health_lock = threading.Lock()
+        self.health = {
+            name: EndpointHealth(hooks.concurrency_per_stream, hooks.probe_interval, outbox.held_since(name))
+            for name in self.pools
+        }
+        self.rates = {s.name: RateLimit(s.max_requests_per_second) for s in settings.streams}
+        self.alerter = Alerter(settings, self.outcomes.publish, client, clock())
+        self.health_lock = threading.Lock()  # guards self.health, self.rates and self.alerter
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._dispatch, name="deliver-dispatch", daemon=True)
 
     # -- intake (runs on the consumer worker's thread) --------------------------------------
     def handle(self, records: list[Record]) -> None:
-        self.outbox.add(deliveries_from(records))
+        deliveries = deliveries_from(records)
+        self.outbox.add(deliveries)
+        now = self.clock()
+        with self.health_lock:
+            for delivery in deliveries:
+                self.alerter.mail(delivery.stream, now)
         self.wake.set()
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -158,53 +172,102 @@ class Deliverer:
         for stream in self.settings.streams:
             if not self.paused(stream.name):
                 self._fill(stream)
+        with self.health_lock:
+            alerts = self.alerter.check({name: h.down_since for name, h in self.health.items()}, self.clock())
+        self.alerter.send(alerts)
         return self.outbox.next_due()
 
     def _fill(self, stream: StreamSettings) -> None:
         health = self.health[stream.name]
         now = self.clock()
+        rate = self.rates[stream.name]
         with self.health_lock:
             slots = health.slots(now)
-        if slots.free <= 0:
+            down = health.down
+            free = min(slots.free, rate.available(now))
+        if down:
+            self._expire_held(stream, now)
+        if free <= 0:
             return
-        claimed = self.outbox.claim(stream.name, slots.free, self.owner, self.lease_seconds, due_only=not slots.probe)
+        claimed = self.outbox.claim(stream.name, free, self.owner, self.lease_seconds, probe=slots.probe)
         with self.health_lock:
             health.started(len(claimed))
+            rate.spend(len(claimed))
         for delivery in claimed:
-            # A probe is a delivery taken before it is due; decided here, once, and passed along.
-            probe = slots.probe and delivery.due_at > now
-            self.pools[stream.name].submit(self._attempt_and_release, stream, delivery, probe)
+            # Whether this is a probe is decided here, once, and passed along.
+            self.pools[stream.name].submit(self._attempt_and_release, stream, delivery, slots.probe)
+
+    def _expire_held(self, stream: StreamSettings, now: float) -> None:
+        """Fail what has been held longer than ``webhooks.max_hold``: an outage has to end somewhere."""
+        max_hold = self.settings.webhooks.max_hold
+        expired = self.outbox.claim(stream.name, 100, self.owner, self.lease_seconds, added_before=now - max_hold)
+        if not expired:
+            return
+        reason = f"held for {format_duration(max_hold)} while the endpoint was down"
+        self.outcomes.publish([(EVENTS, *event_record(held_too_long(d, reason, now=now))) for d in expired])
+        for delivery in expired:
+            self.outbox.finish(delivery)
+        log.error("stream=%s stage=deliver %d deliveries %s: Failed", stream.name, len(expired), reason)
 
     def _attempt_and_release(self, stream: StreamSettings, delivery: Delivery, probe: bool) -> None:
-        endpoint_up: bool | None = None
         try:
-            endpoint_up = self.attempt(stream, delivery, probe)
+            self.attempt(stream, delivery, probe)
         except Exception:
+            # Not the endpoint's doing (the attempt's own failures come back as results): the bus or
+            # the outbox failed us. Give the lease back; the delivery is tried again later.
             log.exception("delivery_id=%s stage=deliver attempt crashed; it will be tried again", delivery.delivery_id)
             self.outbox.release(delivery)
         finally:
             with self.health_lock:
-                recovered = self.health[stream.name].finished(endpoint_up, self.clock())
-            if recovered:
-                log.info("stream=%s stage=deliver endpoint answers again: releasing its backlog", stream.name)
-                self.outbox.release_backlog(stream.name)
+                self.health[stream.name].ended()
             self.wake.set()
 
-    def attempt(self, stream: StreamSettings, delivery: Delivery, probe: bool) -> bool | None:
-        """POST *delivery* once and record what followed; whether the endpoint is up (None: not recorded)."""
+    def _judge(self, stream: StreamSettings, delivery: Delivery, result: AttemptResult) -> bool:
+        """Tell the stream's health how the attempt went; whether the endpoint is down (counting it)."""
+        health = self.health[stream.name]
+        now = self.clock()
+        with self.health_lock:
+            change = health.judge(delivery.delivery_id, result.answer, now)
+            failed_before = health.failing - {delivery.delivery_id}
+            down = health.down
+            if result.error is not None:
+                self.alerter.failed(stream.name, describe(result.status_code, result.error))
+            alerts = self.alerter.recovered(stream.name, now) if change is Change.CAME_BACK else []
+        self.alerter.send(alerts)
+        if change is Change.WENT_DOWN:
+            self.outbox.hold(stream.name, now, failed_before)
+            waiting = self.outbox.waiting(stream.name)
+            oldest = format_duration(now - waiting.oldest_added_at) if waiting.oldest_added_at is not None else "-"
+            log.warning(
+                "stream=%s stage=deliver endpoint down (%s): held, %d waiting, the oldest for %s",
+                stream.name,
+                describe(result.status_code, result.error),
+                waiting.count,
+                oldest,
+            )
+        elif change is Change.CAME_BACK:
+            log.info("stream=%s stage=deliver endpoint answers again: sending what it held", stream.name)
+            self.outbox.unhold(stream.name)
+        return down
+
+    def attempt(self, stream: StreamSettings, delivery: Delivery, probe: bool) -> None:
+        """POST *delivery* once and record what followed."""
         number = delivery.attempts + 1
         started_at = rfc3339(self.clock())
         result = self.webhook.post(stream, delivery)
+        held = self._judge(stream, delivery, result)
         decision = decide(
-            result.status_code,
-            result.error,
+            result.answer,
+            describe(result.status_code, result.error),
             attempt=number,
             steps_used=delivery.steps,
             schedule=self.settings.webhooks.retry_schedule,
-            probe=probe,
+            held=held,
         )
         now = self.clock()
-        next_attempt_at = now + decision.delay if decision.delay is not None else delivery.due_at
+        # A held delivery has no time of its own: it goes at a probe, or when the endpoint is back.
+        wait = decision.delay if decision.delay is not None else self.settings.webhooks.probe_interval
+        next_attempt_at = now + wait
         attempt = Attempt(number, started_at, result.status_code, result.error, result.latency_ms)
         events = outcome_events(delivery, attempt, decision, now=now, next_attempt_at=next_attempt_at)
         try:
@@ -213,7 +276,7 @@ class Deliverer:
             # The outcome is not on the bus: forget this attempt and make it again later.
             log.warning("delivery_id=%s stage=deliver outcome not recorded (%s); will retry", delivery.delivery_id, exc)
             self.outbox.release(delivery)
-            return None
+            return
         if decision.outcome is Outcome.RETRY:
             self.outbox.reschedule(delivery, decision.delay)
         else:
@@ -228,4 +291,3 @@ class Deliverer:
             result.status_code if result.status_code is not None else result.error,
             result.latency_ms,
         )
-        return endpoint_is_up(result.status_code)

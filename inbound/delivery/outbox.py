@@ -11,6 +11,9 @@ left by a process killed mid-attempt lapses so another takes it over.
 Delivery ids are the primary key: a record consumed twice is kept once. Done
 deliveries keep their row (without payload) for a while so that a late
 duplicate is still recognised.
+
+A stream whose endpoint is down is *held* (``held_streams``): kept here so that
+``inbound status`` shows it and a restarted deliverer goes on holding it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     content_type TEXT NOT NULL DEFAULT 'application/json'
 );
 CREATE INDEX IF NOT EXISTS waiting ON deliveries (stream, done, due_at);
+CREATE TABLE IF NOT EXISTS held_streams (stream TEXT PRIMARY KEY, since REAL NOT NULL);
 """
 
 
@@ -54,8 +58,8 @@ class Delivery:
     generation: int
     payload: bytes
     attempts: int  # attempts made so far in this generation (probes included)
-    steps: int  # retry_schedule steps used so far (probes do not use one)
-    due_at: float  # when it was due; later than the claim for a probe
+    steps: int  # retry_schedule steps used so far (failures while the endpoint is down use none)
+    due_at: float  # when it was due; for a held delivery, when it was last tried
     content_type: str = JSON  # the payload's, sent as the POST's Content-Type
 
 
@@ -110,44 +114,73 @@ class Outbox:
         )
 
     def claim(
-        self, stream: str, limit: int, owner: str, lease_seconds: float, *, due_only: bool = True
+        self,
+        stream: str,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        *,
+        probe: bool = False,
+        added_before: float | None = None,
     ) -> list[Delivery]:
-        """Lease up to *limit* waiting deliveries of *stream*, oldest arrival first.
+        """Lease up to *limit* due deliveries of *stream*, oldest arrival first.
 
         Arrival is the queue id (it sorts by the time the SMTP edge accepted the message), not the
         order records reached this outbox: on Kafka, messages of one stream may be processed out of
         order across the partitions of ``received``.
 
-        ``due_only=False`` takes the oldest whether due or not: the probe of a failing endpoint.
+        ``probe``: the one tried least recently instead, so that probes of a down endpoint take
+        the held deliveries in turn and one message the endpoint always refuses cannot keep it
+        looking down. ``added_before``: only deliveries that arrived before then (held too long).
         """
         now = self.clock()
+        order = "due_at, queue_id, rowid" if probe else "queue_id, rowid"
         with self.lock, self.file.errors():
             rows = self.db.execute(
-                """UPDATE deliveries SET lease_owner = ?, lease_until = ?
+                f"""UPDATE deliveries SET lease_owner = ?, lease_until = ?
                        WHERE rowid IN (
                            SELECT rowid FROM deliveries
-                           WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ?
-                           ORDER BY queue_id, rowid LIMIT ?)
+                           WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ? AND added_at < ?
+                           ORDER BY {order} LIMIT ?)
                        RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at,
                                  content_type""",
-                (owner, now + lease_seconds, stream, now if due_only else float("inf"), now, limit),
+                (owner, now + lease_seconds, stream, now, now, added_before or float("inf"), limit),
             ).fetchall()
         rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee
         return [Delivery(*row) for row in rows]
 
     def reschedule(self, delivery: Delivery, delay: float | None) -> None:
-        """Count the attempt; *delay* None keeps the due time (a failed probe uses no step)."""
+        """Count the attempt; *delay* None: held -- no step used, due now, behind the others for probes."""
         if delay is None:
-            sql = "UPDATE deliveries SET attempts = attempts + 1, lease_until = 0"
-            params: tuple[object, ...] = (delivery.delivery_id, delivery.generation)
+            sql = "UPDATE deliveries SET attempts = attempts + 1, due_at = ?, lease_until = 0"
+            params: tuple[object, ...] = (self.clock(), delivery.delivery_id, delivery.generation)
         else:
             sql = "UPDATE deliveries SET attempts = attempts + 1, steps = steps + 1, due_at = ?, lease_until = 0"
             params = (self.clock() + delay, delivery.delivery_id, delivery.generation)
         self._write(sql + " WHERE delivery_id = ? AND generation = ?", [params])
 
-    def release_backlog(self, stream: str) -> None:
-        """Make every waiting delivery of *stream* due now: its endpoint answers again."""
-        self._write("UPDATE deliveries SET due_at = ? WHERE stream = ? AND done = 0", [(self.clock(), stream)])
+    def hold(self, stream: str, since: float, failed: set[str]) -> None:
+        """The endpoint of *stream* is down: hold the stream, and the *failed* deliveries with it.
+
+        Those failed in the run of failures that showed the outage: each gets back the schedule step
+        its failure used and waits, due, for the endpoint -- not for its own next step.
+        """
+        now = self.clock()
+        with self.lock, self.file.transaction(self.db) as db:
+            db.execute("INSERT OR REPLACE INTO held_streams (stream, since) VALUES (?, ?)", (stream, since))
+            db.executemany(
+                "UPDATE deliveries SET steps = MAX(steps - 1, 0), due_at = MIN(due_at, ?)"
+                " WHERE delivery_id = ? AND done = 0",
+                [(now, delivery_id) for delivery_id in sorted(failed)],
+            )
+
+    def unhold(self, stream: str) -> None:
+        """The endpoint answers again; its held deliveries are due already and go in arrival order."""
+        self._write("DELETE FROM held_streams WHERE stream = ?", [(stream,)])
+
+    def held_since(self, stream: str) -> float | None:
+        row = self._read("SELECT since FROM held_streams WHERE stream = ?", (stream,))
+        return float(str(row[0])) if row else None
 
     def finish(self, delivery: Delivery) -> None:
         self._write(
@@ -167,7 +200,7 @@ class Outbox:
 
     def waiting(self, stream: str) -> Waiting:
         count, oldest = self._read(
-            "SELECT COUNT(*), MIN(due_at) FROM deliveries WHERE stream = ? AND done = 0", (stream,)
+            "SELECT COUNT(*), MIN(added_at) FROM deliveries WHERE stream = ? AND done = 0", (stream,)
         )
         return Waiting(int(str(count)), float(str(oldest)) if oldest is not None else None)
 

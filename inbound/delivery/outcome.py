@@ -1,4 +1,4 @@
-"""The activity events one attempt produces: the attempt itself, then what it decided."""
+"""The activity events an attempt (or a hold that ran out) produces for one delivery."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from .outbox import Delivery
 from .retry import Decision, Outcome
 
 
+def _event(delivery: Delivery, kind: EventType, now: float) -> Event:
+    return Event(kind, delivery.delivery_id, delivery.queue_id, delivery.stream, rfc3339(now), delivery.generation)
+
+
 def outcome_events(
     delivery: Delivery, attempt: Attempt, decision: Decision, *, now: float, next_attempt_at: float
 ) -> list[Event]:
     """``attempt`` then ``delivered`` / ``failed`` / ``retrying`` (with when the next attempt is due)."""
-    base = Event(
-        EventType.ATTEMPT, delivery.delivery_id, delivery.queue_id, delivery.stream, rfc3339(now), delivery.generation
-    )
+    base = _event(delivery, EventType.ATTEMPT, now)
     outcome = {
         Outcome.DELIVERED: replace(base, type=EventType.DELIVERED),
         Outcome.FAILED: replace(base, type=EventType.FAILED, reason=decision.reason),
@@ -25,3 +27,8 @@ def outcome_events(
         ),
     }[decision.outcome]
     return [replace(base, attempt=attempt), outcome]
+
+
+def held_too_long(delivery: Delivery, reason: str, *, now: float) -> Event:
+    """``failed`` without an attempt: held past ``webhooks.max_hold`` while its endpoint was down."""
+    return replace(_event(delivery, EventType.FAILED, now), reason=reason)

@@ -30,15 +30,19 @@ def _signature(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str
 
 
 def signed_headers(
-    secret: str, webhook_id: str, body: bytes, content_type: str, now: datetime | None = None
+    secrets: tuple[str, ...], webhook_id: str, body: bytes, content_type: str, now: datetime | None = None
 ) -> dict[str, str]:
-    """The POST's headers: *content_type* (the record's) and the three Standard Webhooks headers."""
+    """The POST's headers: *content_type* (the record's) and the three Standard Webhooks headers.
+
+    One signature per secret, space-separated, as Standard Webhooks allows: during a key rotation
+    a receiver holding either the new or the old key verifies the same POST.
+    """
     timestamp = int((now or datetime.now(UTC)).timestamp())
     return {
         "content-type": content_type,
         "webhook-id": webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": _signature(secret, webhook_id, timestamp, body),
+        "webhook-signature": " ".join(_signature(secret, webhook_id, timestamp, body) for secret in secrets),
     }
 
 

@@ -3,7 +3,8 @@
 The HTTP side of delivery and nothing else: it knows how to sign and send a
 body and how to describe what came back, and nothing about schedules, health
 or the bus. Every way an attempt can end -- any status, a timeout, a refused
-connection, an error of a kind nobody foresaw -- comes back as an
+connection, a refused address (:mod:`.egress`), a redirect (never followed), an
+error of a kind nobody foresaw -- comes back as an
 :class:`AttemptResult`, never as an exception, so a strange endpoint can never
 make the deliverer loop over the same delivery.
 """
@@ -16,10 +17,13 @@ from dataclasses import dataclass
 import httpx
 
 from ..config import StreamSettings
+from .egress import attempt_deadline
 from .outbox import Delivery
+from .retry import Answer, answer_of
 from .signing import signed_headers
 
 USER_AGENT = "inbound-webhooks/0.1"
+BODY_READ_LIMIT = 64 * 1024  # of an endpoint's answer, read (so a connection can be reused) and dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,7 @@ class AttemptResult:
     status_code: int | None  # None when no response came
     error: str | None  # why it did not count as delivered; None for 2xx
     latency_ms: float
+    answer: Answer  # what it means (the one place a status or an error is classified)
 
 
 class WebhookClient:
@@ -35,16 +40,35 @@ class WebhookClient:
         self.timeout = timeout
 
     def post(self, stream: StreamSettings, delivery: Delivery) -> AttemptResult:
-        headers = signed_headers(stream.signing_secret, delivery.delivery_id, delivery.payload, delivery.content_type)
+        headers = signed_headers(stream.signing_secrets, delivery.delivery_id, delivery.payload, delivery.content_type)
         headers["user-agent"] = USER_AGENT
+        headers["accept-encoding"] = "identity"  # the answer is dropped: no decompressing a bomb
         started = time.monotonic()
         status_code: int | None = None
+        connected = True
         try:
-            response = self.client.post(stream.webhook_url, content=delivery.payload, headers=headers)
-            status_code = response.status_code
+            with attempt_deadline(self.timeout):
+                status_code, location = self._send(stream, delivery, headers)
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
+            if location is not None:
+                error = f"HTTP {status_code}: redirect to {location[:200]} not followed"
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            connected = False  # refused, no route, DNS, TLS: the endpoint, not this message
+            error = f"could not connect: {exc}" if str(exc) else "could not connect"
         except httpx.TimeoutException:
             error = f"timeout after {self.timeout:g}s"
         except Exception as exc:  # noqa: BLE001 -- whatever the endpoint did, it is this attempt's failure
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return AttemptResult(status_code, error, (time.monotonic() - started) * 1000)
+        latency_ms = (time.monotonic() - started) * 1000
+        return AttemptResult(status_code, error, latency_ms, answer_of(status_code, connected=connected))
+
+    def _send(self, stream: StreamSettings, delivery: Delivery, headers: dict[str, str]) -> tuple[int, str | None]:
+        """The status and, for a redirect, where to; the body is read up to a cap and dropped."""
+        with self.client.stream("POST", stream.webhook_url, content=delivery.payload, headers=headers) as response:
+            read = 0
+            for chunk in response.iter_bytes():
+                read += len(chunk)
+                if read >= BODY_READ_LIMIT:
+                    break  # nobody reads it: enough to finish a small answer, never a flood
+            location = response.headers.get("location") if response.is_redirect else None
+            return response.status_code, location

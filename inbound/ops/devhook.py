@@ -48,7 +48,7 @@ def describe(headers: dict[str, str], body: bytes) -> str:
 
 
 def make_server(settings: Settings, host: str, port: int, out: Callable[[str], None]) -> ThreadingHTTPServer:
-    secrets = {s.name: s.signing_secret for s in settings.streams}
+    secrets = {s.name: s.signing_secrets for s in settings.streams}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -56,8 +56,8 @@ def make_server(settings: Settings, host: str, port: int, out: Callable[[str], N
             headers = {k.lower(): v for k, v in self.headers.items()}
             webhook_id = headers.get("webhook-id", "")
             # The delivery id is <queue_id>-<stream>: the stream, and so the secret, whatever the payload format.
-            secret = secrets.get(webhook_id.partition("-")[2])
-            valid = secret is not None and verify(secret, body, headers)
+            stream_secrets = secrets.get(webhook_id.partition("-")[2], ())
+            valid = any(verify(secret, body, headers) for secret in stream_secrets)
             verdict = "signature OK" if valid else "signature INVALID"
             out(f"--- POST {self.path} webhook-id={webhook_id} {verdict}\n{describe(headers, body)}")
             self.send_response(200 if valid else 401)

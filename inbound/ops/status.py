@@ -30,6 +30,7 @@ class StreamBacklog:
     waiting: int  # deliveries in the outbox: first attempt due, or waiting for a retry
     oldest_age: float | None  # seconds the longest-waiting one has waited
     paused: bool
+    held_for: float | None = None  # seconds its endpoint has been down (its deliveries held); None: up
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +64,14 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
         for stream in settings.streams:
             waiting = outbox.waiting(stream.name) if outbox else None
             oldest = waiting.oldest_added_at if waiting else None
+            held_since = outbox.held_since(stream.name) if outbox else None
             streams.append(
                 StreamBacklog(
                     stream.name,
                     waiting.count if waiting else 0,
                     now - oldest if oldest is not None else None,
                     pauses.get(stream.name, False),
+                    now - held_since if held_since is not None else None,
                 )
             )
     finally:

@@ -34,7 +34,10 @@ def render_status(report: Status, console: Console) -> None:
     for name, lag in report.lag.items():
         table.add_row(f"bus lag {name}", str(lag), "", paused if name.startswith(("process", "deliver")) else "")
     for stream in report.streams:
-        note = "paused" if stream.paused else ""
+        notes = ["paused"] if stream.paused else []
+        if stream.held_for is not None:
+            notes.append(f"held: endpoint down for {_age(stream.held_for)}")
+        note = "; ".join(notes)
         table.add_row(f"deliveries {stream.stream}", str(stream.waiting), _age(stream.oldest_age), note)
     console.print(table)
     console.print(f"backlog: {report.backlog}; oldest waiting message: {_age(report.oldest_waiting_age)}")

@@ -1,0 +1,164 @@
+"""The connections webhook POSTs travel on: checked addresses, one deadline per attempt.
+
+Every webhook URL is the customer's (or an attacker's) choice, so the HTTP
+client the deliverer uses is built here and nowhere else:
+
+* **Checked at connect time.** The host is resolved once (``resolve``, injected
+  so tests control it) and, unless ``webhooks.allow_private``, the connection
+  is refused if *any* address is not public (:func:`inbound.netpolicy.is_public`).
+  The socket then goes to the address that was checked -- never a second
+  lookup a rebinding DNS server could answer differently -- while TLS still
+  sends and verifies the host *name* (SNI, certificate; ``webhooks.ca_file``
+  for a private CA).
+* **One deadline per attempt.** httpx's timeouts apply per read, so an endpoint
+  sending a byte a second would hold an attempt forever; every connect, read
+  and write here is cut at the attempt's deadline (:func:`attempt_deadline`).
+* No proxies from the environment (they would make the connection, unchecked),
+  and redirects are never followed (the client is built with
+  ``follow_redirects=False``; :mod:`.webhook` records a 3xx as a failure).
+
+The check is a custom httpcore network backend, the hook httpcore offers for
+exactly this; httpx's transport is given a pool that uses it.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import httpcore
+import httpx
+
+from ..netpolicy import IPAddress, ip_of, is_loopback_name, is_public
+
+#: host, port -> the addresses it resolves to (a test passes its own).
+Resolver = Callable[[str, int], list[str]]
+
+_deadline: ContextVar[float | None] = ContextVar("attempt_deadline", default=None)
+
+
+class AddressRefused(Exception):
+    """The webhook's host is, or resolves to, an address it may not reach."""
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+
+
+@contextmanager
+def attempt_deadline(seconds: float) -> Iterator[None]:
+    """Every network operation inside ends by *seconds* from now (connect, headers and body alike)."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _bounded(timeout: float | None) -> float | None:
+    """*timeout* cut to what is left of the attempt's deadline; a timeout error once none is left."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the attempt's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self.inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, _bounded(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, _bounded(timeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self.inner.start_tls(ssl_context, server_hostname, _bounded(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """Resolve once, check every address, connect to a checked one."""
+
+    def __init__(self, resolve: Resolver = system_resolver, *, allow_private: bool = False) -> None:
+        self.resolve = resolve
+        self.allow_private = allow_private
+        self.inner = httpcore.SyncBackend()
+
+    def addresses(self, host: str, port: int) -> list[IPAddress]:
+        if is_loopback_name(host) and not self.allow_private:
+            raise AddressRefused(f"{host} is loopback (webhooks.allow_private is false)")
+        literal = ip_of(host)  # ValueError for a host that is neither a name nor an address
+        if literal is not None:
+            found = [literal]
+        else:
+            try:
+                found = [ip for ip in map(ip_of, self.resolve(host, port)) if ip is not None]
+            except OSError as exc:
+                raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            if not found:
+                raise httpcore.ConnectError(f"{host} resolves to no address")
+        refused = [ip for ip in found if not is_public(ip)]
+        if refused and not self.allow_private:
+            raise AddressRefused(
+                f"{host} is {', '.join(map(str, refused))}: not a public address (webhooks.allow_private is false)"
+            )
+        return found
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for ip in self.addresses(host, port):
+            try:
+                stream = self.inner.connect_tcp(str(ip), port, _bounded(timeout), local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc  # the next checked address, as getaddrinfo's callers do
+                continue
+            return _DeadlineStream(stream)
+        assert failure is not None  # addresses() returns at least one
+        raise failure
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
+    ) -> httpcore.NetworkStream:
+        raise AddressRefused("webhooks do not go to unix sockets")
+
+
+def webhook_http_client(
+    *,
+    timeout: float,
+    allow_private: bool,
+    ca_file: Path | None = None,
+    resolve: Resolver = system_resolver,
+) -> httpx.Client:
+    """The one HTTP client deliveries use: guarded connections, no proxies, no redirects."""
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else httpx.create_ssl_context()
+    transport = httpx.HTTPTransport(verify=context, trust_env=False)
+    # httpx takes no network backend of its own; its transport is a thin layer over this pool.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=context, network_backend=GuardedBackend(resolve, allow_private=allow_private)
+    )
+    return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)

@@ -1,0 +1,243 @@
+"""SSRF-safe webhook connections (issue 9, part 3): checked addresses, no redirects, capped bodies,
+one deadline per attempt.
+
+The config-time rule is pure and tested directly. The connect-time tests use a
+real HTTP server on loopback (in a thread) and the real client the deliverer
+uses, with a resolver the test controls: what matters is what reaches the
+socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import trustme
+
+from inbound.config import StreamSettings, check_webhook_url
+from inbound.delivery.egress import Resolver, system_resolver, webhook_http_client
+from inbound.delivery.outbox import Delivery
+from inbound.delivery.retry import Answer
+from inbound.delivery.webhook import AttemptResult, WebhookClient
+from inbound.netpolicy import ip_of, is_public
+
+from .harness import SECRET
+
+LOOPBACK_SPELLINGS = ["127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "127.000.000.001", "0", "localhost."]
+NOT_PUBLIC = [
+    "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "224.0.0.1", "240.0.0.1",
+    "0.0.0.0", "::1", "::", "fd00::1", "fe80::1", "ff02::1", "::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:c0a8:101::",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("host", [*LOOPBACK_SPELLINGS, "[::ffff:7f00:1]", "LOCALHOST", "x.localhost"])
+def test_every_spelling_of_loopback_is_refused_at_config_time(host: str) -> None:
+    with pytest.raises(ValueError, match="allow_private"):
+        check_webhook_url(f"https://{host}/hook", allow_private=False)
+    check_webhook_url(f"https://{host}/hook", allow_private=True)
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_non_public_addresses_and_their_ipv6_forms(address: str) -> None:
+    ip = ip_of(address)
+    assert ip is not None
+    assert not is_public(ip)
+
+
+@pytest.mark.parametrize("host", ["hooks.example.com", "93.184.216.34", "[2606:4700::1]", "1e3.example"])
+def test_public_hosts_and_names_pass_the_config_check(host: str) -> None:
+    check_webhook_url(f"https://{host}/hook", allow_private=False)
+
+
+def test_a_host_that_is_not_a_valid_address_is_refused() -> None:
+    with pytest.raises(ValueError, match="neither a name nor an IPv4 address"):
+        check_webhook_url("https://1.2.3.4.5/hook", allow_private=False)
+
+
+class Endpoint(BaseHTTPRequestHandler):
+    """/ok 200; /redirect 302; /flood 100 MB; /drip a body byte every 0.2 s; /slow-headers ditto."""
+
+    protocol_version = "HTTP/1.1"
+    requests: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        Endpoint.requests.append(self.path)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client hung up, as it should
+            getattr(self, "answer_" + self.path.strip("/").replace("-", "_"))()
+
+    def answer_ok(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def answer_redirect(self) -> None:
+        self.send_response(302)
+        self.send_header("location", "http://169.254.169.254/latest/meta-data/")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def answer_flood(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", str(100 * 1024 * 1024))
+        self.end_headers()
+        block = b"x" * (1024 * 1024)
+        for _ in range(100):
+            self.wfile.write(block)
+
+    def answer_drip(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "1000")
+        self.end_headers()
+        self.drip(b"x" * 1000)
+
+    def answer_slow_headers(self) -> None:
+        self.drip(b"HTTP/1.1 200 OK\r\n" + b"x-slow: " + b"x" * 1000)
+
+    def drip(self, data: bytes) -> None:
+        for byte in data:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            time.sleep(0.2)  # the endpoint under test is slow on purpose; nothing waits on it
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    Endpoint.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def post(
+    url: str,
+    *,
+    allow_private: bool,
+    resolve: Resolver = system_resolver,
+    timeout: float = 5.0,
+    ca_file: Path | None = None,
+) -> AttemptResult:
+    stream = StreamSettings("support", ("*@in.test",), url, SECRET)
+    delivery = Delivery("01JD-support", "support", "01JD", 0, b"{}", 0, 0, 0.0)
+    with webhook_http_client(timeout=timeout, allow_private=allow_private, resolve=resolve, ca_file=ca_file) as client:
+        return WebhookClient(client, timeout).post(stream, delivery)
+
+
+def port_of(server: ThreadingHTTPServer) -> int:
+    return int(server.server_address[1])
+
+
+@pytest.mark.e2e
+def test_a_name_resolving_to_loopback_never_receives_a_request(server: ThreadingHTTPServer) -> None:
+    url = f"http://hooks.customer.test:{port_of(server)}/ok"
+    rebinding = lambda host, port: ["93.184.216.34", "127.0.0.1"]  # noqa: E731 -- one public, one not
+    result = post(url, allow_private=False, resolve=rebinding)
+    assert Endpoint.requests == []
+    assert result.answer is Answer.FAILED
+    assert result.error == (
+        "AddressRefused: hooks.customer.test is 127.0.0.1: not a public address (webhooks.allow_private is false)"
+    )
+
+
+@pytest.mark.e2e
+def test_the_connection_goes_to_the_checked_address_without_a_second_lookup(server: ThreadingHTTPServer) -> None:
+    # The system resolver knows no such name: the POST arriving proves the checked address was used.
+    result = post(
+        f"http://hooks.customer.test:{port_of(server)}/ok", allow_private=True, resolve=lambda h, p: ["127.0.0.1"]
+    )
+    assert (result.status_code, result.answer, Endpoint.requests) == (200, Answer.ACCEPTED, ["/ok"])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+def test_every_spelling_of_loopback_is_refused_at_connect_time(server: ThreadingHTTPServer, host: str) -> None:
+    result = post(f"http://{host}:{port_of(server)}/ok", allow_private=False)
+    assert Endpoint.requests == []
+    assert result.status_code is None
+    assert result.error
+    # Refused by the address check, or by httpx's own URL parser (which rejects octal spellings):
+    # either way a recorded failure of this attempt.
+    assert result.error.startswith(("AddressRefused: ", "InvalidURL: Invalid IPv4 address"))
+
+
+@pytest.mark.e2e
+def test_a_redirect_is_a_failed_attempt_and_is_not_followed(server: ThreadingHTTPServer) -> None:
+    result = post(f"http://127.0.0.1:{port_of(server)}/redirect", allow_private=True)
+    assert Endpoint.requests == ["/redirect"]
+    assert (result.status_code, result.answer) == (302, Answer.FAILED)
+    assert result.error == "HTTP 302: redirect to http://169.254.169.254/latest/meta-data/ not followed"
+
+
+@pytest.mark.e2e
+def test_a_100_mb_answer_is_not_read_into_memory(server: ThreadingHTTPServer) -> None:
+    tracemalloc.start()
+    try:
+        result = post(f"http://127.0.0.1:{port_of(server)}/flood", allow_private=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.answer is Answer.ACCEPTED
+    assert peak < 5 * 1024 * 1024
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("path", ["/drip", "/slow-headers"])
+def test_a_slow_drip_ends_at_the_attempt_s_one_deadline(server: ThreadingHTTPServer, path: str) -> None:
+    started = time.monotonic()
+    result = post(f"http://127.0.0.1:{port_of(server)}{path}", allow_private=True, timeout=1.0)
+    elapsed = time.monotonic() - started
+    assert result.error == "timeout after 1s"
+    assert elapsed < 10  # the drip lasts 200 s; generous for a busy machine
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ThreadingHTTPServer, Path]]:
+    """An HTTPS endpoint whose certificate, for hooks.customer.test, comes from a private CA."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.customer.test").configure_cert(context)
+    Endpoint.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd, ca_file
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.e2e
+def test_tls_is_verified_against_the_host_name_while_connecting_to_the_checked_address(
+    tls_server: tuple[ThreadingHTTPServer, Path],
+) -> None:
+    server, ca_file = tls_server
+    to_loopback: Resolver = lambda host, port: ["127.0.0.1"]  # noqa: E731
+    ok = post(
+        f"https://hooks.customer.test:{port_of(server)}/ok", allow_private=True, resolve=to_loopback, ca_file=ca_file
+    )
+    assert (ok.status_code, Endpoint.requests) == (200, ["/ok"])
+    # Without the private CA, or under a name the certificate is not for, nothing is sent.
+    untrusted = post(f"https://hooks.customer.test:{port_of(server)}/ok", allow_private=True, resolve=to_loopback)
+    wrong_name = post(
+        f"https://other.customer.test:{port_of(server)}/ok", allow_private=True, resolve=to_loopback, ca_file=ca_file
+    )
+    assert Endpoint.requests == ["/ok"]
+    assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
+    assert "CERTIFICATE_VERIFY_FAILED" in (wrong_name.error or "")
