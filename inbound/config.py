@@ -69,6 +69,7 @@ class SmtpSettings:
     data_timeout: float = 600.0  # the whole of one DATA, however slowly it drips
     max_errors: int = 20  # refused commands (bad syntax, unknown mailboxes ...) per session
     tls: TlsSettings | None = None  # STARTTLS offered only when set
+    proxy_protocol: bool = False  # behind a load balancer: every connection starts with a PROXY header
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,7 @@ class _Reader:
 
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
         keys = {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line", "max_connections"}
-        keys |= {"max_connections_per_ip", "command_timeout", "data_timeout", "max_errors", "tls"}
+        keys |= {"max_connections_per_ip", "command_timeout", "data_timeout", "max_errors", "tls", "proxy_protocol"}
         t = self.table(raw, "smtp", keys)
         d = SmtpSettings()
         listen = self.get(t, "smtp", "listen", str, f"{d.host}:{d.port}")
@@ -301,6 +302,7 @@ class _Reader:
             data_timeout,
             errors,
             self.tls(t) if "tls" in t else None,
+            self.get(t, "smtp", "proxy_protocol", bool, False),
         )
 
     def tls(self, smtp: dict[str, Any]) -> TlsSettings:

@@ -34,6 +34,13 @@ class InboundController(Controller):
         assert isinstance(self.handler, InboundHandler)
         return InboundSMTP(self.handler, self.settings)
 
+    def _trigger_server(self) -> None:
+        """aiosmtpd's start-up connection, with the PROXY header an edge behind a load balancer waits for."""
+        with socket.create_connection((self.settings.host, self.settings.port), 1.0) as probe:
+            if self.settings.proxy_protocol:
+                probe.sendall(b"PROXY TCP4 127.0.0.1 127.0.0.1 1 1\r\n")
+            probe.recv(1024)
+
 
 Server = tuple[SmtpSettings, Spool]
 
@@ -81,8 +88,11 @@ ROUTING = _routing()
 class Client:
     """One raw SMTP connection: send exactly these bytes, read one (possibly multi-line) reply."""
 
-    def __init__(self, settings: SmtpSettings, source: str = "127.0.0.1", timeout: float = 10) -> None:
+    def __init__(
+        self, settings: SmtpSettings, source: str = "127.0.0.1", timeout: float = 10, proxy: bytes = b""
+    ) -> None:
         self.sock = socket.create_connection((settings.host, settings.port), timeout, source_address=(source, 0))
+        self.sock.sendall(proxy)  # what a load balancer sends first, when it speaks the PROXY protocol
         self.file = self.sock.makefile("rb")
         self.greeting = self.reply()
 

@@ -8,6 +8,8 @@ bytes sent are exactly the bytes meant.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from inbound.config import SmtpSettings, load_settings
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
 
-from .edge_harness import Client, Server
+from .edge_harness import Client, EdgeServers, Server
 
 
 @pytest.mark.parametrize(
@@ -231,3 +233,45 @@ def test_idle_and_slow_data_are_cut_with_421(make_server: Callable[..., Server])
     slow.sock.sendall(b"Subject: drip\r\n")
     assert slow.reply().startswith(b"421 4.4.2 DATA took too long")
     slow.close()
+
+
+def proxy_v1(client: str, port: int = 56324) -> bytes:
+    return f"PROXY TCP4 {client} 192.0.2.1 {port} 25\r\n".encode()
+
+
+def proxy_v2(client: str, port: int = 56324) -> bytes:
+    addresses = socket.inet_aton(client) + socket.inet_aton("192.0.2.1") + struct.pack("!HH", port, 25)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
+
+
+@pytest.mark.parametrize("header", [proxy_v1("203.0.113.7"), proxy_v2("203.0.113.7")], ids=["v1", "v2"])
+def test_behind_a_load_balancer_the_real_client_is_recorded(make_server: EdgeServers, header: bytes) -> None:
+    settings, spool = make_server(proxy_protocol=True)
+    client = Client(settings, proxy=header)
+    assert client.greeting.startswith(b"220")
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    assert client.say(b"Subject: via lb\r\n\r\nhi\r\n.\r\n").startswith(b"250")
+    client.close()
+    (entry,) = list(spool.entries())
+    assert entry.envelope.client_address == "203.0.113.7:56324"
+    assert entry.message.startswith(b"Received: from client.test ([203.0.113.7])")
+
+
+def test_without_a_proxy_header_the_connection_is_closed(make_server: EdgeServers) -> None:
+    settings, _ = make_server(proxy_protocol=True)
+    client = Client(settings, proxy=b"EHLO client.test\r\n")
+    assert client.greeting == b""  # closed, never greeted
+    client.close()
+
+
+def test_limits_count_the_real_client_behind_the_load_balancer(make_server: EdgeServers) -> None:
+    settings, _ = make_server(proxy_protocol=True, max_connections_per_ip=1)
+    first = Client(settings, proxy=proxy_v1("198.51.100.1", 1001))
+    second = Client(settings, proxy=proxy_v1("198.51.100.1", 1002))
+    other = Client(settings, proxy=proxy_v1("198.51.100.2", 1003))
+    assert [c.greeting[:9] for c in (first, second, other)] == [b"220 mx.te", b"421 4.7.0", b"220 mx.te"]
+    for connection in (first, second, other):
+        connection.close()

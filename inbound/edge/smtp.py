@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
+from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
@@ -61,6 +62,7 @@ _ENHANCED = {
 }
 
 
+PROXY_TIMEOUT = 10.0  # seconds a load balancer has to send its PROXY header
 # An LF not after CR: a line end some readers honour and others do not.
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 # Characters that end or break a line: never let one into our headers or logs.
@@ -96,7 +98,6 @@ class InboundSMTP(SMTP):
         self.settings = settings
         self.errors = 0  # refusals in this session, against settings.max_errors
         self.client = ""  # the address counted in the handler's connection limits
-        self.refusal: str | None = None  # the 421 for a connection over the limits
         self.command_line_limit = settings.max_command_line
         # aiosmtpd checks each DATA line against this too.
         self.line_length_limit = settings.max_message_size + 1024
@@ -117,15 +118,9 @@ class InboundSMTP(SMTP):
             deadline.cancel()
             self._set_reader_limit(self.command_line_limit)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if not self.client:  # not again after STARTTLS: it is the same connection
-            peer = transport.get_extra_info("peername")
-            self.client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-            self.refusal = self.inbound_handler.limits.opened(self.client)
-
     def connection_lost(self, error: Exception | None) -> None:
-        self.inbound_handler.limits.closed(self.client)
+        if self.client:
+            self.inbound_handler.limits.closed(self.client)
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
@@ -193,7 +188,7 @@ class InboundSMTP(SMTP):
                 break
         if text[:1] in ("4", "5"):
             # Every refusal, once, with who was refused; as repr, so an echoed byte cannot break the line.
-            peer = _format_peer(self.session.peer if self.session else None)
+            peer = _format_peer(client_peer(self.session) if self.session else None)
             log.info("stage=receive refused client=%s reply=%r", peer, text)
             self.errors += 1
         await super().push(text)
@@ -205,14 +200,33 @@ class InboundSMTP(SMTP):
         if self.inbound_handler.draining:
             self._close_with("421 4.3.2 Service shutting down, try again later")
             return
-        if self.refusal is not None:
-            self._close_with(self.refusal)
+        if self.settings.proxy_protocol and not await self._read_proxy_header():
+            return
+        assert self.session is not None
+        self.client = _peer_ip(client_peer(self.session))  # counted once: STARTTLS keeps the connection
+        refusal = self.inbound_handler.limits.opened(self.client)
+        if refusal is not None:
+            self._close_with(refusal)
             return
         await super()._handle_client()
 
+    async def _read_proxy_header(self) -> bool:
+        """Behind a load balancer: the PROXY header (v1 or v2) names the real client; without one, close."""
+        assert self.session is not None
+        self._reset_timeout(PROXY_TIMEOUT)
+        proxy = await get_proxy(self._reader)
+        if not proxy or proxy.src_addr is None:
+            log.info("stage=receive closed client=%s: no valid PROXY header", _format_peer(self.session.peer))
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        self.session.proxy_data = proxy
+        self._reset_timeout()
+        return True
+
 
 def received_header(hostname: str, session: Session, envelope: Envelope, now: datetime) -> bytes:
-    ip = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+    ip = _peer_ip(client_peer(session))
     helo = session.host_name or "unknown"
     protocol = "ESMTPS" if envelope.tls else ("ESMTP" if session.extended_smtp else "SMTP")
     using = f"\r\n\t(using {envelope.tls_version} with cipher {envelope.tls_cipher})" if envelope.tls else ""
@@ -259,7 +273,7 @@ class InboundHandler:
         refusal = self.refuse_mail()
         mail_from = "" if address == "<>" else address
         if refusal is None and self.auth_policy is not None:
-            ip, helo = _peer_ip(session.peer), session.host_name or ""
+            ip, helo = _peer_ip(client_peer(session)), session.host_name or ""
             refusal = await self.auth_policy.at_mail(envelope, ip, mail_from, helo)
         if refusal is not None:
             return refusal
@@ -297,7 +311,7 @@ class InboundHandler:
             queue_id=new_queue_id(),
             mail_from=envelope.mail_from or "",
             recipients=tuple(recipients),
-            client_address=_format_peer(session.peer),
+            client_address=_format_peer(client_peer(session)),
             helo=session.host_name or "",
             tls=session.ssl is not None,
             tls_version=tls_version,
@@ -310,7 +324,7 @@ class InboundHandler:
         content = _BARE_LF.sub(b"\r\n", envelope.original_content or b"")
         if self.auth_policy is not None:
             streams = {r.stream for r in recipients}
-            ip = _peer_ip(session.peer)
+            ip = _peer_ip(client_peer(session))
             refusal = await self.auth_policy.at_data(content, streams, ip, ours.mail_from, ours.helo)
             if refusal is not None:
                 return refusal
@@ -333,6 +347,14 @@ class InboundHandler:
         )
         self.on_spooled()
         return f"250 2.0.0 Ok: queued as {ours.queue_id}"
+
+
+def client_peer(session: Session) -> Any:
+    """The client's (address, port): from the PROXY header behind a load balancer, else the socket's."""
+    proxy = session.proxy_data
+    if proxy is not None and proxy.src_addr is not None:
+        return (str(proxy.src_addr), proxy.src_port)
+    return session.peer
 
 
 def _peer_ip(peer: Any) -> str:
