@@ -189,9 +189,20 @@ def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settin
         raise ConfigError(str(path), "", "file not found") from None
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            str(path), "", f"not UTF-8: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively; a config is never that deep.
+        raise ConfigError(str(path), "", "not valid TOML: nested too deeply") from None
     settings = _Reader(path).settings(raw)
+    if not settings.streams:
+        raise ConfigError(
+            str(path), "streams", "no [[streams]]: inbound would accept no mail (see examples/inbound.toml)"
+        )
     if environ.get("INBOUND_DATA_DIR"):
         storage = replace(settings.storage, data_dir=Path(environ["INBOUND_DATA_DIR"]))
         settings = replace(settings, storage=storage)

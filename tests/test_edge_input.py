@@ -275,3 +275,23 @@ def test_limits_count_the_real_client_behind_the_load_balancer(make_server: Edge
     assert [c.greeting[:9] for c in (first, second, other)] == [b"220 mx.te", b"421 4.7.0", b"220 mx.te"]
     for connection in (first, second, other):
         connection.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'[smtp]\nhostname = "mx\xff"\n', "not UTF-8: byte 0xff at offset 21"),
+        (b"x = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+        (b"", "streams: no [[streams]]: inbound would accept no mail"),
+    ],
+    ids=["latin-1", "nested", "empty"],
+)
+def test_a_config_that_cannot_be_read_is_one_line_naming_the_file(tmp_path: Path, content: bytes, problem: str) -> None:
+    config = tmp_path / "inbound.toml"
+    config.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config)
+    message = str(raised.value)
+    assert message.startswith(str(config))
+    assert problem in message
+    assert "\n" not in message

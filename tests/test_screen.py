@@ -165,7 +165,7 @@ def test_spamd_down_is_logged_once_noted_for_status_and_holds_nothing(
 
 def test_inbound_status_shows_the_spamd_outage(tmp_path: Path) -> None:
     config = tmp_path / "inbound.toml"
-    config.write_text(f'[storage]\ndata_dir = "data"\n[spam]\nspamd = "127.0.0.1:{closed_port()}"\n')
+    config.write_text(f'[storage]\ndata_dir = "data"\n[spam]\nspamd = "127.0.0.1:{closed_port()}"\n' + STREAM_TOML)
     settings = load_settings(config)
     Spamd(settings.spam, settings.data.spamd_outage).score(b"\r\nhi\r\n")
     bus = EmbeddedBus(tmp_path / "bus.db")

@@ -172,7 +172,7 @@ def test_tls_files_are_checked_with_the_configuration(tmp_path: Path, tls: TlsSe
     config.write_text(f'[smtp.tls]\n{files}min_version = "SSLv3"\n')
     with pytest.raises(ConfigError, match=r"smtp\.tls\.min_version: must be one of TLSv1\.2, TLSv1\.3"):
         load_settings(config)
-    config.write_text(f"[smtp.tls]\n{files}")
+    config.write_text(f"[smtp.tls]\n{files}" + stream_toml("support", ["*@in.test"], "https://hooks.example.test/"))
     assert load_settings(config).smtp.tls == TlsSettings(tls.cert_file, tls.key_file)
 
 
