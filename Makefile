@@ -24,11 +24,14 @@ run: $(INSTALLED)
 	$(BIN)/inbound serve --config $(CONFIG)
 
 # What the tests need from Debian, installed only when missing: a JDK and Maven (Kafka's broker
-# is fetched from Maven Central with mvn), swaks (a real SMTP client) and docker-compose (parses
-# compose.yaml without a Docker engine), and SpamAssassin's spamd (the spam tests score with it).
+# is fetched from Maven Central with mvn), swaks (a real SMTP client), docker-compose (parses
+# compose.yaml without a Docker engine), SpamAssassin's spamd (the spam tests score with it) and
+# PostgreSQL (the activity store's contract suite starts a server; Debian keeps its binaries off
+# PATH, under /usr/lib/postgresql/N/bin).
 TOOLS := openssl:openssl java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose spamd:spamassassin
 tools:
-	@PATH="$$PATH:/usr/sbin"; missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
+	@PATH="$$PATH:/usr/sbin"; missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing with apt-get:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi

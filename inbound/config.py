@@ -39,7 +39,7 @@ _SMTP_COUNTS = ("max_connections", "max_connections_per_ip", "max_errors")
 # 30 MiB: a record then fits the 64 MiB record limit we give Kafka topics (see bus/__init__.py).
 MAX_MESSAGE_SIZE = 30 * 1024 * 1024
 STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
-ACTIVITY_BACKENDS = ("sqlite",)  # inbound.activity opens each; a test checks the two lists agree
+ACTIVITY_BACKENDS = ("sqlite", "postgresql")  # inbound.activity opens each; a test checks the two lists agree
 # The webhook body formats a stream can ask for (inbound/processing/formats/ has one module each).
 PAYLOAD_FORMATS = ("inbound", "postmark", "mailgun", "sendgrid")
 DEFAULT_RETRY_SCHEDULE = ("1m", "5m", "10m", "10m", "10m", "15m", "30m", "1h", "2h", "6h")
@@ -92,6 +92,7 @@ class BusSettings:
 @dataclass(frozen=True, slots=True)
 class ActivitySettings:
     backend: str = "sqlite"  # one of inbound.activity.BACKENDS; "sqlite" keeps <data_dir>/activity.db
+    dsn: str = ""  # "postgresql": libpq connection string; libpq's PG* variables (PGPASSWORD) fill the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,12 +359,16 @@ class _Reader:
         return BusSettings(backend, servers, prefix, partitions, replication, retention)
 
     def activity(self, raw: dict[str, Any]) -> ActivitySettings:
-        t = self.table(raw, "activity", {"backend"})
+        t = self.table(raw, "activity", {"backend", "dsn"})
         backend = self.get(t, "activity", "backend", str, ActivitySettings().backend)
         self.check(
             "activity.backend", backend in ACTIVITY_BACKENDS, f"must be one of {ACTIVITY_BACKENDS}, not {backend!r}"
         )
-        return ActivitySettings(backend)
+        dsn = self.get(t, "activity", "dsn", str, "")
+        if backend == "postgresql":
+            self.check("activity.dsn", bool(dsn.strip()), 'is required with backend = "postgresql"')
+            self.converted("activity.dsn", dsn, check_dsn)
+        return ActivitySettings(backend, dsn)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
         keys = {
@@ -628,6 +633,17 @@ def _valid_pattern(pattern: str) -> bool:
     except ValueError:
         return False
     return bool(at and local and "." in domain and " " not in pattern)
+
+
+def check_dsn(dsn: str) -> None:
+    """A libpq connection string (``host=... dbname=...`` or ``postgresql://...``), checked without connecting."""
+    from psycopg import ProgrammingError  # imported only for a PostgreSQL store
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except ProgrammingError as exc:
+        raise ValueError(f"is not a libpq connection string: {exc}") from None
 
 
 def check_signing_secret(secret: str) -> None:

@@ -30,5 +30,7 @@ def test_compose_runs_each_role_and_kafka_in_kraft_mode() -> None:
         assert f"- {role}\n" in text, role
     assert "image: apache/kafka:" in text
     assert "KAFKA_PROCESS_ROLES: broker,controller" in text
-    for volume in ("edge:", "deliver:", "record:"):
+    for volume in ("edge:", "deliver:", "record:", "postgres:"):
         assert volume in text
+    assert "image: postgres:" in text
+    assert text.count("PGPASSWORD: change-me") >= 4  # every inbound service can reach the activity store
