@@ -46,8 +46,9 @@ def check(tmp_path: Path, text: str) -> tuple[int, str]:
 
 def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
     assert check(tmp_path, VALID)[0] == 0
-    result = run_cli("check-config", str(ROOT / "examples" / "inbound.toml"), config=tmp_path / "unused.toml")
-    assert "OK" in result.stdout
+    for shipped in ("examples", "deploy"):
+        result = run_cli("check-config", str(ROOT / shipped / "inbound.toml"), config=tmp_path / "unused.toml")
+        assert "OK" in result.stdout, shipped
 
 
 @pytest.mark.parametrize(
