@@ -37,6 +37,7 @@ from .edge.smtp import InboundHandler, InboundSMTP
 from .edge.spool import Spool
 from .errors import ConfigError
 from .ops.integrity import check_databases
+from .ops.running import announce
 from .processing.auth import Authenticator
 from .processing.process import Processor
 from .processing.screen import Screener
@@ -101,6 +102,8 @@ class Service:
     def build(self) -> None:
         settings = self.settings
         preflight(settings, self.roles)
+        if settings.data.marker.exists():  # a data directory of ours: `inbound status` shows this process
+            self.resources.append(announce(settings.storage.data_dir, self.roles))
         self.routing = RoutingTable.from_streams(settings.streams)
         self.bus = open_bus(settings)
         self.resources.append(self.bus.close)

@@ -398,8 +398,9 @@ def test_search_words_addresses_and_time(store: ActivityStore) -> None:
     assert found(text="sales@in.test") == [qid(3), qid(2)]  # recipients too
     assert found(text="lunch", stream="support") == [qid(3)]
     assert found(text="nowhere") == []
-    for odd in ['"', "a OR b", "NEAR(x", "subject:x", "*", "x' --", "\\"]:  # plain words, never query syntax
+    for odd in ['"', "a OR b", "NEAR(x", "subject:x", "*", "x' --", "\\", "\x00", "a\udcff"]:  # never syntax
         assert found(text=odd) == [], odd
+    assert found(sender="a\x00@x") == found(recipient="\udcff") == []
     assert found(text="  ") == found()  # an empty query is no query
     assert found(sender="BOB@other.test") == [qid(2)]
     assert found(recipient="Sales@In.Test") == [qid(3), qid(2)]

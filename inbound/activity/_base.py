@@ -119,7 +119,11 @@ class ActivityRecord:
             "reason": self.reason,
             "next_attempt_at": self.next_attempt_at,
             "updated_at": self.updated_at,
-            "attempts": [{"generation": a.generation, **encode_attempt(a)} for a in self.attempts],
+            # whole milliseconds: the clock's fractions are noise to a reader
+            "attempts": [
+                {"generation": a.generation, **encode_attempt(a), "latency_ms": round(a.latency_ms)}
+                for a in self.attempts
+            ],
         }
 
 

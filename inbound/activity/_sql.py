@@ -98,7 +98,9 @@ class Criteria:
         given = [(sql, params) for sql, params in tests if params[0] is not None]
         if not given:
             return "", []
-        return "WHERE " + " AND ".join(sql for sql, _ in given), [p for _, params in given for p in params]
+        # storable(): a NUL or a lone surrogate in a query must find nothing, not fail the query
+        values = [storable(p) if isinstance(p, str) else p for _, params in given for p in params]
+        return "WHERE " + " AND ".join(sql for sql, _ in given), values
 
 
 def search_words(query: str) -> builtins.list[str]:

@@ -80,14 +80,8 @@ class Backends:
         return name
 
     def deliveries_of(self, message_id: str) -> list[ActivityRecord]:
-        """The record of a delivery id, or every stream's record of a queue id; 404 when neither."""
-        record = self.store.get(message_id)
-        if record is not None:
-            return [record]
-        found = self.store.list(queue_id=message_id, limit=len(self.settings.streams) + 1)
-        if not found:
-            raise Problem(404, "Not Found", f"no message with id {message_id!r}")
-        return found
+        """The record of a delivery id, or every stream's record of a queue id (with payloads); 404 when neither."""
+        return actions.find_all(self.store, message_id)
 
 
 def _backends(request: Request) -> Backends:
@@ -213,10 +207,9 @@ def list_messages(
 def get_message(backends: Using, message_id: str) -> MessageDetail | QueuedMessage:
     """A delivery with its payload and attempts; for a queue id, every stream's delivery of that message."""
     found = backends.deliveries_of(message_id)
-    if len(found) == 1 and found[0].delivery_id == message_id:
+    if found[0].delivery_id == message_id:
         return MessageDetail.of(found[0])
-    details = [backends.store.get(r.delivery_id) for r in found]
-    return QueuedMessage(queue_id=message_id, deliveries=[MessageDetail.of(r) for r in details if r is not None])
+    return QueuedMessage(queue_id=message_id, deliveries=[MessageDetail.of(r) for r in found])
 
 
 @reading.get(

@@ -1,8 +1,8 @@
 """Every error the HTTP API returns, as ``application/problem+json`` (RFC 9457).
 
 One shape for every failure, whoever raised it: a handler's :class:`Problem`,
-FastAPI's request validation, Starlette's 404/405, an operator action that does
-not apply (:class:`ActionRefused`, 409), a store or bus that is down
+FastAPI's request validation, Starlette's 404/405, an unknown message id (404),
+an operator action that does not apply (:class:`ActionRefused`, 409), a store or bus that is down
 (:class:`TemporaryError`, 503 with ``Retry-After``: the same request may work
 later) and anything unexpected (500, without the exception's text: it may hold
 message content). Clients branch on ``status`` and ``type``; ``detail`` is a
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ..errors import TemporaryError
-from ..ops.actions import ActionRefused
+from ..ops.actions import ActionRefused, UnknownMessage
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def install(app: FastAPI) -> None:
         return problem_response(422, "Invalid request", "see errors", errors=errors)
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, UnknownMessage):
+            return problem_response(404, "Not Found", str(exc))
         return problem_response(409, "Conflict", str(exc))
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
