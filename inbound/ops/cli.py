@@ -90,8 +90,22 @@ def init(config_path: Path | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--ready-fd", type=int, default=None, hidden=True, help="Write one byte here once started.")
 @click.option("--release-fd", type=int, default=None, hidden=True, help="After draining, wait for EOF here.")
+@click.option(
+    "--log-format",
+    type=click.Choice(logsetup.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="INBOUND_LOG_FORMAT",  # so that processes serve starts log alike
+    help="json: one object per line (time, level, stage, queue_id, delivery_id, stream, message).",
+)
 def serve(
-    config_path: Path | None, roles: str | None, log_level: str, ready_fd: int | None, release_fd: int | None
+    *,  # click passes every option by name
+    config_path: Path | None,
+    roles: str | None,
+    log_level: str,
+    ready_fd: int | None,
+    release_fd: int | None,
+    log_format: str,
 ) -> None:
     """Run the service until SIGTERM or SIGINT."""
     from ..service import Service, parse_roles, preflight
@@ -102,7 +116,8 @@ def serve(
         chosen = parse_roles(roles) if roles is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--roles") from None
-    logsetup.configure(log_level)
+    logsetup.configure(log_level, log_format)
+    os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
         if chosen is None:
             preflight(settings)
