@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from . import metrics
 from .activity import open_store
 from .activity.record import Recorder
 from .bus import TOPICS, open_bus
@@ -222,4 +223,5 @@ class Service:
             server.close()
         for close in self.resources:
             close()
+        metrics.process_ended()
         log.info("inbound stopped")

@@ -241,13 +241,32 @@ def test_readiness_follows_the_store(client: TestClient, backends: Backends) -> 
     assert ready.headers["content-type"] == "application/json"
 
 
+def test_metrics_read_now(client: TestClient, backends: Backends) -> None:
+    anonymous = client.get("/metrics", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    for line in (
+        "inbound_spool_entries 0.0",
+        'inbound_bus_lag{group="process",topic="received"} 1.0',  # the received record the fixture wrote
+        'inbound_deliveries_waiting{stream="support"} 0.0',
+        'inbound_deliveries_held{stream="sales"} 0.0',
+        "inbound_messages_accepted_total",
+        "# TYPE inbound_accepted_to_delivered_seconds histogram",
+    ):
+        assert line in text, line
+    assert float(text.split("\ninbound_disk_free_bytes ")[1].split()[0]) > 0
+
+
 def test_openapi_document(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
         "/healthz", "/readyz", "/v1/messages", "/v1/messages/{message_id}", "/v1/messages/{message_id}/raw",
         "/v1/messages/{message_id}/retry", "/v1/streams/{name}/pause", "/v1/streams/{name}/resume", "/v1/stats",
-        "/v1/status",
+        "/v1/status", "/metrics",
     }  # fmt: skip
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     listing = document["paths"]["/v1/messages"]["get"]
@@ -264,7 +283,7 @@ def test_api_keeps_its_own_schema(app: FastAPI) -> None:
     config = SchemathesisConfig.from_dict({"checks": {"positive_data_acceptance": {"expected-statuses": accepted}}})
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 10
+    assert len(operations) == 11
     for operation in operations:
 
         @given(case=operation.as_strategy())

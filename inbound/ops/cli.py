@@ -108,10 +108,14 @@ def serve(
     log_format: str,
 ) -> None:
     """Run the service until SIGTERM or SIGINT."""
+    settings = settings_from(config_path)
+    if settings.data.marker.exists():  # before any stage is imported: metrics count into the data directory
+        from ..metrics import use_data_dir
+
+        use_data_dir(settings.storage.data_dir)
     from ..service import Service, parse_roles, preflight
     from ..supervisor import Supervisor
 
-    settings = settings_from(config_path)
     try:
         chosen = parse_roles(roles) if roles is not None else None
     except ValueError as exc:

@@ -42,6 +42,7 @@ from ..ops import actions
 from ..ops.rawmessage import RawMessageNotFound, raw_message, retention_of
 from ..ops.status import collect
 from . import problems
+from .exposition import CONTENT_TYPE, exposition
 from .models import (
     Accepted,
     DayCounts,
@@ -267,6 +268,17 @@ def stats(backends: Using, stream: str | None = None, days: Annotated[int, Query
     return Stats(
         stream=stream, days=[DayCounts(date=d, counts={s: counts.get((d, s), 0) for s in Status}) for d in dates]
     )
+
+
+@reading.get(
+    "/metrics",
+    response_class=Response,
+    tags=["status"],
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format."}},
+)
+def prometheus_metrics(backends: Using) -> Response:
+    """Prometheus metrics: every process on this data directory, summed (see the README's list)."""
+    return Response(exposition(backends.settings, backends.bus, backends.store), media_type=CONTENT_TYPE)
 
 
 @reading.get("/v1/status", tags=["status"])
