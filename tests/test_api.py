@@ -210,6 +210,35 @@ def test_retry_writes_the_request_to_the_bus(client: TestClient, backends: Backe
     assert_problem(client.post("/v1/messages/nothing/retry", headers=as_actor()), 404)
 
 
+def test_bypass_and_replay(client: TestClient, backends: Backends) -> None:
+    blocked = f"{qid(9)}-support"
+    envelope = Envelope(qid(9), "spam@x.test", (Recipient("help@in.test", "support", None),), "127.0.0.1:1",
+                        "client.test", False, at(3))  # fmt: skip
+    producer = backends.bus.producer()
+    producer.send(RECEIVED, encode_received(envelope, RAW), key=qid(9).encode())
+    producer.flush()
+    producer.close()
+    backends.store.apply([Event(EventType.BLOCKED, blocked, qid(9), "support", at(3), reason="block_senders")])
+    response = client.post(f"/v1/messages/{blocked}/bypass", headers=as_actor())
+    assert response.status_code == 202, response.text
+    assert response.json() == {"delivery_id": blocked, "generation": 1}
+    assert_problem(client.post(f"/v1/messages/{qid(1)}-support/bypass", headers=as_actor()), 409, "only blocked")
+
+    replayed = client.post(
+        "/v1/replay", headers=as_actor(), json={"stream": "support", "since": at(60), "status": "failed"}
+    )
+    assert replayed.status_code == 202, replayed.text
+    assert replayed.json() == {"count": 1, "delivery_ids": [f"{qid(5)}-support"]}
+    everything = client.post("/v1/replay", headers=as_actor(), json={"stream": "support", "since": at(60)})
+    assert everything.json()["count"] == 7
+    reasons = [decode_event(r.value).reason for r in backends.bus.read_all(EVENTS)]
+    assert reasons.count("replay requested by api") == 8
+    assert reasons.count("bypass requested by api") == 1
+    assert_problem(client.post("/v1/replay", headers=as_actor(), json={"stream": "nobody", "since": at(60)}), 404)
+    naive = {"stream": "support", "since": "2026-11-22T10:00:00"}
+    assert_problem(client.post("/v1/replay", headers=as_actor(), json=naive), 400, "time zone")
+
+
 def test_pause_and_resume(client: TestClient, backends: Backends) -> None:
     assert client.post("/v1/streams/sales/pause", headers=as_actor()).json() == {"stream": "sales", "paused": True}
     assert read_pauses(backends.bus) == {"sales": True}
@@ -266,7 +295,7 @@ def test_openapi_document(client: TestClient) -> None:
     assert set(document["paths"]) == {
         "/healthz", "/readyz", "/v1/messages", "/v1/messages/{message_id}", "/v1/messages/{message_id}/raw",
         "/v1/messages/{message_id}/retry", "/v1/streams/{name}/pause", "/v1/streams/{name}/resume", "/v1/stats",
-        "/v1/status", "/metrics",
+        "/v1/status", "/metrics", "/v1/messages/{message_id}/bypass", "/v1/replay",
     }  # fmt: skip
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     listing = document["paths"]["/v1/messages"]["get"]
@@ -283,7 +312,7 @@ def test_api_keeps_its_own_schema(app: FastAPI) -> None:
     config = SchemathesisConfig.from_dict({"checks": {"positive_data_acceptance": {"expected-statuses": accepted}}})
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 11
+    assert len(operations) == 13
     for operation in operations:
 
         @given(case=operation.as_strategy())

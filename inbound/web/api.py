@@ -51,6 +51,8 @@ from .models import (
     MessageOut,
     MessagePage,
     QueuedMessage,
+    Replayed,
+    ReplayRequest,
     Stats,
     StatusOut,
     StreamBacklogOut,
@@ -79,6 +81,12 @@ class Backends:
         if name is not None and name not in streams:
             raise Problem(404, "Not Found", f"no stream named {name!r} (streams: {', '.join(streams)})")
         return name
+
+    def delivery_id(self, message_id: str) -> str:
+        """*message_id* if it names one delivery; a queue id is a 409 (an action applies to one stream's)."""
+        if self.deliveries_of(message_id)[0].delivery_id != message_id:
+            raise Problem(409, "Conflict", f"{message_id} is a queue id; act on one of its delivery ids")
+        return message_id
 
     def deliveries_of(self, message_id: str) -> list[ActivityRecord]:
         """The record of a delivery id, or every stream's record of a queue id (with payloads); 404 when neither."""
@@ -233,11 +241,29 @@ def get_raw(backends: Using, message_id: str) -> Response:
 @acting.post("/v1/messages/{message_id}/retry", status_code=202, responses=documented(409))
 def retry(backends: Using, message_id: str) -> Accepted:
     """Send a failed delivery again, as its next generation (the same webhook-id)."""
-    found = backends.deliveries_of(message_id)
-    if found[0].delivery_id != message_id:
-        raise Problem(409, "Conflict", f"{message_id} is a queue id; retry one of its delivery ids")
-    generation = actions.retry(backends.bus, backends.store, message_id, requested_by="api")
+    generation = actions.retry(backends.bus, backends.store, backends.delivery_id(message_id), requested_by="api")
     return Accepted(delivery_id=message_id, generation=generation)
+
+
+@acting.post("/v1/messages/{message_id}/bypass", status_code=202, responses=documented(409))
+def bypass(backends: Using, message_id: str) -> Accepted:
+    """Deliver a blocked message after all: process it again past its stream's block rules."""
+    generation = actions.bypass(backends.bus, backends.store, backends.delivery_id(message_id), requested_by="api")
+    return Accepted(delivery_id=message_id, generation=generation)
+
+
+@acting.post("/v1/replay", status_code=202, responses=documented(400))
+def replay(backends: Using, request: ReplayRequest) -> Replayed:
+    """Send a stream's final messages received in [since, until) again, each with its own webhook-id."""
+    window = actions.replay_window(
+        backends.store,
+        str(backends.known_stream(request.stream)),
+        str(as_utc_text(request.since, "since")),
+        as_utc_text(request.until, "until"),
+        request.status,
+    )
+    generations = actions.replay(backends.bus, backends.store, window, requested_by="api") if window else []
+    return Replayed(count=len(generations), delivery_ids=[r.delivery_id for r in window])
 
 
 @acting.post("/v1/streams/{name}/pause", status_code=202)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,6 +88,20 @@ class MessagePage(BaseModel):
 class Accepted(BaseModel):
     delivery_id: str
     generation: int
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stream: str
+    since: datetime = Field(description="Received at or after (RFC 3339 with a zone).")
+    until: datetime | None = Field(default=None, description="Received before.")
+    status: Literal["failed", "delivered", "all"] = "all"
+
+
+class Replayed(BaseModel):
+    count: int
+    delivery_ids: list[str]
 
 
 class StreamPaused(BaseModel):
