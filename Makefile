@@ -25,10 +25,12 @@ run: $(INSTALLED)
 
 # What the tests need from Debian, installed only when missing: a JDK and Maven (Kafka's broker
 # is fetched from Maven Central with mvn), swaks (a real SMTP client), docker-compose (parses
-# compose.yaml without a Docker engine), SpamAssassin's spamd (the spam tests score with it) and
+# compose.yaml without a Docker engine), SpamAssassin's spamd (the spam tests score with it),
 # PostgreSQL (the activity store's contract suite starts a server; Debian keeps its binaries off
-# PATH, under /usr/lib/postgresql/N/bin).
-TOOLS := openssl:openssl java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose spamd:spamassassin
+# PATH, under /usr/lib/postgresql/N/bin) and headless Chromium with its WebDriver (the web page
+# is tested in a real browser).
+TOOLS := openssl:openssl java:default-jdk-headless mvn:maven swaks:swaks docker-compose:docker-compose \
+	spamd:spamassassin chromium:chromium chromedriver:chromium-driver
 tools:
 	@PATH="$$PATH:/usr/sbin"; missing=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done; \
 	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql); \

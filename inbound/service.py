@@ -162,7 +162,7 @@ class Service:
         if "api" in self.roles:
             if not settings.http.tokens and not settings.http.read_only_tokens:
                 raise ConfigError(str(settings.path), "http.tokens", "the api role needs at least one token")
-            from .web.api import Backends  # imported lazily: the other roles never load the web stack
+            from .web.backends import Backends  # imported lazily: the other roles never load the web stack
             from .web.server import ApiServer
 
             self.stages.append(ApiServer(Backends(settings, self.bus, store)))

@@ -29,7 +29,8 @@ from inbound.datadir import DataDir
 from inbound.envelope import Envelope, Recipient
 from inbound.events import Attempt, Event, EventType, Summary
 from inbound.records import EVENTS, JSON, RECEIVED, decode_event, encode_received
-from inbound.web.api import Backends, create_app
+from inbound.web.api import create_app
+from inbound.web.backends import Backends
 from inbound.web.problems import MEDIA_TYPE
 
 ACT = "act-token-0123456789abcdefghij"

@@ -19,29 +19,22 @@ before the first page, never into a later one.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..activity import ActivityRecord, ActivityStore
-from ..activity._base import Position
-from ..bus import Bus
 from ..clock import rfc3339
-from ..config import Settings
 from ..control import set_paused
 from ..events import Status
 from ..ops import actions
 from ..ops.rawmessage import RawMessageNotFound, raw_message, retention_of
 from ..ops.status import collect
-from . import problems
+from . import pages, problems
+from .backends import Backends, Using, access, decode_cursor, encode_cursor
 from .exposition import CONTENT_TYPE, exposition
 from .models import (
     Accepted,
@@ -67,52 +60,13 @@ _bearer = HTTPBearer(auto_error=False, description="A token from [http] tokens o
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-@dataclass(frozen=True, slots=True)
-class Backends:
-    """What the API reads and writes: the same objects the service's other roles use."""
-
-    settings: Settings
-    bus: Bus
-    store: ActivityStore
-
-    def known_stream(self, name: str | None) -> str | None:
-        """*name* if it is a configured stream (or None); else a 404 naming the streams there are."""
-        streams = sorted(s.name for s in self.settings.streams)
-        if name is not None and name not in streams:
-            raise Problem(404, "Not Found", f"no stream named {name!r} (streams: {', '.join(streams)})")
-        return name
-
-    def delivery_id(self, message_id: str) -> str:
-        """*message_id* if it names one delivery; a queue id is a 409 (an action applies to one stream's)."""
-        if self.deliveries_of(message_id)[0].delivery_id != message_id:
-            raise Problem(409, "Conflict", f"{message_id} is a queue id; act on one of its delivery ids")
-        return message_id
-
-    def deliveries_of(self, message_id: str) -> list[ActivityRecord]:
-        """The record of a delivery id, or every stream's record of a queue id (with payloads); 404 when neither."""
-        return actions.find_all(self.store, message_id)
-
-
-def _backends(request: Request) -> Backends:
-    backends = request.app.state.backends
-    assert isinstance(backends, Backends)
-    return backends
-
-
-Using = Annotated[Backends, Depends(_backends)]
-
-
 def _authorize(backends: Backends, credentials: HTTPAuthorizationCredentials | None, *, act: bool) -> None:
     if credentials is None:
         raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
-    given = credentials.credentials.encode()
-    http = backends.settings.http
-    # compare_digest against every token: the time taken tells nothing about which one nearly matched
-    can_act = any(hmac.compare_digest(given, t.encode()) for t in http.tokens)
-    can_read = any(hmac.compare_digest(given, t.encode()) for t in http.read_only_tokens)
-    if not (can_act or can_read):
+    allowed = access(backends.settings, credentials.credentials)
+    if allowed is None:
         raise Problem(401, "Unauthorized", "unknown token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    if act and not can_act:
+    if act and allowed != "act":
         raise Problem(403, "Forbidden", "this token may only read")
 
 
@@ -122,20 +76,6 @@ def _reader(backends: Using, credentials: Credentials) -> None:
 
 def _actor(backends: Using, credentials: Credentials) -> None:
     _authorize(backends, credentials, act=True)
-
-
-def encode_cursor(position: Position) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> Position:
-    try:
-        received_at, delivery_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(received_at, str) and isinstance(delivery_id, str):
-            return received_at, delivery_id
-    except (ValueError, TypeError, binascii.Error):
-        pass
-    raise Problem(400, "Bad Request", "cursor is not one this API returned")
 
 
 def as_utc_text(moment: datetime | None, name: str) -> str | None:
@@ -334,6 +274,6 @@ def create_app(backends: Backends) -> FastAPI:
     )
     app.state.backends = backends
     problems.install(app)
-    for router in (health, reading, acting):
+    for router in (health, reading, acting, pages.router):
         app.include_router(router)
     return app

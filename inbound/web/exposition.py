@@ -64,3 +64,18 @@ def exposition(settings: Settings, bus: Bus, store: ActivityStore) -> bytes:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
         return generate_latest(registry)
     return generate_latest(REGISTRY) + generate_latest(registry)  # one process: its own registry
+
+
+def failing_streams() -> list[str]:
+    """The streams whose endpoint a deliverer on this data directory currently finds failing."""
+    if MULTIPROCESS not in os.environ:
+        return []
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+    return sorted(
+        sample.labels["stream"]
+        for family in registry.collect()
+        if family.name == "inbound_endpoint_failing"
+        for sample in family.samples
+        if sample.value
+    )

@@ -16,7 +16,8 @@ import threading
 
 import uvicorn
 
-from .api import Backends, create_app
+from .api import create_app
+from .backends import Backends
 
 log = logging.getLogger(__name__)
 
