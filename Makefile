@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 CONFIG ?= examples/inbound.toml
 
 .PHONY: run test test-fast install tools kafka lint typecheck bench clean
@@ -15,9 +16,16 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# What `make run` needs and no more: the runtime dependencies (a test install has them too).
+$(RUNTIME): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --editable .
+	touch $@
+
 # The service with the embedded bus and the example config, plus the development webhook
 # receiver it posts to. Ctrl-C stops both.
-run: $(INSTALLED)
+run: $(RUNTIME)
 	$(BIN)/inbound init --config $(CONFIG)
 	@$(BIN)/inbound devhook --config $(CONFIG) & hook=$$!; \
 	trap 'kill $$hook 2>/dev/null' EXIT INT TERM; \

@@ -28,6 +28,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, SQLiteActivityStore, open_store
+from inbound.activity._sql import STATE_COLUMNS
 from inbound.activity.postgresql import PostgresActivityStore
 from inbound.activity.record import Recorder
 from inbound.activity.sqlite import SCHEMA_VERSION
@@ -538,6 +539,34 @@ def test_sqlite_file_is_wal_versioned_and_atomic(tmp_path: Path) -> None:
         store.close()
     with pytest.raises(StoreError, match="schema version 99"):
         SQLiteActivityStore(tmp_path / "activity.db")
+
+
+def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "activity.db"
+    store = SQLiteActivityStore(path)
+    store.apply(delivered_after_one_retry(1) + failed_then_retried(2))
+    before = state(store)
+    store.close()
+    raw = sqlite3.connect(path)
+    try:  # back to version 2's shape: no id column, no full-text index
+        raw.executescript(
+            f"""CREATE TABLE old AS SELECT {STATE_COLUMNS}, payload FROM deliveries;
+            DROP TABLE deliveries; DROP TABLE deliveries_text; ALTER TABLE old RENAME TO deliveries;
+            CREATE INDEX deliveries_newest ON deliveries (received_at, delivery_id); PRAGMA user_version = 2;"""
+        )
+    finally:
+        raw.close()
+    upgraded = SQLiteActivityStore(path)
+    try:
+        assert state(upgraded) == before
+        assert [r.queue_id for r in upgraded.list(text="invoice")] == [qid(2), qid(1)]
+    finally:
+        upgraded.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        check.close()
 
 
 # --- PostgreSQL specifics ---------------------------------------------------

@@ -17,6 +17,7 @@ naming the file, so the record stage retries the batch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -26,11 +27,23 @@ from pathlib import Path
 from ..errors import StoreError
 from ..sqlitefile import SQLiteFile
 from ._base import Merged
-from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, search_words, searchable_text, storable
+from ._sql import (
+    ORDER_COLUMNS,
+    STATE_COLUMNS,
+    Connection,
+    Dialect,
+    SQLActivityStore,
+    search_words,
+    searchable_text,
+    storable,
+)
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3  # 2: size, attachments, payload as opaque bytes with its type; 3: full-text search
 
-_SCHEMA = (
+# What version 3 added or changed: version 2's files are migrated by re-creating these (see _upgrade_from_2).
+_DELIVERIES = (
     """CREATE TABLE deliveries (
         id INTEGER PRIMARY KEY,  -- a stable rowid: the full-text index refers to it
         delivery_id TEXT NOT NULL UNIQUE,
@@ -58,6 +71,11 @@ _SCHEMA = (
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_stream ON deliveries (stream, {ORDER_COLUMNS})",
     "CREATE INDEX deliveries_by_queue_id ON deliveries (queue_id)",
+    # searchable_text() of each delivery, under its id
+    "CREATE VIRTUAL TABLE deliveries_text USING fts5(text, tokenize = 'unicode61')",
+)
+_SCHEMA = (
+    *_DELIVERIES,
     """CREATE TABLE attempts (
         delivery_id TEXT NOT NULL,
         generation INTEGER NOT NULL,
@@ -68,8 +86,6 @@ _SCHEMA = (
         latency_ms REAL NOT NULL,
         PRIMARY KEY (delivery_id, generation, number)
     ) WITHOUT ROWID""",
-    # searchable_text() of each delivery, under its id
-    "CREATE VIRTUAL TABLE deliveries_text USING fts5(text, tokenize = 'unicode61')",
 )
 
 _DIALECT = Dialect(
@@ -125,11 +141,35 @@ class SQLiteActivityStore(SQLActivityStore):
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 2:
+                self._upgrade_from_2(db)
             elif version != SCHEMA_VERSION:
                 raise StoreError(
                     f"activity store {self.path}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
                     " (move the file away and run `inbound activity rebuild`)"
                 )
+
+    def _upgrade_from_2(self, db: sqlite3.Connection) -> None:
+        """Version 2 had no stable row id and no full-text index: copy its rows into version 3's table, index them.
+
+        In the transaction that checks the version, so it happens once and wholly. The store is a
+        view of the bus, but the bus may no longer hold old payloads: upgrading keeps them.
+        """
+        db.execute("ALTER TABLE deliveries RENAME TO deliveries_v2")
+        for index in ("deliveries_newest", "deliveries_by_status", "deliveries_by_stream"):
+            db.execute(f"DROP INDEX IF EXISTS {index}")  # they moved with the table; their names are needed
+        for statement in _DELIVERIES:
+            db.execute(statement)
+        db.execute(
+            f"INSERT INTO deliveries ({STATE_COLUMNS}, payload) SELECT {STATE_COLUMNS}, payload FROM deliveries_v2"
+        )
+        db.execute("DROP TABLE deliveries_v2")
+        for (delivery_id,) in db.execute("SELECT delivery_id FROM deliveries").fetchall():
+            merged = self._load(db, delivery_id)
+            assert merged is not None
+            self._index_text(db, merged)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        log.info("activity store %s: upgraded from schema version 2 to %d", self.path, SCHEMA_VERSION)
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:
