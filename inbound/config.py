@@ -39,9 +39,10 @@ _SMTP_COUNTS = ("max_connections", "max_connections_per_ip", "max_errors")
 # 30 MiB: a record then fits the 64 MiB record limit we give Kafka topics (see bus/__init__.py).
 MAX_MESSAGE_SIZE = 30 * 1024 * 1024
 STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
-ACTIVITY_BACKENDS = ("sqlite",)  # inbound.activity opens each; a test checks the two lists agree
+ACTIVITY_BACKENDS = ("sqlite", "postgresql")  # inbound.activity opens each; a test checks the two lists agree
 # The webhook body formats a stream can ask for (inbound/processing/formats/ has one module each).
 PAYLOAD_FORMATS = ("inbound", "postmark", "mailgun", "sendgrid")
+MIN_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{24,}")
 DEFAULT_RETRY_SCHEDULE = ("1m", "5m", "10m", "10m", "10m", "15m", "30m", "1h", "2h", "6h")
 
 T = TypeVar("T")
@@ -92,6 +93,7 @@ class BusSettings:
 @dataclass(frozen=True, slots=True)
 class ActivitySettings:
     backend: str = "sqlite"  # one of inbound.activity.BACKENDS; "sqlite" keeps <data_dir>/activity.db
+    dsn: str = ""  # "postgresql": libpq connection string; libpq's PG* variables (PGPASSWORD) fill the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,16 @@ class SpamSettings:
 
 DELIVER, FLAG, BLOCK = "deliver", "flag", "block"
 VERDICT_ACTIONS = (DELIVER, FLAG, BLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The HTTP API (role ``api``): where it listens and the bearer tokens it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tokens: tuple[str, ...] = ()  # may read and act (retry, pause)
+    read_only_tokens: tuple[str, ...] = ()  # may only read
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +178,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     spam: SpamSettings = field(default_factory=SpamSettings)
     streams: tuple[StreamSettings, ...] = ()
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def stream(self, name: str) -> StreamSettings:
         return next(s for s in self.streams if s.name == name)
@@ -250,7 +263,7 @@ class _Reader:
             raise self.fail(key, str(exc)) from None
 
     def settings(self, raw: dict[str, Any]) -> Settings:
-        sections = {"smtp", "storage", "bus", "activity", "webhooks", "auth", "spam", "streams"}
+        sections = {"smtp", "storage", "bus", "activity", "webhooks", "auth", "spam", "streams", "http"}
         for unknown in sorted(set(raw) - sections):
             raise self.fail(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
         smtp = self.smtp(raw)
@@ -268,6 +281,7 @@ class _Reader:
             auth=auth,
             spam=spam,
             streams=streams,
+            http=self.http(raw),
         )
 
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
@@ -369,12 +383,16 @@ class _Reader:
         return BusSettings(backend, servers, prefix, partitions, replication, retention)
 
     def activity(self, raw: dict[str, Any]) -> ActivitySettings:
-        t = self.table(raw, "activity", {"backend"})
+        t = self.table(raw, "activity", {"backend", "dsn"})
         backend = self.get(t, "activity", "backend", str, ActivitySettings().backend)
         self.check(
             "activity.backend", backend in ACTIVITY_BACKENDS, f"must be one of {ACTIVITY_BACKENDS}, not {backend!r}"
         )
-        return ActivitySettings(backend)
+        dsn = self.get(t, "activity", "dsn", str, "")
+        if backend == "postgresql":
+            self.check("activity.dsn", bool(dsn.strip()), 'is required with backend = "postgresql"')
+            self.converted("activity.dsn", dsn, check_dsn)
+        return ActivitySettings(backend, dsn)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
         keys = {
@@ -474,6 +492,23 @@ class _Reader:
         for key in ("on_spam", "spam_threshold"):
             self.check(f"{section}.{key}", key not in t or spam.spamd is not None, "needs [spam] spamd")
         return policies
+
+    def http(self, raw: dict[str, Any]) -> HttpSettings:
+        t = self.table(raw, "http", {"listen", "tokens", "read_only_tokens"})
+        d = HttpSettings()
+        host, port = self.converted(
+            "http.listen", self.get(t, "http", "listen", str, f"{d.host}:{d.port}"), split_host_port
+        )
+        tokens = self.strings(t, "http", "tokens", ())
+        read_only = self.strings(t, "http", "read_only_tokens", ())
+        for key, values in (("http.tokens", tokens), ("http.read_only_tokens", read_only)):
+            for token in values:
+                # a bearer token is a password: long enough not to be guessed, and sendable in a header
+                self.check(
+                    key, bool(MIN_TOKEN.fullmatch(token)), "each token must be 24 or more of A-Z a-z 0-9 - . _ ~ + /"
+                )
+        self.check("http.read_only_tokens", not set(tokens) & set(read_only), "a token is also in http.tokens")
+        return HttpSettings(host, port, tokens, read_only)
 
     def streams(
         self, raw: dict[str, Any], allow_private: bool, auth: AuthSettings, spam: SpamSettings
@@ -639,6 +674,17 @@ def _valid_pattern(pattern: str) -> bool:
     except ValueError:
         return False
     return bool(at and local and "." in domain and " " not in pattern)
+
+
+def check_dsn(dsn: str) -> None:
+    """A libpq connection string (``host=... dbname=...`` or ``postgresql://...``), checked without connecting."""
+    from psycopg import ProgrammingError  # imported only for a PostgreSQL store
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except ProgrammingError as exc:
+        raise ValueError(f"is not a libpq connection string: {exc}") from None
 
 
 def check_signing_secret(secret: str) -> None:

@@ -2,10 +2,11 @@
 
 Roles (``inbound serve --roles``): ``smtp`` (receive + spool), ``publish``
 (spool -> bus; runs beside ``smtp``, on the same data directory), ``process``,
-``deliver`` and ``record``. One process may run any of them; by default
-``serve`` runs two processes under a supervisor (:mod:`inbound.supervisor`),
-and each role may also run in its own process or host; processes of the same
-role share the work through their consumer group.
+``deliver``, ``record`` and ``api`` (the HTTP API, :mod:`inbound.web`; asked for
+by name, as it needs ``[http] tokens``). One process may run any of them; by
+default ``serve`` runs two processes under a supervisor
+(:mod:`inbound.supervisor`), and each role may also run in its own process or
+host; processes of the same role share the work through their consumer group.
 
 Shutdown (SIGTERM/SIGINT): new SMTP connections get ``421 4.3.2``; messages
 being spooled finish and get their 250; the publisher moves what is spooled to
@@ -22,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from . import metrics
 from .activity import open_store
 from .activity.record import Recorder
 from .bus import TOPICS, open_bus
@@ -34,7 +36,9 @@ from .edge.authpolicy import SmtpAuthPolicy
 from .edge.publish import Publisher
 from .edge.smtp import InboundHandler, InboundSMTP
 from .edge.spool import Spool
+from .errors import ConfigError
 from .ops.integrity import check_databases
+from .ops.running import announce
 from .processing.auth import Authenticator
 from .processing.process import Processor
 from .processing.screen import Screener
@@ -44,10 +48,11 @@ from .worker import ConsumerWorker
 
 log = logging.getLogger(__name__)
 
-ROLES = ("smtp", "publish", "process", "deliver", "record")
+ROLES = ("smtp", "publish", "process", "deliver", "record", "api")
+DEFAULT_ROLES = ROLES[:-1]  # the pipeline; the API is asked for by name
 # Roles that keep state in the data directory (spool, outbox, activity); with the embedded
 # bus every role does.
-STATEFUL_ROLES = frozenset({"smtp", "publish", "deliver", "record"})
+STATEFUL_ROLES = frozenset({"smtp", "publish", "deliver", "record", "api"})
 DRAIN_SECONDS = 30.0
 
 
@@ -88,7 +93,7 @@ def preflight(settings: Settings, roles: Sequence[str] = ROLES) -> None:
 
 
 class Service:
-    def __init__(self, settings: Settings, roles: Sequence[str] = ROLES) -> None:
+    def __init__(self, settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> None:
         self.settings = settings
         self.roles = roles
         self.stages: list[Stoppable] = []  # started in this order, and stopped in it
@@ -98,6 +103,8 @@ class Service:
     def build(self) -> None:
         settings = self.settings
         preflight(settings, self.roles)
+        if settings.data.marker.exists():  # a data directory of ours: `inbound status` shows this process
+            self.resources.append(announce(settings.storage.data_dir, self.roles))
         self.routing = RoutingTable.from_streams(settings.streams)
         self.bus = open_bus(settings)
         self.resources.append(self.bus.close)
@@ -142,15 +149,23 @@ class Service:
                 "deliver-intake", self.bus, group="deliver", topics=["messages"], handle=deliverer.handle
             )
             self.stages += [intake, deliverer]
-        if "record" in self.roles:
+        if "record" in self.roles or "api" in self.roles:
             store = open_store(settings)
             self.resources.append(store.close)
+        if "record" in self.roles:
             recorder = Recorder(store)
             self.stages.append(
                 ConsumerWorker(
                     "record", self.bus, group="record", topics=["messages", "events"], handle=recorder.handle
                 )
             )
+        if "api" in self.roles:
+            if not settings.http.tokens and not settings.http.read_only_tokens:
+                raise ConfigError(str(settings.path), "http.tokens", "the api role needs at least one token")
+            from .web.backends import Backends  # imported lazily: the other roles never load the web stack
+            from .web.server import ApiServer
+
+            self.stages.append(ApiServer(Backends(settings, self.bus, store)))
 
     def reload(self) -> None:
         """SIGHUP: read the TLS files again (a renewed certificate); everything else needs a restart."""
@@ -208,4 +223,5 @@ class Service:
             server.close()
         for close in self.resources:
             close()
+        metrics.process_ended()
         log.info("inbound stopped")

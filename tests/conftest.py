@@ -13,12 +13,13 @@ import pytest
 from inbound.bus import Bus
 from tests.dnsserver import DnsServer
 from tests.kafka_broker import KafkaBroker, fetch_jars
+from tests.postgres_server import PostgresServer
 from tests.spamd import SpamdProcess
 
 pytest_plugins = ["tests.fixtures", "tests.edge_harness"]
 
 # Fixtures that start inbound or a broker as a real process: a test that uses one is end to end.
-_PROCESS_FIXTURES = frozenset({"pipeline", "kafka_broker", "bus_toml_kafka", "spamd", "dns_server"})
+_PROCESS_FIXTURES = frozenset({"pipeline", "kafka_broker", "bus_toml_kafka", "spamd", "dns_server", "postgres_server"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -104,3 +105,24 @@ def spamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SpamdProcess]:
 
 
 # --- end of sender verdicts and spam -------------------------------------------------------
+
+
+# --- PostgreSQL server (owner: activity store) ---------------------------------------------
+# postgres_server: one real server for the whole session (tests/postgres_server.py); it fails,
+# never skips, when PostgreSQL is not installed or does not start. Each test makes its own
+# database with new_database().
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    yield server
+    server.close()
+
+
+# --- end of PostgreSQL server ---------------------------------------------------------------

@@ -3,7 +3,8 @@
 The store is rebuilt from the bus by re-applying events at least once and with
 no order between the ``events`` and ``messages`` topics, so most tests apply
 the same events in many orders and compare the whole stored state. A new
-backend runs here as soon as ``inbound.activity`` knows it. Real SQLite files, no mocks.
+backend runs here as soon as ``inbound.activity`` knows it: real SQLite files, and a real
+PostgreSQL server (tests/postgres_server.py), no mocks.
 """
 
 from __future__ import annotations
@@ -12,24 +13,31 @@ import itertools
 import json
 import multiprocessing
 import random
+import re
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, SQLiteActivityStore, open_store
+from inbound.activity._sql import STATE_COLUMNS
+from inbound.activity.postgresql import PostgresActivityStore
 from inbound.activity.record import Recorder
+from inbound.activity.sqlite import SCHEMA_VERSION
 from inbound.bus import Record
 from inbound.config import ACTIVITY_BACKENDS, ActivitySettings, Settings, StorageSettings, load_settings
 from inbound.errors import ConfigError, StoreError
 from inbound.events import Attempt, Event, EventType, Status, Summary
 from inbound.records import JSON, encode_event, event_record
+from tests.postgres_server import PostgresServer
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 PAYLOAD = b'{"subject":"Invoice 42","text_body":"Hi","attachments":[{"name":"a.pdf"}]}'  # opaque to the store
@@ -95,26 +103,46 @@ def failed_then_retried(n: int = 1) -> list[Event]:
     ]
 
 
-@pytest.fixture(params=BACKENDS)  # every backend inbound.activity knows
+# every backend inbound.activity knows; a server backend starts a process, so its tests are end to end
+@pytest.fixture(params=[pytest.param(b, marks=pytest.mark.e2e) if b == "postgresql" else b for b in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def open_backend(backend: str, data_dir: Path) -> ActivityStore:
-    """The store *backend* keeps for a service whose data directory is *data_dir*."""
-    settings = Settings(
-        data_dir / "inbound.toml", storage=StorageSettings(data_dir), activity=ActivitySettings(backend)
-    )
-    return open_store(settings)
+def open_backend(backend: str, where: str) -> ActivityStore:
+    """The store a service configured with *backend* opens: *where* is its data directory, or the DSN."""
+    if backend == "postgresql":
+        return open_store(Settings(Path("inbound.toml"), activity=ActivitySettings(backend, where)))
+    return open_store(Settings(Path(where) / "inbound.toml", storage=StorageSettings(Path(where))))
 
 
 @pytest.fixture
-def opener(backend: str, tmp_path: Path) -> Iterator[Opener]:
+def new_place(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], str]:
+    """Makes an empty place for a store: a new directory, or a new database on the session's server."""
+    if backend == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.new_database
+
+    def new_directory() -> str:
+        path = Path(tempfile.mkdtemp(dir=tmp_path))
+        return str(path)
+
+    return new_directory
+
+
+@pytest.fixture
+def place(new_place: Callable[[], str]) -> str:
+    """Where this test's store lives."""
+    return new_place()
+
+
+@pytest.fixture
+def opener(backend: str, place: str) -> Iterator[Opener]:
     """Opens stores of one backend; each call is another connection, as another process would have."""
     opened: list[ActivityStore] = []
 
-    def open_one(data_dir: Path = tmp_path) -> ActivityStore:
-        opened.append(open_backend(backend, data_dir))
+    def open_one(where: str = place) -> ActivityStore:
+        opened.append(open_backend(backend, where))
         return opened[-1]
 
     yield open_one
@@ -349,9 +377,89 @@ def test_reset_empties_everything_and_nothing_is_nothing(store: ActivityStore) -
     assert len(one(store).attempts) == 2
 
 
-def write_everything_again(backend: str, data_dir: Path, events: list[Event], seed: int, start: Any) -> None:
-    """Runs in a child process: one more writer of the same file, from the moment both are ready."""
-    store = open_backend(backend, data_dir)
+def summarised(n: int, subject: str, sender: str, to: tuple[str, ...], received_at: str) -> Event:
+    return ev(EventType.PROCESSED, n, 1, summary=Summary(received_at, sender, to, subject), payload=PAYLOAD)
+
+
+def test_search_words_addresses_and_time(store: ActivityStore) -> None:
+    store.apply([
+        summarised(1, "Invoice 42 overdue", "alice@sender.test", ("help@in.test",), t(1)),
+        summarised(2, "Re: invoice", "Bob@Other.test", ("help@in.test", "sales@in.test"), t(2)),
+        summarised(3, "Lunch?", "carol@sender.test", ("sales@in.test",), t(3)),
+        ev(EventType.QUEUED, 4, 4),  # nothing to search in yet
+    ])  # fmt: skip
+
+    def found(**criteria: Any) -> list[str]:
+        return [r.queue_id for r in store.list(**criteria)]
+
+    assert found(text="invoice") == [qid(2), qid(1)]  # case-insensitive, whole words
+    assert found(text="INVOICE 42") == [qid(1)]  # every word must match
+    assert found(text="alice@sender.test") == [qid(1)]  # a whole address
+    assert found(text="sender") == [qid(3), qid(1)]  # a part of one
+    assert found(text="sales@in.test") == [qid(3), qid(2)]  # recipients too
+    assert found(text="lunch", stream="support") == [qid(3)]
+    assert found(text="nowhere") == []
+    for odd in ['"', "a OR b", "NEAR(x", "subject:x", "*", "x' --", "\\", "\x00", "a\udcff"]:  # never syntax
+        assert found(text=odd) == [], odd
+    assert found(sender="a\x00@x") == found(recipient="\udcff") == []
+    assert found(text="  ") == found()  # an empty query is no query
+    assert found(sender="BOB@other.test") == [qid(2)]
+    assert found(recipient="Sales@In.Test") == [qid(3), qid(2)]
+    assert found(recipient="in.test") == []  # an address, not a part of one
+    assert found(since=t(2)) == [qid(3), qid(2)]
+    assert found(until=t(2)) == [qid(1)]
+    assert found(since=t(2), until=t(3)) == [qid(2)]
+    assert found(queue_id=qid(4)) == [qid(4)]
+    store.apply(
+        [ev(EventType.DELIVERED, 1, 9, summary=Summary(t(1), "alice@sender.test", ("help@in.test",), "Receipt"))]
+    )
+    assert found(text="receipt") == [qid(1)]  # the index follows the winning subject
+    assert found(text="overdue") == []
+
+
+def test_cursor_pages_through_everything_once(store: ActivityStore) -> None:
+    store.apply([summarised(n, f"m{n}", "a@sender.test", ("help@in.test",), t(n % 3)) for n in range(1, 8)])
+    store.apply([ev(EventType.QUEUED, n, 1) for n in (8, 9)])  # no received_at: they come last
+    everything = [r.delivery_id for r in store.list()]
+    pages: list[list[str]] = []
+    after = None
+    while True:
+        page = store.list(limit=3, after=after)
+        if not page:
+            break
+        pages.append([r.delivery_id for r in page])
+        after = page[-1].position
+    assert [d for page in pages for d in page] == everything
+    assert [len(page) for page in pages] == [3, 3, 3]
+    assert everything[-2:] == [f"{qid(9)}-support", f"{qid(8)}-support"]
+    assert store.list(status=Status.QUEUED, after=store.list()[-2].position) == store.list()[-1:]
+
+
+def test_count_by_day(store: ActivityStore) -> None:
+    day = "2026-11-21T23:59:59.999Z"
+    store.apply([
+        summarised(1, "a", "a@sender.test", ("help@in.test",), day),
+        summarised(2, "b", "a@sender.test", ("help@in.test",), t(1)),
+        summarised(3, "c", "a@sender.test", ("help@in.test",), t(2)),
+        ev(EventType.DELIVERED, 3, 3),
+        ev(EventType.QUEUED, 4, 1, stream="sales", summary=envelope_summary(2)),
+        ev(EventType.QUEUED, 5, 1),  # not summarised: no day
+    ])  # fmt: skip
+    assert store.count_by_day(since="2026-11-21T00:00:00.000Z") == {
+        ("2026-11-21", Status.PROCESSED): 1,
+        ("2026-11-22", Status.PROCESSED): 1,
+        ("2026-11-22", Status.DELIVERED): 1,
+        ("2026-11-22", Status.QUEUED): 1,
+    }
+    assert store.count_by_day(since="2026-11-22T00:00:00.000Z", stream="support") == {
+        ("2026-11-22", Status.PROCESSED): 1,
+        ("2026-11-22", Status.DELIVERED): 1,
+    }
+
+
+def write_everything_again(backend: str, where: str, events: list[Event], seed: int, start: Any) -> None:
+    """Runs in a child process: one more writer of the same store, from the moment both are ready."""
+    store = open_backend(backend, where)
     start.wait(60)
     rng = random.Random(seed)
     for _ in range(5):
@@ -359,19 +467,20 @@ def write_everything_again(backend: str, data_dir: Path, events: list[Event], se
     store.close()
 
 
-def test_two_processes_writing_at_once_end_consistent(backend: str, opener: Opener, tmp_path: Path) -> None:
+def test_two_processes_writing_at_once_end_consistent(
+    backend: str, opener: Opener, place: str, new_place: Callable[[], str]
+) -> None:
     """Two processes merge the same deliveries at once, in different orders and batches."""
     events = [e for n in range(1, 16) for e in delivered_after_one_retry(n) + failed_then_retried(n + 100)]
     spawn = multiprocessing.get_context("spawn")
     start = spawn.Barrier(2)
-    writers = [spawn.Process(target=write_everything_again, args=(backend, tmp_path, events, s, start)) for s in (1, 2)]
+    writers = [spawn.Process(target=write_everything_again, args=(backend, place, events, s, start)) for s in (1, 2)]
     for writer in writers:
         writer.start()
     for writer in writers:
         writer.join(120)
     assert [w.exitcode for w in writers] == [0, 0]
-    (tmp_path / "reference").mkdir()
-    reference = opener(tmp_path / "reference")
+    reference = opener(new_place())
     reference.apply(events)  # both applied this same set: the result must equal one clean application
     assert state(opener()) == state(reference)
     assert len(state(reference)[0]) == 30
@@ -381,14 +490,20 @@ def test_the_config_names_exactly_the_backends_there_are(tmp_path: Path) -> None
     assert BACKENDS == ACTIVITY_BACKENDS
     config = tmp_path / "inbound.toml"
     config.write_text('[activity]\nbackend = "mongodb"\n')
-    with pytest.raises(ConfigError, match=r"activity\.backend: must be one of \('sqlite',\), not 'mongodb'"):
+    with pytest.raises(ConfigError, match=r"activity\.backend: must be one of \('sqlite', 'postgresql'\), not 'mongo"):
+        load_settings(config)
+    config.write_text('[activity]\nbackend = "postgresql"\n')
+    with pytest.raises(ConfigError, match=r"activity\.dsn: is required"):
+        load_settings(config)
+    config.write_text('[activity]\nbackend = "postgresql"\ndsn = "host=db nonsense"\n')
+    with pytest.raises(ConfigError, match=r"activity\.dsn: is not a libpq connection string"):
         load_settings(config)
 
 
 def test_unwritable_path_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "activity.db").mkdir()
     with pytest.raises(StoreError, match=r"activity\.db"):
-        open_backend("sqlite", tmp_path)
+        open_backend("sqlite", str(tmp_path))
     with pytest.raises(StoreError, match="missing"):
         SQLiteActivityStore(tmp_path / "missing" / "activity.db")
 
@@ -408,7 +523,7 @@ def test_sqlite_file_is_wal_versioned_and_atomic(tmp_path: Path) -> None:
     raw = sqlite3.connect(tmp_path / "activity.db")
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         raw.execute(  # the second delivery of a batch cannot be written
             f"CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.delivery_id = '{qid(2)}-support'"
             " BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
@@ -424,6 +539,64 @@ def test_sqlite_file_is_wal_versioned_and_atomic(tmp_path: Path) -> None:
         store.close()
     with pytest.raises(StoreError, match="schema version 99"):
         SQLiteActivityStore(tmp_path / "activity.db")
+
+
+def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "activity.db"
+    store = SQLiteActivityStore(path)
+    store.apply(delivered_after_one_retry(1) + failed_then_retried(2))
+    before = state(store)
+    store.close()
+    raw = sqlite3.connect(path)
+    try:  # back to version 2's shape: no id column, no full-text index
+        raw.executescript(
+            f"""CREATE TABLE old AS SELECT {STATE_COLUMNS}, payload FROM deliveries;
+            DROP TABLE deliveries; DROP TABLE deliveries_text; ALTER TABLE old RENAME TO deliveries;
+            CREATE INDEX deliveries_newest ON deliveries (received_at, delivery_id); PRAGMA user_version = 2;"""
+        )
+    finally:
+        raw.close()
+    upgraded = SQLiteActivityStore(path)
+    try:
+        assert state(upgraded) == before
+        assert [r.queue_id for r in upgraded.list(text="invoice")] == [qid(2), qid(1)]
+    finally:
+        upgraded.close()
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        check.close()
+
+
+# --- PostgreSQL specifics ---------------------------------------------------
+
+
+def test_postgresql_errors_name_the_server_never_the_password() -> None:
+    dsn = "host=127.0.0.1 port=1 user=inbound password=hunter2 dbname=activity connect_timeout=5"
+    with pytest.raises(StoreError, match=re.escape("host=127.0.0.1 port=1 dbname=activity user=inbound")) as raised:
+        PostgresActivityStore(dsn)
+    assert "hunter2" not in str(raised.value)
+    with pytest.raises(StoreError, match="invalid dsn"):
+        PostgresActivityStore("host=127.0.0.1 nonsense")
+
+
+def test_postgresql_store_survives_a_dropped_connection(postgres_server: PostgresServer) -> None:
+    dsn = postgres_server.new_database()
+    store = PostgresActivityStore(dsn)
+    try:
+        store.apply(delivered_after_one_retry(1))
+        with psycopg.connect(dsn, autocommit=True) as admin:  # as a server restart or failover would
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(StoreError):  # the call that finds it gone fails: the record stage retries
+            store.apply(delivered_after_one_retry(2))
+        store.apply(delivered_after_one_retry(2))
+        assert [r.queue_id for r in store.list()] == [qid(2), qid(1)]
+    finally:
+        store.close()
 
 
 # --- the events schema ------------------------------------------------------

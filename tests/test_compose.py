@@ -26,9 +26,11 @@ def test_compose_runs_each_role_and_kafka_in_kraft_mode() -> None:
     result = compose("config")
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    for role in ("smtp,publish", "process", "deliver", "record"):
+    for role in ("smtp,publish", "process", "deliver", "record", "api"):
         assert f"- {role}\n" in text, role
     assert "image: apache/kafka:" in text
     assert "KAFKA_PROCESS_ROLES: broker,controller" in text
-    for volume in ("edge:", "deliver:", "record:"):
+    for volume in ("edge:", "deliver:", "record:", "postgres:"):
         assert volume in text
+    assert "image: postgres:" in text
+    assert text.count("PGPASSWORD: change-me") >= 4  # every inbound service can reach the activity store

@@ -24,6 +24,10 @@ backend = "embedded"
 allow_private = false
 retry_schedule = ["1m", "5m"]
 timeout = "30s"
+[http]
+listen = "127.0.0.1:8080"
+tokens = ["act-0123456789abcdefghijklmn"]
+read_only_tokens = ["read-0123456789abcdefghijklmn"]
 [[streams]]
 name = "support"
 addresses = ["*@in.example.test", "help@example.org"]
@@ -42,8 +46,9 @@ def check(tmp_path: Path, text: str) -> tuple[int, str]:
 
 def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
     assert check(tmp_path, VALID)[0] == 0
-    result = run_cli("check-config", str(ROOT / "examples" / "inbound.toml"), config=tmp_path / "unused.toml")
-    assert "OK" in result.stdout
+    for shipped in ("examples", "deploy"):
+        result = run_cli("check-config", str(ROOT / shipped / "inbound.toml"), config=tmp_path / "unused.toml")
+        assert "OK" in result.stdout, shipped
 
 
 @pytest.mark.parametrize(
@@ -99,6 +104,9 @@ def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
         ('"help@example.org"]', '"help at example.org"]', "streams[0].addresses", "is not an address"),
         ('webhook_url = "https://app.example.com/inbound"\n', "", "streams[0].webhook_url", "is required"),
         ("[smtp]", "[smtp", "", "not valid TOML"),
+        ('listen = "127.0.0.1:8080"', 'listen = "8080"', "http.listen", "is not host:port"),
+        ('"act-0123456789abcdefghijklmn"', '"secret"', "http.tokens", "24 or more"),
+        ('"read-0123456789abcdefghijklmn"', '"act-0123456789abcdefghijklmn"', "http.read_only_tokens", "also in"),
     ],
 )
 def test_errors_name_file_key_and_problem(tmp_path: Path, old: str, new: str, key: str, problem: str) -> None:
@@ -168,3 +176,13 @@ def test_the_data_dir_is_private_and_serve_refuses_one_that_is_not(tmp_path: Pat
     path.write_text(VALID.replace('data_dir = "var"', 'data_dir = "var"\nallow_shared_permissions = "yes"'))
     bad = run_cli("check-config", config=path, check=False)
     assert "storage.allow_shared_permissions" in bad.stderr
+
+
+def test_api_role_needs_a_token(tmp_path: Path) -> None:
+    path = tmp_path / "inbound.toml"
+    text = VALID.replace('tokens = ["act-0123456789abcdefghijklmn"]\n', "")
+    path.write_text(text.replace('read_only_tokens = ["read-0123456789abcdefghijklmn"]\n', ""))
+    run_cli("init", config=path)
+    result = run_cli("serve", "--roles", "api", config=path, check=False)
+    assert result.returncode != 0
+    assert "inbound.toml: http.tokens: the api role needs at least one token" in result.stderr

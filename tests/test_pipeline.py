@@ -88,7 +88,7 @@ def test_happy_path_with_attachments_and_inline_image(pipeline: Pipeline, messag
     assert queue_id in payload["headers"][0]["value"]
 
     pipeline.wait_status(delivery_id, "delivered")
-    shown = json.loads(run_cli("activity", "show", delivery_id, "--json", config=config).stdout)
+    shown = json.loads(run_cli("activity", "show", delivery_id, "--json", "--payload", config=config).stdout)
     assert shown["status"] == "delivered"
     assert shown["subject"] == "Invoice 42 attached"
     assert [a["status_code"] for a in shown["attempts"]] == [200]

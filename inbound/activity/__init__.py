@@ -17,8 +17,16 @@ from .sqlite import SQLiteActivityStore
 
 __all__ = ["BACKENDS", "ActivityRecord", "ActivityStore", "RecordedAttempt", "SQLiteActivityStore", "open_store"]
 
+
+def _postgresql(settings: Settings) -> ActivityStore:
+    from .postgresql import PostgresActivityStore  # imported lazily: psycopg loads libpq
+
+    return PostgresActivityStore(settings.activity.dsn)
+
+
 _BACKENDS: dict[str, Callable[[Settings], ActivityStore]] = {
     "sqlite": lambda settings: SQLiteActivityStore(settings.data.activity),
+    "postgresql": _postgresql,
 }
 
 #: The backend names open_store() accepts.

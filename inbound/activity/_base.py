@@ -50,6 +50,9 @@ from ..records import encode_attempt, encode_summary
 #: A precedence key: compared as a tuple, greater wins. JSON-encodable, so backends store it as text.
 Key = tuple[int | str, ...]
 
+#: Where a record stands in the newest-first order: (received_at or "", delivery_id). The paging cursor.
+Position = tuple[str, str]
+
 # Unique per type, consistent with Status.rank: it only decides between events of the same (generation, rank).
 # Events about a whole stream (inbound.events.STREAM_EVENTS, the alerts) have no delivery: the record
 # stage leaves them out, so they never reach a store and have no place here.
@@ -94,6 +97,11 @@ class ActivityRecord:
     payload_type: str | None  # the body's content type
     attempts: tuple[RecordedAttempt, ...]  # ordered by generation then number
 
+    @property
+    def position(self) -> Position:
+        """The cursor for the page after this record (records without a summary sort last)."""
+        return (self.received_at or "", self.delivery_id)
+
     def to_json(self) -> dict[str, Any]:
         """The record as the CLI's ``--json`` and the API show it; the payload is left to the caller."""
         return {
@@ -111,7 +119,11 @@ class ActivityRecord:
             "reason": self.reason,
             "next_attempt_at": self.next_attempt_at,
             "updated_at": self.updated_at,
-            "attempts": [{"generation": a.generation, **encode_attempt(a)} for a in self.attempts],
+            # whole milliseconds: the clock's fractions are noise to a reader
+            "attempts": [
+                {"generation": a.generation, **encode_attempt(a), "latency_ms": round(a.latency_ms)}
+                for a in self.attempts
+            ],
         }
 
 
@@ -130,9 +142,27 @@ class ActivityStore(Protocol):
         """The record with its attempts and payload, or None if no event for it was applied."""
 
     def list(
-        self, *, status: Status | None = None, stream: str | None = None, limit: int = 100
+        self,
+        *,
+        status: Status | None = None,
+        stream: str | None = None,
+        queue_id: str | None = None,
+        text: str | None = None,
+        sender: str | None = None,
+        recipient: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: Position | None = None,
+        limit: int = 100,
     ) -> builtins.list[ActivityRecord]:
-        """Records newest first (received_at, then delivery_id, descending), without payloads."""
+        """Records newest first (received_at, then delivery_id, descending), without payloads.
+
+        Every criterion given must hold (see :class:`Criteria`); *after* is a cursor: the
+        :attr:`ActivityRecord.position` of the last record of the previous page.
+        """
+
+    def count_by_day(self, *, since: str, stream: str | None = None) -> dict[tuple[str, Status], int]:
+        """How many records received since *since* have each status, per UTC day (``YYYY-MM-DD``)."""
 
     def count_by_status(self) -> dict[Status, int]:
         """How many records have each status; every status is present, possibly with 0."""

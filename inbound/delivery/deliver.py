@@ -38,12 +38,14 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 import httpx
 
+from .. import metrics
 from ..bus import Producer, Record
 from ..clock import rfc3339
 from ..config import Settings, StreamSettings
 from ..durations import format_duration
 from ..errors import InboundError
 from ..events import Attempt
+from ..ids import queue_id_time
 from ..records import EVENTS, decode_message, event_record
 from .alerts import Alerter
 from .groupcommit import GroupCommitter
@@ -230,6 +232,7 @@ class Deliverer:
             change = health.judge(delivery.delivery_id, result.answer, now)
             failed_before = health.failing - {delivery.delivery_id}
             down = health.down
+            metrics.ENDPOINT_FAILING.labels(stream.name).set(down)
             if result.error is not None:
                 self.alerter.failed(stream.name, describe(result.status_code, result.error))
             alerts = self.alerter.recovered(stream.name, now) if change is Change.CAME_BACK else []
@@ -291,3 +294,7 @@ class Deliverer:
             result.status_code if result.status_code is not None else result.error,
             result.latency_ms,
         )
+        metrics.ATTEMPTS.labels(stream.name, metrics.result_class(result.status_code)).inc()
+        accepted_at = queue_id_time(delivery.queue_id)
+        if decision.outcome is Outcome.DELIVERED and accepted_at is not None:
+            metrics.DELIVERED_AFTER.labels(stream.name).observe(max(0.0, self.clock() - accepted_at))

@@ -32,6 +32,7 @@ from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
+from .. import metrics
 from ..addresses import AddressRefused, parse_path, split_path
 from ..clock import rfc3339
 from ..config import SmtpSettings
@@ -186,6 +187,7 @@ class InboundSMTP(SMTP):
             if text.startswith(prefix) and (prefix != "250 OK" or text == "250 OK"):
                 text = replacement
                 break
+        metrics.SMTP_REPLIES.labels(text[:3]).inc()
         if text[:1] in ("4", "5"):
             # Every refusal, once, with who was refused; as repr, so an echoed byte cannot break the line.
             peer = _format_peer(client_peer(self.session) if self.session else None)
@@ -204,6 +206,7 @@ class InboundSMTP(SMTP):
             return
         assert self.session is not None
         self.client = _peer_ip(client_peer(self.session))  # counted once: STARTTLS keeps the connection
+        metrics.SMTP_CONNECTIONS.inc()
         refusal = self.inbound_handler.limits.opened(self.client)
         if refusal is not None:
             self._close_with(refusal)
@@ -346,6 +349,7 @@ class InboundHandler:
             ours.client_address,
         )
         self.on_spooled()
+        metrics.ACCEPTED.inc()
         return f"250 2.0.0 Ok: queued as {ours.queue_id}"
 
 

@@ -27,16 +27,39 @@ from ..records import (
 )
 from .rawmessage import find_received
 
+MAX_STREAMS = 10_000  # more deliveries than one message can have: one per stream
+
 
 class ActionRefused(InboundError):
     """The action does not apply to this message (unknown id, wrong status, nothing to send)."""
 
 
+class UnknownMessage(ActionRefused):
+    """No record has this id."""
+
+
 def find(store: ActivityStore, delivery_id: str) -> ActivityRecord:
     record = store.get(delivery_id)
     if record is None:
-        raise ActionRefused(f"no message with id {delivery_id!r} (see `inbound activity list`)")
+        raise UnknownMessage(f"no message with id {delivery_id!r} (see `inbound activity list`)")
     return record
+
+
+def find_all(store: ActivityStore, message_id: str) -> list[ActivityRecord]:
+    """The record of a delivery id, or every stream's record of a queue id (the id in the 250 reply).
+
+    With payloads, like :func:`find`; :class:`UnknownMessage` when it is neither.
+    """
+    record = store.get(message_id)
+    if record is not None:
+        return [record]
+    found = [store.get(r.delivery_id) for r in store.list(queue_id=message_id, limit=MAX_STREAMS)]
+    if not found:
+        raise UnknownMessage(
+            f"no message with id {message_id!r} (a delivery id, or the queue id from the 250 reply;"
+            " see `inbound activity list`)"
+        )
+    return [r for r in found if r is not None]
 
 
 def retry(bus: Bus, store: ActivityStore, delivery_id: str, *, requested_by: str = "cli") -> int:

@@ -53,7 +53,7 @@ def settings_from(config_path: Path | None) -> Settings:
         raise click.ClickException(f"configuration error: {exc}") from None
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="inbound")
 def main() -> None:
     """inbound: SMTP in, signed webhook JSON out, every message recorded."""
@@ -90,19 +90,38 @@ def init(config_path: Path | None) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--ready-fd", type=int, default=None, hidden=True, help="Write one byte here once started.")
 @click.option("--release-fd", type=int, default=None, hidden=True, help="After draining, wait for EOF here.")
+@click.option(
+    "--log-format",
+    type=click.Choice(logsetup.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="INBOUND_LOG_FORMAT",  # so that processes serve starts log alike
+    help="json: one object per line (time, level, stage, queue_id, delivery_id, stream, message).",
+)
 def serve(
-    config_path: Path | None, roles: str | None, log_level: str, ready_fd: int | None, release_fd: int | None
+    *,  # click passes every option by name
+    config_path: Path | None,
+    roles: str | None,
+    log_level: str,
+    ready_fd: int | None,
+    release_fd: int | None,
+    log_format: str,
 ) -> None:
     """Run the service until SIGTERM or SIGINT."""
+    settings = settings_from(config_path)
+    if settings.data.marker.exists():  # before any stage is imported: metrics count into the data directory
+        from ..metrics import use_data_dir
+
+        use_data_dir(settings.storage.data_dir)
     from ..service import Service, parse_roles, preflight
     from ..supervisor import Supervisor
 
-    settings = settings_from(config_path)
     try:
         chosen = parse_roles(roles) if roles is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--roles") from None
-    logsetup.configure(log_level)
+    logsetup.configure(log_level, log_format)
+    os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
         if chosen is None:
             preflight(settings)
@@ -151,6 +170,22 @@ def activity() -> None:
     """What happened to each message: list, show."""
 
 
+def _known_stream(settings: Settings, stream: str | None) -> str | None:
+    """*stream* if the configuration has it (or None); else a usage error listing the streams there are."""
+    names = [s.name for s in settings.streams]
+    if stream is not None and stream not in names:
+        raise click.BadParameter(
+            f"no stream named {stream!r} in {settings.path} (streams: {', '.join(names) or 'none'})",
+            param_hint="--stream",
+        )
+    return stream
+
+
+def _when(rfc3339_text: str | None) -> str:
+    """A stored time (RFC 3339, UTC) for a table: to the second, and saying its zone."""
+    return f"{rfc3339_text[:19].replace('T', ' ')} UTC" if rfc3339_text else ""
+
+
 def _store(settings: Settings) -> ActivityStore:
     from ..activity import open_store
 
@@ -169,6 +204,7 @@ def _store(settings: Settings) -> ActivityStore:
 def activity_list(config_path: Path | None, status: str | None, stream: str | None, limit: int, as_json: bool) -> None:
     """Messages, newest first."""
     settings = settings_from(config_path)
+    stream = _known_stream(settings, stream)
     store = _store(settings)
     try:
         records = store.list(status=Status(status) if status else None, stream=stream, limit=limit)
@@ -188,7 +224,7 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
     for r in records:
         table.add_row(
             r.delivery_id,
-            (r.received_at or "")[:19].replace("T", " "),
+            _when(r.received_at),
             r.stream,
             r.mail_from or "",
             ", ".join(r.to),
@@ -202,25 +238,67 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
 
 @activity.command("show")
 @config_option
-@click.argument("delivery_id")
+@click.argument("message_id", metavar="ID")
+@click.option("--payload", "with_payload", is_flag=True, help="Print the webhook body too.")
 @click.option("--json", "as_json", is_flag=True)
-def activity_show(config_path: Path | None, delivery_id: str, as_json: bool) -> None:
-    """One message: its status, every delivery attempt, and its payload."""
-    record = _find(settings_from(config_path), delivery_id)
-    data = {**record.to_json(), "payload": _readable_payload(record)}
+def activity_show(config_path: Path | None, message_id: str, with_payload: bool, as_json: bool) -> None:
+    """One message: status, attempts and attachments. ID: a delivery id, or a queue id (every stream's record)."""
+    from .actions import find_all
+
+    store = _store(settings_from(config_path))
+    try:
+        records = find_all(store, message_id)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    shown = [_shown(record, with_payload) for record in records]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        whole = shown[0] if records[0].delivery_id == message_id else {"queue_id": message_id, "deliveries": shown}
+        click.echo(json.dumps(whole, indent=2, ensure_ascii=False))
         return
-    for key in ("delivery_id", "status", "stream", "received_at", "from", "to", "subject", "reason", "next_attempt_at"):
+    for n, data in enumerate(shown):
+        if n:
+            click.echo()
+        _print_record(data)
+
+
+def _shown(record: ActivityRecord, with_payload: bool) -> dict[str, Any]:
+    data = {**record.to_json(), "attachment_list": _attachments(record), "payload_type": record.payload_type}
+    if with_payload:
+        data["payload"] = _readable_payload(record)
+    return data
+
+
+def _print_record(data: dict[str, Any]) -> None:
+    for key in ("delivery_id", "status", "stream", "received_at", "from", "to", "subject", "size", "reason",
+                "next_attempt_at"):  # fmt: skip
         if data.get(key) not in (None, "", []):
             click.echo(f"{key + ':':<17}{data[key]}")
-    click.echo("attempts:")
+    click.echo(f"{'attachments:':<17}{data['attachments'] if data['attachments'] is not None else '-'}")
+    for a in data["attachment_list"] or []:
+        click.echo(f"  {a['filename'] or '(no name)'}  {a['content_type']}  {a['size']} bytes")
+    click.echo("attempts:" if data["attempts"] else "attempts:        none yet")
     for a in data["attempts"]:
         result = a["status_code"] if a["status_code"] is not None else a["error"]
-        click.echo(f"  #{a['number']} (gen {a['generation']}) {a['at']}  {result}  {a['latency_ms']:.0f}ms")
-    click.echo(f"payload ({record.payload_type}):")
-    payload = data["payload"]
-    click.echo(payload if isinstance(payload, str) else json.dumps(payload, indent=2, ensure_ascii=False))
+        click.echo(f"  #{a['number']} (gen {a['generation']}) {a['at']}  {result}  {a['latency_ms']}ms")
+    if "payload" in data:
+        click.echo(f"payload ({data['payload_type']}):")
+        payload = data["payload"]
+        click.echo(payload if isinstance(payload, str) else json.dumps(payload, indent=2, ensure_ascii=False))
+    elif data["payload_type"]:
+        click.echo(f"payload:         {data['payload_type']} (print it with --payload)")
+
+
+def _attachments(record: ActivityRecord) -> list[dict[str, Any]] | None:
+    """Name, type and size of each attachment, from a JSON webhook body (the schema inbound writes); else None."""
+    if record.payload is None or record.payload_type != JSON:
+        return None
+    try:
+        parts = json.loads(record.payload).get("attachments")
+        return [{"filename": p.get("filename"), "content_type": p["content_type"], "size": p["size"]} for p in parts]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # a body of another shape: the count is all there is
 
 
 def _readable_payload(record: ActivityRecord) -> Any:
@@ -287,18 +365,6 @@ def _bus_and_store(settings: Settings, failure: str) -> Iterator[tuple[Bus, Acti
     finally:
         store.close()
         bus.close()
-
-
-def _find(settings: Settings, delivery_id: str) -> ActivityRecord:
-    from .actions import find
-
-    store = _store(settings)
-    try:
-        return find(store, delivery_id)
-    except InboundError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
 
 
 @main.group()
@@ -383,7 +449,7 @@ def replay(config_path: Path | None, stream: str, since: str, until: str | None,
     from .actions import replay_window
 
     settings = settings_from(config_path)
-    _check_stream(settings, stream)
+    _known_stream(settings, stream)
     start, end = _utc_time(since), _utc_time(until)
     assert start is not None
     with _bus_and_store(settings, "replay stopped (run it again: a message sent twice keeps its webhook-id)") as (
@@ -398,11 +464,6 @@ def replay(config_path: Path | None, stream: str, since: str, until: str | None,
                 replay_records(bus, store, batch)
                 progress.advance(task, len(batch))
     click.echo(f"{len(window)} message(s) of {stream} queued for delivery again")
-
-
-def _check_stream(settings: Settings, stream: str | None) -> None:
-    if stream is not None and stream not in {s.name for s in settings.streams}:
-        raise click.BadParameter(f"no stream named {stream!r} in {settings.path}", param_hint="--stream")
 
 
 def _open_bus(settings: Settings) -> Bus:
@@ -420,7 +481,7 @@ def _set_paused(config_path: Path | None, stream: str | None, paused: bool) -> N
     from ..control import set_paused
 
     settings = settings_from(config_path)
-    _check_stream(settings, stream)
+    _known_stream(settings, stream)
     bus = _open_bus(settings)
     try:
         set_paused(bus, stream, paused)
@@ -453,9 +514,10 @@ def resume(config_path: Path | None, stream: str | None) -> None:
 @click.option("--watch", is_flag=True, help="Follow the backlog with a progress bar until it drains.")
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
-    """What waits at each stage: spool, bus lag per consumer group, deliveries per stream."""
+    """What runs here and what waits at each stage: spool, bus lag per group, deliveries per stream, quarantine."""
+    from .running import running
     from .status import collect
-    from .statusview import render_status, watch_backlog
+    from .statusview import render_running, render_status, watch_backlog
 
     settings = settings_from(config_path)
     # The activity store lives where the record role runs; elsewhere there is none to read.
@@ -463,7 +525,7 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
     bus = _open_bus(settings)
     try:
         if watch:
-            watch_backlog(lambda: collect(settings, bus, store))
+            watch_backlog(lambda: collect(settings, bus, store), Console())
             return
         report = collect(settings, bus, store)
     except InboundError as exc:
@@ -472,15 +534,30 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
         bus.close()
         if store is not None:
             store.close()
+    processes = running(settings.storage.data_dir)
+    quarantined = _quarantined(settings)
     if as_json:
-        click.echo(json.dumps(asdict(report)))
+        extra = {"running": [asdict(p) for p in processes], "quarantined": [str(p) for p in quarantined]}
+        click.echo(json.dumps({**asdict(report), **extra}))
     else:
-        render_status(report, Console())
+        console = Console()
+        render_running(processes, settings.storage.data_dir, console)
+        render_status(report, console)
+        if quarantined:
+            console.print(f"quarantined files ({len(quarantined)}; `inbound recover` salvages them):", soft_wrap=True)
+            for path in quarantined:
+                console.print(f"  {path}", highlight=False, soft_wrap=True)
+
+
+def _quarantined(settings: Settings) -> list[Path]:
+    directory = settings.data.quarantine
+    return sorted(p for p in directory.iterdir() if p.is_file()) if directory.is_dir() else []
 
 
 @main.command()
 @config_option
-def recover(config_path: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help='{"saved": [...], "skipped": [...], "lost": [...]}')
+def recover(config_path: Path | None, as_json: bool) -> None:
     """Salvage messages from quarantined files and send them on; report what could not be saved."""
     from ..service import spool_for
     from .recover import Recovery
@@ -488,10 +565,13 @@ def recover(config_path: Path | None) -> None:
     settings = settings_from(config_path)
     with _bus_and_store(settings, "recovery stopped (run it again to go on)") as (bus, store):
         report = Recovery(settings.data.quarantine, spool_for(settings), bus, store).run()
-    for title, lines in (("saved", report.saved), ("already final", report.skipped), ("NOT saved", report.lost)):
-        click.echo(f"{title}: {len(lines)}")
-        for line in lines:
-            click.echo(f"  {line}")
+    if as_json:
+        click.echo(json.dumps(asdict(report)))
+    else:
+        for title, lines in (("saved", report.saved), ("already final", report.skipped), ("NOT saved", report.lost)):
+            click.echo(f"{title}: {len(lines)}")
+            for line in lines:
+                click.echo(f"  {line}")
     if report.lost:
         sys.exit(1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -20,11 +21,22 @@ from rich.table import Table
 from rich.text import Text
 
 from ..durations import format_duration
+from .running import Running
 from .status import Status
 
 
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
+
+
+def render_running(processes: list[Running], data_dir: Path, console: Console) -> None:
+    """Whether inbound serves on this data directory, and which process runs which roles."""
+    if not processes:
+        console.print(f"inbound is not running on {data_dir} (on this host)", highlight=False, soft_wrap=True)
+    for p in processes:
+        console.print(
+            f"running: pid {p.pid} since {p.started_at}, roles {','.join(p.roles)}", highlight=False, soft_wrap=True
+        )
 
 
 def render_status(report: Status, console: Console) -> None:
@@ -57,9 +69,13 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:.1f} msg/s" if task.speed else "- msg/s")
 
 
-def watch_backlog(collect: Callable[[], Status], interval: float = 1.0) -> None:
+def watch_backlog(collect: Callable[[], Status], console: Console, interval: float = 1.0) -> None:
     """A progress bar from the backlog seen at start down to zero; Ctrl-C leaves it."""
-    total, done = float(max(collect().backlog, 1)), 0.0
+    backlog = collect().backlog
+    if backlog == 0:
+        console.print("nothing is waiting: the spool, the bus and the outbox are empty")
+        return
+    total, done = float(backlog), 0.0
     columns = (
         TextColumn("backlog"),
         BarColumn(),
@@ -69,7 +85,7 @@ def watch_backlog(collect: Callable[[], Status], interval: float = 1.0) -> None:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("backlog", total=total)
         try:
             while True:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from .. import metrics
 from ..bus import Producer, Record
 from ..clock import now_rfc3339
 from ..config import StreamSettings
@@ -111,6 +112,7 @@ class Processor:
             ev = Event(kind, did, envelope.queue_id, stream, now_rfc3339(), generation, summary=summary, reason=why)
             key, value = event_record(ev)
             self.producer.send(EVENTS, value, key=key)
+            metrics.PROCESSED.labels(stream, kind.value).inc()
             log.info(
                 "queue_id=%s stream=%s stage=process %s%s",
                 envelope.queue_id,

@@ -1,0 +1,304 @@
+"""The activity store over SQL: everything the SQLite and PostgreSQL backends share.
+
+Both keep the same two tables (``deliveries``: one row per delivery holding a
+:class:`Merged` state and its payload; ``attempts``: one row per webhook POST)
+and read and write them with the same statements; a backend supplies only its
+connection and transactions, how it makes two writers of one delivery wait
+for each other, and its full-text index. :class:`Dialect` names the few SQL
+fragments that differ.
+
+``apply()`` loads each delivery's state, merges the events in (:class:`Merged`
+decides every field, independent of order) and writes the row back, all in
+one write transaction; the backend guarantees that no other writer changes a
+delivery between that load and that save, or a merge would be lost.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import json
+import re
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from ..events import Attempt, Event, Status
+from ._base import ActivityRecord, Merged, Position, RecordedAttempt, attempt_key, decode_key, encode_key
+
+#: The newest-first order every backend lists in; records without a summary (no received_at) come last.
+ORDER_COLUMNS = "COALESCE(received_at, ''), delivery_id"
+ORDER = "ORDER BY COALESCE(received_at, '') DESC, delivery_id DESC"
+
+# Everything but the payload, which is read only by get() and written only when it changes.
+STATE_COLUMNS = (
+    "delivery_id, queue_id, stream, status, generation, reason, next_attempt_at, status_key, "
+    "received_at, mail_from, rcpt_to, size, attachments, summary_key, subject, subject_key, payload_key, "
+    "payload_type, updated_at"
+)
+_ATTEMPT_COLUMNS = "delivery_id, generation, number, at, status_code, error, latency_ms"
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> builtins.list[Any]: ...
+
+
+class Connection(Protocol):
+    """What both sqlite3 and psycopg connections offer, and all this module uses."""
+
+    def execute(self, sql: str, params: Sequence[Any], /) -> Cursor: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one backend's SQL spells the parts of a query that differ between databases."""
+
+    mark: str  # the parameter placeholder
+    text_match: str  # true when the record matches the full-text query in the one parameter
+    text_query: Callable[[str], str]  # the user's words as that parameter
+    has_recipient: str  # true when the one parameter (lower-cased) is among the recipients
+
+
+@dataclass(frozen=True, slots=True)
+class Criteria:
+    """What ``list()`` selects; None means any. In one place so that backends agree.
+
+    Addresses compare case-insensitively; *since*/*until* bound ``received_at`` (as
+    :func:`inbound.clock.rfc3339` writes it: text order is time order), so records not yet
+    summarised match neither.
+    """
+
+    status: Status | None = None
+    stream: str | None = None
+    queue_id: str | None = None
+    text: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    since: str | None = None
+    until: str | None = None
+    after: Position | None = None
+
+    def where(self, dialect: Dialect) -> tuple[str, builtins.list[Any]]:
+        """The SQL condition (``WHERE ...`` or empty) and its parameters."""
+        m = dialect.mark
+        words = self.text if self.text and self.text.strip() else None
+        tests: builtins.list[tuple[str, builtins.list[Any]]] = [
+            (f"status = {m}", [self.status.value if self.status else None]),
+            (f"stream = {m}", [self.stream]),
+            (f"queue_id = {m}", [self.queue_id]),
+            (dialect.text_match, [dialect.text_query(words) if words else None]),
+            (f"lower(mail_from) = {m}", [self.sender.lower() if self.sender else None]),
+            (dialect.has_recipient, [self.recipient.lower() if self.recipient else None]),
+            (f"received_at >= {m}", [self.since]),
+            (f"received_at < {m}", [self.until]),
+            (f"({ORDER_COLUMNS}) < ({m}, {m})", list(self.after) if self.after else [None]),
+        ]
+        given = [(sql, params) for sql, params in tests if params[0] is not None]
+        if not given:
+            return "", []
+        # storable(): a NUL or a lone surrogate in a query must find nothing, not fail the query
+        values = [storable(p) if isinstance(p, str) else p for _, params in given for p in params]
+        return "WHERE " + " AND ".join(sql for sql, _ in given), values
+
+
+def search_words(query: str) -> builtins.list[str]:
+    """The words of a full-text query; a record matches when it contains every one."""
+    return query.split()
+
+
+def searchable_text(merged: Merged) -> str:
+    """What full-text search looks in: subject, sender and recipients (addresses whole and in parts)."""
+    addresses = [a for a in (merged.mail_from, *merged.to) if a]
+    parts = [re.sub(r"\W+", " ", a) for a in addresses]
+    return " ".join([merged.subject or "", *addresses, *parts])
+
+
+class SQLActivityStore(abc.ABC):
+    """:class:`~inbound.activity.ActivityStore` over the shared tables; subclasses supply the database."""
+
+    dialect: ClassVar[Dialect]
+    tables: ClassVar[tuple[str, ...]]  # every table reset() empties
+
+    @abc.abstractmethod
+    def _transaction(self, write: bool = True) -> AbstractContextManager[Connection]:
+        """One transaction (a write, or a consistent read), rolled back on any error, errors as StoreError."""
+
+    @abc.abstractmethod
+    def _lock_delivery(self, db: Connection, delivery_id: str) -> None:
+        """Make any other writer of *delivery_id* wait until this transaction ends (called before loading it)."""
+
+    @abc.abstractmethod
+    def _index_text(self, db: Connection, merged: Merged) -> None:
+        """Put :func:`searchable_text` of the saved delivery into the full-text index."""
+
+    def apply(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        by_delivery: dict[str, builtins.list[Event]] = {}
+        for event in events:
+            by_delivery.setdefault(event.delivery_id, []).append(event)
+        with self._transaction() as db:
+            for delivery_id in sorted(by_delivery):  # one lock order for every writer: no deadlock
+                batch = by_delivery[delivery_id]
+                self._lock_delivery(db, delivery_id)
+                loaded = self._load(db, delivery_id)
+                text_before = searchable_text(loaded) if loaded else None
+                merged = loaded or Merged.start(batch[0])
+                payload: bytes | None = None
+                for event in batch:
+                    if merged.add(event):
+                        payload = event.payload
+                    if event.attempt is not None:
+                        self._put_attempt(db, delivery_id, event.generation, event.attempt)
+                self._save(db, merged)
+                if searchable_text(merged) != text_before:
+                    self._index_text(db, merged)
+                if payload is not None:
+                    m = self.dialect.mark
+                    db.execute(f"UPDATE deliveries SET payload = {m} WHERE delivery_id = {m}", (payload, delivery_id))
+
+    def get(self, delivery_id: str) -> ActivityRecord | None:
+        m = self.dialect.mark
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                f"SELECT {STATE_COLUMNS}, payload FROM deliveries WHERE delivery_id = {m}", (delivery_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            attempts = self._attempts(db, f"WHERE delivery_id = {m}", (delivery_id,))
+        return _record(row[:-1], bytes(row[-1]) if row[-1] is not None else None, attempts.get(delivery_id, ()))
+
+    def list(
+        self,
+        *,
+        status: Status | None = None,
+        stream: str | None = None,
+        queue_id: str | None = None,
+        text: str | None = None,
+        sender: str | None = None,
+        recipient: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: Position | None = None,
+        limit: int = 100,
+    ) -> builtins.list[ActivityRecord]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        criteria = Criteria(status, stream, queue_id, text, sender, recipient, since, until, after)
+        where, params = criteria.where(self.dialect)
+        m = self.dialect.mark
+        page = f"SELECT delivery_id FROM deliveries {where} {ORDER} LIMIT {m}"
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT {STATE_COLUMNS} FROM deliveries {where} {ORDER} LIMIT {m}", (*params, limit))
+            records = rows.fetchall()
+            attempts = self._attempts(db, f"WHERE delivery_id IN ({page})", (*params, limit))
+        return [_record(row, None, attempts.get(row[0], ())) for row in records]
+
+    def count_by_status(self) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        with self._transaction(write=False) as db:
+            for status, count in db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status", ()).fetchall():
+                counts[Status(status)] = count
+        return counts
+
+    def count_by_day(self, *, since: str, stream: str | None = None) -> dict[tuple[str, Status], int]:
+        where, params = Criteria(stream=stream, since=since).where(self.dialect)
+        day = "substr(received_at, 1, 10)"
+        with self._transaction(write=False) as db:
+            rows = db.execute(f"SELECT {day}, status, COUNT(*) FROM deliveries {where} GROUP BY {day}, status", params)
+            return {(day, Status(status)): count for day, status, count in rows.fetchall()}
+
+    def oldest_waiting(self) -> str | None:
+        waiting = tuple(s.value for s in Status if not s.is_final)
+        marks = ", ".join([self.dialect.mark] * len(waiting))
+        with self._transaction(write=False) as db:
+            row = db.execute(f"SELECT MIN(received_at) FROM deliveries WHERE status IN ({marks})", waiting).fetchone()
+        return str(row[0]) if row[0] is not None else None
+
+    def reset(self) -> None:
+        with self._transaction() as db:
+            for table in self.tables:
+                db.execute(f"DELETE FROM {table}", ())
+
+    def _load(self, db: Connection, delivery_id: str) -> Merged | None:
+        m = self.dialect.mark
+        row = db.execute(f"SELECT {STATE_COLUMNS} FROM deliveries WHERE delivery_id = {m}", (delivery_id,)).fetchone()
+        if row is None:
+            return None
+        (did, queue_id, stream, status, generation, reason, next_at, status_key, received_at, mail_from, rcpt_to,
+         size, attachments, summary_key, subject, subject_key, payload_key, payload_type, updated_at) = row  # fmt: skip
+        return Merged(
+            did, queue_id, stream, Status(status), generation, reason, next_at, decode_key(status_key) or (),
+            received_at, mail_from, tuple(json.loads(rcpt_to)), size, attachments, decode_key(summary_key),
+            subject, decode_key(subject_key), decode_key(payload_key), payload_type, updated_at,
+        )  # fmt: skip
+
+    def _save(self, db: Connection, m: Merged) -> None:
+        values = (
+            m.delivery_id, m.queue_id, m.stream, m.status.value, m.generation, storable(m.reason),
+            storable(m.next_attempt_at), encode_key(m.status_key), storable(m.received_at), storable(m.mail_from),
+            json.dumps(list(m.to)), m.size, m.attachments, encode_key(m.summary_key), storable(m.subject),
+            encode_key(m.subject_key), encode_key(m.payload_key), storable(m.payload_type), storable(m.updated_at),
+        )  # fmt: skip
+        columns = STATE_COLUMNS.split(", ")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        marks = ", ".join([self.dialect.mark] * len(columns))
+        db.execute(
+            f"INSERT INTO deliveries ({STATE_COLUMNS}) VALUES ({marks})"
+            f" ON CONFLICT (delivery_id) DO UPDATE SET {updates}",
+            values,
+        )
+
+    def _put_attempt(self, db: Connection, delivery_id: str, generation: int, attempt: Attempt) -> None:
+        """Insert the attempt, or replace the stored version of it if this one wins (see attempt_key)."""
+        m = self.dialect.mark
+        row = db.execute(
+            "SELECT number, at, status_code, error, latency_ms FROM attempts"
+            f" WHERE delivery_id = {m} AND generation = {m} AND number = {m}",
+            (delivery_id, generation, attempt.number),
+        ).fetchone()
+        if row is not None and attempt_key(Attempt(*row)) >= attempt_key(attempt):
+            return
+        db.execute(
+            f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join([m] * 7)})"
+            " ON CONFLICT (delivery_id, generation, number) DO UPDATE SET at = excluded.at,"
+            " status_code = excluded.status_code, error = excluded.error, latency_ms = excluded.latency_ms",
+            (delivery_id, generation, attempt.number, storable(attempt.at), attempt.status_code,
+             storable(attempt.error), attempt.latency_ms),
+        )  # fmt: skip
+
+    def _attempts(self, db: Connection, where: str, params: Sequence[Any]) -> dict[str, tuple[RecordedAttempt, ...]]:
+        found: dict[str, builtins.list[RecordedAttempt]] = {}
+        rows = db.execute(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts {where} ORDER BY delivery_id, generation, number", params
+        )
+        for did, generation, number, at, status_code, error, latency_ms in rows.fetchall():
+            found.setdefault(did, []).append(RecordedAttempt(number, at, status_code, error, latency_ms, generation))
+        return {did: tuple(attempts) for did, attempts in found.items()}
+
+
+def _record(row: Sequence[Any], payload: bytes | None, attempts: tuple[RecordedAttempt, ...]) -> ActivityRecord:
+    (did, queue_id, stream, status, generation, reason, next_at, _status_key, received_at, mail_from, rcpt_to,
+     size, attachments, _summary_key, subject, _subject_key, _payload_key, payload_type, updated_at) = row  # fmt: skip
+    return ActivityRecord(
+        did, queue_id, stream, Status(status), generation, received_at, mail_from, tuple(json.loads(rcpt_to)),
+        subject, size, attachments, reason, next_at, updated_at, payload, payload_type, attempts,
+    )  # fmt: skip
+
+
+def storable(value: str | None) -> str | None:
+    """*value* as both databases can store it: lone surrogates (undecodable header bytes) become
+    '?', and NUL, which PostgreSQL text cannot hold, U+FFFD.
+
+    Without this one odd subject would fail every apply() of its batch, forever. The
+    precedence keys keep the exact text (escaped JSON), so merging is unaffected.
+    """
+    if value is None:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode()
+    return value.replace("\x00", "\ufffd")

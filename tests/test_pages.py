@@ -1,0 +1,84 @@
+"""The activity web page in process: login cookie, list, search, detail, retry, and escaping of hostile mail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from inbound.events import Event, EventType, Summary
+from inbound.records import EVENTS, decode_event
+from inbound.web.backends import Backends
+
+from .test_api import ACT, READ, app, at, backends, qid
+
+__all__ = ["app", "backends"]
+
+
+@pytest.fixture
+def browser(app: FastAPI) -> Iterator[TestClient]:
+    # https: the session cookie is Secure, so a client sends it only over HTTPS
+    with TestClient(app, base_url="https://inbound.test", follow_redirects=False) as client:
+        yield client
+
+
+def log_in(client: TestClient, token: str) -> None:
+    response = client.post(
+        "/login", content=f"token={token}", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    for flag in ("HttpOnly", "Secure", "SameSite=strict"):
+        assert flag in cookie, flag
+
+
+def test_pages_need_a_login(browser: TestClient) -> None:
+    for page in ("/", f"/m/{qid(1)}-support", f"/m/{qid(3)}/raw"):
+        response = browser.get(page)
+        assert (response.status_code, response.headers["location"]) == (303, "/login"), page
+    refused = browser.post(
+        "/login", content="token=wrong", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert refused.status_code == 401
+    assert "not one this service accepts" in refused.text
+
+
+def test_list_search_detail_and_retry(browser: TestClient, backends: Backends) -> None:
+    log_in(browser, ACT)
+    page = browser.get("/").text
+    assert page.count('class="badge"') >= 8
+    assert "support: 7 in 30 days" in page
+    found = browser.get("/", params={"q": "invoice"}).text
+    assert f"/m/{qid(3)}-support" in found
+    assert f"/m/{qid(1)}-support" not in found
+    detail = browser.get(f"/m/{qid(5)}-support").text
+    assert 'id="retry-support"' in detail
+    assert "HTTP 403" in detail
+    pressed = browser.post(f"/m/{qid(5)}-support/retry")
+    assert pressed.status_code == 303
+    assert "retry+queued" in pressed.headers["location"]
+    assert [decode_event(r.value).reason for r in backends.bus.read_all(EVENTS)] == ["retry requested by web"]
+    again = browser.post(f"/m/{qid(1)}-support/retry")
+    assert "only+failed" in again.headers["location"]
+    both = browser.get(f"/m/{qid(3)}").text
+    assert 'id="status-support"' in both
+    assert 'id="status-sales"' in both
+
+
+def test_read_only_sees_no_buttons_and_cannot_act(browser: TestClient) -> None:
+    log_in(browser, READ)
+    assert "retry-support" not in browser.get(f"/m/{qid(5)}-support").text
+    assert browser.post(f"/m/{qid(5)}-support/retry").status_code == 403
+
+
+def test_hostile_mail_is_escaped(browser: TestClient, backends: Backends) -> None:
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    summary = Summary(at(1), '"><script>alert(2)</script>@x.test', ("help@in.test",), evil)
+    backends.store.apply([Event(EventType.QUEUED, f"{qid(20)}-support", qid(20), "support", at(1), summary=summary)])
+    log_in(browser, ACT)
+    for page in (browser.get("/").text, browser.get(f"/m/{qid(20)}-support").text):
+        assert "<script>alert" not in page
+        assert "<img src=x" not in page
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
