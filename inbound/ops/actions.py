@@ -111,17 +111,14 @@ REPLAYABLE = {"failed": (Status.FAILED,), "delivered": (Status.DELIVERED,), "all
 def replay_window(
     store: ActivityStore, stream: str, since: str, until: str | None = None, status: str = "all"
 ) -> list[ActivityRecord]:
-    """The final messages of *stream* received in [since, until) with a payload to send, oldest first.
+    """The final messages of *stream* received in [since, until), oldest first.
 
-    Times are RFC 3339 UTC as the store keeps them, so they compare as text.
+    Times are RFC 3339 UTC as the store keeps them (the store compares them as text).
     """
     chosen = [
         record
         for wanted in REPLAYABLE[status]
-        for record in store.list(status=wanted, stream=stream, limit=10_000_000)
-        if record.received_at is not None
-        and since <= record.received_at
-        and (until is None or record.received_at < until)
+        for record in store.list(status=wanted, stream=stream, since=since, until=until, limit=10_000_000)
     ]
     return sorted(chosen, key=lambda r: (r.received_at or "", r.delivery_id))
 
