@@ -5,7 +5,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from inbound.activity import SQLiteActivityStore
+from inbound.bus import TOPICS
+from inbound.bus.embedded import EmbeddedBus
+from inbound.datadir import DataDir
+from inbound.delivery.outbox import Delivery, Outbox
+from inbound.edge.spool import Spool
+from inbound.ops.recover import Recovery
 from inbound.ops.salvage import salvage_rows
+from inbound.records import decode_message
 
 
 def make_database(path: Path, rows: int) -> None:
@@ -23,7 +31,7 @@ def make_database(path: Path, rows: int) -> None:
 def test_a_sound_file_gives_every_row_back(tmp_path: Path) -> None:
     path = tmp_path / "sound.db"
     make_database(path, 60)
-    rows = salvage_rows(path, columns=5)
+    rows = salvage_rows(path, columns=(5,))
     assert sorted(rows) == list(range(1, 61))
     assert rows[3] == [None, "row 3", b"\x03" * 9000, 3000, 0.75]  # the rowid alias is stored as NULL
     assert rows[7] == [None, "row 7", b"\x07" * 50, 7000, 1.75]
@@ -37,8 +45,40 @@ def test_a_damaged_file_gives_back_what_its_sound_pages_hold(tmp_path: Path) -> 
     middle = len(data) // 4096 // 2 * 4096
     data[middle : middle + 4096] = b"\xff" * 4096  # and one page in the middle
     path.write_bytes(bytes(data))
-    rows = salvage_rows(path, columns=5)
+    rows = salvage_rows(path, columns=(5,))
     assert 0 < len(rows) < 60
     for rowid, values in rows.items():  # whatever comes back is intact
         assert values[1] == f"row {rowid}"
         assert values[2] == bytes([rowid % 256]) * (9000 if rowid % 3 == 0 else 50)
+
+
+def test_waiting_deliveries_are_salvaged_from_an_outbox_with_rows_of_both_ages(tmp_path: Path) -> None:
+    """Rows written before the outbox had ``content_type`` keep 12 columns on disk; newer ones have 13."""
+    data = DataDir(tmp_path / "data")
+    data.quarantine.mkdir(parents=True)
+    damaged = data.quarantine / "outbox.db.20261123T000000"
+    old = sqlite3.connect(damaged)
+    old.execute(
+        "CREATE TABLE deliveries (delivery_id TEXT PRIMARY KEY, stream TEXT NOT NULL, queue_id TEXT NOT NULL,"
+        " generation INTEGER NOT NULL, payload BLOB, attempts INTEGER NOT NULL DEFAULT 0, steps INTEGER NOT NULL"
+        " DEFAULT 0, due_at REAL NOT NULL, added_at REAL NOT NULL, done INTEGER NOT NULL DEFAULT 0,"
+        " lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0)"
+    )
+    old.execute("INSERT INTO deliveries VALUES ('Q1-support', 'support', 'Q1', 0, X'7B7D', 1, 1, 0, 0, 0, NULL, 0)")
+    old.commit()
+    old.close()
+    outbox = Outbox(damaged)  # adds the column, as a newer inbound does on start
+    form = Delivery("Q2-support", "support", "Q2", 0, b"a=1", 0, 0, 0.0, "application/x-www-form-urlencoded")
+    outbox.add([form])
+    outbox.close()
+    bus = EmbeddedBus(data.bus)
+    bus.ensure_topics(TOPICS)
+    store = SQLiteActivityStore(data.activity)
+    Recovery(data.quarantine, Spool(data), bus, store).run()
+    saved = {m.delivery_id: (m.content_type, m.body) for m in map(decode_message, bus.read_all("messages"))}
+    assert saved == {
+        "Q1-support": ("application/json", b"{}"),
+        "Q2-support": ("application/x-www-form-urlencoded", b"a=1"),
+    }
+    store.close()
+    bus.close()

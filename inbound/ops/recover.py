@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,7 +139,7 @@ class Recovery:
         self.retire(path)
 
     def bus_database(self, path: Path) -> None:
-        rows = self.readable_rows(path, columns=6)  # offset, topic, key, value, headers, timestamp_ms
+        rows = self.readable_rows(path, columns=(6,))  # offset, topic, key, value, headers, timestamp_ms
         if rows is None:
             return
         records = [(offset, row) for offset, row in sorted(rows.items()) if isinstance(row[1], str)]
@@ -162,15 +163,18 @@ class Recovery:
         self.retire(path)
 
     def outbox_database(self, path: Path) -> None:
-        # delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, added_at, done, ...
-        rows = self.readable_rows(path, columns=12)
+        # delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, added_at, done,
+        # lease_owner, lease_until[, content_type]: rows written before the column was added have 12.
+        rows = self.readable_rows(path, columns=(12, 13))
         if rows is None:
             return
         sent = 0
-        for did, stream, queue_id, generation, payload, *_, done, _, _ in rows.values():
+        for row in rows.values():
+            did, stream, queue_id, generation, payload, done = *row[:5], row[9]
             if done or payload is None or self.final(str(queue_id), [str(stream)]):
                 continue
-            message = MessageRecord(str(did), str(stream), int(str(generation)), JSON, _blob(payload))
+            content_type = str(row[12]) if len(row) > 12 else JSON
+            message = MessageRecord(str(did), str(stream), int(str(generation)), content_type, _blob(payload))
             key, value, headers = message_record(message)
             self.producer.send(MESSAGES, value, key=key, headers=headers)
             sent += 1
@@ -178,7 +182,7 @@ class Recovery:
         self.report.saved.append(f"{path}: {sent} waiting deliveries queued again")
         self.retire(path)
 
-    def readable_rows(self, path: Path, columns: int) -> dict[int, list[Value]] | None:
+    def readable_rows(self, path: Path, columns: Collection[int]) -> dict[int, list[Value]] | None:
         try:
             return salvage_rows(path, columns)
         except OSError as exc:

@@ -16,7 +16,7 @@ longer uses): callers key rows by rowid.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 _TABLE_LEAF = 0x0D
@@ -122,8 +122,12 @@ class _File:
                 continue  # this cell is damaged; the next may not be
 
 
-def salvage_rows(path: Path, columns: int) -> dict[int, list[Value]]:
-    """rowid -> column values for every readable row of *columns* columns in *path*."""
+def salvage_rows(path: Path, columns: Collection[int]) -> dict[int, list[Value]]:
+    """rowid -> column values for every readable row with one of these numbers of *columns* in *path*.
+
+    More than one number where a table gained a column: SQLite's ALTER TABLE ADD COLUMN does not
+    rewrite the rows already there.
+    """
     database = _File(path.read_bytes())
     rows: dict[int, list[Value]] = {}
     # Page 1 is the root of sqlite_schema: its rows describe tables, they are not data.
@@ -133,6 +137,6 @@ def salvage_rows(path: Path, columns: int) -> dict[int, list[Value]]:
                 values = _decode_record(payload)
             except (IndexError, ValueError, UnicodeDecodeError, struct.error):
                 continue
-            if len(values) == columns:
+            if len(values) in columns:
                 rows.setdefault(rowid, values)
     return rows
