@@ -12,7 +12,8 @@ topic       key        value (and headers)
 received    queue id   ``{"envelope": ..., "message": base64}`` (received.schema.json);
                        headers ``bypass-stream`` and ``generation`` on a bypass
 messages    stream     the webhook body, opaque bytes; headers ``delivery-id``,
-                       ``generation`` and ``content-type``
+                       ``generation``, ``content-type`` (and ``webhook-url`` for a
+                       replay sent elsewhere)
 events      delivery   one activity event (activity-event.schema.json)
 control     pause/<s>  ``{"paused": bool, "stream": s, "at": ...}`` (control.schema.json)
 ==========  =========  =================================================================
@@ -122,6 +123,7 @@ class MessageRecord:
     generation: int  # 0, or the generation an operator's retry started
     content_type: str  # what the body is, sent as the POST's Content-Type
     body: bytes
+    url: str | None = None  # where an operator's replay sends it instead of the stream's webhook
 
     @property
     def queue_id(self) -> str:
@@ -130,11 +132,13 @@ class MessageRecord:
 
 def message_record(message: MessageRecord) -> tuple[bytes, bytes, Headers]:
     """(key, value, headers) of the ``messages`` record for *message*: its only writer."""
-    headers = (
+    headers: Headers = (
         ("delivery-id", message.delivery_id.encode()),
         ("generation", str(message.generation).encode()),
         ("content-type", message.content_type.encode()),
     )
+    if message.url is not None:
+        headers += (("webhook-url", message.url.encode()),)
     return message.stream.encode(), message.body, headers
 
 
@@ -149,6 +153,7 @@ def decode_message(record: Record) -> MessageRecord:
         generation=int(record.header("generation") or b"0"),
         content_type=(record.header("content-type") or JSON.encode()).decode(),
         body=record.value,
+        url=url.decode() if (url := record.header("webhook-url")) is not None else None,
     )
 
 

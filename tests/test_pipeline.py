@@ -199,6 +199,19 @@ def test_replay_sends_a_window_again_with_the_same_webhook_ids(pipeline: Pipelin
 
     for queue_id in queue_ids:
         wait_for(lambda q=queue_id: delivered_again(q), 60, f"{queue_id} delivered again, as generation 1")
+    # --to sends the same window elsewhere (a receiver that is catching up, say), same webhook-ids.
+    elsewhere = pipeline.receiver.url("/elsewhere")
+    run_cli("replay", "--stream", "support", "--since", since, "--to", elsewhere, config=config)
+    wait_for(lambda: len(pipeline.receiver.on("/elsewhere")) == 3, 60, "the window at the other URL")
+    assert sorted(h.headers["webhook-id"] for h in pipeline.receiver.on("/elsewhere")) == sorted(
+        f"{q}-support" for q in queue_ids
+    )
+    assert len(pipeline.receiver.on("/hook")) == 6  # not sent to the stream's own webhook again
+    bad = run_cli(
+        "replay", "--stream", "support", "--since", since, "--to", "ftp://x.test/", config=config, check=False
+    )
+    assert bad.returncode == 2
+    assert "is not an http(s) URL" in bad.stderr
     unknown = run_cli("replay", "--stream", "nope", "--since", since, config=config, check=False)
     assert unknown.returncode == 2
     assert "no stream named 'nope'" in unknown.stderr

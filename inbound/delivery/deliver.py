@@ -84,6 +84,7 @@ def deliveries_from(records: list[Record]) -> list[Delivery]:
                 steps=0,
                 due_at=0.0,
                 content_type=message.content_type,
+                url=message.url,
             )
         )
     return deliveries

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     done INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0,
-    content_type TEXT NOT NULL DEFAULT 'application/json'
+    content_type TEXT NOT NULL DEFAULT 'application/json',
+    url TEXT
 );
 CREATE INDEX IF NOT EXISTS waiting ON deliveries (stream, done, due_at);
 CREATE TABLE IF NOT EXISTS held_streams (stream TEXT PRIMARY KEY, since REAL NOT NULL);
@@ -61,6 +62,7 @@ class Delivery:
     steps: int  # retry_schedule steps used so far (failures while the endpoint is down use none)
     due_at: float  # when it was due; for a held delivery, when it was last tried
     content_type: str = JSON  # the payload's, sent as the POST's Content-Type
+    url: str | None = None  # an operator's replay target; None: the stream's webhook_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +81,17 @@ class Outbox:
         self.db = self.file.connect()
         with self.file.errors():
             self.db.executescript(_SCHEMA)
-            self._add_content_type_column()
+            # An outbox.db made before payload formats has no content_type (every payload in it is
+            # JSON), and one made before replays to another URL has no url.
+            self._add_column("content_type", f"TEXT NOT NULL DEFAULT '{JSON}'")
+            self._add_column("url", "TEXT")
 
-    def _add_content_type_column(self) -> None:
-        """An outbox.db made before payload formats has no ``content_type``: every payload in it is JSON."""
+    def _add_column(self, name: str, definition: str) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(deliveries)")}
-        if "content_type" in columns:
+        if name in columns:
             return
         try:
-            self.db.execute(f"ALTER TABLE deliveries ADD COLUMN content_type TEXT NOT NULL DEFAULT '{JSON}'")
+            self.db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} {definition}")
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):  # else another process sharing the file added it first
                 raise
@@ -101,14 +105,15 @@ class Outbox:
         now = self.clock()
         self._write(
             """INSERT INTO deliveries
-                   (delivery_id, stream, queue_id, generation, payload, due_at, added_at, content_type)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   (delivery_id, stream, queue_id, generation, payload, due_at, added_at, content_type, url)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (delivery_id) DO UPDATE SET
                    generation = excluded.generation, payload = excluded.payload, content_type = excluded.content_type,
+                   url = excluded.url,
                    attempts = 0, steps = 0, due_at = excluded.due_at, done = 0, lease_until = 0
                WHERE excluded.generation > deliveries.generation""",
             [
-                (d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now, now, d.content_type)
+                (d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now, now, d.content_type, d.url)
                 for d in deliveries
             ],
         )
@@ -143,7 +148,7 @@ class Outbox:
                            WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ? AND added_at < ?
                            ORDER BY {order} LIMIT ?)
                        RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at,
-                                 content_type""",
+                                 content_type, url""",
                 (owner, now + lease_seconds, stream, now, now, added_before or float("inf"), limit),
             ).fetchall()
         rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee

@@ -64,7 +64,8 @@ class WebhookClient:
 
     def _send(self, stream: StreamSettings, delivery: Delivery, headers: dict[str, str]) -> tuple[int, str | None]:
         """The status and, for a redirect, where to; the body is read up to a cap and dropped."""
-        with self.client.stream("POST", stream.webhook_url, content=delivery.payload, headers=headers) as response:
+        url = delivery.url or stream.webhook_url
+        with self.client.stream("POST", url, content=delivery.payload, headers=headers) as response:
             read = 0
             for chunk in response.iter_bytes():
                 read += len(chunk)

@@ -123,13 +123,25 @@ def replay_window(
     return sorted(chosen, key=lambda r: (r.received_at or "", r.delivery_id))
 
 
-def replay(bus: Bus, store: ActivityStore, records: list[ActivityRecord], *, requested_by: str = "cli") -> list[int]:
-    """Send *records* (from :func:`replay_window`) again, each with its own webhook-id; their generations."""
+def replay(
+    bus: Bus,
+    store: ActivityStore,
+    records: list[ActivityRecord],
+    *,
+    requested_by: str = "cli",
+    to: str | None = None,
+) -> list[int]:
+    """Send *records* (from :func:`replay_window`) again, each with its own webhook-id; their generations.
+
+    *to* sends them to that URL instead of their stream's webhook (checked by the caller as a
+    webhook URL is; the deliverer's connection rules apply to it as to any other).
+    """
     full = [find(store, record.delivery_id) for record in records]  # list() leaves payloads out
-    return resend(bus, full, requested_by=f"replay requested by {requested_by}")
+    asked = f"replay requested by {requested_by}" + (f" to {to}" if to else "")
+    return resend(bus, full, requested_by=asked, to=to)
 
 
-def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str) -> list[int]:
+def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str, to: str | None = None) -> list[int]:
     """Queue each record's stored payload again as its next generation, in one flush.
 
     The ``retry_requested`` events and the ``messages`` records go out together, so the
@@ -156,7 +168,9 @@ def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str) -> lis
             )
             key, value = event_record(event)
             producer.send(EVENTS, value, key=key)
-            message = MessageRecord(record.delivery_id, record.stream, generation, record.payload_type, record.payload)
+            message = MessageRecord(
+                record.delivery_id, record.stream, generation, record.payload_type, record.payload, to
+            )
             key, value, headers = message_record(message)
             producer.send(MESSAGES, value, key=key, headers=headers)
         producer.flush()

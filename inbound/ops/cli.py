@@ -24,7 +24,7 @@ from rich.table import Table
 
 from .. import log as logsetup
 from ..clock import rfc3339
-from ..config import Settings, default_config_path, load_settings, split_host_port
+from ..config import Settings, check_webhook_url, default_config_path, load_settings, split_host_port
 from ..datadir import private_files
 from ..errors import ConfigError, InboundError
 from ..events import Status
@@ -441,7 +441,10 @@ def _utc_time(value: str | None) -> str | None:
 @click.option("--since", required=True, help="From this time (ISO 8601 with a zone), by when they were received.")
 @click.option("--until", default=None, help="Up to (not including) this time.")
 @click.option("--status", type=click.Choice(sorted(REPLAYABLE)), default="all", show_default=True)
-def replay(config_path: Path | None, stream: str, since: str, until: str | None, status: str) -> None:
+@click.option("--to", "to", default=None, help="Send them to this URL instead of the stream's webhook.")
+def replay(  # click passes every option by name
+    *, config_path: Path | None, stream: str, since: str, until: str | None, status: str, to: str | None
+) -> None:
     """Send a time window of a stream's messages again, each with its own webhook-id."""
     from rich.progress import Progress
 
@@ -450,6 +453,11 @@ def replay(config_path: Path | None, stream: str, since: str, until: str | None,
 
     settings = settings_from(config_path)
     _known_stream(settings, stream)
+    if to is not None:
+        try:
+            check_webhook_url(to, settings.webhooks.allow_private)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--to") from None
     start, end = _utc_time(since), _utc_time(until)
     assert start is not None
     with _bus_and_store(settings, "replay stopped (run it again: a message sent twice keeps its webhook-id)") as (
@@ -461,7 +469,7 @@ def replay(config_path: Path | None, stream: str, since: str, until: str | None,
             task = progress.add_task(f"replaying {stream}", total=len(window))
             for first in range(0, len(window), REPLAY_BATCH):
                 batch = window[first : first + REPLAY_BATCH]
-                replay_records(bus, store, batch)
+                replay_records(bus, store, batch, to=to)
                 progress.advance(task, len(batch))
     click.echo(f"{len(window)} message(s) of {stream} queued for delivery again")
 

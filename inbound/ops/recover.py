@@ -164,8 +164,8 @@ class Recovery:
 
     def outbox_database(self, path: Path) -> None:
         # delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, added_at, done,
-        # lease_owner, lease_until[, content_type]: rows written before the column was added have 12.
-        rows = self.readable_rows(path, columns=(12, 13))
+        # lease_owner, lease_until[, content_type[, url]]: rows keep the columns of their time.
+        rows = self.readable_rows(path, columns=(12, 13, 14))
         if rows is None:
             return
         sent = 0
@@ -174,7 +174,8 @@ class Recovery:
             if done or payload is None or self.final(str(queue_id), [str(stream)]):
                 continue
             content_type = str(row[12]) if len(row) > 12 else JSON
-            message = MessageRecord(str(did), str(stream), int(str(generation)), content_type, _blob(payload))
+            url = str(row[13]) if len(row) > 13 and row[13] is not None else None
+            message = MessageRecord(str(did), str(stream), int(str(generation)), content_type, _blob(payload), url)
             key, value, headers = message_record(message)
             self.producer.send(MESSAGES, value, key=key, headers=headers)
             sent += 1
