@@ -99,7 +99,7 @@ def test_every_format_reaches_the_receiver_as_its_provider_sends_it(pipeline: Pi
 
     # The activity log shows a form-data body by its fields.
     pipeline.wait_status(f"{queue_id}-mg", "delivered")
-    shown = json.loads(run_cli("activity", "show", f"{queue_id}-mg", "--json", config=config).stdout)
+    shown = json.loads(run_cli("activity", "show", f"{queue_id}-mg", "--json", "--payload", config=config).stdout)
     assert shown["payload"]["subject"] == "Résumé attached"
     assert shown["payload"]["attachment-2"] == f"<file 'résumé.pdf', application/pdf, {len(PDF)} bytes>"
 
