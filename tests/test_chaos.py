@@ -73,7 +73,12 @@ class Traffic:
         while not self.stopping.is_set():
             subject = ""
             try:
-                with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
+                # Connected inside the block: smtplib leaves the socket open when the greeting never comes
+                # (a server killed mid-handshake), and a leaked socket fails the run as a ResourceWarning.
+                with contextlib.closing(smtplib.SMTP(timeout=30)) as smtp:
+                    code, greeting = smtp.connect("127.0.0.1", self.port)
+                    if code != 220:
+                        raise smtplib.SMTPConnectError(code, greeting)
                     smtp.ehlo("client.test")
                     for _ in range(rng.randint(1, 5)):  # one to five messages per connection
                         subject, sent = f"chaos-{number}-{sent}", sent + 1
