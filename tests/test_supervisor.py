@@ -56,6 +56,8 @@ def children(service: InboundProcess) -> dict[str, psutil.Process]:
             command = child.cmdline()
         except psutil.Error:  # a child just killed, not yet reaped by the supervisor
             continue
+        if "--roles" not in command:  # a child forked a moment ago, before it runs `inbound serve`
+            continue
         roles = command[command.index("--roles") + 1]
         found["edge" if "smtp" in roles else "pipeline"] = child
     return found
