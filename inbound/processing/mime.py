@@ -84,6 +84,7 @@ class Walked:
     reporting_mta: str | None = None
     recipients: list[ReportRecipient] = field(default_factory=list)
     original_headers: Message | None = None  # a report's text/rfc822-headers part
+    named_texts: list[str] = field(default_factory=list)  # named text/plain parts (attachments): text if no other
     defects: list[str] = field(default_factory=list)
 
     def absorb(self, other: Walked, *, bodies: bool = True) -> None:
@@ -96,12 +97,18 @@ class Walked:
         self.reporting_mta = self.reporting_mta or other.reporting_mta
         self.recipients += other.recipients
         self.original_headers = self.original_headers or other.original_headers
+        self.named_texts += other.named_texts
         self.defects += other.defects
 
 
 def walk(message: Message) -> Walked:
     found = Walked()
     _visit(message, found)
+    if not found.texts and not found.htmls and found.named_texts:
+        # Named text parts and nothing else (some mailers name every part): they are the text
+        # as well as files, rather than a message whose text is empty.
+        found.texts = found.named_texts
+        found.defects.append("body: no unnamed text part; text is the named text/plain part(s)")
     return found
 
 
@@ -122,6 +129,8 @@ def _visit(part: Message, found: Walked) -> None:
         (found.texts if ctype == "text/plain" else found.htmls).append(text)
     else:
         found.attachments.append(_attachment(part, ctype, _payload(part)))
+        if ctype == "text/plain" and part.get_content_disposition() != "attachment":
+            found.named_texts.append(_text(part, found))
 
 
 def _multipart(part: Message, ctype: str, found: Walked) -> None:

@@ -90,6 +90,11 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BLANK_LINE = re.compile(rb"^\r?$", re.MULTILINE)  # the line that ends the header section
 _OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 _B_WORD = re.compile(rb"=\?([^?\s]+)\?[bB]\?([^?\s]*)\?=")
+_CHARSET_COMPLAINT = "CharsetDecodeDefect"
+# The address fields where Outlook's ";" between addresses is read as "," (see _semicolons_as_commas).
+_ADDRESS_FIELD = re.compile(
+    rb"^(?:from|sender|to|cc|bcc|reply-to)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
+)
 # Headers RFC 5322 allows once; when repeated, the first is what we report.
 _SINGLE = ("from", "subject", "date", "message-id")
 
@@ -242,9 +247,52 @@ def _repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
         return word.group(0)
 
     head = _join_encoded_word_runs(_B_WORD.sub(lenient, head))
+    head, semicolons = _semicolons_as_commas(head)
     notes = [f"headers: {obsolete} field name(s) followed by whitespace before ':' (obsolete syntax)"] * bool(obsolete)
+    notes += [f"headers: {semicolons} address field(s) with ';' between addresses, read as ','"] * bool(semicolons)
     notes += [f"headers: {bad_words} encoded-word(s) with broken base64, decoded leniently"] * bool(bad_words)
     return head + rest, notes
+
+
+def _semicolons_as_commas(head: bytes) -> tuple[bytes, int]:
+    """Address fields with ``;`` between addresses (as Outlook users type them) made ``,``-separated;
+    and how many fields were changed.
+
+    RFC 5322 allows ``;`` only to close a group (``Team: a@x, b@y;``); read strictly, everything
+    before a stray one is an unterminated group and mail-parser drops those addresses. A ``;``
+    inside quotes, comments or angle brackets, or closing a group, is kept.
+    """
+    changed = 0
+
+    def fix(field: re.Match[bytes]) -> bytes:
+        nonlocal changed
+        value = field.group(1)
+        if b";" not in value:
+            return field.group(0)
+        out, quoted, escaped, comment, angle, group = bytearray(), False, False, 0, False, False
+        for byte in value:
+            char = bytes((byte,))
+            if escaped:
+                escaped = False
+            elif char == b"\\" and (quoted or comment):
+                escaped = True
+            elif quoted:
+                quoted = char != b'"'
+            elif comment:
+                comment += {b"(": 1, b")": -1}.get(char, 0)
+            elif char in b'"(<>:':
+                quoted, comment = char == b'"', int(char == b"(")
+                angle = char == b"<" or (angle and char != b">")
+                group = group or (char == b":" and not angle)
+            elif char == b";" and not angle:
+                char, group = (b";", False) if group else (b",", group)
+            out += char
+        if bytes(out) == value:
+            return field.group(0)
+        changed += 1
+        return field.group(0)[: field.start(1) - field.start(0)] + bytes(out)
+
+    return _ADDRESS_FIELD.sub(fix, head), changed
 
 
 def _join_encoded_word_runs(head: bytes) -> bytes:
@@ -432,9 +480,13 @@ def _date(value: Any, offset_hours: Any) -> str | None:
 
 
 def _mailparser_defects(groups: Any) -> list[str]:
-    """mail-parser's ``[{where: [defect, ...]}, ...]`` as flat ``"where: defect"`` lines."""
+    """mail-parser's ``[{where: [defect, ...]}, ...]`` as flat ``"where: defect"`` lines.
+
+    Its charset complaints are left out: they are about its own decoding of the bodies, which
+    is not the one we deliver (mime.py decodes them and says what it had to replace).
+    """
     lines: list[str] = []
     for group in groups or ():
         for where, items in dict(group).items():
-            lines.extend(f"{json_safe(where)}: {json_safe(item)}" for item in items)
+            lines.extend(f"{json_safe(where)}: {json_safe(item)}" for item in items if _CHARSET_COMPLAINT not in item)
     return lines
