@@ -70,6 +70,7 @@ __all__ = [
     "AttachedMessage",
     "Attachment",
     "Disposition",
+    "DroppedAttachment",
     "ParsedMessage",
     "Report",
     "ReportRecipient",
@@ -116,6 +117,16 @@ class AttachedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class DroppedAttachment:
+    """An attachment a stream's policy left out of its payload (processing/attachpolicy.py)."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    reason: str  # the config key that dropped it: drop_attachment_types, max_attachment_size, max_attachments
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """A ``multipart/report`` (RFC 6522): a bounce or delay notice, as a program can act on it."""
 
@@ -142,6 +153,7 @@ class ParsedMessage:
     defects: tuple[str, ...]
     attached_messages: tuple[AttachedMessage, ...] = ()
     report: Report | None = None
+    dropped_attachments: tuple[DroppedAttachment, ...] = ()  # set per stream by the attachment policy, not here
 
     def header(self, name: str) -> str | None:
         """The first header called ``name`` (case-insensitive), or None."""

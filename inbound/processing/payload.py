@@ -34,7 +34,7 @@ from typing import Any
 from email_reply_parser import EmailMessage
 
 from ..envelope import Envelope
-from .parse import Address, AttachedMessage, Attachment, ParsedMessage, Report
+from .parse import Address, AttachedMessage, Attachment, DroppedAttachment, ParsedMessage, Report
 from .screen import Decision
 
 # email_reply_parser 0.5.12 joins an "On <date>, <name> wrote:" line that a
@@ -90,6 +90,7 @@ def build_payload(
         "stripped_text": stripped_reply(parsed.text) if parsed.text is not None else None,
         "headers": [{"name": name, "value": value} for name, value in headers],
         "attachments": [_attachment(a) for a in parsed.attachments],
+        "dropped_attachments": [_dropped(a) for a in parsed.dropped_attachments],
         "attached_messages": [_attached_message(m) for m in parsed.attached_messages],
         "report": _report(parsed.report) if parsed.report else None,
         "defects": list(parsed.defects),
@@ -152,6 +153,15 @@ def _attachment(attachment: Attachment) -> dict[str, Any]:
         "content_id": attachment.content_id,
         "disposition": attachment.disposition,
         "content": base64.b64encode(attachment.content).decode("ascii"),
+    }
+
+
+def _dropped(attachment: DroppedAttachment) -> dict[str, Any]:
+    return {
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "reason": attachment.reason,
     }
 
 
