@@ -12,27 +12,30 @@ Failure behaviour: inbound mail is whatever the internet sends, and a webhook
 with a note of what was wrong is worth more than a ``failed`` record. So
 broken mail *parses*: every oddity (bad boundaries, unknown charsets,
 unparseable dates, ambiguous addresses) becomes a line in ``defects`` and the
-best reading mail-parser can give. ``ParseError`` is raised only when there is
+best reading we can give. ``ParseError`` is raised only when there is
 no message to speak of: empty input, input with no header field at all
 (never the case behind our SMTP edge, which adds ``Received:``), MIME nesting
 too deep to walk, or mail-parser failing in a way not guarded against below.
 
-Why mail-parser *and* the stdlib: mail-parser (``mailparser``) is the parser
-of record. It builds the MIME tree, reads the addresses (with recovery and
-diagnostics for ambiguous ones), the date (with diagnostics), the bodies
-(charset decoding with recovery) and decides what is an attachment, and it
-collects the defects of all of these. Where it is weak, the stdlib ``email``
-package is used on the same tree, or the input is repaired first:
+Who reads what: mail-parser (``mailparser``) builds the MIME tree (the stdlib's,
+compat32) and reads the addresses (with recovery and diagnostics for ambiguous
+ones) and the date (with diagnostics). What is body text and what is a file,
+attached messages and delivery reports are decided by ``mime.py`` on the same
+tree, and every charset by ``charsets.py``: mail-parser joined every alternative
+and attached message into the text, dropped delivery-status parts and re-decoded
+a whole body as UTF-8 for one bad byte. Where it is weak elsewhere, the stdlib
+``email`` package is used on the same tree, or the input is repaired first:
 
 * headers: it merges repeated headers into a dict and decodes with
   ``errors="ignore"``, silently dropping bytes. Here every header is kept in
   order and decoded by the stdlib header registry, which replaces what it
   cannot decode with U+FFFD (and we say so);
+* encoded words: runs of one charset are joined before decoding (a character
+  split across two words is whole again) and labels read as their supersets;
 * display names: it leaves ``"=?charset?...?="`` literal when quoted (strict
   RFC 2047); every mail client decodes these, so we do too;
-* 7-bit charsets: it returns ISO-2022-JP (and UTF-7) bodies undecoded;
-* attachment names: it invents random (non-deterministic) or Content-ID names
-  for unnamed parts; those become ``None`` so a redelivery is byte-identical;
+* address lists: ``;`` between addresses (Outlook's habit) made ``,``, or every
+  address before it is lost as an unterminated group;
 * crashes: broken base64 in an encoded-word and a missing epilogue make it
   raise; both are guarded against before it runs (``_repair_header_section``,
   and the epilogue guard in ``parse_message``).
