@@ -14,6 +14,7 @@ from inbound.errors import ConfigError
 from inbound.processing.formats import Source, render
 from inbound.processing.parse import parse_message
 
+from .fixtures import validator
 from .test_fidelity import MESSAGES
 from .test_formats import CONFIG, ENVELOPE
 from .test_parse import schema
@@ -63,15 +64,28 @@ def test_count_keeps_the_first_in_message_order() -> None:
     ]
 
 
-@pytest.mark.parametrize("payload_format", ["postmark", "mailgun", "sendgrid"])
-def test_every_format_sees_the_policy(payload_format: str) -> None:
-    """The policy is applied before any format maps fields: a dropped file is in no format's body."""
+@pytest.mark.parametrize(
+    ("payload_format", "listed"),
+    [
+        ("postmark", b'"DroppedAttachments":[{"Name":"SETUP.EXE","ContentType":"application/octet-stream",'),
+        ("mailgun", b'name="dropped-attachments"\r\n\r\n[{"filename": "SETUP.EXE", "content_type"'),
+        ("sendgrid", b'name="dropped_attachments"\r\n\r\n[{"filename": "SETUP.EXE", "content_type"'),
+    ],
+)
+def test_every_format_sees_the_policy(payload_format: str, listed: bytes) -> None:
+    """The policy is applied before any format maps fields: a dropped file is in no format's files,
+    and each format lists it (a field of our own beside the provider's)."""
     stream = replace(STREAM, payload_format=payload_format, drop_attachment_types=(".exe",))
     if payload_format == "mailgun":
         stream = replace(stream, mailgun_signing_key="k")
     body = render(Source(PARSED, ENVELOPE, stream, f"{ENVELOPE.queue_id}-support", b"")).body
     assert b"invoice.pdf" in body
-    assert b"SETUP.EXE" not in body
+    assert body.count(b"SETUP.EXE") == 1
+    assert listed in body
+    without = render(Source(PARSED, ENVELOPE, replace(stream, drop_attachment_types=()), "x-support", b"")).body
+    assert b"ropped" not in without  # nothing dropped: the provider's body exactly
+    if payload_format == "postmark":
+        assert not list(validator("postmark-inbound.schema.json").iter_errors(json.loads(body)))
 
 
 def test_policy_keys_are_read(tmp_path: Path) -> None:
