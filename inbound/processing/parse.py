@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes
-from email.headerregistry import HeaderRegistry
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
@@ -66,6 +66,8 @@ from mailparser.utils import decode_base64_payload
 from ..errors import ParseError
 from . import charsets
 from .charsets import json_safe
+from .headers import WORDS_PER_PIECE, decoded_headers, raw_str, semicolons_as_commas
+from .headers import decode as decode_header
 from .mime import Attachment, Disposition, ReportRecipient, Walked, walk
 
 __all__ = [
@@ -80,25 +82,17 @@ __all__ = [
     "parse_message",
 ]
 
-# Every header decoded as unstructured text: RFC 2047 words decoded, unknown
-# charsets and stray 8-bit bytes replaced with U+FFFD (with a defect), never an
-# exception. The structured classes (address, date) re-render the value instead.
-_UNSTRUCTURED = HeaderRegistry(use_default_map=False)
-# The white space between two encoded words (it is not part of the text: RFC 2047 6.2).
-_ENCODED_WORD_GAP = re.compile(r"\?=[ \t]+(?==\?)")
+# mail-parser logs a warning for every part it does not put into its own text ("Email content
+# 'png' not handled"): one line per part, thousands for a hostile message, and about a
+# decision mime.py makes instead. Its errors still reach the log.
+logging.getLogger("mailparser.core").setLevel(logging.ERROR)
 _ENCODED_WORD_GAP_BYTES = re.compile(rb"\?=[ \t]+=\?")
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]+=\?\1\?\2\?[^?\s]*\?=)+")
-_WORDS_PER_PIECE = 200
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BLANK_LINE = re.compile(rb"^\r?$", re.MULTILINE)  # the line that ends the header section
 _OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 _B_WORD = re.compile(rb"=\?([^?\s]+)\?[bB]\?([^?\s]*)\?=")
 _CHARSET_COMPLAINT = "CharsetDecodeDefect"
-# The address fields where Outlook's ";" between addresses is read as "," (see _semicolons_as_commas).
-_ADDRESS_FIELD = re.compile(
-    rb"^(?:from|sender|to|cc|bcc|reply-to)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
-)
 # Headers RFC 5322 allows once; when repeated, the first is what we report.
 _SINGLE = ("from", "subject", "date", "message-id")
 
@@ -185,7 +179,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise ParseError("no header fields: the input does not start with a 'Name: value' header")
 
     defects = repairs
-    headers = _headers(message, defects)
+    headers = decoded_headers(message, defects)
     counts = Counter(name.lower() for name, _ in headers)
     for name in _SINGLE:
         if counts[name] > 1:
@@ -262,52 +256,11 @@ def _repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
         return word.group(0)
 
     head = _join_encoded_word_runs(_B_WORD.sub(lenient, head))
-    head, semicolons = _semicolons_as_commas(head)
+    head, semicolons = semicolons_as_commas(head)
     notes = [f"headers: {obsolete} field name(s) followed by whitespace before ':' (obsolete syntax)"] * bool(obsolete)
     notes += [f"headers: {semicolons} address field(s) with ';' between addresses, read as ','"] * bool(semicolons)
     notes += [f"headers: {bad_words} encoded-word(s) with broken base64, decoded leniently"] * bool(bad_words)
     return head + rest, notes
-
-
-def _semicolons_as_commas(head: bytes) -> tuple[bytes, int]:
-    """Address fields with ``;`` between addresses (as Outlook users type them) made ``,``-separated;
-    and how many fields were changed.
-
-    RFC 5322 allows ``;`` only to close a group (``Team: a@x, b@y;``); read strictly, everything
-    before a stray one is an unterminated group and mail-parser drops those addresses. A ``;``
-    inside quotes, comments or angle brackets, or closing a group, is kept.
-    """
-    changed = 0
-
-    def fix(field: re.Match[bytes]) -> bytes:
-        nonlocal changed
-        value = field.group(1)
-        if b";" not in value:
-            return field.group(0)
-        out, quoted, escaped, comment, angle, group = bytearray(), False, False, 0, False, False
-        for byte in value:
-            char = bytes((byte,))
-            if escaped:
-                escaped = False
-            elif char == b"\\" and (quoted or comment):
-                escaped = True
-            elif quoted:
-                quoted = char != b'"'
-            elif comment:
-                comment += {b"(": 1, b")": -1}.get(char, 0)
-            elif char in b'"(<>:':
-                quoted, comment = char == b'"', int(char == b"(")
-                angle = char == b"<" or (angle and char != b">")
-                group = group or (char == b":" and not angle)
-            elif char == b";" and not angle:
-                char, group = (b";", False) if group else (b",", group)
-            out += char
-        if bytes(out) == value:
-            return field.group(0)
-        changed += 1
-        return field.group(0)[: field.start(1) - field.start(0)] + bytes(out)
-
-    return _ADDRESS_FIELD.sub(fix, head), changed
 
 
 def _join_encoded_word_runs(head: bytes) -> bytes:
@@ -341,85 +294,18 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
         return b"=?" + codec.encode("ascii") + word.group(0)[2 + len(word.group(1)) :]
 
     head = _ENCODED_WORD.sub(superset, _ENCODED_WORD_RUN.sub(join, head))
-    if head.count(b"=?") <= _WORDS_PER_PIECE:
+    if head.count(b"=?") <= WORDS_PER_PIECE:
         return head
     count = 0
 
     def fold(gap: re.Match[bytes]) -> bytes:
-        # What is left (runs of alternating charsets) goes on lines of _WORDS_PER_PIECE words:
+        # What is left (runs of alternating charsets) goes on lines of WORDS_PER_PIECE words:
         # decode_header also pops each line's words one by one from the front of a list.
         nonlocal count
         count += 1
-        return b"?=\r\n =?" if count % _WORDS_PER_PIECE == 0 else gap.group(0)
+        return b"?=\r\n =?" if count % WORDS_PER_PIECE == 0 else gap.group(0)
 
     return _ENCODED_WORD_GAP_BYTES.sub(fold, head)
-
-
-def _pieces(value: str) -> list[str]:
-    """*value* cut between encoded words, at most ``_WORDS_PER_PIECE`` of them a piece.
-
-    The stdlib's unstructured-header parser is quadratic in the number of encoded words (16,000
-    took 9 s and 2.3 GB, measured), and a sender controls that number. Decoded piece by piece, a
-    header costs time and memory in proportion to its length. The cuts fall only on the white
-    space between two encoded words, which RFC 2047 6.2 drops when decoding anyway, so the
-    pieces' texts joined are the header's text.
-    """
-    pieces, start = [], 0
-    for count, gap in enumerate(_ENCODED_WORD_GAP.finditer(value), start=1):
-        if count % _WORDS_PER_PIECE == 0:
-            pieces.append(value[start : gap.start() + 2])
-            start = gap.end()
-    pieces.append(value[start:])
-    return pieces
-
-
-def _decode_header(name: str, raw: str) -> tuple[str, list[str]]:
-    """Unfold and decode one raw header value; also the stdlib's complaints about it.
-
-    Raw 8-bit bytes are read as UTF-8 (RFC 6532) where they are valid UTF-8.
-    """
-    value = _LINE_BREAK.sub("", raw)
-    complaints: list[str] = []
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            value = value.encode("utf-8", "surrogateescape").decode("utf-8")
-        except UnicodeError:  # left to the registry, which replaces them
-            complaints.append("8-bit bytes that are not UTF-8, replaced with U+FFFD")
-    decoded_parts: list[str] = []
-    for piece in _pieces(value):
-        try:
-            header = _UNSTRUCTURED(name, piece)
-        except Exception as exc:  # noqa: BLE001 -- the stdlib header parser has had crashes on odd input
-            return json_safe(value).strip(), [*complaints, f"{type(exc).__name__}: {exc}"]
-        complaints.extend(f"{type(d).__name__}: {d}" if str(d) else type(d).__name__ for d in header.defects)
-        decoded_parts.append(str(header))
-    decoded = json_safe("".join(decoded_parts)).strip()
-    if decoded.count("\ufffd") > value.count("\ufffd") and not complaints:
-        complaints.append("encoded-word in an unknown charset or with bad bytes, replaced with U+FFFD")
-    return decoded, complaints
-
-
-def _headers(message: Message, defects: list[str]) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    seen: Counter[str] = Counter()
-    for raw_name, raw_value in message.raw_items():
-        name = json_safe(raw_name)
-        value, complaints = _decode_header(name, _raw_str(raw_value))
-        n = seen[name.lower()]
-        seen[name.lower()] += 1
-        defects.extend(f"headers: {name}[{n}]: {c}" for c in complaints)
-        headers.append((name, value))
-    return headers
-
-
-def _raw_str(value: object) -> str:
-    """A raw header value as the stdlib keeps it (str, 8-bit bytes as surrogates)."""
-    if isinstance(value, str):
-        return value
-    encode = getattr(value, "encode", None)  # email.header.Header
-    return str(encode()) if callable(encode) else str(value)
 
 
 def _addresses(pairs: Any) -> tuple[Address, ...]:
@@ -428,7 +314,7 @@ def _addresses(pairs: Any) -> tuple[Address, ...]:
     for name, email in pairs or ():
         display = json_safe(name).strip()
         if "=?" in display:
-            display, _ = _decode_header("display-name", display)
+            display, _ = decode_header("display-name", display)
         if json_safe(email).strip():
             out.append(Address(display, json_safe(email).strip()))
     return tuple(out)
@@ -445,10 +331,10 @@ def _summary(inner: Message) -> AttachedMessage:
     """An attached message's subject, sender, date and Message-ID, decoded as the top level's are."""
     headers = _first_headers(inner)
     raw_from = inner.get("from")
-    senders = getaddresses([_raw_str(raw_from)]) if raw_from is not None else []
+    senders = getaddresses([raw_str(raw_from)]) if raw_from is not None else []
     name, email = senders[0] if senders else ("", "")
     if "=?" in name:
-        name, _ = _decode_header("display-name", name)
+        name, _ = decode_header("display-name", name)
     try:
         moment = parsedate_to_datetime(headers.get("date", ""))
         date = moment.isoformat().replace("+00:00", "Z") if moment.tzinfo else moment.isoformat() + "Z"
@@ -464,7 +350,7 @@ def _summary(inner: Message) -> AttachedMessage:
 
 def _first_headers(message: Message) -> dict[str, str]:
     """Lower-case name -> the first such header's decoded value (its complaints are the inner message's own)."""
-    return {name.lower(): value for name, value in reversed(_headers(message, []))}
+    return {name.lower(): value for name, value in reversed(decoded_headers(message, []))}
 
 
 def _report(found: Walked) -> Report | None:
