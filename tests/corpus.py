@@ -68,13 +68,14 @@ ATTACHMENTS_DISAGREE = {
 
 def stdlib_attachment_count(part: Message, *, in_report: bool = False) -> int:
     """How many attachments the stdlib's tree holds by the rule parse.py documents (processing/mime.py):
-    an attached message is one, and is not looked into; a delivery status and a report's returned
-    headers are the ``report``, not files; a text/plain or text/html part is body text unless marked
-    ``attachment`` or named and not marked ``inline``; every other leaf is a file."""
+    an attached message (any message/* but a delivery status) is one, and is not looked into; a
+    delivery status and a report's returned headers are the ``report``, not files; a text/plain or
+    text/html part is body text unless marked ``attachment`` or named and not marked ``inline``;
+    every other leaf is a file."""
     ctype = part.get_content_type()
     if ctype == "message/delivery-status":
         return 0
-    if ctype in ("message/rfc822", "message/global"):
+    if part.get_content_maintype() == "message":
         return 1
     if part.is_multipart():
         inside = in_report or ctype == "multipart/report"

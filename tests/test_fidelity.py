@@ -195,3 +195,15 @@ def test_addresses_semicolons_groups_and_encoded_names(schema: Draft202012Valida
     ]
     assert [a["email"] for a in body["cc"]] == ["erin@example.net", "frank@example.net"]  # its ";" ends a group
     assert "headers: 1 address field(s) with ';' between addresses, read as ','" in body["defects"]
+
+
+def test_attached_message_in_base64_and_a_partial_message(schema: Draft202012Validator) -> None:
+    body = payload("attached-message-base64.eml", schema)
+    assert body["text"] == "Outer text."
+    forwarded, partial = body["attachments"]
+    assert forwarded["content_type"] == "message/rfc822"
+    assert base64.b64decode(forwarded["content"]).startswith(b"From: Bob <bob@example.net>\r\nSubject: Encoded inside")
+    assert [m["subject"] for m in body["attached_messages"]] == ["Encoded inside"]
+    assert partial["content_type"] == "message/partial"  # kept with its bytes, not summarised
+    assert base64.b64decode(partial["content"]).endswith(b"first half")
+    assert "body: an attached message/rfc822 in base64, decoded" in body["defects"]

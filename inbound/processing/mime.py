@@ -116,10 +116,8 @@ def _visit(part: Message, found: Walked) -> None:
     ctype = part.get_content_type()
     if ctype == "message/delivery-status":
         _delivery_status(part, found)
-    elif ctype in _ATTACHED_MESSAGE and _children(part):
-        inner = _children(part)[0]
-        found.attachments.append(_attachment(part, "message/rfc822", inner.as_bytes(policy=_WIRE)))
-        found.attached.append(inner)
+    elif part.get_content_maintype() == "message" and _children(part):
+        _attached_message(part, ctype, found)
     elif part.get_content_maintype() == "multipart":
         _multipart(part, ctype, found)
     elif ctype == "text/rfc822-headers" and found.report_type is not None:
@@ -131,6 +129,30 @@ def _visit(part: Message, found: Walked) -> None:
         found.attachments.append(_attachment(part, ctype, _payload(part)))
         if ctype == "text/plain" and part.get_content_disposition() != "attachment":
             found.named_texts.append(_text(part, found))
+
+
+def _attached_message(part: Message, ctype: str, found: Walked) -> None:
+    """An attached message: one attachment of its bytes, never walked into. message/partial and
+    message/external-body are kept the same way, without a summary."""
+    content = _children(part)[0].as_bytes(policy=_WIRE)
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if encoding in ("base64", "quoted-printable"):
+        # Not allowed on message/* (RFC 2046 5.2.1), but sent: the stdlib parsed the encoded
+        # text as if it were the message. Decoded, it is.
+        found.defects.append(f"body: an attached {ctype} in {encoding}, decoded")
+        content = _transfer_decoded(content, encoding)
+    found.attachments.append(_attachment(part, ctype, content))
+    if ctype in _ATTACHED_MESSAGE:
+        found.attached.append(
+            message_from_bytes(content) if encoding in ("base64", "quoted-printable") else _children(part)[0]
+        )
+
+
+def _transfer_decoded(content: bytes, encoding: str) -> bytes:
+    holder = Message()
+    holder["Content-Transfer-Encoding"] = encoding
+    holder.set_payload(content.decode("ascii", "surrogateescape"))
+    return _payload(holder)
 
 
 def _multipart(part: Message, ctype: str, found: Walked) -> None:
