@@ -240,6 +240,8 @@ def test_non_ascii_attachment_names() -> None:
     assert [a.filename for a in parse_corpus("multi_charset/japanese_attachment.eml").attachments] == ["てすと.txt"]
     long_name = parse_corpus("multi_charset/japanese_attachment_long_name.eml").attachments[0].filename
     assert long_name == "かきくけこ" * 5 + ".txt"  # RFC 2231 continuations
+    raw_utf8 = parse_corpus("attachment_emails/attachment_nonascii_filename.eml").attachments[0].filename
+    assert raw_utf8 == "ci\u00eble.txt"  # raw 8-bit UTF-8 in the parameter (RFC 6532)
 
 
 def test_unknown_body_charset_is_guessed_not_fatal() -> None:

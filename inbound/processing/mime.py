@@ -267,14 +267,30 @@ def _attachment(part: Message, content_type: str, content: bytes) -> Attachment:
 
 
 def _filename(part: Message) -> str | None:
-    """The file name (RFC 2231 by the stdlib; RFC 2047 words too, as every mail client reads them)."""
+    """The file name (RFC 2231 by the stdlib; RFC 2047 words and raw 8-bit bytes too, as mail clients read them)."""
     name = part.get_filename()
-    if not name:
-        return None
-    if "=?" in name:
+    if name and "\ufffd" in name:
+        name = _eight_bit_view(part).get_filename() or name
+    if name and "=?" in name:
         words = decode_header(name)
         name = "".join(charsets.decode(w, c)[0] if isinstance(w, bytes) else w for w, c in words)
+    if not name:
+        return None
     return charsets.json_safe(name).strip() or None
+
+
+def _eight_bit_view(part: Message) -> Message:
+    """The part's Content-Type and Content-Disposition with raw 8-bit bytes read as text: UTF-8
+    (RFC 6532), else the part's charset. (The stdlib replaces them with U+FFFD in parameters.)"""
+    view = Message()
+    for key, value in part.raw_items():
+        if key.lower() in ("content-type", "content-disposition"):
+            data = _raw(str(value))
+            try:
+                view[key] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                view[key] = charsets.decode(data, part.get_content_charset())[0]
+    return view
 
 
 def _payload(part: Message) -> bytes:
