@@ -207,3 +207,21 @@ def test_attached_message_in_base64_and_a_partial_message(schema: Draft202012Val
     assert partial["content_type"] == "message/partial"  # kept with its bytes, not summarised
     assert base64.b64decode(partial["content"]).endswith(b"first half")
     assert "body: an attached message/rfc822 in base64, decoded" in body["defects"]
+
+
+def test_ascii_label_on_utf8_text(schema: Draft202012Validator) -> None:
+    body = payload("ascii-label-on-utf8.eml", schema)
+    assert body["text"] == "Envoyé depuis mon téléphone\n"  # not windows-1252 mojibake
+    assert "body: charset 'us-ascii' on text that is UTF-8; read as UTF-8" in body["defects"]
+
+
+def test_delivery_status_without_fields_is_text(schema: Draft202012Validator) -> None:
+    raw = (
+        b"From: postmaster@example.net\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=r\r\n"
+        b"\r\n--r\r\nContent-Type: message/delivery-status\r\n\r\nYour message could not be delivered.\r\n--r--\r\n"
+    )
+    body = payload_of(raw)
+    schema.validate(body)
+    assert body["text"] is not None
+    assert "Your message could not be delivered." in body["text"]
+    assert body["report"]["recipients"] == []

@@ -81,11 +81,16 @@ def codec_for(label: str | None) -> str | None:
     name = label.strip().strip("\"'").lower()
     if name in _ALIASES:
         return _ALIASES[name]
+    codec = _lookup(name)
+    return SUPERSETS.get(codec, codec) if codec else None
+
+
+def _lookup(label: str | None) -> str | None:
+    """Python's name for the codec of *label*, as labelled (no superset); None when unknown."""
     try:
-        codec = codecs.lookup(name).name
+        return codecs.lookup(label.strip().strip("\"'").lower()).name if label else None
     except LookupError:
         return None
-    return SUPERSETS.get(codec, codec)
 
 
 def decode(data: bytes, label: str | None) -> tuple[str, str | None]:
@@ -99,6 +104,11 @@ def decode(data: bytes, label: str | None) -> tuple[str, str | None]:
         note = f"{what} with 8-bit bytes; decoded as {codec} (guessed)"
         text = data.decode(codec, "replace")
         return text, note
+    if SUPERSETS.get(_lookup(label) or "") == "cp1252" and not data.isascii():
+        try:  # an ASCII or Latin-1 label on bytes that are UTF-8: mislabelled, and UTF-8 is what they say
+            return data.decode("utf-8"), f"charset {label!r} on text that is UTF-8; read as UTF-8"
+        except UnicodeDecodeError:
+            pass
     try:
         return data.decode(codec), None
     except UnicodeDecodeError:

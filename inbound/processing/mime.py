@@ -41,6 +41,7 @@ Disposition = Literal["inline", "attachment"]
 
 _ATTACHED_MESSAGE = ("message/rfc822", "message/global")
 _BODY_TYPES = ("text/plain", "text/html")
+_STATUS_FIELDS = ("reporting-mta", "final-recipient", "action", "status", "original-recipient")
 _MIME_TYPE = re.compile(r"[^/\s]+/[^/\s]+")
 # A delimiter line (RFC 2046 5.1.1): "--" and a boundary of bchars, perhaps closed by "--".
 _DELIMITER = re.compile(r"^--([0-9A-Za-z'()+_,./:=?-][0-9A-Za-z'()+_,./:=? -]{0,69}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
@@ -193,10 +194,12 @@ def _is_body(part: Message) -> bool:
 
 
 def _delivery_status(part: Message, found: Walked) -> None:
-    """RFC 3464: one block of per-message fields, then one block per recipient."""
+    """RFC 3464: one block of per-message fields, then one block per recipient. A "delivery status"
+    with none of its fields is a notice in words under the wrong type: it is text."""
     blocks = _children(part)
-    if not blocks:
-        found.defects.append("report: message/delivery-status without fields")
+    if not any(field in block for block in blocks for field in _STATUS_FIELDS):
+        found.defects.append("report: a message/delivery-status without status fields, read as text")
+        found.texts.append(_text(_as_text(part), found))
         return
     found.reporting_mta = _typed(blocks[0], "reporting-mta")
     for block in blocks[1:]:
@@ -210,6 +213,15 @@ def _delivery_status(part: Message, found: Walked) -> None:
                 remote_mta=_typed(block, "remote-mta"),
             )
         )
+
+
+def _as_text(part: Message) -> Message:
+    """A part whose payload the stdlib parsed into header blocks, as the text/plain part it was written as."""
+    text = Message()
+    text.set_payload(
+        b"\r\n".join(block.as_bytes(policy=_WIRE) for block in _children(part)).decode("ascii", "surrogateescape")
+    )
+    return text
 
 
 def _typed(block: Message, name: str, *, typed: bool = True) -> str | None:
