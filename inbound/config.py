@@ -43,6 +43,8 @@ ACTIVITY_BACKENDS = ("sqlite", "postgresql")  # inbound.activity opens each; a t
 # The webhook body formats a stream can ask for (inbound/processing/formats/ has one module each).
 PAYLOAD_FORMATS = ("inbound", "postmark", "mailgun", "sendgrid")
 MIN_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{24,}")
+# An entry of drop_attachment_types: a content type (a subtype of "*" for all of a type) or a file extension.
+ATTACHMENT_KIND = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/(?:[A-Za-z0-9!#$&^_.+-]+|\*)|\.[A-Za-z0-9_+-]{1,32}")
 DEFAULT_RETRY_SCHEDULE = ("1m", "5m", "10m", "10m", "10m", "15m", "30m", "1h", "2h", "6h")
 
 T = TypeVar("T")
@@ -161,6 +163,10 @@ class StreamSettings:
     other_signing_secrets: tuple[str, ...] = ()
     max_requests_per_second: float | None = None  # POSTs to this stream's endpoint; None: no limit
     silence_alert_after: float | None = None  # no mail for this long raises stream_silent
+    # Attachment policy (processing/attachpolicy.py): what is dropped is listed in the payload.
+    max_attachment_size: int | None = None  # bytes, decoded; None: no limit
+    max_attachments: int | None = None  # kept in message order; None: no limit
+    drop_attachment_types: tuple[str, ...] = ()  # "type/subtype", "type/*" or ".ext", lower case
 
     @property
     def signing_secrets(self) -> tuple[str, ...]:
@@ -550,6 +556,7 @@ class _Reader:
                     f"{section}.block_senders", _valid_pattern(pattern), f"{pattern!r} is not an address or *@domain"
                 )
             policies = self.verdict_policies(t, section, auth, spam)
+            max_size, max_count, drop_types = self.attachment_policy(t, section)
             streams.append(
                 StreamSettings(
                     name,
@@ -562,9 +569,29 @@ class _Reader:
                     other_signing_secrets=tuple(other_secrets),
                     max_requests_per_second=self.rate(t, section),
                     silence_alert_after=self.silence(t, section),
+                    max_attachment_size=max_size,
+                    max_attachments=max_count,
+                    drop_attachment_types=drop_types,
                 )
             )
         return tuple(streams)
+
+    def attachment_policy(self, t: dict[str, Any], section: str) -> tuple[int | None, int | None, tuple[str, ...]]:
+        """``max_attachment_size`` (bytes, 1 or more), ``max_attachments`` (0 or more), ``drop_attachment_types``."""
+        limits: list[int | None] = []
+        for key, least in (("max_attachment_size", 1), ("max_attachments", 0)):
+            value = t.get(key)
+            ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= least)
+            self.check(f"{section}.{key}", ok, f"must be a whole number, {least} or more")
+            limits.append(value)
+        kinds = self.strings(t, section, "drop_attachment_types", ())
+        for kind in kinds:
+            self.check(
+                f"{section}.drop_attachment_types",
+                bool(ATTACHMENT_KIND.fullmatch(kind)),
+                f"{kind!r} is neither a content type (image/png, image/*) nor an extension (.exe)",
+            )
+        return limits[0], limits[1], tuple(kind.lower() for kind in kinds)
 
     def number(self, t: dict[str, Any], section: str, key: str) -> float | None:
         """An optional number: TOML's int or float (a bool is not one)."""
@@ -642,6 +669,9 @@ _STREAM_KEYS = {
     "include_raw",
     "mailgun_signing_key",
     "sendgrid_raw",
+    "max_attachment_size",
+    "max_attachments",
+    "drop_attachment_types",
     "on_dmarc_fail",
     "reject_dmarc_reject",
     "spf_fail",

@@ -66,26 +66,26 @@ ATTACHMENTS_DISAGREE = {
 }
 
 
-def stdlib_is_attachment(part: Message) -> bool:
-    """What counts as an attachment, for both readings. This is mail-parser's rule
-    (mailparser.core.MailParser.parse), which parse.py passes through unchanged:
-    a leaf part, or a part with ``Content-Disposition: attachment`` (an attached
-    message), that has a file name, or a Content-ID and is not text/plain or
-    text/html (inline images), or is RTF, or is marked ``attachment``."""
-    disposition = part.get_content_disposition()
-    if part.is_multipart() and disposition != "attachment":
-        return False
-    content_id = str(part.get("content-id", "") or "")
-    return bool(
-        part.get_filename()
-        or disposition == "attachment"
-        or part.get_content_subtype() == "rtf"
-        or (content_id and part.get_content_subtype() not in ("plain", "html"))
-    )
-
-
-def stdlib_attachment_count(message: Message) -> int:
-    return sum(stdlib_is_attachment(part) for part in message.walk())
+def stdlib_attachment_count(part: Message, *, in_report: bool = False) -> int:
+    """How many attachments the stdlib's tree holds by the rule parse.py documents (processing/mime.py):
+    an attached message (any message/* but a delivery status) is one, and is not looked into; a
+    delivery status and a report's returned headers are the ``report``, not files; a text/plain or
+    text/html part is body text unless marked ``attachment`` or named and not marked ``inline``;
+    every other leaf is a file."""
+    ctype = part.get_content_type()
+    if ctype == "message/delivery-status":
+        return 0
+    if part.get_content_maintype() == "message":
+        return 1
+    if part.is_multipart():
+        inside = in_report or ctype == "multipart/report"
+        return sum(stdlib_attachment_count(child, in_report=inside) for child in part.get_payload())
+    if part.get_content_maintype() == "multipart" or (ctype == "text/rfc822-headers" and in_report):
+        return 0
+    if ctype in ("text/plain", "text/html"):
+        disposition = part.get_content_disposition()
+        return int(disposition == "attachment" or (disposition != "inline" and bool(part.get_filename())))
+    return 1
 
 
 def stdlib_from(message: Message) -> str | None:

@@ -169,7 +169,7 @@ def test_unnamed_parts_get_no_invented_name_and_parse_the_same_twice() -> None:
     )
     assert (notes.filename, notes.disposition, notes.content) == (None, "attachment", b"notes")
     assert first.html == '<p>Logo: <img src="cid:logo@x"></p>'  # the CRLF before a boundary is the boundary's
-    assert first.text is None
+    assert first.text == "Logo:"  # an HTML-only message: its text, laid out by inscriptis
     assert first.date == "2026-11-22T11:00:00+01:00"
 
 
@@ -240,13 +240,15 @@ def test_non_ascii_attachment_names() -> None:
     assert [a.filename for a in parse_corpus("multi_charset/japanese_attachment.eml").attachments] == ["てすと.txt"]
     long_name = parse_corpus("multi_charset/japanese_attachment_long_name.eml").attachments[0].filename
     assert long_name == "かきくけこ" * 5 + ".txt"  # RFC 2231 continuations
+    raw_utf8 = parse_corpus("attachment_emails/attachment_nonascii_filename.eml").attachments[0].filename
+    assert raw_utf8 == "ci\u00eble.txt"  # raw 8-bit UTF-8 in the parameter (RFC 6532)
 
 
-def test_unknown_body_charset_is_replaced_not_fatal() -> None:
+def test_unknown_body_charset_is_guessed_not_fatal() -> None:
     raw = b"From: a@example.org\r\nSubject: x\r\nContent-Type: text/plain; charset=bogus-42\r\n\r\ncaf\xe9\r\n"
     parsed = parse_message(raw)
-    assert parsed.text == "caf\ufffd\n"
-    assert any("CharsetDecodeDefect" in d and "bogus-42" in d for d in parsed.defects)
+    assert parsed.text == "caf\xe9\n"
+    assert any("unknown charset 'bogus-42'" in d and "(guessed)" in d for d in parsed.defects)
 
 
 def test_duplicate_headers_are_kept_in_order() -> None:
@@ -299,7 +301,7 @@ def test_stripped_text_in_the_payload() -> None:
     payload = payload_of(wire_bytes(CORPUS / "mikel-mail" / "plain_emails" / "raw_email_reply.eml"))
     assert (payload["text"], payload["stripped_text"]) == ("Message body\n", "Message body")
     no_text = payload_of(MULTIPART)
-    assert (no_text["text"], no_text["stripped_text"]) == (None, None)
+    assert (no_text["text"], no_text["stripped_text"]) == ("Logo:", "Logo:")  # from its HTML
 
 
 @pytest.mark.parametrize(

@@ -12,27 +12,30 @@ Failure behaviour: inbound mail is whatever the internet sends, and a webhook
 with a note of what was wrong is worth more than a ``failed`` record. So
 broken mail *parses*: every oddity (bad boundaries, unknown charsets,
 unparseable dates, ambiguous addresses) becomes a line in ``defects`` and the
-best reading mail-parser can give. ``ParseError`` is raised only when there is
+best reading we can give. ``ParseError`` is raised only when there is
 no message to speak of: empty input, input with no header field at all
 (never the case behind our SMTP edge, which adds ``Received:``), MIME nesting
 too deep to walk, or mail-parser failing in a way not guarded against below.
 
-Why mail-parser *and* the stdlib: mail-parser (``mailparser``) is the parser
-of record. It builds the MIME tree, reads the addresses (with recovery and
-diagnostics for ambiguous ones), the date (with diagnostics), the bodies
-(charset decoding with recovery) and decides what is an attachment, and it
-collects the defects of all of these. Where it is weak, the stdlib ``email``
-package is used on the same tree, or the input is repaired first:
+Who reads what: mail-parser (``mailparser``) builds the MIME tree (the stdlib's,
+compat32) and reads the addresses (with recovery and diagnostics for ambiguous
+ones) and the date (with diagnostics). What is body text and what is a file,
+attached messages and delivery reports are decided by ``mime.py`` on the same
+tree, and every charset by ``charsets.py``: mail-parser joined every alternative
+and attached message into the text, dropped delivery-status parts and re-decoded
+a whole body as UTF-8 for one bad byte. Where it is weak elsewhere, the stdlib
+``email`` package is used on the same tree, or the input is repaired first:
 
 * headers: it merges repeated headers into a dict and decodes with
   ``errors="ignore"``, silently dropping bytes. Here every header is kept in
   order and decoded by the stdlib header registry, which replaces what it
   cannot decode with U+FFFD (and we say so);
+* encoded words: runs of one charset are joined before decoding (a character
+  split across two words is whole again) and labels read as their supersets;
 * display names: it leaves ``"=?charset?...?="`` literal when quoted (strict
   RFC 2047); every mail client decodes these, so we do too;
-* 7-bit charsets: it returns ISO-2022-JP (and UTF-7) bodies undecoded;
-* attachment names: it invents random (non-deterministic) or Content-ID names
-  for unnamed parts; those become ``None`` so a redelivery is byte-identical;
+* address lists: ``;`` between addresses (Outlook's habit) made ``,``, or every
+  address before it is lost as an unterminated group;
 * crashes: broken base64 in an encoded-word and a missing epilogue make it
   raise; both are guarded against before it runs (``_repair_header_section``,
   and the epilogue guard in ``parse_message``).
@@ -45,43 +48,51 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes
-from email.headerregistry import HeaderRegistry
 from email.message import Message
-from typing import Any, Literal
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 
 import mailparser
+from inscriptis import get_text as html_to_text
 from mailparser.exceptions import MailParserRecursionError
-from mailparser.utils import decode_base64_payload, decode_header_part, mime_header_view
+from mailparser.utils import decode_base64_payload
 
 from ..errors import ParseError
+from . import charsets
+from .charsets import json_safe
+from .headers import WORDS_PER_PIECE, decoded_headers, raw_str, semicolons_as_commas
+from .headers import decode as decode_header
+from .mime import Attachment, Disposition, ReportRecipient, Walked, walk
 
-Disposition = Literal["inline", "attachment"]
+__all__ = [
+    "Address",
+    "AttachedMessage",
+    "Attachment",
+    "Disposition",
+    "DroppedAttachment",
+    "ParsedMessage",
+    "Report",
+    "ReportRecipient",
+    "parse_message",
+]
 
-# Every header decoded as unstructured text: RFC 2047 words decoded, unknown
-# charsets and stray 8-bit bytes replaced with U+FFFD (with a defect), never an
-# exception. The structured classes (address, date) re-render the value instead.
-_UNSTRUCTURED = HeaderRegistry(use_default_map=False)
-# The white space between two encoded words (it is not part of the text: RFC 2047 6.2).
-_ENCODED_WORD_GAP = re.compile(r"\?=[ \t]+(?==\?)")
+# mail-parser logs a warning for every part it does not put into its own text ("Email content
+# 'png' not handled"): one line per part, thousands for a hostile message, and about a
+# decision mime.py makes instead. Its errors still reach the log.
+logging.getLogger("mailparser.core").setLevel(logging.ERROR)
 _ENCODED_WORD_GAP_BYTES = re.compile(rb"\?=[ \t]+=\?")
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]+=\?\1\?\2\?[^?\s]*\?=)+")
-_WORDS_PER_PIECE = 200
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _BLANK_LINE = re.compile(rb"^\r?$", re.MULTILINE)  # the line that ends the header section
 _OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 _B_WORD = re.compile(rb"=\?([^?\s]+)\?[bB]\?([^?\s]*)\?=")
-# The names mail-parser gives attachments that have none: a random ``xxxxxxxxxx.rtf``
-# or ``xxxxxxxxxx.txt`` (see mailparser.core.MailParser.parse), or the Content-ID.
-_INVENTED_NAME = re.compile(r"[a-z]{10}\.(?:rtf|txt)")
-_MIME_TYPE = re.compile(r"[^/\s]+/[^/\s]+")
+_CHARSET_COMPLAINT = "CharsetDecodeDefect"
 # Headers RFC 5322 allows once; when repeated, the first is what we report.
 _SINGLE = ("from", "subject", "date", "message-id")
 
@@ -93,13 +104,34 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
-class Attachment:
-    filename: str | None  # decoded, untrusted; None when the part names no file
-    content_type: str  # lower case, e.g. "image/png"
-    size: int  # len(content)
-    content_id: str | None  # without the angle brackets, as HTML cites it: cid:<content_id>
-    disposition: Disposition
-    content: bytes  # transfer encoding removed
+class AttachedMessage:
+    """An attached message (``message/rfc822``), summarised; its bytes are among the attachments."""
+
+    subject: str | None
+    from_: Address | None
+    date: str | None  # RFC 3339, as ParsedMessage.date
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedAttachment:
+    """An attachment a stream's policy left out of its payload (processing/attachpolicy.py)."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    reason: str  # the config key that dropped it: drop_attachment_types, max_attachment_size, max_attachments
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A ``multipart/report`` (RFC 6522): a bounce or delay notice, as a program can act on it."""
+
+    report_type: str  # e.g. "delivery-status"
+    reporting_mta: str | None
+    recipients: tuple[ReportRecipient, ...]
+    original_message_id: str | None  # from the returned headers or message, when there are any
+    original_subject: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +144,13 @@ class ParsedMessage:
     cc: tuple[Address, ...]
     reply_to: tuple[Address, ...]
     headers: tuple[tuple[str, str], ...]  # top-level headers, in order, repeats kept, decoded
-    text: str | None  # text/plain body parts, joined; LF line endings
+    text: str | None  # text/plain body parts, joined; LF line endings; from the HTML when there is only HTML
     html: str | None  # text/html body parts, joined; LF line endings
     attachments: tuple[Attachment, ...]
     defects: tuple[str, ...]
+    attached_messages: tuple[AttachedMessage, ...] = ()
+    report: Report | None = None
+    dropped_attachments: tuple[DroppedAttachment, ...] = ()  # set per stream by the attachment policy, not here
 
     def header(self, name: str) -> str | None:
         """The first header called ``name`` (case-insensitive), or None."""
@@ -144,7 +179,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise ParseError("no header fields: the input does not start with a 'Name: value' header")
 
     defects = repairs
-    headers = _headers(message, defects)
+    headers = decoded_headers(message, defects)
     counts = Counter(name.lower() for name, _ in headers)
     for name in _SINGLE:
         if counts[name] > 1:
@@ -164,18 +199,17 @@ def parse_message(raw: bytes) -> ParsedMessage:
             _addresses(mp.cc),
             _addresses(mp.reply_to),
         )
-        attachments = _attachments(mp, message)
-        undecoded = _seven_bit_texts(message)
-        text, html = _body(mp.text_plain, undecoded), _body(mp.text_html, undecoded)
-        other = _body(mp.text_not_managed, undecoded)
-        if text is None and html is None and other and other.strip():
-            # Typically a multipart whose boundary never came: its content is one blob.
-            text = other
-            defects.append("body: no text/plain or text/html part; text is the body part(s) of other types")
         date = _date(mp.date, mp.timezone)
         defects[:0] = _mailparser_defects(mp.defects)
     except Exception as exc:  # as above: mail-parser's output did not have its documented shape
         raise ParseError(f"mail-parser failed: {type(exc).__name__}: {exc}") from exc
+    try:
+        found = walk(message)
+    except RecursionError as exc:
+        raise ParseError("MIME parts nested too deeply to parse") from exc
+    defects += found.defects
+    html = "\n".join(found.htmls) if found.htmls else None
+    text = "\n".join(found.texts) if found.texts else _text_of_html(html)
     return ParsedMessage(
         message_id=first("message-id") or None,
         date=date,
@@ -187,8 +221,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
         headers=tuple(headers),
         text=text,
         html=html,
-        attachments=attachments,
+        attachments=tuple(found.attachments),
         defects=tuple(dict.fromkeys(defects)),
+        attached_messages=tuple(_summary(inner) for inner in found.attached),
+        report=_report(found),
     )
 
 
@@ -220,22 +256,27 @@ def _repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
         return word.group(0)
 
     head = _join_encoded_word_runs(_B_WORD.sub(lenient, head))
+    head, semicolons = semicolons_as_commas(head)
     notes = [f"headers: {obsolete} field name(s) followed by whitespace before ':' (obsolete syntax)"] * bool(obsolete)
+    notes += [f"headers: {semicolons} address field(s) with ';' between addresses, read as ','"] * bool(semicolons)
     notes += [f"headers: {bad_words} encoded-word(s) with broken base64, decoded leniently"] * bool(bad_words)
     return head + rest, notes
 
 
 def _join_encoded_word_runs(head: bytes) -> bytes:
-    """In a header section holding more than ``_WORDS_PER_PIECE`` encoded words, join each run of
-    adjacent words of one charset and encoding into one word.
+    """Each run of adjacent encoded words of one charset and encoding joined into one word, and every
+    word's charset label made its real-world superset (``charsets.SUPERSETS``: gb2312 -> gb18030).
 
-    The stdlib's ``email.header.decode_header`` (which mail-parser calls) joins such runs itself,
-    by growing one bytes object word by word: quadratic in the words of a run (100,000 of them
-    took 31 s, measured). Joined here in one step, the text is the same -- RFC 2047 6.2 drops
-    the white space between encoded words -- and a character split across two words is whole
-    again. Ordinary mail, with a few words a header, is left exactly as it came.
+    Senders cut encoded words at a byte count, so a Shift_JIS or GBK character is often split
+    across two of them; decoded one by one (as the stdlib's header parser does) it is lost.
+    Joined first, it is whole again; RFC 2047 6.2 drops the white space between encoded words,
+    so the text is otherwise the same.
+
+    The stdlib's ``email.header.decode_header`` (which mail-parser calls) also joins such runs, by
+    growing one bytes object word by word: quadratic in the words of a run (100,000 of them took
+    31 s, measured). Joined here in one step, that cost is gone too.
     """
-    if head.count(b"=?") <= _WORDS_PER_PIECE:
+    if b"=?" not in head:
         return head
 
     def join(run: re.Match[bytes]) -> bytes:
@@ -246,112 +287,85 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
         data = b"".join(decode_base64_payload(text.decode("ascii", "replace")) for _, _, text in words)
         return b"=?" + charset + b"?B?" + base64.b64encode(data) + b"?="
 
+    def superset(word: re.Match[bytes]) -> bytes:
+        codec = charsets.codec_for(word.group(1).decode("ascii", "replace"))
+        if codec is None:
+            return word.group(0)
+        return b"=?" + codec.encode("ascii") + word.group(0)[2 + len(word.group(1)) :]
+
+    head = _ENCODED_WORD.sub(superset, _ENCODED_WORD_RUN.sub(join, head))
+    if head.count(b"=?") <= WORDS_PER_PIECE:
+        return head
     count = 0
 
     def fold(gap: re.Match[bytes]) -> bytes:
-        # What is left (runs of alternating charsets) goes on lines of _WORDS_PER_PIECE words:
+        # What is left (runs of alternating charsets) goes on lines of WORDS_PER_PIECE words:
         # decode_header also pops each line's words one by one from the front of a list.
         nonlocal count
         count += 1
-        return b"?=\r\n =?" if count % _WORDS_PER_PIECE == 0 else gap.group(0)
+        return b"?=\r\n =?" if count % WORDS_PER_PIECE == 0 else gap.group(0)
 
-    return _ENCODED_WORD_GAP_BYTES.sub(fold, _ENCODED_WORD_RUN.sub(join, head))
-
-
-def _clean(value: object) -> str:
-    """Any text mail-parser hands back, as a str that encodes to UTF-8.
-
-    The stdlib keeps undecodable 8-bit bytes as lone surrogates; a JSON payload
-    cannot carry them, so they become U+FFFD (after trying UTF-8, RFC 6532).
-    """
-    text = value if isinstance(value, str) else str(value or "")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:  # a surrogate that is not an escaped byte
-            return _SURROGATE.sub("\ufffd", text)
-    return text
-
-
-def _pieces(value: str) -> list[str]:
-    """*value* cut between encoded words, at most ``_WORDS_PER_PIECE`` of them a piece.
-
-    The stdlib's unstructured-header parser is quadratic in the number of encoded words (16,000
-    took 9 s and 2.3 GB, measured), and a sender controls that number. Decoded piece by piece, a
-    header costs time and memory in proportion to its length. The cuts fall only on the white
-    space between two encoded words, which RFC 2047 6.2 drops when decoding anyway, so the
-    pieces' texts joined are the header's text.
-    """
-    pieces, start = [], 0
-    for count, gap in enumerate(_ENCODED_WORD_GAP.finditer(value), start=1):
-        if count % _WORDS_PER_PIECE == 0:
-            pieces.append(value[start : gap.start() + 2])
-            start = gap.end()
-    pieces.append(value[start:])
-    return pieces
-
-
-def _decode_header(name: str, raw: str) -> tuple[str, list[str]]:
-    """Unfold and decode one raw header value; also the stdlib's complaints about it.
-
-    Raw 8-bit bytes are read as UTF-8 (RFC 6532) where they are valid UTF-8.
-    """
-    value = _LINE_BREAK.sub("", raw)
-    complaints: list[str] = []
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            value = value.encode("utf-8", "surrogateescape").decode("utf-8")
-        except UnicodeError:  # left to the registry, which replaces them
-            complaints.append("8-bit bytes that are not UTF-8, replaced with U+FFFD")
-    decoded_parts: list[str] = []
-    for piece in _pieces(value):
-        try:
-            header = _UNSTRUCTURED(name, piece)
-        except Exception as exc:  # noqa: BLE001 -- the stdlib header parser has had crashes on odd input
-            return _clean(value).strip(), [*complaints, f"{type(exc).__name__}: {exc}"]
-        complaints.extend(f"{type(d).__name__}: {d}" if str(d) else type(d).__name__ for d in header.defects)
-        decoded_parts.append(str(header))
-    decoded = _clean("".join(decoded_parts)).strip()
-    if decoded.count("\ufffd") > value.count("\ufffd") and not complaints:
-        complaints.append("encoded-word in an unknown charset or with bad bytes, replaced with U+FFFD")
-    return decoded, complaints
-
-
-def _headers(message: Message, defects: list[str]) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    seen: Counter[str] = Counter()
-    for raw_name, raw_value in message.raw_items():
-        name = _clean(raw_name)
-        value, complaints = _decode_header(name, _raw_str(raw_value))
-        n = seen[name.lower()]
-        seen[name.lower()] += 1
-        defects.extend(f"headers: {name}[{n}]: {c}" for c in complaints)
-        headers.append((name, value))
-    return headers
-
-
-def _raw_str(value: object) -> str:
-    """A raw header value as the stdlib keeps it (str, 8-bit bytes as surrogates)."""
-    if isinstance(value, str):
-        return value
-    encode = getattr(value, "encode", None)  # email.header.Header
-    return str(encode()) if callable(encode) else str(value)
+    return _ENCODED_WORD_GAP_BYTES.sub(fold, head)
 
 
 def _addresses(pairs: Any) -> tuple[Address, ...]:
     """mail-parser's (name, email) pairs; names that are one quoted encoded-word get decoded."""
     out: list[Address] = []
     for name, email in pairs or ():
-        display = _clean(name).strip()
+        display = json_safe(name).strip()
         if "=?" in display:
-            display, _ = _decode_header("display-name", display)
-        if _clean(email).strip():
-            out.append(Address(display, _clean(email).strip()))
+            display, _ = decode_header("display-name", display)
+        if json_safe(email).strip():
+            out.append(Address(display, json_safe(email).strip()))
     return tuple(out)
+
+
+def _text_of_html(html: str | None) -> str | None:
+    """The text of an HTML-only message, laid out as a mail client would show it (inscriptis, Apache-2.0)."""
+    if html is None:
+        return None
+    return str(html_to_text(html)).strip("\n")
+
+
+def _summary(inner: Message) -> AttachedMessage:
+    """An attached message's subject, sender, date and Message-ID, decoded as the top level's are."""
+    headers = _first_headers(inner)
+    raw_from = inner.get("from")
+    senders = getaddresses([raw_str(raw_from)]) if raw_from is not None else []
+    name, email = senders[0] if senders else ("", "")
+    if "=?" in name:
+        name, _ = decode_header("display-name", name)
+    try:
+        moment = parsedate_to_datetime(headers.get("date", ""))
+        date = moment.isoformat().replace("+00:00", "Z") if moment.tzinfo else moment.isoformat() + "Z"
+    except (TypeError, ValueError, IndexError, OverflowError):
+        date = None
+    return AttachedMessage(
+        subject=headers.get("subject"),
+        from_=Address(json_safe(name).strip(), json_safe(email).strip()) if email.strip() else None,
+        date=date,
+        message_id=headers.get("message-id") or None,
+    )
+
+
+def _first_headers(message: Message) -> dict[str, str]:
+    """Lower-case name -> the first such header's decoded value (its complaints are the inner message's own)."""
+    return {name.lower(): value for name, value in reversed(decoded_headers(message, []))}
+
+
+def _report(found: Walked) -> Report | None:
+    """The report of a multipart/report; the original's headers from text/rfc822-headers or the returned message."""
+    if found.report_type is None:
+        return None
+    original = found.original_headers or next(iter(found.attached), None)
+    headers = _first_headers(original) if original is not None else {}
+    return Report(
+        report_type=found.report_type,
+        reporting_mta=found.reporting_mta,
+        recipients=tuple(found.recipients),
+        original_message_id=headers.get("message-id") or None,
+        original_subject=headers.get("subject"),
+    )
 
 
 def _date(value: Any, offset_hours: Any) -> str | None:
@@ -366,84 +380,14 @@ def _date(value: Any, offset_hours: Any) -> str | None:
         return moment.isoformat().replace("+00:00", "Z")
 
 
-def _body(parts: Any, undecoded: dict[str, str]) -> str | None:
-    """The body parts of one type, joined, with the wire's CRLF made LF."""
-    texts = [undecoded.get(p, _clean(p)) for p in parts or () if p]
-    return "\n".join(texts).replace("\r\n", "\n") if texts else None
-
-
-def _seven_bit_texts(message: Message) -> dict[str, str]:
-    """Raw text -> decoded text, for the body parts mail-parser returns undecoded.
-
-    For a 7bit/8bit part whose payload is plain ASCII, mail-parser returns the
-    payload as is, without applying the declared charset. That is right for
-    ASCII-compatible charsets and wrong for the 7-bit encodings (ISO-2022-JP,
-    UTF-7, HZ): Japanese mail arrives as escape sequences. Those are decoded here.
-    """
-    fixes: dict[str, str] = {}
-    for part in message.walk():
-        raw = part.get_payload()
-        charset = part.get_content_charset()
-        cte = str(part.get("content-transfer-encoding", "")).strip().lower()
-        if not (isinstance(raw, str) and raw.isascii() and charset and cte in ("", "7bit", "8bit")):
-            continue
-        try:
-            codec = codecs.lookup(charset).name
-        except LookupError:
-            continue
-        if codec.startswith("iso2022_") or codec in ("utf-7", "hz"):
-            fixes[raw] = _clean(raw.encode("ascii").decode(codec, "replace"))
-    return fixes
-
-
 def _mailparser_defects(groups: Any) -> list[str]:
-    """mail-parser's ``[{where: [defect, ...]}, ...]`` as flat ``"where: defect"`` lines."""
+    """mail-parser's ``[{where: [defect, ...]}, ...]`` as flat ``"where: defect"`` lines.
+
+    Its charset complaints are left out: they are about its own decoding of the bodies, which
+    is not the one we deliver (mime.py decodes them and says what it had to replace).
+    """
     lines: list[str] = []
     for group in groups or ():
         for where, items in dict(group).items():
-            lines.extend(f"{_clean(where)}: {_clean(item)}" for item in items)
+            lines.extend(f"{json_safe(where)}: {json_safe(item)}" for item in items if _CHARSET_COMPLAINT not in item)
     return lines
-
-
-def _attachments(mp: Any, message: Message) -> tuple[Attachment, ...]:
-    """mail-parser's attachments, with invented names dropped and content decoded to bytes."""
-    named: set[str] = set()
-    for part in message.walk():
-        view, _ = mime_header_view(part)  # exactly how mail-parser reads the name
-        name = decode_header_part(view.get_filename())
-        if name:
-            named.add(name)
-    out: list[Attachment] = []
-    for item in mp.attachments:
-        raw_cid = _clean(item.get("content-id")).strip()
-        filename: str | None = _clean(item.get("filename"))
-        if filename not in named and (filename == raw_cid or _INVENTED_NAME.fullmatch(filename or "")):
-            filename = None
-        payload = item.get("payload") or ""
-        if isinstance(payload, bytes):
-            content = payload
-        elif item.get("binary"):  # base64 text, decoded as leniently as a mail client would
-            content = decode_base64_payload(payload)
-        else:  # a multipart part (an attached message) flattened to text; 8-bit kept as surrogates
-            content = _to_bytes(str(payload))
-        content_type = _clean(item.get("mail_content_type")).lower()
-        token = _clean(item.get("content-disposition")).split(";", 1)[0].strip().lower()
-        inline = token == "inline" or (not token and bool(raw_cid))
-        out.append(
-            Attachment(
-                filename=filename or None,
-                content_type=content_type if _MIME_TYPE.fullmatch(content_type) else "application/octet-stream",
-                size=len(content),
-                content_id=raw_cid.strip("<>").strip() or None,
-                disposition="inline" if inline else "attachment",
-                content=content,
-            )
-        )
-    return tuple(out)
-
-
-def _to_bytes(text: str) -> bytes:
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
-        return text.encode("utf-8", "replace")

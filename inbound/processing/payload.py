@@ -34,7 +34,7 @@ from typing import Any
 from email_reply_parser import EmailMessage
 
 from ..envelope import Envelope
-from .parse import Address, Attachment, ParsedMessage
+from .parse import Address, AttachedMessage, Attachment, DroppedAttachment, ParsedMessage, Report
 from .screen import Decision
 
 # email_reply_parser 0.5.12 joins an "On <date>, <name> wrote:" line that a
@@ -90,6 +90,9 @@ def build_payload(
         "stripped_text": stripped_reply(parsed.text) if parsed.text is not None else None,
         "headers": [{"name": name, "value": value} for name, value in headers],
         "attachments": [_attachment(a) for a in parsed.attachments],
+        "dropped_attachments": [_dropped(a) for a in parsed.dropped_attachments],
+        "attached_messages": [_attached_message(m) for m in parsed.attached_messages],
+        "report": _report(parsed.report) if parsed.report else None,
         "defects": list(parsed.defects),
         "auth": decision.auth if decision else None,
         "spam": decision.spam if decision else None,
@@ -150,4 +153,42 @@ def _attachment(attachment: Attachment) -> dict[str, Any]:
         "content_id": attachment.content_id,
         "disposition": attachment.disposition,
         "content": base64.b64encode(attachment.content).decode("ascii"),
+    }
+
+
+def _dropped(attachment: DroppedAttachment) -> dict[str, Any]:
+    return {
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "reason": attachment.reason,
+    }
+
+
+def _attached_message(message: AttachedMessage) -> dict[str, Any]:
+    return {
+        "subject": message.subject,
+        "from": _address(message.from_) if message.from_ else None,
+        "date": message.date,
+        "message_id": message.message_id,
+    }
+
+
+def _report(report: Report) -> dict[str, Any]:
+    return {
+        "report_type": report.report_type,
+        "reporting_mta": report.reporting_mta,
+        "recipients": [
+            {
+                "action": r.action,
+                "status": r.status,
+                "final_recipient": r.final_recipient,
+                "original_recipient": r.original_recipient,
+                "diagnostic_code": r.diagnostic_code,
+                "remote_mta": r.remote_mta,
+            }
+            for r in report.recipients
+        ],
+        "original_message_id": report.original_message_id,
+        "original_subject": report.original_subject,
     }

@@ -20,7 +20,9 @@ bytes twice. An exception is that message's Failed record, decided by the proces
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
+from ..attachpolicy import apply_attachment_policy
 from . import inbound, mailgun, postmark, sendgrid
 from ._shared import Rendered, Source
 
@@ -35,5 +37,6 @@ FORMATS: dict[str, Callable[[Source], Rendered]] = {
 
 
 def render(source: Source) -> Rendered:
-    """The body of *source* in its stream's ``payload_format``."""
+    """The body of *source* in its stream's ``payload_format``, with the stream's attachment policy applied."""
+    source = replace(source, parsed=apply_attachment_policy(source.parsed, source.stream))
     return FORMATS[source.stream.payload_format](source)

@@ -9,6 +9,7 @@ show the same thing show it the same way.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,6 +83,18 @@ class Source:
         delivered = self.delivered
         end = delivered.find(b"\r\n\r\n")
         return delivered[: end + 2] if end >= 0 else delivered
+
+
+def dropped_field(parsed: ParsedMessage, name: str) -> list[FormField]:
+    """The attachments the stream's policy left out (attachpolicy.py), as one JSON form field *name*
+    [{filename, content_type, size, reason}]; no field when none was (the body is then the provider's)."""
+    if not parsed.dropped_attachments:
+        return []
+    dropped = [
+        {"filename": a.filename, "content_type": a.content_type, "size": a.size, "reason": a.reason}
+        for a in parsed.dropped_attachments
+    ]
+    return [(name, json.dumps(dropped, ensure_ascii=False))]
 
 
 def address_line(addresses: Sequence[Address]) -> str:

@@ -33,7 +33,16 @@ import json
 from urllib.parse import urlencode
 
 from ..payload import stripped_reply
-from ._shared import FORM_URLENCODED, FormField, Rendered, Source, address_line, form_data, signature_block
+from ._shared import (
+    FORM_URLENCODED,
+    FormField,
+    Rendered,
+    Source,
+    address_line,
+    dropped_field,
+    form_data,
+    signature_block,
+)
 
 
 def render(source: Source) -> Rendered:
@@ -65,6 +74,7 @@ def render(source: Source) -> Rendered:
             ),
         ),
     ]
+    fields += dropped_field(parsed, "dropped-attachments")
     if source.stream.include_raw:
         fields.append(("body-mime", source.delivered))
     if not parsed.attachments:

@@ -72,6 +72,11 @@ def render(source: Source) -> Rendered:
         ],
         "Attachments": [_attachment(a) for a in parsed.attachments],
     }
+    if parsed.dropped_attachments:  # not Postmark's: what this stream's attachment policy left out
+        payload["DroppedAttachments"] = [
+            {"Name": a.filename or "", "ContentType": a.content_type, "ContentLength": a.size, "Reason": a.reason}
+            for a in parsed.dropped_attachments
+        ]
     if source.stream.include_raw:
         payload["RawEmail"] = source.delivered.decode("utf-8", "replace")
     return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())

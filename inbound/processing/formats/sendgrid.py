@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 
-from ._shared import FormField, Rendered, Source, address_line, form_data
+from ._shared import FormField, Rendered, Source, address_line, dropped_field, form_data
 
 _TEXT_FIELDS = ("to", "from", "cc", "subject", "text", "html")
 
@@ -59,6 +59,7 @@ def render(source: Source) -> Rendered:
         ("html", parsed.html or ""),
         ("attachments", str(len(pairs))),
         ("attachment-info", json.dumps(info, ensure_ascii=False)),
+        *dropped_field(parsed, "dropped_attachments"),
         *[(file, (a.filename or file, a.content, a.content_type)) for file, a in pairs],
     ]
     return form_data(source.delivery_id, fields)

@@ -1,0 +1,324 @@
+"""MIME walk: the parsed MIME tree of one message -> its body text, HTML, attachments and reports.
+
+Stage: called by ``parse.py`` on the tree the stdlib's ``email`` package builds
+(compat32, the tree mail-parser reads too), before ``ParsedMessage`` is made.
+
+What is body and what is a file is decided here, once, by the structure of the
+message, the way mail clients show it:
+
+* ``multipart/alternative`` holds one content several ways: the text comes from
+  the first alternative that has ``text/plain``, the HTML from the first that has
+  ``text/html``; files inside any alternative (a related image) are kept.
+* an attached message (``message/rfc822``) is one attachment holding its bytes;
+  it is never walked into, so neither its text nor its own attachments become
+  the outer message's. parse.py summarises it (``attached``).
+* ``multipart/report`` (RFC 6522): ``message/delivery-status`` becomes the
+  per-recipient ``ReportRecipient`` list, ``text/rfc822-headers`` the original
+  message's headers; the human-readable part is the text.
+* a ``text/plain`` or ``text/html`` leaf is body text unless it is marked
+  ``attachment``, or is named and not marked ``inline``; every other leaf (an
+  image with neither name nor Content-ID included) is an attachment.
+* a ``multipart`` whose boundary never comes is searched for the delimiter lines
+  it really uses and walked again; raw MIME source (base64 and all) is never text.
+
+Failure behaviour: never raises on content; what was odd becomes a line in
+``defects``. Nesting is bounded by the caller (the stdlib parser's recursion).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import decode_header
+from email.message import Message
+from email.policy import compat32
+from typing import Literal
+
+from . import charsets
+
+Disposition = Literal["inline", "attachment"]
+
+_ATTACHED_MESSAGE = ("message/rfc822", "message/global")
+_BODY_TYPES = ("text/plain", "text/html")
+_STATUS_FIELDS = ("reporting-mta", "final-recipient", "action", "status", "original-recipient")
+_MIME_TYPE = re.compile(r"[^/\s]+/[^/\s]+")
+# A delimiter line (RFC 2046 5.1.1): "--" and a boundary of bchars, perhaps closed by "--".
+_DELIMITER = re.compile(r"^--([0-9A-Za-z'()+_,./:=?-][0-9A-Za-z'()+_,./:=? -]{0,69}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+_MIME_HEADER = re.compile(r"^Content-(?:Type|Transfer-Encoding|Disposition):", re.MULTILINE | re.IGNORECASE)
+# Attached messages are given back as they came, CRLF line endings and headers unchanged.
+_WIRE = compat32.clone(linesep="\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str | None  # decoded, untrusted; None when the part names no file
+    content_type: str  # lower case, e.g. "image/png"
+    size: int  # len(content)
+    content_id: str | None  # without the angle brackets, as HTML cites it: cid:<content_id>
+    disposition: Disposition
+    content: bytes  # transfer encoding removed
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRecipient:
+    """One per-recipient block of a ``message/delivery-status`` (RFC 3464 2.3); the type prefix
+    (``rfc822;``, ``dns;``, ``smtp;``) of each value is left out."""
+
+    action: str | None  # failed, delayed, delivered, relayed, expanded
+    status: str | None  # e.g. "5.1.1"
+    final_recipient: str | None
+    original_recipient: str | None
+    diagnostic_code: str | None
+    remote_mta: str | None
+
+
+@dataclass(slots=True)
+class Walked:
+    """What the walk found, in message order."""
+
+    texts: list[str] = field(default_factory=list)
+    htmls: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    attached: list[Message] = field(default_factory=list)  # the attached messages, for their summaries
+    report_type: str | None = None
+    reporting_mta: str | None = None
+    recipients: list[ReportRecipient] = field(default_factory=list)
+    original_headers: Message | None = None  # a report's text/rfc822-headers part
+    named_texts: list[str] = field(default_factory=list)  # named text/plain parts (attachments): text if no other
+    defects: list[str] = field(default_factory=list)
+
+    def absorb(self, other: Walked, *, bodies: bool = True) -> None:
+        if bodies:
+            self.texts += other.texts
+            self.htmls += other.htmls
+        self.attachments += other.attachments
+        self.attached += other.attached
+        self.report_type = self.report_type or other.report_type
+        self.reporting_mta = self.reporting_mta or other.reporting_mta
+        self.recipients += other.recipients
+        self.original_headers = self.original_headers or other.original_headers
+        self.named_texts += other.named_texts
+        self.defects += other.defects
+
+
+def walk(message: Message) -> Walked:
+    found = Walked()
+    _visit(message, found)
+    if not found.texts and not found.htmls and found.named_texts:
+        # Named text parts and nothing else (some mailers name every part): they are the text
+        # as well as files, rather than a message whose text is empty.
+        found.texts = found.named_texts
+        found.defects.append("body: no unnamed text part; text is the named text/plain part(s)")
+    return found
+
+
+def _visit(part: Message, found: Walked) -> None:
+    ctype = part.get_content_type()
+    if ctype == "message/delivery-status":
+        _delivery_status(part, found)
+    elif part.get_content_maintype() == "message" and _children(part):
+        _attached_message(part, ctype, found)
+    elif part.get_content_maintype() == "multipart":
+        _multipart(part, ctype, found)
+    elif ctype == "text/rfc822-headers" and found.report_type is not None:
+        found.original_headers = message_from_bytes(_payload(part) + b"\r\n")
+    elif ctype in _BODY_TYPES and _is_body(part):
+        text = _text(part, found)
+        (found.texts if ctype == "text/plain" else found.htmls).append(text)
+    else:
+        found.attachments.append(_attachment(part, ctype, _payload(part)))
+        if ctype == "text/plain" and part.get_content_disposition() != "attachment":
+            found.named_texts.append(_text(part, found))
+
+
+def _attached_message(part: Message, ctype: str, found: Walked) -> None:
+    """An attached message: one attachment of its bytes, never walked into. message/partial and
+    message/external-body are kept the same way, without a summary."""
+    content = _children(part)[0].as_bytes(policy=_WIRE)
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if encoding in ("base64", "quoted-printable"):
+        # Not allowed on message/* (RFC 2046 5.2.1), but sent: the stdlib parsed the encoded
+        # text as if it were the message. Decoded, it is.
+        found.defects.append(f"body: an attached {ctype} in {encoding}, decoded")
+        content = _transfer_decoded(content, encoding)
+    found.attachments.append(_attachment(part, ctype, content))
+    if ctype in _ATTACHED_MESSAGE:
+        found.attached.append(
+            message_from_bytes(content) if encoding in ("base64", "quoted-printable") else _children(part)[0]
+        )
+
+
+def _transfer_decoded(content: bytes, encoding: str) -> bytes:
+    holder = Message()
+    holder["Content-Transfer-Encoding"] = encoding
+    holder.set_payload(content.decode("ascii", "surrogateescape"))
+    return _payload(holder)
+
+
+def _multipart(part: Message, ctype: str, found: Walked) -> None:
+    if not part.is_multipart():
+        _unsplit(part, found)
+    elif ctype == "multipart/alternative":
+        _alternative(part, found)
+    else:
+        if ctype == "multipart/report":
+            found.report_type = charsets.json_safe(part.get_param("report-type", "", header="content-type")).lower()
+        for child in _children(part):
+            _visit(child, found)
+
+
+def _alternative(part: Message, found: Walked) -> None:
+    """One content several ways: the first alternative's text and the first's HTML; every file kept."""
+    choices = []
+    for child in _children(part):
+        choice = Walked(report_type=found.report_type)
+        _visit(child, choice)
+        choices.append(choice)
+        found.absorb(choice, bodies=False)
+    found.texts += next((c.texts for c in choices if c.texts), [])
+    found.htmls += next((c.htmls for c in choices if c.htmls), [])
+
+
+def _children(part: Message) -> list[Message]:
+    """The parts of a multipart, the message of a message/rfc822, the blocks of a delivery status."""
+    payload = part.get_payload()
+    return [child for child in payload if isinstance(child, Message)] if isinstance(payload, list) else []
+
+
+def _is_body(part: Message) -> bool:
+    disposition = part.get_content_disposition()
+    if disposition == "attachment":
+        return False
+    return disposition == "inline" or not part.get_filename()
+
+
+def _delivery_status(part: Message, found: Walked) -> None:
+    """RFC 3464: one block of per-message fields, then one block per recipient. A "delivery status"
+    with none of its fields is a notice in words under the wrong type: it is text."""
+    blocks = _children(part)
+    if not any(field in block for block in blocks for field in _STATUS_FIELDS):
+        found.defects.append("report: a message/delivery-status without status fields, read as text")
+        found.texts.append(_text(_as_text(part), found))
+        return
+    found.reporting_mta = _typed(blocks[0], "reporting-mta")
+    for block in blocks[1:]:
+        found.recipients.append(
+            ReportRecipient(
+                action=_typed(block, "action", typed=False),
+                status=_typed(block, "status", typed=False),
+                final_recipient=_typed(block, "final-recipient"),
+                original_recipient=_typed(block, "original-recipient"),
+                diagnostic_code=_typed(block, "diagnostic-code"),
+                remote_mta=_typed(block, "remote-mta"),
+            )
+        )
+
+
+def _as_text(part: Message) -> Message:
+    """A part whose payload the stdlib parsed into header blocks, as the text/plain part it was written as."""
+    text = Message()
+    text.set_payload(
+        b"\r\n".join(block.as_bytes(policy=_WIRE) for block in _children(part)).decode("ascii", "surrogateescape")
+    )
+    return text
+
+
+def _typed(block: Message, name: str, *, typed: bool = True) -> str | None:
+    """A delivery-status field, unfolded, without its ``type;`` prefix; None when absent."""
+    value = block.get(name)
+    if value is None:
+        return None
+    text = " ".join(charsets.json_safe(str(value)).split())
+    if typed and ";" in text:
+        text = text.split(";", 1)[1].strip()
+    return (text.lower() if name == "action" else text) or None
+
+
+def _unsplit(part: Message, found: Walked) -> None:
+    """A multipart whose declared boundary never came: its body is one string."""
+    body = part.get_payload()
+    if not isinstance(body, str) or not body.strip():
+        return  # an empty multipart (an empty alternative, say) holds nothing to show
+    recovered = _recover(body)
+    if recovered is not None:
+        found.defects.append(
+            f"body: the {part.get_content_type()} boundary never came; parts found under {recovered.get_boundary()!r}"
+        )
+        _visit(recovered, found)
+    elif _MIME_HEADER.search(body):
+        found.defects.append("body: MIME parts without a usable boundary; kept as one attachment, not as text")
+        found.attachments.append(_attachment(part, "application/octet-stream", _payload(part)))
+    else:
+        found.defects.append("body: no text/plain or text/html part; text is the body of a multipart without parts")
+        found.texts.append(_text(part, found))
+
+
+def _recover(body: str) -> Message | None:
+    """The body walked again under the first delimiter line it holds, when that gives parts."""
+    delimiter = _DELIMITER.search(body)
+    if delimiter is None:
+        return None
+    head = f'Content-Type: multipart/mixed; boundary="{delimiter.group(1)}"\r\n\r\n'
+    tree = message_from_bytes(head.encode("ascii") + _raw(body))
+    return tree if tree.is_multipart() and tree.get_payload() else None
+
+
+def _attachment(part: Message, content_type: str, content: bytes) -> Attachment:
+    raw_cid = charsets.json_safe(part.get("content-id", "")).strip()
+    disposition = part.get_content_disposition()
+    inline = disposition == "inline" or (disposition is None and bool(raw_cid))
+    return Attachment(
+        filename=_filename(part),
+        content_type=content_type if _MIME_TYPE.fullmatch(content_type) else "application/octet-stream",
+        size=len(content),
+        content_id=raw_cid.strip("<>").strip() or None,
+        disposition="inline" if inline else "attachment",
+        content=content,
+    )
+
+
+def _filename(part: Message) -> str | None:
+    """The file name (RFC 2231 by the stdlib; RFC 2047 words and raw 8-bit bytes too, as mail clients read them)."""
+    name = part.get_filename()
+    if name and "\ufffd" in name:
+        name = _eight_bit_view(part).get_filename() or name
+    if name and "=?" in name:
+        words = decode_header(name)
+        name = "".join(charsets.decode(w, c)[0] if isinstance(w, bytes) else w for w, c in words)
+    if not name:
+        return None
+    return charsets.json_safe(name).strip() or None
+
+
+def _eight_bit_view(part: Message) -> Message:
+    """The part's Content-Type and Content-Disposition with raw 8-bit bytes read as text: UTF-8
+    (RFC 6532), else the part's charset. (The stdlib replaces them with U+FFFD in parameters.)"""
+    view = Message()
+    for key, value in part.raw_items():
+        if key.lower() in ("content-type", "content-disposition"):
+            data = _raw(str(value))
+            try:
+                view[key] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                view[key] = charsets.decode(data, part.get_content_charset())[0]
+    return view
+
+
+def _payload(part: Message) -> bytes:
+    """The part's content with its transfer encoding removed (leniently, as mail clients do)."""
+    content = part.get_payload(decode=True)
+    return content if isinstance(content, bytes) else b""
+
+
+def _text(part: Message, found: Walked) -> str:
+    label = part.get_param("charset", None, header="content-type")
+    text, note = charsets.decode(_payload(part), label if isinstance(label, str) else None)
+    if note:
+        found.defects.append(f"body: {note}")
+    return charsets.json_safe(text).replace("\r\n", "\n")
+
+
+def _raw(text: str) -> bytes:
+    """A payload the stdlib keeps as text (8-bit bytes as surrogates) back as its bytes."""
+    return text.encode("utf-8", "surrogateescape")
