@@ -193,9 +193,12 @@ def run_cli(*args: str, config: Path, check: bool = True) -> subprocess.Complete
 class InboundProcess:
     """``inbound serve`` as a real child process."""
 
-    def __init__(self, config: Path, roles: str | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, config: Path, roles: str | None = None, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.roles = roles
+        self.env = env  # added to this process's environment
         self.log_path = log or config.parent / f"serve-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -205,7 +208,8 @@ class InboundProcess:
 
     def start(self, wait_smtp: bool = True) -> InboundProcess:
         self.log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.command(), stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         if wait_smtp and (self.roles is None or "smtp" in self.roles):
             wait_for(self._smtp_ready, 60, f"SMTP on {self.config} (log: {self.log_path})")
         # A supervisor says so once every child has started; a single process once it serves.
