@@ -6,7 +6,9 @@ loaded through PYTHONPATH into every process of the service (production code has
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import time
 
 from tests.fixtures import Pipeline
@@ -56,3 +58,39 @@ def test_parser_faults_fail_that_message_once_and_the_next_is_delivered_on_time(
     for queue_id in poisoned.values():
         assert f"queue_id={queue_id} stream=support stage=process" not in restarted.log_path.read_text()
         assert [r["status"] for r in activity(pipeline.config) if r["queue_id"] == queue_id] == ["failed"]
+
+
+def attachment_message(size: int, subject: str) -> bytes:
+    content = base64.encodebytes(os.urandom(size)).replace(b"\n", b"\r\n")
+    return (
+        (
+            f"From: a@sender.test\r\nTo: help@in.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n'
+            '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="big.bin"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        ).encode()
+        + content
+        + b"--b--\r\n"
+    )
+
+
+def test_hostile_and_big_messages_parse_within_the_limits_and_the_next_is_on_time(pipeline: Pipeline) -> None:
+    pipeline.configure(max_message_size=30 * 1024 * 1024)
+    service = pipeline.start()
+    # Once a service-killer (quadratic in the stdlib's header registry): ~1.4 MB of header.
+    words = [f"=?utf-8?q?w{i}?=" for i in range(100_000)]
+    folded = "\r\n ".join(" ".join(words[i : i + 40]) for i in range(0, len(words), 40))
+    big = attachment_message(20 * 1024 * 1024, "twenty megabytes")
+    for poison in (simple_message(subject=folded), big):
+        queue_id = send(pipeline.config, "a@sender.test", ["help@in.test"], poison)
+        normal = send(pipeline.config, "a@sender.test", ["help@in.test"], simple_message(subject="behind it"))
+        started = time.monotonic()
+        delivered(pipeline, queue_id, 120)
+        delivered(pipeline, normal, NEXT_WITHIN + (time.monotonic() - started))
+    [hit] = pipeline.receiver.by_queue_id()[queue_id]
+    assert hit.json["attachments"][0]["size"] == 20 * 1024 * 1024
+    peak, limit = map(
+        int, re.findall(rf"queue_id={queue_id} .*peak RSS (\d+) MiB \(parse_memory_limit (\d+) MiB\)", service.log())[0]
+    )
+    assert peak <= limit, (peak, limit)
+    print(f"20 MiB attachment: parse worker peak RSS {peak} MiB, limit {limit} MiB")

@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
     footprint = address_space()
     while (frame := read_frame(jobs)) is not None:
         job = decode_job(frame)
+        del frame  # the job holds its own copy of the message: one is enough at the parse's peak
         _limit(job.memory_limit, job.timeout)
         exhausted = False
         try:
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> int:
             outcome = Outcome.failed(
                 f"parsing needs more memory than parse_memory_limit ({job.memory_limit >> 20} MiB)"
             )
-        del job, frame
+        del job
         write_frame(answers, *encode_outcome(replace(outcome, peak_rss=peak_rss())))
         if exhausted or address_space() - footprint > RETIRE_GROWTH:
             return 0
