@@ -291,6 +291,21 @@ def simple_message(
     ).encode()
 
 
+def attachment_message(size: int, subject: str) -> bytes:
+    """A message with one attachment of *size* random bytes, base64-encoded (about 4/3 of *size*)."""
+    content = base64.encodebytes(os.urandom(size)).replace(b"\n", b"\r\n")
+    return (
+        (
+            f"From: a@sender.test\r\nTo: help@in.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n'
+            '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="big.bin"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        ).encode()
+        + content
+        + b"--b--\r\n"
+    )
+
+
 def activity(config: Path) -> list[dict[str, Any]]:
     out = run_cli("activity", "list", "--json", "--limit", "100000", config=config).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]

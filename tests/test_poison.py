@@ -6,13 +6,12 @@ loaded through PYTHONPATH into every process of the service (production code has
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import time
 
 from tests.fixtures import Pipeline
-from tests.harness import ROOT, activity, send, simple_message, wait_for
+from tests.harness import ROOT, activity, attachment_message, send, simple_message, wait_for
 
 FAULTS = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "faults"), os.environ.get("PYTHONPATH", "")])}
 NEXT_WITHIN = 5.0
@@ -58,20 +57,6 @@ def test_parser_faults_fail_that_message_once_and_the_next_is_delivered_on_time(
     for queue_id in poisoned.values():
         assert f"queue_id={queue_id} stream=support stage=process" not in restarted.log_path.read_text()
         assert [r["status"] for r in activity(pipeline.config) if r["queue_id"] == queue_id] == ["failed"]
-
-
-def attachment_message(size: int, subject: str) -> bytes:
-    content = base64.encodebytes(os.urandom(size)).replace(b"\n", b"\r\n")
-    return (
-        (
-            f"From: a@sender.test\r\nTo: help@in.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
-            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n'
-            '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="big.bin"\r\n'
-            "Content-Transfer-Encoding: base64\r\n\r\n"
-        ).encode()
-        + content
-        + b"--b--\r\n"
-    )
 
 
 def test_hostile_and_big_messages_parse_within_the_limits_and_the_next_is_on_time(pipeline: Pipeline) -> None:

@@ -142,39 +142,48 @@ class IsolatedParser:
         return status
 
 
-def _exchange(worker: subprocess.Popen[bytes], request: bytes, deadline: float) -> bytes:
-    """Write one job frame and read one answer frame, never waiting past *deadline* (TimeoutError)."""
+def _exchange(worker: subprocess.Popen[bytes], request: bytes, deadline: float) -> bytearray:
+    """Write one job frame and read one answer frame, never waiting past *deadline* (TimeoutError).
+
+    Big messages make big frames: the request is written from a view and the answer read into
+    one buffer of its announced size, so neither is ever copied whole here.
+    """
     assert worker.stdin is not None
     assert worker.stdout is not None
-    outgoing = memoryview(len(request).to_bytes(_LENGTH_BYTES, "big") + request)
-    incoming = bytearray()
-    expected = _LENGTH_BYTES
-    os.set_blocking(worker.stdin.fileno(), False)
+    jobs, answers = worker.stdin.fileno(), worker.stdout.fileno()
+    outgoing = [memoryview(len(request).to_bytes(_LENGTH_BYTES, "big")), memoryview(request)]
+    length = bytearray(_LENGTH_BYTES)
+    incoming, received = memoryview(length), 0
+    answer: bytearray | None = None
+    os.set_blocking(jobs, False)
     with selectors.DefaultSelector() as selector:
-        selector.register(worker.stdin.fileno(), selectors.EVENT_WRITE)
-        selector.register(worker.stdout.fileno(), selectors.EVENT_READ)
+        selector.register(jobs, selectors.EVENT_WRITE)
+        selector.register(answers, selectors.EVENT_READ)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
             for key, _ in selector.select(remaining):
-                if key.fileobj == worker.stdin.fileno():
+                if key.fd == jobs:
                     try:
-                        sent = os.write(worker.stdin.fileno(), outgoing[:_CHUNK])
+                        outgoing[0] = outgoing[0][os.write(jobs, outgoing[0][:_CHUNK]) :]
                     except BrokenPipeError:
                         raise _Died from None
-                    outgoing = outgoing[sent:]
+                    while outgoing and not outgoing[0]:
+                        outgoing.pop(0)
                     if not outgoing:
-                        selector.unregister(worker.stdin.fileno())
+                        selector.unregister(jobs)
                     continue
-                chunk = os.read(worker.stdout.fileno(), max(expected - len(incoming), 1))
-                if not chunk:
+                count = os.readv(answers, [incoming[received:]])
+                if not count:
                     raise _Died
-                incoming += chunk
-                if len(incoming) == _LENGTH_BYTES and expected == _LENGTH_BYTES:
-                    expected += int.from_bytes(incoming, "big")
-                if len(incoming) == expected and expected > _LENGTH_BYTES:
-                    return bytes(incoming[_LENGTH_BYTES:])
+                received += count
+                if received < len(incoming):
+                    continue
+                if answer is not None:
+                    return answer
+                answer = bytearray(int.from_bytes(length, "big"))
+                incoming, received = memoryview(answer), 0
 
 
 def _describe(status: int) -> str:

@@ -159,7 +159,7 @@ def encode_outcome(outcome: Outcome) -> list[bytes]:
     return [_LENGTH.pack(len(encoded)), encoded, *payloads]
 
 
-def decode_outcome(frame: bytes) -> Outcome:
+def decode_outcome(frame: bytes | bytearray) -> Outcome:
     """The inverse of :func:`encode_outcome`; ValueError/KeyError/TypeError on anything malformed."""
     (head_length,) = _LENGTH.unpack_from(frame)
     view = memoryview(frame)
