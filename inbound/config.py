@@ -141,6 +141,8 @@ class ProcessingSettings:
     # parsing may add to the parse worker's idle footprint.
     memory_per_byte: int = 3
     memory_base: int = 256 * MIB
+    max_mime_depth: int = 100  # multiparts inside multiparts; deeper is Failed (processing/mimeshape.py)
+    max_mime_parts: int = 10_000  # body parts in the whole message; more is Failed
 
     def memory_limit(self, size: int) -> int:
         return self.memory_per_byte * size + self.memory_base
@@ -495,8 +497,9 @@ class _Reader:
         return SpamSettings(spamd, timeout)
 
     def processing(self, raw: dict[str, Any]) -> ProcessingSettings:
-        t = self.table(raw, "processing", {"parse_timeout", "parse_memory_limit"})
-        given = self.get(t, "processing", "parse_timeout", str, "30s")
+        t = self.table(raw, "processing", {"parse_timeout", "parse_memory_limit", "max_mime_depth", "max_mime_parts"})
+        d = ProcessingSettings()
+        given = self.get(t, "processing", "parse_timeout", str, f"{d.parse_timeout:g}s")
         timeout = self.converted("processing.parse_timeout", given, parse_duration)
         self.check("processing.parse_timeout", 0 < timeout <= 600, "must be longer than 0s and at most 10m")
         limit = _MEMORY_LIMIT.fullmatch(self.get(t, "processing", "parse_memory_limit", str, "3x + 256MiB").strip())
@@ -511,7 +514,11 @@ class _Reader:
         base = int(limit[2]) * _SIZE_UNITS[limit[3]]
         self.check("processing.parse_memory_limit", base >= 64 * MIB, "its fixed part must be at least 64MiB")
         self.check("processing.parse_memory_limit", per_byte <= 100, "must be at most 100x the message size")
-        return ProcessingSettings(timeout, per_byte, base)
+        shape = []
+        for key in ("max_mime_depth", "max_mime_parts"):
+            shape.append(self.get(t, "processing", key, int, getattr(d, key)))
+            self.check(f"processing.{key}", 1 <= shape[-1] <= 1_000_000, "must be between 1 and 1000000")
+        return ProcessingSettings(timeout, per_byte, base, *shape)
 
     def verdict_policies(
         self, t: dict[str, Any], section: str, auth: AuthSettings, spam: SpamSettings

@@ -29,9 +29,10 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from ..config import StreamSettings
+from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
 from .formats import Rendered, Source, render
+from .mimeshape import mime_shape
 from .parse import parse_message
 from .screen import Decision
 
@@ -52,8 +53,17 @@ class ParseJob:
     raw: bytes  # the message exactly as the SMTP edge accepted it
     envelope: Envelope
     renders: tuple[RenderRequest, ...]
-    memory_limit: int  # bytes of address space the parse may add to the worker's idle footprint
-    timeout: float  # seconds of wall time; the parent kills the worker after it
+    limits: ProcessingSettings
+
+    @property
+    def memory_limit(self) -> int:
+        """Bytes of address space the parse may add to the worker's idle footprint."""
+        return self.limits.memory_limit(len(self.raw))
+
+    @property
+    def timeout(self) -> float:
+        """Seconds of wall time; the parent kills the worker after it."""
+        return self.limits.parse_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,11 @@ class Outcome:
 
 def run_job(job: ParseJob) -> Outcome:
     """Parse *job*'s message and build each requested body; any error becomes part of the outcome."""
+    shape = mime_shape(job.raw, job.limits.max_mime_depth, job.limits.max_mime_parts)
+    if shape.depth > job.limits.max_mime_depth:
+        return Outcome.failed(f"MIME parts nested more than max_mime_depth ({job.limits.max_mime_depth}) deep")
+    if shape.parts > job.limits.max_mime_parts:
+        return Outcome.failed(f"more than max_mime_parts ({job.limits.max_mime_parts}) MIME parts")
     try:
         parsed = parse_message(job.raw)
     except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the stage's

@@ -97,8 +97,7 @@ class Processor:
                 for s in streams
                 if s in self.streams
             ),
-            self.limits.memory_limit(len(message)),
-            self.limits.parse_timeout,
+            self.limits,
         )
         outcome = self.parser.run(job)
         if outcome.peak_rss and len(message) >= LOG_MEMORY_FROM:
