@@ -10,6 +10,8 @@ import os
 import re
 import time
 
+import psutil
+
 from tests.fixtures import Pipeline
 from tests.harness import ROOT, activity, attachment_message, send, simple_message, wait_for
 
@@ -79,3 +81,24 @@ def test_hostile_and_big_messages_parse_within_the_limits_and_the_next_is_on_tim
     )
     assert peak <= limit, (peak, limit)
     print(f"20 MiB attachment: parse worker peak RSS {peak} MiB, limit {limit} MiB")
+
+
+def test_a_service_killed_while_parsing_parses_that_message_once_more_then_fails_it(pipeline: Pipeline) -> None:
+    pipeline.configure(extra='[processing]\nparse_timeout = "10s"\n')
+    mark = pipeline.tmp_path / "hanging-pid"
+    env = {**FAULTS, "INBOUND_TEST_HANG_MARK": str(mark)}
+    service = pipeline.start(env=env)
+    poison = send(pipeline.config, "a@sender.test", ["help@in.test"], simple_message(extra="X-Test-Fault: hang\r\n"))
+    worker = psutil.Process(int(wait_for(lambda: mark.exists() and mark.read_text(), 30, "the parse to start")))
+    service.kill()
+    # The worker goes with the service: nothing is left running the poison.
+    wait_for(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 10, "the worker to die")
+    mark.unlink()
+    pipeline.start(env=env)
+    wait_for(mark.exists, 30, "the one parse after the restart")
+    assert failed_reason(pipeline, poison) == "parsing took longer than parse_timeout (10s)"
+    mark.unlink()
+    normal = send(pipeline.config, "a@sender.test", ["help@in.test"], simple_message(subject="behind it"))
+    delivered(pipeline, normal, NEXT_WITHIN)
+    assert not mark.exists(), "the poison was parsed a third time"
+    assert [r["status"] for r in activity(pipeline.config) if r["queue_id"] == poison] == ["failed"]

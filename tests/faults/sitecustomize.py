@@ -14,6 +14,7 @@ import ctypes
 import os
 import re
 import time
+from pathlib import Path
 
 from inbound.processing import parse
 
@@ -29,6 +30,8 @@ def _faulty_parse_message(raw: bytes) -> parse.ParsedMessage:
     elif kind == b"exit":
         os._exit(3)
     elif kind == b"hang":
+        if mark := os.environ.get("INBOUND_TEST_HANG_MARK"):  # tells the test which process hangs, and when
+            Path(mark).write_text(str(os.getpid()))
         while True:
             time.sleep(1)
     elif kind == b"memory":
