@@ -6,7 +6,7 @@ stdin (see ``job.py``). Output: one outcome frame per job on the pipe that was
 stdout (fd 1 is pointed at stderr first, so nothing a library prints can
 corrupt the protocol). Exits 0 at the end of stdin.
 
-Limits, set afresh before each job:
+Limits, set afresh before each job (the memory limit lifted again before the answer is written):
 
 * ``RLIMIT_AS``: the address space it has now plus the job's
   ``memory_limit``. Going over raises ``MemoryError`` in Python (answered as
@@ -57,6 +57,9 @@ def main(argv: list[str]) -> int:
                 f"parsing needs more memory than parse_memory_limit ({job.memory_limit >> 20} MiB)"
             )
         del job
+        _soft_limit(
+            resource.RLIMIT_AS, resource.RLIM_INFINITY
+        )  # the limit is the job's, not the answer's or the next read's
         write_frame(answers, *encode_outcome(replace(outcome, peak_rss=peak_rss())))
         if exhausted or address_space() - footprint > RETIRE_GROWTH:
             return 0
@@ -65,13 +68,17 @@ def main(argv: list[str]) -> int:
 
 def _limit(memory: int, seconds: float) -> None:
     _reset_peak_rss()
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    wanted = address_space() + memory
-    resource.setrlimit(resource.RLIMIT_AS, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+    _soft_limit(resource.RLIMIT_AS, address_space() + memory)
     used = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = int(used.ru_utime + used.ru_stime + seconds) + CPU_GRACE
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu if hard == resource.RLIM_INFINITY else min(cpu, hard), hard))
+    _soft_limit(resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime + seconds) + CPU_GRACE)
+
+
+def _soft_limit(kind: int, wanted: int) -> None:
+    """Set *kind*'s soft limit to *wanted* (``RLIM_INFINITY``: none), but never above its hard limit."""
+    _, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY and (wanted == resource.RLIM_INFINITY or wanted > hard):
+        wanted = hard
+    resource.setrlimit(kind, (wanted, hard))
 
 
 def _reset_peak_rss() -> None:
