@@ -69,9 +69,11 @@ Disposition = Literal["inline", "attachment"]
 _UNSTRUCTURED = HeaderRegistry(use_default_map=False)
 # The white space between two encoded words (it is not part of the text: RFC 2047 6.2).
 _ENCODED_WORD_GAP = re.compile(r"\?=[ \t]+(?==\?)")
-_ENCODED_WORD_GAP_BYTES = re.compile(rb"\?=[ \t]+=\?")
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]+=\?\1\?\2\?[^?\s]*\?=)+")
+# Adjacent encoded words of any charsets (folding white space between them).
+_ANY_WORD = rb"=\?[^?\s]+\?[qQbB]\?[^?\s]*\?="
+_MIXED_WORD_RUN = re.compile(_ANY_WORD + rb"(?:[ \t]*(?:\r?\n)?[ \t]+" + _ANY_WORD + rb")+")
 _WORDS_PER_PIECE = 200
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -233,7 +235,8 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
     by growing one bytes object word by word: quadratic in the words of a run (100,000 of them
     took 31 s, measured). Joined here in one step, the text is the same -- RFC 2047 6.2 drops
     the white space between encoded words -- and a character split across two words is whole
-    again. Ordinary mail, with a few words a header, is left exactly as it came.
+    again. Runs that still hold several words (alternating charsets) are decoded and become one
+    UTF-8 word. Ordinary mail, with a few words a header, is left exactly as it came.
     """
     if head.count(b"=?") <= _WORDS_PER_PIECE:
         return head
@@ -246,16 +249,22 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
         data = b"".join(decode_base64_payload(text.decode("ascii", "replace")) for _, _, text in words)
         return b"=?" + charset + b"?B?" + base64.b64encode(data) + b"?="
 
-    count = 0
+    def decode(charset: bytes, encoding: bytes, text: bytes) -> str:
+        data = binascii.a2b_qp(text, header=True) if encoding in b"qQ" else decode_base64_payload(text.decode())
+        label = charset.split(b"*", 1)[0].decode("ascii", "replace")  # RFC 2231 5: charset*language
+        try:
+            return data.decode(label, "replace")
+        except LookupError:
+            return data.decode("utf-8", "replace")
 
-    def fold(gap: re.Match[bytes]) -> bytes:
-        # What is left (runs of alternating charsets) goes on lines of _WORDS_PER_PIECE words:
-        # decode_header also pops each line's words one by one from the front of a list.
-        nonlocal count
-        count += 1
-        return b"?=\r\n =?" if count % _WORDS_PER_PIECE == 0 else gap.group(0)
+    def merge(run: re.Match[bytes]) -> bytes:
+        # What is left are runs of words in alternating charsets. decode_header pops them one by one
+        # from the front of a list, and mail-parser unfolds the header first: quadratic again
+        # (100,000 took 4.4 s). Decoded here, the run becomes one UTF-8 word of the same text.
+        text = "".join(decode(*word) for word in _ENCODED_WORD.findall(run.group(0)))
+        return b"=?utf-8?B?" + base64.b64encode(text.encode("utf-8", "replace")) + b"?="
 
-    return _ENCODED_WORD_GAP_BYTES.sub(fold, _ENCODED_WORD_RUN.sub(join, head))
+    return _MIXED_WORD_RUN.sub(merge, _ENCODED_WORD_RUN.sub(join, head))
 
 
 def _clean(value: object) -> str:
