@@ -86,6 +86,9 @@ def test_the_answer_survives_its_wire_format() -> None:
     assert decode_outcome(b"".join(encode_outcome(Outcome.failed("why")))) == Outcome.failed("why")
     with pytest.raises(ValueError, match="past the end"):
         decode_outcome(b"".join(encode_outcome(outcome))[:-1])
+    head = b'{"failure": 1, "sender": null, "subject": null, "attachments": null, "bodies": null, "peak_rss": 0}'
+    with pytest.raises(TypeError, match="expected str or null, got int"):
+        decode_outcome(len(head).to_bytes(8, "big") + head)
 
 
 def processing(tmp_path: Path, body: str) -> ProcessingSettings:

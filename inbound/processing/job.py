@@ -27,7 +27,7 @@ import os
 import pickle
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
@@ -37,6 +37,7 @@ from .parse import parse_message
 from .screen import Decision
 
 _LENGTH = struct.Struct(">Q")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,13 +194,20 @@ def decode_outcome(frame: bytes | bytearray) -> Outcome:
             bodies[str(item["stream"])] = Rendered(str(item["content_type"]), bytes(view[offset:end]))
             offset = end
     return Outcome(
-        failure=head["failure"],
-        sender=head["sender"],
-        subject=head["subject"],
-        attachments=head["attachments"],
+        failure=_optional(head["failure"], str),
+        sender=_optional(head["sender"], str),
+        subject=_optional(head["subject"], str),
+        attachments=_optional(head["attachments"], int),
         bodies=bodies,
         peak_rss=int(head["peak_rss"]),
     )
+
+
+def _optional(value: object, kind: type[T]) -> T | None:
+    """*value* when it is None or a *kind*; TypeError otherwise (the processor must never get a surprise)."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise TypeError(f"expected {kind.__name__} or null, got {type(value).__name__}")
 
 
 def peak_rss() -> int:
