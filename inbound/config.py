@@ -47,6 +47,11 @@ MIN_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{24,}")
 ATTACHMENT_KIND = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/(?:[A-Za-z0-9!#$&^_.+-]+|\*)|\.[A-Za-z0-9_+-]{1,32}")
 DEFAULT_RETRY_SCHEDULE = ("1m", "5m", "10m", "10m", "10m", "15m", "30m", "1h", "2h", "6h")
 
+MIB = 1024 * 1024
+_SIZE_UNITS = {"": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
+# "3x + 256MiB" (a multiple of the message's size plus a fixed part) or "512MiB" (fixed).
+_MEMORY_LIMIT = re.compile(r"(?:(\d+)\s*x\s*\+\s*)?(\d+)\s*(KiB|MiB|GiB|)")
+
 T = TypeVar("T")
 
 
@@ -129,6 +134,22 @@ class SpamSettings:
     timeout: float = 10.0  # longer than this and the message goes on unscored
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessingSettings:
+    """``[processing]``: limits on parsing one message (inbound/processing/isolation.py)."""
+
+    parse_timeout: float = 30.0  # wall time, after which the parse worker is killed
+    # parse_memory_limit = memory_per_byte x the message's size + memory_base: the address space
+    # parsing may add to the parse worker's idle footprint.
+    memory_per_byte: int = 3
+    memory_base: int = 256 * MIB
+    max_mime_depth: int = 100  # multiparts inside multiparts; deeper is Failed (processing/mimeshape.py)
+    max_mime_parts: int = 10_000  # body parts in the whole message; more is Failed
+
+    def memory_limit(self, size: int) -> int:
+        return self.memory_per_byte * size + self.memory_base
+
+
 DELIVER, FLAG, BLOCK = "deliver", "flag", "block"
 VERDICT_ACTIONS = (DELIVER, FLAG, BLOCK)
 
@@ -183,6 +204,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     spam: SpamSettings = field(default_factory=SpamSettings)
+    processing: ProcessingSettings = field(default_factory=ProcessingSettings)
     streams: tuple[StreamSettings, ...] = ()
     http: HttpSettings = field(default_factory=HttpSettings)
 
@@ -269,7 +291,7 @@ class _Reader:
             raise self.fail(key, str(exc)) from None
 
     def settings(self, raw: dict[str, Any]) -> Settings:
-        sections = {"smtp", "storage", "bus", "activity", "webhooks", "auth", "spam", "streams", "http"}
+        sections = {"smtp", "storage", "bus", "activity", "webhooks", "auth", "spam", "processing", "streams", "http"}
         for unknown in sorted(set(raw) - sections):
             raise self.fail(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
         smtp = self.smtp(raw)
@@ -286,6 +308,7 @@ class _Reader:
             webhooks=webhooks,
             auth=auth,
             spam=spam,
+            processing=self.processing(raw),
             streams=streams,
             http=self.http(raw),
         )
@@ -478,6 +501,30 @@ class _Reader:
         timeout = self.converted("spam.timeout", self.get(t, "spam", "timeout", str, "10s"), parse_duration)
         self.check("spam.timeout", 0 < timeout <= 120, "must be longer than 0s and at most 120s")
         return SpamSettings(spamd, timeout)
+
+    def processing(self, raw: dict[str, Any]) -> ProcessingSettings:
+        t = self.table(raw, "processing", {"parse_timeout", "parse_memory_limit", "max_mime_depth", "max_mime_parts"})
+        d = ProcessingSettings()
+        given = self.get(t, "processing", "parse_timeout", str, f"{d.parse_timeout:g}s")
+        timeout = self.converted("processing.parse_timeout", given, parse_duration)
+        self.check("processing.parse_timeout", 0 < timeout <= 600, "must be longer than 0s and at most 10m")
+        limit = _MEMORY_LIMIT.fullmatch(self.get(t, "processing", "parse_memory_limit", str, "3x + 256MiB").strip())
+        self.check(
+            "processing.parse_memory_limit",
+            limit is not None,
+            'must be "<N>x + <size>" (N times the message size plus a fixed part) or "<size>", '
+            "a size being bytes or a number with KiB, MiB or GiB",
+        )
+        assert limit is not None
+        per_byte = int(limit[1] or 0)
+        base = int(limit[2]) * _SIZE_UNITS[limit[3]]
+        self.check("processing.parse_memory_limit", base >= 64 * MIB, "its fixed part must be at least 64MiB")
+        self.check("processing.parse_memory_limit", per_byte <= 100, "must be at most 100x the message size")
+        shape = []
+        for key in ("max_mime_depth", "max_mime_parts"):
+            shape.append(self.get(t, "processing", key, int, getattr(d, key)))
+            self.check(f"processing.{key}", 1 <= shape[-1] <= 1_000_000, "must be between 1 and 1000000")
+        return ProcessingSettings(timeout, per_byte, base, *shape)
 
     def verdict_policies(
         self, t: dict[str, Any], section: str, auth: AuthSettings, spam: SpamSettings

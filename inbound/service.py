@@ -40,6 +40,7 @@ from .errors import ConfigError
 from .ops.integrity import check_databases
 from .ops.running import announce
 from .processing.auth import Authenticator
+from .processing.isolation import IsolatedParser
 from .processing.process import Processor
 from .processing.screen import Screener
 from .processing.spam import Spamd
@@ -126,7 +127,12 @@ class Service:
         if "process" in self.roles:
             spamd = Spamd(settings.spam, settings.data.spamd_outage) if settings.spam.spamd else None
             screener = Screener(settings.smtp.hostname, auth, spamd)
-            processor = Processor(self.routing, self.bus.producer(), settings.streams, screener)
+            parser = IsolatedParser()
+            parser.start()
+            self.resources.append(parser.close)
+            processor = Processor(
+                self.routing, self.bus.producer(), settings.streams, screener, parser=parser, limits=settings.processing
+            )
             self.stages.append(
                 ConsumerWorker(
                     "process",

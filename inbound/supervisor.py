@@ -71,8 +71,8 @@ class Child:
     exits: list[int] = field(default_factory=list)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: be killed when the supervisor dies; take the default signal mask back."""
+def die_with_parent() -> None:
+    """In a child (before exec, or first thing after it): be killed when its parent dies; default signal mask."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -113,7 +113,7 @@ class Supervisor:
         args = [sys.executable, "-m", "inbound", "serve", "--config", str(self.config), "--log-level", self.log_level]
         args += ["--roles", ",".join(child.roles), "--ready-fd", str(ready_w), "--release-fd", str(release_r)]
         # preexec_fn is safe here: the supervisor runs a single thread.
-        child.process = subprocess.Popen(args, pass_fds=(ready_w, release_r), preexec_fn=_die_with_parent)  # noqa: PLW1509
+        child.process = subprocess.Popen(args, pass_fds=(ready_w, release_r), preexec_fn=die_with_parent)  # noqa: PLW1509
         os.close(ready_w)
         os.close(release_r)
         self._release(child)

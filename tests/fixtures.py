@@ -69,8 +69,8 @@ class Pipeline:
         run_cli("init", config=self.config)
         return self.config
 
-    def start(self, roles: str | None = None) -> InboundProcess:
-        process = InboundProcess(self.config, roles=roles).start()
+    def start(self, roles: str | None = None, env: dict[str, str] | None = None) -> InboundProcess:
+        process = InboundProcess(self.config, roles=roles, env=env).start()
         self.processes.append(process)
         return process
 

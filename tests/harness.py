@@ -193,9 +193,12 @@ def run_cli(*args: str, config: Path, check: bool = True) -> subprocess.Complete
 class InboundProcess:
     """``inbound serve`` as a real child process."""
 
-    def __init__(self, config: Path, roles: str | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, config: Path, roles: str | None = None, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.roles = roles
+        self.env = env  # added to this process's environment
         self.log_path = log or config.parent / f"serve-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -205,7 +208,8 @@ class InboundProcess:
 
     def start(self, wait_smtp: bool = True) -> InboundProcess:
         self.log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.command(), stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         if wait_smtp and (self.roles is None or "smtp" in self.roles):
             wait_for(self._smtp_ready, 60, f"SMTP on {self.config} (log: {self.log_path})")
         # A supervisor says so once every child has started; a single process once it serves.
@@ -285,6 +289,21 @@ def simple_message(
         f"Message-ID: <{time.time_ns()}@sender.test>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n{extra}\r\n"
         f"{body}\r\n"
     ).encode()
+
+
+def attachment_message(size: int, subject: str) -> bytes:
+    """A message with one attachment of *size* random bytes, base64-encoded (about 4/3 of *size*)."""
+    content = base64.encodebytes(os.urandom(size)).replace(b"\n", b"\r\n")
+    return (
+        (
+            f"From: a@sender.test\r\nTo: help@in.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n'
+            '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="big.bin"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        ).encode()
+        + content
+        + b"--b--\r\n"
+    )
 
 
 def activity(config: Path) -> list[dict[str, Any]]:

@@ -436,7 +436,7 @@ def test_unparseable_message_is_failed_and_holds_up_nothing(pipeline: Pipeline) 
     pipeline.wait_status(f"{good}-support", "delivered")
     pipeline.wait_status(f"{bad}-support", "failed")
     shown = json.loads(run_cli("activity", "show", f"{bad}-support", "--json", config=config).stdout)
-    assert "nested too deeply" in shown["reason"]
+    assert "max_mime_depth" in shown["reason"]
     assert [h.json["queue_id"] for h in pipeline.receiver.hits] == [good]
 
 

@@ -86,9 +86,11 @@ __all__ = [
 # 'png' not handled"): one line per part, thousands for a hostile message, and about a
 # decision mime.py makes instead. Its errors still reach the log.
 logging.getLogger("mailparser.core").setLevel(logging.ERROR)
-_ENCODED_WORD_GAP_BYTES = re.compile(rb"\?=[ \t]+=\?")
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]+=\?\1\?\2\?[^?\s]*\?=)+")
+# Adjacent encoded words of any charsets (folding white space between them).
+_ANY_WORD = rb"=\?[^?\s]+\?[qQbB]\?[^?\s]*\?="
+_MIXED_WORD_RUN = re.compile(_ANY_WORD + rb"(?:[ \t]*(?:\r?\n)?[ \t]+" + _ANY_WORD + rb")+")
 _BLANK_LINE = re.compile(rb"^\r?$", re.MULTILINE)  # the line that ends the header section
 _OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 _B_WORD = re.compile(rb"=\?([^?\s]+)\?[bB]\?([^?\s]*)\?=")
@@ -241,6 +243,7 @@ def _repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
     """
     end = _BLANK_LINE.search(raw)
     head, rest = (raw[: end.start()], raw[end.start() :]) if end else (raw, b"")
+    original = head
     head, obsolete = _OBSOLETE_NAME.subn(rb"\1:", head)
     bad_words = 0
 
@@ -260,7 +263,8 @@ def _repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
     notes = [f"headers: {obsolete} field name(s) followed by whitespace before ':' (obsolete syntax)"] * bool(obsolete)
     notes += [f"headers: {semicolons} address field(s) with ';' between addresses, read as ','"] * bool(semicolons)
     notes += [f"headers: {bad_words} encoded-word(s) with broken base64, decoded leniently"] * bool(bad_words)
-    return head + rest, notes
+    # Unchanged, the message goes on as it came: a copy of a 25 MB message is 25 MB more at the parse's peak.
+    return (raw if head == original else head + rest), notes
 
 
 def _join_encoded_word_runs(head: bytes) -> bytes:
@@ -275,6 +279,11 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
     The stdlib's ``email.header.decode_header`` (which mail-parser calls) also joins such runs, by
     growing one bytes object word by word: quadratic in the words of a run (100,000 of them took
     31 s, measured). Joined here in one step, that cost is gone too.
+
+    What is left in a header of many words (runs in alternating charsets) is decoded and each run
+    becomes one UTF-8 word: ``decode_header`` pops words one by one from the front of a list, and
+    mail-parser unfolds the header first, quadratic again (100,000 words took 4.4 s; now 0.6 s).
+    Ordinary mail, with a few words a header, keeps its words.
     """
     if b"=?" not in head:
         return head
@@ -284,7 +293,7 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
         charset, encoding = words[0][0], words[0][1]
         if encoding in b"qQ":
             return b"=?" + charset + b"?Q?" + b"".join(text for _, _, text in words) + b"?="
-        data = b"".join(decode_base64_payload(text.decode("ascii", "replace")) for _, _, text in words)
+        data = b"".join(_word_bytes(encoding, text) for _, _, text in words)
         return b"=?" + charset + b"?B?" + base64.b64encode(data) + b"?="
 
     def superset(word: re.Match[bytes]) -> bytes:
@@ -296,16 +305,24 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
     head = _ENCODED_WORD.sub(superset, _ENCODED_WORD_RUN.sub(join, head))
     if head.count(b"=?") <= WORDS_PER_PIECE:
         return head
-    count = 0
 
-    def fold(gap: re.Match[bytes]) -> bytes:
-        # What is left (runs of alternating charsets) goes on lines of WORDS_PER_PIECE words:
-        # decode_header also pops each line's words one by one from the front of a list.
-        nonlocal count
-        count += 1
-        return b"?=\r\n =?" if count % WORDS_PER_PIECE == 0 else gap.group(0)
+    def decode(charset: bytes, encoding: bytes, text: bytes) -> str:
+        label = charset.split(b"*", 1)[0].decode("ascii", "replace")  # RFC 2231 5: charset*language
+        return charsets.decode(_word_bytes(encoding, text), label)[0]
 
-    return _ENCODED_WORD_GAP_BYTES.sub(fold, head)
+    def merge(run: re.Match[bytes]) -> bytes:
+        text = "".join(decode(*word) for word in _ENCODED_WORD.findall(run.group(0)))
+        return b"=?utf-8?B?" + base64.b64encode(text.encode("utf-8", "replace")) + b"?="
+
+    return _MIXED_WORD_RUN.sub(merge, head)
+
+
+def _word_bytes(encoding: bytes, text: bytes) -> bytes:
+    """The bytes an encoded word's *text* stands for; base64 decoded leniently, as mail clients do."""
+    if encoding in b"qQ":
+        return binascii.a2b_qp(text, header=True)
+    data: bytes = decode_base64_payload(text.decode("ascii", "replace"))
+    return data
 
 
 def _addresses(pairs: Any) -> tuple[Address, ...]:

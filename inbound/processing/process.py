@@ -10,7 +10,9 @@ matches the stream's ``block_senders`` or the stream's policy on the sender
 verdicts and spam score says block (screen.py; the verdicts are computed once
 per message, not per stream), or a ``failed`` event when the message
 cannot be parsed. A bad message never stops the worker or the messages behind
-it.
+it: parsing and building the bodies (``job.py``) run in a parse worker process
+with a time and a memory limit (``isolation.py``, ``[processing]``), and a
+message that exceeds them or kills the worker is Failed with the reason.
 
 Idempotent: a record processed twice yields the same ``delivery_id`` twice,
 which the deliverer's outbox and the activity store both keep once.
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from .. import metrics
 from ..bus import Producer, Record
 from ..clock import now_rfc3339
-from ..config import StreamSettings
+from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
 from ..events import Event, EventType, Summary, delivery_id
 from ..records import (
@@ -38,11 +40,14 @@ from ..records import (
     message_record,
 )
 from ..routing import RoutingTable
-from .formats import Source, render
-from .parse import ParsedMessage, parse_message
-from .screen import Screener, Screening, decide
+from .formats import Rendered
+from .isolation import InProcessParser, Parser
+from .job import Outcome, ParseJob, RenderRequest
+from .screen import Decision, Screener, decide
 
 log = logging.getLogger(__name__)
+
+LOG_MEMORY_FROM = 1024 * 1024  # messages this big get a log line with the memory their parsing took
 
 
 class Processor:
@@ -52,11 +57,16 @@ class Processor:
         producer: Producer,
         streams: Sequence[StreamSettings],
         screener: Screener | None = None,
+        *,
+        parser: Parser | None = None,
+        limits: ProcessingSettings | None = None,
     ) -> None:
         self.routing = routing
         self.producer = producer
         self.streams = {s.name: s for s in streams}
         self.screener = screener
+        self.parser: Parser = parser or InProcessParser()
+        self.limits = limits or ProcessingSettings()
 
     def handle(self, records: list[Record]) -> None:
         for record in records:
@@ -72,40 +82,55 @@ class Processor:
             # and `inbound recover` / the logs are where an operator finds it.
             log.error("stage=process skipping unreadable received record at offset %d: %s", record.offset, exc)
             return
-        parsed: ParsedMessage | None = None
-        reason = ""
-        try:
-            parsed = parse_message(message)
-        except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the worker's
-            reason = f"cannot parse message: {exc}"
-        screening = self.screener.screen(envelope, message) if self.screener and parsed else None
-        if bypass is not None:
-            self.route(envelope, message, bypass.stream, parsed, reason, bypass=bypass, screening=screening)
-            return
-        for stream in envelope.streams():
-            self.route(envelope, message, stream, parsed, reason, screening=screening)
+        streams = [bypass.stream] if bypass is not None else list(envelope.streams())
+        screening = self.screener.screen(envelope, message) if self.screener else None
+        decisions: dict[str, Decision | None] = {}
+        for stream in streams:
+            settings = self.streams.get(stream)
+            if settings is not None and screening is not None and self.screener is not None:
+                decisions[stream] = decide(screening, settings, self.screener.hostname)
+        job = ParseJob(
+            message,
+            envelope,
+            tuple(
+                RenderRequest(self.streams[s], delivery_id(envelope.queue_id, s), decisions.get(s))
+                for s in streams
+                if s in self.streams
+            ),
+            self.limits,
+        )
+        outcome = self.parser.run(job)
+        if outcome.peak_rss and len(message) >= LOG_MEMORY_FROM:
+            log.info(
+                "queue_id=%s stage=process parsed %d bytes: parse worker peak RSS %d MiB (parse_memory_limit %d MiB)",
+                envelope.queue_id,
+                len(message),
+                outcome.peak_rss >> 20,
+                job.memory_limit >> 20,
+            )
+        for stream in streams:
+            self.route(envelope, message, stream, outcome, decision=decisions.get(stream), bypass=bypass)
 
     def route(
         self,
         envelope: Envelope,
         raw: bytes,
         stream: str,
-        parsed: ParsedMessage | None,
-        reason: str,
+        outcome: Outcome,
         *,
-        bypass: Bypass | None = None,
-        screening: Screening | None = None,
+        decision: Decision | None,
+        bypass: Bypass | None,
     ) -> None:
         """One stream's outcome; a *bypass* (an operator's ``inbound bypass``) skips the block rules and policies."""
         did = delivery_id(envelope.queue_id, stream)
         generation = bypass.generation if bypass is not None else 0
         summary = Summary(
             envelope.received_at,
-            (parsed.from_.email if parsed and parsed.from_ else "") or envelope.mail_from,
+            outcome.sender or envelope.mail_from,
             tuple(r.address for r in envelope.recipients_of(stream)),
-            parsed.subject if parsed else None,
+            outcome.subject,
             len(raw),
-            len(parsed.attachments) if parsed else None,
+            outcome.attachments,
         )
 
         def event(kind: EventType, why: str | None = None) -> None:
@@ -121,31 +146,24 @@ class Processor:
                 f": {why}" if why else "",
             )
 
-        if parsed is None:
-            event(EventType.FAILED, reason)
+        if outcome.failure is not None or outcome.bodies is None:
+            event(EventType.FAILED, outcome.failure)
             return
-        senders = [envelope.mail_from] + ([parsed.from_.email] if parsed.from_ else [])
+        senders = [envelope.mail_from] + ([outcome.sender] if outcome.sender else [])
         blocked = next((s for s in senders if self.routing.is_blocked(stream, s)), None)
         if blocked is not None and bypass is None:
             event(EventType.BLOCKED, f"sender {blocked} is in block_senders")
             return
-        settings = self.streams.get(stream)
-        if settings is None:  # the stream was removed from the config after this message was accepted
+        body = outcome.bodies.get(stream)
+        if body is None:  # the stream was removed from the config after this message was accepted
             event(EventType.FAILED, f"stream {stream!r} is no longer configured")
             return
-        decision = None
-        if screening is not None and self.screener is not None:
-            decision = decide(screening, settings, self.screener.hostname)
-            if decision.block_reason and bypass is None:
-                event(EventType.BLOCKED, decision.block_reason)
-                return
-        try:
-            rendered = render(Source(parsed, envelope, settings, did, raw, decision))
-        except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
-            event(EventType.FAILED, f"cannot build payload: {exc}")
+        if decision is not None and decision.block_reason and bypass is None:
+            event(EventType.BLOCKED, decision.block_reason)
             return
-        key, value, headers = message_record(
-            MessageRecord(did, stream, generation, rendered.content_type, rendered.body)
-        )
+        if not isinstance(body, Rendered):
+            event(EventType.FAILED, body)
+            return
+        key, value, headers = message_record(MessageRecord(did, stream, generation, body.content_type, body.body))
         self.producer.send(MESSAGES, value, key=key, headers=headers)
         event(EventType.PROCESSED)

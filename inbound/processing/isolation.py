@@ -1,0 +1,203 @@
+"""Isolation: the ``process`` stage's parsing runs in a worker process with a time and a memory limit.
+
+Stage: called by the processor (``process.py``) once per ``received`` record
+with a :class:`~inbound.processing.job.ParseJob`; returns its
+:class:`~inbound.processing.job.Outcome`. Why: parsing is where strangers'
+bytes meet mail-parser, the stdlib ``email`` package and C code. A message
+that makes them run away (memory, time) or crash must end as *that message's*
+Failed record; if it took the pipeline process down, the record would come
+again after the restart and take it down again, and nothing behind it would
+ever be delivered.
+
+Process model: one long-lived worker (``parsechild.py``) per processor,
+fed one job at a time over a pipe -- the stage handles records in order, so
+one worker is all it can use. It is started with the processor and started
+again right after it dies, so the next message does not wait for the start-up.
+
+Failure behaviour, each an :meth:`Outcome.failed` the processor records as
+Failed (durably, on the bus, before the ``received`` offset is committed --
+``worker.py``), so a message that killed a worker is not parsed again:
+
+* no answer within ``processing.parse_timeout``: the worker is killed;
+* the worker dies while parsing (a signal: a segfault, the kernel's answer to
+  a C extension past the memory limit, ``SIGXCPU``; or an exit status);
+* the worker answers ``MemoryError`` (past ``processing.parse_memory_limit``).
+
+A worker that exited 0 before reading the job had retired (see
+``parsechild.py``): the job goes to a new one, once.
+
+If the whole pipeline process is killed while a job runs, the worker dies
+with it (``PR_SET_PDEATHSIG``) and the record, not yet committed, is parsed
+once more after the restart -- by a worker again, so that can repeat at
+most as often as the service itself is killed, never because of the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from typing import IO, Protocol
+
+from .job import Outcome, ParseJob, decode_outcome, encode_job, run_job
+
+log = logging.getLogger(__name__)
+
+_LENGTH_BYTES = 8
+_CHUNK = 1 << 20
+STOP_TIMEOUT = 5.0
+
+
+class Parser(Protocol):
+    def run(self, job: ParseJob) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessParser:
+    """:func:`run_job` in this process, without limits: for tests and benches that drive the processor."""
+
+    def run(self, job: ParseJob) -> Outcome:
+        return run_job(job)
+
+    def close(self) -> None:
+        pass
+
+
+class _Died(Exception):
+    """The worker ended before answering."""
+
+
+class IsolatedParser:
+    """Runs each job in the worker process; see the module docstring for what can go wrong and what then."""
+
+    def __init__(self) -> None:
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "inbound.processing.parsechild", str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        log.info("stage=process parse worker started, pid %d", self.worker.pid)
+
+    def run(self, job: ParseJob) -> Outcome:
+        request = encode_job(job)
+        for attempt in (1, 2):
+            if self.worker is None or self.worker.poll() is not None:
+                self.start()
+            worker = self.worker
+            assert worker is not None
+            try:
+                frame = _exchange(worker, request, time.monotonic() + job.timeout)
+            except TimeoutError:
+                self._kill(worker)
+                return Outcome.failed(f"parsing took longer than parse_timeout ({job.timeout:g}s)")
+            except _Died:
+                status = self._reap(worker)
+                if status == 0 and attempt == 1:
+                    continue  # it had retired before this job reached it
+                return Outcome.failed(f"the parse worker {_describe(status)} while parsing this message")
+            try:
+                return decode_outcome(frame)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._kill(worker)
+                return Outcome.failed(f"the parse worker sent an unreadable answer: {exc}")
+        raise AssertionError("unreachable: the second attempt always returns")
+
+    def close(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is None:
+            return
+        assert worker.stdin is not None
+        try:
+            worker.stdin.close()  # the worker's signal to exit
+            worker.wait(STOP_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired):
+            worker.kill()
+            worker.wait()
+        _close(worker)
+
+    def _kill(self, worker: subprocess.Popen[bytes]) -> None:
+        worker.kill()
+        self._reap(worker)
+
+    def _reap(self, worker: subprocess.Popen[bytes]) -> int:
+        """Wait for a dead or killed worker and start the next one at once, so the next job does not wait."""
+        try:
+            status = worker.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:  # closed its pipes but lives on: it is not trusted with another job
+            worker.kill()
+            status = worker.wait()
+        _close(worker)
+        if status != 0:
+            log.error("stage=process parse worker pid %d %s; starting a new one", worker.pid, _describe(status))
+        self.start()
+        return status
+
+
+def _exchange(worker: subprocess.Popen[bytes], request: bytes, deadline: float) -> bytearray:
+    """Write one job frame and read one answer frame, never waiting past *deadline* (TimeoutError).
+
+    Big messages make big frames: the request is written from a view and the answer read into
+    one buffer of its announced size, so neither is ever copied whole here.
+    """
+    assert worker.stdin is not None
+    assert worker.stdout is not None
+    jobs, answers = worker.stdin.fileno(), worker.stdout.fileno()
+    outgoing = [memoryview(len(request).to_bytes(_LENGTH_BYTES, "big")), memoryview(request)]
+    length = bytearray(_LENGTH_BYTES)
+    incoming, received = memoryview(length), 0
+    answer: bytearray | None = None
+    os.set_blocking(jobs, False)
+    with selectors.DefaultSelector() as selector:
+        selector.register(jobs, selectors.EVENT_WRITE)
+        selector.register(answers, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            for key, _ in selector.select(remaining):
+                if key.fd == jobs:
+                    try:
+                        outgoing[0] = outgoing[0][os.write(jobs, outgoing[0][:_CHUNK]) :]
+                    except BrokenPipeError:
+                        raise _Died from None
+                    while outgoing and not outgoing[0]:
+                        outgoing.pop(0)
+                    if not outgoing:
+                        selector.unregister(jobs)
+                    continue
+                count = os.readv(answers, [incoming[received:]])
+                if not count:
+                    raise _Died
+                received += count
+                if received < len(incoming):
+                    continue
+                if answer is not None:
+                    return answer
+                answer = bytearray(int.from_bytes(length, "big"))
+                incoming, received = memoryview(answer), 0
+
+
+def _describe(status: int) -> str:
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+def _close(worker: subprocess.Popen[bytes]) -> None:
+    pipes: tuple[IO[bytes] | None, ...] = (worker.stdin, worker.stdout)
+    for pipe in pipes:
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()

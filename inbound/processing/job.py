@@ -1,0 +1,231 @@
+"""Job: what the parse worker is asked to do for one message, what it answers, and how both cross a pipe.
+
+Stage: the work of ``process`` that reads hostile bytes -- parsing the message
+(``parse.py``) and building each stream's webhook body (``formats/``) -- as one
+pure function, :func:`run_job`. The processor (``process.py``) hands a
+:class:`ParseJob` to a parser (``isolation.py``), which runs it in a worker
+process (``parsechild.py``) or, in tests and benches, in process.
+
+Input: the message as received, its envelope, and per stream the settings,
+delivery id and screening decision. Output: an :class:`Outcome` -- either the
+reason the message cannot be parsed, or the few fields the activity log shows
+(sender, subject, attachment count) plus each stream's body or the reason it
+could not be built.
+
+Wire format, and why it is not pickle both ways: the job goes parent -> child
+as a pickle (the child trusts its parent). The answer goes child -> parent as
+JSON plus the raw bodies, because the child is the process that reads
+strangers' bytes: if a parser bug ever let a message take it over, a pickle
+would carry that into the parent; JSON and lengths cannot. Frames are an
+8-byte big-endian length followed by that many bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
+
+from ..config import ProcessingSettings, StreamSettings
+from ..envelope import Envelope
+from .formats import Rendered, Source, render
+from .mimeshape import mime_shape
+from .parse import parse_message
+from .screen import Decision
+
+_LENGTH = struct.Struct(">Q")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderRequest:
+    """One stream's body to build."""
+
+    stream: StreamSettings
+    delivery_id: str
+    decision: Decision | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParseJob:
+    raw: bytes  # the message exactly as the SMTP edge accepted it
+    envelope: Envelope
+    renders: tuple[RenderRequest, ...]
+    limits: ProcessingSettings
+
+    @property
+    def memory_limit(self) -> int:
+        """Bytes of address space the parse may add to the worker's idle footprint."""
+        return self.limits.memory_limit(len(self.raw))
+
+    @property
+    def timeout(self) -> float:
+        """Seconds of wall time; the parent kills the worker after it."""
+        return self.limits.parse_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message: ``failure`` set, or the summary fields and each stream's body."""
+
+    failure: str | None = None
+    sender: str | None = None  # the first From: address
+    subject: str | None = None
+    attachments: int | None = None
+    bodies: dict[str, Rendered | str] | None = None  # per stream: the body, or why it cannot be built
+    peak_rss: int = 0  # bytes; the worker's high-water mark while it ran this job (0: not measured)
+
+    @classmethod
+    def failed(cls, reason: str) -> Outcome:
+        return cls(failure=reason)
+
+
+def run_job(job: ParseJob) -> Outcome:
+    """Parse *job*'s message and build each requested body; any error becomes part of the outcome."""
+    shape = mime_shape(job.raw, job.limits.max_mime_depth, job.limits.max_mime_parts)
+    if shape.depth > job.limits.max_mime_depth:
+        return Outcome.failed(f"MIME parts nested more than max_mime_depth ({job.limits.max_mime_depth}) deep")
+    if shape.parts > job.limits.max_mime_parts:
+        return Outcome.failed(f"more than max_mime_parts ({job.limits.max_mime_parts}) MIME parts")
+    try:
+        parsed = parse_message(job.raw)
+    except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the stage's
+        _reraise_memory_error(exc)
+        return Outcome.failed(f"cannot parse message: {exc}")
+    bodies: dict[str, Rendered | str] = {}
+    for request in job.renders:
+        source = Source(parsed, job.envelope, request.stream, request.delivery_id, job.raw, request.decision)
+        try:
+            bodies[request.stream.name] = render(source)
+        except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
+            _reraise_memory_error(exc)
+            bodies[request.stream.name] = f"cannot build payload: {exc}"
+    return Outcome(
+        sender=parsed.from_.email if parsed.from_ else None,
+        subject=parsed.subject,
+        attachments=len(parsed.attachments),
+        bodies=bodies,
+    )
+
+
+def _reraise_memory_error(exc: BaseException) -> None:
+    """Running out of memory is the worker's to report (with the limit), even when a parser wrapped it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MemoryError):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def write_frame(out: BinaryIO, *chunks: bytes) -> None:
+    """One frame holding *chunks* back to back (written without joining them: bodies can be large)."""
+    out.write(_LENGTH.pack(sum(len(c) for c in chunks)))
+    for chunk in chunks:
+        out.write(chunk)
+    out.flush()
+
+
+def read_frame(source: BinaryIO) -> bytes | None:
+    """The next frame, or None at a clean end of input (the other side closed the pipe)."""
+    head = source.read(_LENGTH.size)
+    if not head:
+        return None
+    if len(head) != _LENGTH.size:
+        raise EOFError("pipe closed inside a frame header")
+    (length,) = _LENGTH.unpack(head)
+    data = source.read(length)
+    if len(data) != length:
+        raise EOFError("pipe closed inside a frame")
+    return bytes(data)
+
+
+def encode_job(job: ParseJob) -> bytes:
+    return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_job(data: bytes) -> ParseJob:
+    job = pickle.loads(data)  # written by our parent process, never by a stranger
+    if not isinstance(job, ParseJob):
+        raise TypeError(f"expected a ParseJob, got {type(job).__name__}")
+    return job
+
+
+def encode_outcome(outcome: Outcome) -> list[bytes]:
+    """The chunks of one frame: a JSON head, then every body's bytes in the head's order."""
+    streams: list[dict[str, Any]] = []
+    payloads: list[bytes] = []
+    for stream, body in (outcome.bodies or {}).items():
+        if isinstance(body, Rendered):
+            streams.append({"stream": stream, "content_type": body.content_type, "length": len(body.body)})
+            payloads.append(body.body)
+        else:
+            streams.append({"stream": stream, "error": body})
+    head = {
+        "failure": outcome.failure,
+        "sender": outcome.sender,
+        "subject": outcome.subject,
+        "attachments": outcome.attachments,
+        "bodies": streams if outcome.bodies is not None else None,
+        "peak_rss": outcome.peak_rss,
+    }
+    encoded = json.dumps(head).encode()
+    return [_LENGTH.pack(len(encoded)), encoded, *payloads]
+
+
+def decode_outcome(frame: bytes | bytearray) -> Outcome:
+    """The inverse of :func:`encode_outcome`; ValueError/KeyError/TypeError on anything malformed."""
+    (head_length,) = _LENGTH.unpack_from(frame)
+    view = memoryview(frame)
+    head = json.loads(bytes(view[_LENGTH.size : _LENGTH.size + head_length]))
+    offset = _LENGTH.size + head_length
+    bodies: dict[str, Rendered | str] | None = None
+    if head["bodies"] is not None:
+        bodies = {}
+        for item in head["bodies"]:
+            if "error" in item:
+                bodies[str(item["stream"])] = str(item["error"])
+                continue
+            end = offset + int(item["length"])
+            if end > len(frame):
+                raise ValueError("a body runs past the end of the frame")
+            bodies[str(item["stream"])] = Rendered(str(item["content_type"]), bytes(view[offset:end]))
+            offset = end
+    return Outcome(
+        failure=_optional(head["failure"], str),
+        sender=_optional(head["sender"], str),
+        subject=_optional(head["subject"], str),
+        attachments=_optional(head["attachments"], int),
+        bodies=bodies,
+        peak_rss=int(head["peak_rss"]),
+    )
+
+
+def _optional(value: object, kind: type[T]) -> T | None:
+    """*value* when it is None or a *kind*; TypeError otherwise (the processor must never get a surprise)."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise TypeError(f"expected {kind.__name__} or null, got {type(value).__name__}")
+
+
+def peak_rss() -> int:
+    """This process's resident high-water mark in bytes (Linux ``VmHWM``), 0 where unknown."""
+    return _status_kib("VmHWM") * 1024
+
+
+def address_space() -> int:
+    """This process's virtual memory size in bytes (Linux ``VmSize``), 0 where unknown."""
+    return _status_kib("VmSize") * 1024
+
+
+def _status_kib(field: str) -> int:
+    try:
+        with open(f"/proc/{os.getpid()}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

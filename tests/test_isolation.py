@@ -1,0 +1,126 @@
+"""The parse job's pure parts, in process: MIME shape limits, the answer's wire format, the [processing] keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inbound.config import MIB, ProcessingSettings, StreamSettings, load_settings
+from inbound.envelope import Envelope, Recipient
+from inbound.errors import ConfigError
+from inbound.processing.formats import Rendered
+from inbound.processing.job import Outcome, ParseJob, RenderRequest, decode_outcome, encode_outcome, run_job
+from inbound.processing.mimeshape import Shape, mime_shape
+
+from .harness import SECRET, simple_message, stream_toml, write_config
+
+STREAM = StreamSettings("support", ("*@in.test",), "https://hook.example/", SECRET)
+ENVELOPE = Envelope(
+    "01M83PFWMTV943JEDS027E9WV8",
+    "a@sender.test",
+    (Recipient("help@in.test", "support", None),),
+    "192.0.2.1:1",
+    "h",
+    False,
+    "2026-11-23T00:00:00.000Z",
+)
+
+
+def nested(depth: int) -> bytes:
+    """A message whose multiparts nest *depth* deep, each level one text part beside the next level."""
+    opening = b"".join(
+        b'--b%d\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n' % (level, level + 1)
+        for level in range(depth - 1)
+    )
+    innermost = b"--b%d\r\nContent-Type: text/plain\r\n\r\ndeep\r\n--b%d--\r\n" % (depth - 1, depth - 1)
+    closing = b"".join(b"--b%d--\r\n" % level for level in reversed(range(depth - 1)))
+    head = b'From: a@sender.test\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary="b0"\r\n\r\n'
+    return head + opening + innermost + closing
+
+
+def many_parts(parts: int) -> bytes:
+    head = b"From: a@sender.test\r\nSubject: many\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
+    return head + b"--x\r\nContent-Type: text/plain\r\n\r\npart\r\n" * parts + b"--x--\r\n"
+
+
+def job(raw: bytes, **limits: int) -> ParseJob:
+    return ParseJob(raw, ENVELOPE, (RenderRequest(STREAM, "id-support", None),), ProcessingSettings(**limits))  # type: ignore[arg-type]
+
+
+def test_mime_shape_follows_nesting_and_counts_parts() -> None:
+    assert mime_shape(simple_message(), 100, 10_000) == Shape(0, 0)
+    assert mime_shape(nested(3), 100, 10_000) == Shape(3, 3)
+    assert mime_shape(many_parts(5), 100, 10_000) == Shape(1, 5)
+    # A delimiter-like line whose boundary no Content-Type declares is body text, not a part.
+    assert mime_shape(many_parts(2).replace(b"part\r\n", b"part\r\n--y\r\n", 1), 100, 10_000) == Shape(1, 2)
+
+
+def test_mime_shape_stops_scanning_past_a_limit() -> None:
+    assert mime_shape(nested(5_000), 100, 10_000).depth == 101
+    assert mime_shape(many_parts(1_000_000), 100, 10_000).parts == 10_001
+
+
+def test_too_deep_or_too_many_parts_is_failed_with_the_limit_and_within_them_parses() -> None:
+    assert run_job(job(nested(101))).failure == "MIME parts nested more than max_mime_depth (100) deep"
+    assert run_job(job(many_parts(11), max_mime_parts=10)).failure == "more than max_mime_parts (10) MIME parts"
+    within = run_job(job(nested(50)))
+    assert within.failure is None
+    assert within.bodies is not None
+    assert isinstance(within.bodies["support"], Rendered)
+
+
+def test_the_answer_survives_its_wire_format() -> None:
+    outcome = Outcome(
+        sender="a@sender.test",
+        subject="Hi",
+        attachments=2,
+        bodies={
+            "one": Rendered("application/json", b"{}" * 1000),
+            "two": "cannot build payload: no",
+            "three": Rendered("text/plain", b""),
+        },
+        peak_rss=123,
+    )
+    assert decode_outcome(b"".join(encode_outcome(outcome))) == outcome
+    assert decode_outcome(b"".join(encode_outcome(Outcome.failed("why")))) == Outcome.failed("why")
+    with pytest.raises(ValueError, match="past the end"):
+        decode_outcome(b"".join(encode_outcome(outcome))[:-1])
+    head = b'{"failure": 1, "sender": null, "subject": null, "attachments": null, "bodies": null, "peak_rss": 0}'
+    with pytest.raises(TypeError, match="expected str or null, got int"):
+        decode_outcome(len(head).to_bytes(8, "big") + head)
+
+
+def processing(tmp_path: Path, body: str) -> ProcessingSettings:
+    streams = stream_toml("support", ["*@in.test"], "http://127.0.0.1:1/hook")
+    return load_settings(write_config(tmp_path, streams=streams, extra=f"[processing]\n{body}\n")).processing
+
+
+def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
+    default = processing(tmp_path, "")
+    assert default.memory_limit(25 * MIB) == 3 * 25 * MIB + 256 * MIB
+    assert (default.parse_timeout, default.max_mime_depth, default.max_mime_parts) == (30.0, 100, 10_000)
+    fixed = processing(tmp_path, 'parse_memory_limit = "1GiB"\nparse_timeout = "2m"\nmax_mime_depth = 20')
+    assert (fixed.memory_limit(25 * MIB), fixed.parse_timeout, fixed.max_mime_depth) == (1024 * MIB, 120.0, 20)
+    assert processing(tmp_path, 'parse_memory_limit = "5x+100MiB"').memory_limit(MIB) == 105 * MIB
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "problem"),
+    [
+        ('parse_memory_limit = "lots"', "processing.parse_memory_limit", 'must be "<N>x + <size>"'),
+        ('parse_memory_limit = "3x + 10MiB"', "processing.parse_memory_limit", "at least 64MiB"),
+        ("parse_memory_limit = 300", "processing.parse_memory_limit", "must be str"),
+        ('parse_timeout = "0s"', "processing.parse_timeout", "longer than 0s"),
+        ('parse_timeout = "soon"', "processing.parse_timeout", "is not a duration"),
+        ("max_mime_depth = 0", "processing.max_mime_depth", "between 1 and"),
+        ('max_mime_parts = "many"', "processing.max_mime_parts", "must be int"),
+        ("workers = 4", "processing.workers", "unknown key"),
+    ],
+)
+def test_processing_errors_name_file_and_key(tmp_path: Path, body: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        processing(tmp_path, body)
+    assert str(tmp_path / "inbound.toml") in str(error.value)
+    assert key in str(error.value)
+    assert problem in str(error.value)
