@@ -78,6 +78,7 @@ class SmtpSettings:
     max_errors: int = 20  # refused commands (bad syntax, unknown mailboxes ...) per session
     tls: TlsSettings | None = None  # STARTTLS offered only when set
     proxy_protocol: bool = False  # behind a load balancer: every connection starts with a PROXY header
+    max_header_size: int = 1_048_576  # bytes of the header section, measured while DATA streams in
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +317,7 @@ class _Reader:
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
         keys = {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line", "max_connections"}
         keys |= {"max_connections_per_ip", "command_timeout", "data_timeout", "max_errors", "tls", "proxy_protocol"}
+        keys |= {"max_header_size"}
         t = self.table(raw, "smtp", keys)
         d = SmtpSettings()
         listen = self.get(t, "smtp", "listen", str, f"{d.host}:{d.port}")
@@ -330,6 +332,9 @@ class _Reader:
         self.check("smtp.max_recipients", rcpts >= 1, "must be at least 1")
         hostname = self.get(t, "smtp", "hostname", str, d.hostname)
         self.check("smtp.hostname", bool(re.fullmatch(r"[A-Za-z0-9.-]+", hostname)), "must be a host name")
+        header_size = self.get(t, "smtp", "max_header_size", int, d.max_header_size)
+        # Above max_message_size it never applies: the message as a whole is refused first.
+        self.check("smtp.max_header_size", header_size >= 1024, "must be at least 1024 bytes")
         command_line = self.get(t, "smtp", "max_command_line", int, d.max_command_line)
         # RFC 5321 4.5.3.1.4: 512 octets; MAIL with every extension we offer stays well below 1 KiB.
         self.check("smtp.max_command_line", 1024 <= command_line <= 65536, "must be between 1024 and 65536 bytes")
@@ -357,6 +362,7 @@ class _Reader:
             errors,
             self.tls(t) if "tls" in t else None,
             self.get(t, "smtp", "proxy_protocol", bool, False),
+            header_size,
         )
 
     def tls(self, smtp: dict[str, Any]) -> TlsSettings:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from inbound.config import SmtpSettings, load_settings
+from inbound.edge.headersize import with_crlf_line_ends
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
 
@@ -158,6 +159,41 @@ def test_a_bare_lf_is_read_as_the_crlf_its_sender_meant(server: tuple[SmtpSettin
     assert client.say(b"Subject: unix\nX-Lines: lf\n\nline one\nline two\r\n.\r\n").startswith(b"250")
     (entry,) = list(server[1].entries())
     assert entry.message.endswith(b"Subject: unix\r\nX-Lines: lf\r\n\r\nline one\r\nline two\r\n")
+
+
+def _send_data(client: Client, content: bytes) -> bytes:
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    return client.say(content + b".\r\n")
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
+def test_a_header_section_over_the_cap_is_refused_and_the_session_goes_on(
+    make_server: Callable[..., Server], line_end: bytes
+) -> None:
+    settings, spool = make_server(max_header_size=4096)
+    client = Client(settings)
+    field = b"X-Filler: " + b"f" * 90 + line_end  # 102 bytes as stored, either way
+    # DATA ends only at CRLF.CRLF, so each message's last line ends in CRLF.
+    fits = field * 40 + line_end + field * 100 + b"end\r\n"  # 4 KB of header; the body may be larger
+    assert _send_data(client, fits).startswith(b"250 2.0.0 Ok: queued as")
+    too_big = field * 41 + line_end + b"body\r\n"
+    assert _send_data(client, too_big).startswith(b"552 5.3.4 Message header size exceeds")
+    without_body = field * 41 + b"end\r\n"  # no empty line: the whole message is header
+    assert _send_data(client, without_body).startswith(b"552 5.3.4")
+    assert client.say(b"NOOP\r\n").startswith(b"250")
+    (stored,) = list(spool.entries())
+    assert stored.message.endswith(with_crlf_line_ends(fits))
+    client.close()
+
+
+def test_the_header_cap_is_configured_in_smtp(tmp_path: Path) -> None:
+    config = tmp_path / "inbound.toml"
+    config.write_text("[smtp]\nmax_header_size = 100\n")
+    with pytest.raises(ConfigError, match=r"smtp\.max_header_size: must be at least 1024 bytes"):
+        load_settings(config)
 
 
 def test_commands_pipelined_after_data_wait_for_its_end(server: tuple[SmtpSettings, Spool], client: Client) -> None:

@@ -8,7 +8,8 @@ Replies (with RFC 3463 enhanced status codes):
 
 * RCPT to a configured domain but unknown mailbox: ``550 5.1.1``; to any other
   domain: ``550 5.7.1`` (we are never a relay); too many: ``452 4.5.3``.
-* ``MAIL FROM ... SIZE=`` or DATA over ``smtp.max_message_size``: ``552 5.3.4``.
+* ``MAIL FROM ... SIZE=`` or DATA over ``smtp.max_message_size``, or a header section over
+  ``smtp.max_header_size`` (headersize.py): ``552 5.3.4``.
 * Spool write failed: ``451 4.3.0`` -- the sender keeps the message and retries.
 * Shutting down: new connections get ``421 4.3.2``.
 * SPF fail / DMARC p=reject fail, for streams that refuse them: ``550 5.7.1``
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -41,6 +41,7 @@ from ..errors import SpoolError
 from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict
 from .authpolicy import SmtpAuthPolicy
+from .headersize import HeaderMeter, with_crlf_line_ends
 from .limits import ConnectionLimits
 from .spool import Spool
 from .tls import TlsContexts, describe
@@ -64,8 +65,6 @@ _ENHANCED = {
 
 
 PROXY_TIMEOUT = 10.0  # seconds a load balancer has to send its PROXY header
-# An LF not after CR: a line end some readers honour and others do not.
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 # Characters that end or break a line: never let one into our headers or logs.
 _LINE_BREAKERS = frozenset("\r\n\x00")
 
@@ -99,6 +98,7 @@ class InboundSMTP(SMTP):
         self.settings = settings
         self.errors = 0  # refusals in this session, against settings.max_errors
         self.client = ""  # the address counted in the handler's connection limits
+        self.header_meter: HeaderMeter | None = None  # while DATA is read
         self.command_line_limit = settings.max_command_line
         # aiosmtpd checks each DATA line against this too.
         self.line_length_limit = settings.max_message_size + 1024
@@ -113,9 +113,14 @@ class InboundSMTP(SMTP):
         deadline = self.loop.call_later(
             self.settings.data_timeout, self._close_with, "421 4.4.2 DATA took too long, closing connection"
         )
+        reader = self._reader
+        self.header_meter = HeaderMeter(reader, self.settings.max_header_size)
+        self._reader = self.header_meter  # aiosmtpd reads DATA through it; InboundHandler.handle_DATA asks it
         try:
             await super().smtp_DATA(arg)
         finally:
+            self._reader = reader
+            self.header_meter = None
             deadline.cancel()
             self._set_reader_limit(self.command_line_limit)
 
@@ -303,6 +308,9 @@ class InboundHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
+        meter = server.header_meter if isinstance(server, InboundSMTP) else None
+        if meter is not None and meter.exceeded:
+            return "552 5.3.4 Message header size exceeds fixed maximum header size"
         now = datetime.now(UTC)
         recipients = []
         for address in envelope.rcpt_tos:
@@ -324,7 +332,7 @@ class InboundHandler:
         # DATA ends only at CRLF.CRLF (aiosmtpd reads CRLF-terminated lines), so a bare LF or CR never
         # ends it. A bare LF is then taken as the CRLF its sender meant, as Postfix 3.9 does by default
         # (smtpd_forbid_bare_newline = normal): every reader downstream splits the message one way.
-        content = _BARE_LF.sub(b"\r\n", envelope.original_content or b"")
+        content = with_crlf_line_ends(envelope.original_content or b"")
         if self.auth_policy is not None:
             streams = {r.stream for r in recipients}
             ip = _peer_ip(client_peer(session))
