@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Session
@@ -115,7 +115,8 @@ class InboundSMTP(SMTP):
         )
         reader = self._reader
         self.header_meter = HeaderMeter(reader, self.settings.max_header_size)
-        self._reader = self.header_meter  # aiosmtpd reads DATA through it; InboundHandler.handle_DATA asks it
+        # aiosmtpd reads DATA through it (only readuntil and read, which it has); handle_DATA asks it.
+        self._reader = cast(asyncio.StreamReader, self.header_meter)
         try:
             await super().smtp_DATA(arg)
         finally:
