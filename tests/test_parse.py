@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ParseError
+from inbound.processing.mime import message_tree
 from inbound.processing.parse import ParsedMessage, parse_message
 from inbound.processing.payload import build_payload, stripped_reply
 
@@ -81,6 +82,13 @@ def payload_of(raw: bytes, stream: str = "support") -> dict[str, Any]:
 def test_corpus_is_there() -> None:
     files = corpus_files()  # raises FileNotFoundError, failing this test, when the folder is missing
     assert len(files) >= 100, f"{CORPUS} holds only {len(files)} .eml files"
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=corpus_id)
+def test_the_tree_fed_in_slices_is_the_stdlib_tree(path: Path) -> None:
+    """message_tree saves memory, never meaning: the same tree as email.message_from_bytes, byte for byte."""
+    raw = wire_bytes(path)
+    assert message_tree(raw).as_bytes() == email.message_from_bytes(raw).as_bytes()
 
 
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=corpus_id)

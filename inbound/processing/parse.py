@@ -53,7 +53,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from email import message_from_bytes
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
@@ -68,7 +67,7 @@ from . import charsets
 from .charsets import json_safe
 from .headers import WORDS_PER_PIECE, decoded_headers, raw_str, semicolons_as_commas
 from .headers import decode as decode_header
-from .mime import Attachment, Disposition, ReportRecipient, Walked, walk
+from .mime import Attachment, Disposition, ReportRecipient, Walked, message_tree, walk
 
 __all__ = [
     "Address",
@@ -168,7 +167,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     try:
         # What MailParser.from_bytes does, with one guard: mail-parser reads the
         # epilogue unchecked when a start boundary is missing, and it may be None.
-        tree = message_from_bytes(raw)
+        tree = message_tree(raw)
         if tree.is_multipart() and tree.epilogue is None:
             tree.epilogue = ""
         mp: Any = mailparser.MailParser(tree)
