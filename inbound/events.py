@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -104,6 +105,9 @@ class Summary:
     subject: str | None = None
     size: int | None = None  # bytes as received; known from processing on
     attachments: int | None = None  # how many; known from processing on
+    # Who sent it, as the process stage judged (screen.py): {"auth": ..., "spam": ..., "flags": [...]},
+    # each only when computed; None when the stream screens nothing or before processing.
+    verdicts: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,8 @@ def encode_summary(summary: Summary) -> dict[str, Any]:
         data["size"] = summary.size
     if summary.attachments is not None:
         data["attachments"] = summary.attachments
+    if summary.verdicts is not None:
+        data["verdicts"] = summary.verdicts
     return data
 
 
@@ -196,6 +198,7 @@ def _decode_summary(data: dict[str, Any]) -> Summary:
         data.get("subject"),
         data.get("size"),
         data.get("attachments"),
+        data.get("verdicts"),
     )
 
 

@@ -317,6 +317,38 @@ def test_conflicting_details_settle_on_the_highest_event(store: ActivityStore) -
     assert records == {(Status.BLOCKED, "B", b'{"subject":"B"}', "alice@sender.test")}
 
 
+VERDICTS = {
+    "auth": {
+        "spf": {"result": "pass", "domain": "sender.test"},
+        "dkim": [{"result": "pass", "domain": "sender.test", "selector": "s1"}],
+        "dmarc": {"result": "pass", "policy": "reject", "domain": "sender.test"},
+        "arc": {"result": "none"},
+    },
+    "spam": {"score": 6.5, "threshold": 5.0, "is_spam": True, "rules": ["URIBL_BLACK"]},
+    "flags": ["spam"],
+}
+
+
+def test_verdicts_come_with_the_processed_summary_in_any_order(store: ActivityStore) -> None:
+    screened = replace(parsed_summary(), verdicts=VERDICTS)
+    events = [ev(EventType.QUEUED, 0, 1, summary=envelope_summary()), ev(EventType.PROCESSED, 0, 2, summary=screened)]
+    for n, order in enumerate(itertools.permutations(events), start=1):
+        store.apply([_renumber(e, n) for e in order])
+        record = one(store, n)
+        assert record.verdicts == VERDICTS
+        assert record.to_json()["verdicts"] == VERDICTS
+    assert record.verdict_lines() == [
+        ("SPF", "pass (sender.test)"),
+        ("DKIM", "pass (d=sender.test s=s1)"),
+        ("DMARC", "pass (sender.test, policy reject)"),
+        ("ARC", "none"),
+        ("spam", "6.5 of 5.0 (spam): URIBL_BLACK"),
+        ("flags", "spam"),
+    ]
+    store.apply([ev(EventType.QUEUED, 9, 1, summary=envelope_summary(9))])
+    assert one(store, 9).verdicts is None and one(store, 9).verdict_lines() == []
+
+
 def test_repeated_attempt_keeps_one_row_the_later(store: ActivityStore) -> None:
     early = ev(EventType.ATTEMPT, 1, 2, attempt=attempt(1, 2, None, "timeout after 10s"))
     late = ev(EventType.ATTEMPT, 1, 7, attempt=attempt(1, 7, 200))
@@ -550,7 +582,7 @@ def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
     raw = sqlite3.connect(path)
     try:  # back to version 2's shape: no id column, no full-text index
         raw.executescript(
-            f"""CREATE TABLE old AS SELECT {STATE_COLUMNS}, payload FROM deliveries;
+            f"""CREATE TABLE old AS SELECT {STATE_COLUMNS.removesuffix(", verdicts")}, payload FROM deliveries;
             DROP TABLE deliveries; DROP TABLE deliveries_text; ALTER TABLE old RENAME TO deliveries;
             CREATE INDEX deliveries_newest ON deliveries (received_at, delivery_id); PRAGMA user_version = 2;"""
         )
@@ -569,7 +601,41 @@ def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
         check.close()
 
 
+def test_sqlite_version_3_file_gains_the_verdicts_column(tmp_path: Path) -> None:
+    path = tmp_path / "activity.db"
+    store = SQLiteActivityStore(path)
+    store.apply(delivered_after_one_retry(1))
+    before = state(store)
+    store.close()
+    raw = sqlite3.connect(path)
+    try:
+        raw.executescript("ALTER TABLE deliveries DROP COLUMN verdicts; PRAGMA user_version = 3;")
+    finally:
+        raw.close()
+    upgraded = SQLiteActivityStore(path)
+    try:
+        assert state(upgraded) == before
+        upgraded.apply([ev(EventType.PROCESSED, 2, 1, summary=replace(parsed_summary(2), verdicts=VERDICTS))])
+        assert one(upgraded, 2).verdicts == VERDICTS
+    finally:
+        upgraded.close()
+
+
 # --- PostgreSQL specifics ---------------------------------------------------
+
+
+def test_postgresql_version_1_database_gains_the_verdicts_column(postgres_server: PostgresServer) -> None:
+    dsn = postgres_server.new_database()
+    PostgresActivityStore(dsn).close()
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("ALTER TABLE deliveries DROP COLUMN verdicts")
+        admin.execute("UPDATE inbound_activity_schema SET version = 1")
+    store = PostgresActivityStore(dsn)
+    try:
+        store.apply([ev(EventType.PROCESSED, 1, 1, summary=replace(parsed_summary(), verdicts=VERDICTS))])
+        assert one(store).verdicts == VERDICTS
+    finally:
+        store.close()
 
 
 def test_postgresql_errors_name_the_server_never_the_password() -> None:
@@ -634,6 +700,7 @@ def test_events_validate_against_the_schema() -> None:
         validator.validate(to_json(replace(event, payload=None, payload_type=None)))
     processed = Summary(t(1), "alice@sender.test", ("help@in.test",), "Invoice 42", 2048, 1)
     validator.validate(to_json(ev(EventType.PROCESSED, summary=processed)))
+    validator.validate(to_json(ev(EventType.PROCESSED, summary=replace(processed, verdicts=VERDICTS))))
     bad = [
         {**to_json(ev(EventType.QUEUED, summary=envelope_summary())), "extra": 1},
         {**to_json(ev(EventType.PROCESSED)), "payload": {"subject": "x"}},  # bodies travel on `messages`

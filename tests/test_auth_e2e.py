@@ -7,6 +7,7 @@ from __future__ import annotations
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -119,6 +120,9 @@ def test_verdicts_policies_and_spam_end_to_end(
     record = wait_for(lambda: (r := gtube_blocked()) and r["status"] == "blocked" and r, 60, "GTUBE blocked")
     assert "on_spam = block" in str(record["reason"])
     assert queue_ids["gtube"] not in posted
+    verdicts: Any = record["verdicts"]  # the activity log says why, as the payload would have
+    assert verdicts["auth"]["dkim"] == [{"result": "pass", "domain": "example.org", "selector": "s1"}]
+    assert verdicts["spam"]["is_spam"] is True
 
 
 def test_spamd_scores_gtube_as_spam_and_a_recovery_clears_the_outage_note(spamd: SpamdProcess, tmp_path: Path) -> None:

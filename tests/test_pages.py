@@ -73,9 +73,27 @@ def test_read_only_sees_no_buttons_and_cannot_act(browser: TestClient) -> None:
     assert browser.post(f"/m/{qid(5)}-support/retry").status_code == 403
 
 
+def test_the_detail_shows_the_verdicts(browser: TestClient, backends: Backends) -> None:
+    auth = {
+        "spf": {"result": "fail", "domain": "sender.test"},
+        "dkim": [],
+        "dmarc": {"result": "fail", "policy": "reject", "domain": "sender.test"},
+        "arc": {"result": "none"},
+    }
+    summary = Summary(at(1), "a@sender.test", ("help@in.test",), "judged", verdicts={"auth": auth})
+    backends.store.apply([Event(EventType.BLOCKED, f"{qid(21)}-support", qid(21), "support", at(1), summary=summary)])
+    log_in(browser, READ)
+    detail = browser.get(f"/m/{qid(21)}-support").text
+    assert "<dt>SPF</dt><dd>fail (sender.test)</dd>" in detail
+    assert "<dt>DKIM</dt><dd>none (no signature)</dd>" in detail
+    assert "<dt>DMARC</dt><dd>fail (sender.test, policy reject)</dd>" in detail
+    assert "checks no sender authentication" in browser.get(f"/m/{qid(5)}-support").text
+
+
 def test_hostile_mail_is_escaped(browser: TestClient, backends: Backends) -> None:
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-    summary = Summary(at(1), '"><script>alert(2)</script>@x.test', ("help@in.test",), evil)
+    auth = {"spf": {"result": evil, "domain": evil}, "dmarc": {"domain": evil}}
+    summary = Summary(at(1), '"><script>alert(2)</script>@x.test', ("help@in.test",), evil, verdicts={"auth": auth})
     backends.store.apply([Event(EventType.QUEUED, f"{qid(20)}-support", qid(20), "support", at(1), summary=summary)])
     log_in(browser, ACT)
     for page in (browser.get("/").text, browser.get(f"/m/{qid(20)}-support").text):

@@ -90,6 +90,7 @@ class ActivityRecord:
     subject: str | None
     size: int | None  # bytes as received, once processed
     attachments: int | None  # how many, once processed
+    verdicts: dict[str, Any] | None  # sender authentication, spam score, flags (events.Summary.verdicts)
     reason: str | None  # why it failed, was blocked, or is being retried
     next_attempt_at: str | None  # while retrying
     updated_at: str  # the latest `at` of any event applied
@@ -101,6 +102,32 @@ class ActivityRecord:
     def position(self) -> Position:
         """The cursor for the page after this record (records without a summary sort last)."""
         return (self.received_at or "", self.delivery_id)
+
+    def verdict_lines(self) -> list[tuple[str, str]]:
+        """The verdicts in words, a (name, text) pair each, as the CLI and the web page show them."""
+        verdicts = self.verdicts or {}
+        auth, spam = verdicts.get("auth") or {}, verdicts.get("spam") or {}
+        lines: list[tuple[str, str]] = []
+        if auth:
+            spf, dmarc = auth.get("spf") or {}, auth.get("dmarc") or {}
+            signatures = auth.get("dkim") or []
+            dkim = "; ".join(f"{d.get('result')} (d={d.get('domain')} s={d.get('selector')})" for d in signatures)
+            policy = f", policy {dmarc['policy']}" if dmarc.get("policy") else ""
+            lines += [
+                ("SPF", f"{spf.get('result')} ({spf.get('domain') or 'no domain'})"),
+                ("DKIM", dkim or "none (no signature)"),
+                ("DMARC", f"{dmarc.get('result')} ({dmarc.get('domain') or 'no From domain'}{policy})"),
+                ("ARC", str((auth.get("arc") or {}).get("result"))),
+            ]
+        if "score" in spam:
+            judged = "spam" if spam.get("is_spam") else "not spam"
+            rules = ", ".join(str(r) for r in spam.get("rules") or []) or "no rules"
+            lines.append(("spam", f"{spam['score']} of {spam.get('threshold')} ({judged}): {rules}"))
+        elif spam:
+            lines.append(("spam", f"not scored ({spam.get('status')})"))
+        if verdicts.get("flags"):
+            lines.append(("flags", ", ".join(str(f) for f in verdicts["flags"])))
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         """The record as the CLI's ``--json`` and the API show it; the payload is left to the caller."""
@@ -116,6 +143,7 @@ class ActivityRecord:
             "subject": self.subject,
             "size": self.size,
             "attachments": self.attachments,
+            "verdicts": self.verdicts,
             "reason": self.reason,
             "next_attempt_at": self.next_attempt_at,
             "updated_at": self.updated_at,
@@ -237,6 +265,7 @@ class Merged:
     to: tuple[str, ...] = ()
     size: int | None = None
     attachments: int | None = None
+    verdicts: dict[str, Any] | None = None
     summary_key: Key | None = None
     subject: str | None = None
     subject_key: Key | None = None
@@ -268,7 +297,7 @@ class Merged:
             if self.summary_key is None or summary_key > self.summary_key:
                 self.summary_key = summary_key
                 self.received_at, self.mail_from, self.to = summary.received_at, summary.mail_from, summary.to
-                self.size, self.attachments = summary.size, summary.attachments
+                self.size, self.attachments, self.verdicts = summary.size, summary.attachments, summary.verdicts
             if summary.subject is not None:
                 subject_key = (*key, summary.subject)
                 if self.subject_key is None or subject_key > self.subject_key:

@@ -35,7 +35,7 @@ ORDER = "ORDER BY COALESCE(received_at, '') DESC, delivery_id DESC"
 STATE_COLUMNS = (
     "delivery_id, queue_id, stream, status, generation, reason, next_attempt_at, status_key, "
     "received_at, mail_from, rcpt_to, size, attachments, summary_key, subject, subject_key, payload_key, "
-    "payload_type, updated_at"
+    "payload_type, updated_at, verdicts"
 )
 _ATTEMPT_COLUMNS = "delivery_id, generation, number, at, status_code, error, latency_ms"
 
@@ -228,11 +228,13 @@ class SQLActivityStore(abc.ABC):
         if row is None:
             return None
         (did, queue_id, stream, status, generation, reason, next_at, status_key, received_at, mail_from, rcpt_to,
-         size, attachments, summary_key, subject, subject_key, payload_key, payload_type, updated_at) = row  # fmt: skip
+         size, attachments, summary_key, subject, subject_key, payload_key, payload_type, updated_at,
+         verdicts) = row  # fmt: skip
         return Merged(
             did, queue_id, stream, Status(status), generation, reason, next_at, decode_key(status_key) or (),
-            received_at, mail_from, tuple(json.loads(rcpt_to)), size, attachments, decode_key(summary_key),
-            subject, decode_key(subject_key), decode_key(payload_key), payload_type, updated_at,
+            received_at, mail_from, tuple(json.loads(rcpt_to)), size, attachments, _verdicts(verdicts),
+            decode_key(summary_key), subject, decode_key(subject_key), decode_key(payload_key), payload_type,
+            updated_at,
         )  # fmt: skip
 
     def _save(self, db: Connection, m: Merged) -> None:
@@ -241,6 +243,7 @@ class SQLActivityStore(abc.ABC):
             storable(m.next_attempt_at), encode_key(m.status_key), storable(m.received_at), storable(m.mail_from),
             json.dumps(list(m.to)), m.size, m.attachments, encode_key(m.summary_key), storable(m.subject),
             encode_key(m.subject_key), encode_key(m.payload_key), storable(m.payload_type), storable(m.updated_at),
+            _stored_verdicts(m.verdicts),
         )  # fmt: skip
         columns = STATE_COLUMNS.split(", ")
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
@@ -281,11 +284,22 @@ class SQLActivityStore(abc.ABC):
 
 def _record(row: Sequence[Any], payload: bytes | None, attempts: tuple[RecordedAttempt, ...]) -> ActivityRecord:
     (did, queue_id, stream, status, generation, reason, next_at, _status_key, received_at, mail_from, rcpt_to,
-     size, attachments, _summary_key, subject, _subject_key, _payload_key, payload_type, updated_at) = row  # fmt: skip
+     size, attachments, _summary_key, subject, _subject_key, _payload_key, payload_type, updated_at,
+     verdicts) = row  # fmt: skip
     return ActivityRecord(
         did, queue_id, stream, Status(status), generation, received_at, mail_from, tuple(json.loads(rcpt_to)),
-        subject, size, attachments, reason, next_at, updated_at, payload, payload_type, attempts,
+        subject, size, attachments, _verdicts(verdicts), reason, next_at, updated_at, payload, payload_type, attempts,
     )  # fmt: skip
+
+
+def _stored_verdicts(verdicts: dict[str, Any] | None) -> str | None:
+    # ASCII JSON: a header value we quoted in a verdict may hold anything, and both databases store this.
+    return json.dumps(verdicts, sort_keys=True) if verdicts is not None else None
+
+
+def _verdicts(stored: str | None) -> dict[str, Any] | None:
+    verdicts: dict[str, Any] | None = json.loads(stored) if stored is not None else None
+    return verdicts
 
 
 def storable(value: str | None) -> str | None:

@@ -36,7 +36,7 @@ from ..events import Event
 from ._base import Merged
 from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, searchable_text, storable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: verdicts
 CONNECT_TIMEOUT_SECONDS = 10
 APPLY_TRIES = 5
 # Any fixed number: the advisory lock under which the first process to start creates the tables.
@@ -66,7 +66,8 @@ _SCHEMA = (
         payload_key text,
         payload_type text,
         updated_at text NOT NULL,
-        search tsvector
+        search tsvector,
+        verdicts text
     )""",
     f"CREATE INDEX deliveries_newest ON deliveries ({ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
@@ -135,6 +136,10 @@ class PostgresActivityStore(SQLActivityStore):
                         db.execute(statement)
                     db.execute("INSERT INTO inbound_activity_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
                 row = db.execute("SELECT version FROM inbound_activity_schema").fetchone()
+                if row == (1,):
+                    db.execute("ALTER TABLE deliveries ADD COLUMN verdicts text")
+                    db.execute("UPDATE inbound_activity_schema SET version = %s", (SCHEMA_VERSION,))
+                    row = (SCHEMA_VERSION,)
                 if row != (SCHEMA_VERSION,):
                     raise StoreError(
                         f"activity store {self.where}: schema version {row}, this inbound reads {SCHEMA_VERSION}"

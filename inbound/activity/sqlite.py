@@ -40,7 +40,9 @@ from ._sql import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: size, attachments, payload as opaque bytes with its type; 3: full-text search
+# 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts
+SCHEMA_VERSION = 4
+_V2_COLUMNS = STATE_COLUMNS.removesuffix(", verdicts")  # what a version 2 file has of them
 
 # What version 3 added or changed: version 2's files are migrated by re-creating these (see _upgrade_from_2).
 _DELIVERIES = (
@@ -65,7 +67,8 @@ _DELIVERIES = (
         payload BLOB,
         payload_key TEXT,
         payload_type TEXT,
-        updated_at TEXT NOT NULL
+        updated_at TEXT NOT NULL,
+        verdicts TEXT  -- JSON
     )""",
     f"CREATE INDEX deliveries_newest ON deliveries ({ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
@@ -143,6 +146,10 @@ class SQLiteActivityStore(SQLActivityStore):
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version == 2:
                 self._upgrade_from_2(db)
+            elif version == 3:
+                db.execute("ALTER TABLE deliveries ADD COLUMN verdicts TEXT")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                log.info("activity store %s: upgraded from schema version 3 to %d", self.path, SCHEMA_VERSION)
             elif version != SCHEMA_VERSION:
                 raise StoreError(
                     f"activity store {self.path}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
@@ -150,7 +157,7 @@ class SQLiteActivityStore(SQLActivityStore):
                 )
 
     def _upgrade_from_2(self, db: sqlite3.Connection) -> None:
-        """Version 2 had no stable row id and no full-text index: copy its rows into version 3's table, index them.
+        """Version 2 had no stable row id and no full-text index: copy its rows into today's table, index them.
 
         In the transaction that checks the version, so it happens once and wholly. The store is a
         view of the bus, but the bus may no longer hold old payloads: upgrading keeps them.
@@ -160,9 +167,7 @@ class SQLiteActivityStore(SQLActivityStore):
             db.execute(f"DROP INDEX IF EXISTS {index}")  # they moved with the table; their names are needed
         for statement in _DELIVERIES:
             db.execute(statement)
-        db.execute(
-            f"INSERT INTO deliveries ({STATE_COLUMNS}, payload) SELECT {STATE_COLUMNS}, payload FROM deliveries_v2"
-        )
+        db.execute(f"INSERT INTO deliveries ({_V2_COLUMNS}, payload) SELECT {_V2_COLUMNS}, payload FROM deliveries_v2")
         db.execute("DROP TABLE deliveries_v2")
         for (delivery_id,) in db.execute("SELECT delivery_id FROM deliveries").fetchall():
             merged = self._load(db, delivery_id)

@@ -265,6 +265,7 @@ def activity_show(config_path: Path | None, message_id: str, with_payload: bool,
 
 def _shown(record: ActivityRecord, with_payload: bool) -> dict[str, Any]:
     data = {**record.to_json(), "attachment_list": _attachments(record), "payload_type": record.payload_type}
+    data["verdict_lines"] = record.verdict_lines()
     if with_payload:
         data["payload"] = _readable_payload(record)
     return data
@@ -275,6 +276,8 @@ def _print_record(data: dict[str, Any]) -> None:
                 "next_attempt_at"):  # fmt: skip
         if data.get(key) not in (None, "", []):
             click.echo(f"{key + ':':<17}{data[key]}")
+    for name, text in data["verdict_lines"]:
+        click.echo(f"{name + ':':<17}{text}")
     click.echo(f"{'attachments:':<17}{data['attachments'] if data['attachments'] is not None else '-'}")
     for a in data["attachment_list"] or []:
         click.echo(f"  {a['filename'] or '(no name)'}  {a['content_type']}  {a['size']} bytes")

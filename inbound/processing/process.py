@@ -131,6 +131,7 @@ class Processor:
             outcome.subject,
             len(raw),
             outcome.attachments,
+            decision.verdicts() if decision is not None else None,
         )
 
         def event(kind: EventType, why: str | None = None) -> None:

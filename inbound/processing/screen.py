@@ -53,6 +53,11 @@ class Decision:
     headers: tuple[tuple[str, str], ...]  # to put first in the payload's headers
     hostname: str  # ours: the authserv-id of our Authentication-Results
 
+    def verdicts(self) -> dict[str, Any] | None:
+        """What the activity log shows of this decision: the verdicts and flags that were computed."""
+        shown = {"auth": self.auth, "spam": self.spam, "flags": list(self.flags) or None}
+        return {name: value for name, value in shown.items() if value is not None} or None
+
     def trace_headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """*headers* with ours first, and without any Authentication-Results that claims to be ours.
 

@@ -43,6 +43,7 @@ class MessageOut(BaseModel):
     subject: str | None
     size: int | None
     attachments: int | None
+    verdicts: dict[str, Any] | None  # auth (SPF, DKIM, DMARC, ARC), spam, flags: as the payload's auth and spam
     reason: str | None
     next_attempt_at: str | None
     updated_at: str
