@@ -346,7 +346,9 @@ def test_verdicts_come_with_the_processed_summary_in_any_order(store: ActivitySt
         ("flags", "spam"),
     ]
     store.apply([ev(EventType.QUEUED, 9, 1, summary=envelope_summary(9))])
-    assert one(store, 9).verdicts is None and one(store, 9).verdict_lines() == []
+    unscreened = one(store, 9)
+    assert unscreened.verdicts is None
+    assert unscreened.verdict_lines() == []
 
 
 def test_repeated_attempt_keeps_one_row_the_later(store: ActivityStore) -> None:
