@@ -144,6 +144,7 @@ def write_config(
     bus: str = 'backend = "embedded"',
     smtp_port: int | None = None,
     max_message_size: int = 1024 * 1024,
+    max_header_size: int = 1024 * 1024,
     retry_schedule: Sequence[str] = ("1s", "1s"),
     timeout: str = "5s",
     data_dir: str = "data",
@@ -157,6 +158,7 @@ def write_config(
 listen = "127.0.0.1:{port}"
 hostname = "mx.test.example"
 max_message_size = {max_message_size}
+max_header_size = {max_header_size}
 
 [storage]
 data_dir = "{data_dir}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from inbound.config import MIB, ProcessingSettings, StreamSettings, load_setting
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ConfigError
 from inbound.processing.formats import Rendered
+from inbound.processing.isolation import IsolatedParser
 from inbound.processing.job import Outcome, ParseJob, RenderRequest, decode_outcome, encode_outcome, run_job
 from inbound.processing.mimeshape import Shape, mime_shape
 
@@ -94,6 +97,19 @@ def test_the_answer_survives_its_wire_format() -> None:
 def processing(tmp_path: Path, body: str) -> ProcessingSettings:
     streams = stream_toml("support", ["*@in.test"], "http://127.0.0.1:1/hook")
     return load_settings(write_config(tmp_path, streams=streams, extra=f"[processing]\n{body}\n")).processing
+
+
+def test_an_answer_announced_larger_than_any_honest_one_is_never_allocated() -> None:
+    """The worker reads hostile bytes, so the parent trusts nothing it says: not even a length."""
+    liar = "import sys; sys.stdout.buffer.write((1 << 60).to_bytes(8, 'big')); sys.stdout.flush(); sys.stdin.read()"
+    parser = IsolatedParser()
+    parser.worker = subprocess.Popen([sys.executable, "-c", liar], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        outcome = parser.run(job(simple_message()))
+        assert outcome.failure == f"the parse worker announced an answer of {1 << 60} bytes, more than it can hold"
+        assert parser.run(job(simple_message())).failure is None  # a new, honest worker took over
+    finally:
+        parser.close()
 
 
 def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _LENGTH_BYTES = 8
 _CHUNK = 1 << 20
+_ANSWER_MARGIN = 16 << 20
 STOP_TIMEOUT = 5.0
 
 
@@ -71,6 +72,10 @@ class InProcessParser:
 
 class _Died(Exception):
     """The worker ended before answering."""
+
+
+class _Oversized(Exception):
+    """The worker announced an answer larger than any honest one (it is not trusted: it reads hostile bytes)."""
 
 
 class IsolatedParser:
@@ -95,7 +100,10 @@ class IsolatedParser:
             worker = self.worker
             assert worker is not None
             try:
-                frame = _exchange(worker, request, time.monotonic() + job.timeout)
+                frame = _exchange(worker, request, time.monotonic() + job.timeout, _largest_answer(job))
+            except _Oversized as exc:
+                self._kill(worker)
+                return Outcome.failed(f"the parse worker announced an answer of {exc} bytes, more than it can hold")
             except TimeoutError:
                 self._kill(worker)
                 return Outcome.failed(f"parsing took longer than parse_timeout ({job.timeout:g}s)")
@@ -142,8 +150,15 @@ class IsolatedParser:
         return status
 
 
-def _exchange(worker: subprocess.Popen[bytes], request: bytes, deadline: float) -> bytearray:
-    """Write one job frame and read one answer frame, never waiting past *deadline* (TimeoutError).
+def _largest_answer(job: ParseJob) -> int:
+    """The most bytes an honest answer to *job* can take: per stream, the message (base64 for its
+    attachments, and again when the raw message is included) and a margin for the fields."""
+    return len(job.renders) * (3 * len(job.raw) + _ANSWER_MARGIN) + _ANSWER_MARGIN
+
+
+def _exchange(worker: subprocess.Popen[bytes], request: bytes, deadline: float, largest: int) -> bytearray:
+    """Write one job frame and read one answer frame, never waiting past *deadline* (TimeoutError),
+    nor allocating for an answer announced as larger than *largest* (_Oversized).
 
     Big messages make big frames: the request is written from a view and the answer read into
     one buffer of its announced size, so neither is ever copied whole here.
@@ -182,7 +197,10 @@ def _exchange(worker: subprocess.Popen[bytes], request: bytes, deadline: float) 
                     continue
                 if answer is not None:
                     return answer
-                answer = bytearray(int.from_bytes(length, "big"))
+                size = int.from_bytes(length, "big")
+                if size > largest:
+                    raise _Oversized(size)
+                answer = bytearray(size)
                 incoming, received = memoryview(answer), 0
 
 
