@@ -60,7 +60,7 @@ typecheck: $(INSTALLED)
 # Everything: lint, types, and the whole suite (the Kafka tests start a real broker).
 # Two workers, a test file each at a time: most end-to-end tests wait on servers, not on the CPU.
 test: $(INSTALLED) tools lint typecheck
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 # The inner loop, under a minute: lint, types, and every test that starts no process or server.
 test-fast: $(INSTALLED) lint typecheck
