@@ -25,7 +25,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import metrics
 from .activity import open_store
@@ -51,6 +51,9 @@ from .processing.spam import Spamd
 from .reload import reread
 from .routing import RoutingTable
 from .worker import ConsumerWorker
+
+if TYPE_CHECKING:  # the web stack is imported only by a process that runs the api role
+    from .web.backends import Backends
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,7 @@ class Service:
         self.handler: InboundHandler | None = None  # the SMTP edge's, when this process runs it
         self.processor: Processor | None = None
         self.deliverer: Deliverer | None = None
+        self.backends: Backends | None = None  # the API's
 
     def build(self) -> None:
         settings = self.settings
@@ -151,7 +155,8 @@ class Service:
             from .web.backends import Backends  # imported lazily: the other roles never load the web stack
             from .web.server import ApiServer
 
-            self.stages.append(ApiServer(Backends(settings, self.bus, store)))
+            self.backends = Backends(settings, self.bus, store)
+            self.stages.append(ApiServer(self.backends))
 
     def _processor(self, auth: Authenticator | None) -> Processor:
         settings = self.settings
@@ -211,6 +216,8 @@ class Service:
             self.processor.use(self.routing, settings.streams)
         if self.deliverer is not None:
             self.deliverer.use(settings)
+        if self.backends is not None:
+            self.backends.settings = settings
 
     async def run(
         self, on_started: Callable[[], None] = lambda: None, released: Callable[[], Awaitable[None]] | None = None
