@@ -3,6 +3,8 @@
 Every key is checked here, once, so that a typo or a wrong type stops the
 service at start-up with a message naming the file, the key and the problem
 (:class:`inbound.errors.ConfigError`) instead of failing later, mid-message.
+Every problem of the file is found in one pass and reported together, one a
+line, a stream named by its name (``streams.support.webhook_url``).
 An unknown key is an error too: a misspelt ``alow_private`` must not silently
 fall back to the default.
 
@@ -223,7 +225,7 @@ def default_config_path() -> Path:
 
 
 def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settings:
-    """Read and validate *path*; raise ConfigError naming the key on any problem."""
+    """Read and validate *path*; raise one ConfigError naming every problem and its key."""
     try:
         with path.open("rb") as f:
             raw = tomllib.load(f)
@@ -241,10 +243,6 @@ def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settin
         # tomllib parses nested arrays and inline tables recursively; a config is never that deep.
         raise ConfigError(str(path), "", "not valid TOML: nested too deeply") from None
     settings = _Reader(path).settings(raw)
-    if not settings.streams:
-        raise ConfigError(
-            str(path), "streams", "no [[streams]]: inbound would accept no mail (see examples/inbound.toml)"
-        )
     if environ.get("INBOUND_DATA_DIR"):
         storage = replace(settings.storage, data_dir=Path(environ["INBOUND_DATA_DIR"]))
         settings = replace(settings, storage=storage)
@@ -252,55 +250,91 @@ def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settin
 
 
 class _Reader:
-    """Walks the parsed TOML, checking each key and remembering where it is."""
+    """Walks the parsed TOML, checking each key and remembering where it is.
+
+    It reads on past a problem, so that one pass finds them all (:meth:`settings` then raises
+    one ConfigError listing every problem). A key that cannot be read -- missing, of the wrong
+    type, not convertible -- is read as a placeholder (its default, mostly) that lets the
+    reading go on, and is *unusable*: later checks of it say nothing, since they would only
+    judge the placeholder. A placeholder never leaves this class.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.problems: list[tuple[str, str]] = []  # (key, problem), in the order they are found
+        self.unusable: set[str] = set()
 
-    def fail(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(str(self.path), key, problem)
+    def problem(self, key: str, problem: str) -> None:
+        if key not in self.unusable and (key, problem) not in self.problems:
+            self.problems.append((key, problem))
+
+    def unreadable(self, key: str, problem: str) -> None:
+        """*key*'s value is replaced by a placeholder; *problem* says why."""
+        self.problem(key, problem)
+        self.unusable.add(key)
 
     def table(self, raw: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
         value = raw.get(key, {})
         if not isinstance(value, dict):
-            raise self.fail(key, f"must be a table, not {type(value).__name__}")
+            self.unreadable(key, f"must be a table, not {type(value).__name__}")
+            return {}
         for unknown in sorted(set(value) - allowed):
-            raise self.fail(f"{key}.{unknown}", f"unknown key (known: {', '.join(sorted(allowed))})")
+            self.problem(f"{key}.{unknown}", f"unknown key (known: {', '.join(sorted(allowed))})")
         return value
 
     def get(self, table: dict[str, Any], section: str, key: str, kind: type[T], default: T) -> T:
         value = table.get(key, default)
         # bool is an int in Python; a TOML `true` where a number belongs is a mistake.
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.fail(f"{section}.{key}", f"must be {kind.__name__}, not {type(value).__name__} ({value!r})")
+            self.unreadable(f"{section}.{key}", f"must be {kind.__name__}, not {type(value).__name__} ({value!r})")
+            return default
         return value
 
-    def check(self, key: str, ok: bool, problem: str) -> None:
+    def check(self, key: str, ok: bool, problem: str) -> bool:
         if not ok:
-            raise self.fail(key, problem)
+            self.problem(key, problem)
+        return ok
 
     def strings(self, table: dict[str, Any], section: str, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
         value = table.get(key, list(default))
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(f"{section}.{key}", "must be a list of strings")
+            self.unreadable(f"{section}.{key}", "must be a list of strings")
+            return default
         return tuple(value)
 
-    def converted(self, key: str, value: str, convert: Callable[[str], T]) -> T:
+    def converted(self, key: str, value: str, convert: Callable[[str], T], placeholder: T) -> T:
         try:
             return convert(value)
         except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
+            self.unreadable(key, str(exc))
+            return placeholder
+
+    def valid(self, key: str, value: str, check: Callable[[str], object]) -> None:
+        """*check* raises ValueError saying what is wrong with *value* (what it returns is not needed)."""
+        try:
+            check(value)
+        except ValueError as exc:
+            self.problem(key, str(exc))
+
+    def duration(self, t: dict[str, Any], section: str, key: str, default: str) -> float:
+        """A duration such as ``"30s"`` or ``"7d"`` (:func:`parse_duration`) in seconds."""
+        given = self.get(t, section, key, str, default)
+        return self.converted(f"{section}.{key}", given, parse_duration, parse_duration(default))
+
+    def host_port(self, t: dict[str, Any], section: str, key: str, default: str) -> tuple[str, int]:
+        given = self.get(t, section, key, str, default)
+        return self.converted(f"{section}.{key}", given, split_host_port, split_host_port(default))
 
     def settings(self, raw: dict[str, Any]) -> Settings:
         sections = {"smtp", "storage", "bus", "activity", "webhooks", "auth", "spam", "processing", "streams", "http"}
         for unknown in sorted(set(raw) - sections):
-            raise self.fail(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
+            self.problem(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
         smtp = self.smtp(raw)
         webhooks = self.webhooks(raw)
         auth = self.auth(raw)
         spam = self.spam(raw)
         streams = self.streams(raw, webhooks.allow_private, auth, spam)
-        return Settings(
+        settings = Settings(
             path=self.path,
             smtp=smtp,
             storage=self.storage(raw),
@@ -313,6 +347,10 @@ class _Reader:
             streams=streams,
             http=self.http(raw),
         )
+        if self.problems:
+            (key, problem), *more = self.problems
+            raise ConfigError(str(self.path), key, problem, more=more)
+        return settings
 
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
         keys = {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line", "max_connections"}
@@ -320,8 +358,7 @@ class _Reader:
         keys |= {"max_header_size"}
         t = self.table(raw, "smtp", keys)
         d = SmtpSettings()
-        listen = self.get(t, "smtp", "listen", str, f"{d.host}:{d.port}")
-        host, port = self.converted("smtp.listen", listen, split_host_port)
+        host, port = self.host_port(t, "smtp", "listen", f"{d.host}:{d.port}")
         size = self.get(t, "smtp", "max_message_size", int, d.max_message_size)
         self.check(
             "smtp.max_message_size",
@@ -343,8 +380,7 @@ class _Reader:
             self.check(f"smtp.{key}", count >= 1, "must be at least 1")
         timeouts = []
         for key in ("command_timeout", "data_timeout"):
-            given = self.get(t, "smtp", key, str, f"{getattr(d, key):g}s")
-            timeouts.append(self.converted(f"smtp.{key}", given, parse_duration))
+            timeouts.append(self.duration(t, "smtp", key, f"{getattr(d, key):g}s"))
             self.check(f"smtp.{key}", timeouts[-1] > 0, "must be longer than 0s")
         connections, per_ip, errors = counts
         command_timeout, data_timeout = timeouts
@@ -368,18 +404,21 @@ class _Reader:
     def tls(self, smtp: dict[str, Any]) -> TlsSettings:
         t = self.table(smtp, "tls", {"cert_file", "key_file", "min_version", "require_tls"})
         files = []
+        found = len(self.problems)
         for key in ("cert_file", "key_file"):
-            self.check(f"smtp.tls.{key}", key in t, "is required with [smtp.tls]")
+            if key not in t:
+                self.unreadable(f"smtp.tls.{key}", "is required with [smtp.tls]")
             path = Path(self.get(t, "smtp.tls", key, str, ""))
             path = path if path.is_absolute() else self.path.parent / path
             self.check(f"smtp.tls.{key}", os.access(path, os.R_OK), f"{path} is missing or not readable")
             files.append(path)
         version = self.get(t, "smtp.tls", "min_version", str, "TLSv1.2")
         self.check("smtp.tls.min_version", version in TLS_VERSIONS, f"must be one of {', '.join(TLS_VERSIONS)}")
-        try:
-            server_context(files[0], files[1], version)
-        except (ssl.SSLError, OSError) as exc:
-            raise self.fail("smtp.tls.cert_file", f"{files[0]} and {files[1]} make no TLS key pair: {exc}") from None
+        if len(self.problems) == found:  # the pair is tried only with files and a version that are all there
+            try:
+                server_context(files[0], files[1], version)
+            except (ssl.SSLError, OSError) as exc:
+                self.problem("smtp.tls.cert_file", f"{files[0]} and {files[1]} make no TLS key pair: {exc}")
         return TlsSettings(files[0], files[1], version, self.get(t, "smtp.tls", "require_tls", bool, False))
 
     def storage(self, raw: dict[str, Any]) -> StorageSettings:
@@ -402,7 +441,7 @@ class _Reader:
         servers = self.strings(t, "bus", "bootstrap_servers", d.bootstrap_servers)
         self.check("bus.bootstrap_servers", bool(servers), "must name at least one host:port")
         for server in servers:
-            self.converted("bus.bootstrap_servers", server, split_host_port)
+            self.valid("bus.bootstrap_servers", server, split_host_port)
         prefix = self.get(t, "bus", "topic_prefix", str, d.topic_prefix)
         self.check(
             "bus.topic_prefix",
@@ -413,7 +452,7 @@ class _Reader:
         self.check("bus.partitions", partitions >= 1, "must be at least 1")
         replication = self.get(t, "bus", "replication_factor", int, d.replication_factor)
         self.check("bus.replication_factor", replication >= 1, "must be at least 1")
-        retention = self.converted("bus.retention", self.get(t, "bus", "retention", str, "7d"), parse_duration)
+        retention = self.duration(t, "bus", "retention", "7d")
         self.check("bus.retention", retention >= 3600, "must be at least 1h")
         return BusSettings(backend, servers, prefix, partitions, replication, retention)
 
@@ -424,9 +463,10 @@ class _Reader:
             "activity.backend", backend in ACTIVITY_BACKENDS, f"must be one of {ACTIVITY_BACKENDS}, not {backend!r}"
         )
         dsn = self.get(t, "activity", "dsn", str, "")
-        if backend == "postgresql":
-            self.check("activity.dsn", bool(dsn.strip()), 'is required with backend = "postgresql"')
-            self.converted("activity.dsn", dsn, check_dsn)
+        if backend == "postgresql" and not dsn.strip():
+            self.unreadable("activity.dsn", 'is required with backend = "postgresql"')
+        elif backend == "postgresql":
+            self.valid("activity.dsn", dsn, check_dsn)
         return ActivitySettings(backend, dsn)
 
     def webhooks(self, raw: dict[str, Any]) -> WebhookSettings:
@@ -446,33 +486,29 @@ class _Reader:
         d = WebhookSettings()
         allow_private = self.get(t, "webhooks", "allow_private", bool, d.allow_private)
         schedule = tuple(
-            self.converted("webhooks.retry_schedule", step, parse_duration)
+            self.converted("webhooks.retry_schedule", step, parse_duration, 60.0)
             for step in self.strings(t, "webhooks", "retry_schedule", DEFAULT_RETRY_SCHEDULE)
         )
-        timeout = self.converted("webhooks.timeout", self.get(t, "webhooks", "timeout", str, "30s"), parse_duration)
+        timeout = self.duration(t, "webhooks", "timeout", "30s")
         self.check("webhooks.timeout", timeout > 0, "must be longer than 0s")
         concurrency = self.get(t, "webhooks", "concurrency_per_stream", int, d.concurrency_per_stream)
         self.check("webhooks.concurrency_per_stream", concurrency >= 1, "must be at least 1")
-        probe = self.get(t, "webhooks", "probe_interval", str, "30s")
-        probe_interval = self.converted("webhooks.probe_interval", probe, parse_duration)
+        probe_interval = self.duration(t, "webhooks", "probe_interval", "30s")
         self.check("webhooks.probe_interval", probe_interval > 0, "must be longer than 0s")
-        hold = self.get(t, "webhooks", "max_hold", str, "7d")
-        max_hold = self.converted("webhooks.max_hold", hold, parse_duration)
+        max_hold = self.duration(t, "webhooks", "max_hold", "7d")
         self.check("webhooks.max_hold", max_hold > 0, "must be longer than 0s")
         ca = self.get(t, "webhooks", "ca_file", str, "")
         ca_file = (self.path.parent / ca) if ca else None  # an absolute path stays what it is
         self.check("webhooks.ca_file", ca_file is None or ca_file.is_file(), f"no file {ca_file}")
-        alert_after = self.converted(
-            "webhooks.alert_after", self.get(t, "webhooks", "alert_after", str, "15m"), parse_duration
-        )
+        alert_after = self.duration(t, "webhooks", "alert_after", "15m")
         self.check("webhooks.alert_after", alert_after > 0, "must be longer than 0s")
         alert_url = self.get(t, "webhooks", "alert_url", str, "") or None
         alert_secret = self.get(t, "webhooks", "alert_signing_secret", str, "") or None
         if alert_url is not None:
-            self.converted("webhooks.alert_url", alert_url, lambda u: check_webhook_url(u, allow_private))
+            self.valid("webhooks.alert_url", alert_url, lambda u: check_webhook_url(u, allow_private))
             self.check("webhooks.alert_signing_secret", alert_secret is not None, "is required with alert_url")
         if alert_secret is not None:
-            self.converted("webhooks.alert_signing_secret", alert_secret, check_signing_secret)
+            self.valid("webhooks.alert_signing_secret", alert_secret, check_signing_secret)
         return WebhookSettings(
             allow_private,
             schedule,
@@ -490,40 +526,36 @@ class _Reader:
         t = self.table(raw, "auth", {"enabled", "resolvers", "timeout"})
         enabled = self.get(t, "auth", "enabled", bool, False)
         resolvers = tuple(
-            self.converted("auth.resolvers", server, split_ip_port)
+            self.converted("auth.resolvers", server, split_ip_port, ("127.0.0.1", 53))
             for server in self.strings(t, "auth", "resolvers", ())
         )
-        timeout = self.converted("auth.timeout", self.get(t, "auth", "timeout", str, "5s"), parse_duration)
+        timeout = self.duration(t, "auth", "timeout", "5s")
         self.check("auth.timeout", 0 < timeout <= 60, "must be longer than 0s and at most 60s")
         return AuthSettings(enabled, resolvers, timeout)
 
     def spam(self, raw: dict[str, Any]) -> SpamSettings:
         t = self.table(raw, "spam", {"spamd", "timeout"})
-        spamd = (
-            self.converted("spam.spamd", self.get(t, "spam", "spamd", str, ""), split_host_port)
-            if "spamd" in t
-            else None
-        )
-        timeout = self.converted("spam.timeout", self.get(t, "spam", "timeout", str, "10s"), parse_duration)
+        spamd = self.host_port(t, "spam", "spamd", "127.0.0.1:783") if "spamd" in t else None
+        timeout = self.duration(t, "spam", "timeout", "10s")
         self.check("spam.timeout", 0 < timeout <= 120, "must be longer than 0s and at most 120s")
         return SpamSettings(spamd, timeout)
 
     def processing(self, raw: dict[str, Any]) -> ProcessingSettings:
         t = self.table(raw, "processing", {"parse_timeout", "parse_memory_limit", "max_mime_depth", "max_mime_parts"})
         d = ProcessingSettings()
-        given = self.get(t, "processing", "parse_timeout", str, f"{d.parse_timeout:g}s")
-        timeout = self.converted("processing.parse_timeout", given, parse_duration)
+        timeout = self.duration(t, "processing", "parse_timeout", f"{d.parse_timeout:g}s")
         self.check("processing.parse_timeout", 0 < timeout <= 600, "must be longer than 0s and at most 10m")
         limit = _MEMORY_LIMIT.fullmatch(self.get(t, "processing", "parse_memory_limit", str, "3x + 256MiB").strip())
-        self.check(
-            "processing.parse_memory_limit",
-            limit is not None,
-            'must be "<N>x + <size>" (N times the message size plus a fixed part) or "<size>", '
-            "a size being bytes or a number with KiB, MiB or GiB",
-        )
-        assert limit is not None
-        per_byte = int(limit[1] or 0)
-        base = int(limit[2]) * _SIZE_UNITS[limit[3]]
+        if limit is None:
+            self.problem(
+                "processing.parse_memory_limit",
+                'must be "<N>x + <size>" (N times the message size plus a fixed part) or "<size>", '
+                "a size being bytes or a number with KiB, MiB or GiB",
+            )
+            per_byte, base = d.memory_per_byte, d.memory_base
+        else:
+            per_byte = int(limit[1] or 0)
+            base = int(limit[2]) * _SIZE_UNITS[limit[3]]
         self.check("processing.parse_memory_limit", base >= 64 * MIB, "its fixed part must be at least 64MiB")
         self.check("processing.parse_memory_limit", per_byte <= 100, "must be at most 100x the message size")
         shape = []
@@ -555,9 +587,7 @@ class _Reader:
     def http(self, raw: dict[str, Any]) -> HttpSettings:
         t = self.table(raw, "http", {"listen", "tokens", "read_only_tokens"})
         d = HttpSettings()
-        host, port = self.converted(
-            "http.listen", self.get(t, "http", "listen", str, f"{d.host}:{d.port}"), split_host_port
-        )
+        host, port = self.host_port(t, "http", "listen", f"{d.host}:{d.port}")
         tokens = self.strings(t, "http", "tokens", ())
         read_only = self.strings(t, "http", "read_only_tokens", ())
         for key, values in (("http.tokens", tokens), ("http.read_only_tokens", read_only)):
@@ -574,21 +604,30 @@ class _Reader:
     ) -> tuple[StreamSettings, ...]:
         entries = raw.get("streams", [])
         if not isinstance(entries, list):
-            raise self.fail("streams", "must be an array of tables ([[streams]])")
+            self.problem("streams", "must be an array of tables ([[streams]])")
+            return ()
+        if not entries:
+            self.problem("streams", "no [[streams]]: inbound would accept no mail (see examples/inbound.toml)")
         streams: list[StreamSettings] = []
         owner: dict[str, str] = {}
         for i, entry in enumerate(entries):
-            section = f"streams[{i}]"
+            named = entry.get("name") if isinstance(entry, dict) else None
+            # A stream is named by its name in problems; by its place while it has no usable one.
+            is_name = isinstance(named, str) and bool(STREAM_NAME.fullmatch(named))
+            unique = is_name and named not in {s.name for s in streams}
+            section = f"streams.{named}" if unique else f"streams[{i}]"
+            if not isinstance(entry, dict):
+                self.problem(section, f"must be a table, not {type(entry).__name__}")
+                continue
             t = self.table({section: entry}, section, _STREAM_KEYS)
-            for key in ("name", "addresses", "webhook_url"):
-                self.check(f"{section}.{key}", key in t, "is required")
+            for key in _REQUIRED_STREAM_KEYS:
+                if key not in t:
+                    self.unreadable(f"{section}.{key}", "is required")
             name = self.get(t, section, "name", str, "")
-            self.check(
-                f"{section}.name",
-                bool(STREAM_NAME.match(name)),
-                "must be 1-63 of a-z, 0-9 and '_', starting with a letter or digit",
-            )
-            self.check(f"{section}.name", name not in {s.name for s in streams}, f"duplicate stream name {name!r}")
+            if self.check(
+                f"{section}.name", is_name, "must be 1-63 of a-z, 0-9 and '_', starting with a letter or digit"
+            ):
+                self.check(f"{section}.name", unique, f"duplicate stream name {name!r}")
             addresses = self.strings(t, section, "addresses", ())
             self.check(f"{section}.addresses", bool(addresses), "must list at least one address")
             for address in addresses:
@@ -601,7 +640,7 @@ class _Reader:
                 )
                 owner[address.lower()] = name
             url = self.get(t, section, "webhook_url", str, "")
-            self.converted(f"{section}.webhook_url", url, lambda u: check_webhook_url(u, allow_private))
+            self.valid(f"{section}.webhook_url", url, lambda u: check_webhook_url(u, allow_private))
             secret, *other_secrets = self.signing_secrets(t, section)
             blocks = self.strings(t, section, "block_senders", ())
             for pattern in blocks:
@@ -635,8 +674,9 @@ class _Reader:
         for key, least in (("max_attachment_size", 1), ("max_attachments", 0)):
             value = t.get(key)
             ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= least)
-            self.check(f"{section}.{key}", ok, f"must be a whole number, {least} or more")
-            limits.append(value)
+            limits.append(
+                value if self.check(f"{section}.{key}", ok, f"must be a whole number, {least} or more") else None
+            )
         kinds = self.strings(t, section, "drop_attachment_types", ())
         for kind in kinds:
             self.check(
@@ -651,17 +691,14 @@ class _Reader:
         value = t.get(key)
         if value is None:
             return None
-        self.check(
-            f"{section}.{key}", isinstance(value, int | float) and not isinstance(value, bool), "must be a number"
-        )
-        return float(value)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if self.check(f"{section}.{key}", number, "must be a number") else None
 
     def silence(self, t: dict[str, Any], section: str) -> float | None:
         if "silence_alert_after" not in t:
             return None
-        key = f"{section}.silence_alert_after"
-        silence = self.converted(key, self.get(t, section, "silence_alert_after", str, ""), parse_duration)
-        self.check(key, silence > 0, "must be longer than 0s")
+        silence = self.duration(t, section, "silence_alert_after", "1h")  # the default: a placeholder only
+        self.check(f"{section}.silence_alert_after", silence > 0, "must be longer than 0s")
         return silence
 
     def rate(self, t: dict[str, Any], section: str) -> float | None:
@@ -672,7 +709,9 @@ class _Reader:
     def signing_secrets(self, t: dict[str, Any], section: str) -> tuple[str, ...]:
         """``signing_secret``, or ``signing_secrets`` (several while a receiver moves to a new key)."""
         one, several = "signing_secret" in t, "signing_secrets" in t
-        self.check(f"{section}.signing_secret", one or several, "is required (or signing_secrets)")
+        if not (one or several):
+            self.unreadable(f"{section}.signing_secret", "is required (or signing_secrets)")
+            return ("",)
         self.check(
             f"{section}.signing_secrets", not (one and several), "give signing_secret or signing_secrets, not both"
         )
@@ -685,8 +724,8 @@ class _Reader:
             self.check(key, bool(secrets), "must list at least one secret")
             self.check(key, len(set(secrets)) == len(secrets), "lists a secret twice")
         for secret in secrets:
-            self.converted(key, secret, check_signing_secret)
-        return secrets
+            self.valid(key, secret, check_signing_secret)
+        return secrets or ("",)
 
     def payload_options(self, t: dict[str, Any], section: str) -> tuple[str, bool, str | None, bool]:
         """``payload_format`` and the keys that go with it; a key for another format is an error, not ignored."""
@@ -709,6 +748,7 @@ class _Reader:
         return fmt, include_raw, key, sendgrid_raw
 
 
+_REQUIRED_STREAM_KEYS = ("name", "addresses", "webhook_url")
 _STREAM_KEYS = {
     "name",
     "addresses",

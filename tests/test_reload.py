@@ -98,12 +98,15 @@ def test_an_unchanged_file_says_so(running: Settings, caplog: pytest.LogCaptureF
 def test_an_invalid_file_keeps_everything_and_logs_each_problem_naming_file_and_key(
     running: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broken = SUPPORT.replace("https://hooks.example.test/support", "ftp://nowhere")
+    broken = SUPPORT.replace("https://hooks.example.test/support", "ftp://nowhere") + "colour = 1\n"
     running.path.write_text(config_text(broken))
     assert reread(running, {}) is None
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
-        f"SIGHUP: {running.path}: streams[0].webhook_url: 'ftp://nowhere' is not an http(s) URL",
-        f"SIGHUP: 1 problem(s) in {running.path}: the configuration in use stays",
+    path = running.path
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[0].startswith(f"SIGHUP: {path}: streams.support.colour: unknown key (known: addresses, ")
+    assert errors[1:] == [
+        f"SIGHUP: {path}: streams.support.webhook_url: 'ftp://nowhere' is not an http(s) URL",
+        f"SIGHUP: 2 problem(s) in {path}: the configuration in use stays",
     ]
 
 
@@ -218,7 +221,7 @@ def test_hup_swaps_the_stream_table_of_a_running_service(tmp_path: Path) -> None
         config.write_text(text.replace("[[streams]]", "[[streams]]\nnot_a_key = 1"))
         service.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: service.seen_by_every_process("the configuration in use stays"), 30, "the refusal")
-        assert "not_a_key: unknown key" in service.log()
+        assert "streams.support.not_a_key: unknown key" in service.log()
         send(config, "alice@sender.test", ["desk@in.test"], simple_message(subject="still"))
         wait_for(lambda: len(after.on("/new")) == 2, 60, "a message delivered after the refused reload")
         assert len(before.on("/old")) == 1  # and nothing went twice
