@@ -395,3 +395,22 @@ def test_a_stream_added_by_a_reload_is_delivered(make: Callable[..., Harness]) -
     h.at(0)
     assert [str(r.url) for r in h.endpoint.requests] == [NEW_URL]  # once, however often the record came
     assert h.deliverer.rates["sales"].per_second == 1.0
+
+
+def test_a_stream_removed_by_a_reload_keeps_its_deliveries_until_it_comes_back(
+    make: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    h = make()
+    h.endpoint.answer = lambda request: httpx.Response(503)
+    h.accept(1)
+    h.at(0)
+    running = h.deliverer.settings
+    h.deliverer.use(replace(running, streams=()))
+    assert "stream=support stage=deliver removed from the configuration: 1 deliveries wait" in caplog.text
+    h.endpoint.answer = lambda request: httpx.Response(200)
+    h.at(3600)
+    assert len(h.endpoint.requests) == 1  # not tried while the stream is gone
+    h.deliverer.use(running)
+    h.at(3601)
+    assert h.story(1)[-2:] == [(EventType.ATTEMPT, 200), (EventType.DELIVERED, None)]
+    assert len(h.endpoint.requests) == 2
