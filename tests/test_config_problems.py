@@ -34,7 +34,7 @@ def test_every_problem_in_every_section_and_stream_at_once(tmp_path: Path) -> No
     sales = sales.replace(SECRET, "hunter2") + "colour = 'blue'\n"
     text = f'[smtp]\nmax_recipients = 0\n[webhooks]\ntimeout = "soon"\n[surprise]\n{support}{sales}'
     found = problems(tmp_path, text)
-    assert list(found) == [  # in the order the file is read
+    assert list(found) == [  # sections in their usual order, [[streams]] last, each stream in turn
         "surprise",
         "smtp.max_recipients",
         "webhooks.timeout",

@@ -52,29 +52,29 @@ def load_settings(path: Path, environ: Mapping[str, str] = os.environ) -> Settin
 
 
 class _Reader(SectionsReader, StreamsReader):
-    """Every section, in the order they are read."""
+    """The reader of every section."""
 
     def settings(self, raw: dict[str, Any]) -> Settings:
         sections = {"smtp", "storage", "bus", "activity", "webhooks", "auth", "spam", "processing", "streams", "http"}
         for unknown in sorted(set(raw) - sections):
             self.problem(unknown, f"unknown section (known: {', '.join(sorted(sections))})")
-        smtp = self.smtp(raw)
-        webhooks = self.webhooks(raw)
-        auth = self.auth(raw)
-        spam = self.spam(raw)
-        streams = self.streams(raw, webhooks.allow_private, auth, spam)
+        # In the order of the file's usual layout (examples/inbound.toml), [[streams]] last, so the
+        # problems come in that order too; the streams are checked against the sections they need.
+        smtp, storage, bus, activity = self.smtp(raw), self.storage(raw), self.bus(raw), self.activity(raw)
+        webhooks, auth, spam = self.webhooks(raw), self.auth(raw), self.spam(raw)
+        processing, http = self.processing(raw), self.http(raw)
         settings = Settings(
             path=self.path,
             smtp=smtp,
-            storage=self.storage(raw),
-            bus=self.bus(raw),
-            activity=self.activity(raw),
+            storage=storage,
+            bus=bus,
+            activity=activity,
             webhooks=webhooks,
             auth=auth,
             spam=spam,
-            processing=self.processing(raw),
-            streams=streams,
-            http=self.http(raw),
+            processing=processing,
+            streams=self.streams(raw, webhooks.allow_private, auth, spam),
+            http=http,
         )
         if self.problems:
             (key, problem), *more = self.problems
