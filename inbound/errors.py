@@ -17,20 +17,30 @@ Failed record)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class InboundError(Exception):
     """Base of every error inbound raises on purpose."""
 
 
 class ConfigError(InboundError):
-    """The configuration is invalid. The message names the file, the key and the problem."""
+    """The configuration is invalid: one or more problems, each naming the file and the key.
 
-    def __init__(self, path: str, key: str, problem: str) -> None:
+    ``str()`` is one line per problem, ``<file>: <key>: <problem>``, so that whoever fixes
+    the file sees every problem at once and a log gets one line for each (:attr:`lines`).
+    """
+
+    def __init__(self, path: str, key: str, problem: str, *, more: Sequence[tuple[str, str]] = ()) -> None:
         self.path = path
-        self.key = key
-        self.problem = problem
-        where = f"{path}: {key}" if key else path
-        super().__init__(f"{where}: {problem}")
+        self.problems = ((key, problem), *more)  # (key, problem); an empty key: the file as a whole
+        super().__init__("\n".join(self.lines))
+
+    @property
+    def lines(self) -> list[str]:
+        return [
+            f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}" for key, problem in self.problems
+        ]
 
 
 class DataDirError(InboundError):

@@ -12,6 +12,10 @@ Shutdown (SIGTERM/SIGINT): new SMTP connections get ``421 4.3.2``; messages
 being spooled finish and get their 250; the publisher moves what is spooled to
 the bus; each stage finishes and commits its batch in hand; deliveries under
 way finish and record their outcome. Then the process exits 0.
+
+SIGHUP reloads without a restart: the TLS files, and the configuration's
+stream table once the whole file is valid (:mod:`inbound.reload`); it never
+ends the process.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import metrics
 from .activity import open_store
@@ -44,8 +48,12 @@ from .processing.isolation import IsolatedParser
 from .processing.process import Processor
 from .processing.screen import Screener
 from .processing.spam import Spamd
+from .reload import reread
 from .routing import RoutingTable
 from .worker import ConsumerWorker
+
+if TYPE_CHECKING:  # the web stack is imported only by a process that runs the api role
+    from .web.backends import Backends
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,9 @@ class Service:
         self.stages: list[Stoppable] = []  # started in this order, and stopped in it
         self.resources: list[Callable[[], None]] = []  # closed after every stage has stopped
         self.handler: InboundHandler | None = None  # the SMTP edge's, when this process runs it
+        self.processor: Processor | None = None
+        self.deliverer: Deliverer | None = None
+        self.backends: Backends | None = None  # the API's
 
     def build(self) -> None:
         settings = self.settings
@@ -121,40 +132,13 @@ class Service:
         auth = Authenticator(settings.auth) if settings.auth.enabled and {"smtp", "process"} & set(self.roles) else None
         if auth is not None:
             self.resources.append(auth.close)
-        self.auth_policy = SmtpAuthPolicy.wanted(auth, settings.streams) if "smtp" in self.roles else None
+        self.auth_policy = SmtpAuthPolicy(auth, settings.streams) if auth is not None and "smtp" in self.roles else None
         if self.auth_policy is not None:
             self.resources.append(self.auth_policy.close)
         if "process" in self.roles:
-            spamd = Spamd(settings.spam, settings.data.spamd_outage) if settings.spam.spamd else None
-            screener = Screener(settings.smtp.hostname, auth, spamd)
-            parser = IsolatedParser()
-            parser.start()
-            self.resources.append(parser.close)
-            processor = Processor(
-                self.routing, self.bus.producer(), settings.streams, screener, parser=parser, limits=settings.processing
-            )
-            self.stages.append(
-                ConsumerWorker(
-                    "process",
-                    self.bus,
-                    group="process",
-                    topics=["received"],
-                    handle=processor.handle,
-                    hold=self.control.everything_paused,
-                )
-            )
+            self.processor = self._processor(auth)
         if "deliver" in self.roles:
-            outbox = Outbox(settings.data.outbox)
-            hooks = settings.webhooks
-            client = webhook_http_client(
-                timeout=hooks.timeout, allow_private=hooks.allow_private, ca_file=hooks.ca_file
-            )
-            self.resources += [outbox.close, client.close]
-            deliverer = Deliverer(settings, outbox, self.bus.producer(), client, self.control.stream_paused)
-            intake = ConsumerWorker(
-                "deliver-intake", self.bus, group="deliver", topics=["messages"], handle=deliverer.handle
-            )
-            self.stages += [intake, deliverer]
+            self.deliverer = self._deliverer()
         if "record" in self.roles or "api" in self.roles:
             store = open_store(settings)
             self.resources.append(store.close)
@@ -171,15 +155,69 @@ class Service:
             from .web.backends import Backends  # imported lazily: the other roles never load the web stack
             from .web.server import ApiServer
 
-            self.stages.append(ApiServer(Backends(settings, self.bus, store)))
+            self.backends = Backends(settings, self.bus, store)
+            self.stages.append(ApiServer(self.backends))
+
+    def _processor(self, auth: Authenticator | None) -> Processor:
+        settings = self.settings
+        spamd = Spamd(settings.spam, settings.data.spamd_outage) if settings.spam.spamd else None
+        screener = Screener(settings.smtp.hostname, auth, spamd)
+        parser = IsolatedParser()
+        parser.start()
+        self.resources.append(parser.close)
+        processor = Processor(
+            self.routing, self.bus.producer(), settings.streams, screener, parser=parser, limits=settings.processing
+        )
+        self.stages.append(
+            ConsumerWorker(
+                "process",
+                self.bus,
+                group="process",
+                topics=["received"],
+                handle=processor.handle,
+                hold=self.control.everything_paused,
+            )
+        )
+        return processor
+
+    def _deliverer(self) -> Deliverer:
+        settings = self.settings
+        outbox = Outbox(settings.data.outbox)
+        hooks = settings.webhooks
+        client = webhook_http_client(timeout=hooks.timeout, allow_private=hooks.allow_private, ca_file=hooks.ca_file)
+        self.resources += [outbox.close, client.close]
+        deliverer = Deliverer(settings, outbox, self.bus.producer(), client, self.control.stream_paused)
+        intake = ConsumerWorker(
+            "deliver-intake", self.bus, group="deliver", topics=["messages"], handle=deliverer.handle
+        )
+        self.stages += [intake, deliverer]
+        return deliverer
 
     def reload(self) -> None:
-        """SIGHUP: read the TLS files again (a renewed certificate); everything else needs a restart."""
-        tls = self.handler.tls if self.handler is not None else None
-        if tls is None:
-            log.info("SIGHUP: nothing to reload here; restart to apply a new configuration")
+        """SIGHUP: the TLS files again (a renewed certificate), then the file's stream table if it is valid.
+
+        Runs on the event loop, as every SMTP command does, so the edge swaps between two
+        commands; the processor and the deliverer take the new streams up on their threads
+        (:meth:`Processor.use`, :meth:`Deliverer.use`). Nothing accepted is touched: it is
+        routed, rendered and delivered once, with the streams of the moment it reaches each stage.
+        """
+        if self.handler is not None and self.handler.tls is not None:
+            self.handler.tls.reload()  # whatever the file says: a renewal must not wait for a config fix
+        settings = reread(self.settings)
+        if settings is None:
             return
-        tls.reload()
+        self.settings = settings
+        self.routing = RoutingTable.from_streams(settings.streams)
+        if self.handler is not None:
+            self.handler.routing = self.routing
+        if self.auth_policy is not None:
+            self.auth_policy.use(settings.streams)
+        if self.processor is not None:
+            self.processor.use(self.routing, settings.streams)
+        if self.deliverer is not None:
+            self.deliverer.use(settings)
+        if self.backends is not None:
+            self.backends.settings = settings
 
     async def run(
         self, on_started: Callable[[], None] = lambda: None, released: Callable[[], Awaitable[None]] | None = None

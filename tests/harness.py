@@ -26,6 +26,7 @@ from inbound.bus import Headers
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"test-secret-of-32-bytes-length!!").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-32-bytes-long!").decode()  # a rotated key
 INBOUND = [sys.executable, "-m", "inbound"]
 
 

@@ -104,12 +104,12 @@ def test_policy_keys_are_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "key", "problem"),
     [
-        ("max_attachment_size = 0", "streams[0].max_attachment_size", "must be a whole number, 1 or more"),
-        ('max_attachment_size = "10MB"', "streams[0].max_attachment_size", "must be a whole number, 1 or more"),
-        ("max_attachments = -1", "streams[0].max_attachments", "must be a whole number, 0 or more"),
-        ("max_attachments = true", "streams[0].max_attachments", "must be a whole number, 0 or more"),
-        ('drop_attachment_types = ["exe"]', "streams[0].drop_attachment_types", "'exe' is neither a content type"),
-        ('drop_attachment_types = "image/png"', "streams[0].drop_attachment_types", "must be"),
+        ("max_attachment_size = 0", "streams.support.max_attachment_size", "must be a whole number, 1 or more"),
+        ('max_attachment_size = "10MB"', "streams.support.max_attachment_size", "must be a whole number, 1 or more"),
+        ("max_attachments = -1", "streams.support.max_attachments", "must be a whole number, 0 or more"),
+        ("max_attachments = true", "streams.support.max_attachments", "must be a whole number, 0 or more"),
+        ('drop_attachment_types = ["exe"]', "streams.support.drop_attachment_types", "'exe' is neither a content type"),
+        ('drop_attachment_types = "image/png"', "streams.support.drop_attachment_types", "must be"),
     ],
 )
 def test_policy_keys_are_checked(tmp_path: Path, extra: str, key: str, problem: str) -> None:

@@ -62,11 +62,16 @@ def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
         ('backend = "embedded"', 'backend = "rabbit"', "bus.backend", 'must be "embedded" or "kafka"'),
         ('timeout = "30s"', 'timeout = "30 seconds"', "webhooks.timeout", "is not a duration"),
         ('["1m", "5m"]', '["1m", "soon"]', "webhooks.retry_schedule", "is not a duration"),
-        ("https://app.example.com/inbound", "https://127.0.0.1/inbound", "streams[0].webhook_url", "not a public"),
-        ("https://app.example.com/inbound", "http://10.1.2.3:8080/x", "streams[0].webhook_url", "not a public"),
-        ("https://app.example.com/inbound", "http://localhost/x", "streams[0].webhook_url", "loopback"),
-        ("https://app.example.com/inbound", "http://0x7f.0.0.1/x", "streams[0].webhook_url", "is 127.0.0.1, not a"),
-        ("https://app.example.com/inbound", "http://localhost./x", "streams[0].webhook_url", "loopback"),
+        ("https://app.example.com/inbound", "https://127.0.0.1/inbound", "streams.support.webhook_url", "not a public"),
+        ("https://app.example.com/inbound", "http://10.1.2.3:8080/x", "streams.support.webhook_url", "not a public"),
+        ("https://app.example.com/inbound", "http://localhost/x", "streams.support.webhook_url", "loopback"),
+        (
+            "https://app.example.com/inbound",
+            "http://0x7f.0.0.1/x",
+            "streams.support.webhook_url",
+            "is 127.0.0.1, not a",
+        ),
+        ("https://app.example.com/inbound", "http://localhost./x", "streams.support.webhook_url", "loopback"),
         ('timeout = "30s"', 'timeout = "30s"\nmax_hold = "0s"', "webhooks.max_hold", "longer than 0s"),
         ('timeout = "30s"', 'timeout = "30s"\nca_file = "nope.pem"', "webhooks.ca_file", "no file"),
         (
@@ -79,30 +84,35 @@ def test_valid_config_and_the_example_pass(tmp_path: Path) -> None:
         (
             'name = "support"',
             'name = "support"\nsilence_alert_after = "never"',
-            "streams[0].silence_alert_after",
+            "streams.support.silence_alert_after",
             "is not a duration",
         ),
-        ("https://app.example.com/inbound", "ftp://app.example.com/", "streams[0].webhook_url", "not an http(s) URL"),
-        (SECRET, "hunter2", "streams[0].signing_secret", "whsec_"),
+        (
+            "https://app.example.com/inbound",
+            "ftp://app.example.com/",
+            "streams.support.webhook_url",
+            "not an http(s) URL",
+        ),
+        (SECRET, "hunter2", "streams.support.signing_secret", "whsec_"),
         (
             'name = "support"',
             'name = "support"\nmax_requests_per_second = 0',
-            "streams[0].max_requests_per_second",
+            "streams.support.max_requests_per_second",
             "more than 0",
         ),
         (
             'name = "support"',
             'name = "support"\nmax_requests_per_second = "5"',
-            "streams[0].max_requests_per_second",
+            "streams.support.max_requests_per_second",
             "a number",
         ),
-        (f'"{SECRET}"', f'"{SECRET}"\nsigning_secrets = ["{SECRET}"]', "streams[0].signing_secrets", "not both"),
-        (f'signing_secret = "{SECRET}"', "signing_secrets = []", "streams[0].signing_secrets", "at least one"),
-        (f'signing_secret = "{SECRET}"', 'signing_secrets = ["whsec_x"]', "streams[0].signing_secrets", "base64"),
-        (f'signing_secret = "{SECRET}"', "", "streams[0].signing_secret", "is required (or signing_secrets)"),
+        (f'"{SECRET}"', f'"{SECRET}"\nsigning_secrets = ["{SECRET}"]', "streams.support.signing_secrets", "not both"),
+        (f'signing_secret = "{SECRET}"', "signing_secrets = []", "streams.support.signing_secrets", "at least one"),
+        (f'signing_secret = "{SECRET}"', 'signing_secrets = ["whsec_x"]', "streams.support.signing_secrets", "base64"),
+        (f'signing_secret = "{SECRET}"', "", "streams.support.signing_secret", "is required (or signing_secrets)"),
         ('name = "support"', 'name = "Support Team"', "streams[0].name", "must be 1-63"),
-        ('"help@example.org"]', '"help at example.org"]', "streams[0].addresses", "is not an address"),
-        ('webhook_url = "https://app.example.com/inbound"\n', "", "streams[0].webhook_url", "is required"),
+        ('"help@example.org"]', '"help at example.org"]', "streams.support.addresses", "is not an address"),
+        ('webhook_url = "https://app.example.com/inbound"\n', "", "streams.support.webhook_url", "is required"),
         ("[smtp]", "[smtp", "", "not valid TOML"),
         ('listen = "127.0.0.1:8080"', 'listen = "8080"', "http.listen", "is not host:port"),
         ('"act-0123456789abcdefghijklmn"', '"secret"', "http.tokens", "24 or more"),
@@ -115,6 +125,20 @@ def test_errors_name_file_key_and_problem(tmp_path: Path, old: str, new: str, ke
     assert code != 0
     assert f"bad.toml: {key}" in output if key else "bad.toml" in output
     assert problem in output
+
+
+def test_check_config_lists_every_problem_one_a_line(tmp_path: Path) -> None:
+    text = VALID.replace("max_message_size = 26214400", "max_message_size = true").replace(
+        "https://app.example.com/inbound", "ftp://app.example.com/"
+    )
+    code, output = check(tmp_path, text)
+    assert code != 0
+    path = tmp_path / "bad.toml"
+    assert output.splitlines() == [
+        "Error: 2 configuration errors:",
+        f"{path}: smtp.max_message_size: must be int, not bool (True)",
+        f"{path}: streams.support.webhook_url: 'ftp://app.example.com/' is not an http(s) URL",
+    ]
 
 
 def test_signing_secrets_and_a_rate_limit(tmp_path: Path) -> None:
@@ -136,7 +160,7 @@ def test_same_address_in_two_streams_is_an_error(tmp_path: Path) -> None:
     second = VALID[VALID.index("[[streams]]") :].replace('name = "support"', 'name = "other"')
     code, output = check(tmp_path, VALID + second)
     assert code != 0
-    assert "streams[1].addresses" in output
+    assert "streams.other.addresses" in output
     assert "already in stream 'support'" in output
 
 

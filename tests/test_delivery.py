@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from inbound.delivery.webhook import WebhookClient
 from inbound.events import Event, EventType
 from inbound.records import JSON, MessageRecord, decode_event, message_record
 
-from .harness import SECRET
+from .harness import OTHER_SECRET, SECRET
 
 URL = "https://hooks.example.test/inbound"
 Responder = Callable[[httpx.Request], httpx.Response]
@@ -359,3 +360,57 @@ def test_key_rotation_signs_each_post_once_per_secret() -> None:
     assert verify(SECRET, request.content, headers)
     wrong = "whsec_" + base64.b64encode(b"a-third-secret-nobody-was-given!").decode()
     assert not verify(wrong, request.content, headers)
+
+
+# -- HUP: the stream table reloaded (inbound/reload.py) -------------------------------------------
+NEW_URL = "https://new-hooks.example.test/inbound"
+
+
+def test_after_a_reload_a_retry_goes_to_the_new_url_signed_with_the_new_secret(make: Callable[..., Harness]) -> None:
+    h = make()
+    h.endpoint.answer = lambda request: httpx.Response(200 if str(request.url) == NEW_URL else 503)
+    h.accept(1)
+    h.at(0)
+    moved = StreamSettings("support", ("*@in.test",), NEW_URL, OTHER_SECRET)
+    h.deliverer.use(replace(h.deliverer.settings, streams=(moved,)))
+    h.at(60)
+    assert [str(r.url) for r in h.endpoint.requests] == [URL, NEW_URL]
+    assert verify(OTHER_SECRET, h.endpoint.requests[1].content, dict(h.endpoint.requests[1].headers))
+    assert h.story(1) == [
+        (EventType.ATTEMPT, 503),
+        (EventType.RETRYING, None),
+        (EventType.ATTEMPT, 200),
+        (EventType.DELIVERED, None),
+    ]
+
+
+def test_a_stream_added_by_a_reload_is_delivered(make: Callable[..., Harness]) -> None:
+    h = make()
+    sales = StreamSettings("sales", ("*@sales.test",), NEW_URL, SECRET, max_requests_per_second=1.0)
+    h.deliverer.use(replace(h.deliverer.settings, streams=(*h.deliverer.settings.streams, sales)))
+    key, value, headers = message_record(MessageRecord("01JD0001-sales", "sales", 0, JSON, b"{}"))
+    h.deliverer.handle(
+        [Record("messages", 0, 1, key, value, headers, 0), Record("messages", 0, 2, key, value, headers, 0)]
+    )
+    h.at(0)
+    assert [str(r.url) for r in h.endpoint.requests] == [NEW_URL]  # once, however often the record came
+    assert h.deliverer.rates["sales"].per_second == 1.0
+
+
+def test_a_stream_removed_by_a_reload_keeps_its_deliveries_until_it_comes_back(
+    make: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    h = make()
+    h.endpoint.answer = lambda request: httpx.Response(503)
+    h.accept(1)
+    h.at(0)
+    running = h.deliverer.settings
+    h.deliverer.use(replace(running, streams=()))
+    assert "stream=support stage=deliver removed from the configuration: 1 deliveries wait" in caplog.text
+    h.endpoint.answer = lambda request: httpx.Response(200)
+    h.at(3600)
+    assert len(h.endpoint.requests) == 1  # not tried while the stream is gone
+    h.deliverer.use(running)
+    h.at(3601)
+    assert h.story(1)[-2:] == [(EventType.ATTEMPT, 200), (EventType.DELIVERED, None)]
+    assert len(h.endpoint.requests) == 2

@@ -341,11 +341,15 @@ signing_secret = "{SECRET}"
 @pytest.mark.parametrize(
     ("extra", "key", "problem"),
     [
-        ('payload_format = "mandrill"', "streams[0].payload_format", "must be one of 'inbound', 'postmark'"),
-        ('payload_format = "mailgun"', "streams[0].mailgun_signing_key", 'is required with payload_format = "mailgun"'),
-        ('mailgun_signing_key = "k"', "streams[0].mailgun_signing_key", 'needs payload_format = "mailgun"'),
-        ("sendgrid_raw = true", "streams[0].sendgrid_raw", 'needs payload_format = "sendgrid"'),
-        ('include_raw = "yes"', "streams[0].include_raw", "must be bool"),
+        ('payload_format = "mandrill"', "streams.support.payload_format", "must be one of 'inbound', 'postmark'"),
+        (
+            'payload_format = "mailgun"',
+            "streams.support.mailgun_signing_key",
+            'is required with payload_format = "mailgun"',
+        ),
+        ('mailgun_signing_key = "k"', "streams.support.mailgun_signing_key", 'needs payload_format = "mailgun"'),
+        ("sendgrid_raw = true", "streams.support.sendgrid_raw", 'needs payload_format = "sendgrid"'),
+        ('include_raw = "yes"', "streams.support.include_raw", "must be bool"),
     ],
 )
 def test_format_keys_are_checked(tmp_path: Path, extra: str, key: str, problem: str) -> None:

@@ -45,6 +45,12 @@ class Alerter:
         self.last_mail = {s.name: now for s in settings.streams}  # silence counts from start-up
         self.last_error: dict[str, str] = {}
 
+    def use(self, settings: Settings, now: float) -> None:
+        """The reloaded streams (HUP): a new stream's silence counts from now."""
+        for stream in settings.streams:
+            self.last_mail.setdefault(stream.name, now)
+        self.settings = settings
+
     def mail(self, stream: str, now: float) -> None:
         self.last_mail[stream] = now
         self.silent.discard(stream)

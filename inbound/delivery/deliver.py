@@ -118,18 +118,58 @@ class Deliverer:
         # Long enough for one attempt and the flush of its outcome; a killed process's leases lapse
         # after this long and another deliverer sharing the outbox takes its deliveries over.
         self.lease_seconds = settings.webhooks.timeout * 1.5 + 10
-        hooks = settings.webhooks
-        self.pools = {s.name: pool(s.name, hooks.concurrency_per_stream) for s in settings.streams}
-        self.health = {
-            name: EndpointHealth(hooks.concurrency_per_stream, hooks.probe_interval, outbox.held_since(name))
-            for name in self.pools
-        }
-        self.rates = {s.name: RateLimit(s.max_requests_per_second) for s in settings.streams}
+        self.pool = pool
+        # Per stream; a stream removed by a reload keeps its entries, unused, until the process ends.
+        self.pools: dict[str, Executor] = {}
+        self.health: dict[str, EndpointHealth] = {}
+        self.rates: dict[str, RateLimit] = {}
+        self._add_streams(settings)
         self.alerter = Alerter(settings, self.outcomes.publish, client, clock())
         self.health_lock = threading.Lock()  # guards self.health, self.rates and self.alerter
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._dispatch, name="deliver-dispatch", daemon=True)
+
+    def _add_streams(self, settings: Settings) -> None:
+        """Workers, health and rate for each stream not seen yet; a changed rate starts afresh."""
+        hooks = settings.webhooks
+        for stream in settings.streams:
+            if stream.name not in self.pools:
+                self.pools[stream.name] = self.pool(stream.name, hooks.concurrency_per_stream)
+                held_since = self.outbox.held_since(stream.name)
+                self.health[stream.name] = EndpointHealth(
+                    hooks.concurrency_per_stream, hooks.probe_interval, held_since
+                )
+            rate = self.rates.get(stream.name)
+            if rate is None or rate.per_second != stream.max_requests_per_second:
+                self.rates[stream.name] = RateLimit(stream.max_requests_per_second)
+
+    def use(self, settings: Settings) -> None:
+        """Deliver with these streams from the next attempt on (HUP; any thread).
+
+        Only ``streams`` may differ from the running settings (inbound/reload.py sees to it).
+        An attempt under way finishes with the settings it started with; a retry goes to the
+        new URL, signed with the new secrets. A removed stream's deliveries wait in the outbox,
+        as after a restart, until a stream of that name is configured again.
+        """
+        with self.health_lock:
+            self._add_streams(settings)
+            self.alerter.use(settings, self.clock())
+        removed = {s.name for s in self.settings.streams} - {s.name for s in settings.streams}
+        self.settings = settings  # the dispatcher reads it once per pass: the new streams all at once
+        for name in sorted(removed):
+            try:
+                waiting = self.outbox.waiting(name).count
+            except InboundError:
+                continue  # only a log line is lost: the dispatcher says when the outbox is unavailable
+            if waiting:
+                log.warning(
+                    "stream=%s stage=deliver removed from the configuration: %d deliveries wait in the outbox"
+                    " until it is configured again",
+                    name,
+                    waiting,
+                )
+        self.wake.set()
 
     # -- intake (runs on the consumer worker's thread) --------------------------------------
     def handle(self, records: list[Record]) -> None:

@@ -1,7 +1,9 @@
 """SMTP-time refusals on sender verdicts: SPF ``fail`` at MAIL FROM, DMARC ``p=reject`` at the end of DATA.
 
-Stage: the SMTP handler (smtp.py) asks this module at MAIL, RCPT and DATA when
-some stream sets ``spf_fail = "reject"`` or ``reject_dmarc_reject = true``.
+Stage: the SMTP handler (smtp.py) asks this module at MAIL, RCPT and DATA
+whenever ``[auth]`` is on; it looks anything up only while some stream sets
+``spf_fail = "reject"`` or ``reject_dmarc_reject = true`` (the streams may
+change on HUP: :meth:`SmtpAuthPolicy.use`).
 Refusing during the transaction, instead of accepting and dropping, means no
 backscatter and the sending server tells its user.
 
@@ -28,6 +30,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 from weakref import WeakKeyDictionary
 
@@ -42,47 +45,60 @@ CHECK_THREADS = 8
 SPF_REFUSAL = "550 5.7.1 Sender not authorised by the SPF record of its domain"
 
 
+@dataclass(frozen=True, slots=True)
+class Refusing:
+    """Which streams refuse mail on which verdict: one value, replaced whole when the streams are reloaded."""
+
+    spf: frozenset[str]
+    dmarc: frozenset[str]
+    every_stream_spf: bool  # then SPF fail is refused at MAIL FROM already
+
+    @classmethod
+    def of(cls, streams: Sequence[StreamSettings]) -> Refusing:
+        spf = frozenset(s.name for s in streams if s.spf_fail == "reject")
+        dmarc = frozenset(s.name for s in streams if s.reject_dmarc_reject)
+        return cls(spf, dmarc, spf == frozenset(s.name for s in streams))
+
+
 class SmtpAuthPolicy:
+    """Made whenever ``[auth]`` is on, as a HUP may give a stream ``spf_fail = "reject"``; idle until one does."""
+
     def __init__(self, auth: Authenticator, streams: Sequence[StreamSettings]) -> None:
         self.auth = auth
-        self.spf_rejecting = frozenset(s.name for s in streams if s.spf_fail == "reject")
-        self.dmarc_rejecting = frozenset(s.name for s in streams if s.reject_dmarc_reject)
-        self.all_reject_spf = self.spf_rejecting == frozenset(s.name for s in streams)
+        self.refusing = Refusing.of(streams)
         self.spf_of: WeakKeyDictionary[object, SpfVerdict] = WeakKeyDictionary()  # per SMTP transaction
         self.threads = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="smtp-auth")
 
-    @classmethod
-    def wanted(cls, auth: Authenticator | None, streams: Sequence[StreamSettings]) -> SmtpAuthPolicy | None:
-        """A policy when some stream refuses on verdicts (config.py makes those need ``[auth]``)."""
-        if auth is None or not any(s.spf_fail == "reject" or s.reject_dmarc_reject for s in streams):
-            return None
-        return cls(auth, streams)
+    def use(self, streams: Sequence[StreamSettings]) -> None:
+        """The reloaded streams' policies, from the next command on (HUP)."""
+        self.refusing = Refusing.of(streams)
 
     def close(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
 
     async def at_mail(self, transaction: object, client_ip: str, mail_from: str, helo: str) -> str | None:
         """The refusal of MAIL FROM, or None; remembers the SPF verdict for RCPT."""
-        if not self.spf_rejecting:
+        refusing = self.refusing
+        if not refusing.spf:
             return None
         verdict = await self._bounded(self.auth.check_spf, client_ip, mail_from, helo)
         if verdict is None:
             return None
         self.spf_of[transaction] = verdict
-        if verdict.result == FAIL and self.all_reject_spf:
+        if verdict.result == FAIL and refusing.every_stream_spf:
             log.info("stage=receive refused MAIL FROM <%s> from %s: SPF fail", mail_from, client_ip)
             return SPF_REFUSAL
         return None
 
     def at_rcpt(self, transaction: object, stream: str) -> str | None:
         verdict = self.spf_of.get(transaction)
-        if verdict is not None and verdict.result == FAIL and stream in self.spf_rejecting:
+        if verdict is not None and verdict.result == FAIL and stream in self.refusing.spf:
             return SPF_REFUSAL
         return None
 
     async def at_data(self, message: bytes, streams: set[str], client_ip: str, mail_from: str, helo: str) -> str | None:
         """The refusal of the message at the end of DATA, or None."""
-        if not streams or not streams <= self.dmarc_rejecting:
+        if not streams or not streams <= self.refusing.dmarc:
             return None
         verdicts = await self._bounded(
             lambda: self.auth.verify(message, client_ip=client_ip, mail_from=mail_from, helo=helo)

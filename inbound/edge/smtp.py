@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Session
@@ -247,7 +248,11 @@ def received_header(hostname: str, session: Session, envelope: Envelope, now: da
 
 
 class InboundHandler:
-    """What happens to mail: routing at RCPT, spooling at DATA."""
+    """What happens to mail: routing at RCPT, spooling at DATA.
+
+    ``routing`` is replaced whole when the streams are reloaded (HUP, on the event loop
+    like every command): the next RCPT is routed by the new table.
+    """
 
     def __init__(
         self,
@@ -268,6 +273,9 @@ class InboundHandler:
         self.draining = False
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
         self.tls = TlsContexts(settings.tls) if settings.tls else None  # HUP reloads it (Service.reload)
+        # Each transaction's recipients as routed at RCPT: a HUP between RCPT and DATA may swap
+        # self.routing, and what the client was told at RCPT is what the message carries.
+        self.recipients: WeakKeyDictionary[SMTPEnvelope, list[Recipient]] = WeakKeyDictionary()
         self.in_flight = 0
 
     async def handle_EHLO(
@@ -306,6 +314,7 @@ class InboundHandler:
             return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
+        self.recipients.setdefault(envelope, []).append(Recipient(address, route.stream or "", route.mailbox_hash))
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
@@ -313,11 +322,7 @@ class InboundHandler:
         if meter is not None and meter.exceeded:
             return "552 5.3.4 Message header size exceeds fixed maximum header size"
         now = datetime.now(UTC)
-        recipients = []
-        for address in envelope.rcpt_tos:
-            route = self.routing.route(address)
-            assert route.stream is not None  # only accepted recipients are in rcpt_tos
-            recipients.append(Recipient(address, route.stream, route.mailbox_hash))
+        recipients = self.recipients.get(envelope, [])
         tls_version, tls_cipher = describe(session.ssl)
         ours = Envelope(
             queue_id=new_queue_id(),

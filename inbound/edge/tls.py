@@ -6,7 +6,7 @@ valid context, new connections use it; connections already encrypted keep
 theirs, and nothing is dropped. A bad file on reload (half-written by a
 renewal job, a key that does not match) keeps the context that works and logs
 why. At start-up the same problems are configuration errors naming the key
-(``config.py`` calls :func:`server_context` while validating).
+(``config/sections.py`` calls :func:`server_context` while validating).
 """
 
 from __future__ import annotations

@@ -50,7 +50,11 @@ def settings_from(config_path: Path | None) -> Settings:
     try:
         return load_settings(config_path or default_config_path())
     except ConfigError as exc:
-        raise click.ClickException(f"configuration error: {exc}") from None
+        count = len(exc.problems)
+        # one problem a line, each naming the file and the key, so that one run shows them all
+        raise click.ClickException(
+            f"configuration error: {exc}" if count == 1 else f"{count} configuration errors:\n{exc}"
+        ) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,7 +68,7 @@ def main() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @config_option
 def check_config(file: Path | None, config_path: Path | None) -> None:
-    """Validate a configuration file; exit non-zero on the first problem."""
+    """Validate a configuration file; list every problem, one a line, and exit non-zero if any."""
     settings = settings_from(file or config_path)
     click.echo(f"{settings.path}: OK ({len(settings.streams)} stream(s), bus={settings.bus.backend})")
 

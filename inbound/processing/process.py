@@ -61,14 +61,23 @@ class Processor:
         parser: Parser | None = None,
         limits: ProcessingSettings | None = None,
     ) -> None:
-        self.routing = routing
         self.producer = producer
-        self.streams = {s.name: s for s in streams}
         self.screener = screener
         self.parser: Parser = parser or InProcessParser()
         self.limits = limits or ProcessingSettings()
+        self.use(routing, streams)
+        self.routing, self.streams = self.latest
+
+    def use(self, routing: RoutingTable, streams: Sequence[StreamSettings]) -> None:
+        """Route and render with these streams from the next batch on (HUP; any thread).
+
+        One value, taken up by :meth:`handle` on the worker's thread: a batch is processed
+        with one stream table from start to end, never half and half.
+        """
+        self.latest = (routing, {s.name: s for s in streams})
 
     def handle(self, records: list[Record]) -> None:
+        self.routing, self.streams = self.latest
         for record in records:
             self.process(record)
         self.producer.flush()

@@ -7,7 +7,7 @@ decision also carries what the payload shows: the ``auth`` and ``spam``
 objects, the ``flags``, and the trace headers we add (``Authentication-Results``
 with our hostname, ``X-Spam-Status``).
 
-Per-stream keys (``[[streams]]``, validated in config.py): ``on_dmarc_fail``
+Per-stream keys (``[[streams]]``, validated in config/streams.py): ``on_dmarc_fail``
 and ``on_spam`` (``deliver`` | ``flag`` | ``block``), ``spam_threshold``, and
 the refusals the SMTP edge makes (``reject_dmarc_reject``, ``spf_fail =
 "reject"``). The processor blocks those too: when other recipients of the same

@@ -23,9 +23,12 @@ from ..ops import actions
 from .problems import Problem
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Backends:
-    """What the API reads and writes: the same objects the service's other roles use."""
+    """What the API reads and writes: the same objects the service's other roles use.
+
+    ``settings`` is replaced whole when a HUP reloads the streams (``Service.reload``).
+    """
 
     settings: Settings
     bus: Bus

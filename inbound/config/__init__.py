@@ -1,0 +1,76 @@
+"""Settings: one frozen object built from a TOML file, validated before anything starts.
+
+Every key is checked once, at start-up, so that a typo or a wrong type stops
+the service with a message naming the file, the key and the problem
+(:class:`inbound.errors.ConfigError`) instead of failing later, mid-message.
+Every problem of the file is found in one pass and reported together, one a
+line, a stream named by its name (``streams.support.webhook_url``). An unknown
+key is an error too: a misspelt ``alow_private`` must not silently fall back
+to the default.
+
+The modules: ``settings.py`` (the frozen dataclasses and their defaults),
+``load.py`` (reading the file; the only one that reads the environment),
+``reading.py`` (the typed getters that note a problem and read on),
+``sections.py`` and ``streams.py`` (each section's keys), ``checks.py``
+(checks of single values, shared with the CLI).
+"""
+
+from .checks import check_dsn, check_signing_secret, check_webhook_url, split_host_port, split_ip_port
+from .load import DEFAULT_CONFIG, default_config_path, load_settings
+from .settings import (
+    ACTIVITY_BACKENDS,
+    BLOCK,
+    DEFAULT_RETRY_SCHEDULE,
+    DELIVER,
+    FLAG,
+    MAX_MESSAGE_SIZE,
+    MIB,
+    PAYLOAD_FORMATS,
+    STREAM_NAME,
+    VERDICT_ACTIONS,
+    ActivitySettings,
+    AuthSettings,
+    BusSettings,
+    HttpSettings,
+    ProcessingSettings,
+    Settings,
+    SmtpSettings,
+    SpamSettings,
+    StorageSettings,
+    StreamSettings,
+    TlsSettings,
+    WebhookSettings,
+)
+
+__all__ = [
+    "ACTIVITY_BACKENDS",
+    "BLOCK",
+    "DEFAULT_CONFIG",
+    "DEFAULT_RETRY_SCHEDULE",
+    "DELIVER",
+    "FLAG",
+    "MAX_MESSAGE_SIZE",
+    "MIB",
+    "PAYLOAD_FORMATS",
+    "STREAM_NAME",
+    "VERDICT_ACTIONS",
+    "ActivitySettings",
+    "AuthSettings",
+    "BusSettings",
+    "HttpSettings",
+    "ProcessingSettings",
+    "Settings",
+    "SmtpSettings",
+    "SpamSettings",
+    "StorageSettings",
+    "StreamSettings",
+    "TlsSettings",
+    "WebhookSettings",
+    "check_dsn",
+    "check_signing_secret",
+    "check_webhook_url",
+    "default_config_path",
+    "load_settings",
+    "split_host_port",
+    "split_ip_port",
+]
