@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from inbound.bus import Headers
+from inbound.config import load_settings
+from inbound.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"test-secret-of-32-bytes-length!!").decode()
@@ -136,6 +138,15 @@ webhook_url = "{url}"
 signing_secret = "{SECRET}"
 block_senders = {json.dumps(list(block))}
 """
+
+
+def config_problems(path: Path) -> str:
+    """The ConfigError that loading *path* must raise, as the operator reads it (one problem a line)."""
+    try:
+        load_settings(path, {})
+    except ConfigError as error:
+        return str(error)
+    raise AssertionError(f"{path} loaded without a configuration error")
 
 
 def write_config(

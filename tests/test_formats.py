@@ -29,13 +29,12 @@ from inbound.config import PAYLOAD_FORMATS, StreamSettings, load_settings
 from inbound.delivery.outbox import Delivery, Outbox
 from inbound.delivery.signing import signed_headers, verify
 from inbound.envelope import Envelope, Recipient
-from inbound.errors import ConfigError
 from inbound.processing.formats import FORMATS, Rendered, Source, render
 from inbound.processing.parse import parse_message
 
 from .anymail_check import MAILGUN_KEY, AnymailWebhookValidationFailure, anymail_event, anymail_message
 from .fixtures import validator
-from .harness import SECRET
+from .harness import SECRET, config_problems
 
 QUEUE_ID = "01JD0000000000000000000001"
 DELIVERY_ID = f"{QUEUE_ID}-support"
@@ -355,10 +354,9 @@ signing_secret = "{SECRET}"
 def test_format_keys_are_checked(tmp_path: Path, extra: str, key: str, problem: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(CONFIG + extra + "\n")
-    with pytest.raises(ConfigError) as error:
-        load_settings(path, {})
-    assert f"bad.toml: {key}" in str(error.value)
-    assert problem in str(error.value)
+    message = config_problems(path)
+    assert f"bad.toml: {key}" in message
+    assert problem in message
 
 
 def test_format_keys_are_read(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from inbound.processing.spam import Spamd, SpamdError, SpamScore, parse_response
 from inbound.records import MESSAGES, RECEIVED, encode_received
 from inbound.routing import RoutingTable
 
-from .harness import SECRET, RecordingProducer
+from .harness import SECRET, RecordingProducer, config_problems
 
 HOST = "mx.in.test"
 STREAM = StreamSettings("support", ("*@in.test",), "https://a.test/", SECRET)
@@ -233,10 +233,9 @@ def test_auth_and_spam_config_is_read(tmp_path: Path) -> None:
 def test_config_mistakes_name_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
     config = tmp_path / "inbound.toml"
     config.write_text(text)
-    with pytest.raises(ConfigError) as caught:
-        load_settings(config)
-    assert key in str(caught.value)
-    assert problem in str(caught.value)
+    message = config_problems(config)
+    assert key in message
+    assert problem in message
 
 
 def test_processor_with_spamd_down_delivers_unscored_and_valid(
