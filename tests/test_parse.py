@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from email_reply_parser import EmailReplyParser
 from jsonschema import Draft202012Validator
 
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ParseError
 from inbound.processing.mime import message_tree
 from inbound.processing.parse import ParsedMessage, parse_message
-from inbound.processing.payload import build_payload, stripped_reply
+from inbound.processing.payload import build_payload
 
 from .corpus import (
     ATTACHMENTS_DISAGREE,
@@ -280,51 +279,11 @@ def test_duplicate_headers_are_kept_in_order() -> None:
     assert [h["value"] for h in payload["headers"] if h["name"] == "X-Tag"] == ["one", "two"]
 
 
-REPLIES = [
-    ("Thanks, will do.\n\nOn Mon, 1 Jan 2024 at 10:00, Bob <bob@example.org> wrote:\n> Send it?\n", "Thanks, will do."),
-    # The quote header wrapped by the mail client: joined back, then recognised.
-    ("Yes.\n\nOn Mon, 1 Jan 2024 at 10:00, Bob Example\n<bob@example.org> wrote:\n> Send it?\n> Bob\n", "Yes."),
-    ("Sounds good.\n\n-- \nAlice\nExample Corp\n", "Sounds good."),
-    ("Fine.\n\nSent from my iPhone\n", "Fine."),
-    ("Noted.\r\n\r\n> old text\r\n> more old text\r\n", "Noted."),
-    ("Just a note, nothing quoted.\n", "Just a note, nothing quoted."),
-    ("Inline:\n> question one\nanswer one\n", "Inline:\nanswer one"),
-]
-
-
-@pytest.mark.parametrize(("text", "reply"), REPLIES)
-def test_stripped_reply(text: str, reply: str) -> None:
-    assert stripped_reply(text) == reply
-    assert stripped_reply(text) == EmailReplyParser.parse_reply(text)  # the library's own answer
-
-
-def test_stripped_reply_matches_the_library_on_every_corpus_text() -> None:
-    for path in corpus_files():
-        text = parse_message(wire_bytes(path)).text
-        if text is not None:
-            assert stripped_reply(text) == EmailReplyParser.parse_reply(text), corpus_id(path)
-
-
 def test_stripped_text_in_the_payload() -> None:
     payload = payload_of(wire_bytes(CORPUS / "mikel-mail" / "plain_emails" / "raw_email_reply.eml"))
     assert (payload["text"], payload["stripped_text"]) == ("Message body\n", "Message body")
     no_text = payload_of(MULTIPART)
     assert (no_text["text"], no_text["stripped_text"]) == ("Logo:", "Logo:")  # from its HTML
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "On " * 20_000,  # the library's own quote-header search is cubic here: minutes
-        "From: a b\nx\n" * 80_000,  # and quadratic in header blocks: 80 s for this
-        "On a day I wrote some text\n" * 20_000,
-    ],
-    ids=["on-words", "header-blocks", "on-lines"],
-)
-def test_stripped_reply_is_fast_on_hostile_text(text: str) -> None:
-    started = time.monotonic()
-    stripped_reply(text)
-    assert time.monotonic() - started < 2
 
 
 @pytest.mark.parametrize(

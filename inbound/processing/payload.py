@@ -3,8 +3,7 @@
 Stage: the field mapping of the ``inbound`` payload format, called through
 ``processing/formats/inbound.py`` once per stream a message is addressed to,
 after ``parse_message``. The result is serialised as the value of a
-``messages`` record and POSTed, unchanged, by the deliverer. (The other
-formats reuse ``stripped_reply``.)
+``messages`` record and POSTed, unchanged, by the deliverer.
 
 Input: the parsed message, the SMTP envelope, the stream name and the
 delivery id (``<queue_id>-<stream>``, also sent as the ``webhook-id``
@@ -20,35 +19,19 @@ Failure behaviour: building is pure and deterministic, so a record processed
 twice gives the same bytes twice. The only error is ``ValueError`` for a
 stream with no recipient in the envelope, which is a caller bug.
 
-``stripped_text`` is the reply without quoted history or signature, read by
-``email_reply_parser`` (GitHub's heuristics), with one part of it replaced:
-see ``stripped_reply``.
+``stripped_text`` is the reply without quoted history or signature
+(reply.py, mail-parser-reply's headers in every language it knows).
 """
 
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
-
-from email_reply_parser import EmailMessage
 
 from ..envelope import Envelope
 from .parse import Address, AttachedMessage, Attachment, DroppedAttachment, ParsedMessage, Report
+from .reply import strip_reply
 from .screen import Decision
-
-# email_reply_parser 0.5.12 joins an "On <date>, <name> wrote:" line that a
-# mail client wrapped over several lines with this search, run over the whole
-# body. Its ``(?!On.*On\s.+?wrote:)`` look-ahead backtracks in cubic time:
-# 2 KB of "On On On ..." took 1.7 s and 8 KB over a minute (measured), and a
-# body is sender-controlled. ``_join_quote_header`` does the same join in
-# linear time, and this pattern, which never matches, switches off the
-# library's own search for that one message object.
-_NEVER = re.compile(r"(?!)")
-# The library is also quadratic in the number of "From:"-style header blocks
-# (each one re-hides every fragment after it): 240 KB took 3 s, 1 MB 80 s.
-# 32 KB of the worst case takes well under 0.1 s.
-_STRIP_LIMIT = 32 * 1024
 
 
 def build_payload(
@@ -87,7 +70,7 @@ def build_payload(
         "reply_to": [_address(a) for a in parsed.reply_to],
         "text": parsed.text,
         "html": parsed.html,
-        "stripped_text": stripped_reply(parsed.text) if parsed.text is not None else None,
+        "stripped_text": strip_reply(parsed.text).text if parsed.text is not None else None,
         "headers": [{"name": name, "value": value} for name, value in headers],
         "attachments": [_attachment(a) for a in parsed.attachments],
         "dropped_attachments": [_dropped(a) for a in parsed.dropped_attachments],
@@ -98,47 +81,6 @@ def build_payload(
         "spam": decision.spam if decision else None,
         "flags": list(decision.flags) if decision else [],
     }
-
-
-def stripped_reply(text: str) -> str:
-    """The new text of a reply: ``text`` without quoted history and signature.
-
-    ``email_reply_parser`` decides line by line (quote markers, "On ... wrote:"
-    headers, "From:/Sent:" blocks, signature delimiters). Its multi-line quote
-    header join is done here instead, in linear time (see ``_NEVER``); on
-    ordinary mail the result is the same as ``EmailReplyParser.parse_reply``.
-
-    Only the first ``_STRIP_LIMIT`` characters are read (see there); replies
-    come first, and if nothing there is quoted the whole text is the reply.
-    """
-    text = text.replace("\r\n", "\n")
-    head = text
-    if len(text) > _STRIP_LIMIT:
-        cut = text.rfind("\n", 0, _STRIP_LIMIT)
-        head = text[: cut if cut > 0 else _STRIP_LIMIT]
-    message = EmailMessage(_join_quote_header(head))
-    message.MULTI_QUOTE_HDR_REGEX_MULTILINE = _NEVER
-    reply = str(message.read().reply)
-    if head is not text and not any(f.hidden or f.quoted for f in message.fragments):
-        return text.strip()  # no quote, header or signature in the first _STRIP_LIMIT: a long new text
-    return reply
-
-
-def _join_quote_header(text: str) -> str:
-    """Put a wrapped ``On ... wrote:`` header back on one line, as the library would.
-
-    The library's pattern picks the last ``On<space>`` that is followed, at
-    least one character later, by a ``wrote:``, and joins the text from there
-    to the first ``wrote:`` after it by deleting its newlines.
-    """
-    last_wrote = text.rfind("wrote:")
-    start = text.rfind("On", 0, max(last_wrote - 2, 0))
-    while start >= 0 and not text[start + 2].isspace():
-        start = text.rfind("On", 0, start + 1)
-    if last_wrote < 0 or start < 0:
-        return text
-    end = text.find("wrote:", start + 4) + len("wrote:")
-    return text[:start] + text[start:end].replace("\n", "") + text[end:]
 
 
 def _address(address: Address) -> dict[str, str]:

@@ -131,17 +131,3 @@ def _content(field: FormField) -> str | bytes:
     """A field's content: a file's bytes or a text. (File names cannot hold a line break: urllib3 escapes it.)"""
     value = field[1]
     return value[1] if isinstance(value, tuple) else value
-
-
-def signature_block(text: str) -> str:
-    """The signature below the first ``-- `` delimiter line (RFC 3676 4.3); "" if none.
-
-    It ends at the first blank or quoted line: what follows a signature is
-    usually the quoted message it replies to, not more signature.
-    """
-    lines = text.replace("\r\n", "\n").split("\n")
-    if "-- " not in lines:
-        return ""
-    below = lines[lines.index("-- ") + 1 :]
-    end = next((i for i, line in enumerate(below) if not line.strip() or line.startswith(">")), len(below))
-    return "\n".join(below[:end]).strip()

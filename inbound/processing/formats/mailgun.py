@@ -16,8 +16,9 @@ as it would Mailgun's. Where Mailgun's value has no counterpart here:
   rebuilt later is the same bytes.
 * ``recipient`` is this stream's RCPT TO addresses, comma-separated (one,
   as from Mailgun, unless several of the stream's addresses got the message).
-* ``stripped-signature`` is the text below an RFC 3676 ``-- `` line, to the next blank line;
-  ``stripped-html`` is the HTML unchanged (quoted parts are not removed from HTML).
+* ``stripped-text`` and ``stripped-signature`` come from ``reply.strip_reply``: the
+  signature is what follows an RFC 3676 ``-- `` line in the reply, or a "Sent from my
+  iPhone" footer; ``stripped-html`` is the HTML unchanged (quotes are not removed from HTML).
 * An attachment without a file name is sent as ``attachment-N``: form parsers
   (Django's among them) drop file fields whose name is empty.
 * ``body-mime`` (Mailgun's "raw MIME" variant) is added with ``include_raw``.
@@ -32,7 +33,7 @@ import hmac
 import json
 from urllib.parse import urlencode
 
-from ..payload import stripped_reply
+from ..reply import strip_reply
 from ._shared import (
     FORM_URLENCODED,
     FormField,
@@ -41,7 +42,6 @@ from ._shared import (
     address_line,
     dropped_field,
     form_data,
-    signature_block,
 )
 
 
@@ -51,6 +51,7 @@ def render(source: Source) -> Rendered:
     timestamp = str(source.received_timestamp)
     token = hmac.new(key, source.delivery_id.encode(), hashlib.sha256).hexdigest()[:50]
     text, html = parsed.text or "", parsed.html or ""
+    reply = strip_reply(text)
     files = [f"attachment-{n}" for n in range(1, len(parsed.attachments) + 1)]
     fields: list[FormField] = [
         ("recipient", ", ".join(r.address for r in source.recipients)),
@@ -58,8 +59,8 @@ def render(source: Source) -> Rendered:
         ("from", address_line([parsed.from_]) if parsed.from_ else ""),
         ("subject", parsed.subject or ""),
         ("body-plain", text),
-        ("stripped-text", stripped_reply(text) if text else ""),
-        ("stripped-signature", signature_block(text)),
+        ("stripped-text", reply.text),
+        ("stripped-signature", reply.signature),
         ("body-html", html),
         ("stripped-html", html),
         ("attachment-count", str(len(parsed.attachments))),

@@ -29,7 +29,7 @@ import json
 from typing import Any
 
 from ..parse import Address, Attachment
-from ..payload import stripped_reply
+from ..reply import strip_reply
 from ._shared import Rendered, Source, address_line, mailbox_hash
 
 CONTENT_TYPE = "application/json"
@@ -61,7 +61,7 @@ def render(source: Source) -> Rendered:
         "MailboxHash": recipients[0].mailbox_hash or "",
         "TextBody": parsed.text or "",
         "HtmlBody": parsed.html or "",
-        "StrippedTextReply": stripped_reply(parsed.text) if parsed.text else "",
+        "StrippedTextReply": strip_reply(parsed.text or "").text,
         "Tag": "",
         "Headers": [{"Name": "Return-Path", "Value": f"<{source.envelope.mail_from}>"}]
         + _verdict_headers(source)
