@@ -83,8 +83,25 @@ class Pipeline:
         wait_for(lambda: statuses(self.config).get(delivery_id) == status, timeout, f"{delivery_id} to be {status}")
 
 
+_CALL_FAILED = pytest.StashKey[bool]()
+LOG_LINES_ON_FAILURE = 80
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: Any = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report  # type: ignore[no-any-return]  # a wrapper hands its report on
+
+
 @pytest.fixture
-def pipeline(tmp_path: Path, bus_toml: str) -> Iterator[Pipeline]:
+def pipeline(tmp_path: Path, bus_toml: str, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
     p = Pipeline(tmp_path, bus_toml)
     yield p
+    if request.node.stash.get(_CALL_FAILED, False):
+        # What the service said is what explains a timeout: shown with the failure, as teardown output.
+        for process in p.processes:
+            tail = process.log().splitlines()[-LOG_LINES_ON_FAILURE:]
+            print(f"--- the last {len(tail)} lines of {process.log_path}", *tail, sep="\n")
     p.close()
