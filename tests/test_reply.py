@@ -13,7 +13,7 @@ import pytest
 
 from inbound.processing import reply as reply_module
 from inbound.processing.parse import parse_message
-from inbound.processing.reply import LINE_CAP, VIEW_CHARS, VIEW_LINES, Reply, strip_reply
+from inbound.processing.reply import LINE_CAP, VIEW_CHARS, VIEW_LINES, Reply, first_header, strip_reply
 
 from .corpus import corpus_files, corpus_id, wire_bytes
 
@@ -110,15 +110,15 @@ def test_a_header_line_longer_than_the_cap_is_not_a_separator() -> None:
 
 
 class _Recorder:
-    """Stands in for the library's header pattern and keeps every string it was asked to search."""
+    """Stands in for the library's header pattern and keeps every string it was tried on."""
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self.pattern = pattern
-        self.searched: list[str] = []
+        self.searched: set[str] = set()
 
-    def search(self, text: str) -> re.Match[str] | None:
-        self.searched.append(text)
-        return self.pattern.search(text)
+    def match(self, text: str, position: int) -> re.Match[str] | None:
+        self.searched.add(text)
+        return self.pattern.match(text, position)
 
 
 MIB = 1024 * 1024
@@ -140,11 +140,28 @@ def test_the_library_only_ever_reads_the_bounded_view(text: str, monkeypatch: py
     recorder = _Recorder(reply_module._SEPARATOR)
     monkeypatch.setattr(reply_module, "_SEPARATOR", recorder)
     strip_reply(text)
-    (view,) = recorder.searched
-    lines = view.split("\n")
-    assert len(view) <= VIEW_CHARS
-    assert len(lines) <= VIEW_LINES
-    assert max(map(len, lines)) <= LINE_CAP
+    for view in recorder.searched:  # one view, if any line of it can start a header
+        lines = view.split("\n")
+        assert len(view) <= VIEW_CHARS
+        assert len(lines) <= VIEW_LINES
+        assert max(map(len, lines)) <= LINE_CAP
+
+
+def _views() -> list[str]:
+    texts = [text for _, text in QUOTED] + list(HOSTILE.values())
+    texts += [parse_message(wire_bytes(path)).text or "" for path in corpus_files()]
+    views = []
+    for text in texts:
+        lines = [line.strip()[:LINE_CAP] for line in text.replace("\r\n", "\n").split("\n", VIEW_LINES)[:VIEW_LINES]]
+        views.append("\n".join(lines)[:VIEW_CHARS])
+    return views
+
+
+def test_the_header_is_found_where_the_library_would_find_it() -> None:
+    """first_header tries the pattern only where a header can start; it must agree with a full search."""
+    for view in _views():
+        fast, full = first_header(view), reply_module._SEPARATOR.search(view)
+        assert (fast and (fast.start(), fast.group())) == (full and (full.start(), full.group())), view[:200]
 
 
 def test_a_long_run_of_trailing_quoted_lines_is_stripped() -> None:

@@ -61,7 +61,14 @@ VIEW_LINES = 256  # a blank line costs ~20 us in the pattern (every language is 
 LINE_CAP = 100  # the worst line costs ~1.5 ms at 100 characters, ~5 ms at 200: it grows with the square
 VIEW_CHARS = 8 * 1024  # so at most ~80 such lines: the ~0.1 s worst case
 
-_SEPARATOR = EmailMessage(text="", languages=ALL_LANGUAGES).HEADER_REGEX
+_SEPARATOR: re.Pattern[str] = EmailMessage(text="", languages=ALL_LANGUAGES).HEADER_REGEX
+# Where the pattern can match: each of its alternatives starts at a line start or at the line break
+# before one, and every header it describes holds ':' (or the full-width U+FF1A) or "Original Message"
+# within its first _HEADER_SPAN lines. Searched everywhere, its ~40 alternatives cost ~10 ms on a
+# plain 8 KiB reply; tried only above such lines, about a tenth of that (tests/test_reply.py checks
+# that both find the same header).
+_HEADER_MARK = re.compile(r"[:\uff1a]|original message", re.IGNORECASE)
+_HEADER_SPAN = 5
 _DELIMITER = re.compile(r"^--[^\S\n]*$", re.MULTILINE)  # RFC 3676 "-- "; clients drop the space
 _FOOTER_PHRASES = "|".join(f"(?:{v['sent_from']})" for v in MAIL_LANGUAGES.values() if v.get("sent_from"))
 _FOOTER = re.compile(rf"(?:{_FOOTER_PHRASES})[\w .<>:/-]*", re.IGNORECASE)
@@ -104,12 +111,27 @@ def _separator_offset(text: str) -> int:
             break
         view.append(shown)
     joined = "\n".join(view)
-    found = _SEPARATOR.search(joined)
+    found = first_header(joined)
     if found is None:
         return len(text)
     header = found.group()
     line_number = joined.count("\n", 0, found.start() + len(header) - len(header.lstrip("\n")))
     return sum(len(line) + 1 for line in lines[:line_number])
+
+
+def first_header(view: str) -> re.Match[str] | None:
+    """The library's first quote header in *view*: what ``_SEPARATOR.search(view)`` finds, found faster."""
+    lines = view.split("\n")
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    marked = [n for n, line in enumerate(lines) if _HEADER_MARK.search(line)]
+    for n in sorted({n for last in marked for n in range(max(last - _HEADER_SPAN, 0), last + 1)}):
+        for position in (starts[n] - 1, starts[n]) if n else (0,):
+            found = _SEPARATOR.match(view, position)
+            if found is not None:
+                return found
+    return None
 
 
 def _trim(text: str) -> str:
