@@ -28,7 +28,12 @@ from ..sqlitefile import SQLiteFile
 from ._base import Headers, Record
 
 LEASE_SECONDS = 15.0
-_IDLE_POLL = 0.05  # other processes' writes are seen within this much
+# Other processes' writes are seen within this much: a poll that finds nothing new asks SQLite
+# every _IDLE_POLL whether any other connection has committed since (PRAGMA data_version, a read
+# of the WAL index in shared memory: microseconds), and reads the records only then. A member
+# standing by for another's lease looks every _STANDBY_POLL.
+_IDLE_POLL = 0.005
+_STANDBY_POLL = 0.05
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -158,6 +163,7 @@ class EmbeddedConsumer:
         self.db = bus.file.connect()
         self.positions: dict[str, int] | None = None  # None until this member holds the lease
         self.renewed_at = 0.0
+        self.caught_up_at: int | None = None  # the data_version at which a fetch found no more records
 
     def _hold_lease(self) -> bool:
         """Take or renew the group's lease; False while another live member holds it.
@@ -186,11 +192,21 @@ class EmbeddedConsumer:
         deadline = time.monotonic() + timeout
         while True:
             with self.bus.file.errors():
-                records = self._fetch(max_records)
+                records = self._fetch_if_written(max_records)
             remaining = deadline - time.monotonic()
             if records or remaining <= 0:
                 return records
-            self.bus.wait(min(remaining, _IDLE_POLL))
+            self.bus.wait(min(remaining, _IDLE_POLL if self.positions is not None else _STANDBY_POLL))
+
+    def _fetch_if_written(self, max_records: int) -> list[Record]:
+        """:meth:`_fetch`, skipped while nothing was committed since it last found every record read."""
+        version: int = self.db.execute("PRAGMA data_version").fetchone()[0]
+        lease_due = time.time() >= self.renewed_at + LEASE_SECONDS / 3
+        if self.positions is not None and version == self.caught_up_at and not lease_due:
+            return []
+        records = self._fetch(max_records)
+        self.caught_up_at = version if len(records) < max_records else None
+        return records
 
     def _fetch(self, max_records: int) -> list[Record]:
         if not self._hold_lease():
@@ -222,6 +238,7 @@ class EmbeddedConsumer:
 
     def rewind(self) -> None:
         self.positions = None
+        self.caught_up_at = None
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # if this fails the lease lapses by itself
