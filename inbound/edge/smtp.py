@@ -44,7 +44,7 @@ from ..routing import RoutingTable, Verdict
 from .authpolicy import SmtpAuthPolicy
 from .headersize import HeaderMeter, with_crlf_line_ends
 from .limits import ConnectionLimits
-from .spool import Spool
+from .spool import Spool, SpoolWriter
 from .tls import TlsContexts, describe
 
 log = logging.getLogger(__name__)
@@ -267,6 +267,7 @@ class InboundHandler:
         self.settings = settings
         self.routing = routing
         self.spool = spool
+        self.spool_writer = SpoolWriter(spool)
         self.on_spooled = on_spooled
         self.refuse_mail = refuse_mail  # a reply (e.g. 452 for a full disk) or None
         self.auth_policy = auth_policy
@@ -348,7 +349,7 @@ class InboundHandler:
         message = received_header(self.settings.hostname, session, ours, now) + content
         self.in_flight += 1
         try:
-            await asyncio.to_thread(self.spool.put, ours, message)
+            await self.spool_writer.put(ours, message)
         except SpoolError as exc:
             log.error("queue_id=%s stage=receive spool failed: %s", ours.queue_id, exc)
             return "451 4.3.0 Temporary local problem, please try again later"
