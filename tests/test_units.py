@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from inbound.edge.spool import CorruptEntry, decode_entries, encode_entry
 from inbound.envelope import Envelope, Recipient
 from inbound.ids import new_queue_id
 from inbound.ops.recover import salvage_spool_file
+from inbound.records import decode_received, encode_envelope, encode_received
 from inbound.routing import RoutingTable, Verdict
 
 from .harness import SECRET
@@ -238,3 +241,15 @@ def test_a_damaged_spool_file_gives_up_every_intact_entry(damaged: bytes, saved:
     assert [header.envelope.queue_id for header, _ in salvaged] == saved
     assert all(message.startswith(b"Subject: ") for _, message in salvaged)
     assert (damage is not None) == lost
+
+
+def test_a_received_record_carries_the_raw_bytes_and_the_old_json_form_is_still_read() -> None:
+    raw = b"Subject: \xff\x00 binary\r\n\r\nline\nwith bare LF and {json} and \\n\r\n"
+    value = encode_received(envelope(), raw)
+    assert value.startswith(b"inbound-received/2\n")
+    assert value.endswith(raw)  # as received: no base64
+    assert decode_received(value) == (envelope(), raw)
+    old = json.dumps({"envelope": encode_envelope(envelope()), "message": base64.b64encode(raw).decode()}).encode()
+    assert decode_received(old) == (envelope(), raw)
+    with pytest.raises(ValueError, match="ends its envelope"):
+        decode_received(b"inbound-received/2\n{}")
