@@ -7,6 +7,7 @@ it go, so that more messages end their DATA while it is under way.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import threading
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from inbound.datadir import DataDir
 from inbound.edge import spool as spool_module
+from inbound.envelope import Envelope
+from inbound.ids import new_queue_id
 
 from .edge_harness import Client, EdgeServers
 from .harness import wait_for
@@ -119,3 +123,18 @@ def test_a_failed_group_write_answers_451_to_each_of_its_messages_and_keeps_noth
     (kept,) = new.iterdir()
     assert len(spool_module.decode_entries(kept, kept.read_bytes())) == 1
     assert list((new.parent / "tmp").iterdir()) == []
+
+
+def test_a_group_write_is_bounded_in_bytes_and_a_larger_message_goes_alone(tmp_path: Path) -> None:
+    spool = spool_module.Spool(DataDir(tmp_path))
+    writer = spool_module.SpoolWriter(spool)
+    writer.GROUP_BYTES = 25
+    sizes = [10, 10, 10, 40, 10]
+
+    async def put_all() -> None:
+        envelopes = [Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t") for _ in sizes]
+        await asyncio.gather(*(writer.put(e, b"x" * size) for e, size in zip(envelopes, sizes, strict=True)))
+
+    asyncio.run(put_all())
+    groups = sorted([len(entry.message) for entry in spool.read(path)] for path in spool.pending())
+    assert groups == [[10], [10], [10, 10], [40]]  # 10+10, then 10 (10+40 is over), 40 alone, 10

@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,12 +244,15 @@ class SpoolWriter:
     write is under way at a time, on a worker thread; whatever arrived meanwhile goes out together in
     the next, as one file with one fsync of it and one of ``new/``. Under load a write carries as many
     messages as sessions are waiting, so the fsyncs per message fall as the load rises; alone, a
-    message costs what it did before.
+    message costs what it did before. A write carries at most ``GROUP_BYTES`` (or one message, however
+    large), so the publisher, which reads a file whole, never holds much more than one batch.
     """
+
+    GROUP_BYTES = 16 * 1024 * 1024
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self.waiting: list[tuple[Envelope, bytes, asyncio.Future[None]]] = []
+        self.waiting: deque[tuple[Envelope, bytes, asyncio.Future[None]]] = deque()
         self.writing = False
         self.task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference to a task
 
@@ -263,7 +267,7 @@ class SpoolWriter:
     async def _write_all(self) -> None:
         try:
             while self.waiting:
-                group, self.waiting = self.waiting, []
+                group = self._next_group()
                 try:
                     await asyncio.to_thread(self.spool.put_many, [(env, msg) for env, msg, _ in group])
                 except Exception as exc:  # noqa: BLE001 -- every waiter gets it; none may wait forever
@@ -274,3 +278,11 @@ class SpoolWriter:
                         done.set_result(None)
         finally:
             self.writing = False
+
+    def _next_group(self) -> list[tuple[Envelope, bytes, asyncio.Future[None]]]:
+        group = [self.waiting.popleft()]
+        size = len(group[0][1])
+        while self.waiting and size + len(self.waiting[0][1]) <= self.GROUP_BYTES:
+            group.append(self.waiting.popleft())
+            size += len(group[-1][1])
+        return group
