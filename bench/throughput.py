@@ -9,7 +9,7 @@ With ``--auth`` the service computes SPF, DKIM, DMARC and ARC for every message 
 loopback DNS server (tests/dnsserver.py) that publishes the sender's records, and every message
 is the same DKIM-signed one (signing is the sender's cost, not ours to measure).
 
-    .venv/bin/python bench/throughput.py -n 2000 -s 10240 -c 8 [--auth]
+    .venv/bin/python bench/throughput.py -n 2000 -s 10240 -c 8 [--auth] [--rate MSG_PER_S]
 """
 
 from __future__ import annotations
@@ -70,15 +70,21 @@ def peak_rss(pid: int, stop: threading.Event, result: list[int]) -> None:
     result.append(peak)
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--messages", type=int, default=1000)
     parser.add_argument("-s", "--size", type=int, default=10 * 1024, help="message size in bytes")
     parser.add_argument("-c", "--connections", type=int, default=8)
     parser.add_argument("--kafka-bootstrap", default=None, help="run on Kafka at this host:port")
     parser.add_argument("--auth", action="store_true", help="sender verdicts on, against a loopback DNS server")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--rate", type=float, default=None, help="offer at most this many msg/s in all (latency below saturation)"
+    )
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = arguments()
     extra, make_message = ("", message) if not args.auth else verdicts_on(args.size)
     receiver = WebhookReceiver().start()
     with tempfile.TemporaryDirectory(prefix="inbound-bench-") as tmp:
@@ -107,6 +113,8 @@ def main() -> None:
             with smtplib.SMTP("127.0.0.1", smtp_port_of(config), timeout=120) as smtp:
                 smtp.ehlo("bench.test")
                 for n in numbers:
+                    if args.rate:  # message n is due n / rate seconds after the start: pacing, not waiting on a result
+                        time.sleep(max(0.0, started + n / args.rate - time.time()))
                     queue_id = send_on(smtp, "bench@sender.test", ["x@in.test"], make_message(args.size, n))
                     sent_at[queue_id] = time.time()
 

@@ -9,8 +9,9 @@ new payload format on ``messages``) is made here and checked by one test.
 ==========  =========  =================================================================
 topic       key        value (and headers)
 ==========  =========  =================================================================
-received    queue id   ``{"envelope": ..., "message": base64}`` (received.schema.json);
-                       headers ``bypass-stream`` and ``generation`` on a bypass
+received    queue id   ``inbound-received/2\\n``, the envelope as one line of JSON
+                       (received.schema.json), ``\\n``, the raw message; headers
+                       ``bypass-stream`` and ``generation`` on a bypass
 messages    stream     the webhook body, opaque bytes; headers ``delivery-id``,
                        ``generation``, ``content-type`` (and ``webhook-url`` for a
                        replay sent elsewhere)
@@ -77,9 +78,13 @@ def decode_envelope(data: dict[str, Any]) -> Envelope:
     )
 
 
+# The raw message follows the envelope line as it is: no base64 (a third larger) and no JSON string
+# to build and parse around the whole message, which a profile showed as a large share of each stage.
+RECEIVED_FRAME = b"inbound-received/2\n"
+
+
 def encode_received(envelope: Envelope, message: bytes) -> bytes:
-    value = {"envelope": encode_envelope(envelope), "message": base64.b64encode(message).decode()}
-    return json.dumps(value, separators=(",", ":")).encode()
+    return RECEIVED_FRAME + json.dumps(encode_envelope(envelope), separators=(",", ":")).encode() + b"\n" + message
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,13 @@ def decode_bypass(record: Record) -> Bypass | None:
 
 
 def decode_received(value: bytes) -> tuple[Envelope, bytes]:
+    if value.startswith(RECEIVED_FRAME):
+        envelope, newline, message = value[len(RECEIVED_FRAME) :].partition(b"\n")
+        if not newline:
+            raise ValueError("a received record without the line that ends its envelope")
+        return decode_envelope(json.loads(envelope)), message
+    # Written before the frame: still on a bus that was not drained before an upgrade, and what
+    # ``inbound recover`` salvages from an old bus file is published again byte for byte.
     data = json.loads(value)
     return decode_envelope(data["envelope"]), base64.b64decode(data["message"], validate=True)
 

@@ -61,7 +61,9 @@ class EdgeServers:
         self.handlers: list[InboundHandler] = []
 
     def __call__(self, **smtp: Any) -> Server:
-        settings = SmtpSettings(port=free_port(), hostname="mx.test.example", max_message_size=1024 * 1024, **smtp)
+        settings = SmtpSettings(
+            port=free_port(), hostname="mx.test.example", **{"max_message_size": 1024 * 1024, **smtp}
+        )
         spool = Spool(DataDir(self.tmp_path / f"edge{len(self.controllers)}"))
         self.handlers.append(InboundHandler(settings, ROUTING, spool))
         self.controllers.append(InboundController(self.handlers[-1], settings))

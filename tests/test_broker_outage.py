@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from inbound.datadir import DataDir
+from inbound.edge.spool import Spool
 
 from .fixtures import Pipeline
 from .harness import activity, send, simple_message, wait_for
@@ -27,14 +28,14 @@ def test_broker_outage_ends_in_a_catch_up(kafka_pipeline: Pipeline, kafka_broker
     before = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"before{i}")) for i in range(3)]
     wait_for(lambda: len(kafka_pipeline.receiver.hits) >= 3, 60, "deliveries before the outage")
 
-    spool = DataDir(config.parent / "data").spool_new
+    spool = Spool(DataDir(config.parent / "data"))
     kafka_broker.stop()
     try:
         during = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"during{i}")) for i in range(10)]
-        assert len(list(spool.iterdir())) == 10  # accepted, held in the spool
+        assert len(list(spool.entries())) == 10  # accepted, held in the spool
     finally:
         kafka_broker.restart()
-    wait_for(lambda: not list(spool.iterdir()), 120, "the spool to drain into Kafka")
+    wait_for(lambda: not spool.pending(), 120, "the spool to drain into Kafka")
     wanted = {f"{q}-support" for q in before + during}
     wait_for(
         lambda: {r["delivery_id"] for r in activity(config) if r["status"] == "delivered"} >= wanted,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from inbound.config import SmtpSettings, load_settings
-from inbound.edge.headersize import with_crlf_line_ends
+from inbound.edge.headersize import HeaderMeter, with_crlf_line_ends
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
 
@@ -186,6 +186,51 @@ def test_a_header_section_over_the_cap_is_refused_and_the_session_goes_on(
     assert client.say(b"NOOP\r\n").startswith(b"250")
     (stored,) = list(spool.entries())
     assert stored.message.endswith(with_crlf_line_ends(fits))
+    client.close()
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
+def test_the_header_meter_finds_the_header_end_wherever_the_blocks_split_it(line_end: bytes) -> None:
+    message = b"Subject: x" + line_end + b"X-A: y" + line_end + line_end + b"body" + line_end * 3
+    header = len(with_crlf_line_ends(message).partition(b"\r\n\r\n")[0]) + 2
+    for split in range(len(message) + 1):
+        meter = HeaderMeter(limit=header)
+        meter.feed(message[:split])
+        meter.feed(message[split:])
+        assert (meter.size, meter.exceeded) == (header, False), split
+
+
+DOTS = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\nends with a dot.\r\n.\r\nx.\r\n \r\n.\r\n"
+
+
+@pytest.mark.parametrize("packet", [1, 2, 3, 5, 4096])
+def test_data_is_the_same_message_however_the_packets_split_it(
+    server: tuple[SmtpSettings, Spool], client: Client, packet: int
+) -> None:
+    """Dot-stuffed lines, lines ending in a dot and the final CRLF.CRLF, cut at every size."""
+    stuffed = DOTS.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for start in range(0, len(stuffed), packet):
+        client.sock.sendall(stuffed[start : start + packet])
+    assert client.reply().startswith(b"250 2.0.0")
+    (entry,) = list(server[1].entries())
+    assert entry.message.endswith(b"\r\n" + DOTS)
+
+
+def test_an_empty_message_and_one_over_the_size_limit(make_server: Callable[..., Server]) -> None:
+    settings, spool = make_server(max_message_size=10_000)
+    client = Client(settings)
+    assert _send_data(client, b"").startswith(b"250 2.0.0")  # DATA ended by its first line
+    assert _send_data(client, b"x" * 20_000 + b"\r\n").startswith(b"552 5.3.4")
+    assert _send_data(client, b"y" * 9_000 + b"\r\n").startswith(b"250 2.0.0")  # the session goes on
+    empty, full = (entry.message for entry in spool.entries())
+    assert empty.startswith(b"Received: ")
+    assert empty.count(b"\r\n") == empty.count(b"\r\n\t") + 1  # our trace header alone
+    assert full.endswith(b"\r\n" + b"y" * 9_000 + b"\r\n")
     client.close()
 
 

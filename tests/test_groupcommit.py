@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from inbound.bus import Headers
-from inbound.delivery.groupcommit import GroupCommitter
+from inbound.delivery.groupcommit import GroupCommit, GroupCommitter
 from inbound.errors import BusError
 
 
@@ -74,3 +74,18 @@ def test_a_failed_flush_fails_every_publisher_of_its_group() -> None:
     assert len(failures) == 40  # nobody was told "durable"
     with pytest.raises(BusError, match="broker gone"):
         committer.publish([("events", b"k", b"y")])
+
+
+def test_any_error_of_a_write_reaches_its_group_and_the_next_group_writes_again() -> None:
+    writes: list[list[int]] = []
+
+    def write(batch: list[int]) -> None:
+        writes.append(batch)
+        if len(writes) == 1:
+            raise ValueError("disk said no")
+
+    committer = GroupCommit(write)
+    with pytest.raises(ValueError, match="disk said no"):
+        committer.commit([1])
+    committer.commit([2, 3])  # not stuck behind the failed write
+    assert writes == [[1], [2, 3]]

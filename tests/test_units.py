@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,9 +14,11 @@ from inbound.config import StreamSettings
 from inbound.delivery.health import Change, EndpointHealth, Slots
 from inbound.delivery.retry import Answer, Outcome, answer_of, decide, describe
 from inbound.durations import format_duration, parse_duration
-from inbound.edge.spool import CorruptEntry, decode_entry, encode_entry
+from inbound.edge.spool import CorruptEntry, decode_entries, encode_entry
 from inbound.envelope import Envelope, Recipient
 from inbound.ids import new_queue_id
+from inbound.ops.recover import salvage_spool_file
+from inbound.records import decode_received, encode_envelope, encode_received
 from inbound.routing import RoutingTable, Verdict
 
 from .harness import SECRET
@@ -183,9 +188,18 @@ def envelope() -> Envelope:
 
 def test_spool_entry_round_trip() -> None:
     data = encode_entry(envelope(), b"Subject: hi\r\n\r\nbody\r\n")
-    entry = decode_entry(Path("x"), data)
+    (entry,) = decode_entries(Path("x"), data)
     assert entry.envelope == envelope()
     assert entry.message == b"Subject: hi\r\n\r\nbody\r\n"
+
+
+def test_a_spool_file_holds_its_entries_in_order() -> None:
+    second = dataclasses.replace(envelope(), queue_id="01ABD")
+    data = encode_entry(envelope(), b"one\r\n") + encode_entry(second, b"two\r\n")
+    entries = decode_entries(Path("x"), data)
+    assert [(e.envelope.queue_id, e.message) for e in entries] == [("01ABC", b"one\r\n"), ("01ABD", b"two\r\n")]
+    with pytest.raises(CorruptEntry, match="closing copy"):
+        decode_entries(Path("x"), data[:-1])
 
 
 @pytest.mark.parametrize(
@@ -202,4 +216,40 @@ def test_spool_entry_round_trip() -> None:
 def test_spool_entry_damage_is_detected(damage: Callable[[bytes], bytes], why: str) -> None:
     data = encode_entry(envelope(), b"Subject: hi\r\n\r\nbody\r\n")
     with pytest.raises(CorruptEntry, match=why):
-        decode_entry(Path("x"), damage(data))
+        decode_entries(Path("x"), damage(data))
+
+
+def three_entry_file() -> bytes:
+    return b"".join(
+        encode_entry(dataclasses.replace(envelope(), queue_id=f"01AB{n}"), f"Subject: {n}\r\n\r\nbody\r\n".encode())
+        for n in range(3)
+    )
+
+
+@pytest.mark.parametrize(
+    ("damaged", "saved", "lost"),
+    [
+        (b"Subject: 1", ["01AB0", "01AB2"], True),  # the middle message: read forwards to it, backwards to it
+        (b'"01AB0"', ["01AB0", "01AB1", "01AB2"], False),  # the first opening header: its closing copy serves
+        (b"Subject: 2", ["01AB0", "01AB1"], True),
+    ],
+)
+def test_a_damaged_spool_file_gives_up_every_intact_entry(damaged: bytes, saved: list[str], lost: bool) -> None:
+    data = three_entry_file()
+    at = data.index(damaged) + len(damaged) - 1
+    salvaged, damage = salvage_spool_file(data[:at] + b"X" + data[at + 1 :])
+    assert [header.envelope.queue_id for header, _ in salvaged] == saved
+    assert all(message.startswith(b"Subject: ") for _, message in salvaged)
+    assert (damage is not None) == lost
+
+
+def test_a_received_record_carries_the_raw_bytes_and_the_old_json_form_is_still_read() -> None:
+    raw = b"Subject: \xff\x00 binary\r\n\r\nline\nwith bare LF and {json} and \\n\r\n"
+    value = encode_received(envelope(), raw)
+    assert value.startswith(b"inbound-received/2\n")
+    assert value.endswith(raw)  # as received: no base64
+    assert decode_received(value) == (envelope(), raw)
+    old = json.dumps({"envelope": encode_envelope(envelope()), "message": base64.b64encode(raw).decode()}).encode()
+    assert decode_received(old) == (envelope(), raw)
+    with pytest.raises(ValueError, match="ends its envelope"):
+        decode_received(b"inbound-received/2\n{}")

@@ -48,7 +48,7 @@ from ..events import Attempt
 from ..ids import queue_id_time
 from ..records import EVENTS, decode_message, event_record
 from .alerts import Alerter
-from .groupcommit import GroupCommitter
+from .groupcommit import GroupCommit, GroupCommitter
 from .health import Change, EndpointHealth
 from .outbox import Delivery, Outbox
 from .outcome import held_too_long, outcome_events
@@ -112,6 +112,7 @@ class Deliverer:
         self.paused = paused
         self.outbox = outbox
         self.outcomes = GroupCommitter(producer)  # many attempt threads, one flush at a time
+        self.finished = GroupCommit(self.outbox.finish_many)  # and one outbox transaction
         self.webhook = WebhookClient(client, settings.webhooks.timeout)
         self.clock = clock
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -324,7 +325,7 @@ class Deliverer:
         if decision.outcome is Outcome.RETRY:
             self.outbox.reschedule(delivery, decision.delay)
         else:
-            self.outbox.finish(delivery)
+            self.finished.commit([delivery])
         log.info(
             "delivery_id=%s stream=%s stage=deliver attempt=%d%s %s (%s, %.0fms)",
             delivery.delivery_id,

@@ -1,56 +1,58 @@
-"""Group commit: many threads' records made durable by one flush.
+"""Group commit: many threads' writes made durable by one flush.
 
 Every delivery attempt must have its outcome on the bus before the outbox
-moves on, and a flush is an fsync (embedded) or a round trip to every replica
-(Kafka). Flushing once per attempt would make the fsync the ceiling of the
-whole deliverer. Instead, the first thread to arrive becomes the leader: it
-sends everything queued so far and flushes once, while the threads that
-arrived meanwhile wait for that flush and share its outcome. Nothing is
-acknowledged before it is durable, and the producer is only ever used by one
-thread at a time.
+moves on, and the outbox must record that the delivery is done before a
+restart could try it again; a flush is an fsync (embedded, the outbox) or a
+round trip to every replica (Kafka). Flushing once per attempt would make the
+fsync the ceiling of the whole deliverer. Instead, the first thread to arrive
+becomes the leader: it writes everything queued so far at once, while the
+threads that arrived meanwhile wait for that write and share its outcome.
+Nothing is acknowledged before it is durable, and the writer is only ever used
+by one thread at a time.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 from ..bus import Producer
-from ..errors import InboundError
 
 Outgoing = tuple[str, bytes, bytes]  # topic, key, value
+Item = TypeVar("Item")
 
 
-class GroupCommitter:
-    def __init__(self, producer: Producer) -> None:
-        self.producer = producer
+class GroupCommit(Generic[Item]):
+    """``commit(items)`` returns once *write* made them durable, sharing the write with concurrent callers."""
+
+    def __init__(self, write: Callable[[list[Item]], None]) -> None:
+        self.write = write
         self.changed = threading.Condition()
-        self.queued: list[Outgoing] = []
-        self.next_group = 1  # the group that queued records will go out in
-        self.flushing = False
-        self.outcomes: dict[int, InboundError | None] = {}
+        self.queued: list[Item] = []
+        self.next_group = 1  # the group that queued items will go out in
+        self.writing = False
+        self.outcomes: dict[int, Exception | None] = {}
 
-    def publish(self, records: Sequence[Outgoing]) -> None:
-        """Return once *records* are durable on the bus; raise the flush's error otherwise."""
+    def commit(self, items: Sequence[Item]) -> None:
+        """Return once *items* are durable; raise the write's error otherwise."""
         with self.changed:
-            self.queued.extend(records)
+            self.queued.extend(items)
             group = self.next_group
-            while group not in self.outcomes and self.flushing:
+            while group not in self.outcomes and self.writing:
                 self.changed.wait()
             if group in self.outcomes:
                 return self._outcome(group)
-            self.flushing, batch, self.queued = True, self.queued, []
+            self.writing, batch, self.queued = True, self.queued, []
             self.next_group += 1
-        error: InboundError | None = None
+        error: Exception | None = None
         try:
-            for topic, key, value in batch:
-                self.producer.send(topic, value, key=key)
-            self.producer.flush()
-        except InboundError as exc:
+            self.write(batch)
+        except Exception as exc:  # noqa: BLE001 -- every caller of the group gets it; none may wait forever
             error = exc
         with self.changed:
             self.outcomes[group] = error
-            self.flushing = False
+            self.writing = False
             self.changed.notify_all()
             return self._outcome(group)
 
@@ -61,3 +63,19 @@ class GroupCommitter:
             del self.outcomes[old]
         if error is not None:
             raise error
+
+
+class GroupCommitter(GroupCommit[Outgoing]):
+    """Records for the bus: sent and flushed once per group."""
+
+    def __init__(self, producer: Producer) -> None:
+        super().__init__(self._send)
+        self.producer = producer
+
+    def _send(self, batch: list[Outgoing]) -> None:
+        for topic, key, value in batch:
+            self.producer.send(topic, value, key=key)
+        self.producer.flush()
+
+    def publish(self, records: Sequence[Outgoing]) -> None:
+        self.commit(records)

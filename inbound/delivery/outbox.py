@@ -188,10 +188,15 @@ class Outbox:
         return float(str(row[0])) if row else None
 
     def finish(self, delivery: Delivery) -> None:
+        self.finish_many([delivery])
+
+    def finish_many(self, deliveries: list[Delivery]) -> None:
+        """Done, in one transaction (the deliverer's attempts share it: :mod:`.groupcommit`)."""
+        now = self.clock()
         self._write(
             "UPDATE deliveries SET attempts = attempts + 1, done = 1, payload = NULL, due_at = ?, lease_until = 0"
             " WHERE delivery_id = ? AND generation = ?",
-            [(self.clock(), delivery.delivery_id, delivery.generation)],
+            [(now, delivery.delivery_id, delivery.generation) for delivery in deliveries],
         )
 
     def release(self, delivery: Delivery) -> None:

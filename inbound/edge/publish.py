@@ -1,10 +1,11 @@
 """Publish: move spool entries onto the bus's ``received`` topic.
 
-Input: entries in ``spool/new/``. Output: one ``received`` record per entry
-(key: queue id; value: ``schemas/received.schema.json``) and one ``queued``
-activity event per stream. An entry is removed from the spool only after
-``flush()`` returned, i.e. the bus holds it durably; if the bus is down the
-entries wait and the spool grows -- the SMTP edge keeps answering 250.
+Input: files of entries in ``spool/new/``. Output: one ``received`` record per
+entry (key: queue id; value: see :mod:`inbound.records`) and one ``queued``
+activity event per stream. A file is removed from the spool only after
+``flush()`` returned for all its entries, i.e. the bus holds them durably; if
+the bus is down the entries wait and the spool grows -- the SMTP edge keeps
+answering 250.
 
 Only one publisher works a spool at a time (an ``flock`` on
 ``spool/publish.lock``), so two processes sharing a data directory do not
@@ -124,12 +125,12 @@ class Publisher:
             return False
 
     def drain(self, producer: Producer) -> int:
-        """Publish every pending entry in batches; return how many went out."""
+        """Publish every pending file in batches of whole files; return how many entries went out."""
         published, batch_bytes = 0, 0
         batch: list[SpoolEntry] = []
-        for entry in self.spool.entries():
-            batch.append(entry)
-            batch_bytes += len(entry.message)
+        for entries in self.spool.files():
+            batch += entries
+            batch_bytes += sum(len(entry.message) for entry in entries)
             if len(batch) >= BATCH or batch_bytes > BATCH_BYTES:
                 published += self._publish(producer, batch)
                 batch, batch_bytes = [], 0
@@ -139,7 +140,8 @@ class Publisher:
 
     def _publish(self, producer: Producer, batch: list[SpoolEntry]) -> int:
         publish_entries(producer, batch)
+        for path in dict.fromkeys(entry.path for entry in batch):  # a file's entries are all in one batch
+            self.spool.remove(path)
         for entry in batch:
-            self.spool.remove(entry)
             log.info("queue_id=%s stage=publish published", entry.envelope.queue_id)
         return len(batch)

@@ -1,42 +1,48 @@
 """Spool: the durability point between the SMTP edge and the bus.
 
-Input: an accepted message and its envelope. Output: a file in
-``spool/new/`` that survives a crash of the process or the host. The SMTP
-handler answers 250 only after :meth:`Spool.put` returned; everything behind
-the spool (bus, processors, webhooks) may be down, and the spool turns that
-outage into a delay.
+Input: accepted messages and their envelopes. Output: files in ``spool/new/``
+that survive a crash of the process or the host. The SMTP handler answers 250
+only after the spool holds its message durably (:class:`SpoolWriter`);
+everything behind the spool (bus, processors, webhooks) may be down, and the
+spool turns that outage into a delay.
 
-How an entry is made durable (Maildir-style): write ``tmp/<id>``, fsync it,
+How entries are made durable (Maildir-style): write ``tmp/<id>``, fsync it,
 rename it into ``new/``, fsync ``new/``. A crash before the rename leaves only
 a ``tmp/`` file, which was never acknowledged and is removed at start-up.
+Messages whose DATA ends while a write is under way are written together as
+one file, named by the first queue id, with those two fsyncs shared
+(:class:`SpoolWriter`): an fsync costs milliseconds whatever it carries, so
+per-message fsyncs would cap the edge at a few hundred messages a second.
 
-Entries describe themselves and carry checksums, so a damaged file is
-detected instead of published::
+A file holds one or more entries, each describing itself and carrying
+checksums, so a damaged file is detected instead of published::
 
     INBOUND-SPOOL/1\\n
     <header>\\n
     <the N bytes of the message, exactly as received plus our Received: header>
     \\n<header again>\\n
+    [the next entry, the same way]
 
 where the header is ``{"envelope": {...}, "size": N, "envelope_sha256": ...,
 "message_sha256": ...}``. The copy at the end is for ``inbound recover``: with
-either copy intact, a message whose file was damaged elsewhere can be found,
-checked and saved.
+the opening copies read forwards and the closing ones backwards, every entry
+of a damaged file that is not itself damaged can be found, checked and saved.
 
-An entry that cannot be read or fails its checksum is moved to
-``quarantine/`` (never deleted: ``inbound recover`` salvages what it can) and
-the others go on.
+A file that cannot be read or fails a checksum is moved to ``quarantine/``
+(never deleted: ``inbound recover`` salvages what it can) and the others go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,19 +115,33 @@ def check_message(header: Header, message: bytes) -> None:
         raise CorruptEntry("the message checksum does not match")
 
 
-def decode_entry(path: Path, data: bytes) -> SpoolEntry:
-    """The entry in *data*, every part checked; CorruptEntry naming the first damage found."""
-    if not data.startswith(MAGIC):
+def _decode_one(data: bytes, start: int) -> tuple[Header, bytes, int]:
+    """The entry at *start*: its header, its message, and where the next one starts."""
+    if not data.startswith(MAGIC, start):
         raise CorruptEntry("does not start with the spool magic line")
-    header_line, newline, rest = data[len(MAGIC) :].partition(b"\n")
-    if not newline:
+    line_start = start + len(MAGIC)
+    line_end = data.find(b"\n", line_start)
+    if line_end < 0:
         raise CorruptEntry("the header line is incomplete")
+    header_line = data[line_start:line_end]
     header = parse_header(header_line)
-    message, trailer = rest[: header.size], rest[header.size :]
+    message = data[line_end + 1 : line_end + 1 + header.size]
     check_message(header, message)
-    if trailer != b"\n" + header_line + b"\n":
+    trailer_start = line_end + 1 + header.size
+    trailer = b"\n" + header_line + b"\n"
+    if not data.startswith(trailer, trailer_start):
         raise CorruptEntry("the closing copy of the header is damaged or missing")
-    return SpoolEntry(path, header.envelope, message)
+    return header, message, trailer_start + len(trailer)
+
+
+def decode_entries(path: Path, data: bytes) -> list[SpoolEntry]:
+    """Every entry of the file *data*, each part checked; CorruptEntry naming the first damage found."""
+    entries, start = [], 0
+    while True:
+        header, message, start = _decode_one(data, start)
+        entries.append(SpoolEntry(path, header.envelope, message))
+        if start == len(data):
+            return entries
 
 
 def fsync_dir(path: Path) -> None:
@@ -142,12 +162,17 @@ class Spool:
             directory.mkdir(parents=True, exist_ok=True)
 
     def put(self, envelope: Envelope, message: bytes) -> Path:
-        """Make the entry durable; raise SpoolError if it may not be (then no 250 is given)."""
-        name = envelope.queue_id
+        """Make one entry durable (see :meth:`put_many`)."""
+        return self.put_many([(envelope, message)])
+
+    def put_many(self, messages: Sequence[tuple[Envelope, bytes]]) -> Path:
+        """Make every entry durable in one file; raise SpoolError if they may not be (then no 250 is given)."""
+        name = messages[0][0].queue_id
         tmp, final = self.tmp / name, self.new / name
         try:
             with tmp.open("xb") as f:
-                f.write(encode_entry(envelope, message))
+                for envelope, message in messages:
+                    f.write(encode_entry(envelope, message))
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, final)
@@ -165,12 +190,12 @@ class Spool:
         except FileNotFoundError:
             return []
 
-    def read(self, path: Path) -> SpoolEntry:
-        """The entry at *path*; CorruptEntry if it is damaged (OSError passes through)."""
-        return decode_entry(path, path.read_bytes())
+    def read(self, path: Path) -> list[SpoolEntry]:
+        """The entries of the file at *path*; CorruptEntry if it is damaged (OSError passes through)."""
+        return decode_entries(path, path.read_bytes())
 
-    def entries(self) -> Iterator[SpoolEntry]:
-        """Every readable pending entry; damaged ones are quarantined on the way."""
+    def files(self) -> Iterator[list[SpoolEntry]]:
+        """The entries of every readable pending file, a file at a time; damaged files are quarantined on the way."""
         for path in self.pending():
             try:
                 yield self.read(path)
@@ -179,11 +204,16 @@ class Spool:
             except (CorruptEntry, OSError) as exc:
                 self.quarantine(path, str(exc))
 
-    def remove(self, entry: SpoolEntry) -> None:
-        # No fsync: if the unlink is lost in a crash, the entry is published again and
-        # every later stage is idempotent by queue id.
+    def entries(self) -> Iterator[SpoolEntry]:
+        """Every readable pending entry, oldest first."""
+        for entries in self.files():
+            yield from entries
+
+    def remove(self, path: Path) -> None:
+        """Remove a published file. No fsync: if the unlink is lost in a crash, its entries are
+        published again, and every later stage is idempotent by queue id."""
         with contextlib.suppress(FileNotFoundError):
-            entry.path.unlink()
+            path.unlink()
 
     def quarantine(self, path: Path, reason: str) -> Path:
         target = self.quarantine_dir / f"spool-{path.name}"
@@ -205,3 +235,54 @@ class Spool:
                     path.unlink()
                     removed += 1
         return removed
+
+
+class SpoolWriter:
+    """Group commit for the SMTP edge: the messages whose DATA ends while a write is under way share the next.
+
+    :meth:`put` returns only once its own message is durable (or raises SpoolError: then no 250). One
+    write is under way at a time, on a worker thread; whatever arrived meanwhile goes out together in
+    the next, as one file with one fsync of it and one of ``new/``. Under load a write carries as many
+    messages as sessions are waiting, so the fsyncs per message fall as the load rises; alone, a
+    message costs what it did before. A write carries at most ``GROUP_BYTES`` (or one message, however
+    large), so the publisher, which reads a file whole, never holds much more than one batch.
+    """
+
+    GROUP_BYTES = 16 * 1024 * 1024
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.waiting: deque[tuple[Envelope, bytes, asyncio.Future[None]]] = deque()
+        self.writing = False
+        self.task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference to a task
+
+    async def put(self, envelope: Envelope, message: bytes) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self.waiting.append((envelope, message, done))
+        if not self.writing:
+            self.writing = True
+            self.task = asyncio.get_running_loop().create_task(self._write_all())
+        await done
+
+    async def _write_all(self) -> None:
+        try:
+            while self.waiting:
+                group = self._next_group()
+                try:
+                    await asyncio.to_thread(self.spool.put_many, [(env, msg) for env, msg, _ in group])
+                except Exception as exc:  # noqa: BLE001 -- every waiter gets it; none may wait forever
+                    for _, _, done in group:
+                        done.set_exception(exc)
+                else:
+                    for _, _, done in group:
+                        done.set_result(None)
+        finally:
+            self.writing = False
+
+    def _next_group(self) -> list[tuple[Envelope, bytes, asyncio.Future[None]]]:
+        group = [self.waiting.popleft()]
+        size = len(group[0][1])
+        while self.waiting and size + len(self.waiting[0][1]) <= self.GROUP_BYTES:
+            group.append(self.waiting.popleft())
+            size += len(group[-1][1])
+        return group

@@ -2,9 +2,9 @@
 
 What it reads, from ``quarantine/``:
 
-* ``spool-<queue id>`` -- damaged spool entries. Either copy of the header
-  (the file has one at each end) is enough to find and check the message;
-  the entry goes back into the spool under its original queue id, so its
+* ``spool-<queue id>`` -- damaged spool files. Either copy of an entry's header
+  (it has one at each end) is enough to find and check its message; the
+  entries go back into the spool under their original queue ids, so their
   deliveries keep their ``webhook-id``.
 * ``bus.db.<time>`` -- a damaged embedded bus. Every record still readable
   in its pages (:mod:`inbound.ops.salvage`) is published again, in its original
@@ -47,28 +47,55 @@ class Report:
     lost: list[str] = field(default_factory=list)
 
 
-def salvage_spool_entry(data: bytes) -> tuple[Header, bytes]:
-    """The header and the checked message from a damaged entry; CorruptEntry if neither copy helps."""
-    reasons = []
-    body = data[len(MAGIC) :] if data.startswith(MAGIC) else data
-    head_line, _, rest = body.partition(b"\n")
-    try:  # the opening copy of the header: the message follows it
-        header = parse_header(head_line)
-        message = rest[: header.size]
-        check_message(header, message)
-        return header, message
-    except CorruptEntry as exc:
-        reasons.append(f"opening header: {exc}")
-    tail_line = data.rstrip(b"\n").rpartition(b"\n")[2]
-    try:  # the closing copy: the message ends just before it
-        header = parse_header(tail_line)
-        end = len(data.rstrip(b"\n")) - len(tail_line) - 1
-        message = data[max(0, end - header.size) : end]
-        check_message(header, message)
-        return header, message
-    except CorruptEntry as exc:
-        reasons.append(f"closing header: {exc}")
-    raise CorruptEntry("; ".join(reasons))
+def _forwards(data: bytes, start: int) -> tuple[Header, bytes, int]:
+    """The entry at *start* by its opening header (its closing copy may be gone); and where the next starts."""
+    line_start = start + len(MAGIC)  # the magic line may be damaged: it has a fixed length
+    line_end = data.find(b"\n", line_start)
+    header = parse_header(data[line_start : max(line_end, line_start)])
+    message = data[line_end + 1 : line_end + 1 + header.size]
+    check_message(header, message)
+    return header, message, line_end + 1 + header.size + (line_end - line_start) + 2
+
+
+def _backwards(data: bytes, end: int) -> tuple[Header, bytes, int]:
+    """The entry ending at *end* by its closing header (its opening copy may be gone); and where it starts."""
+    line_end = end - 1
+    line_start = data.rfind(b"\n", 0, line_end) + 1
+    header = parse_header(data[line_start:line_end])
+    message_end = line_start - 1
+    message = data[max(0, message_end - header.size) : message_end]
+    check_message(header, message)
+    return header, message, message_end - header.size - 1 - (line_end - line_start) - len(MAGIC)
+
+
+def salvage_spool_file(data: bytes) -> tuple[list[tuple[Header, bytes]], str | None]:
+    """Every entry of a damaged spool file that is itself intact, in order, and what could not be read.
+
+    The opening headers are followed from the start and the closing copies from the end (each entry
+    says how long it is), until damage stops each walk; nothing is searched for, so a message whose
+    bytes look like an entry is never taken for one.
+    """
+    found: dict[str, tuple[int, Header, bytes]] = {}
+    reasons: list[str] = []
+    start, end = 0, len(data.rstrip(b"\n")) + 1
+    while start < end:
+        try:
+            header, message, after = _forwards(data, start)
+        except CorruptEntry as exc:
+            reasons.append(f"reading forwards from byte {start}: {exc}")
+            break
+        found[header.envelope.queue_id] = (start, header, message)
+        start = after
+    while start < end:
+        try:
+            header, message, before = _backwards(data, end)
+        except CorruptEntry as exc:
+            reasons.append(f"reading backwards from byte {end}: {exc}")
+            break
+        found.setdefault(header.envelope.queue_id, (before, header, message))
+        end = before
+    salvaged = [(header, message) for _, header, message in sorted(found.values(), key=lambda item: item[0])]
+    return salvaged, ("; ".join(reasons) if start < end else None)
 
 
 class Recovery:
@@ -125,17 +152,24 @@ class Recovery:
 
     def spool_entry(self, path: Path) -> None:
         try:
-            header, message = salvage_spool_entry(path.read_bytes())
-        except (CorruptEntry, OSError) as exc:
-            self.report.lost.append(f"{path}: {exc}")
+            salvaged, damage = salvage_spool_file(path.read_bytes())
+        except OSError as exc:
+            salvaged, damage = [], str(exc)
+        if damage is not None:
+            self.report.lost.append(f"{path}: {damage}")
+        if not salvaged:
             return
-        envelope = header.envelope
-        if self.final(envelope.queue_id, envelope.streams()):
-            self.report.skipped.append(f"{path}: {envelope.queue_id} was already delivered or final")
-        else:
-            self.spool.put(envelope, message)
-            self.back.add(envelope.queue_id)
-            self.report.saved.append(f"{path}: {envelope.queue_id} back in the spool")
+        back = []
+        for header, message in salvaged:
+            envelope = header.envelope
+            if self.final(envelope.queue_id, envelope.streams()):
+                self.report.skipped.append(f"{path}: {envelope.queue_id} was already delivered or final")
+            else:
+                back.append((envelope, message))
+                self.report.saved.append(f"{path}: {envelope.queue_id} back in the spool")
+        if back:
+            self.spool.put_many(back)
+            self.back.update(envelope.queue_id for envelope, _ in back)
         self.retire(path)
 
     def bus_database(self, path: Path) -> None:

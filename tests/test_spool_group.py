@@ -1,0 +1,140 @@
+"""Group commit at the edge: concurrent DATA completions share fsyncs, and each 250 waits for its own.
+
+A real ``InboundSMTP`` on a loopback port with a real spool (edge_harness.py);
+the spool's fsyncs are counted, and the first one is held until the test lets
+it go, so that more messages end their DATA while it is under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from inbound.datadir import DataDir
+from inbound.edge import spool as spool_module
+from inbound.envelope import Envelope
+from inbound.ids import new_queue_id
+
+from .edge_harness import Client, EdgeServers
+from .harness import wait_for
+from .test_edge_input import _send_data
+
+LATER = 4  # messages that end their DATA while the first one's fsync is held
+
+
+class HeldFsyncs:
+    """The spool's fsyncs, counted; the first file fsync waits for :attr:`release`; one may be made to fail."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        self.release = threading.Event()
+        self.fail_after: int | None = None  # file fsyncs that succeed before the next one fails
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            self.calls.append("file")
+            if len(self.calls) == 1:
+                self.release.wait(30)
+            if self.fail_after is not None and self.calls.count("file") > self.fail_after:
+                raise OSError(errno.EIO, "injected")
+            real_fsync(fd)
+
+        def fsync_dir(path: Path) -> None:
+            self.calls.append("dir")
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)  # as the real one, without counting its fsync twice
+            try:
+                real_fsync(fd)
+            finally:
+                os.close(fd)
+
+        monkeypatch.setattr(spool_module.os, "fsync", fsync)
+        monkeypatch.setattr(spool_module, "fsync_dir", fsync_dir)
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> HeldFsyncs:
+    return HeldFsyncs(monkeypatch)
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(LATER + 1) as executor:
+        yield executor
+
+
+def send_while_held(
+    make_server: EdgeServers, held: HeldFsyncs, pool: ThreadPoolExecutor
+) -> tuple[Path, list[Future[bytes]]]:
+    """One message into the held fsync, LATER more waiting behind it; none answered yet. Then release."""
+    settings, spool = make_server()
+    writer = make_server.handlers[-1].spool_writer
+    clients = [Client(settings) for _ in range(LATER + 1)]
+
+    def send(i: int) -> bytes:
+        return _send_data(clients[i], f"Subject: {i}\r\n\r\nbody\r\n".encode())
+
+    replies = [pool.submit(send, 0)]
+    wait_for(lambda: held.calls == ["file"], 10, "the first message's fsync")
+    replies += [pool.submit(send, i) for i in range(1, LATER + 1)]
+    wait_for(lambda: len(writer.waiting) == LATER, 10, "the later messages to wait for the next write")
+    assert not any(reply.done() for reply in replies)  # no 250 before the bytes are durable
+    assert list(spool.new.iterdir()) == []
+    held.release.set()
+    for reply in replies:
+        reply.result(10)
+    for client in clients:
+        client.close()
+    return spool.new, replies
+
+
+def test_messages_ending_together_share_one_fsync_of_file_and_directory(
+    make_server: EdgeServers, held: HeldFsyncs, pool: ThreadPoolExecutor
+) -> None:
+    new, replies = send_while_held(make_server, held, pool)
+    assert all(reply.result().startswith(b"250 2.0.0 Ok: queued as") for reply in replies)
+    assert held.calls == ["file", "dir", "file", "dir"]  # 5 messages, 2 writes: 4 fsyncs, not 10
+    files = sorted(new.iterdir())
+    assert len(files) == 2
+    entries = [spool_module.decode_entries(path, path.read_bytes()) for path in files]
+    assert [len(group) for group in entries] == [1, LATER]
+    assert sorted(entry.message.rpartition(b"Subject: ")[2][:1] for group in entries for entry in group) == [
+        b"0",
+        b"1",
+        b"2",
+        b"3",
+        b"4",
+    ]
+
+
+def test_a_failed_group_write_answers_451_to_each_of_its_messages_and_keeps_nothing(
+    make_server: EdgeServers, held: HeldFsyncs, pool: ThreadPoolExecutor
+) -> None:
+    held.fail_after = 1
+    new, replies = send_while_held(make_server, held, pool)
+    answers = [reply.result()[:9] for reply in replies]
+    assert answers == [b"250 2.0.0"] + [b"451 4.3.0"] * LATER
+    (kept,) = new.iterdir()
+    assert len(spool_module.decode_entries(kept, kept.read_bytes())) == 1
+    assert list((new.parent / "tmp").iterdir()) == []
+
+
+def test_a_group_write_is_bounded_in_bytes_and_a_larger_message_goes_alone(tmp_path: Path) -> None:
+    spool = spool_module.Spool(DataDir(tmp_path))
+    writer = spool_module.SpoolWriter(spool)
+    writer.GROUP_BYTES = 25
+    sizes = [10, 10, 10, 40, 10]
+
+    async def put_all() -> None:
+        envelopes = [Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t") for _ in sizes]
+        await asyncio.gather(*(writer.put(e, b"x" * size) for e, size in zip(envelopes, sizes, strict=True)))
+
+    asyncio.run(put_all())
+    groups = sorted([len(entry.message) for entry in spool.read(path)] for path in spool.pending())
+    assert groups == [[10], [10], [10, 10], [40]]  # 10+10, then 10 (10+40 is over), 40 alone, 10
