@@ -138,3 +138,14 @@ def test_a_group_write_is_bounded_in_bytes_and_a_larger_message_goes_alone(tmp_p
     asyncio.run(put_all())
     groups = sorted([len(entry.message) for entry in spool.read(path)] for path in spool.pending())
     assert groups == [[10], [10], [10, 10], [40]]  # 10+10, then 10 (10+40 is over), 40 alone, 10
+
+
+def test_a_file_of_several_messages_counts_as_several_and_a_damaged_one_as_what_it_shows(tmp_path: Path) -> None:
+    spool = spool_module.Spool(DataDir(tmp_path))
+    envelopes = [Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t") for _ in range(3)]
+    path = spool.put_many([(e, b"line\n" * n) for n, e in enumerate(envelopes)])
+    assert spool_module.count_entries(path) == 3
+    path.write_bytes(path.read_bytes()[:-20])  # the last entry's closing header cut short: still three openings
+    assert spool_module.count_entries(path) == 3
+    path.write_bytes(b"not a spool file")
+    assert spool_module.count_entries(path) == 1  # a file waiting is at least a message waiting

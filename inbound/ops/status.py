@@ -18,6 +18,7 @@ from ..bus import Bus
 from ..config import Settings
 from ..control import read_pauses
 from ..delivery.outbox import Outbox
+from ..edge.spool import count_entries
 from ..processing.spam import read_outage
 
 # (consumer group, topic) pairs whose lag is the backlog of a stage.
@@ -82,7 +83,7 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
     waiting_since = [now - m for m in mtimes] + ([now - _epoch(oldest_record)] if oldest_record else [])
     return Status(
         oldest_waiting_age=max(waiting_since, default=None),
-        spool_entries=len(entries),
+        spool_entries=sum(count_entries(path) for path in entries),
         spool_oldest_age=now - min(mtimes) if mtimes else None,
         lag=lag,
         streams=tuple(streams),
