@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inbound.delivery.outbox import Delivery, Outbox
+from inbound.delivery.outbox import CLAIMABLE, Delivery, Outbox
 
 
 def delivery(n: int, stream: str = "s", generation: int = 0) -> Delivery:
@@ -71,3 +71,10 @@ def test_prune_forgets_only_finished_deliveries(tmp_path: Path) -> None:
     outbox.prune(older_than=-1)
     outbox.add([delivery(1)])  # forgotten, so a very late duplicate would be new again
     assert [d.delivery_id for d in outbox.claim("s", 5, "me", lease_seconds=60)] == ["Q1-s", "Q2-s"]
+
+
+def test_a_claim_in_arrival_order_reads_only_the_index(tmp_path: Path) -> None:
+    """Read through the table, a claim read every due row and its payload's pages (25 ms with 5,000 waiting)."""
+    outbox = Outbox(tmp_path / "outbox.db")
+    plan = outbox.db.execute("EXPLAIN QUERY PLAN " + CLAIMABLE.format(order="queue_id"), ("s", 1, 1, 1, 1)).fetchall()
+    assert [row[-1] for row in plan] == ["SEARCH deliveries USING COVERING INDEX claimable (stream=? AND done=?)"]
