@@ -93,6 +93,21 @@ def test_records_with_the_same_key_keep_their_order(bus: Bus) -> None:
         assert [r.value for r in got if r.key == key] == [v for k, v in items if k == key]
 
 
+def test_a_consumer_of_two_topics_gets_each_record_once_in_its_topic_s_order(bus: Bus) -> None:
+    for batch in range(4):  # the topics interleaved, as the record stage reads messages and events
+        produce(bus, numbered(f"m{batch}", 9), topic=TOPIC)
+        produce(bus, numbered(f"e{batch}", 5), topic="events")
+    consumer = bus.consumer("g", [TOPIC, "events"])
+    try:
+        got = consume(consumer, 56, max_records=7)
+        got += consumer.poll(timeout=1.0)  # anything else would come now
+    finally:
+        consumer.close()
+    for topic, prefix, count in ((TOPIC, "m", 9), ("events", "e", 5)):
+        expected = [f"{prefix}{b}-{i}".encode() for b in range(4) for i in range(count)]
+        assert [r.value for r in got if r.topic == topic] == expected
+
+
 def test_committed_records_are_not_delivered_again_to_the_group(bus: Bus) -> None:
     produce(bus, numbered("old", 5, keys=5))
     first = bus.consumer("g", [TOPIC])

@@ -211,15 +211,25 @@ class EmbeddedConsumer:
     def _fetch(self, max_records: int) -> list[Record]:
         if not self._hold_lease():
             return []
-        assert self.positions is not None
-        clauses = " OR ".join("(topic = ? AND offset > ?)" for _ in self.topics)
-        params: list[object] = [p for t in self.topics for p in (t, self.positions[t])]
-        rows = self.db.execute(
-            f"SELECT * FROM records WHERE {clauses} ORDER BY offset LIMIT ?", (*params, max_records)
-        ).fetchall()
-        records = [_record(row) for row in rows]
+        positions = self.positions
+        assert positions is not None
+        # A topic at a time, each read in index order up to the limit, then the lowest offsets of
+        # them all: one query with a clause per topic made SQLite gather and sort every record
+        # behind the consumer's positions (33 ms a poll with 40,000 behind; 0.8 ms this way), so
+        # a backlog slowed its own catch-up. One read transaction: one snapshot of every topic.
+        with self.bus.file.transaction(self.db, "DEFERRED") as db:
+            rows = [
+                row
+                for topic in self.topics
+                for row in db.execute(
+                    "SELECT * FROM records WHERE topic = ? AND offset > ? ORDER BY offset LIMIT ?",
+                    (topic, positions[topic], max_records),
+                ).fetchall()
+            ]
+        rows.sort(key=lambda row: int(row[0]))
+        records = [_record(row) for row in rows[:max_records]]
         for record in records:
-            self.positions[record.topic] = record.offset
+            positions[record.topic] = record.offset
         return records
 
     def commit(self) -> None:
