@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -59,15 +60,51 @@ def verdicts_on(size: int) -> tuple[str, Callable[[int, int], bytes]]:
     return f'[auth]\nenabled = true\nresolvers = ["{dns.address}"]\n', lambda size, n: signed
 
 
-def peak_rss(pid: int, stop: threading.Event, result: list[int]) -> None:
-    process = psutil.Process(pid)
-    peak = 0
-    while not stop.wait(0.1):
-        try:
-            peak = max(peak, process.memory_info().rss + sum(c.memory_info().rss for c in process.children(True)))
-        except psutil.Error:
-            break
-    result.append(peak)
+def role_of(process: psutil.Process) -> str:
+    """Which part of the service *process* is, by its command line."""
+    command = " ".join(process.cmdline())
+    for part, marker in (("parse worker", "parsechild"), ("edge", "smtp,publish"), ("pipeline", "process,")):
+        if marker in command:
+            return part
+    return "supervisor"
+
+
+@dataclass
+class Usage:
+    """The service's peak RSS (all its processes) and the CPU seconds each process used, read every 100 ms."""
+
+    peak_rss: int = 0
+    cpu: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (part, user + system seconds)
+    at_start: dict[str, float] = field(default_factory=dict)  # what starting up used: not the messages' cost
+
+    def follow(self, pid: int, stop: threading.Event) -> None:
+        root = psutil.Process(pid)
+        while not stop.wait(0.1):
+            try:
+                processes = [root, *root.children(recursive=True)]
+                rss = 0
+                for process in processes:
+                    with process.oneshot():
+                        rss += process.memory_info().rss
+                        times = process.cpu_times()
+                        self.cpu[process.pid] = (role_of(process), times.user + times.system)
+            except psutil.Error:
+                continue  # a process ended between listing and reading: the next look has the others
+            self.peak_rss = max(self.peak_rss, rss)
+
+    def started(self) -> None:
+        """Call when the first message is about to be sent."""
+        self.at_start = self._by_part()
+
+    def cpu_by_part(self) -> dict[str, float]:
+        """CPU seconds since :meth:`started`, by part of the service."""
+        return {part: seconds - self.at_start.get(part, 0.0) for part, seconds in self._by_part().items()}
+
+    def _by_part(self) -> dict[str, float]:
+        parts: dict[str, float] = {}
+        for part, seconds in self.cpu.values():
+            parts[part] = parts.get(part, 0.0) + seconds
+        return parts
 
 
 def arguments() -> argparse.Namespace:
@@ -102,8 +139,8 @@ def main() -> None:
         run_cli("init", config=config)
         server = InboundProcess(config).start()
         assert server.proc is not None
-        stop, rss = threading.Event(), []
-        sampler = threading.Thread(target=peak_rss, args=(server.proc.pid, stop, rss))
+        stop, usage = threading.Event(), Usage()
+        sampler = threading.Thread(target=usage.follow, args=(server.proc.pid, stop))
         sampler.start()
 
         sent_at: dict[str, float] = {}
@@ -118,6 +155,8 @@ def main() -> None:
                     queue_id = send_on(smtp, "bench@sender.test", ["x@in.test"], make_message(args.size, n))
                     sent_at[queue_id] = time.time()
 
+        wait_for(lambda: len(usage.cpu) >= 4, 30, "a first reading of every process")
+        usage.started()
         started = time.time()
         with ThreadPoolExecutor(args.connections) as pool:
             list(pool.map(connection, per_connection))
@@ -136,6 +175,12 @@ def main() -> None:
 
     latencies = sorted(min(h.at for h in hits) - sent_at[q] for q, hits in receiver.by_queue_id("/bench").items())
     receiver.stop()
+    report(args, accepted_in, delivered_in, latencies, usage)
+
+
+def report(
+    args: argparse.Namespace, accepted_in: float, delivered_in: float, latencies: list[float], usage: Usage
+) -> None:
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
     print(f"machine:        {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
@@ -146,7 +191,10 @@ def main() -> None:
     print(f"delivered:      {args.messages / delivered_in:.1f} msg/s")
     print(f"latency p50:    {p50:.0f} ms (end of DATA to webhook receipt)")
     print(f"latency p99:    {p99:.0f} ms")
-    print(f"server peak RSS {rss[0] / 1024 / 1024:.0f} MiB")
+    print(f"server peak RSS {usage.peak_rss / 1024 / 1024:.0f} MiB")
+    cpu = usage.cpu_by_part()
+    each = ", ".join(f"{part} {seconds / args.messages * 1e6:.0f}" for part, seconds in sorted(cpu.items()))
+    print(f"CPU per message {sum(cpu.values()) / args.messages * 1e6:.0f} µs ({each})")
 
 
 if __name__ == "__main__":

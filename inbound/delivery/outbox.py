@@ -35,6 +35,9 @@ CLAIMABLE = """SELECT rowid FROM deliveries
     WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ? AND added_at < ?
     ORDER BY {order} LIMIT ?"""
 
+# When the first unleased delivery is due (parameter: now); read from the index ``next_due`` alone.
+NEXT_DUE = "SELECT due_at FROM deliveries WHERE done = 0 AND lease_until < ? ORDER BY due_at LIMIT 1"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery_id TEXT PRIMARY KEY,
@@ -57,6 +60,9 @@ CREATE INDEX IF NOT EXISTS waiting ON deliveries (stream, done, due_at);
 -- those it takes. Through the table it read every due row and the overflow pages of its payload
 -- (which comes before lease_until): 25 ms a claim with 5,000 messages waiting, 0.5 ms this way.
 CREATE INDEX IF NOT EXISTS claimable ON deliveries (stream, done, queue_id, due_at, lease_until, added_at);
+-- next_due(), the same way: the first due time among the unleased, read from the index in due order.
+-- Through the table it read lease_until, which comes after the payload, of every waiting row.
+CREATE INDEX IF NOT EXISTS next_due ON deliveries (done, due_at, lease_until);
 CREATE TABLE IF NOT EXISTS held_streams (stream TEXT PRIMARY KEY, since REAL NOT NULL);
 """
 
@@ -223,8 +229,8 @@ class Outbox:
         return Waiting(int(str(count)), float(str(oldest)) if oldest is not None else None)
 
     def next_due(self) -> float | None:
-        (due,) = self._read("SELECT MIN(due_at) FROM deliveries WHERE done = 0 AND lease_until < ?", (self.clock(),))
-        return float(str(due)) if due is not None else None
+        row = self._read(NEXT_DUE, (self.clock(),))
+        return float(str(row[0])) if row else None
 
     def prune(self, older_than: float) -> None:
         self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(self.clock() - older_than,)])
