@@ -8,7 +8,14 @@ connection gets the same settings:
   needs a lock that another process creating the same file at the same moment
   may hold, and SQLite then reports the old mode instead of waiting: the
   switch is tried again for a few seconds.
-* ``synchronous=FULL``: a committed transaction has been fsynced.
+* ``synchronous=FULL``: a committed transaction has been fsynced -- except on
+  a connection that only writes *bookkeeping* (a consumer's offsets, a lease):
+  ``connect(durable=False)`` or :meth:`SQLiteFile.bookkeeping`. WAL keeps such
+  a commit atomic and in order, and any later durable commit to the file
+  fsyncs it too (the WAL is one file, appended to); only a power cut before
+  that can undo it, and then the stage redoes that work, which is idempotent
+  by id. A process killed (SIGKILL) loses nothing: the bytes are the kernel's.
+  The outputs themselves are always written durably, before the bookkeeping.
 * a busy timeout, so a writer waits for another rather than failing.
 
 Every ``sqlite3.Error`` leaves here as the caller's :class:`InboundError`
@@ -50,13 +57,16 @@ class SQLiteFile:
         except sqlite3.Error as exc:
             raise self.fail(exc) from exc
 
-    def connect(self) -> sqlite3.Connection:
-        """A connection in autocommit mode (transactions are explicit), usable from any one thread at a time."""
+    def connect(self, durable: bool = True) -> sqlite3.Connection:
+        """A connection in autocommit mode (transactions are explicit), usable from any one thread at a time.
+
+        *durable* False: for bookkeeping only (see the module's docstring).
+        """
         with self.errors():
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
             try:
                 self._use_wal(db)
-                db.execute("PRAGMA synchronous = FULL")
+                db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             except BaseException:
                 db.close()
                 raise
@@ -69,6 +79,16 @@ class SQLiteFile:
             time.sleep(_WAL_PAUSE)
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         raise sqlite3.OperationalError(f"cannot use WAL (journal_mode is {mode})")
+
+    @contextlib.contextmanager
+    def bookkeeping(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """Commits of *db* in here are not fsynced (see the module's docstring); the caller serialises *db*."""
+        with self.errors():
+            db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                yield db
+            finally:
+                db.execute("PRAGMA synchronous = FULL")
 
     @contextlib.contextmanager
     def transaction(self, db: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:

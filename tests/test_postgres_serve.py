@@ -28,8 +28,8 @@ def test_recorders_share_one_database_across_a_kill(tmp_path: Path, postgres_ser
         recorders[1].start()
         recorders[0].kill()  # SIGKILL: the second takes the consumer group's work over
         later = [send(config, "a@sender.test", ["help@example.org"], simple_message(f"m{n}")) for n in range(10, 20)]
+        # Sent after the kill: only the second recorder can have recorded these.
         wait_for(lambda: delivered(first + later), 90, "every message recorded as delivered in PostgreSQL")
-        assert "stage=record" in recorders[1].log()
         records = activity(config)
         assert len(records) == 20  # one record per delivery, whichever process wrote which event
         assert all(len(r["attempts"]) == 1 for r in records)

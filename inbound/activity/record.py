@@ -58,5 +58,6 @@ class Recorder:
                 )
         events = [e for e in events if e.type not in STREAM_EVENTS]  # alerts: no delivery to record
         self.store.apply(events)
-        for event in events:
-            log.info("delivery_id=%s stream=%s stage=record %s", event.delivery_id, event.stream, event.type.value)
+        if log.isEnabledFor(logging.DEBUG):  # each stage logs its own outcome: at INFO this only repeated them
+            for event in events:
+                log.debug("delivery_id=%s stream=%s stage=record %s", event.delivery_id, event.stream, event.type.value)

@@ -157,7 +157,8 @@ class Outbox:
         now = self.clock()
         # A stream's queue ids are unique (the delivery id is made of both): no tie to break.
         order = "due_at, queue_id, rowid" if probe else "queue_id"
-        with self.lock, self.file.errors():
+        # A lease is bookkeeping: lost to a power cut, it has lapsed anyway (its holder is gone).
+        with self.lock, self.file.bookkeeping(self.db):
             rows = self.db.execute(
                 f"""UPDATE deliveries SET lease_owner = ?, lease_until = ?
                        WHERE rowid IN ({CLAIMABLE.format(order=order)})
