@@ -93,3 +93,16 @@ def test_the_next_due_time_is_read_from_the_index_and_skips_leased_deliveries(tm
     assert (outbox.next_due() or 0) > 4000  # the leased one is not counted
     outbox.finish(first)
     assert (outbox.next_due() or 0) > 4000  # nor the finished one
+
+
+def test_a_failure_rescheduled_after_its_stream_was_held_is_held_too(tmp_path: Path) -> None:
+    """Two attempts fail together; the second shows the outage and holds the stream before the first is rescheduled."""
+    ticks = iter(range(1000, 2000))
+    outbox = Outbox(tmp_path / "outbox.db", clock=lambda: float(next(ticks)))
+    outbox.add([delivery(1), delivery(2)])
+    first, second = outbox.claim("s", 2, "me", lease_seconds=60)
+    outbox.reschedule(second, None)  # it showed the outage: held
+    outbox.hold("s", since=5.0, failed={first.delivery_id})  # the first is still under attempt
+    outbox.reschedule(first, 3600)  # decided while the endpoint still looked up
+    again = outbox.claim("s", 2, "me", lease_seconds=60)
+    assert [(d.delivery_id, d.attempts, d.steps) for d in again] == [("Q1-s", 1, 0), ("Q2-s", 1, 0)]

@@ -170,28 +170,37 @@ class Outbox:
         return [Delivery(*row) for row in rows]
 
     def reschedule(self, delivery: Delivery, delay: float | None) -> None:
-        """Count the attempt; *delay* None: held -- no step used, due now, behind the others for probes."""
+        """Count the attempt; *delay* None: held -- no step used, due now, behind the others for probes.
+
+        A *delay* was decided while the endpoint looked up; if its stream was held since (another
+        attempt showed the outage while this one ended), this failure was part of that outage and
+        is held too. :meth:`hold` leaves deliveries still under attempt to this.
+        """
+        now = self.clock()
         if delay is None:
             sql = "UPDATE deliveries SET attempts = attempts + 1, due_at = ?, lease_until = 0"
-            params: tuple[object, ...] = (self.clock(), delivery.delivery_id, delivery.generation)
+            params: tuple[object, ...] = (now, delivery.delivery_id, delivery.generation)
         else:
-            sql = "UPDATE deliveries SET attempts = attempts + 1, steps = steps + 1, due_at = ?, lease_until = 0"
-            params = (self.clock() + delay, delivery.delivery_id, delivery.generation)
+            sql = """UPDATE deliveries SET attempts = attempts + 1,
+                         steps = steps + IIF(held, 0, 1), due_at = IIF(held, ?, ?), lease_until = 0
+                     FROM (SELECT EXISTS (SELECT 1 FROM held_streams WHERE stream = ?) AS held)"""
+            params = (now, now + delay, delivery.stream, delivery.delivery_id, delivery.generation)
         self._write(sql + " WHERE delivery_id = ? AND generation = ?", [params])
 
     def hold(self, stream: str, since: float, failed: set[str]) -> None:
         """The endpoint of *stream* is down: hold the stream, and the *failed* deliveries with it.
 
         Those failed in the run of failures that showed the outage: each gets back the schedule step
-        its failure used and waits, due, for the endpoint -- not for its own next step.
+        its failure used and waits, due, for the endpoint -- not for its own next step. One whose
+        attempt has not been rescheduled yet (still leased) is left to :meth:`reschedule`.
         """
         now = self.clock()
         with self.lock, self.file.transaction(self.db) as db:
             db.execute("INSERT OR REPLACE INTO held_streams (stream, since) VALUES (?, ?)", (stream, since))
             db.executemany(
                 "UPDATE deliveries SET steps = MAX(steps - 1, 0), due_at = MIN(due_at, ?)"
-                " WHERE delivery_id = ? AND done = 0",
-                [(now, delivery_id) for delivery_id in sorted(failed)],
+                " WHERE delivery_id = ? AND done = 0 AND lease_until < ?",
+                [(now, delivery_id, now) for delivery_id in sorted(failed)],
             )
 
     def unhold(self, stream: str) -> None:
