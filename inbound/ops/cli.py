@@ -117,8 +117,7 @@ def serve(
         from ..metrics import use_data_dir
 
         use_data_dir(settings.storage.data_dir)
-    from ..service import Service, parse_roles, preflight
-    from ..supervisor import Supervisor
+    from ..roles import parse_roles, preflight
 
     try:
         chosen = parse_roles(roles) if roles is not None else None
@@ -128,8 +127,12 @@ def serve(
     os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
         if chosen is None:
+            from ..supervisor import Supervisor
+
             preflight(settings)
             sys.exit(Supervisor(settings.path, log_level).run())
+        from ..service import Service  # every stage: only in a process that runs roles
+
         released = (lambda: _until_closed(release_fd)) if release_fd is not None else None
         asyncio.run(Service(settings, chosen).run(on_started=lambda: _say_ready(ready_fd), released=released))
     except InboundError as exc:
