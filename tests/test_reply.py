@@ -175,3 +175,11 @@ def test_the_reply_and_signature_are_cut_from_the_text_never_rewritten() -> None
             stripped, signature = strip_reply(text)
             assert stripped in text.replace("\r\n", "\n"), corpus_id(path)
             assert signature in text.replace("\r\n", "\n"), corpus_id(path)
+
+
+def test_the_quick_line_check_agrees_with_the_pattern() -> None:
+    # A full-width colon, a dotted capital I and a long s: case and width rules the ASCII check must leave alone.
+    lines = ["-----Original Message-----", "ORIGINAL MESSAGE", "Von: a@b.test", "Le 3 mai, a écrit\uff1a", "prose"]
+    lines += ["ORIG\u0130NAL MESSAGE", "original me\u017f\u017fage", "no mark at all, ünïcode", ""]
+    for line in lines:
+        assert reply_module._marked(line) == (reply_module._HEADER_MARK.search(line) is not None), line
