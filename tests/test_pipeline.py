@@ -251,7 +251,9 @@ def test_one_refused_message_keeps_its_schedule_on_a_busy_healthy_endpoint(pipel
     streams = stream_toml("support", ["*@in.test"], pipeline.receiver.url("/support")) + stream_toml(
         "sales", ["sales@example.org"], pipeline.receiver.url("/sales")
     )
-    config = pipeline.configure(streams=streams, retry_schedule=["1m", "1m", "1m"])
+    # Long enough that the retry is not due before the test has looked, however slow the box: a retry
+    # on schedule would be correct, yet read as [500, 200].
+    config = pipeline.configure(streams=streams, retry_schedule=["10m", "10m", "10m"])
     pipeline.receiver.behaviour["/support"] = lambda n: 500 if n == 0 else 200
     pipeline.start()
     bad = send(config, "a@sender.test", ["x@in.test"], simple_message("bad"))
