@@ -165,7 +165,9 @@ def test_failing_endpoint_does_not_hold_up_a_healthy_one_and_recovers_promptly(p
         sent_at = time.time()
         healthy.append(send(config, "a@sender.test", [f"h{i}@ok.test"], simple_message(subject=f"h{i}")))
         hit = wait_for(lambda q=healthy[-1]: pipeline.receiver.by_queue_id("/ok").get(q), 30, "healthy delivery")
-        assert hit[0].at - sent_at < 5, "the healthy stream waited behind the failing one"
+        # Room for a busy box to be slow (SMTP, parsing, the bus): what this guards against is far
+        # longer, a healthy delivery queued behind the failing endpoint's hourly retries.
+        assert hit[0].at - sent_at < 15, "the healthy stream waited behind the failing one"
 
     # Every message for the failing endpoint has had its first try and now waits an hour.
     wait_for(lambda: set(pipeline.receiver.by_queue_id("/down")) >= set(down), 60, "first attempts")
