@@ -11,7 +11,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .fixtures import Pipeline
-from .harness import ROOT, InboundProcess, free_port, send, simple_message
+from .harness import ROOT, InboundProcess, free_port, send, simple_message, wait_for
 
 TOKEN = "metrics-token-0123456789abcdef"
 
@@ -37,9 +37,18 @@ def test_counts_from_every_process_are_summed(tmp_path: Path) -> None:
         queue_ids = [send(config, "a@sender.test", ["help@example.org"], simple_message()) for _ in range(2)]
         for queue_id in queue_ids:
             pipeline.wait_status(f"{queue_id}-support", "delivered")
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert response.status_code == 200
-        found = samples(response.text)
+
+        def scraped_after_the_last_attempt() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 200
+            found = samples(response.text)
+            # The deliverer counts an attempt, then times the delivery, just after it publishes the
+            # outcome `delivered` is read from: a scrape at once can come before either.
+            attempts = found.get(("inbound_webhook_attempts_total", (("result", "2xx"), ("stream", "support"))), 0)
+            timed = found.get(("inbound_accepted_to_delivered_seconds_count", (("stream", "support"),)), 0)
+            return found if attempts >= 2 and timed >= 2 else None
+
+        found = wait_for(scraped_after_the_last_attempt, 30, "/metrics to count both deliveries")
     finally:
         pipeline.close()
     support = (("stream", "support"),)

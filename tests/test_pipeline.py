@@ -222,10 +222,12 @@ def test_an_unreachable_endpoint_holds_its_stream_then_fails_after_max_hold(pipe
     from .harness import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    # max_hold is the window in which the stream shows as held with the message waiting: it has to
+    # outlast a few `status --json` polls, each a slow subprocess on a busy box.
     config = pipeline.configure(
         streams=stream_toml("support", ["*@in.test"], dead),
         retry_schedule=["1s"],
-        extra='probe_interval = "1s"\nmax_hold = "4s"',
+        extra='probe_interval = "1s"\nmax_hold = "15s"',
     )
     pipeline.start()
     queue_id = send(config, "a@sender.test", ["x@in.test"], simple_message())
@@ -240,7 +242,7 @@ def test_an_unreachable_endpoint_holds_its_stream_then_fails_after_max_hold(pipe
     shown = json.loads(run_cli("activity", "show", f"{queue_id}-support", "--json", config=config).stdout)
     assert len(shown["attempts"]) >= 2  # probes, never a schedule step: the 1s schedule did not fail it
     assert all(a["status_code"] is None and "could not connect" in a["error"] for a in shown["attempts"])
-    assert shown["reason"] == "held for 4s while the endpoint was down"
+    assert shown["reason"] == "held for 15s while the endpoint was down"
 
 
 def test_one_refused_message_keeps_its_schedule_on_a_busy_healthy_endpoint(pipeline: Pipeline) -> None:
@@ -249,7 +251,9 @@ def test_one_refused_message_keeps_its_schedule_on_a_busy_healthy_endpoint(pipel
     streams = stream_toml("support", ["*@in.test"], pipeline.receiver.url("/support")) + stream_toml(
         "sales", ["sales@example.org"], pipeline.receiver.url("/sales")
     )
-    config = pipeline.configure(streams=streams, retry_schedule=["1m", "1m", "1m"])
+    # Long enough that the retry is not due before the test has looked, however slow the box: a retry
+    # on schedule would be correct, yet read as [500, 200].
+    config = pipeline.configure(streams=streams, retry_schedule=["10m", "10m", "10m"])
     pipeline.receiver.behaviour["/support"] = lambda n: 500 if n == 0 else 200
     pipeline.start()
     bad = send(config, "a@sender.test", ["x@in.test"], simple_message("bad"))

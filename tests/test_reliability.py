@@ -92,7 +92,15 @@ def test_pause_holds_processing_and_delivery_then_resume_catches_up(pipeline: Pi
     accepted = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"p{i}")) for i in range(5)]
     wanted = {f"{q}-support" for q in accepted}
     wait_for(lambda: {d for d, s in statuses(config).items() if s == "queued"} >= wanted, 60, "queued records")
-    status = status_json(config)
+
+    def the_five_alone() -> Any:
+        # The edge empties its spool, and the record role commits its offsets, just after the
+        # statuses show as queued: until both have, the backlog counts the five more than once.
+        status = status_json(config)
+        backlog = status["spool_entries"] + sum(status["lag"].values()) + sum(s["waiting"] for s in status["streams"])
+        return status if backlog == 5 else None
+
+    status = wait_for(the_five_alone, 30, "a backlog of the five messages alone")
     assert status["lag"]["process/received"] == 5
     assert status["oldest_waiting_age"] > 0
     assert "oldest waiting message" in run_cli("status", config=config).stdout
@@ -101,6 +109,8 @@ def test_pause_holds_processing_and_delivery_then_resume_catches_up(pipeline: Pi
     watch = subprocess.Popen(
         [*INBOUND, "status", "--watch", "--config", str(config)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
+    # Its first look has to see the backlog before resume drains it, or there is no bar to follow.
+    assert watch.stdout.readline().startswith("5 messages waiting: following them until the backlog drains")
     run_cli("resume", config=config)
     wait_for(lambda: {d for d, s in statuses(config).items() if s == "delivered"} >= wanted, 60, "the catch-up")
     out, _ = watch.communicate(timeout=60)
@@ -155,7 +165,9 @@ def test_failing_endpoint_does_not_hold_up_a_healthy_one_and_recovers_promptly(p
         sent_at = time.time()
         healthy.append(send(config, "a@sender.test", [f"h{i}@ok.test"], simple_message(subject=f"h{i}")))
         hit = wait_for(lambda q=healthy[-1]: pipeline.receiver.by_queue_id("/ok").get(q), 30, "healthy delivery")
-        assert hit[0].at - sent_at < 5, "the healthy stream waited behind the failing one"
+        # Room for a busy box to be slow (SMTP, parsing, the bus): what this guards against is far
+        # longer, a healthy delivery queued behind the failing endpoint's hourly retries.
+        assert hit[0].at - sent_at < 15, "the healthy stream waited behind the failing one"
 
     # Every message for the failing endpoint has had its first try and now waits an hour.
     wait_for(lambda: set(pipeline.receiver.by_queue_id("/down")) >= set(down), 60, "first attempts")

@@ -75,6 +75,14 @@ def watch_backlog(collect: Callable[[], Status], console: Console, interval: flo
     if backlog == 0:
         console.print("nothing is waiting: the spool, the bus and the outbox are empty")
         return
+    # Printed before the bar: it says at once what the watch is following (the bar appears on a
+    # pipe only when it ends), and a script can read it before it makes the backlog move.
+    noun = "message" if backlog == 1 else "messages"
+    console.print(
+        f"{backlog} {noun} waiting: following them until the backlog drains (Ctrl-C leaves)",
+        highlight=False,
+        soft_wrap=True,
+    )
     total, done = float(backlog), 0.0
     columns = (
         TextColumn("backlog"),
