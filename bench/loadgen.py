@@ -87,7 +87,9 @@ class Usage:
     pid: int
     peak_rss: int = 0
     cpu: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (part, user + system seconds)
+    kernel: dict[int, float] = field(default_factory=dict)  # pid -> system seconds (syscalls: writes, fsyncs)
     at_start: dict[str, float] = field(default_factory=dict)
+    kernel_at_start: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> Usage:
@@ -110,6 +112,7 @@ class Usage:
                         rss += process.memory_info().rss
                         times = process.cpu_times()
                         self.cpu[process.pid] = (part_of(process), times.user + times.system)
+                        self.kernel[process.pid] = times.system
             except psutil.Error:
                 continue  # a process ended between listing and reading: the next look has the others
             self.peak_rss = max(self.peak_rss, rss)
@@ -118,6 +121,7 @@ class Usage:
         """From now on CPU counts: call when the first message is about to be sent."""
         wait_for(lambda: len(self.cpu) >= 4, 30, "a first reading of every process")
         self.at_start = self._by_part()
+        self.kernel_at_start = sum(self.kernel.values())
 
     def cpu_by_part(self) -> dict[str, float]:
         """CPU seconds since :meth:`started`, by part of the service."""
@@ -132,8 +136,10 @@ class Usage:
     def report(self, messages: int) -> str:
         """Peak RSS and CPU per message, as the benches print them."""
         cpu = self.cpu_by_part()
+        total = sum(cpu.values())
         each = ", ".join(f"{part} {seconds / messages * 1e6:.0f}" for part, seconds in sorted(cpu.items()))
+        kernel = (sum(self.kernel.values()) - self.kernel_at_start) / total if total else 0.0
         return (
             f"server peak RSS {self.peak_rss / 1024 / 1024:.0f} MiB\n"
-            f"CPU per message {sum(cpu.values()) / messages * 1e6:.0f} µs ({each})"
+            f"CPU per message {total / messages * 1e6:.0f} µs ({each}; {kernel:.0%} of it in the kernel)"
         )
