@@ -10,7 +10,7 @@ connection gets the same settings:
   switch is tried again for a few seconds.
 * ``synchronous=FULL``: a committed transaction has been fsynced -- except on
   a connection that only writes *bookkeeping* (a consumer's offsets, a lease):
-  ``connect(durable=False)`` or :meth:`SQLiteFile.bookkeeping`. WAL keeps such
+  ``connect(durable=False)``. WAL keeps such
   a commit atomic and in order, and any later durable commit to the file
   fsyncs it too (the WAL is one file, appended to); only a power cut before
   that can undo it, and then the stage redoes that work, which is idempotent
@@ -79,16 +79,6 @@ class SQLiteFile:
             time.sleep(_WAL_PAUSE)
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         raise sqlite3.OperationalError(f"cannot use WAL (journal_mode is {mode})")
-
-    @contextlib.contextmanager
-    def bookkeeping(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """Commits of *db* in here are not fsynced (see the module's docstring); the caller serialises *db*."""
-        with self.errors():
-            db.execute("PRAGMA synchronous = NORMAL")
-            try:
-                yield db
-            finally:
-                db.execute("PRAGMA synchronous = FULL")
 
     @contextlib.contextmanager
     def transaction(self, db: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from inbound.bus.embedded import EmbeddedBus
+from inbound.delivery.outbox import Delivery, Outbox
 from inbound.errors import StoreError
 from inbound.sqlitefile import SQLiteFile
 
@@ -16,14 +17,20 @@ def synchronous(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA synchronous").fetchone()[0])
 
 
-def test_bookkeeping_commits_are_not_fsynced_and_everything_else_is(tmp_path: Path) -> None:
+def test_only_a_connection_asked_for_bookkeeping_commits_without_an_fsync(tmp_path: Path) -> None:
     file = SQLiteFile(tmp_path / "x.db", "test file", StoreError)
-    db = file.connect()
-    assert synchronous(db) == FULL
-    with file.bookkeeping(db):
-        assert synchronous(db) == NORMAL
-    assert synchronous(db) == FULL  # the connection's next output is durable again
+    assert synchronous(file.connect()) == FULL
     assert synchronous(file.connect(durable=False)) == NORMAL
+
+
+def test_the_outbox_leases_on_a_connection_of_their_own(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    assert synchronous(outbox.db) == FULL  # deliveries, attempts, finishes
+    assert synchronous(outbox.leases) == NORMAL  # claims
+    outbox.add([Delivery("Q1-s", "s", "Q1", 0, b"{}", 0, 0, 0.0)])
+    assert [d.delivery_id for d in outbox.claim("s", 1, "me", lease_seconds=60)] == ["Q1-s"]
+    assert outbox.claim("s", 1, "other", lease_seconds=60) == []  # the lease is seen by every connection
+    assert synchronous(outbox.db) == FULL
 
 
 def test_an_embedded_consumer_writes_only_bookkeeping_and_a_producer_only_outputs(tmp_path: Path) -> None:

@@ -91,10 +91,13 @@ class Outbox:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock  # due times and leases are read against it: tests pass their own
-        # One connection shared by the intake and the attempt threads; sqlite3 wants them serialised.
+        # Its connections are shared by the intake and the attempt threads; sqlite3 wants them serialised.
         self.lock = threading.Lock()
         self.file = SQLiteFile(path, "outbox", StoreError)
         self.db = self.file.connect()
+        # Leases are bookkeeping: lost to a power cut, they have lapsed anyway (their holder is gone).
+        # Their own connection, so a claim never leaves the durable one in another mode.
+        self.leases = self.file.connect(durable=False)
         with self.file.errors():
             self.db.executescript(_SCHEMA)
             # An outbox.db made before payload formats has no content_type (every payload in it is
@@ -157,9 +160,8 @@ class Outbox:
         now = self.clock()
         # A stream's queue ids are unique (the delivery id is made of both): no tie to break.
         order = "due_at, queue_id, rowid" if probe else "queue_id"
-        # A lease is bookkeeping: lost to a power cut, it has lapsed anyway (its holder is gone).
-        with self.lock, self.file.bookkeeping(self.db):
-            rows = self.db.execute(
+        with self.lock, self.file.errors():
+            rows = self.leases.execute(
                 f"""UPDATE deliveries SET lease_owner = ?, lease_until = ?
                        WHERE rowid IN ({CLAIMABLE.format(order=order)})
                        RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at,
@@ -246,4 +248,5 @@ class Outbox:
         self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(self.clock() - older_than,)])
 
     def close(self) -> None:
+        self.leases.close()
         self.db.close()
