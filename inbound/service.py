@@ -166,15 +166,15 @@ class Service:
 
     def _deliverer(self) -> Deliverer:
         from .delivery.deliver import Deliverer
-        from .delivery.egress import webhook_http_client
+        from .delivery.egress import webhook_transport
         from .delivery.outbox import Outbox
 
         settings = self.settings
         outbox = Outbox(settings.data.outbox)
         hooks = settings.webhooks
-        client = webhook_http_client(timeout=hooks.timeout, allow_private=hooks.allow_private, ca_file=hooks.ca_file)
-        self.resources += [outbox.close, client.close]
-        deliverer = Deliverer(settings, outbox, self.bus.producer(), client, self.control.stream_paused)
+        transport = webhook_transport(allow_private=hooks.allow_private, ca_file=hooks.ca_file)
+        self.resources += [outbox.close, transport.close]
+        deliverer = Deliverer(settings, outbox, self.bus.producer(), transport, self.control.stream_paused)
         intake = ConsumerWorker(
             "deliver-intake", self.bus, group="deliver", topics=["messages"], handle=deliverer.handle
         )

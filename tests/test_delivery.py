@@ -97,9 +97,9 @@ class Harness:
             streams=(StreamSettings("support", ("*@in.test",), URL, SECRET, **stream),),
         )
         self.outbox = Outbox(tmp_path / "outbox.db", clock=self.clock)
-        self.client = httpx.Client(transport=httpx.MockTransport(self.endpoint))
+        self.transport = httpx.MockTransport(self.endpoint)
         self.deliverer = Deliverer(
-            settings, self.outbox, self.bus, self.client, clock=self.clock, pool=lambda stream, n: Inline()
+            settings, self.outbox, self.bus, self.transport, clock=self.clock, pool=lambda stream, n: Inline()
         )
         self.offset = 0
 
@@ -123,7 +123,7 @@ class Harness:
         ]
 
     def close(self) -> None:
-        self.client.close()
+        self.transport.close()
         self.outbox.close()
 
 
@@ -350,8 +350,7 @@ def test_key_rotation_signs_each_post_once_per_secret() -> None:
 
     stream = StreamSettings("support", ("*@in.test",), URL, new, other_signing_secrets=(SECRET,))
     delivery = Delivery(did(1), "support", "01JD", 0, b'{"n":1}', 0, 0, 0.0)
-    with httpx.Client(transport=httpx.MockTransport(endpoint)) as client:
-        assert WebhookClient(client, 5.0).post(stream, delivery).answer is Answer.ACCEPTED
+    assert WebhookClient(httpx.MockTransport(endpoint), 5.0).post(stream, delivery).answer is Answer.ACCEPTED
     (request,) = requests
     headers = dict(request.headers)
     assert len(headers["webhook-signature"].split(" ")) == 2

@@ -23,7 +23,7 @@ import pytest
 import trustme
 
 from inbound.config import StreamSettings, check_webhook_url
-from inbound.delivery.egress import Resolver, system_resolver, webhook_http_client
+from inbound.delivery.egress import Resolver, system_resolver, webhook_transport
 from inbound.delivery.outbox import Delivery
 from inbound.delivery.retry import Answer
 from inbound.delivery.webhook import AttemptResult, WebhookClient
@@ -134,8 +134,8 @@ def post(
 ) -> AttemptResult:
     stream = StreamSettings("support", ("*@in.test",), url, SECRET)
     delivery = Delivery("01JD-support", "support", "01JD", 0, b"{}", 0, 0, 0.0)
-    with webhook_http_client(timeout=timeout, allow_private=allow_private, resolve=resolve, ca_file=ca_file) as client:
-        return WebhookClient(client, timeout).post(stream, delivery)
+    with webhook_transport(allow_private=allow_private, resolve=resolve, ca_file=ca_file) as transport:
+        return WebhookClient(transport, timeout).post(stream, delivery)
 
 
 def port_of(server: ThreadingHTTPServer) -> int:

@@ -48,6 +48,7 @@ from ..events import Attempt
 from ..ids import queue_id_time
 from ..records import EVENTS, decode_message, event_record
 from .alerts import Alerter
+from .egress import client_over
 from .groupcommit import GroupCommit, GroupCommitter
 from .health import Change, EndpointHealth
 from .outbox import Delivery, Outbox
@@ -102,7 +103,7 @@ class Deliverer:
         settings: Settings,
         outbox: Outbox,
         producer: Producer,
-        client: httpx.Client,
+        transport: httpx.BaseTransport,
         paused: Callable[[str], bool] = lambda stream: False,
         *,
         clock: Callable[[], float] = time.time,
@@ -113,7 +114,7 @@ class Deliverer:
         self.outbox = outbox
         self.outcomes = GroupCommitter(producer)  # many attempt threads, one flush at a time
         self.finished = GroupCommit(self.outbox.finish_many)  # and one outbox transaction
-        self.webhook = WebhookClient(client, settings.webhooks.timeout)
+        self.webhook = WebhookClient(transport, settings.webhooks.timeout)
         self.clock = clock
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # Long enough for one attempt and the flush of its outcome; a killed process's leases lapse
@@ -125,7 +126,8 @@ class Deliverer:
         self.health: dict[str, EndpointHealth] = {}
         self.rates: dict[str, RateLimit] = {}
         self._add_streams(settings)
-        self.alerter = Alerter(settings, self.outcomes.publish, client, clock())
+        alerts_client = client_over(transport, settings.webhooks.timeout)
+        self.alerter = Alerter(settings, self.outcomes.publish, alerts_client, clock())
         self.health_lock = threading.Lock()  # guards self.health, self.rates and self.alerter
         self.wake = threading.Event()
         self.stopping = threading.Event()

@@ -14,8 +14,9 @@ client the deliverer uses is built here and nowhere else:
   sending a byte a second would hold an attempt forever; every connect, read
   and write here is cut at the attempt's deadline (:func:`attempt_deadline`).
 * No proxies from the environment (they would make the connection, unchecked),
-  and redirects are never followed (the client is built with
-  ``follow_redirects=False``; :mod:`.webhook` records a 3xx as a failure).
+  and redirects are never followed (:mod:`.webhook` POSTs on the transport,
+  which follows none, and records a 3xx as a failure; the alerts' client is
+  built with ``follow_redirects=False``).
 
 The check is a custom httpcore network backend, the hook httpcore offers for
 exactly this; httpx's transport is given a pool that uses it.
@@ -147,18 +148,22 @@ class GuardedBackend(httpcore.NetworkBackend):
         raise AddressRefused("webhooks do not go to unix sockets")
 
 
-def webhook_http_client(
+def webhook_transport(
     *,
-    timeout: float,
     allow_private: bool,
     ca_file: Path | None = None,
     resolve: Resolver = system_resolver,
-) -> httpx.Client:
-    """The one HTTP client deliveries use: guarded connections, no proxies, no redirects."""
+) -> httpx.HTTPTransport:
+    """The one transport deliveries and alerts go out on: guarded connections, no proxies."""
     context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else httpx.create_ssl_context()
     transport = httpx.HTTPTransport(verify=context, trust_env=False)
     # httpx takes no network backend of its own; its transport is a thin layer over this pool.
     transport._pool = httpcore.ConnectionPool(
         ssl_context=context, network_backend=GuardedBackend(resolve, allow_private=allow_private)
     )
+    return transport
+
+
+def client_over(transport: httpx.BaseTransport, timeout: float) -> httpx.Client:
+    """An httpx client on *transport* (for the alerts): no redirects followed, no proxies."""
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)

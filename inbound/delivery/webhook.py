@@ -35,9 +35,13 @@ class AttemptResult:
 
 
 class WebhookClient:
-    def __init__(self, client: httpx.Client, timeout: float) -> None:
-        self.client = client
+    """POSTs on an httpx transport, not a client: nothing of the client layer (cookies, auth,
+    redirects, hooks) is wanted here, and it cost about 0.2 ms of CPU a POST."""
+
+    def __init__(self, transport: httpx.BaseTransport, timeout: float) -> None:
+        self.transport = transport
         self.timeout = timeout
+        self.timeouts = httpx.Timeout(timeout).as_dict()  # each read and write; the attempt's own in .egress
 
     def post(self, stream: StreamSettings, delivery: Delivery) -> AttemptResult:
         headers = signed_headers(stream.signing_secrets, delivery.delivery_id, delivery.payload, delivery.content_type)
@@ -65,7 +69,10 @@ class WebhookClient:
     def _send(self, stream: StreamSettings, delivery: Delivery, headers: dict[str, str]) -> tuple[int, str | None]:
         """The status and, for a redirect, where to; the body is read up to a cap and dropped."""
         url = delivery.url or stream.webhook_url
-        with self.client.stream("POST", url, content=delivery.payload, headers=headers) as response:
+        extensions = {"timeout": self.timeouts}
+        request = httpx.Request("POST", url, content=delivery.payload, headers=headers, extensions=extensions)
+        response = self.transport.handle_request(request)
+        try:
             read = 0
             for chunk in response.iter_bytes():
                 read += len(chunk)
@@ -73,3 +80,5 @@ class WebhookClient:
                     break  # nobody reads it: enough to finish a small answer, never a flood
             location = response.headers.get("location") if response.is_redirect else None
             return response.status_code, location
+        finally:
+            response.close()
