@@ -1,7 +1,8 @@
 """The connections webhook POSTs travel on: checked addresses, one deadline per attempt.
 
 Every webhook URL is the customer's (or an attacker's) choice, so the HTTP
-client the deliverer uses is built here and nowhere else:
+transport the deliverer POSTs on (and the alerts' client over it) is built
+here and nowhere else:
 
 * **Checked at connect time.** The host is resolved once (``resolve``, injected
   so tests control it) and, unless ``webhooks.allow_private``, the connection
