@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from inbound.delivery.outbox import CLAIMABLE, NEXT_DUE, Delivery, Outbox
@@ -106,3 +107,27 @@ def test_a_failure_rescheduled_after_its_stream_was_held_is_held_too(tmp_path: P
     outbox.reschedule(first, 3600)  # decided while the endpoint still looked up
     again = outbox.claim("s", 2, "me", lease_seconds=60)
     assert [(d.delivery_id, d.attempts, d.steps) for d in again] == [("Q1-s", 1, 0), ("Q2-s", 1, 0)]
+
+
+def test_a_done_delivery_keeps_no_payload_even_when_consumed_again(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.add([delivery(1), delivery(2)])
+    outbox.finish(outbox.claim("s", 1, "me", lease_seconds=60)[0])
+    outbox.add([delivery(1)])  # a late duplicate
+    assert outbox.db.execute("SELECT delivery_id FROM payloads").fetchall() == [("Q2-s",)]
+
+
+def test_payloads_kept_in_the_rows_by_an_older_outbox_move_to_their_table_on_open(tmp_path: Path) -> None:
+    """Before ``payloads``, each claim and attempt wrote the row and its payload again."""
+    path = tmp_path / "outbox.db"
+    Outbox(path).close()
+    older = sqlite3.connect(path)
+    older.execute(
+        "INSERT INTO deliveries (delivery_id, stream, queue_id, generation, payload, due_at, added_at)"
+        " VALUES ('Q1-s', 's', 'Q1', 0, X'7B7D', 0, 0)"
+    )
+    older.commit()
+    older.close()
+    outbox = Outbox(path)
+    assert outbox.db.execute("SELECT COUNT(*) FROM deliveries WHERE payload IS NOT NULL").fetchone() == (0,)
+    assert [d.payload for d in outbox.claim("s", 5, "me", lease_seconds=60)] == [b"{}"]

@@ -53,7 +53,8 @@ def test_a_damaged_file_gives_back_what_its_sound_pages_hold(tmp_path: Path) -> 
 
 
 def test_waiting_deliveries_are_salvaged_from_an_outbox_with_rows_of_both_ages(tmp_path: Path) -> None:
-    """Rows written before the outbox had ``content_type`` keep 12 columns on disk; newer ones have 13."""
+    """Rows written before the outbox had ``content_type`` keep 12 columns on disk, newer ones 13 or 14;
+    payloads are in the row (before ``payloads``) or in ``payloads``."""
     data = DataDir(tmp_path / "data")
     data.quarantine.mkdir(parents=True)
     damaged = data.quarantine / "outbox.db.20261123T000000"
@@ -71,6 +72,13 @@ def test_waiting_deliveries_are_salvaged_from_an_outbox_with_rows_of_both_ages(t
     form = Delivery("Q2-support", "support", "Q2", 0, b"a=1", 0, 0, 0.0, "application/x-www-form-urlencoded")
     outbox.add([form])
     outbox.close()
+    before_payloads = sqlite3.connect(damaged)  # as an outbox of before ``payloads`` wrote a delivery
+    before_payloads.execute(
+        "INSERT INTO deliveries (delivery_id, stream, queue_id, generation, payload, due_at, added_at)"
+        " VALUES ('Q3-support', 'support', 'Q3', 0, X'5B5D', 0, 0)"
+    )
+    before_payloads.commit()
+    before_payloads.close()
     bus = EmbeddedBus(data.bus)
     bus.ensure_topics(TOPICS)
     store = SQLiteActivityStore(data.activity)
@@ -79,6 +87,7 @@ def test_waiting_deliveries_are_salvaged_from_an_outbox_with_rows_of_both_ages(t
     assert saved == {
         "Q1-support": ("application/json", b"{}"),
         "Q2-support": ("application/x-www-form-urlencoded", b"a=1"),
+        "Q3-support": ("application/json", b"[]"),
     }
     store.close()
     bus.close()

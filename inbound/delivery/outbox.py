@@ -12,6 +12,12 @@ Delivery ids are the primary key: a record consumed twice is kept once. Done
 deliveries keep their row (without payload) for a while so that a late
 duplicate is still recognised.
 
+Payloads live in a table of their own (``payloads``), written once and deleted
+when the delivery is done. A row of ``deliveries`` changes at every claim,
+attempt and finish, and SQLite writes a changed row whole: with the payload in
+it, each of those wrote the payload again (about 50 KiB of log a 21 KiB
+payload, measured, where 21 KiB is needed).
+
 A stream whose endpoint is down is *held* (``held_streams``): kept here so that
 ``inbound status`` shows it and a restarted deliverer goes on holding it.
 """
@@ -44,7 +50,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     stream TEXT NOT NULL,
     queue_id TEXT NOT NULL,
     generation INTEGER NOT NULL,
-    payload BLOB,
+    payload BLOB, -- only in outboxes of before ``payloads``: moved there on open (see _move_payloads)
     attempts INTEGER NOT NULL DEFAULT 0,
     steps INTEGER NOT NULL DEFAULT 0,
     due_at REAL NOT NULL,
@@ -64,6 +70,8 @@ CREATE INDEX IF NOT EXISTS claimable ON deliveries (stream, done, queue_id, due_
 -- Through the table it read lease_until, which comes after the payload, of every waiting row.
 CREATE INDEX IF NOT EXISTS next_due ON deliveries (done, due_at, lease_until);
 CREATE TABLE IF NOT EXISTS held_streams (stream TEXT PRIMARY KEY, since REAL NOT NULL);
+-- The payload of each delivery not yet done, of its latest generation.
+CREATE TABLE IF NOT EXISTS payloads (delivery_id TEXT PRIMARY KEY, generation INTEGER NOT NULL, payload BLOB NOT NULL);
 """
 
 
@@ -104,6 +112,7 @@ class Outbox:
             # JSON), and one made before replays to another URL has no url.
             self._add_column("content_type", f"TEXT NOT NULL DEFAULT '{JSON}'")
             self._add_column("url", "TEXT")
+            self._move_payloads()
 
     def _add_column(self, name: str, definition: str) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(deliveries)")}
@@ -115,6 +124,15 @@ class Outbox:
             if "duplicate column" not in str(exc):  # else another process sharing the file added it first
                 raise
 
+    def _move_payloads(self) -> None:
+        """Payloads kept in ``deliveries`` (an outbox of before ``payloads``) move to ``payloads``, at once."""
+        with self.lock, self.file.transaction(self.db) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO payloads SELECT delivery_id, generation, payload FROM deliveries"
+                " WHERE payload IS NOT NULL AND done = 0"
+            )
+            db.execute("UPDATE deliveries SET payload = NULL WHERE payload IS NOT NULL")
+
     def _write(self, sql: str, params: list[tuple[object, ...]]) -> None:
         with self.lock, self.file.transaction(self.db) as db:
             db.executemany(sql, params)
@@ -122,20 +140,29 @@ class Outbox:
     def add(self, deliveries: list[Delivery]) -> None:
         """Keep each delivery once; a later generation (``inbound retry``) starts it over."""
         now = self.clock()
-        self._write(
-            """INSERT INTO deliveries
-                   (delivery_id, stream, queue_id, generation, payload, due_at, added_at, content_type, url)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (delivery_id) DO UPDATE SET
-                   generation = excluded.generation, payload = excluded.payload, content_type = excluded.content_type,
-                   url = excluded.url,
-                   attempts = 0, steps = 0, due_at = excluded.due_at, done = 0, lease_until = 0
-               WHERE excluded.generation > deliveries.generation""",
-            [
-                (d.delivery_id, d.stream, d.queue_id, d.generation, d.payload, now, now, d.content_type, d.url)
-                for d in deliveries
-            ],
-        )
+        with self.lock, self.file.transaction(self.db) as db:
+            db.executemany(
+                """INSERT INTO deliveries
+                       (delivery_id, stream, queue_id, generation, due_at, added_at, content_type, url)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (delivery_id) DO UPDATE SET
+                       generation = excluded.generation, content_type = excluded.content_type, url = excluded.url,
+                       attempts = 0, steps = 0, due_at = excluded.due_at, done = 0, lease_until = 0
+                   WHERE excluded.generation > deliveries.generation""",
+                [
+                    (d.delivery_id, d.stream, d.queue_id, d.generation, now, now, d.content_type, d.url)
+                    for d in deliveries
+                ],
+            )
+            # Only for a delivery that now waits in this generation: a late duplicate of a done one stores nothing.
+            db.executemany(
+                """INSERT INTO payloads (delivery_id, generation, payload)
+                   SELECT ?, ?, ? WHERE EXISTS
+                       (SELECT 1 FROM deliveries WHERE delivery_id = ? AND generation = ? AND done = 0)
+                   ON CONFLICT (delivery_id) DO UPDATE SET generation = excluded.generation, payload = excluded.payload
+                   WHERE excluded.generation > payloads.generation""",
+                [(d.delivery_id, d.generation, d.payload, d.delivery_id, d.generation) for d in deliveries],
+            )
 
     def claim(
         self,
@@ -164,8 +191,9 @@ class Outbox:
             rows = self.leases.execute(
                 f"""UPDATE deliveries SET lease_owner = ?, lease_until = ?
                        WHERE rowid IN ({CLAIMABLE.format(order=order)})
-                       RETURNING delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at,
-                                 content_type, url""",
+                       RETURNING delivery_id, stream, queue_id, generation,
+                                 (SELECT payload FROM payloads p WHERE p.delivery_id = deliveries.delivery_id),
+                                 attempts, steps, due_at, content_type, url""",
                 (owner, now + lease_seconds, stream, now, now, added_before or float("inf"), limit),
             ).fetchall()
         rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee
@@ -219,11 +247,14 @@ class Outbox:
     def finish_many(self, deliveries: list[Delivery]) -> None:
         """Done, in one transaction (the deliverer's attempts share it: :mod:`.groupcommit`)."""
         now = self.clock()
-        self._write(
-            "UPDATE deliveries SET attempts = attempts + 1, done = 1, payload = NULL, due_at = ?, lease_until = 0"
-            " WHERE delivery_id = ? AND generation = ?",
-            [(now, delivery.delivery_id, delivery.generation) for delivery in deliveries],
-        )
+        done = [(delivery.delivery_id, delivery.generation) for delivery in deliveries]
+        with self.lock, self.file.transaction(self.db) as db:
+            db.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1, done = 1, due_at = ?, lease_until = 0"
+                " WHERE delivery_id = ? AND generation = ?",
+                [(now, *key) for key in done],
+            )
+            db.executemany("DELETE FROM payloads WHERE delivery_id = ? AND generation = ?", done)
 
     def release(self, delivery: Delivery) -> None:
         """Give the lease back without counting an attempt (its outcome could not be recorded)."""

@@ -198,13 +198,16 @@ class Recovery:
 
     def outbox_database(self, path: Path) -> None:
         # delivery_id, stream, queue_id, generation, payload, attempts, steps, due_at, added_at, done,
-        # lease_owner, lease_until[, content_type[, url]]: rows keep the columns of their time.
+        # lease_owner, lease_until[, content_type[, url]]: rows keep the columns of their time, and
+        # the payload, which later outboxes keep in ``payloads`` (delivery_id, generation, payload).
         rows = self.readable_rows(path, columns=(12, 13, 14))
         if rows is None:
             return
+        payloads = {(row[0], row[1]): row[2] for row in (self.readable_rows(path, columns=(3,)) or {}).values()}
         sent = 0
         for row in rows.values():
-            did, stream, queue_id, generation, payload, done = *row[:5], row[9]
+            did, stream, queue_id, generation, inline, done = *row[:5], row[9]
+            payload = inline if inline is not None else payloads.get((did, generation))
             if done or payload is None or self.final(str(queue_id), [str(stream)]):
                 continue
             content_type = str(row[12]) if len(row) > 12 else JSON
