@@ -13,7 +13,10 @@ import base64
 import email
 import email.policy
 import json
+import random
+import string
 import time
+from email.headerregistry import HeaderRegistry
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,8 @@ from jsonschema import Draft202012Validator
 
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ParseError
+from inbound.processing.charsets import json_safe
+from inbound.processing.headers import decode
 from inbound.processing.mime import message_tree
 from inbound.processing.parse import ParsedMessage, parse_message
 from inbound.processing.payload import build_payload
@@ -404,3 +409,16 @@ def test_a_header_of_100000_encoded_words_in_alternating_charsets_decodes_in_lin
     parsed = parse_message(f"From: a@example.org\r\nSubject: {words}\r\n\r\nhi\r\n".encode())
     assert time.monotonic() - started < 5  # about 0.5 s here; a generous bound for a busy machine
     assert parsed.subject == "".join(f"w{i}\ufffd" if i % 2 == 0 else f"w{i}é" for i in range(100_000))
+
+
+def test_plain_ascii_headers_skip_the_registry_and_come_out_as_it_gives_them() -> None:
+    """Without an encoded word an ASCII value has nothing to decode: taken as it is, as the registry would."""
+    rng = random.Random(13)
+    alphabet = string.printable.replace("\r", "").replace("\n", "") + "\x00\x01\x7f"
+    values = ["", " lead and trail ", 'a (comment) "quoted" \\ = ? ==', "=? alone", "x ?= y"]
+    values += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(2000)]
+    unstructured = HeaderRegistry(use_default_map=False)
+    for value in values:
+        registry = unstructured("Subject", value)
+        assert decode("Subject", value) == (json_safe(str(registry)).strip(), [])
+        assert not registry.defects

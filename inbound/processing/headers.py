@@ -99,6 +99,10 @@ def decode(name: str, raw: str) -> tuple[str, list[str]]:
     Raw 8-bit bytes are read as UTF-8 (RFC 6532) where they are valid UTF-8.
     """
     value = _LINE_BREAK.sub("", raw)
+    if value.isascii() and "=?" not in value:
+        # Nothing to decode: the registry would give it back as it is (checked over random ASCII),
+        # at about a fifth of the parse worker's time per message.
+        return json_safe(value).strip(), []
     complaints: list[str] = []
     try:
         value.encode("utf-8")
