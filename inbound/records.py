@@ -36,6 +36,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from . import jsoncodec
 from .bus import Headers, Record
 from .envelope import Envelope, Recipient
 from .events import Attempt, Event, EventType, Summary
@@ -84,7 +85,7 @@ RECEIVED_FRAME = b"inbound-received/2\n"
 
 
 def encode_received(envelope: Envelope, message: bytes) -> bytes:
-    return RECEIVED_FRAME + json.dumps(encode_envelope(envelope), separators=(",", ":")).encode() + b"\n" + message
+    return RECEIVED_FRAME + jsoncodec.dumps(encode_envelope(envelope)) + b"\n" + message
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ def decode_received(value: bytes) -> tuple[Envelope, bytes]:
         envelope, newline, message = value[len(RECEIVED_FRAME) :].partition(b"\n")
         if not newline:
             raise ValueError("a received record without the line that ends its envelope")
-        return decode_envelope(json.loads(envelope)), message
+        return decode_envelope(jsoncodec.loads(envelope)), message
     # Written before the frame: still on a bus that was not drained before an upgrade, and what
     # ``inbound recover`` salvages from an old bus file is published again byte for byte.
     data = json.loads(value)
@@ -234,11 +235,11 @@ def encode_event(event: Event) -> bytes:
         data["reason"] = event.reason
     if event.next_attempt_at is not None:
         data["next_attempt_at"] = event.next_attempt_at
-    return json.dumps(data, separators=(",", ":")).encode()
+    return jsoncodec.dumps(data)
 
 
 def decode_event(value: bytes) -> Event:
-    data = json.loads(value)
+    data = jsoncodec.loads(value)
     return Event(
         type=EventType(data["type"]),
         delivery_id=str(data["delivery_id"]),

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .. import jsoncodec
 from ..events import EVENT_STATUS, Attempt, Event, EventType, Status
 from ..records import encode_attempt, encode_summary
 
@@ -236,11 +237,11 @@ def canonical(value: Any) -> str:
 
 
 def encode_key(key: Key | None) -> str | None:
-    return None if key is None else json.dumps(list(key), separators=(",", ":"))
+    return None if key is None else jsoncodec.dumps(list(key)).decode()
 
 
 def decode_key(text: str | None) -> Key | None:
-    return None if text is None else tuple(json.loads(text))
+    return None if text is None else tuple(jsoncodec.loads(text))
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from .. import jsoncodec
 from ..events import Attempt, Event, Status
 from ._base import ActivityRecord, Merged, Position, RecordedAttempt, attempt_key, decode_key, encode_key
 
@@ -232,7 +233,7 @@ class SQLActivityStore(abc.ABC):
          verdicts) = row  # fmt: skip
         return Merged(
             did, queue_id, stream, Status(status), generation, reason, next_at, decode_key(status_key) or (),
-            received_at, mail_from, tuple(json.loads(rcpt_to)), size, attachments, _verdicts(verdicts),
+            received_at, mail_from, tuple(jsoncodec.loads(rcpt_to)), size, attachments, _verdicts(verdicts),
             decode_key(summary_key), subject, decode_key(subject_key), decode_key(payload_key), payload_type,
             updated_at,
         )  # fmt: skip
@@ -241,7 +242,7 @@ class SQLActivityStore(abc.ABC):
         values = (
             m.delivery_id, m.queue_id, m.stream, m.status.value, m.generation, storable(m.reason),
             storable(m.next_attempt_at), encode_key(m.status_key), storable(m.received_at), storable(m.mail_from),
-            json.dumps(list(m.to)), m.size, m.attachments, encode_key(m.summary_key), storable(m.subject),
+            jsoncodec.dumps(list(m.to)).decode(), m.size, m.attachments, encode_key(m.summary_key), storable(m.subject),
             encode_key(m.subject_key), encode_key(m.payload_key), storable(m.payload_type), storable(m.updated_at),
             _stored_verdicts(m.verdicts),
         )  # fmt: skip
@@ -287,7 +288,7 @@ def _record(row: Sequence[Any], payload: bytes | None, attempts: tuple[RecordedA
      size, attachments, _summary_key, subject, _subject_key, _payload_key, payload_type, updated_at,
      verdicts) = row  # fmt: skip
     return ActivityRecord(
-        did, queue_id, stream, Status(status), generation, received_at, mail_from, tuple(json.loads(rcpt_to)),
+        did, queue_id, stream, Status(status), generation, received_at, mail_from, tuple(jsoncodec.loads(rcpt_to)),
         subject, size, attachments, _verdicts(verdicts), reason, next_at, updated_at, payload, payload_type, attempts,
     )  # fmt: skip
 

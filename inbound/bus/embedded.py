@@ -17,7 +17,6 @@ rebuilt from them.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -26,6 +25,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .. import jsoncodec
 from ..errors import BusError
 from ..sqlitefile import SQLiteFile
 from ._base import Headers, Record
@@ -124,7 +124,7 @@ class EmbeddedBus:
 
 def _record(row: tuple[int, str, bytes, bytes, str, int]) -> Record:
     offset, topic, key, value, headers, timestamp_ms = row
-    decoded: Headers = tuple((name, bytes.fromhex(v)) for name, v in json.loads(headers))
+    decoded: Headers = tuple((name, bytes.fromhex(v)) for name, v in jsoncodec.loads(headers))
     return Record(topic, 0, offset, bytes(key), bytes(value), decoded, timestamp_ms)
 
 
@@ -140,7 +140,7 @@ class EmbeddedProducer:
         self.pending: list[tuple[str, bytes, bytes, str, int]] = []
 
     def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
-        encoded = json.dumps([(name, v.hex()) for name, v in headers])
+        encoded = jsoncodec.dumps([(name, v.hex()) for name, v in headers]).decode()
         self.pending.append((topic, key, value, encoded, int(time.time() * 1000)))
 
     def flush(self) -> None:

@@ -22,13 +22,13 @@ would carry that into the parent; JSON and lengths cannot. Frames are an
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
+from .. import jsoncodec
 from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
 from .formats import Rendered, Source, render
@@ -171,7 +171,7 @@ def encode_outcome(outcome: Outcome) -> list[bytes]:
         "bodies": streams if outcome.bodies is not None else None,
         "peak_rss": outcome.peak_rss,
     }
-    encoded = json.dumps(head).encode()
+    encoded = jsoncodec.dumps(head)
     return [_LENGTH.pack(len(encoded)), encoded, *payloads]
 
 
@@ -179,7 +179,7 @@ def decode_outcome(frame: bytes | bytearray) -> Outcome:
     """The inverse of :func:`encode_outcome`; ValueError/KeyError/TypeError on anything malformed."""
     (head_length,) = _LENGTH.unpack_from(frame)
     view = memoryview(frame)
-    head = json.loads(bytes(view[_LENGTH.size : _LENGTH.size + head_length]))
+    head = jsoncodec.loads(view[_LENGTH.size : _LENGTH.size + head_length])
     offset = _LENGTH.size + head_length
     bodies: dict[str, Rendered | str] | None = None
     if head["bodies"] is not None:
