@@ -7,10 +7,19 @@ The flow, one module per stage: receive (:mod:`inbound.edge.smtp`) -> spool
 :mod:`inbound.bus` and :mod:`inbound.activity`.
 """
 
-from importlib.metadata import version
+from typing import Any
 
 from .config import Settings, load_settings
 from .errors import ConfigError, InboundError
 
-__version__ = version("inbound")
+
+def __getattr__(name: str) -> Any:
+    # importlib.metadata (with zipfile, csv, lzma and bz2) is 4 MB in every process: read when asked.
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("inbound")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["ConfigError", "InboundError", "Settings", "__version__", "load_settings"]

@@ -10,7 +10,8 @@ half-done change.
 
 from __future__ import annotations
 
-from ..activity import ActivityRecord, ActivityStore
+from typing import TYPE_CHECKING
+
 from ..bus import Bus
 from ..clock import now_rfc3339
 from ..errors import InboundError
@@ -26,6 +27,9 @@ from ..records import (
     received_record,
 )
 from .rawmessage import find_received
+
+if TYPE_CHECKING:  # the CLI imports this module in every process of `serve`: no store for them
+    from ..activity import ActivityRecord, ActivityStore
 
 MAX_STREAMS = 10_000  # more deliveries than one message can have: one per stream
 

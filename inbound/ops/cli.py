@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .. import log as logsetup
 from ..clock import rfc3339
@@ -221,6 +219,9 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
         for record in records:
             click.echo(json.dumps(record.to_json()))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=None)
     # The id and status are what a reader acts on (`activity show ID`): never cut them short.
     table.add_column("id", overflow="fold")
@@ -533,6 +534,8 @@ def resume(config_path: Path | None, stream: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
     """What runs here and what waits at each stage: spool, bus lag per group, deliveries per stream, quarantine."""
+    from rich.console import Console
+
     from .running import running
     from .status import collect
     from .statusview import render_running, render_status, watch_backlog
