@@ -12,11 +12,14 @@ import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from inbound.config import SmtpSettings, load_settings
 from inbound.edge.headersize import HeaderMeter, with_crlf_line_ends
+from inbound.edge.smtp import InboundSMTP
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
 
@@ -376,3 +379,15 @@ def test_a_config_that_cannot_be_read_is_one_line_naming_the_file(tmp_path: Path
     assert message.startswith(str(config))
     assert problem in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "arg",
+    ["", "<a@b.test>", "<a@b.test> SIZE=10 BODY=8BITMIME", "a@b.test", "<>", "<@relay:a@b.test>", "<a b@c>",
+     '<"q u"@b.test>', "<" + "x" * 70 + "@b.test>", "<unclosed@b.test", "no at sign", "<a@b.test>>"],
+)  # fmt: skip
+@pytest.mark.parametrize("local_part_limit", [0, 64])
+def test_our_address_parse_for_mail_and_rcpt_is_aiosmtpd_s(arg: str, local_part_limit: int) -> None:
+    """The override only drops the class aiosmtpd declares on every call; what it returns is the same."""
+    session = SimpleNamespace(local_part_limit=local_part_limit)
+    assert InboundSMTP._getaddr(session, arg) == SMTP._getaddr(session, arg)
