@@ -1,4 +1,4 @@
-"""JSON where it is hot: the bus's records, the parse worker's answers, the webhook bodies.
+"""JSON where it is hot: the bus's records and the parse worker's answers, read in the pipeline.
 
 orjson encodes and decodes about ten times faster than the stdlib's ``json``, and a message
 crosses JSON a few dozen times between the edge and the activity store. Its output is what
@@ -9,6 +9,10 @@ orjson refuses lone surrogates, which undecodable header bytes can become; the s
 them escaped (``"\\udc80"``) and reads them back. ``dumps`` falls back to it for such a value, and
 ``loads`` for such a text (a record written that way, or by an inbound of before this module),
 so nothing a sender writes makes a record unwritable or unreadable.
+
+Not in the parse worker: there orjson crashed the process (SIGSEGV) writing the body of a
+21 MB message under the worker's address-space limit, where the stdlib's MemoryError would
+be an answer. The worker writes with the stdlib; the output is the same.
 """
 
 from __future__ import annotations

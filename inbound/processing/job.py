@@ -22,6 +22,7 @@ would carry that into the parent; JSON and lengths cannot. Frames are an
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import struct
@@ -171,7 +172,7 @@ def encode_outcome(outcome: Outcome) -> list[bytes]:
         "bodies": streams if outcome.bodies is not None else None,
         "peak_rss": outcome.peak_rss,
     }
-    encoded = jsoncodec.dumps(head)
+    encoded = json.dumps(head).encode()  # stdlib in the worker: see inbound.jsoncodec
     return [_LENGTH.pack(len(encoded)), encoded, *payloads]
 
 

@@ -10,8 +10,8 @@ trace headers on top, as ``headers`` shows them: ``Source.delivered``).
 from __future__ import annotations
 
 import base64
+import json
 
-from ... import jsoncodec
 from ..payload import build_payload
 from ._shared import Rendered, Source
 
@@ -29,4 +29,4 @@ def render(source: Source) -> Rendered:
     if source.stream.include_raw:
         raw = source.delivered
         payload["raw"] = {"size": len(raw), "content": base64.b64encode(raw).decode("ascii")}
-    return Rendered(CONTENT_TYPE, jsoncodec.dumps(payload))
+    return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())

@@ -25,9 +25,9 @@ tests feed our POST to. Where Postmark's own value has no counterpart here:
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
-from ... import jsoncodec
 from ..parse import Address, Attachment
 from ..reply import strip_reply
 from ._shared import Rendered, Source, address_line, mailbox_hash
@@ -79,7 +79,7 @@ def render(source: Source) -> Rendered:
         ]
     if source.stream.include_raw:
         payload["RawEmail"] = source.delivered.decode("utf-8", "replace")
-    return Rendered(CONTENT_TYPE, jsoncodec.dumps(payload))
+    return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _ours(source: Source) -> tuple[tuple[str, str], ...]:
