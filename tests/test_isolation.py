@@ -13,8 +13,9 @@ from inbound.envelope import Envelope, Recipient
 from inbound.errors import ConfigError
 from inbound.processing.formats import Rendered
 from inbound.processing.isolation import IsolatedParser
-from inbound.processing.job import Outcome, ParseJob, RenderRequest, decode_outcome, encode_outcome, run_job
+from inbound.processing.job import Outcome, ParseJob, RenderRequest, decode_outcome, encode_outcome
 from inbound.processing.mimeshape import Shape, mime_shape
+from inbound.processing.work import run_job
 
 from .harness import SECRET, simple_message, stream_toml, write_config
 

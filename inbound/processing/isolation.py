@@ -44,7 +44,7 @@ import sys
 import time
 from typing import IO, Protocol
 
-from .job import Outcome, ParseJob, decode_outcome, encode_job, run_job
+from .job import Outcome, ParseJob, decode_outcome, encode_job
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,11 @@ class Parser(Protocol):
 
 
 class InProcessParser:
-    """:func:`run_job` in this process, without limits: for tests and benches that drive the processor."""
+    """:func:`~inbound.processing.work.run_job` in this process, without limits: for tests and benches."""
 
     def run(self, job: ParseJob) -> Outcome:
+        from .work import run_job  # the parser and the formats, only in a process that parses
+
         return run_job(job)
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 
 Stage: the work of ``process`` that reads hostile bytes -- parsing the message
 (``parse.py``) and building each stream's webhook body (``formats/``) -- as one
-pure function, :func:`run_job`. The processor (``process.py``) hands a
+pure function, :func:`~inbound.processing.work.run_job`. The processor (``process.py``) hands a
 :class:`ParseJob` to a parser (``isolation.py``), which runs it in a worker
 process (``parsechild.py``) or, in tests and benches, in process.
 
@@ -27,18 +27,25 @@ import os
 import pickle
 import struct
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from .. import jsoncodec
 from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
-from .formats import Rendered, Source, render
-from .mimeshape import mime_shape
-from .parse import parse_message
-from .screen import Decision
+
+if TYPE_CHECKING:  # pickled by reference: unpickling a job imports it in the worker
+    from .screen import Decision
 
 _LENGTH = struct.Struct(">Q")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A webhook body and what it is: the POST's Content-Type."""
+
+    content_type: str
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,43 +89,6 @@ class Outcome:
     @classmethod
     def failed(cls, reason: str) -> Outcome:
         return cls(failure=reason)
-
-
-def run_job(job: ParseJob) -> Outcome:
-    """Parse *job*'s message and build each requested body; any error becomes part of the outcome."""
-    shape = mime_shape(job.raw, job.limits.max_mime_depth, job.limits.max_mime_parts)
-    if shape.depth > job.limits.max_mime_depth:
-        return Outcome.failed(f"MIME parts nested more than max_mime_depth ({job.limits.max_mime_depth}) deep")
-    if shape.parts > job.limits.max_mime_parts:
-        return Outcome.failed(f"more than max_mime_parts ({job.limits.max_mime_parts}) MIME parts")
-    try:
-        parsed = parse_message(job.raw)
-    except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the stage's
-        _reraise_memory_error(exc)
-        return Outcome.failed(f"cannot parse message: {exc}")
-    bodies: dict[str, Rendered | str] = {}
-    for request in job.renders:
-        source = Source(parsed, job.envelope, request.stream, request.delivery_id, job.raw, request.decision)
-        try:
-            bodies[request.stream.name] = render(source)
-        except Exception as exc:  # noqa: BLE001 -- as above: one bad message, recorded as Failed
-            _reraise_memory_error(exc)
-            bodies[request.stream.name] = f"cannot build payload: {exc}"
-    return Outcome(
-        sender=parsed.from_.email if parsed.from_ else None,
-        subject=parsed.subject,
-        attachments=len(parsed.attachments),
-        bodies=bodies,
-    )
-
-
-def _reraise_memory_error(exc: BaseException) -> None:
-    """Running out of memory is the worker's to report (with the limit), even when a parser wrapped it."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, MemoryError):
-            raise seen
-        seen = seen.__cause__ or seen.__context__
 
 
 def write_frame(out: BinaryIO, *chunks: bytes) -> None:

@@ -30,7 +30,8 @@ import sys
 from dataclasses import replace
 
 from ..supervisor import die_with_parent
-from .job import Outcome, address_space, decode_job, encode_outcome, peak_rss, read_frame, run_job, write_frame
+from .job import Outcome, address_space, decode_job, encode_outcome, peak_rss, read_frame, write_frame
+from .work import run_job
 
 RETIRE_GROWTH = 64 * 1024 * 1024
 CPU_GRACE = 5  # seconds beyond the wall-time limit before the kernel ends a runaway parse itself

@@ -40,9 +40,8 @@ from ..records import (
     message_record,
 )
 from ..routing import RoutingTable
-from .formats import Rendered
 from .isolation import InProcessParser, Parser
-from .job import Outcome, ParseJob, RenderRequest
+from .job import Outcome, ParseJob, Rendered, RenderRequest
 from .screen import Decision, Screener, decide
 
 log = logging.getLogger(__name__)

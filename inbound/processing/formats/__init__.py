@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ..attachpolicy import apply_attachment_policy
+from ..job import Rendered
 from . import inbound, mailgun, postmark, sendgrid
-from ._shared import Rendered, Source
+from ._shared import Source
 
 __all__ = ["FORMATS", "Rendered", "Source", "render"]
 

@@ -19,20 +19,13 @@ from urllib3 import encode_multipart_formdata
 
 from ...config import StreamSettings
 from ...envelope import Envelope, Recipient
+from ..job import Rendered
 from ..parse import Address, ParsedMessage
 from ..screen import Decision
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
 # (field name, text) or (field name, (file name, content, content type)), in the order they are sent.
 FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """A webhook body and what it is: the POST's Content-Type."""
-
-    content_type: str
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import json
 
+from ..job import Rendered
 from ..payload import build_payload
-from ._shared import Rendered, Source
+from ._shared import Source
 
 CONTENT_TYPE = "application/json"
 

@@ -33,11 +33,11 @@ import hmac
 import json
 from urllib.parse import urlencode
 
+from ..job import Rendered
 from ..reply import strip_reply
 from ._shared import (
     FORM_URLENCODED,
     FormField,
-    Rendered,
     Source,
     address_line,
     dropped_field,

@@ -28,9 +28,10 @@ import base64
 import json
 from typing import Any
 
+from ..job import Rendered
 from ..parse import Address, Attachment
 from ..reply import strip_reply
-from ._shared import Rendered, Source, address_line, mailbox_hash
+from ._shared import Source, address_line, mailbox_hash
 
 CONTENT_TYPE = "application/json"
 # Headers Postmark gives a field of their own and leaves out of ``Headers``.

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 
-from ._shared import FormField, Rendered, Source, address_line, dropped_field, form_data
+from ..job import Rendered
+from ._shared import FormField, Source, address_line, dropped_field, form_data
 
 _TEXT_FIELDS = ("to", "from", "cc", "subject", "text", "html")
 
