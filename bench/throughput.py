@@ -47,6 +47,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--kafka-bootstrap", default=None, help="run on Kafka at this host:port")
     parser.add_argument("--auth", action="store_true", help="sender verdicts on, against a loopback DNS server")
     parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs inbound serve: one with only the runtime dependencies shows the memory"
+        " of an install (this one has the test dependencies; httpcore imports trio, 14 MB, when it is there)",
+    )
+    parser.add_argument(
         "--rate", type=float, default=None, help="offer at most this many msg/s in all (latency below saturation)"
     )
     return parser.parse_args()
@@ -58,7 +64,7 @@ def main() -> None:
     receiver = WebhookReceiver().start()
     with tempfile.TemporaryDirectory(prefix="inbound-bench-") as tmp:
         config = configure(Path(tmp), receiver.url("/bench"), args.size, args.kafka_bootstrap, extra)
-        server = InboundProcess(config).start()
+        server = InboundProcess(config, python=args.python).start()
         assert server.proc is not None
         with Usage(server.proc.pid) as usage:
             usage.started()

@@ -212,16 +212,22 @@ class InboundProcess:
     """``inbound serve`` as a real child process."""
 
     def __init__(
-        self, config: Path, roles: str | None = None, log: Path | None = None, env: dict[str, str] | None = None
+        self,
+        config: Path,
+        roles: str | None = None,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+        python: str = sys.executable,
     ) -> None:
         self.config = config
         self.roles = roles
         self.env = env  # added to this process's environment
+        self.python = python  # benches: a runtime-only install, without the test dependencies
         self.log_path = log or config.parent / f"serve-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        args = [*INBOUND, "serve", "--config", str(self.config)]
+        args = [self.python, "-m", "inbound", "serve", "--config", str(self.config)]
         return [*args, "--roles", self.roles] if self.roles else args
 
     def start(self, wait_smtp: bool = True) -> InboundProcess:

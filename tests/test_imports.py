@@ -29,6 +29,6 @@ def test_the_pipeline_hands_out_parse_jobs_without_the_parser(library: str) -> N
     assert library not in pipeline
 
 
-@pytest.mark.parametrize("module", ["rich", "inbound.activity", "importlib.metadata", "inbound.processing"])
+@pytest.mark.parametrize("module", ["asyncio", "rich", "inbound.activity", "importlib.metadata", "inbound.processing"])
 def test_the_supervisor_starts_without_what_only_commands_or_stages_use(module: str) -> None:
     assert module not in imported("inbound.ops.cli", "inbound.supervisor")

@@ -7,7 +7,6 @@ Every command takes ``--config FILE`` (default ``inbound.toml``, or
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -129,6 +128,8 @@ def serve(
 
             preflight(settings)
             sys.exit(Supervisor(settings.path, log_level).run())
+        import asyncio  # the supervisor above runs no event loop
+
         from ..service import Service  # every stage: only in a process that runs roles
 
         released = (lambda: _until_closed(release_fd)) if release_fd is not None else None
@@ -148,6 +149,8 @@ def _say_ready(fd: int | None) -> None:
 
 async def _until_closed(fd: int) -> None:
     """Return once the supervisor closes its end of *fd* (it has stopped everything else, or died)."""
+    import asyncio  # already imported by serve, which runs this
+
     closed = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_reader(fd, closed.set)
