@@ -133,8 +133,8 @@ class Service:
                     group="record",
                     topics=["messages", "events"],
                     handle=recorder.handle,
-                    # The activity store is off the delivery path: a tenth of a second for batches of
-                    # a message's several events merged at once (a delivery's merge 1.2 -> 0.8 ms).
+                    # The activity store is off the delivery path: a tenth of a second buys batches ten
+                    # times larger, so ten times fewer transactions (1.2 -> 0.8 ms of store work a message).
                     max_records=RECORD_BATCH,
                     linger=RECORD_LINGER,
                 )
