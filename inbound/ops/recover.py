@@ -203,6 +203,7 @@ class Recovery:
         rows = self.readable_rows(path, columns=(12, 13, 14))
         if rows is None:
             return
+        # A pass of its own: salvaged rows are keyed by rowid, and the two tables number theirs apart.
         payloads = {(row[0], row[1]): row[2] for row in (self.readable_rows(path, columns=(3,)) or {}).values()}
         sent = 0
         for row in rows.values():
