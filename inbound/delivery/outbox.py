@@ -157,11 +157,11 @@ class Outbox:
             # Only for a delivery that now waits in this generation: a late duplicate of a done one stores nothing.
             db.executemany(
                 """INSERT INTO payloads (delivery_id, generation, payload)
-                   SELECT ?, ?, ? WHERE EXISTS
-                       (SELECT 1 FROM deliveries WHERE delivery_id = ? AND generation = ? AND done = 0)
+                   SELECT :id, :generation, :payload WHERE EXISTS
+                       (SELECT 1 FROM deliveries WHERE delivery_id = :id AND generation = :generation AND done = 0)
                    ON CONFLICT (delivery_id) DO UPDATE SET generation = excluded.generation, payload = excluded.payload
                    WHERE excluded.generation > payloads.generation""",
-                [(d.delivery_id, d.generation, d.payload, d.delivery_id, d.generation) for d in deliveries],
+                [{"id": d.delivery_id, "generation": d.generation, "payload": d.payload} for d in deliveries],
             )
 
     def claim(
