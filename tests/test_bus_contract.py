@@ -223,7 +223,7 @@ def test_headers_round_trip(bus: Bus) -> None:
     assert by_value[b"without"].headers == ()
 
 
-@pytest.mark.timeout(300)  # the slowest test here: ~20 MB each way (+ gzip on Kafka)
+@pytest.mark.timeout(300)  # the slowest test here: ~20 MB each way (+ lz4 on Kafka)
 def test_a_20_mb_record_round_trips(bus: Bus) -> None:
     value = os.urandom(20 * 1024 * 1024)
     produce(bus, [(b"big", value), (b"big", b"small after it")])
