@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from inbound.bus import Bus, Consumer, Record
+from inbound.bus import Bus, Consumer, Producer, Record
 
 DEADLINE = 60.0  # seconds any single expectation may take (a Kafka group join is ~1-3 s)
 TOPIC = "received"
@@ -106,6 +106,36 @@ def test_a_consumer_of_two_topics_gets_each_record_once_in_its_topic_s_order(bus
     for topic, prefix, count in ((TOPIC, "m", 9), ("events", "e", 5)):
         expected = [f"{prefix}{b}-{i}".encode() for b in range(4) for i in range(count)]
         assert [r.value for r in got if r.topic == topic] == expected
+
+
+def test_producers_of_one_bus_send_from_two_threads_and_one_closing_leaves_the_other_working(bus: Bus) -> None:
+    # The stages of a process each hold a producer of the same bus (on Kafka, one client underneath).
+    first, second = bus.producer(), bus.producer()
+
+    def send(producer: Producer, prefix: str) -> None:
+        for batch in range(5):
+            for key, value in numbered(f"{prefix}{batch}", 20, keys=4):
+                producer.send(TOPIC, value, key=key)
+            producer.flush()
+
+    threads = [threading.Thread(target=send, args=(p, name)) for p, name in ((first, "a"), (second, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE)
+    first.close()
+    try:
+        second.send(TOPIC, b"after", key=b"k")
+        second.flush()
+    finally:
+        second.close()
+    consumer = bus.consumer("g", [TOPIC])
+    try:
+        got = consume(consumer, 201)
+    finally:
+        consumer.close()
+    expected = {f"{p}{b}-{i}".encode() for p in "ab" for b in range(5) for i in range(20)} | {b"after"}
+    assert sorted(values(got)) == sorted(expected)
 
 
 def test_committed_records_are_not_delivered_again_to_the_group(bus: Bus) -> None:

@@ -92,6 +92,11 @@ class KafkaBus:
         self._admin: Any = None
         self._admin_lock = threading.Lock()
         self._known: set[str] = set()  # physical topics known to exist
+        # One kafka-python producer serves every KafkaBusProducer of this bus that is open:
+        # the stages of a process then share one sender thread and one request per batch.
+        self._shared_producer: Any = None
+        self._producer_users = 0
+        self._producer_lock = threading.Lock()
 
     # -- names ----------------------------------------------------------------
 
@@ -219,6 +224,27 @@ class KafkaBus:
     def producer(self) -> KafkaBusProducer:
         return KafkaBusProducer(self)
 
+    def _use_producer(self) -> Any:
+        with self._producer_lock:
+            if self._shared_producer is None:
+                try:
+                    self._shared_producer = KafkaProducer(**self._producer_config())
+                except _FAILURES as exc:
+                    raise BusError(f"kafka producer: {exc}") from exc
+            self._producer_users += 1
+            return self._shared_producer
+
+    def _release_producer(self, producer: Any) -> None:
+        """The last user to let go closes the kafka-python producer (a later user starts a new one)."""
+        with self._producer_lock:
+            if producer is not self._shared_producer:
+                return  # closed with the bus already
+            self._producer_users -= 1
+            if self._producer_users > 0:
+                return
+            producer, self._shared_producer = self._shared_producer, None
+        _close_producer(producer, self.flush_timeout)
+
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaBusConsumer:
         self.ensure_topics(topics)
         return KafkaBusConsumer(self, group, topics)
@@ -296,10 +322,15 @@ class KafkaBus:
     def close(self) -> None:
         with self._admin_lock:
             self._drop_admin()
+        with self._producer_lock:
+            producer, self._shared_producer, self._producer_users = self._shared_producer, None, 0
+        if producer is not None:
+            _close_producer(producer, self.flush_timeout)
 
 
 class KafkaBusProducer:
-    """One kafka-python producer, created on first use and kept across failures."""
+    """One caller's sends and flushes, on the bus's shared kafka-python producer (taken on first
+    use and kept across failures): :meth:`flush` confirms this caller's records, not another's."""
 
     def __init__(self, bus: KafkaBus) -> None:
         self.bus = bus
@@ -309,10 +340,7 @@ class KafkaBusProducer:
 
     def _client(self) -> Any:
         if self._producer is None:
-            try:
-                self._producer = KafkaProducer(**self.bus._producer_config())
-            except _FAILURES as exc:
-                raise BusError(f"kafka producer: {exc}") from exc
+            self._producer = self.bus._use_producer()
         return self._producer
 
     def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
@@ -349,16 +377,8 @@ class KafkaBusProducer:
         with self._lock:
             producer, self._producer = self._producer, None
             self._pending = []
-        if producer is None:
-            return
-        try:
-            producer.close(timeout=self.bus.flush_timeout)
-        except _FAILURES:
-            # kafka-python's close() raises when its final flush times out, leaving the
-            # sender thread running: stop it the way close() would have.
-            sender = getattr(producer, "_sender", None)
-            if sender is not None:
-                sender.force_close()
+        if producer is not None:
+            self.bus._release_producer(producer)
 
 
 class KafkaBusConsumer:
@@ -420,3 +440,14 @@ def _record(bus: KafkaBus, message: Any) -> Record:
 def _close_quietly(consumer: Any, timeout_ms: int = 5000) -> None:
     with contextlib.suppress(*_FAILURES):
         consumer.close(autocommit=False, timeout_ms=timeout_ms)
+
+
+def _close_producer(producer: Any, timeout: float) -> None:
+    try:
+        producer.close(timeout=timeout)
+    except _FAILURES:
+        # kafka-python's close() raises when its final flush times out, leaving the
+        # sender thread running: stop it the way close() would have.
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()

@@ -1,0 +1,44 @@
+"""The producers of one KafkaBus share one kafka-python producer: one sender thread and one
+connection a process, as Kafka advises, instead of one per stage."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from inbound.bus.kafka import KafkaBus
+
+from .kafka_broker import KafkaBroker
+
+pytestmark = pytest.mark.kafka
+
+
+def sender_threads() -> int:
+    return sum(1 for t in threading.enumerate() if "producer-network-thread" in t.name and t.is_alive())
+
+
+def test_producers_share_one_client_until_the_last_one_closes(kafka_broker: KafkaBroker) -> None:
+    kafka_broker.start()
+    bus = KafkaBus(kafka_broker.bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:12]}.")
+    before = sender_threads()
+    try:
+        first, second = bus.producer(), bus.producer()
+        for producer in (first, second):
+            producer.send("received", b"v", key=b"k")
+            producer.flush()
+        assert first._client() is second._client()
+        assert sender_threads() == before + 1
+        first.close()
+        second.send("received", b"still", key=b"k")
+        second.flush()  # the client outlives a producer that closed
+        second.close()
+        assert sender_threads() == before  # the last one closed it
+        third = bus.producer()
+        third.send("received", b"again", key=b"k")
+        third.flush()  # a new client for a new user
+    finally:
+        bus.close()
+    assert sender_threads() == before  # closing the bus closed it
+    third.close()  # after the bus: nothing left to close, and no error
