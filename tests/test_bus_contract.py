@@ -32,6 +32,15 @@ def consume(consumer: Consumer, count: int, *, timeout: float = DEADLINE, max_re
     return got
 
 
+def consume_in_new_group(bus: Bus, count: int, *, max_records: int = 100) -> list[Record]:
+    """:func:`consume` with a consumer of group ``g`` opened for it and closed after."""
+    consumer = bus.consumer("g", [TOPIC])
+    try:
+        return consume(consumer, count, max_records=max_records)
+    finally:
+        consumer.close()
+
+
 def consume_until(consumer: Consumer, wanted: set[bytes], *, timeout: float = DEADLINE) -> list[Record]:
     """Poll until every value in *wanted* was seen (others may come too); fail at the deadline."""
     got: list[Record] = []
@@ -71,11 +80,7 @@ def bus(bus_factory: MakeBus) -> Bus:
 
 def test_produce_flush_then_consume(bus: Bus) -> None:
     produce(bus, numbered("v", 5, keys=5))
-    consumer = bus.consumer("g", [TOPIC])
-    try:
-        got = consume(consumer, 5)
-    finally:
-        consumer.close()
+    got = consume_in_new_group(bus, 5)
     assert sorted(values(got)) == [f"v-{i}".encode() for i in range(5)]
     assert {r.topic for r in got} == {TOPIC}  # the logical name, whatever the backend calls it
     assert all(r.key.startswith(b"key-") and r.timestamp_ms > 0 for r in got)
@@ -84,11 +89,7 @@ def test_produce_flush_then_consume(bus: Bus) -> None:
 def test_records_with_the_same_key_keep_their_order(bus: Bus) -> None:
     items = numbered("v", 60, keys=6)
     produce(bus, items)
-    consumer = bus.consumer("g", [TOPIC])
-    try:
-        got = consume(consumer, 60, max_records=7)
-    finally:
-        consumer.close()
+    got = consume_in_new_group(bus, 60, max_records=7)
     for key in {k for k, _ in items}:
         assert [r.value for r in got if r.key == key] == [v for k, v in items if k == key]
 
@@ -129,11 +130,7 @@ def test_producers_of_one_bus_send_from_two_threads_and_one_closing_leaves_the_o
         second.flush()
     finally:
         second.close()
-    consumer = bus.consumer("g", [TOPIC])
-    try:
-        got = consume(consumer, 201)
-    finally:
-        consumer.close()
+    got = consume_in_new_group(bus, 201)
     expected = {f"{p}{b}-{i}".encode() for p in "ab" for b in range(5) for i in range(20)} | {b"after"}
     assert sorted(values(got)) == sorted(expected)
 
@@ -241,11 +238,7 @@ def test_headers_round_trip(bus: Bus) -> None:
         producer.flush()
     finally:
         producer.close()
-    consumer = bus.consumer("g", [TOPIC])
-    try:
-        got = consume(consumer, 2)
-    finally:
-        consumer.close()
+    got = consume_in_new_group(bus, 2)
     by_value = {r.value: r for r in got}
     assert by_value[b"with"].headers == headers
     assert by_value[b"with"].header("delivery-id") == b"d-1"
