@@ -4,7 +4,7 @@ The state lives on the bus, in the ``control`` topic (one record per change,
 keyed by stream: see :mod:`inbound.records`), so
 every process of every role sees the same thing, a restarted process included,
 and the last record of a key wins. ``inbound pause`` writes it; each process
-re-reads the topic every ``REFRESH_SECONDS``.
+reads what is new in the topic every ``REFRESH_SECONDS``.
 
 What a pause holds: a pause of everything (``inbound pause``) stops the
 processors and the deliverers -- accepted mail waits on the bus and shows as
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 
-from .bus import Bus
+from .bus import Bus, Follower, Record
 from .clock import now_rfc3339
 from .errors import InboundError
 from .records import CONTROL, Pause, decode_pause, pause_record
@@ -42,14 +43,18 @@ def set_paused(bus: Bus, stream: str | None, paused: bool) -> None:
 def read_pauses(bus: Bus) -> dict[str, bool]:
     """Stream name (or ``*``) -> paused, from the whole control topic (last record wins)."""
     state: dict[str, bool] = {}
-    for record in bus.read_all(CONTROL):
+    _apply(state, bus.read_all(CONTROL))
+    return state
+
+
+def _apply(state: dict[str, bool], records: Iterable[Record]) -> None:
+    for record in records:
         try:
             pause = decode_pause(record.value)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("ignoring unreadable control record at offset %d: %s", record.offset, exc)
             continue
         state[pause.stream] = pause.paused
-    return state
 
 
 class Control:
@@ -60,19 +65,36 @@ class Control:
         self.pauses: dict[str, bool] = {}
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="control", daemon=True)
+        # Reads only what is new each time; after an error, a new one reads the topic again from the start.
+        self.follower: Follower | None = None
+        self.read: dict[str, bool] = {}  # what the follower has read so far
 
     def refresh(self) -> None:
-        pauses = read_pauses(self.bus)
-        if pauses != self.pauses:
-            log.info("control: paused=%s", sorted(k for k, v in pauses.items() if v) or "nothing")
-        self.pauses = pauses
+        if self.follower is None:
+            self.follower, self.read = self.bus.follow(CONTROL), {}
+        try:
+            _apply(self.read, self.follower.read_new())
+        except InboundError:
+            self._drop_follower()
+            raise
+        if self.read != self.pauses:
+            log.info("control: paused=%s", sorted(k for k, v in self.read.items() if v) or "nothing")
+        self.pauses = dict(self.read)
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()
-        self.thread.join(timeout)
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self._drop_follower()
+
+    def _drop_follower(self) -> None:
+        follower, self.follower = self.follower, None
+        if follower is not None:
+            follower.close()
 
     def _run(self) -> None:
         while not self.stopping.wait(REFRESH_SECONDS):

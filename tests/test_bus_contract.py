@@ -212,6 +212,23 @@ def test_read_all_stops_at_the_end_it_saw_when_it_started(bus: Bus) -> None:
     assert [first.value, *values(rest)] == [f"before-{i}".encode() for i in range(5)]
 
 
+def test_a_follower_reads_everything_once_then_only_what_is_new(bus: Bus) -> None:
+    produce(bus, numbered("old", 6, keys=3))
+    follower = bus.follow(TOPIC)
+    try:
+        reader = follower.read_new()
+        first = next(reader)  # the read has begun: its end is fixed
+        produce(bus, numbered("during", 2))
+        assert sorted(values([first, *reader])) == sorted(v for _, v in numbered("old", 6, keys=3))
+        assert sorted(values(list(follower.read_new()))) == [b"during-0", b"during-1"]
+        assert list(follower.read_new()) == []
+        produce(bus, numbered("new", 4, keys=2))
+        assert sorted(values(list(follower.read_new()))) == sorted(v for _, v in numbered("new", 4, keys=2))
+        assert list(follower.read_new()) == []
+    finally:
+        follower.close()
+
+
 def test_lag_counts_what_the_group_has_not_committed(bus: Bus) -> None:
     assert bus.lag("g", TOPIC) == 0
     produce(bus, numbered("v", 10, keys=5))

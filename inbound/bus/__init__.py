@@ -7,9 +7,9 @@ uses only the small protocols in :mod:`inbound.bus._base`.
 from __future__ import annotations
 
 from ..config import Settings
-from ._base import Bus, Consumer, Headers, Producer, Record
+from ._base import Bus, Consumer, Follower, Headers, Producer, Record
 
-__all__ = ["TOPICS", "Bus", "Consumer", "Headers", "Producer", "Record", "open_bus"]
+__all__ = ["TOPICS", "Bus", "Consumer", "Follower", "Headers", "Producer", "Record", "open_bus"]
 
 #: Logical topics, in flow order. See README "Topics" for keys and formats.
 TOPICS = ("received", "messages", "events", "control")

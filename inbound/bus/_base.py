@@ -70,6 +70,16 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+class Follower(Protocol):
+    """A reader of one topic outside any group that keeps its place between reads."""
+
+    def read_new(self) -> Iterator[Record]:
+        """The records written since the last read (the first read: all retained), up to the end
+        the topic had when this read started."""
+
+    def close(self) -> None: ...
+
+
 class Bus(Protocol):
     def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create the topics that do not exist yet (idempotent)."""
@@ -80,6 +90,9 @@ class Bus(Protocol):
 
     def read_all(self, topic: str) -> Iterator[Record]:
         """Every retained record of *topic* from the start, outside any group."""
+
+    def follow(self, topic: str) -> Follower:
+        """A reader of *topic* for a process that reads it again and again (the control topic)."""
 
     def lag(self, group: str, topic: str) -> int:
         """How many records of *topic* the group has not committed yet."""

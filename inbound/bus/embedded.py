@@ -88,19 +88,10 @@ class EmbeddedBus:
         return EmbeddedConsumer(self, group, topics)
 
     def read_all(self, topic: str) -> Iterator[Record]:
-        with self._connection() as db:
-            end = db.execute("SELECT COALESCE(MAX(offset), 0) FROM records").fetchone()[0]
-            position = 0
-            while True:
-                rows = db.execute(
-                    "SELECT * FROM records WHERE topic = ? AND offset > ? AND offset <= ? ORDER BY offset LIMIT 100",
-                    (topic, position, end),
-                ).fetchall()
-                if not rows:
-                    return
-                for row in rows:
-                    yield _record(row)
-                position = rows[-1][0]
+        return EmbeddedFollower(self, topic).read_new()
+
+    def follow(self, topic: str) -> EmbeddedFollower:
+        return EmbeddedFollower(self, topic)
 
     def lag(self, group: str, topic: str) -> int:
         with self._connection() as db:
@@ -117,6 +108,30 @@ class EmbeddedBus:
     def wait(self, timeout: float) -> None:
         with self._written:
             self._written.wait(timeout)
+
+    def close(self) -> None:
+        pass
+
+
+class EmbeddedFollower:
+    def __init__(self, bus: EmbeddedBus, topic: str) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.position = 0  # the offset of the last record read
+
+    def read_new(self) -> Iterator[Record]:
+        with self.bus._connection() as db:
+            end = db.execute("SELECT COALESCE(MAX(offset), 0) FROM records").fetchone()[0]
+            while True:
+                rows = db.execute(
+                    "SELECT * FROM records WHERE topic = ? AND offset > ? AND offset <= ? ORDER BY offset LIMIT 100",
+                    (self.topic, self.position, end),
+                ).fetchall()
+                if not rows:
+                    return
+                for row in rows:
+                    self.position = row[0]
+                    yield _record(row)
 
     def close(self) -> None:
         pass
