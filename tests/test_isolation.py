@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,40 @@ def test_an_answer_announced_larger_than_any_honest_one_is_never_allocated() -> 
         assert parser.run(job(simple_message())).failure is None  # a new, honest worker took over
     finally:
         parser.close()
+
+
+def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each faulty message fails alone; the job already sent to the worker it killed is parsed by the next."""
+    faults = Path(__file__).parent / "faults"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
+    limits = ProcessingSettings(parse_timeout=5.0, memory_base=64 * MIB)
+
+    def faulty(fault: str) -> ParseJob:
+        return ParseJob(simple_message(extra=f"X-Test-Fault: {fault}\r\n"), ENVELOPE, job(b"").renders, limits)
+
+    def normal(n: int) -> ParseJob:
+        return ParseJob(simple_message(subject=f"normal {n}"), ENVELOPE, job(b"").renders, limits)
+
+    jobs = [normal(0), faulty("segfault"), normal(1), faulty("exit"), normal(2), faulty("hang")]
+    jobs += [normal(3), faulty("memory"), normal(4), normal(5)]
+    parser = IsolatedParser()
+    try:
+        outcomes = list(parser.run_all(jobs))
+    finally:
+        parser.close()
+    assert [o.failure for o in outcomes] == [
+        None,
+        "the parse worker was killed by SIGSEGV while parsing this message",
+        None,
+        "the parse worker exited with status 3 while parsing this message",
+        None,
+        "parsing took longer than parse_timeout (5s)",
+        None,
+        "parsing needs more memory than parse_memory_limit (64 MiB)",
+        None,
+        None,
+    ]
+    assert [o.subject for o in outcomes if o.failure is None] == [f"normal {n}" for n in range(6)]
 
 
 def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:

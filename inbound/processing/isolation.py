@@ -10,9 +10,12 @@ again after the restart and take it down again, and nothing behind it would
 ever be delivered.
 
 Process model: one long-lived worker (``parsechild.py``) per processor,
-fed one job at a time over a pipe -- the stage handles records in order, so
-one worker is all it can use. It is started with the processor and started
-again right after it dies, so the next message does not wait for the start-up.
+fed jobs over a pipe in the order of the records. It parses one at a time, and
+the next job is sent while it answers the last, so it starts on it while the
+processor handles that answer (a job's ``parse_timeout`` counts from when its
+answer is awaited: that head start is never more than one answer's handling).
+It is started with the processor and started again right after it dies, so
+the next message does not wait for the start-up.
 
 Failure behaviour, each an :meth:`Outcome.failed` the processor records as
 Failed (durably, on the bus, before the ``received`` offset is committed --
@@ -24,7 +27,8 @@ Failed (durably, on the bus, before the ``received`` offset is committed --
 * the worker answers ``MemoryError`` (past ``processing.parse_memory_limit``).
 
 A worker that exited 0 before reading the job had retired (see
-``parsechild.py``): the job goes to a new one, once.
+``parsechild.py``): the job goes to a new one, once. A job sent ahead to a
+worker that then died or was killed is sent again to the next.
 
 If the whole pipeline process is killed while a job runs, the worker dies
 with it (``PR_SET_PDEATHSIG``) and the record, not yet committed, is parsed
@@ -42,6 +46,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from typing import IO, Protocol
 
 from .job import Outcome, ParseJob, decode_outcome, encode_job
@@ -52,10 +57,16 @@ _LENGTH_BYTES = 8
 _CHUNK = 1 << 20
 _ANSWER_MARGIN = 16 << 20
 STOP_TIMEOUT = 5.0
+# A job is sent ahead only up to this size: a big one gains little (its own parse dominates), and
+# its encoded copy would wait in this process beside the one being parsed.
+AHEAD_LIMIT = 1 << 20
 
 
 class Parser(Protocol):
     def run(self, job: ParseJob) -> Outcome: ...
+
+    def run_all(self, jobs: Iterable[ParseJob]) -> Iterator[Outcome]:
+        """The outcomes of *jobs*, in their order, each as soon as it is known."""
 
     def close(self) -> None: ...
 
@@ -67,6 +78,9 @@ class InProcessParser:
         from .work import run_job  # the parser and the formats, only in a process that parses
 
         return run_job(job)
+
+    def run_all(self, jobs: Iterable[ParseJob]) -> Iterator[Outcome]:
+        return map(self.run, jobs)
 
     def close(self) -> None:
         pass
@@ -95,30 +109,55 @@ class IsolatedParser:
         log.info("stage=process parse worker started, pid %d", self.worker.pid)
 
     def run(self, job: ParseJob) -> Outcome:
-        request = encode_job(job)
+        return next(self.run_all([job]))
+
+    def run_all(self, jobs: Iterable[ParseJob]) -> Iterator[Outcome]:
+        """Each job's outcome, in order; the next job is sent while the worker answers this one,
+        so it parses the next while the caller handles this answer."""
+        upcoming = iter(jobs)
+        job = next(upcoming, None)
+        feed: _Feed | None = None  # the worker that already has *job*, and what of it is still to write
+        while job is not None:
+            following = next(upcoming, None)
+            outcome, feed = self._run_one(job, following, feed)
+            yield outcome
+            job = following
+
+    def _run_one(self, job: ParseJob, following: ParseJob | None, feed: _Feed | None) -> tuple[Outcome, _Feed | None]:
+        """*job*'s outcome, and the feed that carries *following* to the worker (None: send it again)."""
+        ahead = following is not None and len(following.raw) <= AHEAD_LIMIT
         for attempt in (1, 2):
             if self.worker is None or self.worker.poll() is not None:
                 self.start()
             worker = self.worker
             assert worker is not None
+            if feed is None or feed.worker is not worker:
+                feed = _Feed(worker)
+                feed.send(encode_job(job))
+            if ahead:
+                assert following is not None
+                feed.send(encode_job(following))
             try:
-                frame = _exchange(worker, request, time.monotonic() + job.timeout, _largest_answer(job))
+                frame = feed.answer(time.monotonic() + job.timeout, _largest_answer(job))
             except _Oversized as exc:
                 self._kill(worker)
-                return Outcome.failed(f"the parse worker announced an answer of {exc} bytes, more than it can hold")
+                failure = f"the parse worker announced an answer of {exc} bytes, more than it can hold"
             except TimeoutError:
                 self._kill(worker)
-                return Outcome.failed(f"parsing took longer than parse_timeout ({job.timeout:g}s)")
+                failure = f"parsing took longer than parse_timeout ({job.timeout:g}s)"
             except _Died:
                 status = self._reap(worker)
                 if status == 0 and attempt == 1:
+                    feed = None
                     continue  # it had retired before this job reached it
-                return Outcome.failed(f"the parse worker {_describe(status)} while parsing this message")
-            try:
-                return decode_outcome(frame)
-            except (ValueError, KeyError, TypeError) as exc:
-                self._kill(worker)
-                return Outcome.failed(f"the parse worker sent an unreadable answer: {exc}")
+                failure = f"the parse worker {_describe(status)} while parsing this message"
+            else:
+                try:
+                    return decode_outcome(frame), feed if ahead else None
+                except (ValueError, KeyError, TypeError) as exc:
+                    self._kill(worker)
+                    failure = f"the parse worker sent an unreadable answer: {exc}"
+            return Outcome.failed(failure), None
         raise AssertionError("unreachable: the second attempt always returns")
 
     def close(self) -> None:
@@ -158,52 +197,67 @@ def _largest_answer(job: ParseJob) -> int:
     return len(job.renders) * (3 * len(job.raw) + _ANSWER_MARGIN) + _ANSWER_MARGIN
 
 
-def _exchange(worker: subprocess.Popen[bytes], request: bytes, deadline: float, largest: int) -> bytearray:
-    """Write one job frame and read one answer frame, never waiting past *deadline* (TimeoutError),
-    nor allocating for an answer announced as larger than *largest* (_Oversized).
+class _Feed:
+    """The frames on their way to one worker, and the reading of its answers.
 
-    Big messages make big frames: the request is written from a view and the answer read into
-    one buffer of its announced size, so neither is ever copied whole here.
+    Big messages make big frames: a request is written from a view and an answer read into one
+    buffer of its announced size, so neither is ever copied whole here. What is not written when
+    an answer is complete (the next job, sent ahead) is written during the next answer.
     """
-    assert worker.stdin is not None
-    assert worker.stdout is not None
-    jobs, answers = worker.stdin.fileno(), worker.stdout.fileno()
-    outgoing = [memoryview(len(request).to_bytes(_LENGTH_BYTES, "big")), memoryview(request)]
-    length = bytearray(_LENGTH_BYTES)
-    incoming, received = memoryview(length), 0
-    answer: bytearray | None = None
-    os.set_blocking(jobs, False)
-    with selectors.DefaultSelector() as selector:
-        selector.register(jobs, selectors.EVENT_WRITE)
-        selector.register(answers, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            for key, _ in selector.select(remaining):
-                if key.fd == jobs:
-                    try:
-                        outgoing[0] = outgoing[0][os.write(jobs, outgoing[0][:_CHUNK]) :]
-                    except BrokenPipeError:
-                        raise _Died from None
-                    while outgoing and not outgoing[0]:
-                        outgoing.pop(0)
-                    if not outgoing:
-                        selector.unregister(jobs)
-                    continue
-                count = os.readv(answers, [incoming[received:]])
-                if not count:
-                    raise _Died
-                received += count
-                if received < len(incoming):
-                    continue
-                if answer is not None:
-                    return answer
-                size = int.from_bytes(length, "big")
-                if size > largest:
-                    raise _Oversized(size)
-                answer = bytearray(size)
-                incoming, received = memoryview(answer), 0
+
+    def __init__(self, worker: subprocess.Popen[bytes]) -> None:
+        assert worker.stdin is not None
+        assert worker.stdout is not None
+        self.worker = worker
+        self.jobs, self.answers = worker.stdin.fileno(), worker.stdout.fileno()
+        os.set_blocking(self.jobs, False)
+        self.outgoing: list[memoryview] = []
+
+    def send(self, request: bytes) -> None:
+        self.outgoing += [memoryview(len(request).to_bytes(_LENGTH_BYTES, "big")), memoryview(request)]
+
+    def answer(self, deadline: float, largest: int) -> bytearray:
+        """One answer frame, writing meanwhile; never waiting past *deadline* (TimeoutError), nor
+        allocating for an answer announced as larger than *largest* (_Oversized)."""
+        length = bytearray(_LENGTH_BYTES)
+        incoming, received = memoryview(length), 0
+        answer: bytearray | None = None
+        with selectors.DefaultSelector() as selector:
+            if self.outgoing:
+                selector.register(self.jobs, selectors.EVENT_WRITE)
+            selector.register(self.answers, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                for key, _ in selector.select(remaining):
+                    if key.fd == self.jobs:
+                        self._write()
+                        if not self.outgoing:
+                            selector.unregister(self.jobs)
+                        continue
+                    count = os.readv(self.answers, [incoming[received:]])
+                    if not count:
+                        raise _Died
+                    received += count
+                    if received < len(incoming):
+                        continue
+                    if answer is not None:
+                        return answer
+                    size = int.from_bytes(length, "big")
+                    if size > largest:
+                        raise _Oversized(size)
+                    answer = bytearray(size)
+                    incoming, received = memoryview(answer), 0
+
+    def _write(self) -> None:
+        try:
+            written = os.write(self.jobs, self.outgoing[0][:_CHUNK])
+        except BrokenPipeError:
+            raise _Died from None
+        self.outgoing[0] = self.outgoing[0][written:]
+        while self.outgoing and not self.outgoing[0]:
+            self.outgoing.pop(0)
 
 
 def _describe(status: int) -> str:

@@ -21,7 +21,9 @@ which the deliverer's outbox and the activity store both keep once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from .. import metrics
 from ..bus import Producer, Record
@@ -47,6 +49,17 @@ from .screen import Decision, Screener, decide
 log = logging.getLogger(__name__)
 
 LOG_MEMORY_FROM = 1024 * 1024  # messages this big get a log line with the memory their parsing took
+
+
+class _Prepared(NamedTuple):
+    """A record made ready to parse, and what its outcome is routed with."""
+
+    job: ParseJob
+    envelope: Envelope
+    message: bytes
+    streams: list[str]
+    decisions: dict[str, Decision | None]
+    bypass: Bypass | None
 
 
 class Processor:
@@ -77,11 +90,21 @@ class Processor:
 
     def handle(self, records: list[Record]) -> None:
         self.routing, self.streams = self.latest
-        for record in records:
-            self.process(record)
+        prepared: deque[_Prepared] = deque()
+
+        def jobs() -> Iterator[ParseJob]:
+            for record in records:
+                if (item := self.prepare(record)) is not None:
+                    prepared.append(item)
+                    yield item.job
+
+        # The parser asks for the next job before it answers this one: records are prepared one ahead.
+        for outcome in self.parser.run_all(jobs()):
+            self.finish(prepared.popleft(), outcome)
         self.producer.flush()
 
-    def process(self, record: Record) -> None:
+    def prepare(self, record: Record) -> _Prepared | None:
+        """The parse job of a ``received`` record, with what routing its outcome needs; None if unreadable."""
         try:
             envelope, message = decode_received(record.value)
             bypass = decode_bypass(record)
@@ -89,7 +112,7 @@ class Processor:
             # Without an envelope there is no stream to record it under; it stays on the bus,
             # and `inbound recover` / the logs are where an operator finds it.
             log.error("stage=process skipping unreadable received record at offset %d: %s", record.offset, exc)
-            return
+            return None
         streams = [bypass.stream] if bypass is not None else list(envelope.streams())
         screening = self.screener.screen(envelope, message) if self.screener else None
         decisions: dict[str, Decision | None] = {}
@@ -107,7 +130,10 @@ class Processor:
             ),
             self.limits,
         )
-        outcome = self.parser.run(job)
+        return _Prepared(job, envelope, message, streams, decisions, bypass)
+
+    def finish(self, item: _Prepared, outcome: Outcome) -> None:
+        job, envelope, message, streams, decisions, bypass = item
         if outcome.peak_rss and len(message) >= LOG_MEMORY_FROM:
             log.info(
                 "queue_id=%s stage=process parsed %d bytes: parse worker peak RSS %d MiB (parse_memory_limit %d MiB)",
