@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Generator, Iterable
 from pathlib import Path
 
 import psutil
@@ -52,6 +53,9 @@ class Measured:
     def run(self, job: ParseJob) -> Outcome:
         self.outcomes.append(self.inner.run(job))
         return self.outcomes[-1]
+
+    def run_all(self, jobs: Iterable[ParseJob]) -> Generator[Outcome, None, None]:
+        yield from map(self.run, jobs)  # one at a time: each job's peak is its own
 
     def close(self) -> None:
         self.inner.close()

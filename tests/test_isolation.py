@@ -148,6 +148,19 @@ def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(monkeypat
     assert [o.subject for o in outcomes if o.failure is None] == [f"normal {n}" for n in range(6)]
 
 
+def test_a_caller_leaving_early_never_gets_the_answer_to_the_job_sent_ahead() -> None:
+    parser = IsolatedParser()
+    try:
+        outcomes = parser.run_all(
+            ParseJob(simple_message(subject=s), ENVELOPE, job(b"").renders, job(b"").limits) for s in "ab"
+        )
+        assert next(outcomes).subject == "a"
+        outcomes.close()  # "b" was sent ahead; its answer must not be taken for the next job's
+        assert parser.run(job(simple_message(subject="c"))).subject == "c"
+    finally:
+        parser.close()
+
+
 def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
     default = processing(tmp_path, "")
     assert default.memory_limit(25 * MIB) == 3 * 25 * MIB + 256 * MIB

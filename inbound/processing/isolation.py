@@ -46,7 +46,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import IO, Protocol
 
 from .job import Outcome, ParseJob, decode_outcome, encode_job
@@ -65,8 +65,9 @@ AHEAD_LIMIT = 1 << 20
 class Parser(Protocol):
     def run(self, job: ParseJob) -> Outcome: ...
 
-    def run_all(self, jobs: Iterable[ParseJob]) -> Iterator[Outcome]:
-        """The outcomes of *jobs*, in their order, each as soon as it is known."""
+    def run_all(self, jobs: Iterable[ParseJob]) -> Generator[Outcome, None, None]:
+        """The outcomes of *jobs*, in their order, each as soon as it is known; close it if
+        leaving before the last."""
 
     def close(self) -> None: ...
 
@@ -79,8 +80,8 @@ class InProcessParser:
 
         return run_job(job)
 
-    def run_all(self, jobs: Iterable[ParseJob]) -> Iterator[Outcome]:
-        return map(self.run, jobs)
+    def run_all(self, jobs: Iterable[ParseJob]) -> Generator[Outcome, None, None]:
+        yield from map(self.run, jobs)
 
     def close(self) -> None:
         pass
@@ -111,17 +112,21 @@ class IsolatedParser:
     def run(self, job: ParseJob) -> Outcome:
         return next(self.run_all([job]))
 
-    def run_all(self, jobs: Iterable[ParseJob]) -> Iterator[Outcome]:
+    def run_all(self, jobs: Iterable[ParseJob]) -> Generator[Outcome, None, None]:
         """Each job's outcome, in order; the next job is sent while the worker answers this one,
         so it parses the next while the caller handles this answer."""
         upcoming = iter(jobs)
         job = next(upcoming, None)
         feed: _Feed | None = None  # the worker that already has *job*, and what of it is still to write
-        while job is not None:
-            following = next(upcoming, None)
-            outcome, feed = self._run_one(job, following, feed)
-            yield outcome
-            job = following
+        try:
+            while job is not None:
+                following = next(upcoming, None)
+                outcome, feed = self._run_one(job, following, feed)
+                yield outcome
+                job = following
+        finally:
+            if feed is not None:  # left early: the worker's next answer is a job nobody waits for
+                self._replace(feed.worker)
 
     def _run_one(self, job: ParseJob, following: ParseJob | None, feed: _Feed | None) -> tuple[Outcome, _Feed | None]:
         """*job*'s outcome, and the feed that carries *following* to the worker (None: send it again)."""
@@ -172,6 +177,14 @@ class IsolatedParser:
             worker.kill()
             worker.wait()
         _close(worker)
+
+    def _replace(self, worker: subprocess.Popen[bytes]) -> None:
+        """Kill *worker* and start another, quietly: nothing went wrong in it, but it holds a job
+        whose answer would otherwise be read as the next job's."""
+        worker.kill()
+        worker.wait()
+        _close(worker)
+        self.start()
 
     def _kill(self, worker: subprocess.Popen[bytes]) -> None:
         worker.kill()

@@ -20,6 +20,7 @@ which the deliverer's outbox and the activity store both keep once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -99,8 +100,10 @@ class Processor:
                     yield item.job
 
         # The parser asks for the next job before it answers this one: records are prepared one ahead.
-        for outcome in self.parser.run_all(jobs()):
-            self.finish(prepared.popleft(), outcome)
+        # Closed at once if routing fails, so the job it sent ahead is not left with its worker.
+        with contextlib.closing(self.parser.run_all(jobs())) as outcomes:
+            for outcome in outcomes:
+                self.finish(prepared.popleft(), outcome)
         self.producer.flush()
 
     def prepare(self, record: Record) -> _Prepared | None:
