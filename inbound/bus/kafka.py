@@ -27,27 +27,22 @@ import contextlib
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..errors import BusError
 from ._base import Headers, Record
-
-with warnings.catch_warnings():
-    # kafka-python 3.0 reads its protocol schemas with importlib.resources.read_text/open_text at
-    # import time, which Python 3.11 flags as deprecated (an error under filterwarnings=error).
-    warnings.filterwarnings("ignore", message="(read|open)_text is deprecated", category=DeprecationWarning)
-    # kafka-python ships no type information (no py.typed): everything it returns is Any, and
-    # stays inside this module. "unused-ignore" because pyproject also silences it for mypy.
-    from kafka import (  # type: ignore[import-untyped, unused-ignore]
-        KafkaAdminClient,
-        KafkaConsumer,
-        KafkaProducer,
-        TopicPartition,
-    )
-    from kafka.admin import OffsetSpec  # type: ignore[import-untyped, unused-ignore]
-    from kafka.errors import KafkaError, KafkaTimeoutError  # type: ignore[import-untyped, unused-ignore]
+from ._kafka_client import (
+    FAILURES,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    KafkaTimeoutError,
+    OffsetSpec,
+    TopicPartition,
+    close_producer,
+)
+from ._kafka_readers import KafkaBusConsumer, KafkaFollower
 
 __all__ = ["KafkaBus", "KafkaBusConsumer", "KafkaBusProducer"]
 
@@ -57,9 +52,6 @@ MiB = 1024 * 1024
 _TOPIC_ALREADY_EXISTS = 36
 _CONNECT_TIMEOUT = 2.0
 _RETRY_PAUSE = 0.1
-
-#: What kafka-python raises for broker and network trouble.
-_FAILURES: tuple[type[BaseException], ...] = (KafkaError, OSError)
 
 
 class KafkaBus:
@@ -177,7 +169,7 @@ class KafkaBus:
                         self._check_reachable()
                         self._admin = KafkaAdminClient(**self._common_config(), client_id=f"{self.client_id}-admin")
                     return call(self._admin)
-                except _FAILURES as exc:
+                except FAILURES as exc:
                     if getattr(exc, "retriable", False) and time.monotonic() < deadline:
                         time.sleep(_RETRY_PAUSE)
                         continue
@@ -187,7 +179,7 @@ class KafkaBus:
     def _drop_admin(self) -> None:
         admin, self._admin = self._admin, None
         if admin is not None:
-            with contextlib.suppress(*_FAILURES):
+            with contextlib.suppress(*FAILURES):
                 admin.close()
 
     def ensure_topics(self, topics: Sequence[str]) -> None:
@@ -229,7 +221,7 @@ class KafkaBus:
             if self._shared_producer is None:
                 try:
                     self._shared_producer = KafkaProducer(**self._producer_config())
-                except _FAILURES as exc:
+                except FAILURES as exc:
                     raise BusError(f"kafka producer: {exc}") from exc
             self._producer_users += 1
             return self._shared_producer
@@ -243,7 +235,7 @@ class KafkaBus:
             if self._producer_users > 0:
                 return
             producer, self._shared_producer = self._shared_producer, None
-        _close_producer(producer, self.flush_timeout)
+        close_producer(producer, self.flush_timeout)
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaBusConsumer:
         self.ensure_topics(topics)
@@ -253,7 +245,7 @@ class KafkaBus:
         self._check_reachable()
         try:
             return KafkaConsumer(**self._consumer_config(group))
-        except _FAILURES as exc:
+        except FAILURES as exc:
             raise BusError(f"kafka consumer: {exc}") from exc
 
     def read_all(self, topic: str) -> Iterator[Record]:
@@ -295,7 +287,7 @@ class KafkaBus:
         with self._producer_lock:
             producer, self._shared_producer, self._producer_users = self._shared_producer, None, 0
         if producer is not None:
-            _close_producer(producer, self.flush_timeout)
+            close_producer(producer, self.flush_timeout)
 
 
 class KafkaBusProducer:
@@ -319,7 +311,7 @@ class KafkaBusProducer:
         with self._lock:
             try:
                 future = self._client().send(name, value=value, key=key, headers=[(k, bytes(v)) for k, v in headers])
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 raise BusError(f"kafka send to {name}: {exc}") from exc
             self._pending.append(future)
 
@@ -331,7 +323,7 @@ class KafkaBusProducer:
             problem: BaseException | None = None
             try:
                 self._client().flush(timeout=self.bus.flush_timeout)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 problem = exc
             unconfirmed = [f for f in pending if not f.is_done or f.failed()]
             if not unconfirmed and problem is None:
@@ -349,138 +341,3 @@ class KafkaBusProducer:
             self._pending = []
         if producer is not None:
             self.bus._release_producer(producer)
-
-
-class KafkaBusConsumer:
-    """A member of a consumer group subscribed to some logical topics."""
-
-    def __init__(self, bus: KafkaBus, group: str, topics: Sequence[str]) -> None:
-        self.bus = bus
-        self.group = group
-        self.topics = [bus.physical(t) for t in topics]
-        self._consumer = bus._new_consumer(group)
-        try:
-            self._consumer.subscribe(self.topics)
-        except _FAILURES as exc:
-            _close_quietly(self._consumer)
-            raise BusError(f"kafka subscribe {self.topics}: {exc}") from exc
-
-    def poll(self, timeout: float, max_records: int = 100) -> list[Record]:
-        try:
-            batches = self._consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
-        except _FAILURES as exc:
-            raise BusError(f"kafka poll ({self.group}): {exc}") from exc
-        return [_record(self.bus, m) for messages in batches.values() for m in messages]
-
-    def commit(self) -> None:
-        try:
-            self._consumer.commit(timeout_ms=int(self.bus.request_timeout * 1000))
-        except _FAILURES as exc:
-            raise BusError(f"kafka commit ({self.group}): {exc}") from exc
-
-    def rewind(self) -> None:
-        timeout_ms = int(self.bus.request_timeout * 1000)
-        try:
-            for tp in sorted(self._consumer.assignment()):
-                offset = self._consumer.committed(tp, timeout_ms=timeout_ms)
-                if offset is None:
-                    self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, offset)
-        except _FAILURES as exc:
-            raise BusError(f"kafka rewind ({self.group}): {exc}") from exc
-
-    def close(self) -> None:
-        _close_quietly(self._consumer, timeout_ms=5000)
-
-
-class KafkaFollower:
-    """A consumer outside any group, assigned every partition of one topic, that keeps its place.
-
-    Reading the control topic once a second with a new consumer cost each process a connection,
-    a metadata request and about 10 ms of CPU every second, idle or not.
-    """
-
-    def __init__(self, bus: KafkaBus, topic: str) -> None:
-        self.bus = bus
-        self.name = bus.physical(topic)
-        self._consumer = bus._new_consumer(None)
-        try:
-            partitions = sorted(self._consumer.partitions_for_topic(self.name) or ())
-            self.partitions = [TopicPartition(self.name, p) for p in partitions]
-            if self.partitions:
-                self._consumer.assign(self.partitions)
-                self._consumer.seek_to_beginning(*self.partitions)
-                self._consumer.pause(*self.partitions)  # no fetching between reads
-        except _FAILURES as exc:
-            _close_quietly(self._consumer)
-            raise BusError(f"kafka read {self.name}: {exc}") from exc
-
-    def read_new(self) -> Iterator[Record]:
-        consumer, name = self._consumer, self.name
-        if not self.partitions:
-            return
-        try:
-            ends: dict[Any, int] = dict(consumer.end_offsets(self.partitions))
-            active = {tp for tp in self.partitions if consumer.position(tp) < ends[tp]}
-        except _FAILURES as exc:
-            raise BusError(f"kafka read {name}: {exc}") from exc
-        consumer.resume(*active)
-        stalled_after = time.monotonic() + self.bus.request_timeout
-        try:
-            while active:
-                try:
-                    batches = consumer.poll(timeout_ms=500, max_records=500)
-                except _FAILURES as exc:
-                    raise BusError(f"kafka read {name}: {exc}") from exc
-                for tp, messages in batches.items():
-                    for message in messages:
-                        if message.offset >= ends[tp]:
-                            consumer.seek(tp, message.offset)  # the next read starts with it
-                            break
-                        yield _record(self.bus, message)
-                try:
-                    done = {tp for tp in active if consumer.position(tp) >= ends[tp]}
-                except _FAILURES as exc:
-                    raise BusError(f"kafka read {name}: {exc}") from exc
-                if done:
-                    consumer.pause(*done)
-                    active -= done
-                if batches:
-                    stalled_after = time.monotonic() + self.bus.request_timeout
-                elif time.monotonic() > stalled_after:
-                    raise BusError(f"kafka read {name}: no progress for {self.bus.request_timeout:.0f}s")
-        finally:
-            consumer.pause(*active)
-
-    def close(self) -> None:
-        _close_quietly(self._consumer)
-
-
-def _record(bus: KafkaBus, message: Any) -> Record:
-    headers: Headers = tuple((str(k), bytes(v) if v is not None else b"") for k, v in message.headers or ())
-    return Record(
-        topic=bus.logical(message.topic),
-        partition=int(message.partition),
-        offset=int(message.offset),
-        key=bytes(message.key) if message.key is not None else b"",
-        value=bytes(message.value) if message.value is not None else b"",
-        headers=headers,
-        timestamp_ms=int(message.timestamp),
-    )
-
-
-def _close_quietly(consumer: Any, timeout_ms: int = 5000) -> None:
-    with contextlib.suppress(*_FAILURES):
-        consumer.close(autocommit=False, timeout_ms=timeout_ms)
-
-
-def _close_producer(producer: Any, timeout: float) -> None:
-    try:
-        producer.close(timeout=timeout)
-    except _FAILURES:
-        # kafka-python's close() raises when its final flush times out, leaving the
-        # sender thread running: stop it the way close() would have.
-        sender = getattr(producer, "_sender", None)
-        if sender is not None:
-            sender.force_close()
