@@ -67,19 +67,21 @@ class Control:
         self.thread = threading.Thread(target=self._run, name="control", daemon=True)
         # Reads only what is new each time; after an error, a new one reads the topic again from the start.
         self.follower: Follower | None = None
-        self.read: dict[str, bool] = {}  # what the follower has read so far
 
     def refresh(self) -> None:
+        # Changes are applied to a copy, then published whole: other threads read self.pauses meanwhile.
         if self.follower is None:
-            self.follower, self.read = self.bus.follow(CONTROL), {}
+            self.follower, pauses = self.bus.follow(CONTROL), {}
+        else:
+            pauses = dict(self.pauses)
         try:
-            _apply(self.read, self.follower.read_new())
+            _apply(pauses, self.follower.read_new())
         except InboundError:
             self._drop_follower()
             raise
-        if self.read != self.pauses:
-            log.info("control: paused=%s", sorted(k for k, v in self.read.items() if v) or "nothing")
-        self.pauses = dict(self.read)
+        if pauses != self.pauses:
+            log.info("control: paused=%s", sorted(k for k, v in pauses.items() if v) or "nothing")
+        self.pauses = pauses
 
     def start(self) -> None:
         self.thread.start()

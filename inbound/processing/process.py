@@ -55,9 +55,7 @@ LOG_MEMORY_FROM = 1024 * 1024  # messages this big get a log line with the memor
 class _Prepared(NamedTuple):
     """A record made ready to parse, and what its outcome is routed with."""
 
-    job: ParseJob
-    envelope: Envelope
-    message: bytes
+    job: ParseJob  # the message and its envelope with it
     streams: list[str]
     decisions: dict[str, Decision | None]
     bypass: Bypass | None
@@ -133,10 +131,11 @@ class Processor:
             ),
             self.limits,
         )
-        return _Prepared(job, envelope, message, streams, decisions, bypass)
+        return _Prepared(job, streams, decisions, bypass)
 
     def finish(self, item: _Prepared, outcome: Outcome) -> None:
-        job, envelope, message, streams, decisions, bypass = item
+        job, streams, decisions, bypass = item
+        envelope, message = job.envelope, job.raw
         if outcome.peak_rss and len(message) >= LOG_MEMORY_FROM:
             log.info(
                 "queue_id=%s stage=process parsed %d bytes: parse worker peak RSS %d MiB (parse_memory_limit %d MiB)",
