@@ -50,7 +50,7 @@ class FakeProducer:
 
 def test_many_threads_share_few_flushes_and_every_record_goes_once() -> None:
     producer = FakeProducer()
-    committer = GroupCommitter(producer)
+    committer = GroupCommitter[str](producer, lambda settled: None)
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda n: committer.publish([("events", b"k", str(n).encode())]), range(300)))
     assert sorted(producer.sent) == sorted(str(n).encode() for n in range(300))
@@ -60,7 +60,7 @@ def test_many_threads_share_few_flushes_and_every_record_goes_once() -> None:
 
 def test_a_failed_flush_fails_every_publisher_of_its_group() -> None:
     producer = FakeProducer(fail=True)
-    committer = GroupCommitter(producer)
+    committer = GroupCommitter[str](producer, lambda settled: None)
     failures = []
 
     def publish(n: int) -> None:
@@ -89,3 +89,31 @@ def test_any_error_of_a_write_reaches_its_group_and_the_next_group_writes_again(
         committer.commit([1])
     committer.commit([2, 3])  # not stuck behind the failed write
     assert writes == [[1], [2, 3]]
+
+
+def test_what_an_outcome_settles_is_settled_once_after_its_flush_and_never_after_a_failed_one() -> None:
+    producer = FakeProducer()
+    settled: list[tuple[int, list[str]]] = []  # (flushes before, what)
+    committer = GroupCommitter[str](producer, lambda items: settled.append((producer.flushes, items)))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: committer.publish([("events", b"k", b"x")], settles=f"d{n}"), range(40)))
+    assert sorted(item for _, items in settled for item in items) == sorted(f"d{n}" for n in range(40))
+    assert all(flushes >= 1 for flushes, _ in settled)
+    assert len(settled) == producer.flushes  # one settle a group, and only for groups that settle something
+    committer.publish([("events", b"k", b"alert")])  # settles nothing: no settle call
+    assert len(settled) == producer.flushes - 1
+
+    producer.fail = True
+    with pytest.raises(BusError):
+        committer.publish([("events", b"k", b"y")], settles="lost")
+    assert all("lost" not in items for _, items in settled)
+
+
+def test_a_failed_settle_fails_its_group() -> None:
+    def settle(items: list[str]) -> None:
+        raise BusError("outbox gone")
+
+    committer = GroupCommitter[str](FakeProducer(), settle)
+    with pytest.raises(BusError, match="outbox gone"):
+        committer.publish([("events", b"k", b"x")], settles="d")
+    committer.publish([("events", b"k", b"alert")])  # a group that settles nothing still goes through

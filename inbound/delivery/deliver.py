@@ -49,7 +49,7 @@ from ..ids import queue_id_time
 from ..records import EVENTS, decode_message, event_record
 from .alerts import Alerter
 from .egress import client_over
-from .groupcommit import GroupCommit, GroupCommitter
+from .groupcommit import GroupCommitter
 from .health import Change, EndpointHealth
 from .outbox import Delivery, Outbox
 from .outcome import held_too_long, outcome_events
@@ -112,8 +112,8 @@ class Deliverer:
         self.settings = settings
         self.paused = paused
         self.outbox = outbox
-        self.outcomes = GroupCommitter(producer)  # many attempt threads, one flush at a time
-        self.finished = GroupCommit(self.outbox.finish_many)  # and one outbox transaction
+        # Many attempt threads, one flush at a time, then one outbox transaction for what it settled.
+        self.outcomes = GroupCommitter[Delivery](producer, self.outbox.finish_many)
         self.webhook = WebhookClient(transport, settings.webhooks.timeout)
         self.clock = clock
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -317,17 +317,17 @@ class Deliverer:
         next_attempt_at = now + wait
         attempt = Attempt(number, started_at, result.status_code, result.error, result.latency_ms)
         events = outcome_events(delivery, attempt, decision, now=now, next_attempt_at=next_attempt_at)
+        retry = decision.outcome is Outcome.RETRY
         try:
-            self.outcomes.publish([(EVENTS, *event_record(e)) for e in events])
+            self.outcomes.publish([(EVENTS, *event_record(e)) for e in events], settles=None if retry else delivery)
         except InboundError as exc:
-            # The outcome is not on the bus: forget this attempt and make it again later.
+            # The outcome is not on the bus, or the outbox does not know it is final: forget this
+            # attempt and make it again later (the same webhook-id, so the endpoint can tell).
             log.warning("delivery_id=%s stage=deliver outcome not recorded (%s); will retry", delivery.delivery_id, exc)
             self.outbox.release(delivery)
             return
-        if decision.outcome is Outcome.RETRY:
+        if retry:
             self.outbox.reschedule(delivery, decision.delay)
-        else:
-            self.finished.commit([delivery])
         log.info(
             "delivery_id=%s stream=%s stage=deliver attempt=%d%s %s (%s, %.0fms)",
             delivery.delivery_id,

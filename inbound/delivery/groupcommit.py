@@ -21,6 +21,7 @@ from ..bus import Producer
 
 Outgoing = tuple[str, bytes, bytes]  # topic, key, value
 Item = TypeVar("Item")
+Settled = TypeVar("Settled")  # what an outcome settles once it is on the bus (an outbox delivery)
 # Groups whose outcome is kept. Each group drops the one this many before it: a scan of them all on
 # every commit was 5 % of a draining pipeline's CPU.
 KEPT_OUTCOMES = 1000
@@ -67,17 +68,29 @@ class GroupCommit(Generic[Item]):
             raise error
 
 
-class GroupCommitter(GroupCommit[Outgoing]):
-    """Records for the bus: sent and flushed once per group."""
+class GroupCommitter(GroupCommit[tuple[Sequence[Outgoing], Settled | None]]):
+    """Records for the bus, sent and flushed once per group; then what they settle, in one call.
 
-    def __init__(self, producer: Producer) -> None:
+    An attempt's outcome must be on the bus before the outbox forgets the delivery, so both
+    writes belong to the same group: one leader, one hand-off for the attempt threads instead
+    of one a write, and *settle* (the outbox's ``finish_many``) only ever after the flush.
+    A failure of either fails the whole group: nobody is told their outcome is settled.
+    """
+
+    def __init__(self, producer: Producer, settle: Callable[[list[Settled]], None]) -> None:
         super().__init__(self._send)
         self.producer = producer
+        self.settle = settle
 
-    def _send(self, batch: list[Outgoing]) -> None:
-        for topic, key, value in batch:
-            self.producer.send(topic, value, key=key)
+    def _send(self, batch: list[tuple[Sequence[Outgoing], Settled | None]]) -> None:
+        for records, _ in batch:
+            for topic, key, value in records:
+                self.producer.send(topic, value, key=key)
         self.producer.flush()
+        settled = [item for _, item in batch if item is not None]
+        if settled:
+            self.settle(settled)
 
-    def publish(self, records: Sequence[Outgoing]) -> None:
-        self.commit(records)
+    def publish(self, records: Sequence[Outgoing], settles: Settled | None = None) -> None:
+        """Return once *records* are on the bus and then *settles* is settled."""
+        self.commit([(records, settles)])
