@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.loadgen import Steal
 from tests.harness import InboundProcess, WebhookReceiver, run_cli, smtp_port_of, stream_toml, wait_for, write_config
 from tests.kafka_broker import KafkaBroker, fetch_jars
 
@@ -45,6 +46,7 @@ class Run:
     medians: dict[str, tuple[float, float]]
     first_round: dict[str, float]
     end_to_end: float
+    steal: float  # the share of the machine's CPU time other guests took during the run
 
     def ratio(self, rate: float) -> float:
         return rate / self.medians.get(REFERENCE, (float("nan"), 0.0))[0]
@@ -94,6 +96,7 @@ def run(bus: str, kafka_bootstrap: str | None, args: argparse.Namespace) -> Run:
     command += ["--sessions", str(args.sessions), "--size", str(args.size), "--only", PEERS, "--out", str(tsv)]
     command += ["--target", f"{INBOUND}=127.0.0.1:{smtp_port_of(config)}@{service.proc.pid}"]
     command += ["--keepalive"] if args.keepalive else []
+    steal = Steal()
     try:
         subprocess.run(command, check=True)
         expected = args.messages * args.rounds
@@ -104,7 +107,7 @@ def run(bus: str, kafka_bootstrap: str | None, args: argparse.Namespace) -> Run:
         receiver.stop()
     medians, first = read_results(tsv)
     end_to_end = (len(hits) - 1) / (hits[-1] - hits[0]) if len(hits) > 1 else float("nan")
-    return Run(bus, medians, first, end_to_end)
+    return Run(bus, medians, first, end_to_end, steal.share())
 
 
 @contextlib.contextmanager
@@ -130,6 +133,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             print(f"{name:<26}{rate:>16.0f}{each.ratio(rate):>8.2f}{first:>9.2f}{cpu:>12.0f}{delivered:>12}")
     for each in runs:
         print(f"{INBOUND} ({each.bus}) end to end: {each.ratio(each.end_to_end):.2f}x {REFERENCE}'s accept")
+    for each in runs:
+        print(f"{each.bus} run: {each.steal:.0%} of the machine's CPU time taken by other guests (steal)")
 
 
 def main() -> None:

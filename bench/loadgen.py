@@ -84,6 +84,27 @@ def part_of(process: psutil.Process) -> str:
     return "supervisor"
 
 
+class Steal:
+    """How much of the machine's CPU time the hypervisor gave to other guests since this was made.
+
+    On a shared virtual machine that share (``steal`` in ``/proc/stat``) moves from nothing to a
+    quarter within an hour, and every figure of a run moves with it: a bench prints it so that a
+    slow run can be told from a slow service.
+    """
+
+    def __init__(self) -> None:
+        self.at_start = psutil.cpu_times()
+
+    def share(self) -> float:
+        now = psutil.cpu_times()
+        total = sum(now) - sum(self.at_start)
+        stolen = getattr(now, "steal", 0.0) - getattr(self.at_start, "steal", 0.0)
+        return stolen / total if total > 0 else 0.0
+
+    def report(self) -> str:
+        return f"machine's CPU time taken by other guests (steal) during the run: {self.share():.0%}"
+
+
 def pss_of(pid: int) -> int:
     """The PSS of *pid* in bytes, as Linux sums it (psutil's memory_full_info reads every mapping: slow)."""
     with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
@@ -104,6 +125,7 @@ class Usage:
     kernel: dict[int, float] = field(default_factory=dict)  # pid -> system seconds (syscalls: writes, fsyncs)
     at_start: dict[str, float] = field(default_factory=dict)
     kernel_at_start: float = 0.0
+    steal: Steal = field(default_factory=Steal)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> Usage:
@@ -136,6 +158,7 @@ class Usage:
         wait_for(lambda: len(self.cpu) >= 4, 30, "a first reading of every process")
         self.at_start = self._by_part()
         self.kernel_at_start = sum(self.kernel.values())
+        self.steal = Steal()
 
     def cpu_by_part(self) -> dict[str, float]:
         """CPU seconds since :meth:`started`, by part of the service."""
@@ -155,5 +178,6 @@ class Usage:
         kernel = (sum(self.kernel.values()) - self.kernel_at_start) / total if total else 0.0
         return (
             f"server peak RSS {self.peak_rss / 1024 / 1024:.0f} MiB summed, PSS {self.peak_pss / 1024 / 1024:.0f} MiB\n"
-            f"CPU per message {total / messages * 1e6:.0f} µs ({each}; {kernel:.0%} of it in the kernel)"
+            f"CPU per message {total / messages * 1e6:.0f} µs ({each}; {kernel:.0%} of it in the kernel)\n"
+            f"{self.steal.report()}"
         )
