@@ -14,7 +14,14 @@ from inbound.envelope import Envelope, Recipient
 from inbound.errors import ConfigError
 from inbound.processing.formats import Rendered
 from inbound.processing.isolation import IsolatedParser
-from inbound.processing.job import Outcome, ParseJob, RenderRequest, decode_outcome, encode_outcome
+from inbound.processing.job import (
+    Outcome,
+    ParseJob,
+    RenderRequest,
+    address_space,
+    decode_outcome,
+    encode_outcome,
+)
 from inbound.processing.mimeshape import Shape, mime_shape
 from inbound.processing.work import run_job
 
@@ -189,3 +196,13 @@ def test_processing_errors_name_file_and_key(tmp_path: Path, body: str, key: str
     assert str(tmp_path / "inbound.toml") in str(error.value)
     assert key in str(error.value)
     assert problem in str(error.value)
+
+
+def test_the_address_space_the_worker_limits_from_is_the_kernel_s_vmsize() -> None:
+    before = address_space()
+    grown = bytearray(64 * MIB)  # a mapping of its own: the size moves by at least that much
+    after = address_space()
+    with open(f"/proc/{os.getpid()}/status", encoding="ascii") as status:
+        vm_size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    assert after - before >= len(grown)
+    assert abs(after - vm_size) <= 4 * MIB  # the same figure, give or take an allocation in between

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pickled by reference: unpickling a job imports it in the wo
     from .screen import Decision
 
 _LENGTH = struct.Struct(">Q")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 T = TypeVar("T")
 
 
@@ -187,8 +188,16 @@ def peak_rss() -> int:
 
 
 def address_space() -> int:
-    """This process's virtual memory size in bytes (Linux ``VmSize``), 0 where unknown."""
-    return _status_kib("VmSize") * 1024
+    """This process's virtual memory size in bytes (Linux ``VmSize``), 0 where unknown.
+
+    Read from ``statm``, one short line, rather than ``status``: the parse worker reads it twice a
+    message, and ``status`` takes twice as long to make and to read (11 against 22 µs).
+    """
+    try:
+        with open(f"/proc/{os.getpid()}/statm", "rb") as statm:
+            return int(statm.read().split()[0]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _status_kib(field: str) -> int:
