@@ -59,11 +59,11 @@ def kafka_broker() -> Iterator[KafkaBroker]:
 def _kafka_python_left_it_open(unraisable: sys.UnraisableHookArgs) -> bool:
     """An unclosed socket to a test broker, reported when the garbage collector finds it.
 
-    kafka-python 3.0.12 builds each broker connection in a coroutine on its I/O thread
-    (``kafka/net/manager.py``, ``_build_transport``); a client closed while one is being built
-    drops that coroutine, and the socket it holds is closed only by the garbage collector,
-    whose ResourceWarning lands in whichever test is running then. Every client of ours is
-    closed (the contract tests' buses by ``bus_factory``); this is the library's leak, not ours.
+    kafka-python 3.0.12 builds each broker connection in a coroutine on its I/O thread; now and
+    then (once in a clean-clone run of the suite) one such socket, allocated in
+    ``kafka/net/manager.py`` ``_build_transport`` (found with tracemalloc), is never closed by the
+    library and reaches the garbage collector, whose ResourceWarning lands in whichever test is
+    running then. Every client of ours is closed (the contract tests' buses by ``bus_factory``).
     """
     leaked = unraisable.object
     if not isinstance(unraisable.exc_value, ResourceWarning) or not isinstance(leaked, socket.socket):
