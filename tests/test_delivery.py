@@ -233,6 +233,7 @@ def test_a_stream_that_cannot_be_reached_is_held_at_once_and_failed_after_max_ho
     h.at(3601)
     assert h.story(1)[-1] == (EventType.FAILED, None)
     assert h.bus.events()[-1].reason == "held for 60m while the endpoint was down"
+    assert h.outbox.waiting("support").count == 0  # done in the outbox too: it is not failed again
 
 
 def test_probes_take_the_held_deliveries_in_turn(make: Callable[..., Harness]) -> None:

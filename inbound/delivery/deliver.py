@@ -250,9 +250,8 @@ class Deliverer:
         if not expired:
             return
         reason = f"held for {format_duration(max_hold)} while the endpoint was down"
-        self.outcomes.publish([(EVENTS, *event_record(held_too_long(d, reason, now=now))) for d in expired])
-        for delivery in expired:
-            self.outbox.finish(delivery)
+        # Each one's Failed event, then each one done: one flush and one outbox transaction for them all.
+        self.outcomes.commit([([(EVENTS, *event_record(held_too_long(d, reason, now=now)))], d) for d in expired])
         log.error("stream=%s stage=deliver %d deliveries %s: Failed", stream.name, len(expired), reason)
 
     def _attempt_and_release(self, stream: StreamSettings, delivery: Delivery, probe: bool) -> None:
