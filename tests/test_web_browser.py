@@ -87,7 +87,10 @@ def test_search_open_and_retry_in_a_browser(tmp_path: Path, chromium: webdriver.
             chromium.save_screenshot(str(Path(shots) / "activity-message.png"))
 
         chromium.find_element(By.ID, "retry-support").click()
-        wait_for(lambda: "queued" in chromium.find_element(By.CSS_SELECTOR, ".note").text, 10, "the retry notice")
+        # The click returns before the form's navigation ends: until the redirect lands, the old page
+        # (which has no notice) is still the one find_element would search.
+        wait_for(lambda: "done=" in chromium.current_url, 10, "the page after the retry")
+        assert "retry queued" in chromium.find_element(By.CSS_SELECTOR, ".note.ok").text
 
         def delivered() -> bool:
             chromium.refresh()
