@@ -57,7 +57,7 @@ def test_a_hold_gives_back_the_outage_s_steps_and_probes_take_turns(tmp_path: Pa
 def test_a_later_generation_starts_a_finished_delivery_over(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db")
     outbox.add([delivery(1)])
-    outbox.finish(outbox.claim("s", 1, "me", lease_seconds=60)[0])
+    outbox.finish_many(outbox.claim("s", 1, "me", lease_seconds=60))
     outbox.add([delivery(1)])  # a replayed record of the same generation: stays finished
     assert outbox.claim("s", 1, "me", lease_seconds=60) == []
     outbox.add([delivery(1, generation=1)])  # `inbound retry`
@@ -68,7 +68,7 @@ def test_a_later_generation_starts_a_finished_delivery_over(tmp_path: Path) -> N
 def test_prune_forgets_only_finished_deliveries(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db")
     outbox.add([delivery(1), delivery(2)])
-    outbox.finish(outbox.claim("s", 1, "me", lease_seconds=60)[0])
+    outbox.finish_many(outbox.claim("s", 1, "me", lease_seconds=60))
     outbox.prune(older_than=-1)
     outbox.add([delivery(1)])  # forgotten, so a very late duplicate would be new again
     assert [d.delivery_id for d in outbox.claim("s", 5, "me", lease_seconds=60)] == ["Q1-s", "Q2-s"]
@@ -92,7 +92,7 @@ def test_the_next_due_time_is_read_from_the_index_and_skips_leased_deliveries(tm
     [first] = outbox.claim("s", 1, "me", lease_seconds=600)
     outbox.reschedule(outbox.claim("s", 1, "me", lease_seconds=600)[0], 3600)
     assert (outbox.next_due() or 0) > 4000  # the leased one is not counted
-    outbox.finish(first)
+    outbox.finish_many([first])
     assert (outbox.next_due() or 0) > 4000  # nor the finished one
 
 
@@ -112,7 +112,7 @@ def test_a_failure_rescheduled_after_its_stream_was_held_is_held_too(tmp_path: P
 def test_a_done_delivery_keeps_no_payload_even_when_consumed_again(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db")
     outbox.add([delivery(1), delivery(2)])
-    outbox.finish(outbox.claim("s", 1, "me", lease_seconds=60)[0])
+    outbox.finish_many(outbox.claim("s", 1, "me", lease_seconds=60))
     outbox.add([delivery(1)])  # a late duplicate
     assert outbox.db.execute("SELECT delivery_id FROM payloads").fetchall() == [("Q2-s",)]
 

@@ -241,9 +241,6 @@ class Outbox:
         row = self._read("SELECT since FROM held_streams WHERE stream = ?", (stream,))
         return float(str(row[0])) if row else None
 
-    def finish(self, delivery: Delivery) -> None:
-        self.finish_many([delivery])
-
     def finish_many(self, deliveries: list[Delivery]) -> None:
         """Done, in one transaction (the deliverer's attempts share it: :mod:`.groupcommit`)."""
         now = self.clock()
