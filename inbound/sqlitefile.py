@@ -9,7 +9,8 @@ connection gets the same settings:
   may hold, and SQLite then reports the old mode instead of waiting: the
   switch is tried again for a few seconds.
 * ``synchronous=FULL``: a committed transaction has been fsynced -- except on
-  a connection that only writes *bookkeeping* (a consumer's offsets, a lease):
+  a connection that only writes *bookkeeping* (a consumer's offsets, a lease,
+  a delivery marked done once its outcome is on the bus):
   ``connect(durable=False)``. WAL keeps such
   a commit atomic and in order, and any later durable commit to the file
   fsyncs it too (the WAL is one file, appended to); only a power cut before

@@ -10,6 +10,7 @@ every step is deterministic and no test waits. The subprocess tests in
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import replace
@@ -52,6 +53,21 @@ class Inline(Executor):
         return future
 
 
+class Held(Executor):
+    """Keeps each attempt until the test runs it, as workers still under way would."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Callable[[], Any]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.waiting.append(functools.partial(fn, *args, **kwargs))
+        return Future()
+
+    def run_all(self) -> None:
+        while self.waiting:
+            self.waiting.pop(0)()
+
+
 class Bus:
     """A producer keeping what it was sent: the deliverer's only view of the bus."""
 
@@ -87,7 +103,7 @@ class Endpoint:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, stream: dict[str, Any], **webhooks: Any) -> None:
+    def __init__(self, tmp_path: Path, stream: dict[str, Any], pool: Executor | None = None, **webhooks: Any) -> None:
         self.clock = Clock()
         self.bus = Bus()
         self.endpoint = Endpoint()
@@ -99,7 +115,7 @@ class Harness:
         self.outbox = Outbox(tmp_path / "outbox.db", clock=self.clock)
         self.transport = httpx.MockTransport(self.endpoint)
         self.deliverer = Deliverer(
-            settings, self.outbox, self.bus, self.transport, clock=self.clock, pool=lambda stream, n: Inline()
+            settings, self.outbox, self.bus, self.transport, clock=self.clock, pool=lambda stream, n: pool or Inline()
         )
         self.offset = 0
 
@@ -135,10 +151,10 @@ def did(n: int) -> str:
 def make(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def build(stream: dict[str, Any] | None = None, **webhooks: Any) -> Harness:
+    def build(stream: dict[str, Any] | None = None, pool: Executor | None = None, **webhooks: Any) -> Harness:
         home = tmp_path / f"deliverer{len(made)}"
         home.mkdir()
-        made.append(Harness(home, stream or {}, **webhooks))
+        made.append(Harness(home, stream or {}, pool, **webhooks))
         return made[-1]
 
     yield build
@@ -297,6 +313,23 @@ def test_a_draining_backlog_keeps_to_the_stream_s_rate(make: Callable[..., Harne
     assert sent[10] == 4  # then two a second
     assert sent[50] == 12
     assert h.endpoint.ids() == [did(n) for n in range(1, 13)]  # still in arrival order
+
+
+def test_a_pass_that_leaves_every_worker_busy_does_not_read_when_the_next_is_due(make: Callable[..., Harness]) -> None:
+    """The end of an attempt wakes the dispatcher anyway; under load that read was most passes' only one."""
+    pool = Held()
+    h = make(pool=pool, concurrency_per_stream=2)
+    h.accept(1, 2, 3)
+    reads: list[str] = []
+    h.outbox.db.set_trace_callback(reads.append)
+    assert h.deliverer.dispatch_due() is None  # 1 and 2 under way, 3 waits for either
+    assert len(pool.waiting) == 2
+    assert not any("ORDER BY due_at LIMIT 1" in sql for sql in reads)
+    pool.run_all()
+    assert h.deliverer.dispatch_due() is None  # 3 under way, one worker idle: now it looks
+    assert any("ORDER BY due_at LIMIT 1" in sql for sql in reads)
+    pool.run_all()
+    assert h.endpoint.ids() == [did(1), did(2), did(3)]
 
 
 ALERTS = "https://alerts.example.test/inbound"

@@ -1,4 +1,4 @@
-"""Which SQLite commits are fsynced: every output, and no bookkeeping (offsets, leases) of its own."""
+"""Which SQLite commits are fsynced: every output, and no bookkeeping (offsets, leases, finishes) of its own."""
 
 from __future__ import annotations
 
@@ -23,13 +23,23 @@ def test_only_a_connection_asked_for_bookkeeping_commits_without_an_fsync(tmp_pa
     assert synchronous(file.connect(durable=False)) == NORMAL
 
 
-def test_the_outbox_leases_on_a_connection_of_their_own(tmp_path: Path) -> None:
+def test_the_outbox_leases_and_finishes_on_a_connection_of_their_own(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db")
-    assert synchronous(outbox.db) == FULL  # deliveries, attempts, finishes
-    assert synchronous(outbox.leases) == NORMAL  # claims
+    assert synchronous(outbox.db) == FULL  # deliveries and their schedule
+    assert synchronous(outbox.bookkeeping) == NORMAL  # claims, and deliveries done
+    durable: list[str] = []
+    bookkeeping: list[str] = []
+    outbox.db.set_trace_callback(durable.append)
+    outbox.bookkeeping.set_trace_callback(bookkeeping.append)
     outbox.add([Delivery("Q1-s", "s", "Q1", 0, b"{}", 0, 0, 0.0)])
-    assert [d.delivery_id for d in outbox.claim("s", 1, "me", lease_seconds=60)] == ["Q1-s"]
+    [claimed] = outbox.claim("s", 1, "me", lease_seconds=60)
     assert outbox.claim("s", 1, "other", lease_seconds=60) == []  # the lease is seen by every connection
+    wrote = len(durable)
+    outbox.finish_many([claimed])
+    assert len(durable) == wrote  # the finish went through the bookkeeping connection alone
+    assert any("done = 1" in sql for sql in bookkeeping)
+    assert any(sql.startswith("INSERT INTO deliveries") for sql in durable)
+    assert outbox.waiting("s").count == 0  # and is seen by every connection
     assert synchronous(outbox.db) == FULL
 
 

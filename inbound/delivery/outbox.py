@@ -103,9 +103,11 @@ class Outbox:
         self.lock = threading.Lock()
         self.file = SQLiteFile(path, "outbox", StoreError)
         self.db = self.file.connect()
-        # Leases are bookkeeping: lost to a power cut, they have lapsed anyway (their holder is gone).
-        # Their own connection, so a claim never leaves the durable one in another mode.
-        self.leases = self.file.connect(durable=False)
+        # Leases and finishes are bookkeeping (sqlitefile.py). A lease lost to a power cut has lapsed
+        # anyway: its holder is gone. A finish lost to one repeats the attempt (same webhook-id),
+        # whose outcome is on the bus already. Their own connection, so that neither ever leaves
+        # the durable one in another mode.
+        self.bookkeeping = self.file.connect(durable=False)
         with self.file.errors():
             self.db.executescript(_SCHEMA)
             # An outbox.db made before payload formats has no content_type (every payload in it is
@@ -188,7 +190,7 @@ class Outbox:
         # A stream's queue ids are unique (the delivery id is made of both): no tie to break.
         order = "due_at, queue_id, rowid" if probe else "queue_id"
         with self.lock, self.file.errors():
-            rows = self.leases.execute(
+            rows = self.bookkeeping.execute(
                 f"""UPDATE deliveries SET lease_owner = ?, lease_until = ?
                        WHERE rowid IN ({CLAIMABLE.format(order=order)})
                        RETURNING delivery_id, stream, queue_id, generation,
@@ -242,10 +244,14 @@ class Outbox:
         return float(str(row[0])) if row else None
 
     def finish_many(self, deliveries: list[Delivery]) -> None:
-        """Done, in one transaction (the deliverer's attempts share it: :mod:`.groupcommit`)."""
+        """Done, in one transaction (the deliverer's attempts share it: :mod:`.groupcommit`).
+
+        Bookkeeping, not fsynced on its own: it follows the outcome's flush to the bus, which is
+        what makes the delivery final. Fsynced, it was one of the two fsyncs of every group.
+        """
         now = self.clock()
         done = [(delivery.delivery_id, delivery.generation) for delivery in deliveries]
-        with self.lock, self.file.transaction(self.db) as db:
+        with self.lock, self.file.transaction(self.bookkeeping) as db:
             db.executemany(
                 "UPDATE deliveries SET attempts = attempts + 1, done = 1, due_at = ?, lease_until = 0"
                 " WHERE delivery_id = ? AND generation = ?",
@@ -276,5 +282,5 @@ class Outbox:
         self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(self.clock() - older_than,)])
 
     def close(self) -> None:
-        self.leases.close()
+        self.bookkeeping.close()
         self.db.close()
