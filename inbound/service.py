@@ -31,6 +31,7 @@ from . import metrics
 from .bus import TOPICS, open_bus
 from .config import Settings
 from .control import Control
+from .cpus import CPUs
 from .edge.authpolicy import SmtpAuthPolicy
 from .edge.publish import Publisher
 from .edge.smtp import InboundHandler, InboundSMTP
@@ -77,9 +78,13 @@ def disk_guard(settings: Settings) -> str | None:
 
 
 class Service:
-    def __init__(self, settings: Settings, roles: Sequence[str] = DEFAULT_ROLES) -> None:
+    def __init__(
+        self, settings: Settings, roles: Sequence[str] = DEFAULT_ROLES, *, worker_cpus: CPUs | None = None
+    ) -> None:
+        """*worker_cpus*: where the parse worker runs, when this process runs on fewer CPUs (inbound/cpus.py)."""
         self.settings = settings
         self.roles = roles
+        self.worker_cpus = worker_cpus
         self.stages: list[Stoppable] = []  # started in this order, and stopped in it
         self.resources: list[Callable[[], None]] = []  # closed after every stage has stopped
         self.handler: InboundHandler | None = None  # the SMTP edge's, when this process runs it
@@ -157,7 +162,7 @@ class Service:
         settings = self.settings
         spamd = Spamd(settings.spam, settings.data.spamd_outage) if settings.spam.spamd else None
         screener = Screener(settings.smtp.hostname, auth, spamd)
-        parser = IsolatedParser()
+        parser = IsolatedParser(self.worker_cpus)
         parser.start()
         self.resources.append(parser.close)
         processor = Processor(

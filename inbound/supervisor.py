@@ -14,6 +14,8 @@ every role already shares safely between processes (spool files named by
 queue id and one publisher under a lock; consumer groups with leases; outbox
 rows leased per attempt; the activity store written in transactions).
 
+* **CPUs**: with two or more, the pipeline runs on one and the edge on the
+  others (``processing.pin_pipeline``; why in :mod:`inbound.cpus`).
 * **Start**: the data directory is checked here first, so a refusal (missing,
   unmarked, read-only) is one clear error before anything runs. Each child
   says it has started through a pipe; one that exits before that is a
@@ -39,9 +41,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .cpus import CPUs, format_cpus
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 class Child:
     name: str
     roles: tuple[str, ...]
+    cpus: CPUs | None = None  # None: wherever the supervisor may run (inbound/cpus.py)
     process: subprocess.Popen[bytes] | None = None
     ready_fd: int | None = None  # read end of the pipe the child writes to once started
     release_fd: int | None = None  # write end of the pipe whose closing lets a drained child exit
@@ -79,10 +84,17 @@ def die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, config: Path, log_level: str, groups: Sequence[tuple[str, tuple[str, ...]]] = GROUPS) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log_level: str,
+        groups: Sequence[tuple[str, tuple[str, ...]]] = GROUPS,
+        cpus: Mapping[str, CPUs] | None = None,
+    ) -> None:
+        """*cpus*: the CPUs of each child by name (:func:`inbound.cpus.placement`); a child not named runs anywhere."""
         self.config = config
         self.log_level = log_level
-        self.children = [Child(name, roles) for name, roles in groups]
+        self.children = [Child(name, roles, (cpus or {}).get(name)) for name, roles in groups]
 
     def run(self) -> int:
         """Start the children and watch them until TERM/INT; the exit status for ``serve``."""
@@ -112,6 +124,8 @@ class Supervisor:
         release_r, release_w = os.pipe()
         args = [sys.executable, "-m", "inbound", "serve", "--config", str(self.config), "--log-level", self.log_level]
         args += ["--roles", ",".join(child.roles), "--ready-fd", str(ready_w), "--release-fd", str(release_r)]
+        if child.cpus:
+            args += ["--cpus", format_cpus(child.cpus)]
         # preexec_fn is safe here: the supervisor runs a single thread.
         child.process = subprocess.Popen(args, pass_fds=(ready_w, release_r), preexec_fn=die_with_parent)  # noqa: PLW1509
         os.close(ready_w)

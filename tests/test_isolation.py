@@ -175,6 +175,8 @@ def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
     fixed = processing(tmp_path, 'parse_memory_limit = "1GiB"\nparse_timeout = "2m"\nmax_mime_depth = 20')
     assert (fixed.memory_limit(25 * MIB), fixed.parse_timeout, fixed.max_mime_depth) == (1024 * MIB, 120.0, 20)
     assert processing(tmp_path, 'parse_memory_limit = "5x+100MiB"').memory_limit(MIB) == 105 * MIB
+    assert default.pin_pipeline
+    assert not processing(tmp_path, "pin_pipeline = false").pin_pipeline
 
 
 @pytest.mark.parametrize(
@@ -188,6 +190,7 @@ def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
         ("max_mime_depth = 0", "processing.max_mime_depth", "between 1 and"),
         ('max_mime_parts = "many"', "processing.max_mime_parts", "must be int"),
         ("workers = 4", "processing.workers", "unknown key"),
+        ('pin_pipeline = "yes"', "processing.pin_pipeline", "must be bool"),
     ],
 )
 def test_processing_errors_name_file_and_key(tmp_path: Path, body: str, key: str, problem: str) -> None:

@@ -8,6 +8,8 @@ error instead of a restart loop.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from inbound.cpus import placement
 
 from .harness import (
     InboundProcess,
@@ -67,6 +71,15 @@ def delivered(config: Path, queue_id: str) -> bool:
     return statuses(config).get(f"{queue_id}-support") == "delivered"
 
 
+def cpus_of(process: psutil.Process) -> set[int]:
+    """The CPUs any thread of *process* may run on (a thread may differ from the process's first)."""
+    cpus: set[int] = set()
+    for thread in process.threads():
+        with contextlib.suppress(psutil.NoSuchProcess):  # a thread that ended meanwhile
+            cpus.update(psutil.Process(thread.id).cpu_affinity())
+    return cpus
+
+
 def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: WebhookReceiver) -> None:
     service = InboundProcess(config).start()
     try:
@@ -75,6 +88,29 @@ def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: Webh
         queue_id = send(config, "alice@sender.test", ["help@in.test"], simple_message())
         wait_for(lambda: delivered(config, queue_id), 60, "the message to be delivered")
         assert len(receiver.on("/hook")) == 1
+        # Each on its own CPUs (inbound/cpus.py), every thread included; the parse worker anywhere.
+        everywhere = set(os.sched_getaffinity(0))
+        expected = placement(everywhere)
+        assert cpus_of(procs["pipeline"]) == expected.get("pipeline", everywhere)
+        assert cpus_of(procs["edge"]) == expected.get("edge", everywhere)
+        [parse_worker] = procs["pipeline"].children()
+        assert cpus_of(parse_worker) == everywhere
+    finally:
+        service.stop()
+
+
+def test_with_pin_pipeline_off_every_process_runs_anywhere(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    path = write_config(
+        tmp_path,
+        streams=stream_toml("support", ["*@in.test"], receiver.url("/hook")),
+        extra="[processing]\npin_pipeline = false\n",
+    )
+    run_cli("init", config=path)
+    service = InboundProcess(path).start()
+    try:
+        procs = wait_for(lambda: len(children(service)) == 2 and children(service), 30, "two children")
+        everywhere = set(os.sched_getaffinity(0))
+        assert cpus_of(procs["pipeline"]) == cpus_of(procs["edge"]) == everywhere
     finally:
         service.stop()
 

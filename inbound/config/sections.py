@@ -229,7 +229,8 @@ class SectionsReader(Reader):
         return SpamSettings(spamd, timeout)
 
     def processing(self, raw: dict[str, Any]) -> ProcessingSettings:
-        t = self.table(raw, "processing", {"parse_timeout", "parse_memory_limit", "max_mime_depth", "max_mime_parts"})
+        keys = {"parse_timeout", "parse_memory_limit", "max_mime_depth", "max_mime_parts", "pin_pipeline"}
+        t = self.table(raw, "processing", keys)
         d = ProcessingSettings()
         timeout = self.duration(t, "processing", "parse_timeout", f"{d.parse_timeout:g}s")
         self.check("processing.parse_timeout", 0 < timeout <= 600, "must be longer than 0s and at most 10m")
@@ -250,7 +251,9 @@ class SectionsReader(Reader):
         for key in ("max_mime_depth", "max_mime_parts"):
             shape.append(self.get(t, "processing", key, int, getattr(d, key)))
             self.check(f"processing.{key}", 1 <= shape[-1] <= 1_000_000, "must be between 1 and 1000000")
-        return ProcessingSettings(timeout, per_byte, base, *shape)
+        depth, parts = shape
+        pin = self.get(t, "processing", "pin_pipeline", bool, d.pin_pipeline)
+        return ProcessingSettings(timeout, per_byte, base, depth, parts, pin)
 
     def http(self, raw: dict[str, Any]) -> HttpSettings:
         t = self.table(raw, "http", {"listen", "tokens", "read_only_tokens"})

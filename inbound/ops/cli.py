@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .. import cpus as cpu_placement
 from .. import log as logsetup
 from ..clock import rfc3339
 from ..config import Settings, check_webhook_url, default_config_path, load_settings, split_host_port
@@ -92,6 +93,9 @@ def init(config_path: Path | None) -> None:
 @click.option("--ready-fd", type=int, default=None, hidden=True, help="Write one byte here once started.")
 @click.option("--release-fd", type=int, default=None, hidden=True, help="After draining, wait for EOF here.")
 @click.option(
+    "--cpus", default=None, hidden=True, help="Run on these CPUs (comma-separated); the parse worker anywhere."
+)
+@click.option(
     "--log-format",
     type=click.Choice(logsetup.FORMATS),
     default="text",
@@ -106,6 +110,7 @@ def serve(
     log_level: str,
     ready_fd: int | None,
     release_fd: int | None,
+    cpus: str | None,
     log_format: str,
 ) -> None:
     """Run the service until SIGTERM or SIGINT."""
@@ -120,6 +125,10 @@ def serve(
         chosen = parse_roles(roles) if roles is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--roles") from None
+    try:
+        pinned = cpu_placement.parse_cpus(cpus) if cpus is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cpus") from None
     logsetup.configure(log_level, log_format)
     os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
@@ -127,13 +136,17 @@ def serve(
             from ..supervisor import Supervisor
 
             preflight(settings)
-            sys.exit(Supervisor(settings.path, log_level).run())
+            placement = cpu_placement.placement(cpu_placement.allowed()) if settings.processing.pin_pipeline else {}
+            sys.exit(Supervisor(settings.path, log_level, cpus=placement).run())
         import asyncio  # the supervisor above runs no event loop
 
         from ..service import Service  # every stage: only in a process that runs roles
 
+        # Before any thread starts, so that every one runs there; the parse worker may run anywhere.
+        worker_cpus = cpu_placement.pin(pinned) if pinned is not None else None
         released = (lambda: _until_closed(release_fd)) if release_fd is not None else None
-        asyncio.run(Service(settings, chosen).run(on_started=lambda: _say_ready(ready_fd), released=released))
+        service = Service(settings, chosen, worker_cpus=worker_cpus)
+        asyncio.run(service.run(on_started=lambda: _say_ready(ready_fd), released=released))
     except InboundError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -49,6 +49,7 @@ import time
 from collections.abc import Generator, Iterable
 from typing import IO, Protocol
 
+from ..cpus import CPUs, format_cpus
 from .job import Outcome, ParseJob, decode_outcome, encode_job
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,15 @@ class _Oversized(Exception):
 class IsolatedParser:
     """Runs each job in the worker process; see the module docstring for what can go wrong and what then."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: CPUs | None = None) -> None:
+        """*cpus*: where the worker runs, if not where this process does (inbound/cpus.py)."""
         self.worker: subprocess.Popen[bytes] | None = None
+        self.cpus = cpus
 
     def start(self) -> None:
+        where = [format_cpus(self.cpus)] if self.cpus else []
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "inbound.processing.parsechild", str(os.getpid())],
+            [sys.executable, "-m", "inbound.processing.parsechild", str(os.getpid()), *where],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

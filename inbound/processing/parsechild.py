@@ -1,7 +1,8 @@
 """Parse worker: the process that reads strangers' bytes for ``process``, so that only it can die of them.
 
 Started by :class:`inbound.processing.isolation.IsolatedParser` as
-``python -m inbound.processing.parsechild PARENT_PID``. Input: job frames on
+``python -m inbound.processing.parsechild PARENT_PID [CPUS]`` (CPUS: where to
+run, when not where the parent does: see ``inbound/cpus.py``). Input: job frames on
 stdin (see ``job.py``). Output: one outcome frame per job on the pipe that was
 stdout (fd 1 is pointed at stderr first, so nothing a library prints can
 corrupt the protocol). Exits 0 at the end of stdin.
@@ -29,6 +30,7 @@ import resource
 import sys
 from dataclasses import replace
 
+from ..cpus import parse_cpus, pin
 from ..supervisor import die_with_parent
 from .job import Outcome, address_space, decode_job, encode_outcome, peak_rss, read_frame, write_frame
 from .work import run_job
@@ -41,6 +43,8 @@ def main(argv: list[str]) -> int:
     die_with_parent()
     if os.getppid() != int(argv[1]):  # the parent died before the line above took effect
         return 1
+    if len(argv) > 2:
+        pin(parse_cpus(argv[2]))
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     jobs = sys.stdin.buffer
