@@ -57,10 +57,13 @@ def test_a_cpu_that_cannot_be_used_leaves_the_process_where_it_was(
 
 
 @pytest.mark.e2e
-def test_serve_refuses_a_cpu_list_it_cannot_read(tmp_path: Path) -> None:
+def test_serve_refuses_a_cpu_list_it_cannot_read_or_use(tmp_path: Path) -> None:
     config = write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], "http://127.0.0.1:9/hook"))
     run_cli("init", config=config)
     result = run_cli("serve", "--roles", "process", "--cpus", "first", config=config, check=False)
     assert result.returncode == 2
     assert "--cpus" in result.stderr
     assert "not a comma-separated list of CPU numbers: 'first'" in result.stderr
+    result = run_cli("serve", "--cpus", "0", config=config, check=False)
+    assert result.returncode == 2
+    assert "only with --roles" in result.stderr

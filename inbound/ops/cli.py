@@ -129,6 +129,8 @@ def serve(
         pinned = cpu_placement.parse_cpus(cpus) if cpus is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--cpus") from None
+    if pinned is not None and chosen is None:  # the supervisor places its children itself
+        raise click.BadParameter("only with --roles", param_hint="--cpus")
     logsetup.configure(log_level, log_format)
     os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
