@@ -15,6 +15,7 @@ from inbound.errors import ConfigError
 from inbound.processing.formats import Rendered
 from inbound.processing.isolation import IsolatedParser
 from inbound.processing.job import (
+    PEAK_MEASURED_FROM,
     Outcome,
     ParseJob,
     RenderRequest,
@@ -25,7 +26,7 @@ from inbound.processing.job import (
 from inbound.processing.mimeshape import Shape, mime_shape
 from inbound.processing.work import run_job
 
-from .harness import SECRET, simple_message, stream_toml, write_config
+from .harness import SECRET, attachment_message, simple_message, stream_toml, write_config
 
 STREAM = StreamSettings("support", ("*@in.test",), "https://hook.example/", SECRET)
 ENVELOPE = Envelope(
@@ -164,6 +165,17 @@ def test_a_caller_leaving_early_never_gets_the_answer_to_the_job_sent_ahead() ->
         assert next(outcomes).subject == "a"
         outcomes.close()  # "b" was sent ahead; its answer must not be taken for the next job's
         assert parser.run(job(simple_message(subject="c"))).subject == "c"
+    finally:
+        parser.close()
+
+
+def test_the_worker_measures_the_peak_memory_of_big_messages_only() -> None:
+    """Resetting and reading the peak cost 40-60 us a message; only a big message's is logged."""
+    parser = IsolatedParser()
+    try:
+        small, big = parser.run(job(simple_message())), parser.run(job(attachment_message(PEAK_MEASURED_FROM, "big")))
+        assert small.peak_rss == 0
+        assert big.peak_rss > PEAK_MEASURED_FROM  # the message itself is in it, base64 and decoded
     finally:
         parser.close()
 

@@ -52,7 +52,8 @@ def main(argv: list[str]) -> int:
     while (frame := read_frame(jobs)) is not None:
         job = decode_job(frame)
         del frame  # the job holds its own copy of the message: one is enough at the parse's peak
-        _limit(job.memory_limit, job.timeout)
+        measured = job.measures_peak
+        _limit(job.memory_limit, job.timeout, reset_peak=measured)
         exhausted = False
         try:
             outcome = run_job(job)
@@ -65,14 +66,15 @@ def main(argv: list[str]) -> int:
         _soft_limit(
             resource.RLIMIT_AS, resource.RLIM_INFINITY
         )  # the limit is the job's, not the answer's or the next read's
-        write_frame(answers, *encode_outcome(replace(outcome, peak_rss=peak_rss())))
+        write_frame(answers, *encode_outcome(replace(outcome, peak_rss=peak_rss() if measured else 0)))
         if exhausted or address_space() - footprint > RETIRE_GROWTH:
             return 0
     return 0
 
 
-def _limit(memory: int, seconds: float) -> None:
-    _reset_peak_rss()
+def _limit(memory: int, seconds: float, *, reset_peak: bool) -> None:
+    if reset_peak:
+        _reset_peak_rss()
     _soft_limit(resource.RLIMIT_AS, address_space() + memory)
     used = resource.getrusage(resource.RUSAGE_SELF)
     _soft_limit(resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime + seconds) + CPU_GRACE)

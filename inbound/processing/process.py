@@ -49,8 +49,6 @@ from .screen import Decision, Screener, decide
 
 log = logging.getLogger(__name__)
 
-LOG_MEMORY_FROM = 1024 * 1024  # messages this big get a log line with the memory their parsing took
-
 
 class _Prepared(NamedTuple):
     """A record made ready to parse, and what its outcome is routed with."""
@@ -136,7 +134,7 @@ class Processor:
     def finish(self, item: _Prepared, outcome: Outcome) -> None:
         job, streams, decisions, bypass = item
         envelope, message = job.envelope, job.raw
-        if outcome.peak_rss and len(message) >= LOG_MEMORY_FROM:
+        if outcome.peak_rss:  # measured for big messages only (ParseJob.measures_peak)
             log.info(
                 "queue_id=%s stage=process parsed %d bytes: parse worker peak RSS %d MiB (parse_memory_limit %d MiB)",
                 envelope.queue_id,
