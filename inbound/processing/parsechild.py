@@ -53,7 +53,9 @@ def main(argv: list[str]) -> int:
         job = decode_job(frame)
         del frame  # the job holds its own copy of the message: one is enough at the parse's peak
         measured = job.measures_peak
-        _limit(job.memory_limit, job.timeout, reset_peak=measured)
+        if measured:
+            _reset_peak_rss()
+        _limit(job.memory_limit, job.timeout)
         exhausted = False
         try:
             outcome = run_job(job)
@@ -72,9 +74,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _limit(memory: int, seconds: float, *, reset_peak: bool) -> None:
-    if reset_peak:
-        _reset_peak_rss()
+def _limit(memory: int, seconds: float) -> None:
     _soft_limit(resource.RLIMIT_AS, address_space() + memory)
     used = resource.getrusage(resource.RUSAGE_SELF)
     _soft_limit(resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime + seconds) + CPU_GRACE)
@@ -89,9 +89,9 @@ def _soft_limit(kind: int, wanted: int) -> None:
 
 
 def _reset_peak_rss() -> None:
-    """Start ``VmHWM`` again from the current RSS (Linux >= 4.0), so each job reports its own peak."""
+    """Start ``VmHWM`` again from the current RSS (Linux >= 4.0), so a measured job reports its own peak."""
     try:
-        with open(f"/proc/{os.getpid()}/clear_refs", "w", encoding="ascii") as clear:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
             clear.write("5")
     except OSError:
         pass  # the peak then covers the worker's life so far: still an upper bound
