@@ -23,6 +23,9 @@ from pathlib import Path
 
 import psutil
 
+from inbound.activity import open_store
+from inbound.config import load_settings
+from inbound.events import Status
 from tests.harness import run_cli, send_on, smtp_port_of, stream_toml, wait_for, write_config
 
 MakeMessage = Callable[[int, int], bytes]  # (size, number) -> the message
@@ -73,6 +76,21 @@ def send_all(
     with ThreadPoolExecutor(connections) as pool:
         list(pool.map(connection, [range(i, count, connections) for i in range(connections)]))
     return sent_at
+
+
+def final_at(config: Path, count: int, timeout: float = 3600.0) -> float:
+    """When (``time.time()``) the activity store first showed *count* deliveries Delivered.
+
+    The end-to-end target ends at the activity record, not at the webhook: call this once the
+    webhook has every POST, so that its reads (a count over the whole store) fall only on the
+    tail of a run and take nothing from the service while it is busy.
+    """
+    store = open_store(load_settings(config))
+    try:
+        wait_for(lambda: store.count_by_status()[Status.DELIVERED] >= count, timeout, f"{count} deliveries recorded")
+        return time.time()
+    finally:
+        store.close()
 
 
 def part_of(process: psutil.Process) -> str:
