@@ -74,8 +74,24 @@ def test_the_quote_under_a_header_is_stripped(text: str) -> None:
             "Fine.\n\nSent from my phone, so: yes, ship it.\n",
             Reply("Fine.\n\nSent from my phone, so: yes, ship it.", ""),
         ),
+        ("-- \nAlice\n", Reply("", "Alice")),  # a delimiter on the first line: all of it is signature
+        ("OK.\r\n-- \t\r\nAlice\r\n", Reply("OK.", "Alice")),  # CRLF, and a tab after the dashes
+        (
+            "Use a -- b.\nx--\n---\n--x\n-- \nAlice",
+            Reply("Use a -- b.\nx--\n---\n--x", "Alice"),  # dashes mid-line or with more after them: prose
+        ),
     ],
-    ids=["delimiter", "delimiter without space", "before a quote", "mobile footer", "de mobile footer", "prose"],
+    ids=[
+        "delimiter",
+        "delimiter without space",
+        "before a quote",
+        "mobile footer",
+        "de mobile footer",
+        "prose",
+        "delimiter first",
+        "crlf",
+        "dashes that are not one",
+    ],
 )
 def test_signatures(text: str, expected: Reply) -> None:
     assert strip_reply(text) == expected
@@ -177,9 +193,13 @@ def test_the_reply_and_signature_are_cut_from_the_text_never_rewritten() -> None
             assert signature in text.replace("\r\n", "\n"), corpus_id(path)
 
 
-def test_the_quick_line_check_agrees_with_the_pattern() -> None:
-    # A full-width colon, a dotted capital I and a long s: case and width rules the ASCII check must leave alone.
+def test_the_quick_mark_search_agrees_with_the_pattern() -> None:
+    # A full-width colon, a dotted capital I and a long s: case and width rules the ASCII search must leave alone.
     lines = ["-----Original Message-----", "ORIGINAL MESSAGE", "Von: a@b.test", "Le 3 mai, a écrit\uff1a", "prose"]
-    lines += ["ORIG\u0130NAL MESSAGE", "original me\u017f\u017fage", "no mark at all, ünïcode", ""]
-    for line in lines:
-        assert reply_module._marked(line) == (reply_module._HEADER_MARK.search(line) is not None), line
+    lines += ["ORIG\u0130NAL MESSAGE", "original me\u017f\u017fage", "no mark at all, ünïcode", "", "a:b:c"]
+    ascii_lines = [line for line in lines if line.isascii()]
+    for view in [*lines, "\n".join(lines), "\n".join(ascii_lines), *_views()]:
+        expected = {found.start() for found in reply_module._HEADER_MARK.finditer(view)}
+        assert set(reply_module._marks(view)) >= expected, view[:200]
+        marked_lines = {view.count("\n", 0, position) for position in reply_module._marks(view)}
+        assert marked_lines == {view.count("\n", 0, position) for position in expected}, view[:200]
