@@ -30,9 +30,11 @@ from inbound.delivery.outbox import Delivery, Outbox
 from inbound.delivery.signing import signed_headers, verify
 from inbound.envelope import Envelope, Recipient
 from inbound.processing.formats import FORMATS, Rendered, Source, render
-from inbound.processing.parse import parse_message
+from inbound.processing.formats import _shared as shared
+from inbound.processing.parse import Address, parse_message
 
 from .anymail_check import MAILGUN_KEY, AnymailWebhookValidationFailure, anymail_event, anymail_message
+from .corpus import corpus_files, wire_bytes
 from .fixtures import validator
 from .harness import SECRET, config_problems
 
@@ -405,3 +407,18 @@ def test_mailgun_without_attachments_is_urlencoded_as_mailgun_sends_it() -> None
     assert (message.subject, message.text) == ("café", "Hello & bye=1\n")
     message = message_of_anymail("mailgun", raw)  # the parsed fields
     assert (message.subject, message.text, message.attachments) == ("café", "Hello & bye=1\n", [])
+
+
+@pytest.mark.parametrize("payload_format", sorted(FORMATS))
+def test_every_corpus_message_renders(payload_format: str) -> None:
+    """A message the parser reads must have a body in every format; RFC 6532 addresses (UTF-8) among them."""
+    for path in corpus_files():
+        raw = wire_bytes(path)
+        render(Source(parse_message(raw), ENVELOPE, stream(payload_format, include_raw=True), DELIVERY_ID, raw))
+
+
+def test_a_utf8_address_is_written_as_it_is_and_its_name_as_any_other() -> None:
+    addresses = [Address("Märy Smith", "märy@exämple.net"), Address("", "zoë@exämple.net"), Address("Bob", "b@x.test")]
+    assert shared.address_line(addresses) == (
+        "=?utf-8?q?M=C3=A4ry_Smith?= <märy@exämple.net>, zoë@exämple.net, Bob <b@x.test>"
+    )

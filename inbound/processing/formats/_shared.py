@@ -92,7 +92,21 @@ def dropped_field(parsed: ParsedMessage, name: str) -> list[FormField]:
 
 def address_line(addresses: Sequence[Address]) -> str:
     """Addresses written back as one header value: ``"Name" <a@x>, b@y``."""
-    return ", ".join(formataddr((a.name, a.email)) for a in addresses)
+    return ", ".join(_mailbox(a) for a in addresses)
+
+
+# formataddr refuses an address that is not ASCII, which RFC 6532 mail has (``märy@exämple.net``);
+# how it writes the name (quoted, or an encoded word) does not depend on the address.
+_ASCII_STAND_IN = "a@a"
+
+
+def _mailbox(address: Address) -> str:
+    if address.email.isascii():
+        return formataddr((address.name, address.email))
+    if not address.name:
+        return address.email
+    name = formataddr((address.name, _ASCII_STAND_IN)).removesuffix(f" <{_ASCII_STAND_IN}>")
+    return f"{name} <{address.email}>"
 
 
 def mailbox_hash(address: str) -> str:
