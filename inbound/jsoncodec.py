@@ -12,7 +12,9 @@ so nothing a sender writes makes a record unwritable or unreadable.
 
 Not in the parse worker: there orjson crashed the process (SIGSEGV) writing the body of a
 21 MB message under the worker's address-space limit, where the stdlib's MemoryError would
-be an answer. The worker writes with the stdlib; the output is the same.
+be an answer. The worker writes with the stdlib, except the JSON formats' bodies of messages
+too small to come near that limit (``processing/formats/_shared.json_body``); the output is
+the same.
 """
 
 from __future__ import annotations

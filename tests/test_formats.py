@@ -31,6 +31,7 @@ from inbound.delivery.signing import signed_headers, verify
 from inbound.envelope import Envelope, Recipient
 from inbound.processing.formats import FORMATS, Rendered, Source, render
 from inbound.processing.formats import _shared as shared
+from inbound.processing.formats._shared import json_body
 from inbound.processing.parse import Address, parse_message
 
 from .anymail_check import MAILGUN_KEY, AnymailWebhookValidationFailure, anymail_event, anymail_message
@@ -407,6 +408,50 @@ def test_mailgun_without_attachments_is_urlencoded_as_mailgun_sends_it() -> None
     assert (message.subject, message.text) == ("café", "Hello & bye=1\n")
     message = message_of_anymail("mailgun", raw)  # the parsed fields
     assert (message.subject, message.text, message.attachments) == ("café", "Hello & bye=1\n", [])
+
+
+@pytest.mark.parametrize("payload_format", ["inbound", "postmark"])
+def test_a_json_body_is_what_the_stdlib_writes(payload_format: str) -> None:
+    """orjson writes the JSON formats' bodies below ORJSON_BELOW: byte for byte the stdlib's compact form."""
+    raws = [MESSAGE, *(wire_bytes(path) for path in corpus_files())]
+    for raw in raws:
+        body = render(Source(parse_message(raw), ENVELOPE, stream(payload_format, include_raw=True), DELIVERY_ID, raw))
+        stdlib = json.dumps(json.loads(body.body), separators=(",", ":"), ensure_ascii=False).encode()
+        assert body.body == stdlib
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"text": "an escaped byte left as \udc80"}, {"size": 2**70}, {"text": '\u2028 \x7f \x00 "\\ ü 😀'}],
+    ids=["lone surrogate", "int past 64 bits", "escapes"],
+)
+def test_json_body_answers_as_the_stdlib_does(payload: dict[str, object]) -> None:
+    def stdlib() -> bytes:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    try:
+        expected: bytes | type[Exception] = stdlib()
+    except UnicodeEncodeError:
+        expected = UnicodeEncodeError
+    if expected is UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            json_body(payload, 100)
+    else:
+        assert json_body(payload, 100) == expected
+
+
+def test_a_big_message_is_written_by_the_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ORJSON_BELOW orjson is not used: it cannot answer running out of memory (see _shared)."""
+
+    class Refused:
+        @staticmethod
+        def dumps(value: object) -> bytes:
+            raise AssertionError("orjson used for a big message")
+
+    monkeypatch.setattr(shared, "orjson", Refused)
+    assert json_body({"a": "ü"}, shared.ORJSON_BELOW) == '{"a":"ü"}'.encode()
+    with pytest.raises(AssertionError, match="orjson used"):
+        json_body({"a": "ü"}, shared.ORJSON_BELOW - 1)
 
 
 @pytest.mark.parametrize("payload_format", sorted(FORMATS))

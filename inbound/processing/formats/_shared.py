@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formataddr
 
+import orjson
 from urllib3 import encode_multipart_formdata
 
 from ...config import StreamSettings
@@ -24,8 +25,24 @@ from ..parse import Address, ParsedMessage
 from ..screen import Decision
 
 FORM_URLENCODED = "application/x-www-form-urlencoded"
+# orjson writes a payload about twenty times faster than the stdlib (3 against 58 us for a 10 KiB
+# message's), but it cannot answer running out of memory: under the parse worker's address-space
+# limit it crashed the worker (SIGSEGV) writing a 21 MB message's body, where the stdlib raises
+# MemoryError, an answer. Below this size a payload is a few MiB at most, and the limit's fixed
+# part alone is at least 64 MiB (processing.parse_memory_limit).
+ORJSON_BELOW = 1024 * 1024
 # (field name, text) or (field name, (file name, content, content type)), in the order they are sent.
 FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
+
+
+def json_body(payload: dict[str, object], message_size: int) -> bytes:
+    """*payload* as ``json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()`` writes it."""
+    if message_size < ORJSON_BELOW:
+        try:
+            return orjson.dumps(payload)
+        except TypeError:  # what orjson refuses (a lone surrogate, a huge int): the stdlib's answer, whatever it is
+            pass
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True, slots=True)

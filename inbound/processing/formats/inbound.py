@@ -10,11 +10,10 @@ trace headers on top, as ``headers`` shows them: ``Source.delivered``).
 from __future__ import annotations
 
 import base64
-import json
 
 from ..job import Rendered
 from ..payload import build_payload
-from ._shared import Source
+from ._shared import Source, json_body
 
 CONTENT_TYPE = "application/json"
 
@@ -30,4 +29,4 @@ def render(source: Source) -> Rendered:
     if source.stream.include_raw:
         raw = source.delivered
         payload["raw"] = {"size": len(raw), "content": base64.b64encode(raw).decode("ascii")}
-    return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    return Rendered(CONTENT_TYPE, json_body(payload, len(source.raw)))

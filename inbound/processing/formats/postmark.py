@@ -25,13 +25,12 @@ tests feed our POST to. Where Postmark's own value has no counterpart here:
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from ..job import Rendered
 from ..parse import Address, Attachment
 from ..reply import strip_reply
-from ._shared import Source, address_line, mailbox_hash
+from ._shared import Source, address_line, json_body, mailbox_hash
 
 CONTENT_TYPE = "application/json"
 # Headers Postmark gives a field of their own and leaves out of ``Headers``.
@@ -80,7 +79,7 @@ def render(source: Source) -> Rendered:
         ]
     if source.stream.include_raw:
         payload["RawEmail"] = source.delivered.decode("utf-8", "replace")
-    return Rendered(CONTENT_TYPE, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    return Rendered(CONTENT_TYPE, json_body(payload, len(source.raw)))
 
 
 def _ours(source: Source) -> tuple[tuple[str, str], ...]:
