@@ -51,8 +51,7 @@ sender's own lines stay: an inline answer needs its question.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import accumulate
 from typing import NamedTuple
 
@@ -109,10 +108,9 @@ def strip_reply(text: str) -> Reply:
 def _separator_offset(text: str) -> int:
     """Where the line with the first quote header starts, found in the bounded view; ``len(text)`` if none."""
     lines = text.split("\n", VIEW_LINES)[:VIEW_LINES]
-    shown = [line.strip()[:LINE_CAP] for line in lines]
-    # Whole lines only, each counted with its line break, up to VIEW_CHARS.
-    fits = bisect_right(list(accumulate(len(line) + 1 for line in shown)), VIEW_CHARS)
-    joined = "\n".join(shown[:fits])
+    joined = "\n".join(line.strip()[:LINE_CAP] for line in lines)
+    if len(joined) >= VIEW_CHARS:  # whole lines only, each counted with its line break, up to VIEW_CHARS
+        joined = joined[: max(joined.rfind("\n", 0, VIEW_CHARS), 0)]
     found = first_header(joined)
     if found is None:
         return len(text)
@@ -123,8 +121,10 @@ def _separator_offset(text: str) -> int:
 
 def first_header(view: str) -> re.Match[str] | None:
     """The library's first quote header in *view*: what ``_SEPARATOR.search(view)`` finds, found faster."""
+    marked = _marked_lines(view)
+    if not marked:
+        return None
     starts = list(accumulate((len(line) + 1 for line in view.split("\n")[:-1]), initial=0))
-    marked = {bisect_right(starts, position) - 1 for position in _marks(view)}
     for n in sorted({n for last in marked for n in range(max(last - _HEADER_SPAN, 0), last + 1)}):
         for position in (starts[n] - 1, starts[n]) if n else (0,):
             found = _SEPARATOR.match(view, position)
@@ -133,21 +133,38 @@ def first_header(view: str) -> re.Match[str] | None:
     return None
 
 
-def _marks(view: str) -> Iterator[int]:
-    """Where *view* holds what every header the pattern describes holds (see ``_HEADER_MARK``).
+def _marked_lines(view: str) -> set[int]:
+    """The lines of *view* that hold what every header the pattern describes holds (see ``_HEADER_MARK``).
 
     An ASCII view is searched with ``str.find`` (the pattern's alternation is tried at every
     character, and this runs for every message); another with the pattern, whose case rules
     ``str.lower`` does not share.
     """
     if not view.isascii():
-        yield from (found.start() for found in _HEADER_MARK.finditer(view))
-        return
-    for text, mark in ((view, ":"), (view.lower(), "original message")):
-        position = text.find(mark)
-        while position >= 0:
-            yield position
-            position = text.find(mark, position + 1)
+        return _line_numbers(view, (found.start() for found in _HEADER_MARK.finditer(view)))
+    colons = _first_on_each_line(view, ":")
+    return _line_numbers(view, colons) | _line_numbers(view, _first_on_each_line(view.lower(), "original message"))
+
+
+def _first_on_each_line(text: str, mark: str) -> Iterator[int]:
+    position = text.find(mark)
+    while position >= 0:
+        yield position
+        line_end = text.find("\n", position)
+        if line_end < 0:
+            return
+        position = text.find(mark, line_end)
+
+
+def _line_numbers(view: str, positions: Iterable[int]) -> set[int]:
+    """The line of each of *positions* (ascending), counted as it goes: linear in the view."""
+    lines: set[int] = set()
+    line = counted = 0
+    for position in positions:
+        line += view.count("\n", counted, position)
+        counted = position
+        lines.add(line)
+    return lines
 
 
 def _delimiter(text: str) -> tuple[int, int] | None:
