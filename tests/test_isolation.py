@@ -69,6 +69,12 @@ def test_mime_shape_follows_nesting_and_counts_parts() -> None:
     assert mime_shape(many_parts(2).replace(b"part\r\n", b"part\r\n--y\r\n", 1), 100, 10_000) == Shape(1, 2)
 
 
+def test_mime_shape_reads_a_boundary_parameter_in_any_case_and_keeps_the_value_as_written() -> None:
+    raw = many_parts(3).replace(b"boundary=x", b'BoUnDaRy = "MiXed"').replace(b"--x", b"--MiXed")
+    assert mime_shape(raw, 100, 10_000) == Shape(1, 3)
+    assert mime_shape(raw.replace(b"--MiXed", b"--mixed"), 100, 10_000) == Shape(0, 0)  # not the declared one
+
+
 def test_mime_shape_stops_scanning_past_a_limit() -> None:
     assert mime_shape(nested(5_000), 100, 10_000).depth == 101
     assert mime_shape(many_parts(1_000_000), 100, 10_000).parts == 10_001

@@ -14,7 +14,8 @@ never lower -- so it can never let a tree past the limits. ``message/rfc822``
 nesting is not counted here; the parser refuses it past Python's recursion
 limit (``parse.py``).
 
-Cost: two regular-expression scans, linear in the message's size; no copy of it.
+Cost: two regular-expression scans, linear in the message's size, and one lowered copy of the
+message while the first runs (freed before any parser starts, so the parse's peak is not raised).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_BOUNDARY_PARAMETER = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+# Matched in the lowered message: a literal the engine finds fast, where with IGNORECASE it tried
+# every byte (66 against 11 us for 10 KiB). Lowering bytes changes no length, so the value is
+# taken from the message itself at the same place, its case kept (boundaries are case-sensitive).
+_BOUNDARY_PARAMETER = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
 _DELIMITER_LINE = re.compile(rb"\n--([^\r\n]{1,202}?)(--)?[ \t]*\r?$", re.MULTILINE)  # a body starts after a line end
 
 
@@ -34,7 +38,9 @@ class Shape:
 
 def mime_shape(raw: bytes, max_depth: int, max_parts: int) -> Shape:
     """The shape of *raw*; the scan stops as soon as either limit is passed, so its cost is bounded too."""
-    declared = {quoted or bare for quoted, bare in _BOUNDARY_PARAMETER.findall(raw)}
+    declared = {
+        raw[slice(*found.span(1 if found.start(1) >= 0 else 2))] for found in _BOUNDARY_PARAMETER.finditer(raw.lower())
+    }
     nesting: list[bytes] = []  # the open multiparts' boundaries, innermost last
     level: dict[bytes, int] = {}  # boundary -> its index in nesting
     depth = parts = 0
