@@ -17,6 +17,7 @@ import random
 import string
 import time
 from email.headerregistry import HeaderRegistry
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,31 @@ def test_corpus_is_there() -> None:
 def test_the_tree_fed_in_slices_is_the_stdlib_tree(path: Path) -> None:
     """message_tree saves memory, never meaning: the same tree as email.message_from_bytes, byte for byte."""
     raw = wire_bytes(path)
-    assert message_tree(raw).as_bytes() == email.message_from_bytes(raw).as_bytes()
+    assert _tree(message_tree(raw)) == _tree(email.message_from_bytes(raw))
+
+
+def _tree(message: Message) -> tuple[bytes, list[list[str]]]:
+    return message.as_bytes(), [[type(d).__name__ for d in part.defects] for part in message.walk()]
+
+
+HEADER_SECTION_ENDINGS = {
+    "crlf": b"From: a\r\nSubject: s\r\n\r\nbody \xff\r\n\r\nmore\r\n",
+    "bare lf": b"From: a\nSubject: s\n\nbody\n\n\nmore\n",
+    "lf then crlf": b"From: a\nSubject: s\n\r\nbody\r\n\r\nmore",
+    "no blank line": b"From: a\r\nSubject: s\r\n",
+    "a line that is no header": b"From: a\r\nnot a header\r\nSubject: s\r\n\r\nbody\r\n",
+    "body first": b"\xff\xfebody\r\n\r\nrest\r\n",
+    "unix from as the last header": b"Subject: s\r\nFrom x\r\n\r\nbody\r\n",
+    "message/rfc822": b"Content-Type: message/rfc822\r\n\r\nFrom: b\r\n\r\ninner\r\n",
+    "delivery-status": b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\nStatus: 5.0.0\r\n",
+    "multipart": b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", HEADER_SECTION_ENDINGS.values(), ids=HEADER_SECTION_ENDINGS.keys())
+def test_the_tree_of_a_message_read_to_its_blank_line_is_the_stdlib_tree(raw: bytes) -> None:
+    """A single-part message's body is set whole, not read a line at a time: the same tree, defects and all."""
+    assert _tree(message_tree(raw)) == _tree(email.message_from_bytes(raw))
 
 
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=corpus_id)

