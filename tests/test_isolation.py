@@ -128,6 +128,24 @@ def test_an_answer_announced_larger_than_any_honest_one_is_never_allocated() -> 
         parser.close()
 
 
+def test_a_worker_that_ended_between_jobs_is_closed_and_replaced() -> None:
+    parser = IsolatedParser()
+    try:
+        assert parser.run(job(simple_message())).failure is None
+        ended = parser.worker
+        assert ended is not None
+        assert ended.stdin is not None
+        assert ended.stdout is not None
+        ended.kill()
+        ended.wait()
+        assert parser.run(job(simple_message())).failure is None
+        assert parser.worker is not ended
+        assert ended.stdin.closed  # not left to the garbage collector
+        assert ended.stdout.closed
+    finally:
+        parser.close()
+
+
 def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each faulty message fails alone; the job already sent to the worker it killed is parsed by the next."""
     faults = Path(__file__).parent / "faults"

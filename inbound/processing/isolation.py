@@ -136,8 +136,10 @@ class IsolatedParser:
         """*job*'s outcome, and the feed that carries *following* to the worker (None: send it again)."""
         ahead = following is not None and len(following.raw) <= AHEAD_LIMIT
         for attempt in (1, 2):
-            if self.worker is None or self.worker.poll() is not None:
+            if self.worker is None:
                 self.start()
+            elif self.worker.poll() is not None:  # it ended between jobs (retired after a MemoryError, or killed)
+                self._reap(self.worker)
             worker = self.worker
             assert worker is not None
             if feed is None or feed.worker is not worker:
