@@ -420,24 +420,12 @@ def test_a_json_body_is_what_the_stdlib_writes(payload_format: str) -> None:
         assert body.body == stdlib
 
 
-@pytest.mark.parametrize(
-    "payload",
-    [{"text": "an escaped byte left as \udc80"}, {"size": 2**70}, {"text": '\u2028 \x7f \x00 "\\ ü 😀'}],
-    ids=["lone surrogate", "int past 64 bits", "escapes"],
-)
-def test_json_body_answers_as_the_stdlib_does(payload: dict[str, object]) -> None:
-    def stdlib() -> bytes:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-    try:
-        expected: bytes | type[Exception] = stdlib()
-    except UnicodeEncodeError:
-        expected = UnicodeEncodeError
-    if expected is UnicodeEncodeError:
-        with pytest.raises(UnicodeEncodeError):
-            json_body(payload, 100)
-    else:
-        assert json_body(payload, 100) == expected
+def test_json_body_answers_as_the_stdlib_does() -> None:
+    """What orjson refuses goes to the stdlib: an int past 64 bits is written, a lone surrogate refused alike."""
+    for payload in ({"size": 2**70}, {"text": '\u2028 \x7f \x00 "\\ ü 😀'}):
+        assert json_body(payload, 100) == json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    with pytest.raises(UnicodeEncodeError):  # as the stdlib's output, encoded, refuses it
+        json_body({"text": "an escaped byte left as \udc80"}, 100)
 
 
 def test_a_big_message_is_written_by_the_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
