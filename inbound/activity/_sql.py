@@ -112,16 +112,17 @@ def search_words(query: str) -> builtins.list[str]:
 _NOT_WORD = re.compile(r"\W+")
 
 
-def searchable_text(merged: Merged) -> str:
-    """What full-text search looks in: subject, sender and recipients (addresses whole and in parts)."""
-    addresses = [a for a in (merged.mail_from, *merged.to) if a]
-    parts = [_NOT_WORD.sub(" ", a) for a in addresses]
-    return " ".join([merged.subject or "", *addresses, *parts])
-
-
 def searched_fields(merged: Merged) -> tuple[str | None, str | None, tuple[str, ...]]:
     """What :func:`searchable_text` is made of: to tell whether it changed without making it twice."""
     return merged.subject, merged.mail_from, merged.to
+
+
+def searchable_text(merged: Merged) -> str:
+    """What full-text search looks in: subject, sender and recipients (addresses whole and in parts)."""
+    subject, mail_from, to = searched_fields(merged)
+    addresses = [a for a in (mail_from, *to) if a]
+    parts = [_NOT_WORD.sub(" ", a) for a in addresses]
+    return " ".join([subject or "", *addresses, *parts])
 
 
 class SQLActivityStore(abc.ABC):

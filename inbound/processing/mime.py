@@ -121,7 +121,8 @@ def message_tree(raw: bytes) -> Message:
     lf = raw.find(b"\n\n", 0, crlf if crlf >= 0 else len(raw))  # a bare LF blank line before it, if any
     headed = lf + 2 if lf >= 0 else crlf + 4 if crlf >= 0 else 0  # where the first blank line ends
     # A header section that names either type is read whole at once, not its headers twice.
-    if headed and not any(kind in raw[:headed].lower() for kind in (b"multipart/", b"message/")):
+    head = raw[:headed].lower()
+    if headed and b"multipart/" not in head and b"message/" not in head:
         tree = _fed(view[:headed])
         # A payload already: the header section ended before that line (a line that is no header).
         if tree.get_content_maintype() not in ("multipart", "message") and not tree.get_payload():

@@ -142,8 +142,8 @@ def _marked_lines(view: str) -> set[int]:
     """
     if not view.isascii():
         return _line_numbers(view, (found.start() for found in _HEADER_MARK.finditer(view)))
-    colons = _first_on_each_line(view, ":")
-    return _line_numbers(view, colons) | _line_numbers(view, _first_on_each_line(view.lower(), "original message"))
+    searches = ((view, ":"), (view.lower(), "original message"))  # lowering keeps an ASCII view's positions
+    return set().union(*(_line_numbers(view, _first_on_each_line(text, mark)) for text, mark in searches))
 
 
 def _first_on_each_line(text: str, mark: str) -> Iterator[int]:
