@@ -81,10 +81,13 @@ __all__ = [
     "parse_message",
 ]
 
-# mail-parser logs a warning for every part it does not put into its own text ("Email content
-# 'png' not handled"): one line per part, thousands for a hostile message, and about a
-# decision mime.py makes instead. Its errors still reach the log.
-logging.getLogger("mailparser.core").setLevel(logging.ERROR)
+# mail-parser logs what it thinks of the message it reads: a warning for every part it does not put
+# into its own text ("Email content 'png' not handled", about a decision mime.py makes instead), an
+# error quoting every header part it cannot decode (the header stays as it came, and the webhook gets
+# it so). One line per part, thousands for a hostile message, none with a queue id, and the text a
+# stranger chose: a folded header wrote whole lines of its own into the service's log. What became of
+# the message is what the process stage logs; mail-parser's view of it is not logged at all.
+logging.getLogger("mailparser").setLevel(logging.CRITICAL + 1)
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]+=\?\1\?\2\?[^?\s]*\?=)+")
 # Adjacent encoded words of any charsets (folding white space between them).

@@ -31,6 +31,7 @@ import sys
 from dataclasses import replace
 
 from ..cpus import parse_cpus, pin
+from ..log import FORMATS, configure
 from ..supervisor import die_with_parent
 from .job import Outcome, address_space, decode_job, encode_outcome, peak_rss, read_frame, write_frame
 from .work import run_job
@@ -47,6 +48,9 @@ def main(argv: list[str]) -> int:
         pin(parse_cpus(argv[2]))
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    # Whatever a library logs here reaches the service's log: in its format, one line each.
+    log_format = os.environ.get("INBOUND_LOG_FORMAT", "text")
+    configure("WARNING", log_format if log_format in FORMATS else "text")
     jobs = sys.stdin.buffer
     footprint = address_space()
     while (frame := read_frame(jobs)) is not None:
