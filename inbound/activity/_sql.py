@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -162,12 +163,9 @@ class SQLActivityStore(abc.ABC):
                         payload = event.payload
                     if event.attempt is not None:
                         self._put_attempt(db, delivery_id, event.generation, event.attempt)
-                self._save(db, merged)
+                self._save(db, merged, payload)
                 if searched_fields(merged) != searched_before:
                     self._index_text(db, merged)
-                if payload is not None:
-                    m = self.dialect.mark
-                    db.execute(f"UPDATE deliveries SET payload = {m} WHERE delivery_id = {m}", (payload, delivery_id))
 
     def get(self, delivery_id: str) -> ActivityRecord | None:
         m = self.dialect.mark
@@ -247,7 +245,8 @@ class SQLActivityStore(abc.ABC):
             updated_at,
         )  # fmt: skip
 
-    def _save(self, db: Connection, m: Merged) -> None:
+    def _save(self, db: Connection, m: Merged, payload: bytes | None) -> None:
+        """Write *m*'s state, and *payload* with it when it changed (None: the stored one stays)."""
         values = (
             m.delivery_id, m.queue_id, m.stream, m.status.value, m.generation, storable(m.reason),
             storable(m.next_attempt_at), encode_key(m.status_key), storable(m.received_at), storable(m.mail_from),
@@ -255,14 +254,10 @@ class SQLActivityStore(abc.ABC):
             encode_key(m.subject_key), encode_key(m.payload_key), storable(m.payload_type), storable(m.updated_at),
             _stored_verdicts(m.verdicts),
         )  # fmt: skip
-        columns = STATE_COLUMNS.split(", ")
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
-        marks = ", ".join([self.dialect.mark] * len(columns))
-        db.execute(
-            f"INSERT INTO deliveries ({STATE_COLUMNS}) VALUES ({marks})"
-            f" ON CONFLICT (delivery_id) DO UPDATE SET {updates}",
-            values,
-        )
+        if payload is None:
+            db.execute(_upsert(self.dialect.mark, STATE_COLUMNS), values)
+        else:
+            db.execute(_upsert(self.dialect.mark, f"{STATE_COLUMNS}, payload"), (*values, payload))
 
     def _put_attempt(self, db: Connection, delivery_id: str, generation: int, attempt: Attempt) -> None:
         """Insert the attempt, or replace the stored version of it if this one wins (see attempt_key)."""
@@ -290,6 +285,18 @@ class SQLActivityStore(abc.ABC):
         for did, generation, number, at, status_code, error, latency_ms in rows.fetchall():
             found.setdefault(did, []).append(RecordedAttempt(number, at, status_code, error, latency_ms, generation))
         return {did: tuple(attempts) for did, attempts in found.items()}
+
+
+@functools.cache
+def _upsert(mark: str, columns: str) -> str:
+    """The statement that inserts a delivery's *columns*, or updates them all but the key (made once).
+
+    One statement writes the payload along with the state: a second would write the row twice.
+    """
+    names = columns.split(", ")
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names[1:])
+    marks = ", ".join([mark] * len(names))
+    return f"INSERT INTO deliveries ({columns}) VALUES ({marks}) ON CONFLICT (delivery_id) DO UPDATE SET {updates}"
 
 
 def _record(row: Sequence[Any], payload: bytes | None, attempts: tuple[RecordedAttempt, ...]) -> ActivityRecord:
