@@ -372,6 +372,56 @@ def test_truncated_multipart_parses() -> None:
     assert any(d.startswith("body: no text/plain or text/html part") for d in parsed.defects)
 
 
+# Found by feeding the parser mutated corpus messages: each of these failed the whole message.
+
+
+def test_an_8bit_byte_in_a_base64_display_name_parses() -> None:
+    # binascii skips the byte; the stdlib reads it as its escape, and mail-parser raises.
+    raw = b"From: a@example.org\r\nTo: =?UTF-8?B?\xb3\xcd44G/44GR44KL?= <t@example.org>\r\n\r\nhi\r\n"
+    parsed = parse_message(raw)
+    assert [(a.name, a.email) for a in parsed.to] == [("みける", "t@example.org")]
+    assert "headers: 1 encoded-word(s) with broken base64, decoded leniently" in parsed.defects
+
+
+def test_a_nul_in_an_encoded_words_charset_parses() -> None:
+    parsed = parse_message(b"From: a@example.org\r\nSubject: =?utf\x00-8?Q?hi_there?=\r\n\r\nhi\r\n")
+    assert parsed.subject == "hi there"
+
+
+def test_an_attachment_name_of_broken_base64_is_kept_as_it_came() -> None:
+    raw = (
+        b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"\r\n\r\n'
+        b"--a\r\nContent-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="=?utf-8?B?YWJjZ?="\r\n\r\nxyz\r\n--a--\r\n'
+    )
+    assert [a.filename for a in parse_message(raw).attachments] == ["=?utf-8?B?YWJjZ?="]
+
+
+def attached(inner: bytes) -> bytes:
+    return (
+        b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"\r\n\r\n'
+        b"--a\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b"--a\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"--a--\r\n"
+    )
+
+
+def test_an_attached_multipart_without_its_boundary_and_with_8bit_bytes_is_kept_as_it_came() -> None:
+    # The stdlib's generator reads such a body as text with U+FFFD for its 8-bit bytes, then cannot write it.
+    inner = (
+        b'From: b@example.org\r\nSubject: \xc3\xa9t\xe9\r\nContent-Type: multipart/mixed; boundary="never"\r\n\r\n'
+        b"caf\xc3\xa9 and caf\xe9, and no boundary\r\n"
+    )
+    (attachment,) = parse_message(attached(inner)).attachments
+    assert (attachment.content_type, attachment.content) == ("message/rfc822", inner)
+
+
+def test_an_attached_header_the_stdlib_will_not_refold_is_kept_as_it_came() -> None:
+    # A form feed: the stdlib takes what follows it for a header of its own, and refuses to write the value.
+    inner = b"From: b@example.org\r\nX-Note: one\x0ctwo: three\r\nSubject: inner\r\n\r\nbody"
+    (attachment,) = parse_message(attached(inner + b"\r\n")).attachments
+    assert attachment.content == inner
+
+
 def test_bad_dates_are_null_with_a_defect() -> None:
     parsed = parse_corpus("plain_emails/raw_email_with_bad_date.eml")
     assert parsed.date is None

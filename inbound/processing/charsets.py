@@ -89,7 +89,7 @@ def _lookup(label: str | None) -> str | None:
     """Python's name for the codec of *label*, as labelled (no superset); None when unknown."""
     try:
         return codecs.lookup(label.strip().strip("\"'").lower()).name if label else None
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the label
         return None
 
 

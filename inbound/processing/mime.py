@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
 from email.feedparser import BytesFeedParser
+from email.generator import BytesGenerator
 from email.header import decode_header
 from email.message import Message
 from email.policy import compat32
+from io import BytesIO
 from typing import Literal
 
 from . import charsets
@@ -172,7 +175,7 @@ def _visit(part: Message, found: Walked) -> None:
 def _attached_message(part: Message, ctype: str, found: Walked) -> None:
     """An attached message: one attachment of its bytes, never walked into. message/partial and
     message/external-body are kept the same way, without a summary."""
-    content = _children(part)[0].as_bytes(policy=_WIRE)
+    content = _wire_bytes(_children(part)[0])
     encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
     if encoding in ("base64", "quoted-printable"):
         # Not allowed on message/* (RFC 2046 5.2.1), but sent: the stdlib parsed the encoded
@@ -184,6 +187,39 @@ def _attached_message(part: Message, ctype: str, found: Walked) -> None:
         found.attached.append(
             message_tree(content) if encoding in ("base64", "quoted-printable") else _children(part)[0]
         )
+
+
+def _wire_bytes(message: Message) -> bytes:
+    """*message* (a part of a parsed tree) as bytes, CRLF line ends, as it came where the stdlib cannot write it."""
+    try:
+        return message.as_bytes(policy=_WIRE)
+    except (UnicodeEncodeError, HeaderParseError):
+        out = BytesIO()
+        _AsItCame(out, mangle_from_=False, policy=_WIRE).flatten(message)
+        return out.getvalue()
+
+
+class _AsItCame(BytesGenerator):
+    """The stdlib's generator, writing as they came the two things it fails on in hostile mail.
+
+    A header value holding a line that looks like a header of its own: the stdlib refolds
+    every value and refuses that one. A multipart whose boundary never came (its body one
+    string): the stdlib reads that body back through ``get_payload()``, which makes U+FFFD
+    of its 8-bit bytes, and then cannot write them. Either failed the whole message's parse.
+    (Both hooks are the generator's own, private: typeshed leaves them out.)
+    """
+
+    def _write_headers(self, msg: Message) -> None:
+        for name, value in msg.raw_items():
+            self.write(f"{name}: {value}\r\n")  # the value's own folding, its 8-bit bytes as they came
+        self.write("\r\n")
+
+    def _handle_multipart(self, msg: Message) -> None:
+        body = msg._payload  # type: ignore[attr-defined]  # as parsed: get_payload() would replace 8-bit bytes
+        if isinstance(body, str):
+            self.write(body)
+        else:
+            super()._handle_multipart(msg)  # type: ignore[misc]
 
 
 def _transfer_decoded(content: bytes, encoding: str) -> bytes:
@@ -255,9 +291,7 @@ def _delivery_status(part: Message, found: Walked) -> None:
 def _as_text(part: Message) -> Message:
     """A part whose payload the stdlib parsed into header blocks, as the text/plain part it was written as."""
     text = Message()
-    text.set_payload(
-        b"\r\n".join(block.as_bytes(policy=_WIRE) for block in _children(part)).decode("ascii", "surrogateescape")
-    )
+    text.set_payload(b"\r\n".join(_wire_bytes(block) for block in _children(part)).decode("ascii", "surrogateescape"))
     return text
 
 
@@ -321,7 +355,10 @@ def _filename(part: Message) -> str | None:
     if name and "\ufffd" in name:
         name = _eight_bit_view(part).get_filename() or name
     if name and "=?" in name:
-        words = decode_header(name)
+        try:
+            words = decode_header(name)
+        except HeaderParseError:  # broken base64 in a word: the name as it came
+            words = [(name, None)]
         name = "".join(charsets.decode(w, c)[0] if isinstance(w, bytes) else w for w, c in words)
     if not name:
         return None

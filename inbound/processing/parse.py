@@ -253,12 +253,16 @@ def _repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
         nonlocal bad_words
         data = word.group(2)
         try:
-            binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+            # 8-bit bytes are no base64, though the check below skips them: the stdlib would read
+            # them as their escapes (\udcb3), and mail-parser's address parser raises on them.
+            if data.isascii():
+                binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+                return word.group(0)
         except binascii.Error:
-            bad_words += 1
-            fixed = base64.b64encode(decode_base64_payload(data.decode("ascii", "replace")))
-            return b"=?" + word.group(1) + b"?B?" + fixed + b"?="
-        return word.group(0)
+            pass
+        bad_words += 1
+        fixed = base64.b64encode(decode_base64_payload(data.decode("ascii", "replace")))
+        return b"=?" + word.group(1) + b"?B?" + fixed + b"?="
 
     head = _join_encoded_word_runs(_B_WORD.sub(lenient, head))
     head, semicolons = semicolons_as_commas(head)
@@ -299,10 +303,14 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
         return b"=?" + charset + b"?B?" + base64.b64encode(data) + b"?="
 
     def superset(word: re.Match[bytes]) -> bytes:
-        codec = charsets.codec_for(word.group(1).decode("ascii", "replace"))
-        if codec is None:
+        label = word.group(1)
+        codec = charsets.codec_for(label.decode("ascii", "replace"))
+        if codec is None and b"\x00" not in label:
             return word.group(0)
-        return b"=?" + codec.encode("ascii") + word.group(0)[2 + len(word.group(1)) :]
+        # A NUL in a label makes Python's codec lookup raise ValueError, not LookupError, and
+        # mail-parser fails the message on it: such a label is unknown, and is named so.
+        name = codec.encode("ascii") if codec is not None else b"unknown-8bit"
+        return b"=?" + name + word.group(0)[2 + len(label) :]
 
     head = _ENCODED_WORD.sub(superset, _ENCODED_WORD_RUN.sub(join, head))
     if head.count(b"=?") <= WORDS_PER_PIECE:
