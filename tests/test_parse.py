@@ -422,6 +422,36 @@ def test_an_attached_header_the_stdlib_will_not_refold_is_kept_as_it_came() -> N
     assert attachment.content == inner
 
 
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (  # it decodes each part with the part's charset, and a NUL there raises ValueError
+            b'From: "B. B." <b@example.org>\r\nTo: t@example.org, u@example.org\r\n'
+            b"Cc: =?utf-8?q?C=C3=A9?= <c@example.org>\r\nReply-To: r@example.org\r\n"
+            b"Date: Tue, 24 Nov 2026 10:00:00 +0100\r\n"
+            b'Content-Type: text/plain; charset="utf\x00-8"\r\n\r\nthe caf\xc3\xa9\r\n',
+            "mail-parser failed (ValueError: embedded null character)",
+        ),
+        (  # at a start boundary missing anywhere it reads the top-level part's, which a message/* has not
+            b"From: b@example.org\r\nTo: t@example.org, u@example.org\r\nCc: =?utf-8?q?C=C3=A9?= <c@example.org>\r\n"
+            b"Reply-To: r@example.org\r\nDate: Tue, 24 Nov 2026 10:00:00 +0100\r\nContent-Type: message/rfc822\r\n\r\n"
+            b'From: i@example.org\r\nContent-Type: multipart/mixed; boundary="never"\r\n\r\nthe text\r\n',
+            "mail-parser failed (TypeError: can only concatenate str",
+        ),
+    ],
+)
+def test_a_message_mail_parser_fails_on_is_read_by_the_stdlib(raw: bytes, why: str) -> None:
+    parsed = parse_message(raw)
+    assert parsed.defects[0].startswith(why)
+    assert parsed.from_ is not None
+    assert parsed.from_.email == "b@example.org"
+    assert [a.email for a in parsed.to] == ["t@example.org", "u@example.org"]
+    assert [(a.name, a.email) for a in parsed.cc] == [("Cé", "c@example.org")]
+    assert [a.email for a in parsed.reply_to] == ["r@example.org"]
+    assert parsed.date == "2026-11-24T10:00:00+01:00"
+    assert (parsed.text or "") + "".join(a.content.decode() for a in parsed.attachments) != ""
+
+
 def test_bad_dates_are_null_with_a_defect() -> None:
     parsed = parse_corpus("plain_emails/raw_email_with_bad_date.eml")
     assert parsed.date is None

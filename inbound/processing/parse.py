@@ -14,12 +14,12 @@ broken mail *parses*: every oddity (bad boundaries, unknown charsets,
 unparseable dates, ambiguous addresses) becomes a line in ``defects`` and the
 best reading we can give. ``ParseError`` is raised only when there is
 no message to speak of: empty input, input with no header field at all
-(never the case behind our SMTP edge, which adds ``Received:``), MIME nesting
-too deep to walk, or mail-parser failing in a way not guarded against below.
+(never the case behind our SMTP edge, which adds ``Received:``), or MIME
+nesting too deep to walk.
 
-Who reads what: mail-parser (``mailparser``) builds the MIME tree (the stdlib's,
-compat32) and reads the addresses (with recovery and diagnostics for ambiguous
-ones) and the date (with diagnostics). What is body text and what is a file,
+Who reads what: the stdlib builds the MIME tree (compat32, ``mime.message_tree``)
+and mail-parser (``mailparser``) reads the addresses from it (with recovery and
+diagnostics for ambiguous ones) and the date (with diagnostics). What is body text and what is a file,
 attached messages and delivery reports are decided by ``mime.py`` on the same
 tree, and every charset by ``charsets.py``: mail-parser joined every alternative
 and attached message into the text, dropped delivery-status parts and re-decoded
@@ -38,7 +38,9 @@ a whole body as UTF-8 for one bad byte. Where it is weak elsewhere, the stdlib
   address before it is lost as an unterminated group;
 * crashes: broken base64 in an encoded-word and a missing epilogue make it
   raise; both are guarded against before it runs (``_repair_header_section``,
-  and the epilogue guard in ``parse_message``).
+  and the epilogue guard in ``_read_by_mail_parser``). Where it fails all the
+  same, the addresses and the date are read by the stdlib and the failure is
+  the first defect (``_read_by_the_stdlib``): its bug is no reason to fail a message.
 
 This is the only module that imports ``mailparser``: it is untyped, so its
 ``Any`` stays here.
@@ -168,21 +170,19 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise ParseError("empty message: no header fields and no body")
     raw, repairs = _repair_header_section(raw)
     try:
-        # What MailParser.from_bytes does, with one guard: mail-parser reads the
-        # epilogue unchecked when a start boundary is missing, and it may be None.
-        tree = message_tree(raw)
-        if tree.is_multipart() and tree.epilogue is None:
-            tree.epilogue = ""
-        mp: Any = mailparser.MailParser(tree)
-    except (RecursionError, MailParserRecursionError) as exc:
+        message = message_tree(raw)
+    except RecursionError as exc:
         raise ParseError("MIME parts nested too deeply to parse") from exc
-    except Exception as exc:  # a parser bug on hostile input is this message's failure, not ours
-        raise ParseError(f"mail-parser failed: {type(exc).__name__}: {exc}") from exc
-    message: Message = mp.message
     if not message.keys():
         raise ParseError("no header fields: the input does not start with a 'Name: value' header")
-
-    defects = repairs
+    try:
+        read = _read_by_mail_parser(message)
+    except (RecursionError, MailParserRecursionError) as exc:
+        raise ParseError("MIME parts nested too deeply to parse") from exc
+    except Exception as exc:  # noqa: BLE001 -- mail-parser's bug on a stranger's message: read it without
+        read = _read_by_the_stdlib(message, f"mail-parser failed ({type(exc).__name__}: {exc})")
+    senders, to, cc, reply_to, date, defects = read
+    defects += repairs
     headers = decoded_headers(message, defects)
     counts = Counter(name.lower() for name, _ in headers)
     for name in _SINGLE:
@@ -196,17 +196,6 @@ def parse_message(raw: bytes) -> ParsedMessage:
     def first(name: str) -> str | None:
         return next((v for k, v in headers if k.lower() == name), None)
 
-    try:
-        senders, to, cc, reply_to = (
-            _addresses(mp.from_),
-            _addresses(mp.to),
-            _addresses(mp.cc),
-            _addresses(mp.reply_to),
-        )
-        date = _date(mp.date, mp.timezone)
-        defects[:0] = _mailparser_defects(mp.defects)
-    except Exception as exc:  # as above: mail-parser's output did not have its documented shape
-        raise ParseError(f"mail-parser failed: {type(exc).__name__}: {exc}") from exc
     try:
         found = walk(message)
     except RecursionError as exc:
@@ -335,6 +324,38 @@ def _word_bytes(encoding: bytes, text: bytes) -> bytes:
     return data
 
 
+# What the top-level header section gives beside its decoded headers: From, To, Cc, Reply-To, the
+# date (RFC 3339), and what the reader had to say about the message (its defects).
+_Read = tuple[tuple[Address, ...], tuple[Address, ...], tuple[Address, ...], tuple[Address, ...], str | None, list[str]]
+
+
+def _read_by_mail_parser(message: Message) -> _Read:
+    """What mail-parser reads of *message*, the tree mime.py made (mail-parser walks that tree as it is)."""
+    # One guard, as MailParser.from_bytes has none: mail-parser reads the epilogue unchecked
+    # when a start boundary is missing, and it may be None.
+    if message.is_multipart() and message.epilogue is None:
+        message.epilogue = ""
+    mp: Any = mailparser.MailParser(message)
+    senders, to, cc, reply_to = (_addresses(pairs) for pairs in (mp.from_, mp.to, mp.cc, mp.reply_to))
+    return senders, to, cc, reply_to, _date(mp.date, mp.timezone), _mailparser_defects(mp.defects)
+
+
+def _read_by_the_stdlib(message: Message, why: str) -> _Read:
+    """The same from the standard library, when mail-parser failed on *message*: *why* is its first defect.
+
+    mail-parser decodes every part of a message to read its headers, and each way a stranger's
+    message has broken that so far (a NUL in a part's charset; a top-level message/* part over a
+    multipart whose start boundary never came) failed the whole message; none of it is needed to
+    read the addresses and the date, and the body is walked by mime.py either way.
+    """
+    senders, to, cc, reply_to = (
+        _addresses(getaddresses([raw_str(value) for value in message.get_all(name, [])]))
+        for name in ("from", "to", "cc", "reply-to")
+    )
+    date = message.get("date")
+    return senders, to, cc, reply_to, _rfc3339(raw_str(date)) if date is not None else None, [why]
+
+
 def _addresses(pairs: Any) -> tuple[Address, ...]:
     """mail-parser's (name, email) pairs; names that are one quoted encoded-word get decoded."""
     out: list[Address] = []
@@ -362,17 +383,21 @@ def _summary(inner: Message) -> AttachedMessage:
     name, email = senders[0] if senders else ("", "")
     if "=?" in name:
         name, _ = decode_header("display-name", name)
-    try:
-        moment = parsedate_to_datetime(headers.get("date", ""))
-        date = moment.isoformat().replace("+00:00", "Z") if moment.tzinfo else moment.isoformat() + "Z"
-    except (TypeError, ValueError, IndexError, OverflowError):
-        date = None
     return AttachedMessage(
         subject=headers.get("subject"),
         from_=Address(json_safe(name).strip(), json_safe(email).strip()) if email.strip() else None,
-        date=date,
+        date=_rfc3339(headers.get("date", "")),
         message_id=headers.get("message-id") or None,
     )
+
+
+def _rfc3339(date: str) -> str | None:
+    """A Date header's moment in RFC 3339, in the sender's own UTC offset; None when it is no date."""
+    try:
+        moment = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return moment.isoformat().replace("+00:00", "Z") if moment.tzinfo else moment.isoformat() + "Z"
 
 
 def _first_headers(message: Message) -> dict[str, str]:
