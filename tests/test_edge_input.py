@@ -8,6 +8,7 @@ bytes sent are exactly the bytes meant.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import struct
 from collections.abc import Callable
@@ -46,6 +47,41 @@ def test_cr_and_nul_in_a_command_are_refused(client: Client, command: bytes, cap
     (refusal,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert refusal.startswith("stage=receive refused client=127.0.0.1:")
     assert refusal.endswith("reply='501 5.5.2 Syntax error: CR, LF and NUL are not allowed in a command'")
+
+
+ENHANCED = rb"\d{3} [245]\.\d{1,3}\.\d{1,3} "
+
+
+@pytest.mark.parametrize(
+    "command",
+    [b"FOO bar", b"EXPN staff", b"VRFY someone", b"HELP", b"MAIL FROM:", b"RCPT TO:<x@in.test>", b"DATA", b"QUIT"],
+)
+def test_every_reply_but_the_greeting_and_hellos_carries_an_enhanced_code(client: Client, command: bytes) -> None:
+    """RFC 2034: ENHANCEDSTATUSCODES is advertised, so aiosmtpd's own replies get one too."""
+    assert client.greeting.startswith(b"220 ")
+    assert not re.match(ENHANCED, client.greeting)
+    hello = client.say(b"EHLO client.test\r\n").splitlines()
+    assert b"250-ENHANCEDSTATUSCODES" in hello  # EHLO's lines are keywords: no code in them
+    assert all(not re.match(ENHANCED, line + b" ") for line in hello)
+    reply = client.say(command + b"\r\n")
+    assert re.match(ENHANCED, reply), reply
+
+
+@pytest.mark.parametrize(
+    ("argument", "echoed"),
+    [(b"(\xd9\xff\rb", b"(???b"), (b"a\rHELP\t@", b"a?HELP\t@")],  # the second made the stdlib's parser raise
+)
+def test_an_echoed_argument_cannot_break_a_reply_or_raise(
+    client: Client, caplog: pytest.LogCaptureFixture, argument: bytes, echoed: bytes
+) -> None:
+    """aiosmtpd echoes VRFY's argument: undecodable bytes made it raise (a traceback, and the
+    exception's text sent back), and a bare CR went back as it came."""
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    with caplog.at_level(logging.INFO):
+        reply = client.say(b"VRFY " + argument + b"\r\n")
+    assert reply == b"502 5.5.1 Could not VRFY " + echoed + b"\r\n"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert client.say(b"NOOP\r\n").startswith(b"250")
 
 
 def test_an_endless_command_line_is_refused_and_not_kept(client: Client) -> None:

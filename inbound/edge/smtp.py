@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -66,6 +67,34 @@ _ENHANCED = {
     "454 TLS not available": "454 4.7.0 TLS not available due to temporary reason",
     "250 OK": "250 2.0.0 OK",
 }
+
+# RFC 2034: with ENHANCEDSTATUSCODES advertised, every 2xx, 4xx and 5xx reply carries one (RFC 3463),
+# but the greeting and the answers to HELO and EHLO. aiosmtpd's own replies have none: what each
+# of its codes means there, else the class's generic one (X.0.0).
+_ENHANCED_BY_REPLY_CODE = {
+    "214": "2.0.0",  # HELP
+    "252": "2.5.0",  # VRFY: cannot verify, will accept
+    "500": "5.5.2",  # unrecognised command
+    "501": "5.5.4",  # bad arguments
+    "502": "5.5.1",  # not implemented
+    "503": "5.5.1",  # bad sequence
+    "504": "5.5.4",  # parameter not implemented
+    "538": "5.7.11",  # encryption required for the AUTH mechanism
+    "555": "5.5.4",  # MAIL/RCPT parameters not recognised
+}
+_HAS_ENHANCED_CODE = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+# An echoed argument may hold any byte but CR LF (a bare CR, NUL, undecodable bytes): each such one
+# becomes '?', so a reply stays one well-formed line.
+_UNSAFE_IN_REPLY = str.maketrans({chr(c): "?" for c in (*range(0x20), 0x7F) if c != 0x09})
+
+
+def with_enhanced_code(reply: str) -> str:
+    """*reply* with an enhanced status code after its code, when it lacks one and should have one."""
+    code = reply[:3]
+    if code[:1] not in ("2", "4", "5") or code == "220" or _HAS_ENHANCED_CODE.match(reply):
+        return reply
+    detail = _ENHANCED_BY_REPLY_CODE.get(code, f"{code[0]}.0.0")
+    return f"{reply[:4]}{detail} {reply[4:]}" if len(reply) > 4 else f"{code} {detail}"
 
 
 PROXY_TIMEOUT = 10.0  # seconds a load balancer has to send its PROXY header
@@ -120,6 +149,7 @@ class InboundSMTP(SMTP):
         self.errors = 0  # refusals in this session, against settings.max_errors
         self.client = ""  # the address counted in the handler's connection limits
         self.header_meter: HeaderMeter | None = None  # while DATA is read
+        self.answering_hello = False
         self.command_line_limit = settings.max_command_line
         # The reader's limit while DATA is read: how much one block may hold.
         self.line_length_limit = settings.max_message_size + 1024
@@ -135,7 +165,7 @@ class InboundSMTP(SMTP):
         parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
         try:
             address, rest = parse(arg)
-        except HeaderParseError:
+        except (HeaderParseError, IndexError):  # IndexError: the stdlib's parser on some inputs ("a\r@")
             return None, None
         mailbox: str = address.addr_spec
         if self.local_part_limit and len(mailbox.rpartition("@")[0]) > self.local_part_limit:
@@ -242,11 +272,19 @@ class InboundSMTP(SMTP):
 
     async def smtp_HELO(self, hostname: str) -> None:
         if not await self._refused_line_breaker(hostname):
-            await super().smtp_HELO(hostname)
+            await self._answer_hello(super().smtp_HELO(hostname))
 
     async def smtp_EHLO(self, hostname: str) -> None:
         if not await self._refused_line_breaker(hostname):
-            await super().smtp_EHLO(hostname)
+            await self._answer_hello(super().smtp_EHLO(hostname))
+
+    async def _answer_hello(self, answer: Awaitable[None]) -> None:
+        # Replies to HELO and EHLO carry no enhanced code (RFC 2034): EHLO's lines are keywords.
+        self.answering_hello = True
+        try:
+            await answer
+        finally:
+            self.answering_hello = False
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if not await self._refused_line_breaker(arg) and not await self._refused_path(arg, "FROM:", sender=True):
@@ -285,6 +323,12 @@ class InboundSMTP(SMTP):
             if text.startswith(prefix) and (prefix != "250 OK" or text == "250 OK"):
                 text = replacement
                 break
+        else:
+            if text.startswith("500 Error: ("):  # aiosmtpd's answer to an exception: ours, not the client's
+                text = "451 4.3.0 Local error in processing"
+            elif not self.answering_hello:
+                text = with_enhanced_code(text)
+        text = text.encode("utf-8", "replace").decode().translate(_UNSAFE_IN_REPLY)
         metrics.SMTP_REPLIES.labels(text[:3]).inc()
         if text[:1] in ("4", "5"):
             # Every refusal, once, with who was refused; as repr, so an echoed byte cannot break the line.
