@@ -26,7 +26,7 @@ from inbound.config import StreamSettings, check_webhook_url
 from inbound.delivery.egress import Resolver, system_resolver, webhook_transport
 from inbound.delivery.outbox import Delivery
 from inbound.delivery.retry import Answer
-from inbound.delivery.webhook import AttemptResult, WebhookClient
+from inbound.delivery.webhook import ERROR_LENGTH, AttemptResult, WebhookClient
 from inbound.netpolicy import ip_of, is_public
 
 from .harness import SECRET
@@ -63,7 +63,8 @@ def test_a_host_that_is_not_a_valid_address_is_refused() -> None:
 
 
 class Endpoint(BaseHTTPRequestHandler):
-    """/ok 200; /redirect 302; /flood 100 MB; /drip a body byte every 0.2 s; /slow-headers ditto."""
+    """/ok 200; /redirect 302; /flood 100 MB; /drip a body byte every 0.2 s; /slow-headers ditto;
+    /garbage a status line of 20 KB of junk."""
 
     protocol_version = "HTTP/1.1"
     requests: ClassVar[list[str]] = []
@@ -92,6 +93,9 @@ class Endpoint(BaseHTTPRequestHandler):
         block = b"x" * (1024 * 1024)
         for _ in range(100):
             self.wfile.write(block)
+
+    def answer_garbage(self) -> None:
+        self.wfile.write(b"\x00\xff" * 10_000 + b"\r\n\r\n")
 
     def answer_drip(self) -> None:
         self.send_response(200)
@@ -181,6 +185,17 @@ def test_a_redirect_is_a_failed_attempt_and_is_not_followed(server: ThreadingHTT
     assert Endpoint.requests == ["/redirect"]
     assert (result.status_code, result.answer) == (302, Answer.FAILED)
     assert result.error == "HTTP 302: redirect to http://169.254.169.254/latest/meta-data/ not followed"
+
+
+@pytest.mark.e2e
+def test_an_answer_that_is_no_http_is_a_failed_attempt_with_a_short_reason(server: ThreadingHTTPServer) -> None:
+    """The protocol error quotes what came (64 KiB of repr): the reason is stored, logged and alerted on."""
+    result = post(f"http://127.0.0.1:{port_of(server)}/garbage", allow_private=True)
+    assert (result.status_code, result.answer) == (None, Answer.FAILED)
+    assert result.error is not None
+    assert result.error.startswith("RemoteProtocolError: ")
+    assert len(result.error) == ERROR_LENGTH
+    assert result.error.endswith("…")
 
 
 @pytest.mark.e2e

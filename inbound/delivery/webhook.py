@@ -24,6 +24,9 @@ from .signing import signed_headers
 
 USER_AGENT = "inbound-webhooks/0.1"
 BODY_READ_LIMIT = 64 * 1024  # of an endpoint's answer, read (so a connection can be reused) and dropped
+# Characters of an error kept: it is stored with every attempt, logged and alerted on, and a
+# protocol error quotes what the endpoint sent (an illegal status line of 16 KiB, repr'd).
+ERROR_LENGTH = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class WebhookClient:
         except Exception as exc:  # noqa: BLE001 -- whatever the endpoint did, it is this attempt's failure
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         latency_ms = (time.monotonic() - started) * 1000
+        if error is not None and len(error) > ERROR_LENGTH:
+            error = error[: ERROR_LENGTH - 1] + "…"
         return AttemptResult(status_code, error, latency_ms, answer_of(status_code, connected=connected))
 
     def _send(self, stream: StreamSettings, delivery: Delivery, headers: dict[str, str]) -> tuple[int, str | None]:
