@@ -23,18 +23,12 @@ import re
 import sys
 
 from .clock import rfc3339
+from .printable import printable
 
 FORMATS = ("text", "json")
 #: The ids a line may carry, in the order JSON shows them.
 ID_FIELDS = ("stage", "queue_id", "delivery_id", "stream")
 _LEADING_ID = re.compile(r"(stage|queue_id|delivery_id|stream)=(\S+)\s*")
-
-
-# What a line-oriented reader (a terminal, `tail`, a log shipper, str.splitlines) takes for the end of a
-# line or a control sequence: every C0 control but tab, DEL, NEL and the Unicode line and paragraph
-# separators. A logged value may be a stranger's (a header, an address, an endpoint's answer).
-_UNSAFE = [*(chr(c) for c in range(0x20) if c != 0x09), "\x7f", "\x85", "\u2028", "\u2029"]
-_ONE_LINE = str.maketrans({c: ascii(c)[1:-1] for c in _UNSAFE})
 
 
 class TextFormatter(logging.Formatter):
@@ -44,7 +38,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return super().formatMessage(record).translate(_ONE_LINE)
+        return printable(super().formatMessage(record))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return rfc3339(record.created)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .fixtures import Pipeline
-from .harness import INBOUND, ROOT, run_cli, send, stream_toml
+from .harness import INBOUND, ROOT, run_cli, send, simple_message, stream_toml
 from .test_pipeline import message_with_attachments
 
 pytestmark = pytest.mark.e2e  # runs inbound and its CLI as real processes
@@ -82,3 +82,24 @@ def test_a_new_users_first_session(tmp_path: Path) -> None:
         assert set(report) == {"saved", "skipped", "lost"}
     finally:
         pipeline.close()
+
+
+def test_a_subject_cannot_break_or_drive_what_the_cli_prints(tmp_path: Path) -> None:
+    """Rich read a subject as markup ("[/b]" failed the whole listing); ESC and LF went to the terminal."""
+    pipeline = Pipeline(tmp_path, 'backend = "embedded"')
+    try:
+        config = pipeline.configure()
+        process = pipeline.start()
+        subject = "=?utf-8?q?hello_[/b]_=1B[2J_and=0A2026-11-24_a_forged_line?="
+        queue_id = send(config, "a@sender.test", ["help@example.org"], simple_message(subject))
+        pipeline.wait_status(f"{queue_id}-support", "delivered")
+        listed = run_cli("activity", "list", config=config)
+        shown = run_cli("activity", "show", queue_id, config=config)
+        assert process.terminate() == 0
+    finally:
+        pipeline.close()
+    assert "hello [/b] \\x1b[2J and\\n2026-11-24 a forged line" in listed.stdout
+    assert "subject:         hello [/b] \\x1b[2J and\\n2026-11-24 a forged line\n" in shown.stdout
+    for out in (listed.stdout, shown.stdout):
+        assert "\x1b" not in out
+        assert not any(line.startswith("2026-11-24 a forged") for line in out.splitlines())

@@ -26,6 +26,7 @@ from ..config import Settings, check_webhook_url, default_config_path, load_sett
 from ..datadir import private_files
 from ..errors import ConfigError, InboundError
 from ..events import Status
+from ..printable import printable
 from ..records import JSON
 from .actions import REPLAYABLE
 
@@ -239,6 +240,11 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    def cell(value: str) -> Text:
+        # Text, not str: rich reads a str as markup, and a subject of "[/b]" failed the whole listing.
+        return Text(printable(value))
 
     table = Table(box=None)
     # The id and status are what a reader acts on (`activity show ID`): never cut them short.
@@ -249,12 +255,8 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
     table.add_column("status", overflow="fold")
     for r in records:
         table.add_row(
-            r.delivery_id,
-            _when(r.received_at),
-            r.stream,
-            r.mail_from or "",
-            ", ".join(r.to),
-            r.subject or "",
+            *map(cell, (r.delivery_id, _when(r.received_at), r.stream, r.mail_from or "", ", ".join(r.to))),
+            cell(r.subject or ""),
             r.status.value,
         )
     console = Console()
@@ -298,23 +300,27 @@ def _shown(record: ActivityRecord, with_payload: bool) -> dict[str, Any]:
 
 
 def _print_record(data: dict[str, Any]) -> None:
+    def say(line: str) -> None:
+        click.echo(printable(line))  # a subject, a file name, an endpoint's error: strangers' text
+
     for key in ("delivery_id", "status", "stream", "received_at", "from", "to", "subject", "size", "reason",
                 "next_attempt_at"):  # fmt: skip
         if data.get(key) not in (None, "", []):
-            click.echo(f"{key + ':':<17}{data[key]}")
+            say(f"{key + ':':<17}{data[key]}")
     for name, text in data["verdict_lines"]:
-        click.echo(f"{name + ':':<17}{text}")
-    click.echo(f"{'attachments:':<17}{data['attachments'] if data['attachments'] is not None else '-'}")
+        say(f"{name + ':':<17}{text}")
+    say(f"{'attachments:':<17}{data['attachments'] if data['attachments'] is not None else '-'}")
     for a in data["attachment_list"] or []:
-        click.echo(f"  {a['filename'] or '(no name)'}  {a['content_type']}  {a['size']} bytes")
-    click.echo("attempts:" if data["attempts"] else "attempts:        none yet")
+        say(f"  {a['filename'] or '(no name)'}  {a['content_type']}  {a['size']} bytes")
+    say("attempts:" if data["attempts"] else "attempts:        none yet")
     for a in data["attempts"]:
         result = a["status_code"] if a["status_code"] is not None else a["error"]
-        click.echo(f"  #{a['number']} (gen {a['generation']}) {a['at']}  {result}  {a['latency_ms']}ms")
+        say(f"  #{a['number']} (gen {a['generation']}) {a['at']}  {result}  {a['latency_ms']}ms")
     if "payload" in data:
-        click.echo(f"payload ({data['payload_type']}):")
+        say(f"payload ({data['payload_type']}):")
         payload = data["payload"]
-        click.echo(payload if isinstance(payload, str) else json.dumps(payload, indent=2, ensure_ascii=False))
+        text = payload if isinstance(payload, str) else json.dumps(payload, indent=2, ensure_ascii=False)
+        click.echo(printable(text, lines=True))
     elif data["payload_type"]:
         click.echo(f"payload:         {data['payload_type']} (print it with --payload)")
 

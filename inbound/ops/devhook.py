@@ -17,11 +17,12 @@ from typing import Any
 
 from ..config import Settings
 from ..delivery.signing import verify
+from ..printable import printable
 
 
 def summarise(payload: dict[str, Any]) -> str:
     sender = payload.get("from") or {}
-    lines = [
+    fields = [
         f"id:          {payload.get('id')}",
         f"stream:      {payload.get('stream')}",
         f"from:        {sender.get('email')}",
@@ -29,9 +30,10 @@ def summarise(payload: dict[str, Any]) -> str:
         f"subject:     {payload.get('subject')}",
         f"attachments: {len(payload.get('attachments', []))}",
     ]
+    lines = [printable(field) for field in fields]  # a stranger's subject: one line, no escape sequence
     text = (payload.get("stripped_text") or payload.get("text") or "").strip()
     if text:
-        lines.append("text:        " + text[:200].replace("\n", "\n             "))
+        lines.append("text:        " + printable(text[:200], lines=True).replace("\n", "\n             "))
     return "\n".join(lines)
 
 

@@ -1,0 +1,20 @@
+"""Text a stranger wrote, made safe to print: on its own line, and driving no terminal.
+
+A subject, an address, a file name or an endpoint's error may hold any character.
+A line break in one would forge a line of a log or of the CLI's listing; an escape
+sequence (ESC, or C1's CSI) would drive the terminal of whoever reads it. Each such
+character is written as its Python escape (``\\n``, ``\\x1b``), so what came stays visible.
+"""
+
+from __future__ import annotations
+
+# What ends a line for some reader (str.splitlines, a terminal, a log shipper) or starts a control
+# sequence: every C0 and C1 control but tab, DEL, and the Unicode line and paragraph separators.
+_CONTROLS = [*(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09), "\u2028", "\u2029"]
+_ONE_LINE = str.maketrans({c: ascii(c)[1:-1] for c in _CONTROLS})
+_LINES = str.maketrans({c: ascii(c)[1:-1] for c in _CONTROLS if c != "\n"})
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """*text* with its control characters escaped; with *lines*, its line feeds kept as they are."""
+    return text.translate(_LINES if lines else _ONE_LINE)
