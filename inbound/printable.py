@@ -9,7 +9,8 @@ character is written as its Python escape (``\\n``, ``\\x1b``), so what came sta
 from __future__ import annotations
 
 # What ends a line for some reader (str.splitlines, a terminal, a log shipper) or starts a control
-# sequence: every C0 and C1 control but tab, DEL, and the Unicode line and paragraph separators.
+# sequence: every C0 control but tab, DEL, every C1 control, and the Unicode line and paragraph
+# separators.
 _CONTROLS = [*(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09), "\u2028", "\u2029"]
 _ONE_LINE = str.maketrans({c: ascii(c)[1:-1] for c in _CONTROLS})
 _LINES = str.maketrans({c: ascii(c)[1:-1] for c in _CONTROLS if c != "\n"})

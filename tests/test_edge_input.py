@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP
 
 from inbound.config import SmtpSettings, load_settings
 from inbound.edge.headersize import HeaderMeter, with_crlf_line_ends
-from inbound.edge.smtp import InboundSMTP
+from inbound.edge.smtp import InboundHandler, InboundSMTP
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
 
@@ -82,6 +82,29 @@ def test_an_echoed_argument_cannot_break_a_reply_or_raise(
     assert reply == b"502 5.5.1 Could not VRFY " + echoed + b"\r\n"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert client.say(b"NOOP\r\n").startswith(b"250")
+
+
+def test_a_command_that_raises_is_a_temporary_failure_that_tells_the_client_nothing(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of ours: aiosmtpd sent the exception's text back as a permanent 500."""
+
+    async def broken(*args: object) -> str:
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(InboundHandler, "handle_MAIL", broken)
+    client = Client(server[0])
+    try:
+        assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+        with caplog.at_level(logging.INFO):
+            assert client.say(b"MAIL FROM:<a@sender.test>\r\n") == b"451 4.3.0 Local error in processing\r\n"
+        assert client.say(b"NOOP\r\n").startswith(b"250")
+    finally:
+        client.close()
+    (failure,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert failure.getMessage() == "stage=receive a command failed"
+    assert failure.exc_info is not None
+    assert "internal detail" in str(failure.exc_info[1])
 
 
 def test_an_endless_command_line_is_refused_and_not_kept(client: Client) -> None:

@@ -53,19 +53,13 @@ from .tls import TlsContexts, describe
 
 log = logging.getLogger(__name__)
 
-# aiosmtpd's own replies that lack an enhanced status code, by their start.
-_ENHANCED = {
+# aiosmtpd's own replies whose text is better said otherwise, by their start (the code added with it).
+_REWORDED = {
     "552 Error: message size exceeds": "552 5.3.4 Message size exceeds fixed maximum message size",
     "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
-    "503 Error: need RCPT": "503 5.5.1 Error: need RCPT command",
-    "503 Error: nested MAIL": "503 5.5.1 Error: nested MAIL command",
-    "503 Error: need MAIL": "503 5.5.1 Error: need MAIL command",
-    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
-    "500 Command line too long": "500 5.5.2 Command line too long",
     "530 Must issue a STARTTLS": "530 5.7.0 Must issue a STARTTLS command first",
     "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
     "454 TLS not available": "454 4.7.0 TLS not available due to temporary reason",
-    "250 OK": "250 2.0.0 OK",
 }
 
 # RFC 2034: with ENHANCEDSTATUSCODES advertised, every 2xx, 4xx and 5xx reply carries one (RFC 3463),
@@ -88,7 +82,7 @@ _HAS_ENHANCED_CODE = re.compile(r"\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
 _UNSAFE_IN_REPLY = str.maketrans({chr(c): "?" for c in (*range(0x20), 0x7F) if c != 0x09})
 
 
-def with_enhanced_code(reply: str) -> str:
+def _with_enhanced_code(reply: str) -> str:
     """*reply* with an enhanced status code after its code, when it lacks one and should have one."""
     code = reply[:3]
     if code[:1] not in ("2", "4", "5") or code == "220" or _HAS_ENHANCED_CODE.match(reply):
@@ -319,15 +313,9 @@ class InboundSMTP(SMTP):
 
     async def push(self, status: Any) -> None:
         text = status.decode() if isinstance(status, bytes) else str(status)
-        for prefix, replacement in _ENHANCED.items():
-            if text.startswith(prefix) and (prefix != "250 OK" or text == "250 OK"):
-                text = replacement
-                break
-        else:
-            if text.startswith("500 Error: ("):  # aiosmtpd's answer to an exception: ours, not the client's
-                text = "451 4.3.0 Local error in processing"
-            elif not self.answering_hello:
-                text = with_enhanced_code(text)
+        text = next((new for old, new in _REWORDED.items() if text.startswith(old)), text)
+        if not self.answering_hello:
+            text = _with_enhanced_code(text)
         text = text.encode("utf-8", "replace").decode().translate(_UNSAFE_IN_REPLY)
         metrics.SMTP_REPLIES.labels(text[:3]).inc()
         if text[:1] in ("4", "5"):
@@ -416,6 +404,14 @@ class InboundHandler:
 
     def __dir__(self) -> list[str]:
         return _reflected_names(type(self))
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A command that raised: a bug of ours, logged with its traceback; the client may try again.
+
+        aiosmtpd's own answer sent the exception's class and text to the client, as a permanent 500.
+        """
+        log.error("stage=receive a command failed", exc_info=error)
+        return "451 4.3.0 Local error in processing"
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: SMTPEnvelope, hostname: str, responses: list[str]
