@@ -316,7 +316,8 @@ class InboundSMTP(SMTP):
         text = next((new for old, new in _REWORDED.items() if text.startswith(old)), text)
         if not self.answering_hello:
             text = _with_enhanced_code(text)
-        text = text.encode("utf-8", "replace").decode().translate(_UNSAFE_IN_REPLY)
+        if not (text.isascii() and text.isprintable()):  # our own replies are; an echoed argument may not be
+            text = text.encode("utf-8", "replace").decode().translate(_UNSAFE_IN_REPLY)
         metrics.SMTP_REPLIES.labels(text[:3]).inc()
         if text[:1] in ("4", "5"):
             # Every refusal, once, with who was refused; as repr, so an echoed byte cannot break the line.
