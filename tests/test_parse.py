@@ -397,6 +397,28 @@ def test_an_attachment_name_of_broken_base64_is_kept_as_it_came() -> None:
     assert [a.filename for a in parse_message(raw).attachments] == ["=?utf-8?B?YWJjZ?="]
 
 
+def test_parts_recovered_under_the_real_delimiter_keep_their_8bit_bytes() -> None:
+    # They were read back through get_payload(), which made U+FFFD of every 8-bit byte.
+    raw = (
+        b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="never"\r\n\r\n'
+        b"--real\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncaf\xc3\xa9\r\n"
+        b'--real\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="b.bin"'
+        b"\r\n\r\n\xff\xfe\x80bytes\r\n--real--\r\n"
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == "café"
+    assert [(a.filename, a.content) for a in parsed.attachments] == [("b.bin", b"\xff\xfe\x80bytes")]
+
+
+def test_a_header_section_cut_short_over_8bit_text_in_a_nul_charset_parses() -> None:
+    # The check for a body begun inside the header section decoded it by that charset, and raised.
+    raw = (
+        b'From: a@example.org\r\nContent-Type: text/plain; charset="utf\x00-8"\r\n'
+        b"caf\xc3\xa9, and no blank line before me\r\n\r\nmore\r\n"
+    )
+    assert parse_message(raw).text == "café, and no blank line before me\n\nmore\n"
+
+
 def attached(inner: bytes) -> bytes:
     return (
         b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"\r\n\r\n'

@@ -36,7 +36,7 @@ from email.header import decode_header
 from email.message import Message
 from email.policy import compat32
 from io import BytesIO
-from typing import Literal
+from typing import Any, Literal
 
 from . import charsets
 
@@ -128,7 +128,7 @@ def message_tree(raw: bytes) -> Message:
     if headed and b"multipart/" not in head and b"message/" not in head:
         tree = _fed(view[:headed])
         # A payload already: the header section ended before that line (a line that is no header).
-        if tree.get_content_maintype() not in ("multipart", "message") and not tree.get_payload():
+        if tree.get_content_maintype() not in ("multipart", "message") and not _parsed_body(tree):
             tree.set_payload(str(view[headed:], "ascii", "surrogateescape"))
             return tree
     return _fed(view)
@@ -215,7 +215,7 @@ class _AsItCame(BytesGenerator):
         self.write("\r\n")
 
     def _handle_multipart(self, msg: Message) -> None:
-        body = msg._payload  # type: ignore[attr-defined]  # as parsed: get_payload() would replace 8-bit bytes
+        body = _parsed_body(msg)
         if isinstance(body, str):
             self.write(body)
         else:
@@ -255,7 +255,7 @@ def _alternative(part: Message, found: Walked) -> None:
 
 def _children(part: Message) -> list[Message]:
     """The parts of a multipart, the message of a message/rfc822, the blocks of a delivery status."""
-    payload = part.get_payload()
+    payload = _parsed_body(part)
     return [child for child in payload if isinstance(child, Message)] if isinstance(payload, list) else []
 
 
@@ -308,7 +308,7 @@ def _typed(block: Message, name: str, *, typed: bool = True) -> str | None:
 
 def _unsplit(part: Message, found: Walked) -> None:
     """A multipart whose declared boundary never came: its body is one string."""
-    body = part.get_payload()
+    body = _parsed_body(part)
     if not isinstance(body, str) or not body.strip():
         return  # an empty multipart (an empty alternative, say) holds nothing to show
     recovered = _recover(body)
@@ -391,6 +391,16 @@ def _text(part: Message, found: Walked) -> str:
     if note:
         found.defects.append(f"body: {note}")
     return charsets.json_safe(text).replace("\r\n", "\n")
+
+
+def _parsed_body(part: Message) -> Any:
+    """The payload as the parser left it: a list of parts, or text holding 8-bit bytes as surrogates.
+
+    ``get_payload()`` would decode those bytes again by the part's charset label, into U+FFFD with
+    ``errors="replace"`` (their bytes lost), or raise ValueError when the label holds a NUL. The
+    attribute is the stdlib's own, private one: typeshed leaves it out.
+    """
+    return part._payload  # type: ignore[attr-defined]
 
 
 def _raw(text: str) -> bytes:
