@@ -8,6 +8,7 @@ bytes sent are exactly the bytes meant.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import socket
 import struct
@@ -82,6 +83,46 @@ def test_an_echoed_argument_cannot_break_a_reply_or_raise(
     assert reply == b"502 5.5.1 Could not VRFY " + echoed + b"\r\n"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert client.say(b"NOOP\r\n").startswith(b"250")
+
+
+HOSTILE_COMMANDS = [
+    b"EHLO x", b"HELO y", b"MAIL FROM:<a@sender.test>", b"MAIL FROM:<>", b"RCPT TO:<u@in.test>",
+    b"RCPT TO:<x@elsewhere.test>", b"DATA", b"RSET", b"NOOP", b"VRFY a", b"EXPN b", b"HELP", b"STARTTLS",
+    b"AUTH PLAIN AGF1AHA=", b"BDAT 10", b"MAIL FROM:<a@b> SIZE=99999999999999999999", b"RCPT TO:", b"\x00\x01",
+]  # fmt: skip
+REPLY_LINE = re.compile(rb"\d{3}[ -][\x20-\x7e\t]*\r\n")
+
+
+def test_random_hostile_sessions_get_one_line_replies_with_codes_and_raise_nothing(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What four runs of 1,500 random sessions against a running edge checked, kept small: 60 seeded sessions."""
+    rnd = random.Random(1)
+    with caplog.at_level(logging.INFO):
+        for _ in range(60):
+            client = Client(server[0])
+            try:
+                for _ in range(rnd.randint(1, 12)):
+                    command = rnd.choice(HOSTILE_COMMANDS)
+                    junk = bytes(rnd.choice([*range(1, 10), *range(11, 256)]) for _ in range(rnd.randint(0, 30)))
+                    reply = client.say(command + (junk if rnd.random() < 0.4 else b"") + b"\r\n")
+                    if reply.startswith(b"354"):
+                        reply = client.say(b"Subject: fuzz\r\n\r\n" + junk.replace(b"\r", b"") + b"\r\n.\r\n")
+                    lines = reply.splitlines(keepends=True)
+                    assert lines, f"no reply to {command!r}"
+                    assert all(REPLY_LINE.fullmatch(line) for line in lines), reply
+                    if not command.startswith((b"EHLO", b"HELO")) and reply[:1] in b"245":
+                        assert re.match(ENHANCED, reply), reply
+                    if reply.startswith((b"221", b"421")):
+                        break
+            finally:
+                client.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    client = Client(server[0])
+    try:
+        assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    finally:
+        client.close()
 
 
 def test_a_command_that_raises_is_a_temporary_failure_that_tells_the_client_nothing(
