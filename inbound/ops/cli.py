@@ -254,11 +254,8 @@ def activity_list(config_path: Path | None, status: str | None, stream: str | No
         table.add_column(name, overflow="ellipsis", no_wrap=True)
     table.add_column("status", overflow="fold")
     for r in records:
-        table.add_row(
-            *map(cell, (r.delivery_id, _when(r.received_at), r.stream, r.mail_from or "", ", ".join(r.to))),
-            cell(r.subject or ""),
-            r.status.value,
-        )
+        texts = (r.delivery_id, _when(r.received_at), r.stream, r.mail_from or "", ", ".join(r.to), r.subject or "")
+        table.add_row(*map(cell, texts), r.status.value)
     console = Console()
     # Piped output has no width to fit: keep rows whole rather than squeeze them into 80 columns.
     (console if console.is_terminal else Console(width=240)).print(table)
