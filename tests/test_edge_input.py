@@ -21,11 +21,12 @@ from aiosmtpd.smtp import SMTP
 
 from inbound.config import SmtpSettings, load_settings
 from inbound.edge.headersize import HeaderMeter, with_crlf_line_ends
-from inbound.edge.smtp import InboundHandler, InboundSMTP
+from inbound.edge.smtp import DATA_BLOCK, InboundHandler, InboundSMTP
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
 
 from .edge_harness import Client, EdgeServers, Server
+from .harness import stream_toml, wait_for
 
 
 @pytest.mark.parametrize(
@@ -264,11 +265,15 @@ def test_a_bare_lf_is_read_as_the_crlf_its_sender_meant(server: tuple[SmtpSettin
     assert entry.message.endswith(b"Subject: unix\r\nX-Lines: lf\r\n\r\nline one\r\nline two\r\n")
 
 
-def _send_data(client: Client, content: bytes) -> bytes:
+def _begin_data(client: Client) -> None:
     assert client.say(b"EHLO client.test\r\n").startswith(b"250")
     assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
     assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
     assert client.say(b"DATA\r\n").startswith(b"354")
+
+
+def _send_data(client: Client, content: bytes) -> bytes:
+    _begin_data(client)
     return client.say(content + b".\r\n")
 
 
@@ -335,6 +340,55 @@ def test_an_empty_message_and_one_over_the_size_limit(make_server: Callable[...,
     assert empty.count(b"\r\n") == empty.count(b"\r\n\t") + 1  # our trace header alone
     assert full.endswith(b"\r\n" + b"y" * 9_000 + b"\r\n")
     client.close()
+
+
+# 600,000 bytes of DATA in lines that end with a dot: each line is a block the edge reads at once.
+DOTTED = (b"x" * 997 + b".\r\n") * 600
+
+
+def test_data_held_across_sessions_is_capped_and_beyond_it_is_a_temporary_refusal(make_server: EdgeServers) -> None:
+    settings, spool = make_server(max_message_size=900_000, max_data_in_memory=1_000_000)
+    budget = make_server.handlers[-1].data_budget
+    first, second = Client(settings), Client(settings)
+    _begin_data(first)
+    message = b"Subject: first\r\n\r\n" + DOTTED
+    first.sock.sendall(message)
+    wait_for(lambda: budget.held == len(message), timeout=10, what="the first message's bytes to be counted")
+    assert _send_data(second, b"Subject: second\r\n\r\n" + DOTTED).startswith(b"452 4.3.1 Insufficient system storage")
+    assert first.say(b".\r\n").startswith(b"250 2.0.0")
+    assert budget.held == 0  # given back before the reply went out
+    assert _send_data(second, b"Subject: again\r\n\r\n" + DOTTED).startswith(b"250 2.0.0")  # the session goes on
+    assert budget.held == 0
+    subjects = [re.findall(rb"Subject: (\w+)", e.message) for e in spool.entries()]
+    assert sorted(subjects) == [[b"again"], [b"first"]]
+    assert all(e.message.count(b"x" * 997 + b".\r\n") == 600 for e in spool.entries())
+    first.close()
+    second.close()
+
+
+def test_data_is_counted_as_it_arrives_and_a_session_cut_off_gives_its_share_back(make_server: EdgeServers) -> None:
+    """A message that never ends, with no line ending in a dot: it holds memory all the same."""
+    settings, _ = make_server(max_message_size=2_000_000, max_data_in_memory=4_000_000)
+    budget = make_server.handlers[-1].data_budget
+    undotted = (b"x" * 998 + b"\r\n") * 1200
+    client = Client(settings)
+    _begin_data(client)
+    client.sock.sendall(undotted)
+    # What the edge's reader buffers before it stops reading the socket: twice its limit at most.
+    counted = len(undotted) - 2 * DATA_BLOCK
+    wait_for(lambda: budget.held >= counted, timeout=10, what="the message's bytes to be counted")
+    client.close()
+    wait_for(lambda: budget.held == 0, timeout=10, what="the cut-off session's bytes to be given back")
+
+
+def test_the_data_held_in_memory_is_four_messages_by_default_and_never_less_than_one(tmp_path: Path) -> None:
+    config = tmp_path / "inbound.toml"
+    stream = stream_toml("support", ["*@in.test"], "https://hooks.example.test/")
+    config.write_text("[smtp]\nmax_message_size = 10000000\n" + stream)
+    assert load_settings(config).smtp.max_data_in_memory == 40_000_000
+    config.write_text("[smtp]\nmax_message_size = 10000000\nmax_data_in_memory = 9999999\n" + stream)
+    with pytest.raises(ConfigError, match=r"smtp\.max_data_in_memory: must be at least smtp\.max_message_size"):
+        load_settings(config)
 
 
 def test_the_header_cap_is_configured_in_smtp(tmp_path: Path) -> None:

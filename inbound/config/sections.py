@@ -43,7 +43,7 @@ class SectionsReader(Reader):
     def smtp(self, raw: dict[str, Any]) -> SmtpSettings:
         keys = {"listen", "hostname", "max_message_size", "max_recipients", "max_command_line", "max_connections"}
         keys |= {"max_connections_per_ip", "command_timeout", "data_timeout", "max_errors", "tls", "proxy_protocol"}
-        keys |= {"max_header_size"}
+        keys |= {"max_header_size", "max_data_in_memory"}
         t = self.table(raw, "smtp", keys)
         d = SmtpSettings()
         host, port = self.host_port(t, "smtp", "listen", f"{d.host}:{d.port}")
@@ -60,6 +60,8 @@ class SectionsReader(Reader):
         header_size = self.get(t, "smtp", "max_header_size", int, d.max_header_size)
         # Above max_message_size it never applies: the message as a whole is refused first.
         self.check("smtp.max_header_size", header_size >= 1024, "must be at least 1024 bytes")
+        in_memory = self.get(t, "smtp", "max_data_in_memory", int, 4 * size)
+        self.check("smtp.max_data_in_memory", in_memory >= size, "must be at least smtp.max_message_size")
         command_line = self.get(t, "smtp", "max_command_line", int, d.max_command_line)
         # RFC 5321 4.5.3.1.4: 512 octets; MAIL with every extension we offer stays well below 1 KiB.
         self.check("smtp.max_command_line", 1024 <= command_line <= 65536, "must be between 1024 and 65536 bytes")
@@ -87,6 +89,7 @@ class SectionsReader(Reader):
             self.tls(t) if "tls" in t else None,
             self.get(t, "smtp", "proxy_protocol", bool, False),
             header_size,
+            in_memory,
         )
 
     def tls(self, smtp: dict[str, Any]) -> TlsSettings:

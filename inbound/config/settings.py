@@ -47,6 +47,8 @@ class SmtpSettings:
     tls: TlsSettings | None = None  # STARTTLS offered only when set
     proxy_protocol: bool = False  # behind a load balancer: every connection starts with a PROXY header
     max_header_size: int = 1_048_576  # bytes of the header section, measured while DATA streams in
+    # Bytes of DATA held in memory across all sessions (edge/limits.py); by default 4 x max_message_size.
+    max_data_in_memory: int = 4 * 26_214_400
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict
 from .authpolicy import SmtpAuthPolicy
 from .headersize import HeaderMeter, with_crlf_line_ends
-from .limits import ConnectionLimits
+from .limits import ConnectionLimits, DataBudget
 from .spool import Spool, SpoolWriter
 from .tls import TlsContexts, describe
 
@@ -92,6 +92,9 @@ def _with_enhanced_code(reply: str) -> str:
 
 
 PROXY_TIMEOUT = 10.0  # seconds a load balancer has to send its PROXY header
+# The most DATA read as one block. asyncio's reader buffers up to twice its limit before it stops
+# reading the socket, so this, not the message size, is what a connection holds beyond its budget.
+DATA_BLOCK = 256 * 1024
 # Characters that end or break a line: never let one into our headers or logs.
 _LINE_BREAKERS = frozenset("\r\n\x00")
 
@@ -145,8 +148,7 @@ class InboundSMTP(SMTP):
         self.header_meter: HeaderMeter | None = None  # while DATA is read
         self.answering_hello = False
         self.command_line_limit = settings.max_command_line
-        # The reader's limit while DATA is read: how much one block may hold.
-        self.line_length_limit = settings.max_message_size + 1024
+        self.data_held = 0  # bytes of this session's DATA counted in the handler's data_budget
 
     def __dir__(self) -> list[str]:
         return _reflected_names(type(self))
@@ -183,7 +185,7 @@ class InboundSMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        self._set_reader_limit(self.line_length_limit)
+        self._set_reader_limit(DATA_BLOCK)
         # A deadline for the whole DATA, however slowly it drips.
         deadline = self.loop.call_later(
             self.settings.data_timeout, self._close_with, "421 4.4.2 DATA took too long, closing connection"
@@ -191,31 +193,35 @@ class InboundSMTP(SMTP):
         self.header_meter = HeaderMeter(self.settings.max_header_size)
         try:
             content = await self._read_data()
-            if content is None:
-                status = "552 5.3.4 Message size exceeds fixed maximum message size"
+            if isinstance(content, str):
+                status = content
             else:
                 self.envelope.content = self.envelope.original_content = content
                 status = await self._call_handler_hook("DATA")
         finally:
+            self.inbound_handler.data_budget.give_back(self.data_held)  # spooled, refused or cut off
+            self.data_held = 0
             self.header_meter = None
             deadline.cancel()
             self._set_reader_limit(self.command_line_limit)
         self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
         await self.push(status)
 
-    async def _read_data(self) -> bytes | None:
-        """The message up to the CRLF.CRLF that ends DATA, dot-stuffing undone; None if it is too big.
+    async def _read_data(self) -> bytes | str:
+        """The message up to the CRLF.CRLF that ends DATA, dot-stuffing undone; or the reply refusing it.
 
-        Read in blocks (up to each ``.CRLF``) rather than line by line as aiosmtpd does: a
-        message is a few reads instead of one per line. What follows the end stays in the
-        reader for the commands pipelined after it. A message over ``smtp.max_message_size``
-        is read to its end all the same (the reply comes after the data, RFC 5321 4.2.5) but
-        not kept. A line may be as long as the message.
+        Read in blocks (up to each ``.CRLF``, or of ``DATA_BLOCK`` bytes) rather than line by line
+        as aiosmtpd does: a message is a few reads instead of one per line. What follows the end
+        stays in the reader for the commands pipelined after it. A message over
+        ``smtp.max_message_size``, or one that would take the edge over ``smtp.max_data_in_memory``,
+        is read to its end all the same (the reply comes after the data, RFC 5321 4.2.5) but not
+        kept. A line may be as long as the message.
         """
         assert self.header_meter is not None
         limit = self.data_size_limit
+        budget = self.inbound_handler.data_budget
         blocks: list[bytes] = []
-        size, too_big = 0, False
+        size, refusal = 0, ""
         tail = b"\r\n"  # the last two bytes read, as if after a line end: DATA may end at once
         while True:
             try:
@@ -227,16 +233,30 @@ class InboundSMTP(SMTP):
                 block = block[:-3]  # the ".CRLF" that ends DATA is not the message's
             size += len(block)
             self.header_meter.feed(block)
-            too_big = too_big or bool(limit and size > limit)
-            if too_big:
-                blocks.clear()  # nothing more is kept: memory stays bounded by the limit
-            else:
-                blocks.append(block)
+            if not refusal:
+                if limit and size > limit:
+                    refusal = "552 5.3.4 Message size exceeds fixed maximum message size"
+                elif budget.take(len(block)):
+                    self.data_held += len(block)
+                    blocks.append(block)
+                else:
+                    refusal = "452 4.3.1 Insufficient system storage, try again later"
+                    log.warning(
+                        "stage=receive client=%s DATA refused: %d bytes of DATA held already, the most"
+                        " smtp.max_data_in_memory allows is %d",
+                        self.client,
+                        budget.held,
+                        budget.limit,
+                    )
+                if refusal:  # nothing more is kept: the rest is read and dropped
+                    blocks.clear()
+                    budget.give_back(self.data_held)
+                    self.data_held = 0
             if ended:
                 break
             tail = (tail + block[-2:])[-2:]
-        if too_big:
-            return None
+        if refusal:
+            return refusal
         # RFC 5321 4.5.2: a line that starts with a dot lost one dot; lines end at CRLF only.
         content = b"".join(blocks)
         return (content[1:] if content.startswith(b".") else content).replace(b"\r\n.", b"\r\n")
@@ -397,6 +417,7 @@ class InboundHandler:
         self.auth_policy = auth_policy
         self.draining = False
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        self.data_budget = DataBudget(settings.max_data_in_memory)
         self.tls = TlsContexts(settings.tls) if settings.tls else None  # HUP reloads it (Service.reload)
         # Each transaction's recipients as routed at RCPT: a HUP between RCPT and DATA may swap
         # self.routing, and what the client was told at RCPT is what the message carries.
