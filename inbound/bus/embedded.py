@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .. import jsoncodec
@@ -37,6 +37,9 @@ LEASE_SECONDS = 15.0
 # standing by for another's lease looks every _STANDBY_POLL.
 _IDLE_POLL = 0.005
 _STANDBY_POLL = 0.05
+# The values one read of records holds, beyond its first record: a backlog of large messages is read
+# a few at a time, not a whole batch by count (100 ``received`` records of 25 MB would be 2.5 GB).
+BATCH_BYTES = 16 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -123,10 +126,12 @@ class EmbeddedFollower:
         with self.bus._connection() as db:
             end = db.execute("SELECT COALESCE(MAX(offset), 0) FROM records").fetchone()[0]
             while True:
-                rows = db.execute(
-                    "SELECT * FROM records WHERE topic = ? AND offset > ? AND offset <= ? ORDER BY offset LIMIT 100",
+                rows = _read(
+                    db,
+                    "SELECT * FROM records WHERE topic = ? AND offset > ? AND offset <= ? ORDER BY offset LIMIT ?",
                     (self.topic, self.position, end),
-                ).fetchall()
+                    100,
+                )
                 if not rows:
                     return
                 for row in rows:
@@ -137,7 +142,39 @@ class EmbeddedFollower:
         pass
 
 
-def _record(row: tuple[int, str, bytes, bytes, str, int]) -> Record:
+_Row = tuple[int, str, bytes, bytes, str, int]  # a row of ``records``
+
+
+def _read(db: sqlite3.Connection, query: str, params: tuple[object, ...], most: int) -> list[_Row]:
+    """The first rows *query* finds (its last parameter, LIMIT, is *most*), as :func:`_first` cuts them.
+
+    The cursor is read no further than that (sqlite3 steps it a row at a time), then closed.
+    """
+    cursor = db.execute(query, (*params, most))
+    try:
+        return _first(cursor, most)
+    finally:
+        cursor.close()
+
+
+def _first(rows: Iterable[_Row], most: int) -> list[_Row]:
+    """The first of *rows*: at most *most*, and none after those that hold BATCH_BYTES of values."""
+    taken: list[_Row] = []
+    held = 0
+    for row in rows:
+        taken.append(row)
+        held += len(row[3])
+        if len(taken) >= most or held >= BATCH_BYTES:
+            break
+    return taken
+
+
+def _full(records: list[Record], most: int) -> bool:
+    """Whether a read that returned *records* was cut short, by count or by size (so more may wait)."""
+    return len(records) >= most or sum(len(r.value) for r in records) >= BATCH_BYTES
+
+
+def _record(row: _Row) -> Record:
     offset, topic, key, value, headers, timestamp_ms = row
     decoded: Headers = tuple((name, bytes.fromhex(v)) for name, v in jsoncodec.loads(headers))
     return Record(topic, 0, offset, bytes(key), bytes(value), decoded, timestamp_ms)
@@ -223,7 +260,7 @@ class EmbeddedConsumer:
         if self.positions is not None and version == self.caught_up_at and not lease_due:
             return []
         records = self._fetch(max_records)
-        self.caught_up_at = version if len(records) < max_records else None
+        self.caught_up_at = None if _full(records, max_records) else version
         return records
 
     def _fetch(self, max_records: int) -> list[Record]:
@@ -239,13 +276,15 @@ class EmbeddedConsumer:
             rows = [
                 row
                 for topic in self.topics
-                for row in db.execute(
+                for row in _read(
+                    db,
                     "SELECT * FROM records WHERE topic = ? AND offset > ? ORDER BY offset LIMIT ?",
-                    (topic, positions[topic], max_records),
-                ).fetchall()
+                    (topic, positions[topic]),
+                    max_records,
+                )
             ]
         rows.sort(key=lambda row: int(row[0]))
-        records = [_record(row) for row in rows[:max_records]]
+        records = [_record(row) for row in _first(rows, max_records)]
         for record in records:
             positions[record.topic] = record.offset
         return records
