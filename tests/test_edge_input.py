@@ -20,7 +20,9 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from inbound.config import SmtpSettings, load_settings
+from inbound.edge import limits
 from inbound.edge.headersize import HeaderMeter, with_crlf_line_ends
+from inbound.edge.limits import DataBudget
 from inbound.edge.smtp import DATA_BLOCK, InboundHandler, InboundSMTP
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
@@ -342,32 +344,79 @@ def test_an_empty_message_and_one_over_the_size_limit(make_server: Callable[...,
     client.close()
 
 
-# 600,000 bytes of DATA in lines that end with a dot: each line is a block the edge reads at once.
-DOTTED = (b"x" * 997 + b".\r\n") * 600
+def dotted(lines: int) -> bytes:
+    """DATA of this many 1,000-byte lines that end with a dot: each a block the edge reads at once."""
+    return (b"x" * 997 + b".\r\n") * lines
 
 
-def test_data_held_across_sessions_is_capped_and_beyond_it_is_a_temporary_refusal(make_server: EdgeServers) -> None:
+SUBJECT = b"Subject: x\r\n\r\n"
+UNCOUNTED = 100_000  # what the tests below make the uncounted start of a message
+
+
+@pytest.fixture
+def data_server(make_server: EdgeServers, monkeypatch: pytest.MonkeyPatch) -> tuple[SmtpSettings, Spool, DataBudget]:
+    """An edge holding at most 1,000,000 bytes of DATA beyond each message's first 100,000, 900,000 an address."""
+    monkeypatch.setattr(limits, "UNCOUNTED", UNCOUNTED)
     settings, spool = make_server(max_message_size=900_000, max_data_in_memory=1_000_000)
     budget = make_server.handlers[-1].data_budget
-    first, second = Client(settings), Client(settings)
+    assert budget.per_client == 900_000  # half the cap is less than one message of the largest size
+    return settings, spool, budget
+
+
+def _hold(client: Client, budget: DataBudget, lines: int) -> int:
+    """Start a message of *lines* lines on *client* without ending it; the bytes it counts, once counted."""
+    before = budget.held
+    client.sock.sendall(SUBJECT + dotted(lines))
+    share = len(SUBJECT) + 1000 * lines - UNCOUNTED
+    wait_for(lambda: budget.held == before + share, timeout=10, what="the message's bytes to be counted")
+    return share
+
+
+def test_data_held_across_sessions_is_capped_and_beyond_it_is_a_temporary_refusal(
+    data_server: tuple[SmtpSettings, Spool, DataBudget],
+) -> None:
+    settings, spool, budget = data_server
+    first, second = Client(settings, source="127.0.0.2"), Client(settings, source="127.0.0.3")
     _begin_data(first)
-    message = b"Subject: first\r\n\r\n" + DOTTED
-    first.sock.sendall(message)
-    wait_for(lambda: budget.held == len(message), timeout=10, what="the first message's bytes to be counted")
-    assert _send_data(second, b"Subject: second\r\n\r\n" + DOTTED).startswith(b"452 4.3.1 Insufficient system storage")
+    _hold(first, budget, 600)
+    refused = _send_data(second, b"Subject: second\r\n\r\n" + dotted(600))
+    assert refused.startswith(b"452 4.3.1 Insufficient system storage")
     assert first.say(b".\r\n").startswith(b"250 2.0.0")
     assert budget.held == 0  # given back before the reply went out
-    assert _send_data(second, b"Subject: again\r\n\r\n" + DOTTED).startswith(b"250 2.0.0")  # the session goes on
+    assert _send_data(second, b"Subject: again\r\n\r\n" + dotted(600)).startswith(b"250 2.0.0")  # it goes on
     assert budget.held == 0
     subjects = [re.findall(rb"Subject: (\w+)", e.message) for e in spool.entries()]
-    assert sorted(subjects) == [[b"again"], [b"first"]]
-    assert all(e.message.count(b"x" * 997 + b".\r\n") == 600 for e in spool.entries())
+    assert sorted(subjects) == [[b"again"], [b"x"]]
+    assert all(e.message.count(dotted(1)) == 600 for e in spool.entries())
     first.close()
     second.close()
 
 
-def test_data_is_counted_as_it_arrives_and_a_session_cut_off_gives_its_share_back(make_server: EdgeServers) -> None:
+def test_one_address_holds_at_most_its_share_and_mail_of_ordinary_size_passes_a_full_cap(
+    data_server: tuple[SmtpSettings, Spool, DataBudget],
+) -> None:
+    settings, _, budget = data_server
+    large, large_again = Client(settings, source="127.0.0.2"), Client(settings, source="127.0.0.2")
+    other, small = Client(settings, source="127.0.0.3"), Client(settings, source="127.0.0.4")
+    _begin_data(large)
+    _hold(large, budget, 880)  # 780,014 of its address's 900,000
+    assert _send_data(large_again, SUBJECT + dotted(300)).startswith(b"452 4.3.1")  # 200,014 more: over its share
+    _begin_data(other)
+    _hold(other, budget, 230)  # another address: 910,028 held, 89,972 left
+    assert _send_data(small, SUBJECT + dotted(95)).startswith(b"250 2.0.0")  # counted from 100,000 on: nothing
+    assert _send_data(small, SUBJECT + dotted(300)).startswith(b"452 4.3.1")  # 200,014 would go over
+    assert large.say(b".\r\n").startswith(b"250 2.0.0")
+    assert other.say(b".\r\n").startswith(b"250 2.0.0")
+    assert (budget.held, dict(budget.by_client)) == (0, {})
+    for client in (large, large_again, other, small):
+        client.close()
+
+
+def test_data_is_counted_as_it_arrives_and_a_session_cut_off_gives_its_share_back(
+    make_server: EdgeServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A message that never ends, with no line ending in a dot: it holds memory all the same."""
+    monkeypatch.setattr(limits, "UNCOUNTED", 0)
     settings, _ = make_server(max_message_size=2_000_000, max_data_in_memory=4_000_000)
     budget = make_server.handlers[-1].data_budget
     undotted = (b"x" * 998 + b"\r\n") * 1200

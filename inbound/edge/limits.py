@@ -14,6 +14,12 @@ held 500 MB, 300 from a few addresses would hold 7.5 GB. So the bytes held acros
 capped too (:class:`DataBudget`): DATA that would go over is read to its end and dropped, and
 answered ``452 4.3.1``, a temporary failure its sender retries.
 
+A cap anyone can fill is a way to refuse everyone's mail, so it is shaped: the first
+``UNCOUNTED`` bytes of each message are not counted (mail of ordinary size goes through while
+large messages fill the cap, at a cost of at most ``smtp.max_connections`` times that), and one
+client address may hold at most half of the cap, or one message of the largest size if that is
+more (filling it takes several addresses).
+
 Both live on the event loop's thread only: no lock.
 """
 
@@ -47,19 +53,38 @@ class ConnectionLimits:
             del self.per_client[client]
 
 
+# Bytes at the start of each message that DataBudget does not count.
+UNCOUNTED = 1024 * 1024
+
+
+def counted(size: int, block: int) -> int:
+    """Of a *block* that brought a message to *size* bytes, how many DataBudget counts."""
+    return max(0, size - UNCOUNTED) - max(0, size - block - UNCOUNTED)
+
+
 @dataclass
 class DataBudget:
-    """Bytes of DATA held in memory across all sessions, against a cap."""
+    """Bytes of DATA held in memory across all sessions (beyond each message's uncounted start)."""
 
     limit: int
+    per_client: int  # of the limit, what one client address may hold
     held: int = 0
+    by_client: Counter[str] = field(default_factory=Counter)
 
-    def take(self, size: int) -> bool:
-        """Hold *size* more bytes if the cap allows; whether it did."""
-        if self.held + size > self.limit:
+    @classmethod
+    def of(cls, limit: int, max_message_size: int) -> DataBudget:
+        return cls(limit, max(limit // 2, min(limit, max_message_size)))
+
+    def take(self, client: str, size: int) -> bool:
+        """Hold *size* more bytes for *client* if both caps allow; whether it did."""
+        if self.held + size > self.limit or self.by_client[client] + size > self.per_client:
             return False
         self.held += size
+        self.by_client[client] += size
         return True
 
-    def give_back(self, size: int) -> None:
+    def give_back(self, client: str, size: int) -> None:
         self.held -= size
+        self.by_client[client] -= size
+        if not self.by_client[client]:
+            del self.by_client[client]

@@ -47,7 +47,7 @@ from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict
 from .authpolicy import SmtpAuthPolicy
 from .headersize import HeaderMeter, with_crlf_line_ends
-from .limits import ConnectionLimits, DataBudget
+from .limits import ConnectionLimits, DataBudget, counted
 from .spool import Spool, SpoolWriter
 from .tls import TlsContexts, describe
 
@@ -199,7 +199,7 @@ class InboundSMTP(SMTP):
                 self.envelope.content = self.envelope.original_content = content
                 status = await self._call_handler_hook("DATA")
         finally:
-            self.inbound_handler.data_budget.give_back(self.data_held)  # spooled, refused or cut off
+            self.inbound_handler.data_budget.give_back(self.client, self.data_held)  # spooled, refused or cut off
             self.data_held = 0
             self.header_meter = None
             deadline.cancel()
@@ -236,21 +236,23 @@ class InboundSMTP(SMTP):
             if not refusal:
                 if limit and size > limit:
                     refusal = "552 5.3.4 Message size exceeds fixed maximum message size"
-                elif budget.take(len(block)):
-                    self.data_held += len(block)
+                elif budget.take(self.client, share := counted(size, len(block))):
+                    self.data_held += share
                     blocks.append(block)
                 else:
                     refusal = "452 4.3.1 Insufficient system storage, try again later"
                     log.warning(
-                        "stage=receive client=%s DATA refused: %d bytes of DATA held already, the most"
-                        " smtp.max_data_in_memory allows is %d",
+                        "stage=receive client=%s DATA refused: %d bytes of DATA held already (%d by this"
+                        " client), smtp.max_data_in_memory allows %d (%d a client)",
                         self.client,
                         budget.held,
+                        budget.by_client[self.client],
                         budget.limit,
+                        budget.per_client,
                     )
                 if refusal:  # nothing more is kept: the rest is read and dropped
                     blocks.clear()
-                    budget.give_back(self.data_held)
+                    budget.give_back(self.client, self.data_held)
                     self.data_held = 0
             if ended:
                 break
@@ -417,7 +419,7 @@ class InboundHandler:
         self.auth_policy = auth_policy
         self.draining = False
         self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
-        self.data_budget = DataBudget(settings.max_data_in_memory)
+        self.data_budget = DataBudget.of(settings.max_data_in_memory, settings.max_message_size)
         self.tls = TlsContexts(settings.tls) if settings.tls else None  # HUP reloads it (Service.reload)
         # Each transaction's recipients as routed at RCPT: a HUP between RCPT and DATA may swap
         # self.routing, and what the client was told at RCPT is what the message carries.
