@@ -121,6 +121,24 @@ def test_a_forwarded_message_with_a_valid_arc_chain(
     assert verify(auth, broken, ip=OTHER_IP, mail_from="list-bounces@lists.example.net").arc == "fail"
 
 
+def test_a_few_signatures_are_verified_and_the_from_domain_s_go_first(
+    dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
+) -> None:
+    """Each signature hashes the body again and anyone may add them: the count verified is capped."""
+    signed = example_org.sign(message())  # the author's signature, then twenty others above it
+    for n in range(20):
+        signed = SenderDomain(dns_server, "relay.example.net", selector=f"r{n}", key="relay").sign(signed)
+    verdicts = verify(auth, signed)
+    checked = [(d.selector, d.result) for d in verdicts.dkim]
+    assert checked == [("r19", "pass"), ("r18", "pass"), ("r17", "pass"), ("r16", "pass"), ("s1", "pass")]
+    assert verdicts.dkim[-1].domain == "example.org"
+    assert verdicts.dmarc.result == "pass"
+    key_lookups = {name for name, _ in dns_server.queries if "._domainkey." in name}
+    assert key_lookups == {f"r{n}._domainkey.relay.example.net" for n in (16, 17, 18, 19)} | {
+        "s1._domainkey.example.org"
+    }
+
+
 def test_answers_are_cached_for_their_ttl(
     dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
 ) -> None:
