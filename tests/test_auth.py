@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 
+import dkim
 import pytest
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
@@ -19,7 +20,7 @@ from inbound.edge.authpolicy import SPF_REFUSAL, SmtpAuthPolicy
 from inbound.processing.auth import Authenticator, Verdicts, claims
 from tests.dnsserver import DnsServer
 from tests.harness import SECRET
-from tests.mailauth import SenderDomain, message
+from tests.mailauth import SIGNED_HEADERS, SenderDomain, message
 
 pytestmark = pytest.mark.e2e
 
@@ -137,6 +138,44 @@ def test_a_few_signatures_are_verified_and_the_from_domain_s_go_first(
     assert key_lookups == {f"r{n}._domainkey.relay.example.net" for n in (16, 17, 18, 19)} | {
         "s1._domainkey.example.org"
     }
+
+
+@pytest.mark.parametrize(
+    ("signed_names", "fields", "result"),
+    [(100, 20, "pass"), (101, 20, "permerror"), (10, 1000, "pass"), (10, 1001, "permerror")],
+)
+def test_a_signature_costlier_to_check_than_any_real_one_is_not_verified(
+    *,
+    dns_server: DnsServer,
+    auth: Authenticator,
+    example_org: SenderDomain,
+    signed_names: int,
+    fields: int,
+    result: str,
+) -> None:
+    """dkimpy matches a signature's header names against the fields one name at a time: the product is capped."""
+    plain = message()
+    filler = fields - len(dkim.DKIM(plain).headers) - 1  # the signature is a field too
+    plain = b"".join(b"X-Filler-%d: x\r\n" % n for n in range(filler)) + plain
+    names = SIGNED_HEADERS + [b"x-absent-%d" % n for n in range(signed_names - len(SIGNED_HEADERS))]
+    signed = dkim.sign(plain, b"s1", b"example.org", example_org.private_key, include_headers=names) + plain
+    assert len(dkim.DKIM(signed).headers) == fields
+    verdicts = verify(auth, signed)
+    assert [(d.result, d.domain, d.selector) for d in verdicts.dkim] == [(result, "example.org", "s1")]
+    looked_up = any("._domainkey." in name for name, _ in dns_server.queries)
+    assert looked_up == (result == "pass")  # nothing is asked for a signature that is not checked
+
+
+def test_an_arc_set_costlier_to_check_than_any_real_one_is_not_verified(
+    dns_server: DnsServer, auth: Authenticator
+) -> None:
+    lists = SenderDomain(dns_server, "lists.example.net")
+    names = SIGNED_HEADERS + [b"x-absent-%d" % n for n in range(101 - len(SIGNED_HEADERS))]
+    plain = b"Authentication-Results: lists.example.net; spf=pass\r\n" + message()
+    seal = dkim.arc_sign(
+        plain, b"s1", b"lists.example.net", lists.private_key, b"lists.example.net", include_headers=names
+    )
+    assert verify(auth, b"".join(seal) + plain).arc == "permerror"
 
 
 def test_answers_are_cached_for_their_ttl(
