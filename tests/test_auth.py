@@ -17,7 +17,7 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from inbound.config import AuthSettings, StreamSettings
 from inbound.edge.authpolicy import SPF_REFUSAL, SmtpAuthPolicy
-from inbound.processing.auth import Authenticator, Verdicts, claims
+from inbound.processing.auth import Authenticator, Verdicts, claims, from_header_domains
 from tests.dnsserver import DnsServer
 from tests.harness import SECRET
 from tests.mailauth import SIGNED_HEADERS, SenderDomain, message
@@ -176,6 +176,24 @@ def test_an_arc_set_costlier_to_check_than_any_real_one_is_not_verified(
         plain, b"s1", b"lists.example.net", lists.private_key, b"lists.example.net", include_headers=names
     )
     assert verify(auth, b"".join(seal) + plain).arc == "permerror"
+
+
+@pytest.mark.parametrize(("continuation_lines", "checked"), [(4000, ["pass"]), (5001, [])])
+def test_a_header_section_longer_than_any_real_one_is_read_as_unsigned(
+    auth: Authenticator, example_org: SenderDomain, continuation_lines: int, checked: list[str]
+) -> None:
+    """dkimpy joins a field's continuation lines by copying it each time: one of 200,000 lines took 3 s."""
+    long_field = b"X-Long: x" + b"\r\n x" * continuation_lines + b"\r\n"
+    verdicts = verify(auth, example_org.sign(long_field + message()))
+    assert [d.result for d in verdicts.dkim] == checked
+    assert verdicts.dmarc.result == "pass"  # by SPF, aligned
+
+
+def test_from_fields_are_read_for_their_domains_up_to_16_kib_in_all() -> None:
+    long_from = b"From: " + b"x" * 17_000 + b" <b@elsewhere.example>\r\n"
+    head, end, body = message().partition(b"\r\n\r\n")
+    assert from_header_domains(head + b"\r\n" + long_from[:-2] + end + body) == ["example.org"]  # not the second
+    assert from_header_domains(long_from + message()) == []
 
 
 def test_answers_are_cached_for_their_ttl(
