@@ -7,6 +7,7 @@ UDP/TCP server, hence these tests are e2e.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -189,11 +190,21 @@ def test_a_header_section_longer_than_any_real_one_is_read_as_unsigned(
     assert verdicts.dmarc.result == "pass"  # by SPF, aligned
 
 
-def test_from_fields_are_read_for_their_domains_up_to_16_kib_in_all() -> None:
-    long_from = b"From: " + b"x" * 17_000 + b" <b@elsewhere.example>\r\n"
+def test_from_fields_are_read_for_their_domains_up_to_4_kib_in_all() -> None:
+    long_from = b"From: " + b"x" * 4100 + b" <b@elsewhere.example>\r\n"
     head, end, body = message().partition(b"\r\n\r\n")
     assert from_header_domains(head + b"\r\n" + long_from[:-2] + end + body) == ["example.org"]  # not the second
     assert from_header_domains(long_from + message()) == []
+
+
+def test_a_from_the_stdlib_reads_by_recursion_is_unreadable_not_a_crash(
+    auth: Authenticator, caplog: pytest.LogCaptureFixture
+) -> None:
+    nested = b"From: " + b"g:" * 5000 + b"\r\nSubject: x\r\n\r\nhi\r\n"
+    verdicts = verify(auth, nested)
+    assert verdicts.dmarc.result == "permerror"  # no From domain to align with
+    assert verdicts.spf.result != "permerror"  # the other checks ran: nothing crashed
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_answers_are_cached_for_their_ttl(
