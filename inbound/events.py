@@ -95,6 +95,17 @@ class Attempt:
     latency_ms: float
 
 
+# Characters of a subject or sender the activity log keeps (RFC 5322's longest line): a stranger's
+# 1 MiB Subject would otherwise go into every event, listing and page that shows the message. The
+# webhook's payload has it whole.
+SHOWN_LENGTH = 998
+
+
+def shown(text: str) -> str:
+    """*text* as the activity log keeps it: cut at SHOWN_LENGTH, an ellipsis saying so."""
+    return text if len(text) <= SHOWN_LENGTH else text[: SHOWN_LENGTH - 1] + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What the activity log shows of a message: from the envelope (queued), then the parse (processed)."""

@@ -19,6 +19,7 @@ from inbound.bus.embedded import EmbeddedBus
 from inbound.config import SpamSettings, StreamSettings, load_settings
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ConfigError
+from inbound.events import SHOWN_LENGTH
 from inbound.ids import new_queue_id
 from inbound.ops.status import Status, collect
 from inbound.ops.statusview import render_status
@@ -27,7 +28,7 @@ from inbound.processing.process import Processor
 from inbound.processing.resolver import Resolver
 from inbound.processing.screen import Screener, Screening, decide
 from inbound.processing.spam import Spamd, SpamdError, SpamScore, parse_response, read_outage
-from inbound.records import MESSAGES, RECEIVED, encode_received
+from inbound.records import EVENTS, MESSAGES, RECEIVED, decode_event, encode_received
 from inbound.routing import RoutingTable
 
 from .harness import SECRET, RecordingProducer, config_problems
@@ -255,6 +256,22 @@ def test_processor_with_spamd_down_delivers_unscored_and_valid(
     message_schema.validate(payload)
     assert (payload["spam"], payload["auth"], payload["flags"]) == ({"status": "unavailable"}, None, [])
     assert [h["name"] for h in payload["headers"]] == ["From", "Subject"]  # the forged verdict is gone
+
+
+def test_the_activity_log_keeps_a_subject_and_sender_as_long_as_a_line_and_the_payload_keeps_them_whole() -> None:
+    producer = RecordingProducer()
+    processor = Processor(RoutingTable.from_streams([STREAM]), producer, [STREAM], Screener(HOST, None, None))
+    envelope = Envelope(
+        new_queue_id(), "a@b.example", (Recipient("help@in.test", "support", None),), "192.0.2.1:4000", "b", False, NOW
+    )
+    subject, sender = "s" * 100_000, "x" * 2000 + "@b.example"
+    raw = f"From: {sender}\r\nSubject: {subject}\r\n\r\nhello\r\n".encode()
+    processor.handle([Record(RECEIVED, 0, 0, b"", encode_received(envelope, raw), (), 0)])
+    (payload,) = [json.loads(v) for topic, v in producer.sent if topic == MESSAGES]
+    assert payload["subject"] == subject
+    (summary,) = [e.summary for e in map(decode_event, (v for t, v in producer.sent if t == EVENTS)) if e.summary]
+    assert summary.subject == "s" * (SHOWN_LENGTH - 1) + "…"
+    assert summary.mail_from == "x" * (SHOWN_LENGTH - 1) + "…"
 
 
 def test_a_spamd_that_never_answers_is_unavailable_within_its_timeout(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from ..bus import Producer, Record
 from ..clock import now_rfc3339
 from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
-from ..events import Event, EventType, Summary, delivery_id
+from ..events import Event, EventType, Summary, delivery_id, shown
 from ..records import (
     EVENTS,
     MESSAGES,
@@ -160,9 +160,9 @@ class Processor:
         generation = bypass.generation if bypass is not None else 0
         summary = Summary(
             envelope.received_at,
-            outcome.sender or envelope.mail_from,
+            shown(outcome.sender or envelope.mail_from),
             tuple(r.address for r in envelope.recipients_of(stream)),
-            outcome.subject,
+            shown(outcome.subject) if outcome.subject is not None else None,
             len(raw),
             outcome.attachments,
             decision.verdicts() if decision is not None else None,
