@@ -18,6 +18,7 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from inbound.config import AuthSettings, StreamSettings
 from inbound.edge.authpolicy import SPF_REFUSAL, SmtpAuthPolicy
+from inbound.events import SHOWN_LENGTH
 from inbound.processing.auth import Authenticator, Verdicts, claims, from_header_domains
 from tests.dnsserver import DnsServer
 from tests.harness import SECRET
@@ -205,6 +206,12 @@ def test_a_from_the_stdlib_reads_by_recursion_is_unreadable_not_a_crash(
     assert verdicts.dmarc.result == "permerror"  # no From domain to align with
     assert verdicts.spf.result != "permerror"  # the other checks ran: nothing crashed
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_signature_s_domain_and_selector_are_reported_as_long_as_a_line(auth: Authenticator) -> None:
+    huge = b"DKIM-Signature: v=1; a=rsa-sha256; d=" + b"d" * 5000 + b"; s=" + b"s" * 5000 + b"; h=from; bh=x; b=x\r\n"
+    (checked,) = verify(auth, huge + message()).dkim
+    assert (len(checked.domain), len(checked.selector)) == (SHOWN_LENGTH, SHOWN_LENGTH)
 
 
 def test_answers_are_cached_for_their_ttl(

@@ -53,6 +53,7 @@ from authres.dmarc import DMARCAuthenticationResult
 from publicsuffix2 import PublicSuffixList
 
 from ..config import AuthSettings
+from ..events import shown
 from .resolver import DnsTemporaryError, MessageLookups, Resolver, bind_spf_lookups
 
 log = logging.getLogger(__name__)
@@ -413,7 +414,8 @@ def _spf_domain(mail_from: str, helo: str) -> str:
 
 
 def _text(value: bytes | None) -> str:
-    return value.decode("ascii", errors="replace").lower() if value else ""
+    """A tag's value (a domain, a selector) as the verdicts report it: cut as the activity log cuts text."""
+    return shown(value.decode("ascii", errors="replace").lower()) if value else ""
 
 
 def _guarded(check: Callable[[], T], on_crash: T) -> T:
