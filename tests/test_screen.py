@@ -274,6 +274,21 @@ def test_the_activity_log_keeps_a_subject_and_sender_as_long_as_a_line_and_the_p
     assert summary.mail_from == "x" * (SHOWN_LENGTH - 1) + "…"
 
 
+def test_a_reason_quoting_the_message_is_kept_as_long_as_a_line() -> None:
+    stream = replace(STREAM, block_senders=("*@b.example",))
+    producer = RecordingProducer()
+    processor = Processor(RoutingTable.from_streams([stream]), producer, [stream], Screener(HOST, None, None))
+    envelope = Envelope(
+        new_queue_id(), "a@c.example", (Recipient("help@in.test", "support", None),), "192.0.2.1:4000", "b", False, NOW
+    )
+    raw = f"From: {'x' * 2000}@b.example\r\nSubject: hi\r\n\r\nhello\r\n".encode()
+    processor.handle([Record(RECEIVED, 0, 0, b"", encode_received(envelope, raw), (), 0)])
+    (blocked,) = [e for e in map(decode_event, (v for t, v in producer.sent if t == EVENTS)) if e.reason]
+    assert blocked.reason is not None
+    assert blocked.reason.startswith("sender xxx")
+    assert len(blocked.reason) == SHOWN_LENGTH
+
+
 def test_a_spamd_that_never_answers_is_unavailable_within_its_timeout(tmp_path: Path) -> None:
     with socket.socket() as silent:  # listens, so connecting works, but never reads or answers
         silent.bind(("127.0.0.1", 0))

@@ -169,6 +169,7 @@ class Processor:
         )
 
         def event(kind: EventType, why: str | None = None) -> None:
+            why = shown(why) if why else None  # a reason may quote the message (a parser's error, a sender)
             ev = Event(kind, did, envelope.queue_id, stream, now_rfc3339(), generation, summary=summary, reason=why)
             key, value = event_record(ev)
             self.producer.send(EVENTS, value, key=key)
