@@ -95,9 +95,9 @@ class Attempt:
     latency_ms: float
 
 
-# Characters of a subject or sender the activity log keeps (RFC 5322's longest line): a stranger's
-# 1 MiB Subject would otherwise go into every event, listing and page that shows the message. The
-# webhook's payload has it whole.
+# Characters of a text a message wrote (a subject, a sender, a reason or a verdict quoting it) that
+# the activity log keeps, RFC 5322's longest line: a stranger's 1 MiB Subject would otherwise go into
+# every event, listing and page that shows the message. The webhook's payload has it whole.
 SHOWN_LENGTH = 998
 
 

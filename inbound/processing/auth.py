@@ -339,13 +339,11 @@ MAX_ARC_KEYS = 100
 # have a few dozen fields; a signature past either limit is not verified (permerror).
 MAX_SIGNED_NAMES = 100
 MAX_HEADER_FIELDS = 1000
-
-Tags = dict[bytes, bytes]
-
-
 # Lines of a header section dkimpy is given: it joins a field's continuation lines by copying the
 # field each time, so one field of 200,000 lines took 3 s. Real header sections have a few hundred.
 MAX_HEADER_LINES = 5000
+
+Tags = dict[bytes, bytes]
 
 
 def _dkim_reader(message: bytes) -> dkim.DKIM | None:
