@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .printable import cut
+
 
 class Status(StrEnum):
     QUEUED = "queued"
@@ -102,8 +104,8 @@ SHOWN_LENGTH = 998
 
 
 def shown(text: str) -> str:
-    """*text* as the activity log keeps it: cut at SHOWN_LENGTH, an ellipsis saying so."""
-    return text if len(text) <= SHOWN_LENGTH else text[: SHOWN_LENGTH - 1] + "…"
+    """*text* as the activity log keeps it."""
+    return cut(text, SHOWN_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)

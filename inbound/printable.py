@@ -1,9 +1,10 @@
-"""Text a stranger wrote, made safe to print: on its own line, and driving no terminal.
+"""Text a stranger wrote, made safe to print: on its own line, driving no terminal, and of a bounded length.
 
 A subject, an address, a file name or an endpoint's error may hold any character.
 A line break in one would forge a line of a log or of the CLI's listing; an escape
 sequence (ESC, or C1's CSI) would drive the terminal of whoever reads it. Each such
 character is written as its Python escape (``\\n``, ``\\x1b``), so what came stays visible.
+And it may be as long as the message: what we keep of it is cut (:func:`cut`).
 """
 
 from __future__ import annotations
@@ -21,3 +22,8 @@ def printable(text: str, *, lines: bool = False) -> str:
     if text.isascii() and text.isprintable():  # nearly every log line: checked in C, 6x faster than translate
         return text
     return text.translate(_LINES if lines else _ONE_LINE)
+
+
+def cut(text: str, length: int) -> str:
+    """*text* if it is at most *length* characters; else its start, an ellipsis saying so, in *length*."""
+    return text if len(text) <= length else text[: length - 1] + "…"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..config import StreamSettings
+from ..printable import cut
 from .egress import attempt_deadline
 from .outbox import Delivery
 from .retry import Answer, answer_of
@@ -67,8 +68,7 @@ class WebhookClient:
         except Exception as exc:  # noqa: BLE001 -- whatever the endpoint did, it is this attempt's failure
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         latency_ms = (time.monotonic() - started) * 1000
-        if error is not None and len(error) > ERROR_LENGTH:
-            error = error[: ERROR_LENGTH - 1] + "…"
+        error = cut(error, ERROR_LENGTH) if error is not None else None
         return AttemptResult(status_code, error, latency_ms, answer_of(status_code, connected=connected))
 
     def _send(self, stream: StreamSettings, delivery: Delivery, headers: dict[str, str]) -> tuple[int, str | None]:
