@@ -220,8 +220,6 @@ class InboundSMTP(SMTP):
         comes after the data, RFC 5321 4.2.5) but not kept. A line may be as long as the message.
         """
         assert self.header_meter is not None
-        limit = self.data_size_limit
-        budget = self.inbound_handler.data_budget
         blocks: list[bytes] = []
         size, refusal = 0, ""
         # DATA starts after a line end, so it may end at once (".CRLF"): the reader is given that
@@ -238,27 +236,7 @@ class InboundSMTP(SMTP):
             start = 0
             size += len(block)
             self.header_meter.feed(block)
-            if not refusal:
-                if limit and size > limit:
-                    refusal = "552 5.3.4 Message size exceeds fixed maximum message size"
-                elif budget.take(self.client, share := counted(size, len(block))):
-                    self.data_held += share
-                    blocks.append(block)
-                else:
-                    refusal = "452 4.3.1 Insufficient system storage, try again later"
-                    log.warning(
-                        "stage=receive client=%s DATA refused: %d bytes of DATA held already (%d by this"
-                        " client), smtp.max_data_in_memory allows %d (%d a client)",
-                        self.client,
-                        budget.held,
-                        budget.by_client[self.client],
-                        budget.limit,
-                        budget.per_client,
-                    )
-                if refusal:  # nothing more is kept: the rest is read and dropped
-                    blocks.clear()
-                    budget.give_back(self.client, self.data_held)
-                    self.data_held = 0
+            refusal = refusal or self._keep(blocks, block, size)
             if ended:
                 break
         if refusal:
@@ -266,6 +244,32 @@ class InboundSMTP(SMTP):
         # RFC 5321 4.5.2: a line that starts with a dot lost one dot; lines end at CRLF only.
         content = b"".join(blocks)
         return (content[1:] if content.startswith(b".") else content).replace(b"\r\n.", b"\r\n")
+
+    def _keep(self, blocks: list[bytes], block: bytes, size: int) -> str:
+        """Keep *block*, which brought the message to *size* bytes, in *blocks*; or the refusal, once the
+        message may not be kept whole (nothing of it is kept then, and its share of memory is given back)."""
+        budget = self.inbound_handler.data_budget
+        if self.data_size_limit and size > self.data_size_limit:
+            refusal = "552 5.3.4 Message size exceeds fixed maximum message size"
+        elif budget.take(self.client, share := counted(size, len(block))):
+            self.data_held += share
+            blocks.append(block)
+            return ""
+        else:
+            refusal = "452 4.3.1 Insufficient system storage, try again later"
+            log.warning(
+                "stage=receive client=%s DATA refused: %d bytes of DATA held already (%d by this client),"
+                " smtp.max_data_in_memory allows %d (%d a client)",
+                self.client,
+                budget.held,
+                budget.by_client[self.client],
+                budget.limit,
+                budget.per_client,
+            )
+        blocks.clear()  # the rest is read and dropped
+        budget.give_back(self.client, self.data_held)
+        self.data_held = 0
+        return refusal
 
     def _reader_buffer(self) -> bytearray:
         # asyncio.StreamReader has no public way to put bytes back; its buffer is read on every call.

@@ -158,8 +158,9 @@ class Authenticator:
         signatures = _signatures_to_verify(headers, from_domains)
         field_count = len(headers)
         spf_domain = _spf_domain(mail_from, helo)
+        arc_headers = [(name.lower(), value) for name, value in headers if name.lower().startswith(b"arc-")]
         keys = [_key_name(tags) for _, tags in signatures if not _costly(tags, field_count)]
-        keys += _arc_key_names(headers) if field_count <= MAX_HEADER_FIELDS else []
+        keys += _arc_key_names(arc_headers) if field_count <= MAX_HEADER_FIELDS else []
         wanted = [(spf_domain, "TXT")] + [(name, "TXT") for name in keys if name]
         wanted += [(f"_dmarc.{d}", "TXT") for domain in from_domains for d in (domain, org_domain(domain))]
         lookups = self.lookups()  # the DNS deadline starts with the first lookup, not with the parsing above
@@ -170,7 +171,6 @@ class Authenticator:
             if verifier
             else ()
         )
-        arc_headers = [(name.lower(), value) for name, value in headers if name.lower().startswith(b"arc-")]
         if not arc_headers:
             arc = NONE  # spares dkimpy a second parse
         elif field_count > MAX_HEADER_FIELDS or any(
@@ -195,8 +195,7 @@ class Authenticator:
     def _check_dkim(
         self, verifier: dkim.DKIM, index: int, tags: Tags | None, field_count: int, lookups: MessageLookups
     ) -> DkimVerdict:
-        if _costly(tags, field_count):
-            assert tags is not None
+        if tags is not None and _costly(tags, field_count):
             return DkimVerdict(PERMERROR, _text(tags.get(b"d")), _text(tags.get(b"s")))
 
         def verify() -> str:
@@ -359,9 +358,12 @@ def _dkim_reader(message: bytes) -> dkim.DKIM | None:
 
 
 def _costly(tags: Tags | None, field_count: int) -> bool:
-    """Whether verifying a signature (or an ARC message signature) would cost more than any real one."""
-    names = tags.get(b"h", b"").count(b":") + 1 if tags else 0
-    return tags is not None and (field_count > MAX_HEADER_FIELDS or names > MAX_SIGNED_NAMES)
+    """Whether verifying a signature (or an ARC message signature) would cost more than any real one.
+
+    An unreadable one (None) costs nothing: its check fails on its syntax."""
+    if tags is None:
+        return False
+    return field_count > MAX_HEADER_FIELDS or tags.get(b"h", b"").count(b":") + 1 > MAX_SIGNED_NAMES
 
 
 def _tags(value: bytes) -> Tags | None:
@@ -397,12 +399,13 @@ def _key_name(tags: Tags | None) -> str | None:
         return None
 
 
-def _arc_key_names(headers: list[tuple[bytes, bytes]]) -> list[str]:
+def _arc_key_names(arc_headers: list[tuple[bytes, bytes]]) -> list[str]:
+    """Where the keys of the ARC sets are published, from the ARC headers (names in lower case)."""
     names: dict[str, None] = {}
-    for name, value in headers:
+    for name, value in arc_headers:
         if len(names) == MAX_ARC_KEYS:
             break
-        if name.lower() in (b"arc-message-signature", b"arc-seal") and (key := _key_name(_tags(value))):
+        if name in (b"arc-message-signature", b"arc-seal") and (key := _key_name(_tags(value))):
             names[key] = None
     return list(names)
 
