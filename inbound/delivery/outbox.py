@@ -108,6 +108,12 @@ class Outbox:
         # whose outcome is on the bus already. Their own connection, so that neither ever leaves
         # the durable one in another mode.
         self.bookkeeping = self.file.connect(durable=False)
+        for db in (self.db, self.bookkeeping):
+            # SQLite as Debian builds it zeroes what a DELETE frees: every payload was written to the
+            # log twice, once to keep it and once to blank it (a fifth of the pipeline's writes). FAST
+            # blanks only what costs no write. What is left in free pages is a copy of a bus record,
+            # which the bus keeps for longer anyway.
+            db.execute("PRAGMA secure_delete = FAST")
         with self.file.errors():
             self.db.executescript(_SCHEMA)
             # An outbox.db made before payload formats has no content_type (every payload in it is
