@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from typing import Any
 
 from ..clock import rfc3339
 from ..events import Attempt, Event, EventType
@@ -10,25 +10,27 @@ from .outbox import Delivery
 from .retry import Decision, Outcome
 
 
-def _event(delivery: Delivery, kind: EventType, now: float) -> Event:
-    return Event(kind, delivery.delivery_id, delivery.queue_id, delivery.stream, rfc3339(now), delivery.generation)
+def _event(delivery: Delivery, kind: EventType, now: float, **details: Any) -> Event:
+    return Event(
+        kind, delivery.delivery_id, delivery.queue_id, delivery.stream, rfc3339(now), delivery.generation, **details
+    )
 
 
 def outcome_events(
     delivery: Delivery, attempt: Attempt, decision: Decision, *, now: float, next_attempt_at: float
 ) -> list[Event]:
     """``attempt`` then ``delivered`` / ``failed`` / ``retrying`` (with when the next attempt is due)."""
-    base = _event(delivery, EventType.ATTEMPT, now)
-    outcome = {
-        Outcome.DELIVERED: replace(base, type=EventType.DELIVERED),
-        Outcome.FAILED: replace(base, type=EventType.FAILED, reason=decision.reason),
-        Outcome.RETRY: replace(
-            base, type=EventType.RETRYING, reason=decision.reason, next_attempt_at=rfc3339(next_attempt_at)
-        ),
-    }[decision.outcome]
-    return [replace(base, attempt=attempt), outcome]
+    if decision.outcome is Outcome.DELIVERED:
+        outcome = _event(delivery, EventType.DELIVERED, now)
+    elif decision.outcome is Outcome.FAILED:
+        outcome = _event(delivery, EventType.FAILED, now, reason=decision.reason)
+    else:
+        outcome = _event(
+            delivery, EventType.RETRYING, now, reason=decision.reason, next_attempt_at=rfc3339(next_attempt_at)
+        )
+    return [_event(delivery, EventType.ATTEMPT, now, attempt=attempt), outcome]
 
 
 def held_too_long(delivery: Delivery, reason: str, *, now: float) -> Event:
     """``failed`` without an attempt: held past ``webhooks.max_hold`` while its endpoint was down."""
-    return replace(_event(delivery, EventType.FAILED, now), reason=reason)
+    return _event(delivery, EventType.FAILED, now, reason=reason)
