@@ -1,0 +1,82 @@
+"""What the commands of ``inbound`` share: the ``--config`` option, and settings, the bus and the
+activity store opened with errors a reader can act on (click's, exit 2 or 1), not tracebacks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ..config import Settings, default_config_path, load_settings
+from ..errors import ConfigError, InboundError
+
+if TYPE_CHECKING:
+    from ..activity import ActivityStore
+    from ..bus import Bus
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Configuration file [default: ./inbound.toml or $INBOUND_CONFIG].",
+)
+
+
+def settings_from(config_path: Path | None) -> Settings:
+    try:
+        return load_settings(config_path or default_config_path())
+    except ConfigError as exc:
+        count = len(exc.problems)
+        # one problem a line, each naming the file and the key, so that one run shows them all
+        raise click.ClickException(
+            f"configuration error: {exc}" if count == 1 else f"{count} configuration errors:\n{exc}"
+        ) from None
+
+
+def known_stream(settings: Settings, stream: str | None) -> str | None:
+    """*stream* if the configuration has it (or None); else a usage error listing the streams there are."""
+    names = [s.name for s in settings.streams]
+    if stream is not None and stream not in names:
+        raise click.BadParameter(
+            f"no stream named {stream!r} in {settings.path} (streams: {', '.join(names) or 'none'})",
+            param_hint="--stream",
+        )
+    return stream
+
+
+def bus_of(settings: Settings) -> Bus:
+    from ..bus import TOPICS, open_bus
+
+    try:
+        bus = open_bus(settings)
+        bus.ensure_topics(TOPICS)
+    except InboundError as exc:
+        raise click.ClickException(f"cannot reach the bus: {exc}") from None
+    return bus
+
+
+def store_of(settings: Settings) -> ActivityStore:
+    from ..activity import open_store
+
+    try:
+        return open_store(settings)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextlib.contextmanager
+def bus_and_store(settings: Settings, failure: str) -> Iterator[tuple[Bus, ActivityStore]]:
+    """The bus and the activity store, closed afterwards; an InboundError ends the command with *failure*."""
+    bus = bus_of(settings)
+    store = store_of(settings)
+    try:
+        yield bus, store
+    except InboundError as exc:
+        raise click.ClickException(f"{failure}: {exc}") from None
+    finally:
+        store.close()
+        bus.close()
