@@ -1,10 +1,10 @@
 """inbound: self-hosted inbound email -- SMTP in, signed webhook JSON out, every message recorded.
 
-The flow, one module per stage: receive (:mod:`inbound.edge.smtp`) -> spool
-(:mod:`inbound.edge.spool`) -> publish (:mod:`inbound.edge.publish`) -> process
-(:mod:`inbound.processing.process`) -> deliver (:mod:`inbound.delivery.deliver`) -> record
-(:mod:`inbound.activity.record`). Backends sit behind small interfaces:
-:mod:`inbound.bus` and :mod:`inbound.activity`.
+The flow, one module per stage: receive (:mod:`inbound.edge.smtp`, with its handler
+:mod:`inbound.edge.handler`) -> spool (:mod:`inbound.edge.spool`) -> publish
+(:mod:`inbound.edge.publish`) -> process (:mod:`inbound.processing.process`) -> deliver
+(:mod:`inbound.delivery.deliver`) -> record (:mod:`inbound.activity.record`). Backends sit
+behind small interfaces: :mod:`inbound.bus` and :mod:`inbound.activity`.
 """
 
 from typing import Any

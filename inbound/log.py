@@ -3,8 +3,8 @@
 Two formats (``inbound serve --log-format``): ``text`` for people, and ``json``
 for log pipelines, one object per line::
 
-    {"time": "2026-11-23T10:00:00.123Z", "level": "INFO", "logger": "inbound.edge.smtp",
-     "stage": "receive", "queue_id": "01JD...", "message": "accepted ..."}
+    {"time": "2026-11-23T10:00:00.123Z", "level": "INFO", "logger": "inbound.edge.handler",
+     "stage": "receive", "queue_id": "01JD...", "message": "spooled size=..."}
 
 Every module writes its ids into the message as leading ``key=value`` words
 (``queue_id=... stream=... stage=...``), which reads well as text; the JSON

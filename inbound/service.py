@@ -33,8 +33,9 @@ from .config import Settings
 from .control import Control
 from .cpus import CPUs
 from .edge.authpolicy import SmtpAuthPolicy
+from .edge.handler import InboundHandler
 from .edge.publish import Publisher
-from .edge.smtp import InboundHandler, InboundSMTP
+from .edge.smtp import InboundSMTP
 from .edge.spool import Spool
 from .errors import ConfigError
 from .ops.running import announce

@@ -18,7 +18,8 @@ from aiosmtpd.controller import Controller
 
 from inbound.config import SmtpSettings, StreamSettings
 from inbound.datadir import DataDir
-from inbound.edge.smtp import InboundHandler, InboundSMTP
+from inbound.edge.handler import InboundHandler
+from inbound.edge.smtp import InboundSMTP
 from inbound.edge.spool import Spool
 from inbound.routing import RoutingTable
 

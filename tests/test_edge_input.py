@@ -21,9 +21,10 @@ from aiosmtpd.smtp import SMTP
 
 from inbound.config import SmtpSettings, load_settings
 from inbound.edge import limits, smtp
+from inbound.edge.handler import InboundHandler
 from inbound.edge.headersize import HeaderMeter, with_crlf_line_ends
 from inbound.edge.limits import DataBudget
-from inbound.edge.smtp import DATA_BLOCK, InboundHandler, InboundSMTP
+from inbound.edge.smtp import DATA_BLOCK, InboundSMTP
 from inbound.edge.spool import Spool
 from inbound.errors import ConfigError
 

@@ -1,10 +1,10 @@
-"""Receive: the SMTP edge, an aiosmtpd handler plus the small protocol tweaks it needs.
+"""Receive: the SMTP protocol of the edge, aiosmtpd's ``SMTP`` with the small tweaks it needs.
 
-Input: SMTP sessions. Output: spool entries, and a 250 only for a message the
-spool holds durably. The protocol (aiosmtpd's ``SMTP``) is kept apart from
-what happens to the mail (:class:`InboundHandler`), as aiosmtpd intends.
+Input: SMTP sessions. What happens to the mail -- routing, the sender checks, the
+spool and the 250 only for a message it holds durably -- is the handler's
+(:mod:`.handler`), kept apart from the protocol as aiosmtpd intends.
 
-Replies (with RFC 3463 enhanced status codes):
+The edge's replies (with RFC 3463 enhanced status codes), from both:
 
 * RCPT to a configured domain but unknown mailbox: ``550 5.1.1``; to any other
   domain: ``550 5.7.1`` (we are never a relay); too many: ``452 4.5.3``.
@@ -22,34 +22,24 @@ as Postfix does: aiosmtpd's permanent 500 would bounce real-world mail.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from email.utils import format_datetime
-from typing import Any
-from weakref import WeakKeyDictionary
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, Session, syntax
-from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from .. import metrics
 from ..addresses import AddressRefused, parse_path, split_path
-from ..clock import rfc3339
 from ..config import SmtpSettings
-from ..envelope import Envelope, Recipient
-from ..errors import SpoolError
-from ..ids import new_queue_id
-from ..routing import RoutingTable, Verdict
-from .authpolicy import SmtpAuthPolicy
-from .headersize import HeaderMeter, with_crlf_line_ends
-from .limits import ConnectionLimits, DataBudget, counted
-from .spool import Spool, SpoolWriter
-from .tls import TlsContexts, describe
+from .headersize import HeaderMeter
+from .limits import counted
+
+if TYPE_CHECKING:
+    from .handler import InboundHandler
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +93,7 @@ _LINE_BREAKERS = frozenset("\r\n\x00")
 _REFLECTED: dict[type, list[str]] = {}
 
 
-def _reflected_names(cls: type) -> list[str]:
+def reflected_names(cls: type) -> list[str]:
     """What aiosmtpd's ``SMTP.__init__`` looks for by reflection, once per class instead of per session.
 
     It builds its command, hook and AUTH tables from ``dir()`` and ``inspect.getmembers()`` of the
@@ -152,7 +142,7 @@ class InboundSMTP(SMTP):
         self.data_held = 0  # bytes of this session's DATA counted in the handler's data_budget
 
     def __dir__(self) -> list[str]:
-        return _reflected_names(type(self))
+        return reflected_names(type(self))
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd 1.4.6 declares a typing.Protocol class inside its _getaddr on every call, 36 of
@@ -356,7 +346,7 @@ class InboundSMTP(SMTP):
         metrics.SMTP_REPLIES.labels(text[:3]).inc()
         if text[:1] in ("4", "5"):
             # Every refusal, once, with who was refused; as repr, so an echoed byte cannot break the line.
-            peer = _format_peer(client_peer(self.session) if self.session else None)
+            peer = format_peer(client_peer(self.session) if self.session else None)
             log.info("stage=receive refused client=%s reply=%r", peer, text)
             self.errors += 1
         await super().push(text)
@@ -371,7 +361,7 @@ class InboundSMTP(SMTP):
         if self.settings.proxy_protocol and not await self._read_proxy_header():
             return
         assert self.session is not None
-        self.client = _peer_ip(client_peer(self.session))  # counted once: STARTTLS keeps the connection
+        self.client = peer_ip(client_peer(self.session))  # counted once: STARTTLS keeps the connection
         metrics.SMTP_CONNECTIONS.inc()
         refusal = self.inbound_handler.limits.opened(self.client)
         if refusal is not None:
@@ -385,162 +375,13 @@ class InboundSMTP(SMTP):
         self._reset_timeout(PROXY_TIMEOUT)
         proxy = await get_proxy(self._reader)
         if not proxy or proxy.src_addr is None:
-            log.info("stage=receive closed client=%s: no valid PROXY header", _format_peer(self.session.peer))
+            log.info("stage=receive closed client=%s: no valid PROXY header", format_peer(self.session.peer))
             if self.transport is not None:
                 self.transport.close()
             return False
         self.session.proxy_data = proxy
         self._reset_timeout()
         return True
-
-
-def received_header(hostname: str, session: Session, envelope: Envelope, now: datetime) -> bytes:
-    ip = _peer_ip(client_peer(session))
-    helo = session.host_name or "unknown"
-    protocol = "ESMTPS" if envelope.tls else ("ESMTP" if session.extended_smtp else "SMTP")
-    using = f"\r\n\t(using {envelope.tls_version} with cipher {envelope.tls_cipher})" if envelope.tls else ""
-    recipient = f"\r\n\tfor <{envelope.recipients[0].address}>" if len(envelope.recipients) == 1 else ""
-    return (
-        f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (inbound) with {protocol} id {envelope.queue_id}"
-        f"{using}{recipient};\r\n\t{format_datetime(now)}\r\n"
-    ).encode()
-
-
-class InboundHandler:
-    """What happens to mail: routing at RCPT, spooling at DATA.
-
-    ``routing`` is replaced whole when the streams are reloaded (HUP, on the event loop
-    like every command): the next RCPT is routed by the new table.
-    """
-
-    def __init__(
-        self,
-        settings: SmtpSettings,
-        routing: RoutingTable,
-        spool: Spool,
-        on_spooled: Callable[[], None] = lambda: None,
-        refuse_mail: Callable[[], str | None] = lambda: None,
-        *,
-        auth_policy: SmtpAuthPolicy | None = None,
-    ) -> None:
-        self.settings = settings
-        self.routing = routing
-        self.spool = spool
-        self.spool_writer = SpoolWriter(spool)
-        self.on_spooled = on_spooled
-        self.refuse_mail = refuse_mail  # a reply (e.g. 452 for a full disk) or None
-        self.auth_policy = auth_policy
-        self.draining = False
-        self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
-        self.data_budget = DataBudget.of(settings.max_data_in_memory, settings.max_message_size)
-        self.tls = TlsContexts(settings.tls) if settings.tls else None  # HUP reloads it (Service.reload)
-        # Each transaction's recipients as routed at RCPT: a HUP between RCPT and DATA may swap
-        # self.routing, and what the client was told at RCPT is what the message carries.
-        self.recipients: WeakKeyDictionary[SMTPEnvelope, list[Recipient]] = WeakKeyDictionary()
-        self.in_flight = 0
-
-    def __dir__(self) -> list[str]:
-        return _reflected_names(type(self))
-
-    async def handle_exception(self, error: Exception) -> str:
-        """A command that raised: a bug of ours, logged with its traceback; the client may try again.
-
-        aiosmtpd's own answer sent the exception's class and text to the client, as a permanent 500.
-        """
-        log.error("stage=receive a command failed", exc_info=error)
-        return "451 4.3.0 Local error in processing"
-
-    async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: SMTPEnvelope, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
-
-    async def handle_MAIL(
-        self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
-    ) -> str:
-        refusal = self.refuse_mail()
-        mail_from = "" if address == "<>" else address
-        if refusal is None and self.auth_policy is not None:
-            ip, helo = _peer_ip(client_peer(session)), session.host_name or ""
-            refusal = await self.auth_policy.at_mail(envelope, ip, mail_from, helo)
-        if refusal is not None:
-            return refusal
-        envelope.mail_from = mail_from
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 Ok"
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
-    ) -> str:
-        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return "452 4.5.3 Too many recipients"
-        route = self.routing.route(address)
-        verdict = route.verdict
-        if verdict is Verdict.NOT_OUR_DOMAIN:
-            return "550 5.7.1 Relaying denied: we do not accept mail for that domain"
-        if verdict is Verdict.UNKNOWN_MAILBOX:
-            return "550 5.1.1 No such mailbox here"
-        refusal = self.auth_policy.at_rcpt(envelope, route.stream or "") if self.auth_policy else None
-        if refusal is not None:
-            return refusal
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        self.recipients.setdefault(envelope, []).append(Recipient(address, route.stream or "", route.mailbox_hash))
-        return "250 2.1.5 Ok"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
-        meter = server.header_meter if isinstance(server, InboundSMTP) else None
-        if meter is not None and meter.exceeded:
-            return "552 5.3.4 Message header size exceeds fixed maximum header size"
-        now = datetime.now(UTC)
-        recipients = self.recipients.get(envelope, [])
-        tls_version, tls_cipher = describe(session.ssl)
-        ours = Envelope(
-            queue_id=new_queue_id(),
-            mail_from=envelope.mail_from or "",
-            recipients=tuple(recipients),
-            client_address=_format_peer(client_peer(session)),
-            helo=session.host_name or "",
-            tls=session.ssl is not None,
-            tls_version=tls_version,
-            tls_cipher=tls_cipher,
-            received_at=rfc3339(now.timestamp()),
-        )
-        # DATA ends only at CRLF.CRLF (aiosmtpd reads CRLF-terminated lines), so a bare LF or CR never
-        # ends it. A bare LF is then taken as the CRLF its sender meant, as Postfix 3.9 does by default
-        # (smtpd_forbid_bare_newline = normal): every reader downstream splits the message one way.
-        content = with_crlf_line_ends(envelope.original_content or b"")
-        if self.auth_policy is not None:
-            streams = {r.stream for r in recipients}
-            ip = _peer_ip(client_peer(session))
-            refusal = await self.auth_policy.at_data(content, streams, ip, ours.mail_from, ours.helo)
-            if refusal is not None:
-                return refusal
-        message = received_header(self.settings.hostname, session, ours, now) + content
-        self.in_flight += 1
-        try:
-            await self.spool_writer.put(ours, message)
-        except SpoolError as exc:
-            log.error("queue_id=%s stage=receive spool failed: %s", ours.queue_id, exc)
-            return "451 4.3.0 Temporary local problem, please try again later"
-        finally:
-            self.in_flight -= 1
-        log.info(
-            "queue_id=%s stage=receive spooled size=%d from=<%s> rcpts=%d client=%s",
-            ours.queue_id,
-            len(message),
-            ours.mail_from,
-            len(recipients),
-            ours.client_address,
-        )
-        self.on_spooled()
-        metrics.ACCEPTED.inc()
-        return f"250 2.0.0 Ok: queued as {ours.queue_id}"
-
-
-# aiosmtpd reads the EHLO hook's signature for every session (to tell its two forms apart): computed once.
-setattr(InboundHandler.handle_EHLO, "__signature__", inspect.signature(InboundHandler.handle_EHLO))  # noqa: B010
 
 
 def client_peer(session: Session) -> Any:
@@ -551,11 +392,11 @@ def client_peer(session: Session) -> Any:
     return session.peer
 
 
-def _peer_ip(peer: Any) -> str:
+def peer_ip(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
-def _format_peer(peer: Any) -> str:
+def format_peer(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer)

@@ -1,0 +1,185 @@
+"""Receive: what happens to mail at the SMTP edge -- routing at RCPT, the sender checks, spooling at DATA.
+
+aiosmtpd keeps the protocol (:mod:`.smtp`, ``InboundSMTP``) apart from a *handler*
+that decides what each command means for the mail: this one. It answers every
+hook with an RFC 3463 enhanced status code, and answers 250 to DATA only once
+the spool holds the message durably (:class:`~.spool.SpoolWriter`, shared by
+every session so that concurrent messages share one fsync).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from weakref import WeakKeyDictionary
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SMTPEnvelope
+
+from .. import metrics
+from ..clock import rfc3339
+from ..config import SmtpSettings
+from ..envelope import Envelope, Recipient
+from ..errors import SpoolError
+from ..ids import new_queue_id
+from ..routing import RoutingTable, Verdict
+from .authpolicy import SmtpAuthPolicy
+from .headersize import with_crlf_line_ends
+from .limits import ConnectionLimits, DataBudget
+from .smtp import InboundSMTP, client_peer, format_peer, peer_ip, reflected_names
+from .spool import Spool, SpoolWriter
+from .tls import TlsContexts, describe
+
+log = logging.getLogger(__name__)
+
+
+def received_header(hostname: str, session: Session, envelope: Envelope, now: datetime) -> bytes:
+    ip = peer_ip(client_peer(session))
+    helo = session.host_name or "unknown"
+    protocol = "ESMTPS" if envelope.tls else ("ESMTP" if session.extended_smtp else "SMTP")
+    using = f"\r\n\t(using {envelope.tls_version} with cipher {envelope.tls_cipher})" if envelope.tls else ""
+    recipient = f"\r\n\tfor <{envelope.recipients[0].address}>" if len(envelope.recipients) == 1 else ""
+    return (
+        f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (inbound) with {protocol} id {envelope.queue_id}"
+        f"{using}{recipient};\r\n\t{format_datetime(now)}\r\n"
+    ).encode()
+
+
+class InboundHandler:
+    """What happens to mail: routing at RCPT, spooling at DATA.
+
+    ``routing`` is replaced whole when the streams are reloaded (HUP, on the event loop
+    like every command): the next RCPT is routed by the new table.
+    """
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        routing: RoutingTable,
+        spool: Spool,
+        on_spooled: Callable[[], None] = lambda: None,
+        refuse_mail: Callable[[], str | None] = lambda: None,
+        *,
+        auth_policy: SmtpAuthPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.routing = routing
+        self.spool = spool
+        self.spool_writer = SpoolWriter(spool)
+        self.on_spooled = on_spooled
+        self.refuse_mail = refuse_mail  # a reply (e.g. 452 for a full disk) or None
+        self.auth_policy = auth_policy
+        self.draining = False
+        self.limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        self.data_budget = DataBudget.of(settings.max_data_in_memory, settings.max_message_size)
+        self.tls = TlsContexts(settings.tls) if settings.tls else None  # HUP reloads it (Service.reload)
+        # Each transaction's recipients as routed at RCPT: a HUP between RCPT and DATA may swap
+        # self.routing, and what the client was told at RCPT is what the message carries.
+        self.recipients: WeakKeyDictionary[SMTPEnvelope, list[Recipient]] = WeakKeyDictionary()
+        self.in_flight = 0
+
+    def __dir__(self) -> list[str]:
+        return reflected_names(type(self))
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A command that raised: a bug of ours, logged with its traceback; the client may try again.
+
+        aiosmtpd's own answer sent the exception's class and text to the client, as a permanent 500.
+        """
+        log.error("stage=receive a command failed", exc_info=error)
+        return "451 4.3.0 Local error in processing"
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: SMTPEnvelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
+    ) -> str:
+        refusal = self.refuse_mail()
+        mail_from = "" if address == "<>" else address
+        if refusal is None and self.auth_policy is not None:
+            ip, helo = peer_ip(client_peer(session)), session.host_name or ""
+            refusal = await self.auth_policy.at_mail(envelope, ip, mail_from, helo)
+        if refusal is not None:
+            return refusal
+        envelope.mail_from = mail_from
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        route = self.routing.route(address)
+        verdict = route.verdict
+        if verdict is Verdict.NOT_OUR_DOMAIN:
+            return "550 5.7.1 Relaying denied: we do not accept mail for that domain"
+        if verdict is Verdict.UNKNOWN_MAILBOX:
+            return "550 5.1.1 No such mailbox here"
+        refusal = self.auth_policy.at_rcpt(envelope, route.stream or "") if self.auth_policy else None
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        self.recipients.setdefault(envelope, []).append(Recipient(address, route.stream or "", route.mailbox_hash))
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SMTPEnvelope) -> str:
+        meter = server.header_meter if isinstance(server, InboundSMTP) else None
+        if meter is not None and meter.exceeded:
+            return "552 5.3.4 Message header size exceeds fixed maximum header size"
+        now = datetime.now(UTC)
+        recipients = self.recipients.get(envelope, [])
+        tls_version, tls_cipher = describe(session.ssl)
+        ours = Envelope(
+            queue_id=new_queue_id(),
+            mail_from=envelope.mail_from or "",
+            recipients=tuple(recipients),
+            client_address=format_peer(client_peer(session)),
+            helo=session.host_name or "",
+            tls=session.ssl is not None,
+            tls_version=tls_version,
+            tls_cipher=tls_cipher,
+            received_at=rfc3339(now.timestamp()),
+        )
+        # DATA ends only at CRLF.CRLF (aiosmtpd reads CRLF-terminated lines), so a bare LF or CR never
+        # ends it. A bare LF is then taken as the CRLF its sender meant, as Postfix 3.9 does by default
+        # (smtpd_forbid_bare_newline = normal): every reader downstream splits the message one way.
+        content = with_crlf_line_ends(envelope.original_content or b"")
+        if self.auth_policy is not None:
+            streams = {r.stream for r in recipients}
+            ip = peer_ip(client_peer(session))
+            refusal = await self.auth_policy.at_data(content, streams, ip, ours.mail_from, ours.helo)
+            if refusal is not None:
+                return refusal
+        message = received_header(self.settings.hostname, session, ours, now) + content
+        self.in_flight += 1
+        try:
+            await self.spool_writer.put(ours, message)
+        except SpoolError as exc:
+            log.error("queue_id=%s stage=receive spool failed: %s", ours.queue_id, exc)
+            return "451 4.3.0 Temporary local problem, please try again later"
+        finally:
+            self.in_flight -= 1
+        log.info(
+            "queue_id=%s stage=receive spooled size=%d from=<%s> rcpts=%d client=%s",
+            ours.queue_id,
+            len(message),
+            ours.mail_from,
+            len(recipients),
+            ours.client_address,
+        )
+        self.on_spooled()
+        metrics.ACCEPTED.inc()
+        return f"250 2.0.0 Ok: queued as {ours.queue_id}"
+
+
+# aiosmtpd reads the EHLO hook's signature for every session (to tell its two forms apart): computed once.
+setattr(InboundHandler.handle_EHLO, "__signature__", inspect.signature(InboundHandler.handle_EHLO))  # noqa: B010
