@@ -26,53 +26,8 @@ _UNSTRUCTURED = HeaderRegistry(use_default_map=False)
 # The white space between two encoded words (it is not part of the text: RFC 2047 6.2).
 _ENCODED_WORD_GAP = re.compile(r"\?=[ \t]+(?==\?)")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-# The address fields where Outlook's ";" between addresses is read as "," (see semicolons_as_commas).
-_ADDRESS_FIELD = re.compile(
-    rb"^(?:from|sender|to|cc|bcc|reply-to)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
-)
 # Encoded words a piece of a header holds at most (see ``_pieces``).
 WORDS_PER_PIECE = 200
-
-
-def semicolons_as_commas(head: bytes) -> tuple[bytes, int]:
-    """Address fields with ``;`` between addresses (as Outlook users type them) made ``,``-separated;
-    and how many fields were changed.
-
-    RFC 5322 allows ``;`` only to close a group (``Team: a@x, b@y;``); read strictly, everything
-    before a stray one is an unterminated group and mail-parser drops those addresses. A ``;``
-    inside quotes, comments or angle brackets, or closing a group, is kept.
-    """
-    changed = 0
-
-    def fix(field: re.Match[bytes]) -> bytes:
-        nonlocal changed
-        value = field.group(1)
-        if b";" not in value:
-            return field.group(0)
-        out, quoted, escaped, comment, angle, group = bytearray(), False, False, 0, False, False
-        for byte in value:
-            char = bytes((byte,))
-            if escaped:
-                escaped = False
-            elif char == b"\\" and (quoted or comment):
-                escaped = True
-            elif quoted:
-                quoted = char != b'"'
-            elif comment:
-                comment += {b"(": 1, b")": -1}.get(char, 0)
-            elif char in b'"(<>:':
-                quoted, comment = char == b'"', int(char == b"(")
-                angle = char == b"<" or (angle and char != b">")
-                group = group or (char == b":" and not angle)
-            elif char == b";" and not angle:
-                char, group = (b";", False) if group else (b",", group)
-            out += char
-        if bytes(out) == value:
-            return field.group(0)
-        changed += 1
-        return field.group(0)[: field.start(1) - field.start(0)] + bytes(out)
-
-    return _ADDRESS_FIELD.sub(fix, head), changed
 
 
 def _pieces(value: str) -> list[str]:

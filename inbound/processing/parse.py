@@ -37,21 +37,18 @@ a whole body as UTF-8 for one bad byte. Where it is weak elsewhere, the stdlib
 * address lists: ``;`` between addresses (Outlook's habit) made ``,``, or every
   address before it is lost as an unterminated group;
 * crashes: broken base64 in an encoded-word and a missing epilogue make it
-  raise; both are guarded against before it runs (``_repair_header_section``,
+  raise; both are guarded against before it runs (``repair.py``,
   and the epilogue guard in ``_read_by_mail_parser``). Where it fails all the
   same, the addresses and the date are read by the stdlib and the failure is
   the first defect (``_read_by_the_stdlib``): its bug is no reason to fail a message.
 
-This is the only module that imports ``mailparser``: it is untyped, so its
-``Any`` stays here.
+This is the only module that reads with ``mailparser`` (``repair.py`` borrows its lenient
+base64 decode): it is untyped, so its ``Any`` stays here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -62,14 +59,13 @@ from typing import Any
 import mailparser
 from inscriptis import get_text as html_to_text
 from mailparser.exceptions import MailParserRecursionError
-from mailparser.utils import decode_base64_payload
 
 from ..errors import ParseError
-from . import charsets
 from .charsets import json_safe
-from .headers import WORDS_PER_PIECE, decoded_headers, raw_str, semicolons_as_commas
 from .headers import decode as decode_header
+from .headers import decoded_headers, raw_str
 from .mime import Attachment, Disposition, ReportRecipient, Walked, message_tree, walk
+from .repair import repair_header_section
 
 __all__ = [
     "Address",
@@ -90,14 +86,6 @@ __all__ = [
 # stranger chose: a folded header wrote whole lines of its own into the service's log. What became of
 # the message is what the process stage logs; mail-parser's view of it is not logged at all.
 logging.getLogger("mailparser").setLevel(logging.CRITICAL + 1)
-_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
-_ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]+=\?\1\?\2\?[^?\s]*\?=)+")
-# Adjacent encoded words of any charsets (folding white space between them).
-_ANY_WORD = rb"=\?[^?\s]+\?[qQbB]\?[^?\s]*\?="
-_MIXED_WORD_RUN = re.compile(_ANY_WORD + rb"(?:[ \t]*(?:\r?\n)?[ \t]+" + _ANY_WORD + rb")+")
-_BLANK_LINE = re.compile(rb"^\r?$", re.MULTILINE)  # the line that ends the header section
-_OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
-_B_WORD = re.compile(rb"=\?([^?\s]+)\?[bB]\?([^?\s]*)\?=")
 _CHARSET_COMPLAINT = "CharsetDecodeDefect"
 # Headers RFC 5322 allows once; when repeated, the first is what we report.
 _SINGLE = ("from", "subject", "date", "message-id")
@@ -168,7 +156,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     """Parse one message. Raises ParseError only when there is no message to speak of."""
     if not raw.strip():
         raise ParseError("empty message: no header fields and no body")
-    raw, repairs = _repair_header_section(raw)
+    raw, repairs = repair_header_section(raw)
     try:
         message = message_tree(raw)
     except RecursionError as exc:
@@ -219,109 +207,6 @@ def parse_message(raw: bytes) -> ParsedMessage:
         attached_messages=tuple(_summary(inner) for inner in found.attached),
         report=_report(found),
     )
-
-
-def _repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
-    """Two repairs in the top-level header section, before any parser sees it; and what was done.
-
-    ``Subject  : x`` -> ``Subject: x``: RFC 5322 4.5.3 still allows whitespace
-    between a field name and its colon (obs-optional) and old mail has it; the
-    stdlib parser does not, and reads every header from there on as body text.
-
-    ``=?utf-8?B?<bad base64>?=``: re-encoded from a lenient decode (the one
-    mail-parser uses for attachments), as mail clients read it; mail-parser's
-    address parser raises on it and would fail the whole message.
-    """
-    end = _BLANK_LINE.search(raw)
-    head, rest = (raw[: end.start()], raw[end.start() :]) if end else (raw, b"")
-    original = head
-    head, obsolete = _OBSOLETE_NAME.subn(rb"\1:", head)
-    bad_words = 0
-
-    def lenient(word: re.Match[bytes]) -> bytes:
-        nonlocal bad_words
-        data = word.group(2)
-        try:
-            # 8-bit bytes are no base64, though the check below skips them: the stdlib would read
-            # them as their escapes (\udcb3), and mail-parser's address parser raises on them.
-            if data.isascii():
-                binascii.a2b_base64(data + b"=" * (-len(data) % 4))
-                return word.group(0)
-        except binascii.Error:
-            pass
-        bad_words += 1
-        fixed = base64.b64encode(decode_base64_payload(data.decode("ascii", "replace")))
-        return b"=?" + word.group(1) + b"?B?" + fixed + b"?="
-
-    head = _join_encoded_word_runs(_B_WORD.sub(lenient, head))
-    head, semicolons = semicolons_as_commas(head)
-    notes = [f"headers: {obsolete} field name(s) followed by whitespace before ':' (obsolete syntax)"] * bool(obsolete)
-    notes += [f"headers: {semicolons} address field(s) with ';' between addresses, read as ','"] * bool(semicolons)
-    notes += [f"headers: {bad_words} encoded-word(s) with broken base64, decoded leniently"] * bool(bad_words)
-    # Unchanged, the message goes on as it came: a copy of a 25 MB message is 25 MB more at the parse's peak.
-    return (raw if head == original else head + rest), notes
-
-
-def _join_encoded_word_runs(head: bytes) -> bytes:
-    """Each run of adjacent encoded words of one charset and encoding joined into one word, and every
-    word's charset label made its real-world superset (``charsets.SUPERSETS``: gb2312 -> gb18030).
-
-    Senders cut encoded words at a byte count, so a Shift_JIS or GBK character is often split
-    across two of them; decoded one by one (as the stdlib's header parser does) it is lost.
-    Joined first, it is whole again; RFC 2047 6.2 drops the white space between encoded words,
-    so the text is otherwise the same.
-
-    The stdlib's ``email.header.decode_header`` (which mail-parser calls) also joins such runs, by
-    growing one bytes object word by word: quadratic in the words of a run (100,000 of them took
-    31 s, measured). Joined here in one step, that cost is gone too.
-
-    What is left in a header of many words (runs in alternating charsets) is decoded and each run
-    becomes one UTF-8 word: ``decode_header`` pops words one by one from the front of a list, and
-    mail-parser unfolds the header first, quadratic again (100,000 words took 4.4 s; now 0.6 s).
-    Ordinary mail, with a few words a header, keeps its words.
-    """
-    if b"=?" not in head:
-        return head
-
-    def join(run: re.Match[bytes]) -> bytes:
-        words: list[tuple[bytes, bytes, bytes]] = _ENCODED_WORD.findall(run.group(0))
-        charset, encoding = words[0][0], words[0][1]
-        if encoding in b"qQ":
-            return b"=?" + charset + b"?Q?" + b"".join(text for _, _, text in words) + b"?="
-        data = b"".join(_word_bytes(encoding, text) for _, _, text in words)
-        return b"=?" + charset + b"?B?" + base64.b64encode(data) + b"?="
-
-    def superset(word: re.Match[bytes]) -> bytes:
-        label = word.group(1)
-        codec = charsets.codec_for(label.decode("ascii", "replace"))
-        if codec is None and b"\x00" not in label:
-            return word.group(0)
-        # A NUL in a label makes Python's codec lookup raise ValueError, not LookupError, and
-        # mail-parser fails the message on it: such a label is unknown, and is named so.
-        name = codec.encode("ascii") if codec is not None else b"unknown-8bit"
-        return b"=?" + name + word.group(0)[2 + len(label) :]
-
-    head = _ENCODED_WORD.sub(superset, _ENCODED_WORD_RUN.sub(join, head))
-    if head.count(b"=?") <= WORDS_PER_PIECE:
-        return head
-
-    def decode(charset: bytes, encoding: bytes, text: bytes) -> str:
-        label = charset.split(b"*", 1)[0].decode("ascii", "replace")  # RFC 2231 5: charset*language
-        return charsets.decode(_word_bytes(encoding, text), label)[0]
-
-    def merge(run: re.Match[bytes]) -> bytes:
-        text = "".join(decode(*word) for word in _ENCODED_WORD.findall(run.group(0)))
-        return b"=?utf-8?B?" + base64.b64encode(text.encode("utf-8", "replace")) + b"?="
-
-    return _MIXED_WORD_RUN.sub(merge, head)
-
-
-def _word_bytes(encoding: bytes, text: bytes) -> bytes:
-    """The bytes an encoded word's *text* stands for; base64 decoded leniently, as mail clients do."""
-    if encoding in b"qQ":
-        return binascii.a2b_qp(text, header=True)
-    data: bytes = decode_base64_payload(text.decode("ascii", "replace"))
-    return data
 
 
 # What the top-level header section gives beside its decoded headers: From, To, Cc, Reply-To, the
