@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..clock import rfc3339
 from ..events import Attempt, Event, EventType
 from .outbox import Delivery
 from .retry import Decision, Outcome
 
 
-def _event(delivery: Delivery, kind: EventType, now: float, **details: Any) -> Event:
+def _event(
+    delivery: Delivery,
+    kind: EventType,
+    now: float,
+    *,
+    attempt: Attempt | None = None,
+    reason: str | None = None,
+    next_attempt_at: str | None = None,
+) -> Event:
     return Event(
-        kind, delivery.delivery_id, delivery.queue_id, delivery.stream, rfc3339(now), delivery.generation, **details
+        kind,
+        delivery.delivery_id,
+        delivery.queue_id,
+        delivery.stream,
+        rfc3339(now),
+        delivery.generation,
+        attempt=attempt,
+        reason=reason,
+        next_attempt_at=next_attempt_at,
     )
 
 
