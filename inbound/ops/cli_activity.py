@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def activity() -> None:
-    """What happened to each message: list, show."""
+    """What happened to each message: list, show; rebuild from the bus."""
 
 
 def _when(rfc3339_text: str | None) -> str:
