@@ -19,7 +19,8 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from inbound.config import AuthSettings, StreamSettings
 from inbound.edge.authpolicy import SPF_REFUSAL, SmtpAuthPolicy
 from inbound.events import SHOWN_LENGTH
-from inbound.processing.auth import Authenticator, Verdicts, claims, from_header_domains
+from inbound.processing.auth import Authenticator, from_header_domains
+from inbound.processing.verdicts import Verdicts, claims
 from tests.dnsserver import DnsServer
 from tests.harness import SECRET
 from tests.mailauth import SIGNED_HEADERS, SenderDomain, message

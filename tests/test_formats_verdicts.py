@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from inbound.processing.auth import DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
 from inbound.processing.formats import Rendered, Source, render
 from inbound.processing.parse import parse_message
 from inbound.processing.screen import Screening, decide
 from inbound.processing.spam import SpamScore
+from inbound.processing.verdicts import DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
 
 from .anymail_check import anymail_message
 from .fixtures import validator

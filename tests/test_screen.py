@@ -23,11 +23,11 @@ from inbound.events import SHOWN_LENGTH
 from inbound.ids import new_queue_id
 from inbound.ops.status import Status, collect
 from inbound.ops.statusview import render_status
-from inbound.processing.auth import DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
 from inbound.processing.process import Processor
 from inbound.processing.resolver import Resolver
 from inbound.processing.screen import Screener, Screening, decide
 from inbound.processing.spam import Spamd, SpamdError, SpamScore, parse_response, read_outage
+from inbound.processing.verdicts import DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
 from inbound.records import EVENTS, MESSAGES, RECEIVED, decode_event, encode_received
 from inbound.routing import RoutingTable
 

@@ -35,7 +35,8 @@ from typing import TypeVar
 from weakref import WeakKeyDictionary
 
 from ..config import StreamSettings
-from ..processing.auth import FAIL, Authenticator, SpfVerdict
+from ..processing.auth import Authenticator
+from ..processing.verdicts import FAIL, SpfVerdict
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ from typing import Any
 
 from ..config import BLOCK, DELIVER, StreamSettings
 from ..envelope import Envelope
-from .auth import FAIL, Authenticator, Verdicts, claims
+from .auth import Authenticator
 from .spam import MAX_SCORED_SIZE, SKIPPED, UNAVAILABLE, Spamd, SpamScore
+from .verdicts import FAIL, Verdicts, claims
 
 AUTHENTICATION_RESULTS = "Authentication-Results"
 SPAM_STATUS = "X-Spam-Status"

@@ -1,0 +1,83 @@
+"""Sender verdicts as inbound reports them: SPF, DKIM, DMARC and ARC results, and the
+``Authentication-Results`` header (RFC 8601) that carries them.
+
+Stage: made by the checks (:mod:`.auth`); read by the screen (``screen.py``), which writes
+the header and the payload's ``auth`` object from them, and by the SMTP edge's refusals
+(``edge/authpolicy.py``). Results are named as RFC 8601 names them: pass, fail, softfail,
+neutral, none, temperror, permerror.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from authres import AuthenticationResultsHeader, DKIMAuthenticationResult, SPFAuthenticationResult
+from authres.arc import ARCAuthenticationResult
+from authres.dmarc import DMARCAuthenticationResult
+
+PASS, FAIL, NONE, TEMPERROR, PERMERROR = "pass", "fail", "none", "temperror", "permerror"
+
+
+@dataclass(frozen=True, slots=True)
+class SpfVerdict:
+    result: str
+    domain: str  # the MAIL FROM domain, or the HELO name for the null sender
+
+
+@dataclass(frozen=True, slots=True)
+class DkimVerdict:
+    result: str
+    domain: str  # d=
+    selector: str  # s=
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcVerdict:
+    result: str
+    policy: str | None  # the policy that applies to the From domain (p=, or sp= for a subdomain)
+    domain: str | None  # the From domain
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    spf: SpfVerdict
+    dkim: tuple[DkimVerdict, ...]
+    dmarc: DmarcVerdict
+    arc: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The payload's ``auth`` object (schemas/inbound-message.schema.json)."""
+        return {
+            "spf": {"result": self.spf.result, "domain": self.spf.domain},
+            "dkim": [{"result": d.result, "domain": d.domain, "selector": d.selector} for d in self.dkim],
+            "dmarc": {"result": self.dmarc.result, "policy": self.dmarc.policy, "domain": self.dmarc.domain},
+            "arc": {"result": self.arc},
+        }
+
+    def header_value(self, authserv_id: str) -> str:
+        """The value of our ``Authentication-Results:`` header (RFC 8601), formatted by authres."""
+        results: list[Any] = [SPFAuthenticationResult(result=self.spf.result, smtp_mailfrom=self.spf.domain or None)]
+        results += [
+            DKIMAuthenticationResult(result=d.result, header_d=d.domain or None, header_s=d.selector or None)
+            for d in self.dkim
+        ] or [DKIMAuthenticationResult(result=NONE)]
+        results.append(
+            DMARCAuthenticationResult(result=self.dmarc.result, header_from=self.dmarc.domain, policy=self.dmarc.policy)
+        )
+        results.append(ARCAuthenticationResult(result=self.arc))
+        return str(AuthenticationResultsHeader(authserv_id=authserv_id, results=results).header_value())
+
+    @property
+    def dmarc_rejects(self) -> bool:
+        """The From domain asks receivers to reject mail that fails DMARC, and this one does."""
+        return self.dmarc.result == FAIL and self.dmarc.policy == "reject"
+
+
+def claims(header_value: str, authserv_id: str) -> bool:
+    """Whether an Authentication-Results value says it is from *authserv_id* (then, arriving from outside, forged)."""
+    try:
+        found = str(AuthenticationResultsHeader.parse_value(header_value).authserv_id)
+    except Exception:  # noqa: BLE001 -- authres raises its own and stdlib errors on junk; read the id by hand then
+        found = header_value.split(";", 1)[0].strip()
+    return found.lower() == authserv_id.lower()
