@@ -17,6 +17,7 @@ from .checks import check_dsn, check_signing_secret, check_webhook_url, split_ho
 from .reading import Reader
 from .settings import (
     ACTIVITY_BACKENDS,
+    DATA_IN_MEMORY_MESSAGES,
     DEFAULT_RETRY_SCHEDULE,
     MAX_MESSAGE_SIZE,
     MIB,
@@ -60,7 +61,7 @@ class SectionsReader(Reader):
         header_size = self.get(t, "smtp", "max_header_size", int, d.max_header_size)
         # Above max_message_size it never applies: the message as a whole is refused first.
         self.check("smtp.max_header_size", header_size >= 1024, "must be at least 1024 bytes")
-        in_memory = self.get(t, "smtp", "max_data_in_memory", int, 4 * size)
+        in_memory = self.get(t, "smtp", "max_data_in_memory", int, DATA_IN_MEMORY_MESSAGES * size)
         self.check("smtp.max_data_in_memory", in_memory >= size, "must be at least smtp.max_message_size")
         command_line = self.get(t, "smtp", "max_command_line", int, d.max_command_line)
         # RFC 5321 4.5.3.1.4: 512 octets; MAIL with every extension we offer stays well below 1 KiB.

@@ -31,6 +31,10 @@ class TlsSettings:
     require_tls: bool = False  # refuse MAIL before STARTTLS (530 5.7.0)
 
 
+# smtp.max_data_in_memory, unless set: this many messages of smtp.max_message_size.
+DATA_IN_MEMORY_MESSAGES = 4
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
     host: str = "127.0.0.1"
@@ -47,8 +51,8 @@ class SmtpSettings:
     tls: TlsSettings | None = None  # STARTTLS offered only when set
     proxy_protocol: bool = False  # behind a load balancer: every connection starts with a PROXY header
     max_header_size: int = 1_048_576  # bytes of the header section, measured while DATA streams in
-    # Bytes of DATA held in memory across all sessions (edge/limits.py); by default 4 x max_message_size.
-    max_data_in_memory: int = 4 * 26_214_400
+    # Bytes of DATA held in memory across all sessions (edge/limits.py): by default, that many messages.
+    max_data_in_memory: int = DATA_IN_MEMORY_MESSAGES * max_message_size
 
 
 @dataclass(frozen=True, slots=True)

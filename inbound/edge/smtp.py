@@ -190,8 +190,7 @@ class InboundSMTP(SMTP):
                 self.envelope.content = self.envelope.original_content = content
                 status = await self._call_handler_hook("DATA")
         finally:
-            self.inbound_handler.data_budget.give_back(self.client, self.data_held)  # spooled, refused or cut off
-            self.data_held = 0
+            self._give_back_data()  # spooled, refused or cut off
             self.header_meter = None
             deadline.cancel()
             self._set_reader_limit(self.command_line_limit)
@@ -257,9 +256,13 @@ class InboundSMTP(SMTP):
                 budget.per_client,
             )
         blocks.clear()  # the rest is read and dropped
-        budget.give_back(self.client, self.data_held)
-        self.data_held = 0
+        self._give_back_data()
         return refusal
+
+    def _give_back_data(self) -> None:
+        """This session's share of the handler's data budget, given back: nothing of its DATA is held."""
+        self.inbound_handler.data_budget.give_back(self.client, self.data_held)
+        self.data_held = 0
 
     def _reader_buffer(self) -> bytearray:
         # asyncio.StreamReader has no public way to put bytes back; its buffer is read on every call.
