@@ -11,6 +11,8 @@ Logical topics (``received``, ``messages``, ...) live in physical topics named
 * Consumer: a classic consumer group, no auto-commit, a new group starts at the
   earliest record. ``commit()`` commits the positions reached by ``poll()``,
   synchronously; ``rewind()`` seeks back to the committed offsets.
+* Neither keeps kafka-python's own metrics: inbound exports its own, nothing
+  reads those, and their sensors were 4 % of the pipeline's CPU on Kafka.
 * Size: topics are created with ``max.message.bytes = max_message_bytes`` and the
   clients' request and fetch limits are raised to match, so a 20 MB message
   (about 35 MB once base64'd inside JSON) goes through.
@@ -122,6 +124,7 @@ class KafkaBus:
             "max_block_ms": int(self.flush_timeout * 1000),
             "delivery_timeout_ms": int((self.flush_timeout + self.request_timeout) * 1000),
             "allow_auto_create_topics": False,
+            "metrics_enabled": False,
         }
 
     def _consumer_config(self, group: str | None) -> dict[str, Any]:
@@ -138,6 +141,7 @@ class KafkaBus:
             "session_timeout_ms": int(self.session_timeout * 1000),
             "heartbeat_interval_ms": max(100, int(self.session_timeout * 1000) // 3),
             "allow_auto_create_topics": False,
+            "metrics_enabled": False,
         }
 
     def _check_reachable(self) -> None:
