@@ -22,16 +22,21 @@ would carry that into the parent; JSON and lengths cannot. Frames are an
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
+import io
 import json
+import operator
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from .. import jsoncodec
 from ..config import ProcessingSettings, StreamSettings
-from ..envelope import Envelope
+from ..envelope import Envelope, Recipient
 
 if TYPE_CHECKING:  # pickled by reference: unpickling a job imports it in the worker
     from .screen import Decision
@@ -124,8 +129,36 @@ def read_frame(source: BinaryIO) -> bytes | None:
     return bytes(data)
 
 
+def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
+    """A pickle reducer: *cls* and its fields in order, rebuilt by calling *cls* with them.
+
+    A slotted dataclass pickles through a ``__getstate__`` in Python that calls ``fields()`` for
+    every object; seven of them to a job made that half of encoding one (14.5 -> 7.4 us a job,
+    decoded 15.3 -> 9.5 us). Only for classes whose every field is an argument of ``__init__``.
+    """
+    fields = dataclasses.fields(cls)
+    if not all(field.init for field in fields):
+        raise TypeError(f"{cls.__name__} has fields __init__ does not take: it cannot be rebuilt from them")
+    names = [field.name for field in fields]
+    values = operator.attrgetter(*names)
+    if len(names) == 1:
+        return lambda obj: (cls, (values(obj),))
+    return lambda obj: (cls, values(obj))
+
+
+# What a job holds, pickled by its fields (a Decision, only there with authentication on, is left to
+# pickle: naming its class here would import the authentication libraries into the worker).
+_REDUCERS = copyreg.dispatch_table | {
+    cls: _by_fields(cls) for cls in (ParseJob, RenderRequest, Envelope, Recipient, StreamSettings, ProcessingSettings)
+}
+
+
 def encode_job(job: ParseJob) -> bytes:
-    return pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _REDUCERS
+    pickler.dump(job)
+    return out.getvalue()
 
 
 def decode_job(data: bytes) -> ParseJob:
