@@ -8,7 +8,7 @@ from pathlib import Path
 from inbound.bus.embedded import EmbeddedBus
 from inbound.delivery.outbox import Delivery, Outbox
 from inbound.errors import StoreError
-from inbound.sqlitefile import SQLiteFile
+from inbound.sqlitefile import CHECKPOINT_PAGES, SQLiteFile
 
 FULL, NORMAL = 2, 1  # PRAGMA synchronous: FULL fsyncs every commit; NORMAL (in WAL) only at checkpoints
 
@@ -21,6 +21,13 @@ def test_only_a_connection_asked_for_bookkeeping_commits_without_an_fsync(tmp_pa
     file = SQLiteFile(tmp_path / "x.db", "test file", StoreError)
     assert synchronous(file.connect()) == FULL
     assert synchronous(file.connect(durable=False)) == NORMAL
+
+
+def test_every_connection_checkpoints_after_the_same_long_log(tmp_path: Path) -> None:
+    """Set per connection: one left at SQLite's 1,000 pages would checkpoint the shared file ten times as often."""
+    file = SQLiteFile(tmp_path / "x.db", "test file", StoreError)
+    for db in (file.connect(), file.connect(durable=False)):
+        assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == CHECKPOINT_PAGES > 1000
 
 
 def test_the_outbox_leases_and_finishes_on_a_connection_of_their_own(tmp_path: Path) -> None:
