@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 # From 1970 to 9999 a year has four digits, as datetime writes it and as text order needs; outside
 # them (only an operator's or an API caller's time can be) datetime formats, or raises.
-_FAST_UNTIL = datetime(10000 - 1, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+_FAST_UNTIL = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 def rfc3339(epoch: float) -> str:
