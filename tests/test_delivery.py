@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import replace
@@ -22,7 +23,7 @@ import pytest
 
 from inbound.bus import Headers, Record
 from inbound.config import Settings, StreamSettings, WebhookSettings
-from inbound.delivery.deliver import Deliverer
+from inbound.delivery.deliver import Deliverer, thread_pool
 from inbound.delivery.outbox import Delivery, Outbox
 from inbound.delivery.retry import Answer
 from inbound.delivery.signing import verify
@@ -30,10 +31,11 @@ from inbound.delivery.webhook import WebhookClient
 from inbound.events import Event, EventType
 from inbound.records import JSON, MessageRecord, decode_event, message_record
 
-from .harness import OTHER_SECRET, SECRET
+from .harness import OTHER_SECRET, SECRET, wait_for
 
 URL = "https://hooks.example.test/inbound"
 Responder = Callable[[httpx.Request], httpx.Response]
+Pool = Executor | Callable[[str, int], Executor]  # one executor for every stream, or how the deliverer makes its own
 
 
 class Clock:
@@ -103,7 +105,7 @@ class Endpoint:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, stream: dict[str, Any], pool: Executor | None = None, **webhooks: Any) -> None:
+    def __init__(self, tmp_path: Path, stream: dict[str, Any], pool: Pool | None = None, **webhooks: Any) -> None:
         self.clock = Clock()
         self.bus = Bus()
         self.endpoint = Endpoint()
@@ -115,7 +117,12 @@ class Harness:
         self.outbox = Outbox(tmp_path / "outbox.db", clock=self.clock)
         self.transport = httpx.MockTransport(self.endpoint)
         self.deliverer = Deliverer(
-            settings, self.outbox, self.bus, self.transport, clock=self.clock, pool=lambda stream, n: pool or Inline()
+            settings,
+            self.outbox,
+            self.bus,
+            self.transport,
+            clock=self.clock,
+            pool=pool if callable(pool) else lambda stream, n: pool or Inline(),
         )
         self.offset = 0
 
@@ -151,7 +158,7 @@ def did(n: int) -> str:
 def make(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def build(stream: dict[str, Any] | None = None, pool: Executor | None = None, **webhooks: Any) -> Harness:
+    def build(stream: dict[str, Any] | None = None, pool: Pool | None = None, **webhooks: Any) -> Harness:
         home = tmp_path / f"deliverer{len(made)}"
         home.mkdir()
         made.append(Harness(home, stream or {}, pool, **webhooks))
@@ -447,3 +454,51 @@ def test_a_stream_removed_by_a_reload_keeps_its_deliveries_until_it_comes_back(
     h.at(3601)
     assert h.story(1)[-2:] == [(EventType.ATTEMPT, 200), (EventType.DELIVERED, None)]
     assert len(h.endpoint.requests) == 2
+
+
+class GatedBus(Bus):
+    """A bus whose flushes wait until the test opens the gate: outcomes that cannot be recorded yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def flush(self) -> None:
+        assert self.gate.wait(30), "the test never opened the gate"
+
+
+def test_the_next_post_starts_while_outcomes_wait_for_their_flush_but_only_so_many(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(pool=thread_pool)  # the deliverer's own pools, sized as it sizes them
+    h.bus = h.deliverer.outcomes.producer = GatedBus()
+    health = h.deliverer.health["support"]
+    h.accept(*range(1, 13))
+
+    def waiting_unleased() -> int:
+        (count,) = h.outbox.db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE done = 0 AND lease_until < ?", (h.clock.now,)
+        ).fetchone()
+        return int(count)
+
+    try:
+        h.at(0)
+        # Four POSTs answered and judged: their places are free while their outcomes wait for the flush.
+        wait_for(lambda: len(h.endpoint.requests) == 4 and health.in_flight == 0, what="four outcomes waiting")
+        h.at(0)
+        # Four more answered; every place for an outcome is taken, so they keep their POST's place.
+        wait_for(lambda: len(h.endpoint.requests) == 8, what="four more POSTs")
+        h.at(0)
+        assert health.in_flight == 4
+        assert waiting_unleased() == 4  # nothing more claimed: no POST beyond what can be recorded
+    finally:
+        h.bus.gate.set()
+
+    def all_delivered() -> bool:
+        h.at(0)
+        return sum(e.type is EventType.DELIVERED for e in h.bus.events()) == 12
+
+    wait_for(all_delivered, what="every outcome recorded")
+    assert sorted(h.endpoint.ids()) == [did(n) for n in range(1, 13)]  # each POSTed once
+    for pool in h.deliverer.pools.values():
+        pool.shutdown()
