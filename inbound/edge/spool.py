@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..datadir import DataDir
+from ..datadir import DataDir, fsync_dir
 from ..envelope import Envelope
 from ..errors import SpoolError
 from ..records import decode_envelope, encode_envelope
@@ -159,14 +159,6 @@ def decode_entries(path: Path, data: bytes) -> list[SpoolEntry]:
         entries.append(SpoolEntry(path, header.envelope, message))
         if start == len(data):
             return entries
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:

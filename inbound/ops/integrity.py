@@ -16,8 +16,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ..datadir import DataDir
-from ..edge.spool import fsync_dir
+from ..datadir import DataDir, fsync_dir
 
 log = logging.getLogger(__name__)
 
