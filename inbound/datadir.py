@@ -35,7 +35,7 @@ def fsync_dir(path: Path) -> None:
     """Make the entries of *path* (a file created, renamed or removed in it) durable.
 
     Here rather than with the spool, its main user, so that the supervisor, which checks the data
-    directory, does not import the edge and asyncio with it (about 4 MiB it would hold for nothing).
+    directory, does not import the edge and asyncio with it (1-2 MiB it would hold for nothing).
     """
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
