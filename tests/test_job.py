@@ -47,12 +47,12 @@ def test_a_class_that_cannot_be_rebuilt_from_its_fields_is_refused() -> None:
         _by_fields(Derived)
 
 
+@dataclass(frozen=True, slots=True)
+class OneField:
+    value: str
+
+
 def test_a_class_of_one_field_is_rebuilt_from_it() -> None:
     reduce = _by_fields(OneField)
     cls, args = reduce(OneField("only"))
     assert cls(*args) == OneField("only")
-
-
-@dataclass(frozen=True, slots=True)
-class OneField:
-    value: str
