@@ -83,9 +83,19 @@ class SQLiteFile:
         return db
 
     def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Switch the file to WAL, or see that it is, waiting a while for another connection's lock.
+
+        Processes started together (the edge and the pipeline on a new data directory) race to
+        switch a new file; while another holds its write lock, SQLite answers "database is
+        locked" at once, without the busy timeout (waiting there could deadlock), so it is tried again.
+        """
         for _ in range(_WAL_TRIES):
-            if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
-                return
+            try:
+                if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
             time.sleep(_WAL_PAUSE)
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         raise sqlite3.OperationalError(f"cannot use WAL (journal_mode is {mode})")

@@ -1,10 +1,14 @@
-"""Which SQLite commits are fsynced: every output, and no bookkeeping (offsets, leases, finishes) of its own."""
+"""How every SQLite file is opened: WAL, however many open it at once; which commits are fsynced (every
+output, and no bookkeeping -- offsets, leases, finishes -- of its own); how long the log grows."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from inbound import sqlitefile
 from inbound.bus.embedded import EmbeddedBus
 from inbound.delivery.outbox import Delivery, Outbox
 from inbound.errors import StoreError
@@ -15,6 +19,29 @@ FULL, NORMAL = 2, 1  # PRAGMA synchronous: FULL fsyncs every commit; NORMAL (in 
 
 def synchronous(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_a_file_another_connection_is_writing_is_switched_to_wal_once_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes opening a new file race to switch it to WAL; SQLite answers the one that finds
+    the other's write lock "database is locked" at once, whatever the busy timeout."""
+    path = tmp_path / "x.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")  # the other process, mid-write
+    waits: list[float] = []
+
+    def pause(seconds: float) -> None:  # the other process commits while this one waits
+        waits.append(seconds)
+        other.execute("COMMIT")
+
+    monkeypatch.setattr(sqlitefile.time, "sleep", pause)
+    db = SQLiteFile(path, "test file", StoreError).connect()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert len(waits) == 1
+    db.close()
+    other.close()
 
 
 def test_only_a_connection_asked_for_bookkeeping_commits_without_an_fsync(tmp_path: Path) -> None:
