@@ -7,14 +7,22 @@ The flow, one module per stage: receive (:mod:`inbound.edge.smtp`, with its hand
 behind small interfaces: :mod:`inbound.bus` and :mod:`inbound.activity`.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings, load_settings
 from .errors import ConfigError, InboundError
+
+if TYPE_CHECKING:
+    from .config import Settings, load_settings
 
 
 def __getattr__(name: str) -> Any:
-    # importlib.metadata (with zipfile, csv, lzma and bz2) is 4 MB in every process: read when asked.
+    # Read when asked, so that importing a submodule does not import them: the supervisor needs
+    # no configuration (with TOML, SSL and IDNA); importlib.metadata (with zipfile, csv, lzma and
+    # bz2: 4 MB) is needed by no process that serves.
+    if name in ("Settings", "load_settings"):
+        from . import config
+
+        return getattr(config, name)
     if name == "__version__":
         from importlib.metadata import version
 

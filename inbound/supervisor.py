@@ -30,6 +30,12 @@ rows leased per attempt; the activity store written in transactions).
 * **The supervisor dying** (SIGKILL included) takes its children with it
   (``PR_SET_PDEATHSIG``), so a killed service is gone as a whole, as an
   operator -- and the crash tests -- expect.
+* **Its memory**: ``serve`` reads the configuration and checks the data
+  directory, then replaces itself (same pid) with ``python -m
+  inbound.supervisor`` (:func:`become_supervisor`), which imports only this
+  module and the log format. Watching children needs neither the command
+  line's libraries nor the configuration's (TOML, SSL, IDNA); keeping them for
+  the life of the service made the supervisor 21-22 MiB of PSS, where it is 10.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
-from .cpus import CPUs, format_cpus
+from .cpus import CPUs, format_cpus, parse_cpus
+from .log import configure as configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +212,24 @@ class Supervisor:
             worst = worst or status
         log.info("inbound stopped")
         return worst
+
+
+def become_supervisor(config: Path, log_level: str, log_format: str, cpus: Mapping[str, CPUs]) -> NoReturn:
+    """Replace this process (its pid kept) with a :class:`Supervisor` of *config*'s service; never returns."""
+    args = [sys.executable, "-m", __name__, str(config), log_level, log_format]
+    args += [f"{name}={format_cpus(placed)}" for name, placed in cpus.items()]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, args)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the supervisor with what :func:`become_supervisor` passed; the exit status for ``serve``."""
+    config, log_level, log_format, *placed = argv
+    configure_logging(log_level, log_format)
+    cpus = {name: parse_cpus(listed) for name, _, listed in (each.partition("=") for each in placed)}
+    return Supervisor(Path(config), log_level, cpus=cpus).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

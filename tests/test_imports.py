@@ -30,6 +30,11 @@ def test_the_pipeline_hands_out_parse_jobs_without_the_parser(library: str) -> N
 
 
 @pytest.mark.parametrize("module", ["asyncio", "rich", "inbound.activity", "importlib.metadata", "inbound.processing"])
-def test_the_supervisor_starts_without_what_only_commands_or_stages_use(module: str) -> None:
-    # inbound.roles: serve imports it to check the data directory before the supervisor starts.
+def test_serve_checks_the_data_directory_without_what_only_commands_or_stages_use(module: str) -> None:
     assert module not in imported("inbound.ops.cli", "inbound.supervisor", "inbound.roles")
+
+
+@pytest.mark.parametrize("module", ["click", "inbound.config", "tomllib", "ssl", "idna", "asyncio", "sqlite3"])
+def test_the_supervisor_runs_without_what_serve_needed_to_start_it(module: str) -> None:
+    """``serve`` execs ``python -m inbound.supervisor``, which lives as long as the service."""
+    assert module not in imported("inbound.supervisor", "inbound.log")

@@ -110,11 +110,11 @@ def serve(
     os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
         if chosen is None:
-            from ..supervisor import Supervisor
+            from ..supervisor import become_supervisor
 
             preflight(settings)
             placement = cpu_placement.placement(cpu_placement.allowed()) if settings.processing.pin_pipeline else {}
-            sys.exit(Supervisor(settings.path, log_level, cpus=placement).run())
+            become_supervisor(settings.path, log_level, log_format, placement)
         import asyncio  # the supervisor above runs no event loop
 
         from ..service import Service  # every stage: only in a process that runs roles
