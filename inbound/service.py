@@ -32,7 +32,6 @@ from .bus import TOPICS, open_bus
 from .config import Settings
 from .control import Control
 from .cpus import CPUs
-from .edge.authpolicy import SmtpAuthPolicy
 from .edge.handler import InboundHandler
 from .edge.publish import Publisher
 from .edge.smtp import InboundSMTP
@@ -48,6 +47,7 @@ from .worker import ConsumerWorker
 # holds no parser, HTTP client or database driver (about 20 MB less), the supervisor no stage.
 if TYPE_CHECKING:
     from .delivery.deliver import Deliverer
+    from .edge.authpolicy import SmtpAuthPolicy
     from .processing.auth import Authenticator
     from .processing.process import Processor
     from .web.backends import Backends
@@ -116,8 +116,11 @@ class Service:
 
             auth = Authenticator(settings.auth)
             self.resources.append(auth.close)
-        self.auth_policy = SmtpAuthPolicy(auth, settings.streams) if auth is not None and "smtp" in self.roles else None
-        if self.auth_policy is not None:
+        self.auth_policy: SmtpAuthPolicy | None = None
+        if auth is not None and "smtp" in self.roles:
+            from .edge.authpolicy import SmtpAuthPolicy
+
+            self.auth_policy = SmtpAuthPolicy(auth, settings.streams)
             self.resources.append(self.auth_policy.close)
         if "process" in self.roles:
             self.processor = self._processor(auth)

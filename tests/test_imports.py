@@ -19,14 +19,31 @@ def imported(*modules: str) -> frozenset[str]:
     return frozenset(out.split())
 
 
+PIPELINE = (
+    "inbound.ops.cli", "inbound.service", "inbound.processing.process", "inbound.processing.isolation",
+    "inbound.delivery.deliver", "inbound.activity.record",
+)  # fmt: skip
+EDGE = ("inbound.ops.cli", "inbound.service", "inbound.edge.handler", "inbound.edge.publish", "inbound.bus.embedded")
+PARSE_WORKER = ("inbound.processing.parsechild",)
+
+
 @pytest.mark.parametrize("library", PARSER_LIBRARIES)
 def test_the_pipeline_hands_out_parse_jobs_without_the_parser(library: str) -> None:
     """The parse worker parses; the process that sends it jobs needs only the job's wire format."""
-    pipeline = imported(
-        "inbound.ops.cli", "inbound.service", "inbound.processing.process", "inbound.processing.isolation",
-        "inbound.delivery.deliver", "inbound.activity.record",
-    )  # fmt: skip
-    assert library not in pipeline
+    assert library not in imported(*PIPELINE)
+
+
+@pytest.mark.parametrize("library", ["dkim", "spf", "dns", "authheaders"])
+@pytest.mark.parametrize("process", [EDGE, PIPELINE, PARSE_WORKER], ids=["edge", "pipeline", "parse worker"])
+def test_the_sender_verdicts_libraries_wait_for_auth_to_be_on(process: tuple[str, ...], library: str) -> None:
+    # [auth] is off by default; the service imports inbound.processing.auth when it is on.
+    assert library not in imported(*process)
+
+
+@pytest.mark.parametrize("module", ["rich", "pygments"])
+def test_the_pipeline_posts_without_httpx_s_command_line_client(module: str) -> None:
+    """httpx 0.28 imports its CLI whenever rich is installed, as it is here (inbound/delivery/__init__.py)."""
+    assert module not in imported(*PIPELINE)
 
 
 @pytest.mark.parametrize("module", ["asyncio", "rich", "inbound.activity", "importlib.metadata", "inbound.processing"])

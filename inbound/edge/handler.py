@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from aiosmtpd.smtp import SMTP, Session
@@ -26,12 +27,14 @@ from ..envelope import Envelope, Recipient
 from ..errors import SpoolError
 from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict
-from .authpolicy import SmtpAuthPolicy
 from .headersize import with_crlf_line_ends
 from .limits import ConnectionLimits, DataBudget
 from .smtp import InboundSMTP, client_peer, format_peer, peer_ip, reflected_names
 from .spool import Spool, SpoolWriter
 from .tls import TlsContexts, describe
+
+if TYPE_CHECKING:  # made only with [auth] on: the edge imports the DNS libraries then, not otherwise
+    from .authpolicy import SmtpAuthPolicy
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import BLOCK, DELIVER, StreamSettings
 from ..envelope import Envelope
-from .auth import Authenticator
 from .spam import MAX_SCORED_SIZE, SKIPPED, UNAVAILABLE, Spamd, SpamScore
 from .verdicts import FAIL, Verdicts, claims
+
+if TYPE_CHECKING:  # the parse worker builds payloads with this module and looks nothing up: no DNS libraries
+    from .auth import Authenticator
 
 AUTHENTICATION_RESULTS = "Authentication-Results"
 SPAM_STATUS = "X-Spam-Status"
