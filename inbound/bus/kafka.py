@@ -14,8 +14,12 @@ Logical topics (``received``, ``messages``, ...) live in physical topics named
 * Neither keeps kafka-python's own metrics: inbound exports its own, nothing
   reads those, and their sensors were 4 % of the pipeline's CPU on Kafka.
 * Size: topics are created with ``max.message.bytes = max_message_bytes`` and the
-  clients' request and fetch limits are raised to match, so a 20 MB message
-  (about 35 MB once base64'd inside JSON) goes through.
+  producer's request and the consumers' response limits are raised to match, so
+  a 20 MB message (about 35 MB once base64'd inside JSON) goes through. A fetch
+  asks for at most ``FETCH_BYTES`` (``PARTITION_FETCH_BYTES`` a partition): the
+  broker still returns a larger first batch whole (KIP-74), so big messages pass
+  one at a time, while a backlog is read a few MiB at a time instead of up to
+  50 MiB a fetch held in each consumer's memory.
 
 Topics are created on first use (with those settings) if ``ensure_topics`` was
 not called; brokers should run with ``auto.create.topics.enable=false`` so no
@@ -51,6 +55,8 @@ __all__ = ["KafkaBus", "KafkaBusConsumer", "KafkaBusProducer"]
 T = TypeVar("T")
 
 MiB = 1024 * 1024
+FETCH_BYTES = 4 * MiB
+PARTITION_FETCH_BYTES = MiB
 _TOPIC_ALREADY_EXISTS = 36
 _CONNECT_TIMEOUT = 2.0
 _RETRY_PAUSE = 0.1
@@ -128,16 +134,15 @@ class KafkaBus:
         }
 
     def _consumer_config(self, group: str | None) -> dict[str, Any]:
-        fetch_max = max(self.max_message_bytes + MiB, 50 * MiB)
         return {
             **self._common_config(),
             "client_id": f"{self.client_id}-{group or 'reader'}",
             "group_id": group,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
-            "fetch_max_bytes": fetch_max,
-            "max_partition_fetch_bytes": self.max_message_bytes + MiB,
-            "receive_message_max_bytes": fetch_max + self.max_message_bytes + 2 * MiB,
+            "fetch_max_bytes": FETCH_BYTES,
+            "max_partition_fetch_bytes": PARTITION_FETCH_BYTES,
+            "receive_message_max_bytes": FETCH_BYTES + self.max_message_bytes + 2 * MiB,
             "session_timeout_ms": int(self.session_timeout * 1000),
             "heartbeat_interval_ms": max(100, int(self.session_timeout * 1000) // 3),
             "allow_auto_create_topics": False,
