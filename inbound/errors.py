@@ -42,6 +42,11 @@ class ConfigError(InboundError):
             f"{self.path}: {key}: {problem}" if key else f"{self.path}: {problem}" for key, problem in self.problems
         ]
 
+    def summary(self) -> str:
+        """What a command or a process that cannot start prints: a heading, then the problems."""
+        count = len(self.problems)
+        return f"configuration error: {self}" if count == 1 else f"{count} configuration errors:\n{self}"
+
 
 class DataDirError(InboundError):
     """The data directory cannot be used (missing, unwritable, or lacks its marker)."""

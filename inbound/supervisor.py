@@ -2,12 +2,12 @@
 
 The SMTP edge must answer every client promptly and must never die of a
 message; parsing is CPU-bound Python, holds the GIL and is fed by strangers.
-So the edge and the pipeline run in separate processes, each an ordinary
-``inbound serve --roles ...`` (see :mod:`inbound.service`)::
+So the edge and the pipeline run in separate processes, each what
+``inbound serve --roles ...`` runs (:mod:`inbound.serving`)::
 
     inbound serve                      supervisor: starts, watches, signals
-    ├── edge      --roles smtp,publish
-    └── pipeline  --roles process,deliver,record
+    ├── edge      smtp,publish
+    └── pipeline  process,deliver,record
 
 They share nothing in memory, only the data directory and the bus, which
 every role already shares safely between processes (spool files named by
@@ -36,6 +36,7 @@ rows leased per attempt; the activity store written in transactions).
   module and the log format. Watching children needs neither the command
   line's libraries nor the configuration's (TOML, SSL, IDNA); keeping them for
   the life of the service made the supervisor 21-22 MiB of PSS, where it is 10.
+  Its children, ``python -m inbound.serving``, skip the command line too.
 """
 
 from __future__ import annotations
@@ -96,12 +97,14 @@ class Supervisor:
         self,
         config: Path,
         log_level: str,
+        log_format: str,
         groups: Sequence[tuple[str, tuple[str, ...]]] = GROUPS,
         cpus: Mapping[str, CPUs] | None = None,
     ) -> None:
         """*cpus*: the CPUs of each child by name (:func:`inbound.cpus.placement`); a child not named runs anywhere."""
         self.config = config
         self.log_level = log_level
+        self.log_format = log_format
         self.children = [Child(name, roles, (cpus or {}).get(name)) for name, roles in groups]
 
     def run(self) -> int:
@@ -130,10 +133,9 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         ready_r, ready_w = os.pipe()
         release_r, release_w = os.pipe()
-        args = [sys.executable, "-m", "inbound", "serve", "--config", str(self.config), "--log-level", self.log_level]
-        args += ["--roles", ",".join(child.roles), "--ready-fd", str(ready_w), "--release-fd", str(release_r)]
-        if child.cpus:
-            args += ["--cpus", format_cpus(child.cpus)]
+        # Read by inbound.serving.main: the configuration, roles, log level and format, pipes, CPUs.
+        args = [sys.executable, "-m", "inbound.serving", str(self.config), ",".join(child.roles), self.log_level]
+        args += [self.log_format, str(ready_w), str(release_r), format_cpus(child.cpus) if child.cpus else ""]
         # preexec_fn is safe here: the supervisor runs a single thread.
         child.process = subprocess.Popen(args, pass_fds=(ready_w, release_r), preexec_fn=die_with_parent)  # noqa: PLW1509
         os.close(ready_w)
@@ -228,7 +230,7 @@ def main(argv: Sequence[str]) -> int:
     config, log_level, log_format, *placed = argv
     configure_logging(log_level, log_format)
     cpus = {name: parse_cpus(listed) for name, _, listed in (each.partition("=") for each in placed)}
-    return Supervisor(Path(config), log_level, cpus=cpus).run()
+    return Supervisor(Path(config), log_level, log_format, cpus=cpus).run()
 
 
 if __name__ == "__main__":

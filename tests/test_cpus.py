@@ -5,13 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from inbound.cpus import allowed, format_cpus, parse_cpus, pin, placement
-
-from .harness import run_cli, stream_toml, write_config
 
 
 @pytest.fixture
@@ -54,16 +51,3 @@ def test_a_cpu_that_cannot_be_used_leaves_the_process_where_it_was(
         assert pin(missing) is None
     assert allowed() == restored
     assert f"cannot run on CPUs {format_cpus(missing)}" in caplog.text
-
-
-@pytest.mark.e2e
-def test_serve_refuses_a_cpu_list_it_cannot_read_or_use(tmp_path: Path) -> None:
-    config = write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], "http://127.0.0.1:9/hook"))
-    run_cli("init", config=config)
-    result = run_cli("serve", "--roles", "process", "--cpus", "first", config=config, check=False)
-    assert result.returncode == 2
-    assert "--cpus" in result.stderr
-    assert "not a comma-separated list of CPU numbers: 'first'" in result.stderr
-    result = run_cli("serve", "--cpus", "0", config=config, check=False)
-    assert result.returncode == 2
-    assert "only with --roles" in result.stderr

@@ -19,11 +19,12 @@ def imported(*modules: str) -> frozenset[str]:
     return frozenset(out.split())
 
 
+# What the supervisor's children import (python -m inbound.serving), by the stages they run.
 PIPELINE = (
-    "inbound.ops.cli", "inbound.service", "inbound.processing.process", "inbound.processing.isolation",
+    "inbound.serving", "inbound.service", "inbound.processing.process", "inbound.processing.isolation",
     "inbound.delivery.deliver", "inbound.activity.record",
 )  # fmt: skip
-EDGE = ("inbound.ops.cli", "inbound.service", "inbound.edge.handler", "inbound.edge.publish", "inbound.bus.embedded")
+EDGE = ("inbound.serving", "inbound.service", "inbound.edge.handler", "inbound.edge.publish", "inbound.bus.embedded")
 PARSE_WORKER = ("inbound.processing.parsechild",)
 
 
@@ -38,6 +39,12 @@ def test_the_pipeline_hands_out_parse_jobs_without_the_parser(library: str) -> N
 def test_the_sender_verdicts_libraries_wait_for_auth_to_be_on(process: tuple[str, ...], library: str) -> None:
     # [auth] is off by default; the service imports inbound.processing.auth when it is on.
     assert library not in imported(*process)
+
+
+@pytest.mark.parametrize("module", ["click", "inbound.ops.cli"])
+@pytest.mark.parametrize("process", [EDGE, PIPELINE], ids=["edge", "pipeline"])
+def test_the_children_of_serve_run_without_the_command_line(process: tuple[str, ...], module: str) -> None:
+    assert module not in imported(*process)
 
 
 @pytest.mark.parametrize("module", ["rich", "pygments"])

@@ -60,9 +60,9 @@ def children(service: InboundProcess) -> dict[str, psutil.Process]:
             command = child.cmdline()
         except psutil.Error:  # a child just killed, not yet reaped by the supervisor
             continue
-        if "--roles" not in command:  # a child forked a moment ago, before it runs `inbound serve`
+        if "inbound.serving" not in command:  # a child forked a moment ago, before it runs Python
             continue
-        roles = command[command.index("--roles") + 1]
+        roles = command[command.index("inbound.serving") + 2]  # after the configuration (inbound/serving.py)
         found["edge" if "smtp" in roles else "pipeline"] = child
     return found
 

@@ -25,6 +25,7 @@ from .. import log as logsetup
 from ..config import Settings, split_host_port
 from ..datadir import private_files
 from ..errors import InboundError
+from ..serving import count_into_data_dir, serve_roles
 from .cli_activity import activity
 from .cli_messages import bypass, message, replay, retry
 from .cliutil import bus_and_store, bus_of, config_option, known_stream, settings_from, store_of
@@ -65,11 +66,6 @@ def init(config_path: Path | None) -> None:
     " Default: a supervisor with an edge process (smtp,publish) and a pipeline process (the rest).",
 )
 @click.option("--log-level", default="INFO", show_default=True)
-@click.option("--ready-fd", type=int, default=None, hidden=True, help="Write one byte here once started.")
-@click.option("--release-fd", type=int, default=None, hidden=True, help="After draining, wait for EOF here.")
-@click.option(
-    "--cpus", default=None, hidden=True, help="Run on these CPUs (comma-separated); the parse worker anywhere."
-)
 @click.option(
     "--log-format",
     type=click.Choice(logsetup.FORMATS),
@@ -78,34 +74,16 @@ def init(config_path: Path | None) -> None:
     envvar="INBOUND_LOG_FORMAT",  # so that processes serve starts log alike
     help="json: one object per line (time, level, stage, queue_id, delivery_id, stream, message).",
 )
-def serve(
-    *,  # click passes every option by name
-    config_path: Path | None,
-    roles: str | None,
-    log_level: str,
-    ready_fd: int | None,
-    release_fd: int | None,
-    cpus: str | None,
-    log_format: str,
-) -> None:
+def serve(*, config_path: Path | None, roles: str | None, log_level: str, log_format: str) -> None:
     """Run the service until SIGTERM or SIGINT."""
     settings = settings_from(config_path)
-    if settings.data.marker.exists():  # before any stage is imported: metrics count into the data directory
-        from ..metrics import use_data_dir
-
-        use_data_dir(settings.storage.data_dir)
+    count_into_data_dir(settings)
     from ..roles import parse_roles, preflight
 
     try:
         chosen = parse_roles(roles) if roles is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--roles") from None
-    try:
-        pinned = cpu_placement.parse_cpus(cpus) if cpus is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--cpus") from None
-    if pinned is not None and chosen is None:  # the supervisor places its children itself
-        raise click.BadParameter("only with --roles", param_hint="--cpus")
     logsetup.configure(log_level, log_format)
     os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
@@ -115,37 +93,11 @@ def serve(
             preflight(settings)
             placement = cpu_placement.placement(cpu_placement.allowed()) if settings.processing.pin_pipeline else {}
             become_supervisor(settings.path, log_level, log_format, placement)
-        import asyncio  # the supervisor above runs no event loop
-
-        from ..service import Service  # every stage: only in a process that runs roles
-
-        # Before any thread starts, so that every one runs there; the parse worker may run anywhere.
-        worker_cpus = cpu_placement.pin(pinned) if pinned is not None else None
-        released = (lambda: _until_closed(release_fd)) if release_fd is not None else None
-        service = Service(settings, chosen, worker_cpus=worker_cpus)
-        asyncio.run(service.run(on_started=lambda: _say_ready(ready_fd), released=released))
+        serve_roles(settings, chosen)
     except InboundError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
-
-
-def _say_ready(fd: int | None) -> None:
-    """Tell the supervisor that started this process that it is serving."""
-    if fd is not None:
-        os.write(fd, b"1")
-        os.close(fd)
-
-
-async def _until_closed(fd: int) -> None:
-    """Return once the supervisor closes its end of *fd* (it has stopped everything else, or died)."""
-    import asyncio  # already imported by serve, which runs this
-
-    closed = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_reader(fd, closed.set)
-    await closed.wait()
-    loop.remove_reader(fd)
 
 
 @main.command()

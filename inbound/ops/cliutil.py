@@ -30,11 +30,8 @@ def settings_from(config_path: Path | None) -> Settings:
     try:
         return load_settings(config_path or default_config_path())
     except ConfigError as exc:
-        count = len(exc.problems)
         # one problem a line, each naming the file and the key, so that one run shows them all
-        raise click.ClickException(
-            f"configuration error: {exc}" if count == 1 else f"{count} configuration errors:\n{exc}"
-        ) from None
+        raise click.ClickException(exc.summary()) from None
 
 
 def known_stream(settings: Settings, stream: str | None) -> str | None:

@@ -1,0 +1,101 @@
+"""Run stages in this process: ``inbound serve --roles ...``, and each child of ``serve``'s supervisor.
+
+The supervisor starts its children as ``python -m inbound.serving`` rather than through
+the command line, so that a process serving for months holds the stages it runs and
+not click and the commands' modules (4-5 MiB of each child's memory). Its arguments,
+positional, are written by :class:`inbound.supervisor.Supervisor` and read by
+:func:`main`: the configuration file, the roles (comma-separated), the log level and
+format, the descriptor to say "started" on, the one whose end of file releases a
+drained child, and the CPUs to run on ("" for anywhere).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import log as logsetup
+from .config import Settings, load_settings
+from .cpus import CPUs, parse_cpus, pin
+from .errors import ConfigError, InboundError
+
+
+def serve_roles(
+    settings: Settings,
+    roles: Sequence[str],
+    *,
+    cpus: CPUs | None = None,
+    ready_fd: int | None = None,
+    release_fd: int | None = None,
+) -> None:
+    """Run *roles* until SIGTERM or SIGINT; InboundError or OSError when they cannot start.
+
+    *cpus*: where every thread runs, the parse worker excepted; *ready_fd*: written to once
+    serving; *release_fd*: once drained, wait for its end of file (the supervisor's say).
+    """
+    import asyncio  # the supervisor, which imports nothing of this module's, runs no event loop
+
+    from .service import Service  # every stage: only in a process that runs roles
+
+    # Before any thread starts, so that every one runs there; the parse worker may run anywhere.
+    worker_cpus = pin(cpus) if cpus is not None else None
+    released = (lambda: _until_closed(release_fd)) if release_fd is not None else None
+    service = Service(settings, roles, worker_cpus=worker_cpus)
+    asyncio.run(service.run(on_started=lambda: _say_ready(ready_fd), released=released))
+
+
+def count_into_data_dir(settings: Settings) -> None:
+    """Before any stage is imported: metrics count into the data directory, shared by every process."""
+    if settings.data.marker.exists():
+        from .metrics import use_data_dir
+
+        use_data_dir(settings.storage.data_dir)
+
+
+def _say_ready(fd: int | None) -> None:
+    if fd is not None:
+        os.write(fd, b"1")
+        os.close(fd)
+
+
+async def _until_closed(fd: int) -> None:
+    """Return once the supervisor closes its end of *fd* (it has stopped everything else, or died)."""
+    import asyncio  # already imported by serve_roles, which runs this
+
+    closed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, closed.set)
+    await closed.wait()
+    loop.remove_reader(fd)
+
+
+def main(argv: Sequence[str]) -> int:
+    """A child of the supervisor: its exit status, with the reason on stderr when it could not start."""
+    config, roles, log_level, log_format, ready_fd, release_fd, cpus = argv
+    try:
+        settings = load_settings(Path(config))
+        count_into_data_dir(settings)
+        logsetup.configure(log_level, log_format)
+        serve_roles(
+            settings,
+            roles.split(","),
+            cpus=parse_cpus(cpus) if cpus else None,
+            ready_fd=int(ready_fd),
+            release_fd=int(release_fd),
+        )
+    except ConfigError as exc:
+        print(f"Error: {exc.summary()}", file=sys.stderr)
+        return 1
+    except InboundError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"Error: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
