@@ -2,7 +2,7 @@
 
 The supervisor starts its children as ``python -m inbound.serving`` rather than through
 the command line, so that a process serving for months holds the stages it runs and
-not click and the commands' modules (4-5 MiB of each child's memory). Its arguments,
+not click and the commands' modules (2-3 MiB of each child's PSS, measured). Its arguments,
 positional, are written by :class:`inbound.supervisor.Supervisor` and read by
 :func:`main`: the configuration file, the roles (comma-separated), the log level and
 format, the descriptor to say "started" on, the one whose end of file releases a
