@@ -32,14 +32,12 @@ import pickle
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from .. import jsoncodec
 from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope, Recipient
-
-if TYPE_CHECKING:  # pickled by reference: unpickling a job imports it in the worker
-    from .screen import Decision
+from .screen import Decision
 
 _LENGTH = struct.Struct(">Q")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -146,10 +144,10 @@ def _by_fields(cls: type) -> Callable[[Any], tuple[type, tuple[Any, ...]]]:
     return lambda obj: (cls, values(obj))
 
 
-# What a job holds, pickled by its fields (a Decision, only there with authentication on, is left to
-# pickle: naming its class here would import the authentication libraries into the worker).
+# What a job holds, pickled by its fields (a Decision only with sender verdicts or spam scoring on).
 _REDUCERS = copyreg.dispatch_table | {
-    cls: _by_fields(cls) for cls in (ParseJob, RenderRequest, Envelope, Recipient, StreamSettings, ProcessingSettings)
+    cls: _by_fields(cls)
+    for cls in (ParseJob, RenderRequest, Envelope, Recipient, StreamSettings, ProcessingSettings, Decision)
 }
 
 
