@@ -34,6 +34,11 @@ def test_the_pipeline_hands_out_parse_jobs_without_the_parser(library: str) -> N
     assert library not in imported(*PIPELINE)
 
 
+@pytest.mark.parametrize("module", ["inbound.config.load", "tomllib", "ssl"])
+def test_the_parse_worker_is_handed_its_settings_and_reads_no_file(module: str) -> None:
+    assert module not in imported(*PARSE_WORKER)
+
+
 def test_the_parse_worker_imports_the_form_encoder_only_for_a_stream_that_posts_forms() -> None:
     assert "urllib3" not in imported(*PARSE_WORKER)  # mailgun and sendgrid (inbound/processing/formats)
 

@@ -15,8 +15,8 @@ The modules: ``settings.py`` (the frozen dataclasses and their defaults),
 (checks of single values, shared with the CLI).
 """
 
-from .checks import check_dsn, check_signing_secret, check_webhook_url, split_host_port, split_ip_port
-from .load import DEFAULT_CONFIG, default_config_path, load_settings
+from typing import TYPE_CHECKING, Any
+
 from .settings import (
     ACTIVITY_BACKENDS,
     BLOCK,
@@ -41,6 +41,27 @@ from .settings import (
     TlsSettings,
     WebhookSettings,
 )
+
+if TYPE_CHECKING:
+    from .checks import check_dsn, check_signing_secret, check_webhook_url, split_host_port, split_ip_port
+    from .load import DEFAULT_CONFIG, default_config_path, load_settings
+
+_LAZY = {
+    "check_dsn": "checks", "check_signing_secret": "checks", "check_webhook_url": "checks",
+    "split_host_port": "checks", "split_ip_port": "checks",
+    "DEFAULT_CONFIG": "load", "default_config_path": "load", "load_settings": "load",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    # Reading and checking a file (TOML, SSL for the TLS keys, IDNA) is for the processes that
+    # load one; the parse worker is handed its settings and needs only their classes: 2 MiB less.
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ACTIVITY_BACKENDS",
