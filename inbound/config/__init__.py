@@ -55,7 +55,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     # Reading and checking a file (TOML, SSL for the TLS keys, IDNA) is for the processes that
-    # load one; the parse worker is handed its settings and needs only their classes: 2 MiB less.
+    # load one; the parse worker is handed its settings and needs only their classes (1.5 MiB).
     if name in _LAZY:
         from importlib import import_module
 
