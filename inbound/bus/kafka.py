@@ -18,8 +18,9 @@ Logical topics (``received``, ``messages``, ...) live in physical topics named
   a 20 MB message (about 35 MB once base64'd inside JSON) goes through. A fetch
   asks for at most ``FETCH_BYTES`` (``PARTITION_FETCH_BYTES`` a partition): the
   broker still returns a larger first batch whole (KIP-74), so big messages pass
-  one at a time, while a backlog is read a few MiB at a time instead of up to
-  50 MiB a fetch held in each consumer's memory.
+  one at a time, while a backlog is read 1 MiB at a time instead of up to
+  50 MiB a fetch held in each consumer's memory (20,000 messages at once: the
+  service's PSS 145-146 MiB at 4 MiB a fetch, 141-143 at 1 MiB, as fast).
 
 Topics are created on first use (with those settings) if ``ensure_topics`` was
 not called; brokers should run with ``auto.create.topics.enable=false`` so no
@@ -55,8 +56,8 @@ __all__ = ["KafkaBus", "KafkaBusConsumer", "KafkaBusProducer"]
 T = TypeVar("T")
 
 MiB = 1024 * 1024
-FETCH_BYTES = 4 * MiB
-PARTITION_FETCH_BYTES = MiB
+FETCH_BYTES = MiB
+PARTITION_FETCH_BYTES = MiB // 2
 _TOPIC_ALREADY_EXISTS = 36
 _CONNECT_TIMEOUT = 2.0
 _RETRY_PAUSE = 0.1
