@@ -35,7 +35,7 @@ def serve_roles(
     *cpus*: where every thread runs, the parse worker excepted; *ready_fd*: written to once
     serving; *release_fd*: once drained, wait for its end of file (the supervisor's say).
     """
-    import asyncio  # the supervisor, which imports nothing of this module's, runs no event loop
+    import asyncio  # here: the command line imports this module, and most commands run no event loop
 
     from .service import Service  # every stage: only in a process that runs roles
 
