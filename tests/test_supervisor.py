@@ -131,6 +131,19 @@ def test_a_killed_child_is_started_again_and_mail_goes_on(config: Path, receiver
         service.stop()
 
 
+def test_a_child_started_again_over_a_broken_configuration_says_why(config: Path) -> None:
+    service = InboundProcess(config).start()
+    try:
+        first = wait_for(lambda: children(service).get("pipeline"), 30, "the pipeline process")
+        config.write_text(config.read_text() + "\n= no key\n")
+        first.kill()
+        wait_for(lambda: "Error: configuration error:" in service.log(), 30, "the restarted child's reason")
+        assert f"{config}: not valid TOML" in service.log()
+        assert "pipeline (process,deliver,record) exited with status 1; starting it again" in service.log()
+    finally:
+        service.stop()
+
+
 def test_hup_ends_nothing_and_term_stops_everything_cleanly(config: Path) -> None:
     service = InboundProcess(config).start()
     try:
