@@ -56,7 +56,7 @@ from typing import NoReturn
 from .cpus import CPUs, format_cpus, parse_cpus
 from .log import configure as configure_logging
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("inbound.supervisor")  # by name: run by serve, this module is __main__
 
 #: The children ``serve`` runs by default, in start order; stopped in the same order.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -87,6 +87,7 @@ def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: Webh
         assert procs["edge"].pid != procs["pipeline"].pid
         assert service.proc is not None  # serve became the supervisor, its pid kept (inbound/supervisor.py)
         assert psutil.Process(service.proc.pid).cmdline()[1:3] == ["-m", "inbound.supervisor"]
+        assert " INFO inbound.supervisor inbound started: edge pid " in service.log()  # its logger keeps its name
         queue_id = send(config, "alice@sender.test", ["help@in.test"], simple_message())
         wait_for(lambda: delivered(config, queue_id), 60, "the message to be delivered")
         assert len(receiver.on("/hook")) == 1
