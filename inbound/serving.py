@@ -46,6 +46,15 @@ def serve_roles(
     asyncio.run(service.run(on_started=lambda: _say_ready(ready_fd), released=released))
 
 
+def start_failure(exc: InboundError | OSError) -> str:
+    """Why roles could not start, worded alike by ``serve`` and by a child of its supervisor."""
+    if isinstance(exc, ConfigError):
+        return exc.summary()
+    if isinstance(exc, InboundError):
+        return str(exc)
+    return f"cannot start: {exc}"
+
+
 def count_into_data_dir(settings: Settings) -> None:
     """Before any stage is imported: metrics count into the data directory, shared by every process."""
     if settings.data.marker.exists():
@@ -85,14 +94,8 @@ def main(argv: Sequence[str]) -> int:
             ready_fd=int(ready_fd),
             release_fd=int(release_fd),
         )
-    except ConfigError as exc:
-        print(f"Error: {exc.summary()}", file=sys.stderr)
-        return 1
-    except InboundError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"Error: cannot start: {exc}", file=sys.stderr)
+    except (InboundError, OSError) as exc:
+        print(f"Error: {start_failure(exc)}", file=sys.stderr)  # as click prints the command's errors
         return 1
     return 0
 

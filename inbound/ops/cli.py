@@ -25,7 +25,7 @@ from .. import log as logsetup
 from ..config import Settings, split_host_port
 from ..datadir import private_files
 from ..errors import InboundError
-from ..serving import count_into_data_dir, serve_roles
+from ..serving import count_into_data_dir, serve_roles, start_failure
 from .cli_activity import activity
 from .cli_messages import bypass, message, replay, retry
 from .cliutil import bus_and_store, bus_of, config_option, known_stream, settings_from, store_of
@@ -94,10 +94,8 @@ def serve(*, config_path: Path | None, roles: str | None, log_level: str, log_fo
             placement = cpu_placement.placement(cpu_placement.allowed()) if settings.processing.pin_pipeline else {}
             become_supervisor(settings.path, log_level, log_format, placement)
         serve_roles(settings, chosen)
-    except InboundError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot start: {exc}") from None
+    except (InboundError, OSError) as exc:
+        raise click.ClickException(start_failure(exc)) from None
 
 
 @main.command()
