@@ -166,7 +166,7 @@ class Service:
         settings = self.settings
         spamd = Spamd(settings.spam, settings.data.spamd_outage) if settings.spam.spamd else None
         screener = Screener(settings.smtp.hostname, auth, spamd)
-        parser = IsolatedParser(self.worker_cpus)
+        parser = IsolatedParser(self.worker_cpus, settings.processing.parse_worker_nice)
         parser.start()
         self.resources.append(parser.close)
         processor = Processor(

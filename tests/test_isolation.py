@@ -213,6 +213,10 @@ def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
     assert processing(tmp_path, 'parse_memory_limit = "5x+100MiB"').memory_limit(MIB) == 105 * MIB
     assert default.pin_pipeline
     assert not processing(tmp_path, "pin_pipeline = false").pin_pipeline
+    niceness = [
+        processing(tmp_path, body).parse_worker_nice for body in ("", "parse_worker_nice = 0", "parse_worker_nice = 19")
+    ]
+    assert niceness == [10, 0, 19]
 
 
 @pytest.mark.parametrize(
@@ -227,6 +231,9 @@ def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
         ('max_mime_parts = "many"', "processing.max_mime_parts", "must be int"),
         ("workers = 4", "processing.workers", "unknown key"),
         ('pin_pipeline = "yes"', "processing.pin_pipeline", "must be bool"),
+        ("parse_worker_nice = 20", "processing.parse_worker_nice", "between 0 and 19"),
+        ("parse_worker_nice = -5", "processing.parse_worker_nice", "between 0 and 19"),
+        ("parse_worker_nice = true", "processing.parse_worker_nice", "must be int"),
     ],
 )
 def test_processing_errors_name_file_and_key(tmp_path: Path, body: str, key: str, problem: str) -> None:

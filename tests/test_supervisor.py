@@ -80,6 +80,15 @@ def cpus_of(process: psutil.Process) -> set[int]:
     return cpus
 
 
+def nice_of(process: psutil.Process) -> set[int]:
+    """The nice values of *process*'s threads (on Linux each thread has its own)."""
+    values: set[int] = set()
+    for thread in process.threads():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            values.add(psutil.Process(thread.id).nice())
+    return values
+
+
 def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: WebhookReceiver) -> None:
     service = InboundProcess(config).start()
     try:
@@ -98,15 +107,22 @@ def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: Webh
         assert cpus_of(procs["edge"]) == expected.get("edge", everywhere)
         [parse_worker] = procs["pipeline"].children()
         assert cpus_of(parse_worker) == everywhere
+        # The edge and the pipeline at serve's priority, every thread included; the parse worker
+        # processing.parse_worker_nice (10) below it.
+        ours = os.nice(0)
+        assert nice_of(procs["edge"]) == nice_of(procs["pipeline"]) == {ours}
+        assert nice_of(parse_worker) == {min(ours + 10, 19)}
     finally:
         service.stop()
 
 
-def test_with_pin_pipeline_off_every_process_runs_anywhere(tmp_path: Path, receiver: WebhookReceiver) -> None:
+def test_with_pin_pipeline_off_and_parse_worker_nice_0_every_process_runs_anywhere_alike(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
     path = write_config(
         tmp_path,
         streams=stream_toml("support", ["*@in.test"], receiver.url("/hook")),
-        extra="[processing]\npin_pipeline = false\n",
+        extra="[processing]\npin_pipeline = false\nparse_worker_nice = 0\n",
     )
     run_cli("init", config=path)
     service = InboundProcess(path).start()
@@ -114,6 +130,8 @@ def test_with_pin_pipeline_off_every_process_runs_anywhere(tmp_path: Path, recei
         procs = wait_for(lambda: len(children(service)) == 2 and children(service), 30, "two children")
         everywhere = set(os.sched_getaffinity(0))
         assert cpus_of(procs["pipeline"]) == cpus_of(procs["edge"]) == everywhere
+        [parse_worker] = procs["pipeline"].children()
+        assert nice_of(parse_worker) == nice_of(procs["pipeline"]) == nice_of(procs["edge"]) == {os.nice(0)}
     finally:
         service.stop()
 

@@ -233,7 +233,14 @@ class SectionsReader(Reader):
         return SpamSettings(spamd, timeout)
 
     def processing(self, raw: dict[str, Any]) -> ProcessingSettings:
-        keys = {"parse_timeout", "parse_memory_limit", "max_mime_depth", "max_mime_parts", "pin_pipeline"}
+        keys = {
+            "parse_timeout",
+            "parse_memory_limit",
+            "max_mime_depth",
+            "max_mime_parts",
+            "pin_pipeline",
+            "parse_worker_nice",
+        }
         t = self.table(raw, "processing", keys)
         d = ProcessingSettings()
         timeout = self.duration(t, "processing", "parse_timeout", f"{d.parse_timeout:g}s")
@@ -257,7 +264,9 @@ class SectionsReader(Reader):
             self.check(f"processing.{key}", 1 <= shape[-1] <= 1_000_000, "must be between 1 and 1000000")
         depth, parts = shape
         pin = self.get(t, "processing", "pin_pipeline", bool, d.pin_pipeline)
-        return ProcessingSettings(timeout, per_byte, base, depth, parts, pin)
+        nice = self.get(t, "processing", "parse_worker_nice", int, d.parse_worker_nice)
+        self.check("processing.parse_worker_nice", 0 <= nice <= 19, "must be between 0 and 19 (as nice(1) counts)")
+        return ProcessingSettings(timeout, per_byte, base, depth, parts, pin, nice)
 
     def http(self, raw: dict[str, Any]) -> HttpSettings:
         t = self.table(raw, "http", {"listen", "tokens", "read_only_tokens"})

@@ -99,15 +99,17 @@ class _Oversized(Exception):
 class IsolatedParser:
     """Runs each job in the worker process; see the module docstring for what can go wrong and what then."""
 
-    def __init__(self, cpus: CPUs | None = None) -> None:
-        """*cpus*: where the worker runs, if not where this process does (inbound/cpus.py)."""
+    def __init__(self, cpus: CPUs | None = None, nice: int = 0) -> None:
+        """*cpus*: where the worker runs, if not where this process does; *nice*: how far below this
+        process's its CPU priority is (both: inbound/cpus.py)."""
         self.worker: subprocess.Popen[bytes] | None = None
         self.cpus = cpus
+        self.nice = nice
 
     def start(self) -> None:
         where = [format_cpus(self.cpus)] if self.cpus else []
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "inbound.processing.parsechild", str(os.getpid()), *where],
+            [sys.executable, "-m", "inbound.processing.parsechild", str(os.getpid()), str(self.nice), *where],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

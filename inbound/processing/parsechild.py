@@ -1,8 +1,9 @@
 """Parse worker: the process that reads strangers' bytes for ``process``, so that only it can die of them.
 
 Started by :class:`inbound.processing.isolation.IsolatedParser` as
-``python -m inbound.processing.parsechild PARENT_PID [CPUS]`` (CPUS: where to
-run, when not where the parent does: see ``inbound/cpus.py``). Input: job frames on
+``python -m inbound.processing.parsechild PARENT_PID NICE [CPUS]`` (NICE: how
+many levels below its parent's its CPU priority is; CPUS: where to run, when
+not where the parent does: both in ``inbound/cpus.py``). Input: job frames on
 stdin (see ``job.py``). Output: one outcome frame per job on the pipe that was
 stdout (fd 1 is pointed at stderr first, so nothing a library prints can
 corrupt the protocol). Exits 0 at the end of stdin.
@@ -30,7 +31,7 @@ import resource
 import sys
 from dataclasses import replace
 
-from ..cpus import parse_cpus, pin
+from ..cpus import lower_priority, parse_cpus, pin
 from ..log import FORMATS, configure
 from ..supervisor import die_with_parent
 from .job import Outcome, address_space, decode_job, encode_outcome, peak_rss, read_frame, write_frame
@@ -44,8 +45,9 @@ def main(argv: list[str]) -> int:
     die_with_parent()
     if os.getppid() != int(argv[1]):  # the parent died before the line above took effect
         return 1
-    if len(argv) > 2:
-        pin(parse_cpus(argv[2]))
+    lower_priority(int(argv[2]))
+    if len(argv) > 3:
+        pin(parse_cpus(argv[3]))
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     # Whatever a library logs here reaches the service's log: in its format, one line each.
