@@ -158,7 +158,9 @@ def test_a_child_started_again_over_a_broken_configuration_says_why(config: Path
         first.kill()
         wait_for(lambda: "Error: configuration error:" in service.log(), 30, "the restarted child's reason")
         assert f"{config}: not valid TOML" in service.log()
-        assert "pipeline (process,deliver,record) exited with status 1; starting it again" in service.log()
+        # Logged once the supervisor has reaped the child, which may come after the child's last line.
+        again = "pipeline (process,deliver,record) exited with status 1; starting it again"
+        wait_for(lambda: again in service.log(), 30, "the supervisor to start it again")
     finally:
         service.stop()
 
