@@ -130,7 +130,7 @@ def test_with_pin_pipeline_off_and_parse_worker_nice_0_every_process_runs_anywhe
         procs = wait_for(lambda: len(children(service)) == 2 and children(service), 30, "two children")
         everywhere = set(os.sched_getaffinity(0))
         assert cpus_of(procs["pipeline"]) == cpus_of(procs["edge"]) == everywhere
-        [parse_worker] = procs["pipeline"].children()
+        [parse_worker] = wait_for(procs["pipeline"].children, 30, "the parse worker to start")
         assert nice_of(parse_worker) == nice_of(procs["pipeline"]) == nice_of(procs["edge"]) == {os.nice(0)}
     finally:
         service.stop()
