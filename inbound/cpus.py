@@ -15,17 +15,19 @@ alternating runs): 17 context switches a message in the pipeline instead of
 40, its CPU a message 15-20 % less, 10-20 % more delivered and accepted a
 second. The parse worker kept with the edge instead was slower on both counts.
 
-The parse worker also runs at a lower CPU priority than the rest:
-``processing.parse_worker_nice`` levels (10) below the process that starts it.
-It is the one process that runs on the edge's CPUs as well, and while mail
-arrives faster than it is parsed the two took turns there. Senders wait on the
-edge (each 250 is an fsync and a reply away); a message the edge accepted
-waits on disk. So the edge goes first and the parse worker takes what it
-leaves, and every CPU when it is idle. Measured on two CPUs with 20,000
-messages at once (``bench/throughput.py``, alternating runs): 1,065-1,249
-accepted a second against 810-959, delivered the same. The pipeline keeps its
-priority: it sets the end-to-end rate, and lowered as well it gave its CPU to
-every other process (end to end 3-7 % less in ``bench/compare.py``).
+The parse worker can also run at a lower CPU priority than the rest:
+``processing.parse_worker_nice`` levels below the process that starts it. It
+is the one process that runs on the edge's CPUs as well, and while mail
+arrives faster than it is parsed the two take turns there; lowered, it lets
+the edge, on whose replies senders wait, go first. It is a trade, so it is off
+by default (0). Measured on two CPUs at 10: with 20,000 messages at once on the
+embedded bus (``bench/throughput.py``, alternating runs) 1,065-1,249 accepted
+a second against 810-959, delivered the same; but on Kafka at 200 msg/s, where
+the broker shares the CPUs, p99 179-196 ms against 68-108, since the parse
+worker then gave way to every other process too. At 3 it cost no latency and
+gained nothing. The pipeline keeps its priority in any case: it sets the
+end-to-end rate, and lowered as well it gave its CPU to every other process
+(end to end 3-7 % less in ``bench/compare.py``).
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
     niceness = [
         processing(tmp_path, body).parse_worker_nice for body in ("", "parse_worker_nice = 0", "parse_worker_nice = 19")
     ]
-    assert niceness == [10, 0, 19]
+    assert niceness == [0, 0, 19]
 
 
 @pytest.mark.parametrize(

@@ -107,22 +107,19 @@ def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: Webh
         assert cpus_of(procs["edge"]) == expected.get("edge", everywhere)
         [parse_worker] = procs["pipeline"].children()
         assert cpus_of(parse_worker) == everywhere
-        # The edge and the pipeline at serve's priority, every thread included; the parse worker
-        # processing.parse_worker_nice (10) below it.
-        ours = os.nice(0)
-        assert nice_of(procs["edge"]) == nice_of(procs["pipeline"]) == {ours}
-        assert nice_of(parse_worker) == {min(ours + 10, 19)}
+        # Every process at serve's priority, every thread included (processing.parse_worker_nice = 0).
+        assert nice_of(procs["edge"]) == nice_of(procs["pipeline"]) == nice_of(parse_worker) == {os.nice(0)}
     finally:
         service.stop()
 
 
-def test_with_pin_pipeline_off_and_parse_worker_nice_0_every_process_runs_anywhere_alike(
+def test_with_pin_pipeline_off_every_process_runs_anywhere_and_parse_worker_nice_lowers_the_parse_worker(
     tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     path = write_config(
         tmp_path,
         streams=stream_toml("support", ["*@in.test"], receiver.url("/hook")),
-        extra="[processing]\npin_pipeline = false\nparse_worker_nice = 0\n",
+        extra="[processing]\npin_pipeline = false\nparse_worker_nice = 10\n",
     )
     run_cli("init", config=path)
     service = InboundProcess(path).start()
@@ -130,8 +127,13 @@ def test_with_pin_pipeline_off_and_parse_worker_nice_0_every_process_runs_anywhe
         procs = wait_for(lambda: len(children(service)) == 2 and children(service), 30, "two children")
         everywhere = set(os.sched_getaffinity(0))
         assert cpus_of(procs["pipeline"]) == cpus_of(procs["edge"]) == everywhere
-        [parse_worker] = wait_for(procs["pipeline"].children, 30, "the parse worker to start")
-        assert nice_of(parse_worker) == nice_of(procs["pipeline"]) == nice_of(procs["edge"]) == {os.nice(0)}
+        # The parse worker lowers itself first thing: a message parsed shows it has.
+        queue_id = send(path, "alice@sender.test", ["help@in.test"], simple_message())
+        wait_for(lambda: delivered(path, queue_id), 60, "the message to be delivered")
+        [parse_worker] = procs["pipeline"].children()
+        ours = os.nice(0)
+        assert nice_of(procs["pipeline"]) == nice_of(procs["edge"]) == {ours}
+        assert nice_of(parse_worker) == {min(ours + 10, 19)}
     finally:
         service.stop()
 

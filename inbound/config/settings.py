@@ -121,7 +121,7 @@ class ProcessingSettings:
     max_mime_depth: int = 100  # multiparts inside multiparts; deeper is Failed (processing/mimeshape.py)
     max_mime_parts: int = 10_000  # body parts in the whole message; more is Failed
     pin_pipeline: bool = True  # serve: the pipeline process on one CPU, the edge on the others (inbound/cpus.py)
-    parse_worker_nice: int = 10  # how far below its pipeline process's the parse worker's CPU priority is (cpus.py)
+    parse_worker_nice: int = 0  # how far below its pipeline process's the parse worker's CPU priority is (cpus.py)
 
     def memory_limit(self, size: int) -> int:
         return self.memory_per_byte * size + self.memory_base
