@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psutil
@@ -71,22 +71,23 @@ def delivered(config: Path, queue_id: str) -> bool:
     return statuses(config).get(f"{queue_id}-support") == "delivered"
 
 
-def cpus_of(process: psutil.Process) -> set[int]:
-    """The CPUs any thread of *process* may run on (a thread may differ from the process's first)."""
-    cpus: set[int] = set()
+def of_threads(process: psutil.Process, read: Callable[[psutil.Process], Iterable[int]]) -> set[int]:
+    """What *read* finds in any thread of *process*: on Linux a thread has its own CPUs and nice value."""
+    found: set[int] = set()
     for thread in process.threads():
         with contextlib.suppress(psutil.NoSuchProcess):  # a thread that ended meanwhile
-            cpus.update(psutil.Process(thread.id).cpu_affinity())
-    return cpus
+            found.update(read(psutil.Process(thread.id)))
+    return found
+
+
+def cpus_of(process: psutil.Process) -> set[int]:
+    """The CPUs any thread of *process* may run on (a thread may differ from the process's first)."""
+    return of_threads(process, psutil.Process.cpu_affinity)
 
 
 def nice_of(process: psutil.Process) -> set[int]:
-    """The nice values of *process*'s threads (on Linux each thread has its own)."""
-    values: set[int] = set()
-    for thread in process.threads():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            values.add(psutil.Process(thread.id).nice())
-    return values
+    """The nice values of *process*'s threads."""
+    return of_threads(process, lambda thread: [thread.nice()])
 
 
 def test_serve_runs_the_edge_and_the_pipeline_apart(config: Path, receiver: WebhookReceiver) -> None:
