@@ -1,5 +1,6 @@
 """How every SQLite file is opened: WAL, however many open it at once; which commits are fsynced (every
-output, and no bookkeeping -- offsets, leases, finishes -- of its own); how long the log grows."""
+output, and no bookkeeping -- offsets, leases, finishes -- of its own); how long the log grows; how a
+writer waits for another."""
 
 from __future__ import annotations
 
@@ -19,6 +20,25 @@ FULL, NORMAL = 2, 1  # PRAGMA synchronous: FULL fsyncs every commit; NORMAL (in 
 
 def synchronous(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def busy_timeout_ms(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA busy_timeout").fetchone()[0])
+
+
+Locked = tuple[SQLiteFile, sqlite3.Connection, sqlite3.Connection]
+
+
+@pytest.fixture
+def locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Locked:
+    """A file, a connection of ours to it, and another writer holding its write lock (half a second of busy timeout)."""
+    monkeypatch.setattr(sqlitefile, "BUSY_TIMEOUT_SECONDS", 0.5)
+    file = SQLiteFile(tmp_path / "x.db", "test file", StoreError)
+    db = file.connect()
+    db.execute("CREATE TABLE t (x)")
+    other = sqlite3.connect(file.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return file, db, other
 
 
 def test_a_file_another_connection_is_writing_is_switched_to_wal_once_it_is_free(
@@ -81,3 +101,35 @@ def test_an_embedded_consumer_writes_only_bookkeeping_and_a_producer_only_output
     bus = EmbeddedBus(tmp_path / "bus.db")
     assert synchronous(bus.consumer("group", ["topic"]).db) == NORMAL
     assert synchronous(bus.producer().db) == FULL
+
+
+def test_a_writer_waits_for_the_write_lock_in_steps_of_a_few_milliseconds(
+    locked: Locked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's busy handler sleeps 1, 2, 5, 10, 15 ms and more between tries: a lock held for 3 ms cost 8."""
+    file, db, other = locked
+    waits: list[float] = []
+
+    def pause(seconds: float) -> None:  # the other writer commits during the fourth step
+        waits.append(seconds)
+        if len(waits) == 4:
+            other.execute("COMMIT")
+
+    monkeypatch.setattr(sqlitefile.time, "sleep", pause)
+    with file.transaction(db) as tx:
+        tx.execute("INSERT INTO t VALUES (1)")
+    assert waits == [0.0005, 0.001, 0.002, 0.002]
+    assert db.execute("SELECT x FROM t").fetchall() == [(1,)]
+    assert busy_timeout_ms(db) == 500  # every other statement waits in SQLite's busy handler, as before
+
+
+def test_a_writer_that_never_gets_the_write_lock_fails_with_the_files_error_at_the_busy_timeout(locked: Locked) -> None:
+    file, db, other = locked
+    with pytest.raises(StoreError, match=r"test file.*locked"), file.transaction(db) as tx:
+        tx.execute("INSERT INTO t VALUES (1)")
+    assert not db.in_transaction
+    assert busy_timeout_ms(db) == 500
+    other.execute("COMMIT")
+    with file.transaction(db) as tx:  # and the next one, once the lock is free, goes through
+        tx.execute("INSERT INTO t VALUES (2)")
+    assert db.execute("SELECT x FROM t").fetchall() == [(2,)]
