@@ -11,11 +11,19 @@ as it runs, not as it starts. On Kafka each stage's consumer joins its group onc
 and messages sent in the first half second after ``serve`` was ready waited 0.25-0.45 s for that
 (the p99 of a short run at 200 msg/s was that wait: 262-302 ms, where 22-32 ms was measured after it).
 
+With ``--by-hop`` it also prints each hop's share of that latency, from the timestamps of the
+records on the bus: the end of DATA to the ``received`` record (spool, publisher), that to the
+``messages`` record (the process stage: parse, route) and that to the webhook (the flush, the
+deliverer's intake, the outbox, the POST). A record's timestamp is when its stage handed it to
+the bus, before the flush that made it durable: that flush counts in the next hop. The first
+hop can be below zero: the end of DATA is when the client has read its 250, and the publisher
+may have handed the message to the bus before that.
+
 With ``--auth`` the service computes SPF, DKIM, DMARC and ARC for every message against a
 loopback DNS server (tests/dnsserver.py) that publishes the sender's records, and every message
 is the same DKIM-signed one (signing is the sender's cost, not ours to measure).
 
-    .venv/bin/python bench/throughput.py -n 2000 -s 10240 -c 8 [--auth] [--rate MSG_PER_S]
+    .venv/bin/python bench/throughput.py -n 2000 -s 10240 -c 8 [--auth] [--rate MSG_PER_S] [--by-hop]
 """
 
 from __future__ import annotations
@@ -27,11 +35,16 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.loadgen import MakeMessage, Usage, configure, final_at, message, send_all
+from inbound.bus import open_bus
+from inbound.config import load_settings
+from inbound.events import delivery_id
+from inbound.records import MESSAGES, RECEIVED, decode_message, decode_received
 from tests.dnsserver import DnsServer
 from tests.harness import InboundProcess, WebhookReceiver, wait_for
 from tests.mailauth import SenderDomain
@@ -67,6 +80,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--rate", type=float, default=None, help="offer at most this many msg/s in all (latency below saturation)"
     )
+    parser.add_argument("--by-hop", action="store_true", help="the latency by hop, from the records' timestamps")
     return parser.parse_args()
 
 
@@ -93,18 +107,43 @@ def main() -> None:
             wait_for(all_delivered, 3600, "every delivery")
             delivered_in = final_at(config, args.messages + 1) - started
         server.stop()
+        posted_at = {q: min(h.at for h in hits) for q, hits in receiver.by_queue_id("/bench").items()}
+        hops = by_hop(config, sent_at, posted_at) if args.by_hop else {}
 
-    hits_by_queue_id = receiver.by_queue_id("/bench")
-    latencies = sorted(min(h.at for h in hits_by_queue_id[q]) - at for q, at in sent_at.items())
+    latencies = sorted(posted_at[q] - at for q, at in sent_at.items())
     receiver.stop()
     report(args, accepted_in, delivered_in, latencies, usage)
+    for hop, seconds in hops.items():
+        print(f"  {hop:34} p50 {percentile(seconds, 0.5):5.1f} ms  p99 {percentile(seconds, 0.99):5.1f} ms")
+
+
+def by_hop(config: Path, sent_at: dict[str, float], posted_at: dict[str, float]) -> dict[str, list[float]]:
+    """Each message's time in each hop (seconds), from when its records were handed to the bus."""
+    bus = open_bus(load_settings(config))
+    try:
+        received = {decode_received(r.value)[0].queue_id: r.timestamp_ms / 1000 for r in bus.read_all(RECEIVED)}
+        processed = {decode_message(r).delivery_id: r.timestamp_ms / 1000 for r in bus.read_all(MESSAGES)}
+    finally:
+        bus.close()
+    hops: dict[str, list[float]] = {"end of DATA -> received record": [], "-> messages record": [], "-> webhook": []}
+    for queue_id, at in sent_at.items():
+        steps = (at, received[queue_id], processed[delivery_id(queue_id, "bench")], posted_at[queue_id])
+        for hop, (start, end) in zip(hops.values(), pairwise(steps), strict=True):
+            hop.append(end - start)
+    return hops
+
+
+def percentile(seconds: list[float], fraction: float) -> float:
+    """The value *fraction* of the way up *seconds*, in ms."""
+    ordered = sorted(seconds)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000
 
 
 def report(
     args: argparse.Namespace, accepted_in: float, delivered_in: float, latencies: list[float], usage: Usage
 ) -> None:
     p50 = statistics.median(latencies) * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    p99 = percentile(latencies, 0.99)
     print(f"machine:        {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"bus:            {'kafka' if args.kafka_bootstrap else 'embedded'}")
     print(f"auth:           {'on (SPF, DKIM, DMARC, ARC)' if args.auth else 'off'}")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def test_throughput_bench_runs_to_the_activity_record() -> None:
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "throughput.py"), "-n", "20", "-s", "2048", "-c", "2"],
+        [sys.executable, str(ROOT / "bench" / "throughput.py"), "-n", "20", "-s", "2048", "-c", "2", "--by-hop"],
         capture_output=True,
         text=True,
         timeout=180,
@@ -31,3 +31,5 @@ def test_throughput_bench_runs_to_the_activity_record() -> None:
     assert delivered is not None, run.stdout
     assert float(delivered.group(1)) > 0
     assert re.search(r"^CPU per message \d+ µs \(edge \d+, parse worker \d+, pipeline \d+", run.stdout, re.M)
+    hops = re.findall(r"^  (.+?) +p50 +-?[0-9.]+ ms  p99 +-?[0-9.]+ ms$", run.stdout, re.M)
+    assert hops == ["end of DATA -> received record", "-> messages record", "-> webhook"], run.stdout
