@@ -5,6 +5,7 @@ writer waits for another."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ Locked = tuple[SQLiteFile, sqlite3.Connection, sqlite3.Connection]
 
 
 @pytest.fixture
-def locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Locked:
+def locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Locked]:
     """A file, a connection of ours to it, and another writer holding its write lock (half a second of busy timeout)."""
     monkeypatch.setattr(sqlitefile, "BUSY_TIMEOUT_SECONDS", 0.5)
     file = SQLiteFile(tmp_path / "x.db", "test file", StoreError)
@@ -38,7 +39,9 @@ def locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Locked:
     db.execute("CREATE TABLE t (x)")
     other = sqlite3.connect(file.path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    return file, db, other
+    yield file, db, other
+    other.close()
+    db.close()
 
 
 def test_a_file_another_connection_is_writing_is_switched_to_wal_once_it_is_free(
