@@ -142,7 +142,8 @@ def _begin_write(db: sqlite3.Connection) -> None:
                 db.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                # The primary code: SQLITE_BUSY_RECOVERY (another connection recovering the log) waits too.
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                     raise
             time.sleep(pause)
             pause = min(pause * 2, _LOCK_PAUSE_MAX)
