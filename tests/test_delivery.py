@@ -502,3 +502,21 @@ def test_the_next_post_starts_while_outcomes_wait_for_their_flush_but_only_so_ma
     assert sorted(h.endpoint.ids()) == [did(n) for n in range(1, 13)]  # each POSTed once
     for pool in h.deliverer.pools.values():
         pool.shutdown()
+
+
+def test_the_outcomes_flush_is_told_more_are_coming_while_a_post_is_under_way(make: Callable[..., Harness]) -> None:
+    h = make(pool=thread_pool)
+    answering = threading.Event()
+    h.endpoint.answer = lambda request: httpx.Response(200 if answering.wait(30) else 599)
+    h.accept(1)
+    assert not h.deliverer.outcomes.more_coming()
+    h.at(0)
+    try:
+        wait_for(lambda: h.endpoint.requests, what="the POST under way")
+        assert h.deliverer.outcomes.more_coming()
+    finally:
+        answering.set()
+    wait_for(lambda: h.story(1)[-1:] == [(EventType.DELIVERED, None)], what="the outcome recorded")
+    assert not h.deliverer.outcomes.more_coming()
+    for pool in h.deliverer.pools.values():
+        pool.shutdown()

@@ -117,3 +117,30 @@ def test_a_failed_settle_fails_its_group() -> None:
     with pytest.raises(BusError, match="outbox gone"):
         committer.publish([("events", b"k", b"x")], settles="d")
     committer.publish([("events", b"k", b"alert")])  # a group that settles nothing still goes through
+
+
+def test_a_leader_told_more_are_coming_waits_for_them_and_writes_them_with_its_own() -> None:
+    writes: list[list[int]] = []
+    asked = threading.Event()
+
+    def more_coming() -> bool:
+        asked.set()
+        return True
+
+    committer = GroupCommit(writes.append, linger=0.5, more_coming=more_coming)
+    leader = threading.Thread(target=committer.commit, args=([1],))
+    leader.start()
+    assert asked.wait(10)
+    committer.commit([2])  # while the leader lingers: it joins the leader's group
+    leader.join(10)
+    assert writes == [[1, 2]]
+
+
+def test_a_leader_told_nothing_more_is_coming_writes_at_once() -> None:
+    writes: list[list[int]] = []
+    committer = GroupCommit(writes.append, linger=60, more_coming=lambda: False)
+    leader = threading.Thread(target=committer.commit, args=([1],))
+    leader.start()
+    leader.join(10)
+    assert not leader.is_alive()  # the minute's linger was not waited
+    assert writes == [[1]]

@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 # of their `messages` record is recognised and not sent again.
 KEEP_DONE = 7 * 86400.0
 PRUNE_EVERY = 3600.0
+# Seconds an outcome's flush waits for those of the POSTs under way (groupcommit.py). At 300 msg/s
+# on the embedded bus, 2 ms took the attempt threads' CPU a message down by about a tenth.
+OUTCOME_LINGER = 0.002
 
 
 def deliveries_from(records: list[Record]) -> list[Delivery]:
@@ -128,8 +131,11 @@ class Deliverer:
         self.settings = settings
         self.paused = paused
         self.outbox = outbox
-        # Many attempt threads, one flush at a time, then one outbox transaction for what it settled.
-        self.outcomes = GroupCommitter[Delivery](producer, self.outbox.finish_many)
+        # Many attempt threads, one flush at a time, then one outbox transaction for what it settled;
+        # a flush waits a moment for the outcomes of the POSTs under way.
+        self.outcomes = GroupCommitter[Delivery](
+            producer, self.outbox.finish_many, linger=OUTCOME_LINGER, more_coming=self._posting
+        )
         self.webhook = WebhookClient(transport, settings.webhooks.timeout)
         self.clock = clock
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -299,6 +305,11 @@ class Deliverer:
         finally:
             if posting:
                 self._posted(stream)
+
+    def _posting(self) -> bool:
+        """Whether an attempt is POSTing: its outcome will want a flush in a moment."""
+        with self.health_lock:
+            return any(health.in_flight for health in self.health.values())
 
     def _posted(self, stream: StreamSettings) -> None:
         """An attempt's POST is over, whatever came of it: another may start."""

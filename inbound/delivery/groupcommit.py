@@ -9,6 +9,12 @@ becomes the leader: it writes everything queued so far at once, while the
 threads that arrived meanwhile wait for that write and share its outcome.
 Nothing is acknowledged before it is durable, and the writer is only ever used
 by one thread at a time.
+
+At a moderate rate the threads rarely meet: each outcome came alone and paid
+for a flush of its own. So a leader that knows more items are on their way
+(``more_coming``: the deliverer's POSTs under way) waits ``linger`` seconds for
+them first, as Kafka's producer lingers for a batch. Only the recording waits;
+the POSTs have been answered already.
 """
 
 from __future__ import annotations
@@ -30,8 +36,16 @@ KEPT_OUTCOMES = 1000
 class GroupCommit(Generic[Item]):
     """``commit(items)`` returns once *write* made them durable, sharing the write with concurrent callers."""
 
-    def __init__(self, write: Callable[[list[Item]], None]) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[Item]], None],
+        *,
+        linger: float = 0.0,
+        more_coming: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.write = write
+        self.linger = linger
+        self.more_coming = more_coming
         self.changed = threading.Condition()
         self.queued: list[Item] = []
         self.next_group = 1  # the group that queued items will go out in
@@ -47,7 +61,12 @@ class GroupCommit(Generic[Item]):
                 self.changed.wait()
             if group in self.outcomes:
                 return self._outcome(group)
-            self.writing, batch, self.queued = True, self.queued, []
+            self.writing = True  # this thread leads the group: whoever comes now joins it
+        lingering = self.linger > 0 and self.more_coming()  # asked outside our lock: the answer may take another
+        with self.changed:
+            if lingering:
+                self.changed.wait(self.linger)
+            batch, self.queued = self.queued, []
             self.next_group += 1
         error: Exception | None = None
         try:
@@ -77,8 +96,15 @@ class GroupCommitter(GroupCommit[tuple[Sequence[Outgoing], Settled | None]]):
     A failure of either fails the whole group: nobody is told their outcome is settled.
     """
 
-    def __init__(self, producer: Producer, settle: Callable[[list[Settled]], None]) -> None:
-        super().__init__(self._send)
+    def __init__(
+        self,
+        producer: Producer,
+        settle: Callable[[list[Settled]], None],
+        *,
+        linger: float = 0.0,
+        more_coming: Callable[[], bool] = lambda: False,
+    ) -> None:
+        super().__init__(self._send, linger=linger, more_coming=more_coming)
         self.producer = producer
         self.settle = settle
 
