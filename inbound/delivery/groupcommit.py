@@ -62,7 +62,7 @@ class GroupCommit(Generic[Item]):
             if group in self.outcomes:
                 return self._outcome(group)
             self.writing = True  # this thread leads the group: whoever comes now joins it
-        lingering = self.linger > 0 and self.more_coming()  # asked outside our lock: the answer may take another
+        lingering = self.linger > 0 and self.more_coming()  # outside our lock: the answer takes its own
         with self.changed:
             if lingering:
                 self.changed.wait(self.linger)
