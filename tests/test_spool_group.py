@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from inbound.datadir import DataDir
 from inbound.edge import spool as spool_module
+from inbound.edge.spool import SpoolWriter
 from inbound.envelope import Envelope
 from inbound.ids import new_queue_id
 
@@ -70,9 +72,13 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 def send_while_held(
-    make_server: EdgeServers, held: HeldFsyncs, pool: ThreadPoolExecutor
+    make_server: EdgeServers,
+    held: HeldFsyncs,
+    pool: ThreadPoolExecutor,
+    meanwhile: Callable[[SpoolWriter, list[Client]], None] = lambda writer, clients: None,
 ) -> tuple[Path, list[Future[bytes]]]:
-    """One message into the held fsync, LATER more waiting behind it; none answered yet. Then release."""
+    """One message into the held fsync, LATER more waiting behind it in the order of their clients; none
+    answered yet. Then *meanwhile*, and the release."""
     settings, spool = make_server()
     writer = make_server.handlers[-1].spool_writer
     clients = [Client(settings) for _ in range(LATER + 1)]
@@ -82,10 +88,12 @@ def send_while_held(
 
     replies = [pool.submit(send, 0)]
     wait_for(lambda: held.calls == ["file"], 10, "the first message's fsync")
-    replies += [pool.submit(send, i) for i in range(1, LATER + 1)]
-    wait_for(lambda: len(writer.waiting) == LATER, 10, "the later messages to wait for the next write")
+    for i in range(1, LATER + 1):
+        replies.append(pool.submit(send, i))
+        wait_for(lambda: len(writer.waiting) == i, 10, f"message {i} to wait for the next write")  # noqa: B023 -- called in this iteration
     assert not any(reply.done() for reply in replies)  # no 250 before the bytes are durable
     assert list(spool.new.iterdir()) == []
+    meanwhile(writer, clients)
     held.release.set()
     for reply in replies:
         reply.result(10)
@@ -149,3 +157,18 @@ def test_a_file_of_several_messages_counts_as_several_and_a_damaged_one_as_what_
     assert spool_module.count_entries(path) == 3
     path.write_bytes(b"not a spool file")
     assert spool_module.count_entries(path) == 1  # a file waiting is at least a message waiting
+
+
+def test_a_client_gone_before_its_250_holds_up_nobody_in_its_group(
+    make_server: EdgeServers, held: HeldFsyncs, pool: ThreadPoolExecutor
+) -> None:
+    def first_of_the_next_group_leaves(writer: SpoolWriter, clients: list[Client]) -> None:
+        leaving = writer.waiting[0][2]  # client 1's
+        clients[1].sock.shutdown(socket.SHUT_WR)  # ends its session: aiosmtpd cancels it, waiting or not
+        wait_for(leaving.cancelled, 10, "the session of the client that left to end")
+
+    new, replies = send_while_held(make_server, held, pool, first_of_the_next_group_leaves)
+    answers = [reply.result()[:9] for reply in replies]
+    assert answers == [b"250 2.0.0", b""] + [b"250 2.0.0"] * (LATER - 1)
+    # Its message was written with the others: in doubt for its sender, as any lost 250 is, never lost.
+    assert sum(spool_module.count_entries(path) for path in new.iterdir()) == LATER + 1

@@ -246,6 +246,10 @@ class Spool:
         return removed
 
 
+# A message waiting for its group's write, and the future its session awaits (the 250 or not).
+Waiting = tuple[Envelope, bytes, asyncio.Future[None]]
+
+
 class SpoolWriter:
     """Group commit for the SMTP edge: the messages whose DATA ends while a write is under way share the next.
 
@@ -261,7 +265,7 @@ class SpoolWriter:
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self.waiting: deque[tuple[Envelope, bytes, asyncio.Future[None]]] = deque()
+        self.waiting: deque[Waiting] = deque()
         self.writing = False
         self.task: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference to a task
         # One thread of its own, not asyncio.to_thread's: no context copied a write, and the thread
@@ -280,22 +284,32 @@ class SpoolWriter:
         try:
             while self.waiting:
                 group = self._next_group()
+                error: Exception | None = None
                 try:
                     entries = [(env, msg) for env, msg, _ in group]
                     await asyncio.get_running_loop().run_in_executor(self.thread, self.spool.put_many, entries)
                 except Exception as exc:  # noqa: BLE001 -- every waiter gets it; none may wait forever
-                    for _, _, done in group:
-                        done.set_exception(exc)
-                else:
-                    for _, _, done in group:
-                        done.set_result(None)
+                    error = exc
+                _answer(group, error)
         finally:
             self.writing = False
 
-    def _next_group(self) -> list[tuple[Envelope, bytes, asyncio.Future[None]]]:
+    def _next_group(self) -> list[Waiting]:
         group = [self.waiting.popleft()]
         size = len(group[0][1])
         while self.waiting and size + len(self.waiting[0][1]) <= self.GROUP_BYTES:
             group.append(self.waiting.popleft())
             size += len(group[-1][1])
         return group
+
+
+def _answer(group: list[Waiting], error: Exception | None) -> None:
+    """Tell each session of *group* how the write went. A session whose client left is cancelled, and
+    nobody waits for its answer: skipped, so that the others behind it get theirs."""
+    for _, _, done in group:
+        if done.cancelled():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
