@@ -90,7 +90,7 @@ def send_while_held(
     wait_for(lambda: held.calls == ["file"], 10, "the first message's fsync")
     for i in range(1, LATER + 1):
         replies.append(pool.submit(send, i))
-        wait_for(lambda: len(writer.waiting) == i, 10, f"message {i} to wait for the next write")  # noqa: B023 -- called in this iteration
+        wait_for(lambda n=i: len(writer.waiting) == n, 10, f"message {i} to wait for the next write")
     assert not any(reply.done() for reply in replies)  # no 250 before the bytes are durable
     assert list(spool.new.iterdir()) == []
     meanwhile(writer, clients)
