@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 import threading
@@ -160,10 +161,14 @@ def test_a_file_of_several_messages_counts_as_several_and_a_damaged_one_as_what_
 
 
 def test_a_client_gone_before_its_250_holds_up_nobody_in_its_group(
-    make_server: EdgeServers, held: HeldFsyncs, pool: ThreadPoolExecutor
+    make_server: EdgeServers, held: HeldFsyncs, pool: ThreadPoolExecutor, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger=spool_module.__name__)
+    left: list[str] = []
+
     def first_of_the_next_group_leaves(writer: SpoolWriter, clients: list[Client]) -> None:
-        leaving = writer.waiting[0][2]  # client 1's
+        envelope, _, leaving = writer.waiting[0]  # client 1's
+        left.append(envelope.queue_id)
         clients[1].sock.shutdown(socket.SHUT_WR)  # ends its session: aiosmtpd cancels it, waiting or not
         wait_for(leaving.cancelled, 10, "the session of the client that left to end")
 
@@ -172,3 +177,4 @@ def test_a_client_gone_before_its_250_holds_up_nobody_in_its_group(
     assert answers == [b"250 2.0.0", b""] + [b"250 2.0.0"] * (LATER - 1)
     # Its message was written with the others: in doubt for its sender, as any lost 250 is, never lost.
     assert sum(spool_module.count_entries(path) for path in new.iterdir()) == LATER + 1
+    assert f"queue_id={left[0]} stage=receive spooled, but its client left before the 250" in caplog.text

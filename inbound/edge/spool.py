@@ -306,8 +306,10 @@ class SpoolWriter:
 def _answer(group: list[Waiting], error: Exception | None) -> None:
     """Tell each session of *group* how the write went. A session whose client left is cancelled, and
     nobody waits for its answer: skipped, so that the others behind it get theirs."""
-    for _, _, done in group:
+    for envelope, _, done in group:
         if done.cancelled():
+            if error is None:  # its session logs nothing more: say that it is kept, for a grep by queue id
+                log.info("queue_id=%s stage=receive spooled, but its client left before the 250", envelope.queue_id)
             continue
         if error is None:
             done.set_result(None)
