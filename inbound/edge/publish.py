@@ -5,7 +5,8 @@ entry (key: queue id; value: see :mod:`inbound.records`) and one ``queued``
 activity event per stream. A file is removed from the spool only after
 ``flush()`` returned for all its entries, i.e. the bus holds them durably; if
 the bus is down the entries wait and the spool grows -- the SMTP edge keeps
-answering 250.
+answering 250. Any other failure (a bug, the spool's filesystem) is logged
+with its traceback and tried again the same way: the publisher never stops.
 
 Only one publisher works a spool at a time (an ``flock`` on
 ``spool/publish.lock``), so two processes sharing a data directory do not
@@ -99,8 +100,13 @@ class Publisher:
                     producer = producer or self.bus.producer()
                     published = self.drain(producer)
                     backoff = 0.2
-                except InboundError as exc:
-                    log.warning("stage=publish bus unavailable, spool keeps the mail; retry in %.1fs: %s", backoff, exc)
+                except Exception as exc:  # whatever failed, the spool keeps the mail: try again, never stop
+                    if isinstance(exc, InboundError):
+                        log.warning(
+                            "stage=publish bus unavailable, spool keeps the mail; retry in %.1fs: %s", backoff, exc
+                        )
+                    else:  # a bug or the spool's filesystem, not an outage: loudly
+                        log.exception("stage=publish unexpected error, spool keeps the mail; retry in %.1fs", backoff)
                     if producer is not None:
                         producer.close()
                         producer = None
