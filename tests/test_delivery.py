@@ -520,3 +520,25 @@ def test_the_outcomes_flush_is_told_more_are_coming_while_a_post_is_under_way(ma
     assert not h.deliverer.outcomes.more_coming()
     for pool in h.deliverer.pools.values():
         pool.shutdown()
+
+
+def test_an_unexpected_error_in_the_dispatcher_is_logged_and_the_next_pass_delivers(
+    make: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = make()
+    claiming = h.outbox.claim
+    failures = [RuntimeError("injected")]
+
+    def claim(*args: Any, **kwargs: Any) -> list[Delivery]:
+        if failures:
+            raise failures.pop()
+        return claiming(*args, **kwargs)
+
+    monkeypatch.setattr(h.outbox, "claim", claim)
+    h.accept(1)
+    h.deliverer.start()  # its own thread, as in service
+    try:
+        wait_for(lambda: h.story(1)[-1:] == [(EventType.DELIVERED, None)], what="the delivery, after the failed pass")
+    finally:
+        h.deliverer.stop()
+    assert "stage=deliver unexpected error in the dispatcher" in caplog.text

@@ -236,6 +236,11 @@ class Deliverer:
             except InboundError as exc:
                 log.warning("stage=deliver outbox unavailable: %s", exc)
                 due = None
+            except Exception:
+                # A bug, not an outage: loudly, and the next pass goes on (a dead dispatcher would
+                # deliver nothing more until a restart).
+                log.exception("stage=deliver unexpected error in the dispatcher; the next pass goes on")
+                due = None
             # New work and finished attempts wake us at once; the floor stops a busy loop over
             # deliveries that are due but held (a paused stream, or one at its concurrency limit).
             wait = 1.0 if due is None else min(max(due - self.clock(), 0.1), 1.0)
