@@ -104,6 +104,11 @@ class Control:
                 self.refresh()
             except InboundError as exc:
                 log.warning("control: cannot read the control topic, keeping the last state: %s", exc)
+            except Exception:
+                # A bug, not an outage: loudly, and the topic is read afresh next time (a dead thread
+                # would keep this process's pauses as they are until a restart).
+                log.exception("control: unexpected error reading the control topic, keeping the last state")
+                self._drop_follower()
 
     def everything_paused(self) -> bool:
         return self.pauses.get(ALL, False)
