@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from inbound.bus import Record
 from inbound.worker import ConsumerWorker
 
@@ -21,6 +23,7 @@ class ScriptedConsumer:
         self.answers = answers
         self.polls: list[int] = []  # max_records of each poll
         self.commits = 0
+        self.closes = 0
 
     def poll(self, timeout: float, max_records: int = 100) -> list[Record]:
         self.polls.append(max_records)
@@ -33,7 +36,7 @@ class ScriptedConsumer:
         pass
 
     def close(self) -> None:
-        pass
+        self.closes += 1
 
 
 class ScriptedBus:
@@ -80,3 +83,25 @@ def test_a_full_batch_goes_at_once() -> None:
 def test_without_linger_each_poll_is_a_batch() -> None:
     batches, _ = run([[record(1), record(2)], [record(3)]], max_records=10, linger=0)
     assert batches[0] == [1, 2]
+
+
+def test_an_unexpected_error_is_logged_and_the_batch_comes_again_to_a_new_consumer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    consumer = ScriptedConsumer([[record(1)], [record(1)]])  # the second: what a new consumer reads again
+    handled: list[list[int]] = []
+
+    def handle(records: list[Record]) -> None:
+        handled.append([r.offset for r in records])
+        if len(handled) == 1:
+            raise RuntimeError("injected")
+
+    worker = ConsumerWorker("test", ScriptedBus(consumer), group="g", topics=["events"], handle=handle)
+    worker.start()
+    try:
+        wait_for(lambda: consumer.commits, 10, "the batch committed after the failure")
+    finally:
+        worker.stop()
+    assert handled == [[1], [1]]
+    assert consumer.closes == 2  # let go after the failure, its batch uncommitted; and at the stop
+    assert "stage=test unexpected error; the batch will be retried" in caplog.text
