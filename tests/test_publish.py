@@ -18,13 +18,37 @@ from inbound.records import RECEIVED, decode_received
 from .harness import wait_for
 
 
-def test_an_unexpected_error_is_logged_and_publishing_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    spool = Spool(DataDir(tmp_path))
-    bus = EmbeddedBus(tmp_path / "bus.db")
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(DataDir(tmp_path))
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> EmbeddedBus:
+    return EmbeddedBus(tmp_path / "bus.db")
+
+
+def spooled(spool: Spool) -> str:
+    """Spool one message; its queue id."""
     envelope = Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t")
     spool.put(envelope, b"Subject: s\r\n\r\nbody\r\n")
+    return envelope.queue_id
+
+
+def publish_everything(spool: Spool, bus: EmbeddedBus) -> None:
+    """Run the publisher on its own thread, as the edge does, until the spool is empty."""
+    publisher = Publisher(spool, bus)
+    publisher.start()
+    try:
+        wait_for(lambda: not spool.pending(), 10, "every spool file published and removed")
+    finally:
+        publisher.stop()
+
+
+def test_an_unexpected_error_is_logged_and_publishing_goes_on(
+    spool: Spool, bus: EmbeddedBus, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue_id = spooled(spool)
     removing = spool.remove
     failures = [PermissionError(errno.EACCES, "injected")]  # not the bus: a bug, or the spool's filesystem
 
@@ -34,13 +58,21 @@ def test_an_unexpected_error_is_logged_and_publishing_goes_on(
         removing(path)
 
     monkeypatch.setattr(spool, "remove", remove)
-    publisher = Publisher(spool, bus)
-    publisher.start()
-    try:
-        wait_for(lambda: not spool.pending(), 10, "the spool file published and removed")
-    finally:
-        publisher.stop()
+    publish_everything(spool, bus)
     assert "stage=publish unexpected error" in caplog.text
     # Published again after the failed removal, as after a crash: the stages behind are idempotent.
-    queue_ids = [decode_received(record.value)[0].queue_id for record in bus.read_all(RECEIVED)]
-    assert queue_ids == [envelope.queue_id] * 2
+    assert [decode_received(record.value)[0].queue_id for record in bus.read_all(RECEIVED)] == [queue_id] * 2
+
+
+def test_a_spool_whose_leftovers_cannot_be_cleaned_is_published_all_the_same(
+    spool: Spool, bus: EmbeddedBus, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue_id = spooled(spool)
+
+    def clean_tmp(older_than: float = 3600.0) -> int:
+        raise PermissionError(errno.EACCES, "injected", str(spool.tmp))
+
+    monkeypatch.setattr(spool, "clean_tmp", clean_tmp)
+    publish_everything(spool, bus)
+    assert f"stage=publish cannot clean {spool.tmp}" in caplog.text
+    assert [decode_received(record.value)[0].queue_id for record in bus.read_all(RECEIVED)] == [queue_id]

@@ -89,10 +89,8 @@ class Publisher:
         producer: Producer | None = None
         backoff = 0.2
         try:
-            while not self._lock(lock):
-                if self.stopping.wait(RESCAN_SECONDS):
-                    return
-            self.spool.clean_tmp()
+            if not self._take_over(lock):
+                return
             while True:
                 stopping = self.stopping.is_set()
                 self.wake.clear()  # before draining: a message spooled meanwhile wakes the next round
@@ -122,6 +120,17 @@ class Publisher:
             if producer is not None:
                 producer.close()
             os.close(lock)
+
+    def _take_over(self, lock: int) -> bool:
+        """Wait for the spool's publish lock, then clear what a crash left half-written; False if stopped first."""
+        while not self._lock(lock):
+            if self.stopping.wait(RESCAN_SECONDS):
+                return False
+        try:
+            self.spool.clean_tmp()
+        except OSError as exc:  # the leftovers stay, harmless: never a reason not to publish
+            log.warning("stage=publish cannot clean %s: %s", self.spool.tmp, exc)
+        return True
 
     def _lock(self, fd: int) -> bool:
         try:
