@@ -21,9 +21,16 @@ from inbound.datadir import DataDir
 from inbound.edge.handler import InboundHandler
 from inbound.edge.smtp import InboundSMTP
 from inbound.edge.spool import Spool
+from inbound.envelope import Envelope
+from inbound.ids import new_queue_id
 from inbound.routing import RoutingTable
 
 from .harness import SECRET, free_port
+
+
+def spool_envelope() -> Envelope:
+    """An envelope for a spool entry of a test: a new queue id; nothing else of it matters there."""
+    return Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t")
 
 
 class InboundController(Controller):

@@ -11,10 +11,9 @@ from inbound.bus.embedded import EmbeddedBus
 from inbound.datadir import DataDir
 from inbound.edge.publish import Publisher
 from inbound.edge.spool import Spool
-from inbound.envelope import Envelope
-from inbound.ids import new_queue_id
 from inbound.records import RECEIVED, decode_received
 
+from .edge_harness import spool_envelope
 from .harness import wait_for
 
 
@@ -30,7 +29,7 @@ def bus(tmp_path: Path) -> EmbeddedBus:
 
 def spooled(spool: Spool) -> str:
     """Spool one message; its queue id."""
-    envelope = Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t")
+    envelope = spool_envelope()
     spool.put(envelope, b"Subject: s\r\n\r\nbody\r\n")
     return envelope.queue_id
 

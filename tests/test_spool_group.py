@@ -22,10 +22,8 @@ import pytest
 from inbound.datadir import DataDir
 from inbound.edge import spool as spool_module
 from inbound.edge.spool import SpoolWriter
-from inbound.envelope import Envelope
-from inbound.ids import new_queue_id
 
-from .edge_harness import Client, EdgeServers
+from .edge_harness import Client, EdgeServers, spool_envelope
 from .harness import wait_for
 from .test_edge_input import _send_data
 
@@ -141,7 +139,7 @@ def test_a_group_write_is_bounded_in_bytes_and_a_larger_message_goes_alone(tmp_p
     sizes = [10, 10, 10, 40, 10]
 
     async def put_all() -> None:
-        envelopes = [Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t") for _ in sizes]
+        envelopes = [spool_envelope() for _ in sizes]
         await asyncio.gather(*(writer.put(e, b"x" * size) for e, size in zip(envelopes, sizes, strict=True)))
 
     asyncio.run(put_all())
@@ -151,7 +149,7 @@ def test_a_group_write_is_bounded_in_bytes_and_a_larger_message_goes_alone(tmp_p
 
 def test_a_file_of_several_messages_counts_as_several_and_a_damaged_one_as_what_it_shows(tmp_path: Path) -> None:
     spool = spool_module.Spool(DataDir(tmp_path))
-    envelopes = [Envelope(new_queue_id(), "a@sender.test", (), "127.0.0.1:1", "h", False, "t") for _ in range(3)]
+    envelopes = [spool_envelope() for _ in range(3)]
     path = spool.put_many([(e, b"line\n" * n) for n, e in enumerate(envelopes)])
     assert spool_module.count_entries(path) == 3
     path.write_bytes(path.read_bytes()[:-20])  # the last entry's closing header cut short: still three openings
