@@ -6,6 +6,13 @@ start-up each one is checked (``PRAGMA quick_check``); a damaged one is moved,
 with its WAL, into ``quarantine/`` under a timestamped name, the path is
 logged, and the service starts with a fresh file and keeps accepting mail.
 ``inbound recover`` then salvages what the quarantined file still holds.
+
+Only damage moves a file: SQLite saying the file is corrupt or not a database,
+or ``quick_check`` finding a problem. Any other failure to check it (a full
+disk, where a read-only connection cannot make its ``-shm``; a permission; an
+I/O error) says nothing about the file, so it stops the start instead
+(:class:`~inbound.errors.DataDirError`) and the file stays where it is: moving a
+sound bus aside would leave what it holds waiting for a manual recover.
 """
 
 from __future__ import annotations
@@ -17,12 +24,19 @@ import time
 from pathlib import Path
 
 from ..datadir import DataDir, fsync_dir
+from ..errors import DataDirError
 
 log = logging.getLogger(__name__)
 
+# SQLite's primary result codes that are about the file itself (the low byte of an extended code).
+_DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
 
 def damage(path: Path) -> str | None:
-    """Why SQLite will not trust *path*, or None when it is sound (or absent)."""
+    """Why SQLite will not trust *path*, or None when it is sound (or absent).
+
+    DataDirError when it cannot be checked for a reason that is not the file's.
+    """
     if not path.exists():
         return None
     try:
@@ -32,7 +46,10 @@ def damage(path: Path) -> str | None:
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
-        return str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _DAMAGE_CODES:
+            return str(exc)
+        raise DataDirError(f"cannot check {path}: {exc}") from exc
     problems = [str(row[0]) for row in rows if row[0] != "ok"]
     return "; ".join(problems[:3]) or None
 
