@@ -236,6 +236,21 @@ def test_senders_are_parsed_strictly(client: Client, path: str, reply: bytes) ->
     assert client.say(b"MAIL FROM:<>\r\n").startswith(b"250")  # the null sender of bounces is fine
 
 
+def test_a_bounce_from_the_null_sender_is_spooled_and_a_second_mail_after_it_is_nested(
+    server: Server, client: Client
+) -> None:
+    """aiosmtpd takes an empty sender for "no MAIL yet": every RCPT of a bounce got 503, and a second
+    MAIL went past the strict parse of a first one."""
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<>\r\n").startswith(b"250 2.1.0")
+    assert client.say(b'MAIL FROM:<"odd sender"@[192.0.2.1]>\r\n').startswith(b"503 5.5.1 Error: nested MAIL")
+    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250 2.1.5")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    assert client.say(b"Subject: bounce\r\n\r\nundeliverable\r\n.\r\n").startswith(b"250 2.0.0")
+    (entry,) = list(server[1].entries())
+    assert entry.envelope.mail_from == ""
+
+
 SMUGGLED = b"MAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@in.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n"
 
 

@@ -51,6 +51,11 @@ def received_header(hostname: str, session: Session, envelope: Envelope, now: da
     ).encode()
 
 
+def reverse_path(address: str) -> str:
+    """MAIL FROM's address as inbound records it: aiosmtpd's ``<>`` (the null sender of bounces) is ``""``."""
+    return "" if address == "<>" else address
+
+
 class InboundHandler:
     """What happens to mail: routing at RCPT, spooling at DATA.
 
@@ -105,13 +110,14 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
     ) -> str:
         refusal = self.refuse_mail()
-        mail_from = "" if address == "<>" else address
         if refusal is None and self.auth_policy is not None:
             ip, helo = peer_ip(client_peer(session)), session.host_name or ""
-            refusal = await self.auth_policy.at_mail(envelope, ip, mail_from, helo)
+            refusal = await self.auth_policy.at_mail(envelope, ip, reverse_path(address), helo)
         if refusal is not None:
             return refusal
-        envelope.mail_from = mail_from
+        # Kept as aiosmtpd spells it, "<>" for the null sender: aiosmtpd takes a false mail_from for
+        # "no MAIL yet", so an empty one made every RCPT of a bounce a 503 and let a second MAIL in.
+        envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
 
@@ -143,7 +149,7 @@ class InboundHandler:
         tls_version, tls_cipher = describe(session.ssl)
         ours = Envelope(
             queue_id=new_queue_id(),
-            mail_from=envelope.mail_from or "",
+            mail_from=reverse_path(envelope.mail_from or ""),
             recipients=tuple(recipients),
             client_address=format_peer(client_peer(session)),
             helo=session.host_name or "",
