@@ -26,6 +26,7 @@ from inbound.errors import ConfigError
 
 from .edge_harness import Client, EdgeServers, Server
 from .harness import InboundProcess, WebhookReceiver, run_cli, smtp_port_of, stream_toml, wait_for, write_config
+from .test_edge_input import proxy_v1
 
 
 def make_certificate(directory: Path, common_name: str) -> tuple[Path, Path]:
@@ -139,6 +140,26 @@ def test_commands_pipelined_before_the_handshake_are_discarded(
     assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"503")  # no MAIL was given inside TLS
     client.close()
     assert list(spool.entries()) == []
+
+
+def test_behind_a_load_balancer_starttls_keeps_the_real_client(make_server: EdgeServers, tls: TlsSettings) -> None:
+    """aiosmtpd starts a new session after STARTTLS: the PROXY header's client was lost with the old one,
+    and the load balancer's address went into the Received: header, the envelope and the sender checks."""
+    settings, spool = make_server(proxy_protocol=True, tls=tls)
+    client = Client(settings, proxy=proxy_v1("203.0.113.7"))
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"STARTTLS\r\n").startswith(b"220")
+    client.starttls(any_certificate())
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    assert client.say(b"Subject: via lb, encrypted\r\n\r\nhi\r\n.\r\n").startswith(b"250")
+    client.close()
+    (entry,) = list(spool.entries())
+    assert entry.envelope.tls
+    assert entry.envelope.client_address == "203.0.113.7:56324"
+    assert entry.message.startswith(b"Received: from client.test ([203.0.113.7])")
 
 
 def test_reload_takes_renewed_files_and_keeps_the_old_on_a_bad_one(

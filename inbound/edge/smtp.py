@@ -144,6 +144,14 @@ class InboundSMTP(SMTP):
     def __dir__(self) -> list[str]:
         return reflected_names(type(self))
 
+    def _create_session(self) -> Session:
+        # aiosmtpd starts a new session after STARTTLS (RFC 3207 4.2), but the PROXY header came once,
+        # at the start of the connection: without it the load balancer would pass for the client.
+        session = super()._create_session()
+        if self.session is not None:
+            session.proxy_data = self.session.proxy_data
+        return session
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd 1.4.6 declares a typing.Protocol class inside its _getaddr on every call, 36 of
         # the 58 µs it takes, and MAIL and RCPT each call it: the same parse, without the class.
