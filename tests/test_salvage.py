@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from inbound.activity import SQLiteActivityStore
+from inbound.activity.rebuild import rebuild
 from inbound.bus import TOPICS
 from inbound.bus.embedded import EmbeddedBus
 from inbound.datadir import DataDir
 from inbound.delivery.outbox import Delivery, Outbox
 from inbound.edge.spool import Spool
+from inbound.envelope import Envelope, Recipient
+from inbound.events import Event, EventType, Summary
 from inbound.ops.recover import Recovery
 from inbound.ops.salvage import salvage_rows
-from inbound.records import decode_message
+from inbound.records import (
+    EVENTS,
+    JSON,
+    MESSAGES,
+    RECEIVED,
+    MessageRecord,
+    decode_event,
+    decode_message,
+    event_record,
+    message_record,
+    received_record,
+)
 
 
 def make_database(path: Path, rows: int) -> None:
@@ -89,5 +104,111 @@ def test_waiting_deliveries_are_salvaged_from_an_outbox_with_rows_of_both_ages(t
         "Q2-support": ("application/x-www-form-urlencoded", b"a=1"),
         "Q3-support": ("application/json", b"[]"),
     }
+    store.close()
+    bus.close()
+
+
+def quarantine_bus(data: DataDir, messages: Mapping[str, Sequence[EventType]]) -> Path:
+    """An old bus holding each queue id's ``received`` and ``messages`` records and *messages*' events for it,
+    the activity store rebuilt from it, and the bus then moved to quarantine as damaged; its new path."""
+    data.root.mkdir(parents=True)
+    old = EmbeddedBus(data.bus)
+    old.ensure_topics(TOPICS)
+    producer = old.producer()
+    for queue_id, events in messages.items():
+        recipients = (Recipient("x@in.test", "support", None),)
+        envelope = Envelope(
+            queue_id, "a@sender.test", recipients, "127.0.0.1:1", "h", False, "2026-11-22T10:00:00.000Z"
+        )
+        key, value, headers = received_record(envelope, b"Subject: s\r\n\r\nbody\r\n")
+        producer.send(RECEIVED, value, key=key, headers=headers)
+        key, value, headers = message_record(MessageRecord(f"{queue_id}-support", "support", 0, JSON, b"{}"))
+        producer.send(MESSAGES, value, key=key, headers=headers)
+        summary = Summary("2026-11-22T10:00:00.000Z", "a@sender.test", ("x@in.test",))
+        for kind in events:
+            event = Event(kind, f"{queue_id}-support", queue_id, "support", "2026-11-22T10:00:01.000Z", summary=summary)
+            key, value = event_record(event)
+            producer.send(EVENTS, value, key=key)
+    producer.flush()
+    producer.close()
+    store = SQLiteActivityStore(data.activity)
+    rebuild(old, store)
+    store.close()
+    old.close()
+    checkpoint = sqlite3.connect(data.bus)
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    data.quarantine.mkdir()
+    damaged = data.quarantine / "bus.db.20261201T000000"
+    data.bus.rename(damaged)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{data.bus}{suffix}").unlink(missing_ok=True)
+    return damaged
+
+
+def recover(data: DataDir) -> tuple[EmbeddedBus, list[str]]:
+    """``inbound recover`` on a fresh bus; the bus and what the report says was skipped."""
+    bus = EmbeddedBus(data.bus)
+    bus.ensure_topics(TOPICS)
+    store = SQLiteActivityStore(data.activity)
+    report = Recovery(data.quarantine, Spool(data), bus, store).run()
+    store.close()
+    assert not report.lost, report.lost
+    return bus, report.skipped
+
+
+def test_a_recovered_bus_does_not_start_a_final_message_again(tmp_path: Path) -> None:
+    """Its records would be parsed and POSTed again once the outbox has forgotten the delivery (it keeps
+    done rows for days; the embedded bus keeps records for ever)."""
+    data = DataDir(tmp_path / "data")
+    quarantine_bus(
+        data,
+        {
+            "01JD0000000000000000000001": [EventType.QUEUED, EventType.DELIVERED],
+            "01JD0000000000000000000002": [EventType.QUEUED],
+        },
+    )
+    bus, skipped = recover(data)
+    assert [r.key for r in bus.read_all(RECEIVED)] == [b"01JD0000000000000000000002"]
+    assert [decode_message(r).delivery_id for r in bus.read_all(MESSAGES)] == ["01JD0000000000000000000002-support"]
+    # The events all go back: the activity store is a view of the bus, and must stay rebuildable from it.
+    assert len([decode_event(r.value) for r in bus.read_all(EVENTS)]) == 3
+    assert any("2 records of messages already final" in line for line in skipped), skipped
+    bus.close()
+
+
+def test_a_received_record_whose_key_was_damaged_is_published_with_its_own_key_and_the_rest_with_it(
+    tmp_path: Path,
+) -> None:
+    data = DataDir(tmp_path / "data")
+    queue_ids = [f"01JD000000000000000000000{n}" for n in (1, 2, 3)]
+    damaged = quarantine_bus(data, dict.fromkeys(queue_ids, (EventType.QUEUED,)))
+    raw = bytearray(damaged.read_bytes())
+    at = raw.find(queue_ids[1].encode() + b"inbound-received")  # the second message's key, then its value
+    assert at > 0
+    raw[at : at + 4] = b"\xff\xfe\xff\xfe"  # a damaged sector: the same length, other bytes
+    damaged.write_bytes(bytes(raw))
+    bus, _ = recover(data)
+    assert [r.key.decode() for r in bus.read_all(RECEIVED)] == queue_ids  # keyed again by the envelope's queue id
+    bus.close()
+
+
+def test_an_outbox_row_damaged_past_its_checks_is_named_and_the_rest_recovered(tmp_path: Path) -> None:
+    data = DataDir(tmp_path / "data")
+    data.quarantine.mkdir(parents=True)
+    damaged = data.quarantine / "outbox.db.20261123T000000"
+    outbox = Outbox(damaged)
+    outbox.add([Delivery(f"Q{n}-support", "support", f"Q{n}", 0, b"{}", 0, 0, 0.0) for n in (1, 2)])
+    outbox.close()
+    flipped = sqlite3.connect(damaged)  # one payload read back as TEXT: a flipped bit in its serial type
+    flipped.execute("UPDATE payloads SET payload = CAST(payload AS TEXT) WHERE delivery_id = 'Q1-support'")
+    flipped.commit()
+    flipped.close()
+    bus = EmbeddedBus(data.bus)
+    bus.ensure_topics(TOPICS)
+    store = SQLiteActivityStore(data.activity)
+    report = Recovery(data.quarantine, Spool(data), bus, store).run()
+    assert [decode_message(r).delivery_id for r in bus.read_all(MESSAGES)] == ["Q2-support"]
+    assert any("unreadable (expected a BLOB column, found str)" in line for line in report.lost), report.lost
     store.close()
     bus.close()

@@ -8,7 +8,8 @@ What it reads, from ``quarantine/``:
   deliveries keep their ``webhook-id``.
 * ``bus.db.<time>`` -- a damaged embedded bus. Every record still readable
   in its pages (:mod:`inbound.ops.salvage`) is published again, in its original
-  order; the offsets that could not be read are reported.
+  order, but those that would start a final message again (below); the offsets
+  that could not be read are reported.
 * ``outbox.db.<time>`` -- deliveries that were waiting: published again to
   ``messages`` with their generation.
 * ``activity.db.<time>`` -- nothing to re-ingest: the store is a view, so it
@@ -25,6 +26,7 @@ stays where it is. The report says exactly what was saved and what was not.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Collection
@@ -33,10 +35,20 @@ from pathlib import Path
 
 from ..activity import ActivityStore
 from ..activity.rebuild import rebuild
-from ..bus import Bus
+from ..bus import Bus, Record
 from ..edge.spool import MAGIC, CorruptEntry, Header, Spool, check_message, parse_header
 from ..events import Status, delivery_id
-from ..records import CONTROL, JSON, MESSAGES, RECEIVED, MessageRecord, message_record
+from ..records import (
+    CONTROL,
+    JSON,
+    MESSAGES,
+    RECEIVED,
+    MessageRecord,
+    decode_bypass,
+    decode_message,
+    decode_received,
+    message_record,
+)
 from .salvage import Value, salvage_rows
 
 
@@ -109,9 +121,36 @@ class Recovery:
         self.report = Report()
         self.back: set[str] = set()  # queue ids salvaged and sent on again
 
-    def final(self, queue_id: str, streams: list[str]) -> bool:
+    def final(self, queue_id: str, streams: list[str], generation: int = 0) -> bool:
+        """Whether the activity store shows each delivery of *queue_id* to *streams* final, at *generation* or later."""
         records = [self.store.get(delivery_id(queue_id, s)) for s in streams]
-        return bool(records) and all(r is not None and r.status.is_final for r in records)
+        return bool(records) and all(
+            r is not None and r.status.is_final and r.generation >= generation for r in records
+        )
+
+    def republished(self, record: Record) -> Record | None:
+        """*record* as it goes on the bus again; None when it would start a message that is final.
+
+        A ``received`` or ``messages`` record of a message already final would be parsed and
+        POSTed again once the outbox has forgotten it (its done rows are kept for days, the bus's
+        records for ever): it stays in the retired file instead. A ``received`` record is keyed by
+        its queue id, as its only writer keys it, in case the damage fell on the key. A record that
+        cannot be read is published as it is, for the stages to judge as they would have.
+        """
+        try:
+            if record.topic == RECEIVED:
+                envelope, _ = decode_received(record.value)
+                bypass = decode_bypass(record)
+                streams, generation = ([bypass.stream], bypass.generation) if bypass else (envelope.streams(), 0)
+                if self.final(envelope.queue_id, streams, generation):
+                    return None
+                return dataclasses.replace(record, key=envelope.queue_id.encode())
+            if record.topic == MESSAGES:
+                message = decode_message(record)
+                return None if self.final(message.queue_id, [message.stream], message.generation) else record
+        except (ValueError, TypeError, KeyError):
+            pass
+        return record
 
     def run(self) -> Report:
         self.done.mkdir(parents=True, exist_ok=True)
@@ -135,7 +174,7 @@ class Recovery:
 
     def name_the_lost(self) -> None:
         """Deliveries still on their way in the activity store that no salvaged record brings back."""
-        on_the_bus = {record.key.decode() for record in self.bus.read_all(RECEIVED)}
+        on_the_bus = {record.key.decode(errors="replace") for record in self.bus.read_all(RECEIVED)}
         for status in (Status.QUEUED, Status.PROCESSED, Status.RETRYING):
             for record in self.store.list(status=status, limit=1_000_000):
                 if record.queue_id not in self.back | on_the_bus:
@@ -177,20 +216,30 @@ class Recovery:
         if rows is None:
             return
         records = [(offset, row) for offset, row in sorted(rows.items()) if isinstance(row[1], str)]
-        for _, (_, topic_value, key, value, headers, _) in records:
+        published = already_final = 0
+        for offset, (_, topic_value, key, value, headers, _) in records:
             topic = str(topic_value)
             if topic == CONTROL:
                 continue
             try:
-                decoded = tuple((name, bytes.fromhex(v)) for name, v in json.loads(str(headers)))
-                self.producer.send(topic, _blob(value), key=_blob(key), headers=decoded)
-            except (ValueError, TypeError) as exc:
-                self.report.lost.append(f"{path}: a {topic} record is unreadable ({exc})")
+                decoded = tuple((str(name), bytes.fromhex(v)) for name, v in json.loads(str(headers)))
+                record = Record(topic, 0, offset, _blob(key), _blob(value), decoded, 0)
+            except (ValueError, TypeError) as exc:  # a row whose damage its checks did not catch
+                self.report.lost.append(f"{path}: the {topic} record at offset {offset} is unreadable ({exc})")
                 continue
+            again = self.republished(record)
+            if again is None:
+                already_final += 1
+                continue
+            self.producer.send(topic, again.value, key=again.key, headers=again.headers)
+            published += 1
             if topic == RECEIVED:
-                self.back.add(_blob(key).decode())
+                self.back.add(again.key.decode(errors="replace"))
         self.producer.flush()
-        self.report.saved.append(f"{path}: {len(records)} bus records published again")
+        self.report.saved.append(f"{path}: {published} bus records published again")
+        if already_final:
+            kept = self.done / path.name
+            self.report.skipped.append(f"{path}: {already_final} records of messages already final, kept in {kept}")
         gaps = missing_ranges([offset for offset, _ in records])
         if gaps:
             self.report.lost.append(f"{path}: records at offsets {gaps} were unreadable")
@@ -206,14 +255,20 @@ class Recovery:
         # A pass of its own: salvaged rows are keyed by rowid, and the two tables number theirs apart.
         payloads = {(row[0], row[1]): row[2] for row in (self.readable_rows(path, columns=(3,)) or {}).values()}
         sent = 0
-        for row in rows.values():
+        for rowid, row in rows.items():
             did, stream, queue_id, generation, inline, done = *row[:5], row[9]
             payload = inline if inline is not None else payloads.get((did, generation))
-            if done or payload is None or self.final(str(queue_id), [str(stream)]):
+            if done or payload is None:
                 continue
-            content_type = str(row[12]) if len(row) > 12 else JSON
-            url = str(row[13]) if len(row) > 13 and row[13] is not None else None
-            message = MessageRecord(str(did), str(stream), int(str(generation)), content_type, _blob(payload), url)
+            try:
+                content_type = str(row[12]) if len(row) > 12 else JSON
+                url = str(row[13]) if len(row) > 13 and row[13] is not None else None
+                message = MessageRecord(str(did), str(stream), int(str(generation)), content_type, _blob(payload), url)
+            except (ValueError, TypeError) as exc:  # a row whose damage its checks did not catch
+                self.report.lost.append(f"{path}: the delivery in row {rowid} is unreadable ({exc})")
+                continue
+            if self.final(str(queue_id), [message.stream], message.generation):
+                continue
             key, value, headers = message_record(message)
             self.producer.send(MESSAGES, value, key=key, headers=headers)
             sent += 1
