@@ -54,6 +54,51 @@ def test_cr_and_nul_in_a_command_are_refused(client: Client, command: bytes, cap
     assert refusal.endswith("reply='501 5.5.2 Syntax error: CR, LF and NUL are not allowed in a command'")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        b"EHLO h\xe9te.example",
+        b"HELO h\xe9te.example",
+        b"MAIL FROM:<j\xfcrgen@sender.test>",
+        b"RCPT TO:<j\xfcrgen@in.test>",
+    ],
+    ids=["ehlo", "helo", "mail", "rcpt"],
+)
+def test_a_byte_that_is_not_utf8_in_a_command_is_refused(
+    client: Client, command: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Latin-1 here. aiosmtpd keeps such a byte as a surrogate, which no UTF-8 output takes: in a HELO name
+    or a recipient, writing our Received: header failed after DATA (451 4.3.0 and a traceback, every try)."""
+    if command.startswith(b"RCPT"):
+        assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+        assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    with caplog.at_level(logging.INFO):
+        assert client.say(command + b"\r\n") == b"501 5.5.2 Syntax error: a command must be UTF-8\r\n"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert client.say(b"EHLO h\xc3\xa9te.example\r\n").startswith(b"250")  # the same name in UTF-8 is fine
+
+
+def test_a_message_whose_data_hook_raised_is_not_kept_by_its_session(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its share of the data budget is given back at once, so its bytes must go too: an idle session
+    held the whole message where no cap could see it."""
+    protocols: list[SMTP] = []
+
+    async def broken(handler: InboundHandler, protocol: SMTP, *args: object) -> str:
+        protocols.append(protocol)
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(InboundHandler, "handle_DATA", broken)
+    client = Client(server[0])
+    assert _send_data(client, b"Subject: x\r\n\r\n" + lines(100)).startswith(b"451 4.3.0")
+    (protocol,) = protocols
+    assert protocol.envelope is not None
+    assert (protocol.envelope.content, protocol.envelope.original_content) == (None, None)
+    assert client.say(b"NOOP\r\n").startswith(b"250")
+    client.close()
+
+
 ENHANCED = rb"\d{3} [245]\.\d{1,3}\.\d{1,3} "
 
 

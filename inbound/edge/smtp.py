@@ -199,10 +199,12 @@ class InboundSMTP(SMTP):
                 status = await self._call_handler_hook("DATA")
         finally:
             self._give_back_data()  # spooled, refused or cut off
+            # The message is dropped whatever happened, a hook that raised included: an idle session
+            # kept it, out of the data budget's sight, once its share had been given back.
+            self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             self.header_meter = None
             deadline.cancel()
             self._set_reader_limit(self.command_line_limit)
-        self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
         await self.push(status)
 
     async def _read_data(self) -> bytes | str:
@@ -293,19 +295,29 @@ class InboundSMTP(SMTP):
             self.transport.close()
         log.info("stage=receive closed client=%s reply=%r", self.client, reply)
 
-    async def _refused_line_breaker(self, arg: str | None) -> bool:
-        """Refuse an argument holding CR, LF or NUL: it would reach our Received: header or a log line."""
-        if arg is not None and _LINE_BREAKERS & set(arg):
+    async def _refused_argument(self, arg: str | None) -> bool:
+        """Refuse an argument that would reach our Received: header or a log line broken or unwritable.
+
+        CR, LF or NUL would break a line. A byte that is not UTF-8 aiosmtpd keeps as a lone surrogate
+        (surrogateescape), which the header, written in UTF-8 once the whole message is read, cannot
+        encode: the sender would get a 451 for it only after sending its message, again and again.
+        """
+        if arg is None:
+            return False
+        if _LINE_BREAKERS & set(arg):
             await self.push("501 5.5.2 Syntax error: CR, LF and NUL are not allowed in a command")
+            return True
+        if not arg.isascii() and not _is_utf8(arg):
+            await self.push("501 5.5.2 Syntax error: a command must be UTF-8")
             return True
         return False
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if not await self._refused_line_breaker(hostname):
+        if not await self._refused_argument(hostname):
             await self._answer_hello(super().smtp_HELO(hostname))
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        if not await self._refused_line_breaker(hostname):
+        if not await self._refused_argument(hostname):
             await self._answer_hello(super().smtp_EHLO(hostname))
 
     async def _answer_hello(self, answer: Awaitable[None]) -> None:
@@ -317,11 +329,11 @@ class InboundSMTP(SMTP):
             self.answering_hello = False
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._refused_line_breaker(arg) and not await self._refused_path(arg, "FROM:", sender=True):
+        if not await self._refused_argument(arg) and not await self._refused_path(arg, "FROM:", sender=True):
             await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        if not await self._refused_line_breaker(arg) and not await self._refused_path(arg, "TO:", sender=False):
+        if not await self._refused_argument(arg) and not await self._refused_path(arg, "TO:", sender=False):
             await super().smtp_RCPT(arg)
 
     async def _refused_path(self, arg: str | None, keyword: str, *, sender: bool) -> bool:
@@ -393,6 +405,15 @@ class InboundSMTP(SMTP):
         self.session.proxy_data = proxy
         self._reset_timeout()
         return True
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether *text* came from valid UTF-8: it holds none of the surrogates surrogateescape makes of other bytes."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def client_peer(session: Session) -> Any:
