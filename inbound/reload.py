@@ -52,6 +52,10 @@ def reread(running: Settings, environ: Mapping[str, str] = os.environ) -> Settin
             log.error("SIGHUP: %s", line)
         log.error("SIGHUP: %d problem(s) in %s: the configuration in use stays", len(error.problems), path)
         return None
+    except Exception:
+        # A file the checks did not foresee is a bug of ours, but never the end of the running service.
+        log.exception("SIGHUP: %s could not be read: the configuration in use stays", path)
+        return None
     for key in needs_restart(running, fresh):
         log.warning("SIGHUP: %s: %s changed: it takes a restart; the value in use stays", path, key)
     log.info("SIGHUP: %s: %s", path, describe_change(running.streams, fresh.streams))

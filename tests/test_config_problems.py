@@ -94,3 +94,20 @@ def test_a_tls_section_missing_its_files_says_so_once(tmp_path: Path) -> None:
         "smtp.tls.key_file": "is required with [smtp.tls]",
         "smtp.tls.min_version": "must be one of TLSv1.2, TLSv1.3",
     }
+
+
+def test_values_no_system_call_clock_or_int_can_take_are_problems_not_tracebacks(tmp_path: Path) -> None:
+    stream = stream_toml("support", ["*@in.test"], "https://hooks.example.test/") + "max_requests_per_second = inf\n"
+    text = (
+        '[storage]\ndata_dir = "da\\u0000ta"\n'
+        '[smtp.tls]\ncert_file = "a\\u0000b"\nkey_file = "key.pem"\n'
+        f'[processing]\nparse_memory_limit = "{"9" * 5000}MiB"\n'
+        f'[webhooks]\ntimeout = "1{"0" * 400}s"\n'
+        f"{stream}"
+    )
+    found = problems(tmp_path, text)
+    assert found["storage.data_dir"] == "must not contain a NUL character"
+    assert found["smtp.tls.cert_file"] == "must not contain a NUL character"
+    assert found["processing.parse_memory_limit"].startswith('must be "<N>x + <size>"')
+    assert found["webhooks.timeout"] == f"'1{'0' * 400}s' is longer than ten years (3650d)"
+    assert found["streams.support.max_requests_per_second"] == "must be a finite number"

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from inbound import reload
 from inbound.bus import Record
 from inbound.config import Settings, StreamSettings, load_settings
 from inbound.edge.authpolicy import SmtpAuthPolicy
@@ -230,3 +232,19 @@ def test_hup_swaps_the_stream_table_of_a_running_service(tmp_path: Path) -> None
         service.stop()
         before.stop()
         after.stop()
+
+
+def test_a_file_that_breaks_the_reading_itself_keeps_everything(
+    running: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours in reading some file is logged, and the service goes on with what it has."""
+
+    def unforeseen(path: Path, environ: Mapping[str, str]) -> Settings:
+        raise RecursionError("a file the checks did not foresee")
+
+    monkeypatch.setattr(reload, "load_settings", unforeseen)
+    assert reread(running, {}) is None
+    assert (
+        caplog.records[-1].getMessage() == f"SIGHUP: {running.path} could not be read: the configuration in use stays"
+    )
+    assert caplog.records[-1].exc_info is not None

@@ -6,6 +6,7 @@ puts them together.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -83,6 +84,16 @@ class Reader:
         except ValueError as exc:
             self.problem(key, str(exc))
 
+    def location(self, t: dict[str, Any], section: str, key: str, default: str) -> Path:
+        """A file or directory, relative to the config file's own directory (so the service finds the same
+        files wherever it is started); never with a NUL, which no system call takes."""
+        given = self.get(t, section, key, str, default)
+        if "\0" in given:
+            self.unreadable(f"{section}.{key}", "must not contain a NUL character")
+            given = default
+        path = Path(given)
+        return path if path.is_absolute() else self.path.parent / path
+
     def duration(self, t: dict[str, Any], section: str, key: str, default: str) -> float:
         """A duration such as ``"30s"`` or ``"7d"`` (:func:`parse_duration`) in seconds."""
         given = self.get(t, section, key, str, default)
@@ -93,9 +104,11 @@ class Reader:
         return self.converted(f"{section}.{key}", given, split_host_port, split_host_port(default))
 
     def number(self, t: dict[str, Any], section: str, key: str) -> float | None:
-        """An optional number: TOML's int or float (a bool is not one)."""
+        """An optional number: TOML's int or float (a bool is not one, nor TOML's inf and nan)."""
         value = t.get(key)
         if value is None:
             return None
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        return float(value) if self.check(f"{section}.{key}", number, "must be a number") else None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            self.problem(f"{section}.{key}", "must be a number")
+            return None
+        return float(value) if self.check(f"{section}.{key}", math.isfinite(value), "must be a finite number") else None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from pathlib import Path
 from typing import Any
 
 from ..durations import parse_duration
@@ -37,7 +36,8 @@ _SMTP_COUNTS = ("max_connections", "max_connections_per_ip", "max_errors")
 MIN_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{24,}")
 _SIZE_UNITS = {"": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
 # "3x + 256MiB" (a multiple of the message's size plus a fixed part) or "512MiB" (fixed).
-_MEMORY_LIMIT = re.compile(r"(?:(\d+)\s*x\s*\+\s*)?(\d+)\s*(KiB|MiB|GiB|)")
+# Digits bounded: Python refuses to make an int of more than 4,300 (and no memory is that large).
+_MEMORY_LIMIT = re.compile(r"(?:(\d{1,6})\s*x\s*\+\s*)?(\d{1,15})\s*(KiB|MiB|GiB|)")
 
 
 class SectionsReader(Reader):
@@ -100,8 +100,7 @@ class SectionsReader(Reader):
         for key in ("cert_file", "key_file"):
             if key not in t:
                 self.unreadable(f"smtp.tls.{key}", "is required with [smtp.tls]")
-            path = Path(self.get(t, "smtp.tls", key, str, ""))
-            path = path if path.is_absolute() else self.path.parent / path
+            path = self.location(t, "smtp.tls", key, "")
             self.check(f"smtp.tls.{key}", os.access(path, os.R_OK), f"{path} is missing or not readable")
             files.append(path)
         version = self.get(t, "smtp.tls", "min_version", str, "TLSv1.2")
@@ -115,10 +114,7 @@ class SectionsReader(Reader):
 
     def storage(self, raw: dict[str, Any]) -> StorageSettings:
         t = self.table(raw, "storage", {"data_dir", "min_free_bytes", "allow_shared_permissions"})
-        data_dir = Path(self.get(t, "storage", "data_dir", str, "var"))
-        if not data_dir.is_absolute():
-            # Relative to the config file, so the service finds the same data wherever it is started.
-            data_dir = self.path.parent / data_dir
+        data_dir = self.location(t, "storage", "data_dir", "var")
         min_free = self.get(t, "storage", "min_free_bytes", int, 0)
         self.check("storage.min_free_bytes", min_free >= 0, "must not be negative")
         shared = self.get(t, "storage", "allow_shared_permissions", bool, False)
@@ -189,8 +185,7 @@ class SectionsReader(Reader):
         self.check("webhooks.probe_interval", probe_interval > 0, "must be longer than 0s")
         max_hold = self.duration(t, "webhooks", "max_hold", "7d")
         self.check("webhooks.max_hold", max_hold > 0, "must be longer than 0s")
-        ca = self.get(t, "webhooks", "ca_file", str, "")
-        ca_file = (self.path.parent / ca) if ca else None  # an absolute path stays what it is
+        ca_file = self.location(t, "webhooks", "ca_file", "") if t.get("ca_file") else None
         self.check("webhooks.ca_file", ca_file is None or ca_file.is_file(), f"no file {ca_file}")
         alert_after = self.duration(t, "webhooks", "alert_after", "15m")
         self.check("webhooks.alert_after", alert_after > 0, "must be longer than 0s")
