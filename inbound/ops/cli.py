@@ -52,7 +52,10 @@ def check_config(file: Path | None, config_path: Path | None) -> None:
 def init(config_path: Path | None) -> None:
     """Create the data directory and its identity marker (safe to run again)."""
     settings = settings_from(config_path)
-    created, identity = settings.data.init()
+    try:
+        created, identity = settings.data.init()
+    except (InboundError, OSError) as exc:  # say a file where the directory belongs, or no permission
+        raise click.ClickException(f"cannot initialise {settings.storage.data_dir}: {exc}") from None
     state = "created" if created else "already initialised"
     click.echo(f"{settings.storage.data_dir}: {state} (id {identity})")
 
@@ -65,7 +68,12 @@ def init(config_path: Path | None) -> None:
     help="Run only these stages, in this one process (comma-separated: smtp, publish, process, deliver, record)."
     " Default: a supervisor with an edge process (smtp,publish) and a pipeline process (the rest).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 @click.option(
     "--log-format",
     type=click.Choice(logsetup.FORMATS),

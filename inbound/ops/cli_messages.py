@@ -93,7 +93,10 @@ def _utc_time(value: str | None) -> str | None:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00Z)") from None
     if moment.tzinfo is None:
         raise click.BadParameter(f"{value!r} has no time zone (add Z or +01:00)")
-    return rfc3339(moment.timestamp())
+    try:
+        return rfc3339(moment.timestamp())
+    except (ValueError, OverflowError):  # year 1 east of UTC, or 9999 west of it: no such UTC time
+        raise click.BadParameter(f"{value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 @click.command()
