@@ -202,6 +202,26 @@ def test_an_endless_command_line_is_refused_and_not_kept(client: Client) -> None
     assert client.say(b"NOOP\r\n").startswith(b"250")
 
 
+def test_a_command_line_may_be_as_long_as_the_cap_whoever_else_connects(server: Server) -> None:
+    """aiosmtpd cut lines at its own 512 bytes, below smtp.max_command_line, and kept MAIL's allowance in
+    one dict for every session, which each new connection reset and each EHLO raised."""
+    cap = server[0].max_command_line
+
+    def mail(size: int) -> bytes:  # a MAIL line of *size* bytes, its CRLF counted as RFC 5321 counts it
+        return b"MAIL FROM:<" + b"a" * (size - 26) + b"@sender.test>\r\n"
+
+    first = Client(server[0])
+    assert first.say(b"EHLO client.test\r\n").startswith(b"250")
+    second = Client(server[0])
+    assert second.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert first.say(mail(cap)).startswith(b"250 2.1.0")
+    assert first.say(b"RSET\r\n").startswith(b"250")
+    assert first.say(b"NOOP " + b"x" * (cap - 7) + b"\r\n").startswith(b"250")
+    assert first.say(mail(cap + 2)).startswith(b"500 5.5.2 Command line too long")
+    for client in (first, second):
+        client.close()
+
+
 def test_data_lines_may_still_be_long_and_the_trace_header_is_clean(
     server: tuple[SmtpSettings, Spool], client: Client
 ) -> None:

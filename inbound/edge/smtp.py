@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Awaitable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
@@ -138,7 +139,11 @@ class InboundSMTP(SMTP):
         self.client = ""  # the address counted in the handler's connection limits
         self.header_meter: HeaderMeter | None = None  # while DATA is read
         self.answering_hello = False
-        self.command_line_limit = settings.max_command_line
+        # The reader's limit is the one cap of a command line. aiosmtpd checks each line against caps
+        # of its own as well: 512 bytes, and for MAIL a class-wide allowance that every EHLO raises and
+        # every new connection resets, whoever's session it is. Here per session, and never below ours.
+        self.command_size_limit = settings.max_command_line
+        self.command_size_limits = defaultdict(lambda: settings.max_command_line)
         self.data_held = 0  # bytes of this session's DATA counted in the handler's data_budget
 
     def __dir__(self) -> list[str]:
@@ -204,7 +209,7 @@ class InboundSMTP(SMTP):
             self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             self.header_meter = None
             deadline.cancel()
-            self._set_reader_limit(self.command_line_limit)
+            self._set_reader_limit(self.command_size_limit)
         await self.push(status)
 
     async def _read_data(self) -> bytes | str:
