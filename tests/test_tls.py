@@ -6,6 +6,7 @@ Certificates are made at test time with ``cryptography``.
 from __future__ import annotations
 
 import datetime
+import logging
 import shutil
 import signal
 import smtplib
@@ -160,6 +161,27 @@ def test_behind_a_load_balancer_starttls_keeps_the_real_client(make_server: Edge
     assert entry.envelope.tls
     assert entry.envelope.client_address == "203.0.113.7:56324"
     assert entry.message.startswith(b"Received: from client.test ([203.0.113.7])")
+
+
+def test_auth_is_neither_advertised_nor_offered(
+    make_server: EdgeServers, tls: TlsSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """inbound authenticates nobody, but aiosmtpd advertised AUTH LOGIN PLAIN inside TLS, which always
+    failed, and an over-long answer to its challenge was logged as a bug of ours, with a traceback."""
+    settings, _ = make_server(tls=tls)
+    client = Client(settings)
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"STARTTLS\r\n").startswith(b"220")
+    client.starttls(any_certificate())
+    hello = client.say(b"EHLO client.test\r\n")
+    assert hello.startswith(b"250-mx.test.example")
+    assert b"AUTH" not in hello
+    with caplog.at_level(logging.INFO):
+        assert client.say(b"AUTH LOGIN\r\n") == b'500 5.5.2 Error: command "AUTH" not recognized\r\n'
+        assert client.say(b"A" * 10_000 + b"\r\n").startswith(b"500 5.5.2 Command line too long")
+    assert b"AUTH" not in client.say(b"HELP\r\n")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    client.close()
 
 
 def test_reload_takes_renewed_files_and_keeps_the_old_on_a_bad_one(

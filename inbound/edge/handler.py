@@ -104,7 +104,9 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: SMTPEnvelope, hostname: str, responses: list[str]
     ) -> list[str]:
         session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        # aiosmtpd advertises AUTH once TLS is up, though inbound offers none (see reflected_names).
+        keywords = [line for line in responses[:-1] if not line.startswith("250-AUTH")]
+        return [*keywords, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]

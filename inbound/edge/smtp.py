@@ -99,10 +99,13 @@ def reflected_names(cls: type) -> list[str]:
 
     It builds its command, hook and AUTH tables from ``dir()`` and ``inspect.getmembers()`` of the
     session and the handler, which reads every attribute of both: about half of a new connection's
-    cost in a profile. Only these prefixes matter to it, and they are methods of the class.
+    cost in a profile. Only the ``smtp_`` and ``handle_`` prefixes matter to it, and they are
+    methods of the class. Its AUTH is left out (the command, and the ``auth_`` mechanisms it would
+    advertise once TLS is up): an MX authenticates nobody, and aiosmtpd's LOGIN and PLAIN always fail.
     """
     if cls not in _REFLECTED:
-        _REFLECTED[cls] = sorted(name for name in dir(cls) if name.startswith(("smtp_", "auth_", "handle_")))
+        names = (name for name in dir(cls) if name.startswith(("smtp_", "handle_")) and name != "smtp_AUTH")
+        _REFLECTED[cls] = sorted(names)
     return _REFLECTED[cls]
 
 
