@@ -163,6 +163,19 @@ def test_behind_a_load_balancer_starttls_keeps_the_real_client(make_server: Edge
     assert entry.message.startswith(b"Received: from client.test ([203.0.113.7])")
 
 
+def test_starttls_inside_tls_is_refused_and_the_session_goes_on(make_server: EdgeServers, tls: TlsSettings) -> None:
+    """aiosmtpd answered 220 and began a second handshake inside the first."""
+    settings, _ = make_server(tls=tls)
+    client = Client(settings)
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"STARTTLS\r\n").startswith(b"220")
+    client.starttls(any_certificate())
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"STARTTLS\r\n") == b"503 5.5.1 Error: TLS already active\r\n"
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    client.close()
+
+
 def test_auth_is_neither_advertised_nor_offered(
     make_server: EdgeServers, tls: TlsSettings, caplog: pytest.LogCaptureFixture
 ) -> None:

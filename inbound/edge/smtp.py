@@ -328,6 +328,14 @@ class InboundSMTP(SMTP):
         if not await self._refused_argument(hostname):
             await self._answer_hello(super().smtp_EHLO(hostname))
 
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # aiosmtpd answers 220 inside TLS too, and starts a handshake within the one under way.
+        if self._tls_protocol is not None:
+            await self.push("503 5.5.1 Error: TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
     async def _answer_hello(self, answer: Awaitable[None]) -> None:
         # Replies to HELO and EHLO carry no enhanced code (RFC 2034): EHLO's lines are keywords.
         self.answering_hello = True
