@@ -197,6 +197,31 @@ def test_auth_is_neither_advertised_nor_offered(
     client.close()
 
 
+@pytest.mark.parametrize("how", ["not-tls", "no-common-version", "hang-up"])
+def test_a_failed_handshake_is_the_client_s_and_logged_without_a_traceback(
+    make_server: EdgeServers, tls: TlsSettings, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each was logged at ERROR with a traceback, as if it were a bug of ours."""
+    settings, _ = make_server(tls=TlsSettings(tls.cert_file, tls.key_file, min_version="TLSv1.3"))
+    limits = make_server.handlers[-1].limits
+    with caplog.at_level(logging.INFO):
+        client = Client(settings)
+        assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+        assert client.say(b"STARTTLS\r\n").startswith(b"220")
+        if how == "not-tls":
+            client.sock.sendall(b"EHLO this is no ClientHello\r\n")
+        elif how == "no-common-version":
+            older = any_certificate()
+            older.maximum_version = ssl.TLSVersion.TLSv1_2
+            with pytest.raises(ssl.SSLError):
+                older.wrap_socket(client.sock, server_hostname="mx.test.example")
+        client.close()
+        wait_for(lambda: limits.total == 0, timeout=10, what="the edge to close the connection")
+    (line,) = [r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+    assert line.startswith("stage=receive closed client=127.0.0.1: TLS handshake failed: ")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 def test_reload_takes_renewed_files_and_keeps_the_old_on_a_bad_one(
     make_server: EdgeServers, tls: TlsSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -31,7 +31,7 @@ from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.proxy_protocol import get_proxy
-from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import SMTP, Session, TLSSetupException, syntax
 
 from .. import metrics
 from ..addresses import AddressRefused, parse_path, split_path
@@ -286,6 +286,14 @@ class InboundSMTP(SMTP):
         # asyncio.StreamReader has no public way to put bytes back; its buffer is read on every call.
         buffer: bytearray = getattr(self._reader, "_buffer")  # noqa: B009 -- private attribute, on purpose
         return buffer
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # The client's doing, not a bug of ours: no TLS version in common, no TLS at all, gone
+            # mid-handshake. aiosmtpd closes the connection instead of sending this reply.
+            log.info("stage=receive closed client=%s: TLS handshake failed: %r", self.client, error.__cause__)
+            return "454 4.7.0 TLS handshake failed"
+        return await super().handle_exception(error)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.client:
