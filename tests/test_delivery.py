@@ -23,6 +23,7 @@ import pytest
 
 from inbound.bus import Headers, Record
 from inbound.config import Settings, StreamSettings, WebhookSettings
+from inbound.delivery.alerts import Alerter
 from inbound.delivery.deliver import Deliverer, thread_pool
 from inbound.delivery.outbox import Delivery, Outbox
 from inbound.delivery.retry import Answer
@@ -145,7 +146,18 @@ class Harness:
             (e.type, e.attempt.status_code if e.attempt else None) for e in self.bus.events() if e.delivery_id == did(n)
         ]
 
+    def alerts(self, kind: EventType, count: int) -> list[Event]:
+        """The alerts of *kind* on the bus, once there are *count* (they go out on a thread of their own)."""
+
+        def sent() -> list[Event] | None:
+            found = [e for e in self.bus.events() if e.type is kind]
+            return found if len(found) >= count else None
+
+        return wait_for(sent, 5, f"{count} {kind.value} alerts")
+
     def close(self) -> None:
+        if self.deliverer.alerter.sender.is_alive():  # a test that started it and did not stop the deliverer
+            self.deliverer.alerter.stop(5)
         self.transport.close()
         self.outbox.close()
 
@@ -346,39 +358,64 @@ def test_an_endpoint_down_for_alert_after_raises_an_alert_and_its_recovery_close
     make: Callable[..., Harness],
 ) -> None:
     h = make(probe_interval=30.0, alert_after=900.0, alert_url=ALERTS, alert_signing_secret=SECRET)
+    h.deliverer.alerter.start()  # the alerts' own thread, which Deliverer.start starts
     up = False
     h.endpoint.answer = lambda request: httpx.Response(200 if up or str(request.url) == ALERTS else 503)
+    alert_posts = lambda: [r for r in h.endpoint.requests if str(r.url) == ALERTS]  # noqa: E731
     h.accept(1, 2, 3)
     h.at(0)  # three distinct failures: down
     h.at(899)
-    assert not [e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]
     h.at(900)
-    (failing,) = [e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]
-    assert (failing.stream, failing.delivery_id) == ("support", "")
+    # Alerts go out in order on one thread: the first is the one due at 900 s, not earlier.
+    (failing,) = h.alerts(EventType.ENDPOINT_FAILING, 1)
+    assert (failing.stream, failing.delivery_id, failing.at) == ("support", "", "2027-01-15T08:15:00.000Z")
     assert failing.reason == "endpoint down since 2027-01-15T08:00:00.000Z; last error: HTTP 503"
-    (posted,) = [r for r in h.endpoint.requests if str(r.url) == ALERTS]
+    (posted,) = wait_for(alert_posts, 5, "the alert's POST")
     assert verify(SECRET, posted.content, dict(posted.headers))
     assert decode_event(posted.content) == failing
     h.at(1000)  # still down: one alert per outage
-    assert len([e for e in h.bus.events() if e.type is EventType.ENDPOINT_FAILING]) == 1
     up = True
     h.at(1030)  # the next probe succeeds
-    recovered = [e for e in h.bus.events() if e.type is EventType.ENDPOINT_RECOVERED]
+    recovered = h.alerts(EventType.ENDPOINT_RECOVERED, 1)
     assert [e.reason for e in recovered] == ["the endpoint answers again"]
-    assert len([r for r in h.endpoint.requests if str(r.url) == ALERTS]) == 2
+    assert len(h.alerts(EventType.ENDPOINT_FAILING, 1)) == 1  # none queued at 1000 s, before the recovery
+    wait_for(lambda: len(alert_posts()) == 2, 5, "the recovery's POST")
 
 
 def test_a_stream_without_mail_for_silence_alert_after_is_reported_once(make: Callable[..., Harness]) -> None:
     h = make(stream={"silence_alert_after": 3600.0})
+    h.deliverer.alerter.start()  # the alerts' own thread, which Deliverer.start starts
     h.at(3599)
-    assert not h.bus.events()
     h.at(3600)
     h.at(5000)
-    silent = [e for e in h.bus.events() if e.type is EventType.STREAM_SILENT]
-    assert [(e.stream, e.reason) for e in silent] == [("support", "no mail for 3600s")]
     h.accept(1)  # mail again: the silence is over, and the next one is reported anew
     h.at(5000 + 3600)
-    assert len([e for e in h.bus.events() if e.type is EventType.STREAM_SILENT]) == 2
+    # In order, on one thread: one at 3600 s (none at 3599 s, none again at 5000 s), one after the mail.
+    silent = h.alerts(EventType.STREAM_SILENT, 2)
+    assert [(e.stream, e.at, e.reason) for e in silent] == [
+        ("support", "2027-01-15T09:00:00.000Z", "no mail for 3600s"),
+        ("support", "2027-01-15T10:23:20.000Z", "no mail for 3600s"),
+    ]
+
+
+def test_an_alert_that_finds_the_sender_s_queue_full_is_logged_as_not_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(tmp_path / "inbound.toml", streams=(StreamSettings("support", ("*@in.test",), URL, SECRET),))
+    published: list[tuple[str, bytes, bytes]] = []
+    webhook = WebhookClient(httpx.MockTransport(lambda request: httpx.Response(200)), 5.0)
+    alerter = Alerter(settings, published.extend, webhook, 0.0, capacity=1)
+    failing, recovered = (
+        Event(kind, "", "", "support", "2027-01-15T08:00:00.000Z", reason="-")
+        for kind in (EventType.ENDPOINT_FAILING, EventType.ENDPOINT_RECOVERED)
+    )
+    alerter.send([failing, recovered])  # the sender has not started: its queue holds the first
+    assert (
+        "stream=support stage=deliver alert=endpoint_recovered not sent to the bus nor alert_url: 1 alerts wait already"
+    ) in caplog.text
+    alerter.start()
+    alerter.stop(5)
+    assert [decode_event(value) for _, _, value in published] == [failing]
 
 
 def test_key_rotation_signs_each_post_once_per_secret() -> None:

@@ -1,5 +1,5 @@
 """SSRF-safe webhook connections (issue 9, part 3): checked addresses, no redirects, capped bodies,
-one deadline per attempt.
+one deadline per attempt -- for deliveries and alerts alike.
 
 The config-time rule is pure and tested directly. The connect-time tests use a
 real HTTP server on loopback (in a thread) and the real client the deliverer
@@ -15,7 +15,7 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,14 +23,16 @@ from typing import Any, ClassVar
 import pytest
 import trustme
 
-from inbound.config import StreamSettings, check_webhook_url
+from inbound.config import Settings, StreamSettings, WebhookSettings, check_webhook_url
+from inbound.delivery.deliver import Deliverer
 from inbound.delivery.egress import Resolver, system_resolver, webhook_transport
-from inbound.delivery.outbox import Delivery
+from inbound.delivery.outbox import Delivery, Outbox
 from inbound.delivery.retry import Answer
 from inbound.delivery.webhook import ERROR_LENGTH, AttemptResult, WebhookClient
 from inbound.netpolicy import ip_of, is_public
 
-from .harness import SECRET
+from .harness import SECRET, wait_for
+from .test_delivery import Bus, Clock, Inline
 
 LOOPBACK_SPELLINGS = ["127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "127.000.000.001", "0", "localhost."]
 NOT_PUBLIC = [
@@ -236,6 +238,85 @@ def test_a_slow_drip_ends_at_the_attempt_s_one_deadline(server: ThreadingHTTPSer
     elapsed = time.monotonic() - started
     assert result.error == "timeout after 1s"
     assert elapsed < 10  # the drip lasts 200 s; generous for a busy machine
+
+
+AlertingTo = Callable[[str, float], Deliverer]
+
+
+@pytest.fixture
+def alerting_to(tmp_path: Path) -> Iterator[AlertingTo]:
+    """A deliverer whose stream's silence alert, POSTed to a URL, is due on its next dispatch pass."""
+    clock = Clock()
+    outbox = Outbox(tmp_path / "outbox.db", clock=clock)
+    transport = webhook_transport(allow_private=True)
+
+    def build(url: str, timeout: float) -> Deliverer:
+        settings = Settings(
+            tmp_path / "inbound.toml",
+            webhooks=WebhookSettings(timeout=timeout, alert_url=url, alert_signing_secret=SECRET),
+            streams=(StreamSettings("support", ("*@in.test",), "http://127.0.0.1:9/", SECRET, silence_alert_after=60),),
+        )
+        deliverer = Deliverer(settings, outbox, Bus(), transport, clock=clock, pool=lambda stream, n: Inline())
+        clock.now += 3600
+        return deliverer
+
+    yield build
+    transport.close()
+    outbox.close()
+
+
+@pytest.mark.e2e
+def test_a_dripping_alert_url_holds_up_no_dispatch_pass_and_its_post_ends_at_the_timeout(
+    server: ThreadingHTTPServer, alerting_to: AlertingTo, caplog: pytest.LogCaptureFixture
+) -> None:
+    deliverer = alerting_to(f"http://127.0.0.1:{port_of(server)}/drip", 1.0)
+    deliverer.alerter.start()
+    started = time.monotonic()
+    deliverer.dispatch_due()  # what the dispatcher's thread runs on every pass
+    passed = time.monotonic() - started
+    try:
+        wait_for(lambda: "alert=stream_silent not posted to alert_url: timeout after 1s" in caplog.text, 10, "it")
+    finally:
+        deliverer.alerter.stop(5)
+    assert Endpoint.requests == ["/drip"]
+    # The POST takes the whole 1 s timeout: a pass shorter than that did not wait for it.
+    assert passed < 1.0
+    assert time.monotonic() - started < 5  # the drip lasts 200 s
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("path", ["/flood", "/bomb"])
+def test_an_alert_url_s_huge_answer_is_not_read_into_memory(
+    server: ThreadingHTTPServer, alerting_to: AlertingTo, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    deliverer = alerting_to(f"http://127.0.0.1:{port_of(server)}{path}", 5.0)
+    deliverer.alerter.start()
+    tracemalloc.start()
+    try:
+        deliverer.dispatch_due()
+        deliverer.alerter.stop(10)  # sends what is queued, then ends
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not deliverer.alerter.sender.is_alive()
+    assert Endpoint.requests == [path]
+    assert "not posted to alert_url" not in caplog.text  # a 200: posted, its answer dropped
+    assert peak < 5 * 1024 * 1024
+
+
+@pytest.mark.e2e
+def test_an_alert_url_s_redirect_is_not_followed(
+    server: ThreadingHTTPServer, alerting_to: AlertingTo, caplog: pytest.LogCaptureFixture
+) -> None:
+    deliverer = alerting_to(f"http://127.0.0.1:{port_of(server)}/redirect", 5.0)
+    deliverer.alerter.start()
+    deliverer.dispatch_due()
+    deliverer.alerter.stop(10)
+    assert Endpoint.requests == ["/redirect"]
+    assert (
+        "alert=stream_silent not posted to alert_url: HTTP 302: redirect to http://169.254.169.254/latest/meta-data/"
+        " not followed"
+    ) in caplog.text
 
 
 @pytest.fixture

@@ -54,7 +54,6 @@ from ..events import Attempt, Event
 from ..ids import queue_id_time
 from ..records import EVENTS, decode_message, event_record
 from .alerts import Alerter
-from .egress import client_over
 from .groupcommit import GroupCommitter
 from .health import Change, EndpointHealth
 from .outbox import Delivery, Outbox
@@ -153,8 +152,7 @@ class Deliverer:
         self.health: dict[str, EndpointHealth] = {}
         self.rates: dict[str, RateLimit] = {}
         self._add_streams(settings)
-        alerts_client = client_over(transport, settings.webhooks.timeout)
-        self.alerter = Alerter(settings, self.outcomes.publish, alerts_client, clock())
+        self.alerter = Alerter(settings, self.outcomes.publish, self.webhook, clock())
         self.health_lock = threading.Lock()  # guards self.health, self.rates and self.alerter
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -215,15 +213,17 @@ class Deliverer:
 
     # -- dispatch ----------------------------------------------------------------------------
     def start(self) -> None:
+        self.alerter.start()
         self.thread.start()
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Start nothing new; wait for attempts under way so their outcome is recorded."""
+        """Start nothing new; wait for attempts under way so their outcome is recorded, then the alerts."""
         self.stopping.set()
         self.wake.set()
         self.thread.join(timeout)
         for pool in self.pools.values():
             pool.shutdown(wait=True)
+        self.alerter.stop(timeout)
 
     def _dispatch(self) -> None:
         pruned_at = 0.0

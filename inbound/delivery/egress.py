@@ -1,8 +1,8 @@
 """The connections webhook POSTs travel on: checked addresses, one deadline per attempt.
 
 Every webhook URL is the customer's (or an attacker's) choice, so the HTTP
-transport the deliverer POSTs on (and the alerts' client over it) is built
-here and nowhere else:
+transport the deliverer POSTs on (deliveries and alerts alike) is built here
+and nowhere else:
 
 * **Checked at connect time.** The host is resolved once (``resolve``, injected
   so tests control it) and, unless ``webhooks.allow_private``, the connection
@@ -16,8 +16,7 @@ here and nowhere else:
   and write here is cut at the attempt's deadline (:func:`attempt_deadline`).
 * No proxies from the environment (they would make the connection, unchecked),
   and redirects are never followed (:mod:`.webhook` POSTs on the transport,
-  which follows none, and records a 3xx as a failure; the alerts' client is
-  built with ``follow_redirects=False``).
+  which follows none, and records a 3xx as a failure).
 
 The check is a custom httpcore network backend, the hook httpcore offers for
 exactly this; httpx's transport is given a pool that uses it.
@@ -163,8 +162,3 @@ def webhook_transport(
         ssl_context=context, network_backend=GuardedBackend(resolve, allow_private=allow_private)
     )
     return transport
-
-
-def client_over(transport: httpx.BaseTransport, timeout: float) -> httpx.Client:
-    """An httpx client on *transport* (for the alerts): no redirects followed, no proxies."""
-    return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)

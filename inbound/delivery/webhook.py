@@ -6,7 +6,8 @@ or the bus. Every way an attempt can end -- any status, a timeout, a refused
 connection, a refused address (:mod:`.egress`), a redirect (never followed), an
 error of a kind nobody foresaw -- comes back as an
 :class:`AttemptResult`, never as an exception, so a strange endpoint can never
-make the deliverer loop over the same delivery.
+make the deliverer loop over the same delivery. The alerts (:mod:`.alerts`) go
+out through the same POST, so an alert endpoint is held to the same bounds.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class WebhookClient:
 
     def post(self, stream: StreamSettings, delivery: Delivery) -> AttemptResult:
         headers = signed_headers(stream.signing_secrets, delivery.delivery_id, delivery.payload, delivery.content_type)
+        return self.send(delivery.url or stream.webhook_url, delivery.payload, headers)
+
+    def send(self, url: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
+        """POST *body* to *url* as a delivery goes (deadline, capped raw read, no redirect): alerts too."""
         headers["user-agent"] = USER_AGENT
         headers["accept-encoding"] = "identity"  # the answer is dropped: asked not to compress it
         started = time.monotonic()
@@ -57,7 +62,7 @@ class WebhookClient:
         connected = True
         try:
             with attempt_deadline(self.timeout):
-                status_code, location = self._send(stream, delivery, headers)
+                status_code, location = self._send(url, body, headers)
             error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
             if location is not None:
                 error = f"HTTP {status_code}: redirect to {location[:200]} not followed"
@@ -72,15 +77,14 @@ class WebhookClient:
         error = cut(error, ERROR_LENGTH) if error is not None else None
         return AttemptResult(status_code, error, latency_ms, answer_of(status_code, connected=connected))
 
-    def _send(self, stream: StreamSettings, delivery: Delivery, headers: dict[str, str]) -> tuple[int, str | None]:
+    def _send(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str | None]:
         """The status and, for a redirect, where to; the body is read up to a cap and dropped.
 
         Read raw: an endpoint may compress its answer whatever the request asked, and a few
         hundred bytes of gzip twice over unpack to gigabytes in one chunk, before any cap.
         """
-        url = delivery.url or stream.webhook_url
         extensions = {"timeout": self.timeouts}
-        request = httpx.Request("POST", _parsed(url), content=delivery.payload, headers=headers, extensions=extensions)
+        request = httpx.Request("POST", _parsed(url), content=body, headers=headers, extensions=extensions)
         response = self.transport.handle_request(request)
         try:
             read = 0
