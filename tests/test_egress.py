@@ -16,6 +16,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,10 +76,11 @@ BOMB = gzipped(gzipped(bytes(64 * 1024 * 1024)))  # a few hundred bytes on the w
 
 class Endpoint(BaseHTTPRequestHandler):
     """/ok 200; /redirect 302; /flood 100 MB; /bomb gzip twice over (see BOMB); /drip a body byte every
-    0.2 s; /slow-headers ditto; /garbage a status line of 20 KB of junk."""
+    0.2 s; /slow-headers ditto; /garbage a status line of 20 KB of junk; /hang 200 once released."""
 
     protocol_version = "HTTP/1.1"
     requests: ClassVar[list[str]] = []
+    released: ClassVar[threading.Event] = threading.Event()
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -112,6 +114,10 @@ class Endpoint(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(BOMB)
 
+    def answer_hang(self) -> None:
+        Endpoint.released.wait(30)
+        self.answer_ok()
+
     def answer_garbage(self) -> None:
         self.wfile.write(b"\x00\xff" * 10_000 + b"\r\n\r\n")
 
@@ -137,13 +143,19 @@ class Endpoint(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     Endpoint.requests = []
+    Endpoint.released = threading.Event()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
+    Endpoint.released.set()
     httpd.shutdown()
     httpd.server_close()
+
+
+def delivery_to(stream: StreamSettings, n: int = 1) -> Delivery:
+    return Delivery(f"01JD{n:022d}-{stream.name}", stream.name, f"01JD{n:022d}", 0, b"{}", 0, 0, 0.0)
 
 
 def post(
@@ -155,9 +167,8 @@ def post(
     ca_file: Path | None = None,
 ) -> AttemptResult:
     stream = StreamSettings("support", ("*@in.test",), url, SECRET)
-    delivery = Delivery("01JD-support", "support", "01JD", 0, b"{}", 0, 0, 0.0)
     with webhook_transport(allow_private=allow_private, resolve=resolve, ca_file=ca_file) as transport:
-        return WebhookClient(transport, timeout).post(stream, delivery)
+        return WebhookClient(transport, timeout).post(stream, delivery_to(stream))
 
 
 def port_of(server: ThreadingHTTPServer) -> int:
@@ -317,6 +328,25 @@ def test_an_alert_url_s_redirect_is_not_followed(
         "alert=stream_silent not posted to alert_url: HTTP 302: redirect to http://169.254.169.254/latest/meta-data/"
         " not followed"
     ) in caplog.text
+
+
+@pytest.mark.e2e
+def test_endpoints_that_hang_take_no_connection_from_another_stream(server: ThreadingHTTPServer) -> None:
+    """Each stream bounds its own attempts (concurrency_per_stream); the shared transport adds no bound."""
+    hanging = StreamSettings("hanging", ("*@hanging.test",), f"http://127.0.0.1:{port_of(server)}/hang", SECRET)
+    healthy = StreamSettings("healthy", ("*@healthy.test",), f"http://127.0.0.1:{port_of(server)}/ok", SECRET)
+    with webhook_transport(allow_private=True) as transport, ThreadPoolExecutor(10) as pool:
+        try:
+            # Two streams at a concurrency of 5 whose endpoints hang, each attempt replaced by the next as
+            # it ends: modelled as attempts outlasting the healthy one's deadline.
+            outlasting = WebhookClient(transport, 30.0)
+            stuck = [pool.submit(outlasting.post, hanging, delivery_to(hanging, n)) for n in range(10)]
+            wait_for(lambda: Endpoint.requests.count("/hang") == 10, 10, "ten POSTs hanging")
+            result = WebhookClient(transport, 2.0).post(healthy, delivery_to(healthy))
+        finally:
+            Endpoint.released.set()
+        assert [future.result().answer for future in stuck] == [Answer.ACCEPTED] * 10
+    assert (result.answer, result.error) == (Answer.ACCEPTED, None)
 
 
 @pytest.fixture

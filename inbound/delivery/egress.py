@@ -43,6 +43,11 @@ Resolver = Callable[[str, int], list[str]]
 
 _deadline: ContextVar[float | None] = ContextVar("attempt_deadline", default=None)
 
+# Idle connections kept for the next POST, and how long: enough for a few dozen busy streams to
+# reuse theirs, while the connections a burst or a since-removed stream opened are closed.
+IDLE_CONNECTIONS = 100
+IDLE_EXPIRY = 30.0
+
 
 class AddressRefused(Exception):
     """The webhook's host is, or resolves to, an address it may not reach."""
@@ -159,6 +164,13 @@ def webhook_transport(
     transport = httpx.HTTPTransport(verify=context, trust_env=False)
     # httpx takes no network backend of its own; its transport is a thin layer over this pool.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=context, network_backend=GuardedBackend(resolve, allow_private=allow_private)
+        ssl_context=context,
+        network_backend=GuardedBackend(resolve, allow_private=allow_private),
+        # Every stream POSTs on this pool, and each already bounds its own attempts
+        # (webhooks.concurrency_per_stream): a bound here, shared, would let a few hanging endpoints
+        # take every connection and time out a healthy stream's attempts while they wait for one.
+        max_connections=None,
+        max_keepalive_connections=IDLE_CONNECTIONS,
+        keepalive_expiry=IDLE_EXPIRY,
     )
     return transport
