@@ -12,6 +12,7 @@ import random
 import re
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -632,6 +633,25 @@ def test_idle_and_slow_data_are_cut_with_421(make_server: Callable[..., Server])
     slow.sock.sendall(b"Subject: drip\r\n")
     assert slow.reply().startswith(b"421 4.4.2 DATA took too long")
     slow.close()
+
+
+def test_a_data_still_streaming_has_the_whole_of_data_timeout_and_then_idles_as_before(
+    make_server: Callable[..., Server],
+) -> None:
+    """The idle timer aiosmtpd starts at each command ran on through DATA: a message arriving steadily was
+    cut at command_timeout, though data_timeout is the whole of one DATA."""
+    settings, spool = make_server(command_timeout=0.5, data_timeout=30.0)
+    client = Client(settings)
+    _begin_data(client)
+    client.sock.sendall(b"Subject: steady\r\n\r\n")
+    streaming_until = time.monotonic() + 3 * settings.command_timeout
+    while time.monotonic() < streaming_until:  # a slow client: a line every 50 ms, never idle that long
+        client.sock.sendall(b"line\r\n")
+        time.sleep(0.05)
+    assert client.say(b".\r\n").startswith(b"250 2.0.0")
+    assert len(list(spool.entries())) == 1
+    assert client.reply().startswith(b"421 4.4.2 Timeout")  # idle after DATA: command_timeout again
+    client.close()
 
 
 def proxy_v1(client: str, port: int = 56324) -> bytes:

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import os
+import select
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from inbound.edge.spool import SpoolWriter
 
 from .edge_harness import Client, EdgeServers, spool_envelope
 from .harness import wait_for
-from .test_edge_input import _send_data
+from .test_edge_input import _begin_data, _send_data
 
 LATER = 4  # messages that end their DATA while the first one's fsync is held
 
@@ -176,3 +177,22 @@ def test_a_client_gone_before_its_250_holds_up_nobody_in_its_group(
     # Its message was written with the others: in doubt for its sender, as any lost 250 is, never lost.
     assert sum(spool_module.count_entries(path) for path in new.iterdir()) == LATER + 1
     assert f"queue_id={left[0]} stage=receive spooled, but its client left before the 250" in caplog.text
+
+
+def test_a_message_handed_to_the_spool_gets_its_reply_however_long_the_write_takes(
+    make_server: EdgeServers, held: HeldFsyncs
+) -> None:
+    """data_timeout went on counting while the spool wrote: a slow disk made it a 421 for a message the
+    write then kept, and its sender, told to try again, would send it twice."""
+    settings, spool = make_server(data_timeout=0.5)
+    client = Client(settings)
+    _begin_data(client)
+    client.sock.sendall(b"Subject: on time\r\n\r\nthe whole DATA at once\r\n.\r\n")
+    wait_for(lambda: held.calls == ["file"], 10, "the message's write")
+    # Nothing may come while the write is held, for several times data_timeout: its end is the test.
+    readable, _, _ = select.select([client.sock], [], [], 4 * settings.data_timeout)
+    assert readable == []
+    held.release.set()
+    assert client.reply().startswith(b"250 2.0.0 Ok: queued as")
+    assert len(list(spool.entries())) == 1
+    client.close()

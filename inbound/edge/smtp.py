@@ -193,13 +193,9 @@ class InboundSMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         self._set_reader_limit(DATA_BLOCK)
-        # A deadline for the whole DATA, however slowly it drips.
-        deadline = self.loop.call_later(
-            self.settings.data_timeout, self._close_with, "421 4.4.2 DATA took too long, closing connection"
-        )
         self.header_meter = HeaderMeter(self.settings.max_header_size)
         try:
-            content = await self._read_data()
+            content = await self._read_data_in_time()
             if isinstance(content, str):
                 status = content
             else:
@@ -211,9 +207,28 @@ class InboundSMTP(SMTP):
             # kept it, out of the data budget's sight, once its share had been given back.
             self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
             self.header_meter = None
-            deadline.cancel()
             self._set_reader_limit(self.command_size_limit)
+            if self.transport is not None:  # idle from here, unless the client is gone
+                self._reset_timeout()
         await self.push(status)
+
+    async def _read_data_in_time(self) -> bytes | str:
+        """:meth:`_read_data` within ``smtp.data_timeout`` for the whole of it, however slowly it drips.
+
+        That deadline is the only one while DATA streams: the idle timer (``command_timeout``, which
+        aiosmtpd started at the DATA command) would cut a message still arriving. Neither runs once
+        the message is read and handed on to be spooled: a 421 then could be for a message the spool
+        keeps, which its sender would send again. It gets the 250, or the spool's 451.
+        """
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        deadline = self.loop.call_later(
+            self.settings.data_timeout, self._close_with, "421 4.4.2 DATA took too long, closing connection"
+        )
+        try:
+            return await self._read_data()
+        finally:
+            deadline.cancel()
 
     async def _read_data(self) -> bytes | str:
         """The message up to the CRLF.CRLF that ends DATA, dot-stuffing undone; or the reply refusing it.
