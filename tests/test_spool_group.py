@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from inbound.datadir import DataDir
+from inbound.edge import limits
 from inbound.edge import spool as spool_module
 from inbound.edge.spool import SpoolWriter
 
 from .edge_harness import Client, EdgeServers, spool_envelope
 from .harness import wait_for
-from .test_edge_input import _begin_data, _send_data
+from .test_edge_input import _begin_data, _send_data, lines
 
 LATER = 4  # messages that end their DATA while the first one's fsync is held
 
@@ -166,7 +167,7 @@ def test_a_client_gone_before_its_250_holds_up_nobody_in_its_group(
     left: list[str] = []
 
     def first_of_the_next_group_leaves(writer: SpoolWriter, clients: list[Client]) -> None:
-        envelope, _, leaving = writer.waiting[0]  # client 1's
+        envelope, _, leaving, _ = writer.waiting[0]  # client 1's
         left.append(envelope.queue_id)
         clients[1].sock.shutdown(socket.SHUT_WR)  # ends its session: aiosmtpd cancels it, waiting or not
         wait_for(leaving.cancelled, 10, "the session of the client that left to end")
@@ -196,3 +197,26 @@ def test_a_message_handed_to_the_spool_gets_its_reply_however_long_the_write_tak
     assert client.reply().startswith(b"250 2.0.0 Ok: queued as")
     assert len(list(spool.entries())) == 1
     client.close()
+
+
+def test_a_message_whose_client_left_before_its_250_is_counted_until_its_write_is_answered(
+    make_server: EdgeServers, held: HeldFsyncs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its session ended at once and gave its share of smtp.max_data_in_memory back, while the message
+    waited for the spool: clients that hung up after their final dot grew the writer's queue past the cap."""
+    monkeypatch.setattr(limits, "UNCOUNTED", 0)
+    settings, spool = make_server(max_message_size=900_000, max_data_in_memory=1_000_000)
+    handler = make_server.handlers[-1]
+    message = b"Subject: left\r\n\r\n" + lines(400)
+    leaving, other = Client(settings, source="127.0.0.2"), Client(settings, source="127.0.0.3")
+    _begin_data(leaving)
+    leaving.sock.sendall(message + b".\r\n")
+    wait_for(lambda: held.calls == ["file"], 10, "its write")
+    leaving.close()
+    wait_for(lambda: handler.in_flight == 0, 10, "its session to end")
+    assert handler.data_budget.held == len(message)  # the spool writer still holds it
+    assert _send_data(other, b"Subject: more\r\n\r\n" + lines(700)).startswith(b"452 4.3.1")
+    held.release.set()
+    wait_for(lambda: handler.data_budget.held == 0, 10, "its share given back once written")
+    assert [entry.message.endswith(message) for entry in spool.entries()] == [True]
+    other.close()

@@ -171,9 +171,10 @@ class InboundHandler:
             if refusal is not None:
                 return refusal
         message = received_header(self.settings.hostname, session, ours, now) + content
+        answered = server.hand_over_data() if isinstance(server, InboundSMTP) else lambda: None
         self.in_flight += 1
         try:
-            await self.spool_writer.put(ours, message)
+            await self.spool_writer.put(ours, message, answered)
         except SpoolError as exc:
             log.error("queue_id=%s stage=receive spool failed: %s", ours.queue_id, exc)
             return "451 4.3.0 Temporary local problem, please try again later"

@@ -22,10 +22,11 @@ as Postfix does: aiosmtpd's permanent 500 would bounce real-world mail.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import TYPE_CHECKING, Any
@@ -202,7 +203,7 @@ class InboundSMTP(SMTP):
                 self.envelope.content = self.envelope.original_content = content
                 status = await self._call_handler_hook("DATA")
         finally:
-            self._give_back_data()  # spooled, refused or cut off
+            self._give_back_data()  # refused or cut off before the spool writer had it (hand_over_data)
             # The message is dropped whatever happened, a hook that raised included: an idle session
             # kept it, out of the data budget's sight, once its share had been given back.
             self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
@@ -296,6 +297,17 @@ class InboundSMTP(SMTP):
         """This session's share of the handler's data budget, given back: nothing of its DATA is held."""
         self.inbound_handler.data_budget.give_back(self.client, self.data_held)
         self.data_held = 0
+
+    def hand_over_data(self) -> Callable[[], None]:
+        """This session's share of the data budget, handed over with its message; what gives it back.
+
+        The spool writer holds the message from here until its write is answered, whatever becomes
+        of this session: a client that leaves before its 250 ends the session at once, and giving
+        the share back then let the writer's queue grow past ``smtp.max_data_in_memory``.
+        """
+        share = functools.partial(self.inbound_handler.data_budget.give_back, self.client, self.data_held)
+        self.data_held = 0
+        return share
 
     def _reader_buffer(self) -> bytearray:
         # asyncio.StreamReader has no public way to put bytes back; its buffer is read on every call.
