@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from . import metrics
-from .bus import TOPICS, open_bus
+from .bus import TOPICS, open_bus, record_limit
 from .config import Settings
 from .control import Control
 from .cpus import CPUs
@@ -170,7 +170,13 @@ class Service:
         parser.start()
         self.resources.append(parser.close)
         processor = Processor(
-            self.routing, self.bus.producer(), settings.streams, screener, parser=parser, limits=settings.processing
+            self.routing,
+            self.bus.producer(),
+            settings.streams,
+            screener,
+            parser=parser,
+            limits=settings.processing,
+            record_limit=record_limit(settings),
         )
         self.stages.append(
             ConsumerWorker(

@@ -136,9 +136,9 @@ def test_a_verdict_policy_without_auth_running_is_refused(running: Settings, cap
     assert "streams.support: its verdict policy needs [auth] enabled, which takes a restart" in caplog.text
 
 
-def received(rcpt: str, stream: str, sender: str = "alice@sender.test") -> Record:
+def received(rcpt: str, stream: str, sender: str = "alice@sender.test", body: str = "hello") -> Record:
     envelope = Envelope(new_queue_id(), sender, (Recipient(rcpt, stream, None),), "192.0.2.1:4000", "b", False, "t")
-    raw = f"From: {sender}\r\nSubject: hi\r\n\r\nhello\r\n".encode()
+    raw = f"From: {sender}\r\nSubject: hi\r\n\r\n{body}\r\n".encode()
     return Record(RECEIVED, 0, 0, b"", encode_received(envelope, raw), (), 0)
 
 

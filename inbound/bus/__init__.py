@@ -9,7 +9,18 @@ from __future__ import annotations
 from ..config import Settings
 from ._base import Bus, Consumer, Follower, Headers, Producer, Record
 
-__all__ = ["TOPICS", "Bus", "Consumer", "Follower", "Headers", "Producer", "Record", "open_bus"]
+__all__ = [
+    "TOPICS",
+    "Bus",
+    "Consumer",
+    "Follower",
+    "Headers",
+    "Producer",
+    "Record",
+    "open_bus",
+    "record_limit",
+    "record_size",
+]
 
 #: Logical topics, in flow order. See README "Topics" for keys and formats.
 TOPICS = ("received", "messages", "events", "control")
@@ -24,7 +35,7 @@ def open_bus(settings: Settings) -> Bus:
             topic_prefix=settings.bus.topic_prefix,
             partitions=settings.bus.partitions,
             replication_factor=settings.bus.replication_factor,
-            max_message_bytes=_max_record_bytes(settings.smtp.max_message_size),
+            max_message_bytes=_kafka_record_limit(settings.smtp.max_message_size),
             topic_configs=topic_configs(settings.bus.retention),
         )
     from .embedded import EmbeddedBus
@@ -48,7 +59,23 @@ def topic_configs(retention: float) -> dict[str, dict[str, str]]:
     }
 
 
-def _max_record_bytes(max_message_size: int) -> int:
-    # A record carries the message base64-encoded inside JSON (4/3) plus the envelope;
-    # the parsed payload carries attachments the same way, alongside the bodies.
+def record_limit(settings: Settings) -> int | None:
+    """The most bytes one record may take on the configured bus; None where there is no limit (embedded)."""
+    return _kafka_record_limit(settings.smtp.max_message_size) if settings.bus.backend == "kafka" else None
+
+
+def _kafka_record_limit(max_message_size: int) -> int:
+    # A received record carries the message and its envelope; a parsed payload carries
+    # attachments base64'd (4/3) alongside the bodies. A payload can still be larger (text
+    # JSON-escaped, kept raw as well): the process stage fails such a message rather than
+    # retrying a record the broker will never take (Processor.route).
     return max_message_size * 2 + 1024 * 1024
+
+
+#: What a Kafka record batch adds around one record's key, value and headers, with room to spare.
+RECORD_FRAMING = 1024
+
+
+def record_size(key: bytes, value: bytes, headers: Headers) -> int:
+    """The bytes a record takes against a bus's record limit."""
+    return len(key) + len(value) + sum(len(name) + len(data) for name, data in headers) + RECORD_FRAMING

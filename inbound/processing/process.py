@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 from .. import metrics
-from ..bus import Producer, Record
+from ..bus import Producer, Record, record_size
 from ..clock import now_rfc3339
 from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
@@ -69,8 +69,10 @@ class Processor:
         *,
         parser: Parser | None = None,
         limits: ProcessingSettings | None = None,
+        record_limit: int | None = None,
     ) -> None:
         self.producer = producer
+        self.record_limit = record_limit  # the bus's, for one record (None: no limit)
         self.screener = screener
         self.parser: Parser = parser or InProcessParser()
         self.limits = limits or ProcessingSettings()
@@ -201,5 +203,12 @@ class Processor:
             event(EventType.FAILED, body)
             return
         key, value, headers = message_record(MessageRecord(did, stream, generation, body.content_type, body.body))
+        if self.record_limit is not None and (size := record_size(key, value, headers)) > self.record_limit:
+            # The broker refuses such a record every time it is sent: retried, it would hold this
+            # stage on this message for ever, with a 250 answered for it.
+            event(
+                EventType.FAILED, f"its payload ({size:,} bytes) is larger than the bus takes ({self.record_limit:,})"
+            )
+            return
         self.producer.send(MESSAGES, value, key=key, headers=headers)
         event(EventType.PROCESSED)
