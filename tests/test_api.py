@@ -126,6 +126,19 @@ def test_tokens_read_and_act(client: TestClient) -> None:
         assert client.get(public, headers={"Authorization": ""}).status_code == 200, public
 
 
+def test_a_body_is_not_looked_at_before_the_token(client: TestClient) -> None:
+    """An anonymous caller learns nothing from a body's faults: not even that it is no JSON."""
+    json_body = {"content-type": "application/json"}
+    for body in (b"{", b'{"stream": 5}', b'{"stream": "support", "since": "2026-11-22T10:00:00Z"}'):
+        assert_problem(client.post("/v1/replay", content=body, headers={**json_body, "Authorization": ""}), 401)
+        assert_problem(client.post("/v1/replay", content=body, headers=json_body), 403)  # a read-only token
+    malformed = client.post("/v1/replay", content=b"{", headers={**json_body, **as_actor()})
+    assert_problem(malformed, 422)
+    assert malformed.json()["errors"][0]["loc"] == ["body"]
+    missing = client.post("/v1/replay", content=b'{"stream": "support"}', headers={**json_body, **as_actor()})
+    assert missing.json()["errors"] == [{"loc": ["body", "since"], "msg": "Field required"}]
+
+
 def test_errors_are_problem_details(client: TestClient) -> None:
     assert_problem(client.get("/v1/messages/01JE9999"), 404, "no message with id")
     assert_problem(client.get("/v1/nowhere"), 404)

@@ -24,8 +24,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 
 from ..clock import rfc3339
 from ..control import set_paused
@@ -35,6 +37,7 @@ from ..ops.rawmessage import RawMessageNotFound, raw_message, retention_of
 from ..ops.status import collect
 from . import pages, problems
 from .backends import Backends, Using, access, decode_cursor, encode_cursor
+from .bodylimit import BodyLimit
 from .exposition import CONTENT_TYPE, exposition
 from .models import (
     Accepted,
@@ -192,8 +195,23 @@ def bypass(backends: Using, message_id: str) -> Accepted:
     return Accepted(delivery_id=message_id, generation=generation)
 
 
-@acting.post("/v1/replay", status_code=202, responses=documented(400))
-def replay(backends: Using, request: ReplayRequest) -> Replayed:
+async def _replay_request(request: Request, _: Annotated[None, Depends(_actor)]) -> ReplayRequest:
+    """The body, read and validated once the token may act.
+
+    Declared as a body parameter, FastAPI would read and parse it before any dependency ran: an
+    anonymous caller would learn from a 422 what shape it should have.
+    """
+    try:
+        return ReplayRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+_REPLAY_BODY = {"required": True, "content": {"application/json": {"schema": ReplayRequest.model_json_schema()}}}
+
+
+@acting.post("/v1/replay", status_code=202, responses=documented(400), openapi_extra={"requestBody": _REPLAY_BODY})
+def replay(backends: Using, request: Annotated[ReplayRequest, Depends(_replay_request)]) -> Replayed:
     """Send a stream's final messages received in [since, until) again, each with its own webhook-id."""
     window = actions.replay_window(
         backends.store,
@@ -273,6 +291,7 @@ def create_app(backends: Backends) -> FastAPI:
         responses=documented(500),
     )
     app.state.backends = backends
+    app.add_middleware(BodyLimit)
     problems.install(app)
     for router in (health, reading, acting, pages.router):
         app.include_router(router)

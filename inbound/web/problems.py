@@ -27,6 +27,8 @@ from ..ops.actions import ActionRefused, UnknownMessage
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
+# Of the errors raised as Starlette's HTTPException: its own, and .bodylimit's.
+TITLES = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}
 RETRY_AFTER_SECONDS = 5
 
 
@@ -79,7 +81,7 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "HTTP error")
+        title = TITLES.get(exc.status_code, "HTTP error")
         return problem_response(exc.status_code, title, str(exc.detail), exc.headers)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
