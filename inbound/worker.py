@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from .bus import Bus, Record
+from .bus import BATCH, Bus, Record
 from .errors import InboundError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class ConsumerWorker:
         group: str,
         topics: Sequence[str],
         handle: Callable[[list[Record]], None],
-        max_records: int = 100,
+        max_records: int = BATCH,
         linger: float = 0.0,
         hold: Callable[[], bool] = lambda: False,
     ) -> None:

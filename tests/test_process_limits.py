@@ -1,4 +1,5 @@
-"""The process stage against the bus's record limit: a payload the bus cannot carry fails its message.
+"""The process stage against the bus's limits: a payload the bus cannot carry fails its message, and a
+Kafka group waits out the longest batch the stage can take.
 
 On Kafka a record over ``max.message.bytes`` is refused every time it is sent; retried, it would
 hold the stage on that message for ever, with a 250 answered for it. A payload can outgrow the
@@ -10,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from inbound.bus import record_limit
+from inbound.bus import longest_batch, record_limit
+from inbound.bus.kafka import KafkaBus
 from inbound.config import BusSettings, Settings, StreamSettings
 from inbound.events import EventType
 from inbound.processing.process import Processor
@@ -42,3 +44,20 @@ def test_only_kafka_has_a_record_limit_and_it_follows_the_message_size() -> None
     assert record_limit(settings) is None
     on_kafka = dataclasses.replace(settings, bus=BusSettings(backend="kafka"))
     assert record_limit(on_kafka) == 2 * settings.smtp.max_message_size + 1024 * 1024
+
+
+def test_a_kafka_group_waits_out_a_batch_of_messages_that_each_wait_out_every_limit() -> None:
+    """Past max.poll.interval a Kafka group takes the consumer's partitions and its commit fails: a batch
+    that always took longer (hostile messages each parsed until parse_timeout; a spamd that never
+    answers) would be handled again and again, for ever."""
+    settings = Settings(Path("inbound.toml"))
+    assert longest_batch(settings) == 100 * settings.processing.parse_timeout + 60  # 3,060 s by default
+    checked = dataclasses.replace(
+        settings,
+        auth=dataclasses.replace(settings.auth, enabled=True),
+        spam=dataclasses.replace(settings.spam, spamd=("127.0.0.1", 783)),
+    )
+    per_message = checked.processing.parse_timeout + checked.auth.timeout + checked.spam.timeout
+    assert longest_batch(checked) == 100 * per_message + 60
+    bus = KafkaBus("127.0.0.1:9", longest_batch=longest_batch(checked))  # nothing connects until used
+    assert bus._consumer_config("process")["max_poll_interval_ms"] == int(longest_batch(checked) * 1000)

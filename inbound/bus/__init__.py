@@ -7,9 +7,10 @@ uses only the small protocols in :mod:`inbound.bus._base`.
 from __future__ import annotations
 
 from ..config import Settings
-from ._base import Bus, Consumer, Follower, Headers, Producer, Record
+from ._base import BATCH, Bus, Consumer, Follower, Headers, Producer, Record
 
 __all__ = [
+    "BATCH",
     "TOPICS",
     "Bus",
     "Consumer",
@@ -17,6 +18,7 @@ __all__ = [
     "Headers",
     "Producer",
     "Record",
+    "longest_batch",
     "open_bus",
     "record_limit",
     "record_size",
@@ -36,6 +38,7 @@ def open_bus(settings: Settings) -> Bus:
             partitions=settings.bus.partitions,
             replication_factor=settings.bus.replication_factor,
             max_message_bytes=_kafka_record_limit(settings.smtp.max_message_size),
+            longest_batch=longest_batch(settings),
             topic_configs=topic_configs(settings.bus.retention),
         )
     from .embedded import EmbeddedBus
@@ -57,6 +60,21 @@ def topic_configs(retention: float) -> dict[str, dict[str, str]]:
         "events": {"retention.ms": "-1"},
         "control": {"cleanup.policy": "compact"},
     }
+
+
+def longest_batch(settings: Settings) -> float:
+    """Seconds a stage may take over one batch: the process stage's, every message of a full batch
+    waiting out each limit it may meet (parsing, then the sender checks' DNS and spamd), and a
+    minute more; never less than kafka-python's default of five minutes.
+
+    A stage past it between two polls is taken for dead by its Kafka group. Hostile messages that
+    each run until ``parse_timeout`` can make a batch that long; so can a spamd that accepts and
+    never answers.
+    """
+    per_message = settings.processing.parse_timeout
+    per_message += settings.auth.timeout if settings.auth.enabled else 0
+    per_message += settings.spam.timeout if settings.spam.spamd is not None else 0
+    return max(300.0, BATCH * per_message + 60.0)
 
 
 def record_limit(settings: Settings) -> int | None:

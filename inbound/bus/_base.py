@@ -30,6 +30,10 @@ from typing import Protocol
 Headers = tuple[tuple[str, bytes], ...]
 
 
+#: Records a stage takes in one batch unless it asks otherwise.
+BATCH = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One record as read back from the bus."""
@@ -58,7 +62,7 @@ class Producer(Protocol):
 
 
 class Consumer(Protocol):
-    def poll(self, timeout: float, max_records: int = 100) -> list[Record]:
+    def poll(self, timeout: float, max_records: int = BATCH) -> list[Record]:
         """Wait up to *timeout* seconds for records; return at most *max_records*."""
 
     def commit(self) -> None:

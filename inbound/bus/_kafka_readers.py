@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BusError
-from ._base import Headers, Record
+from ._base import BATCH, Headers, Record
 from ._kafka_client import FAILURES, TopicPartition, close_consumer
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class KafkaBusConsumer:
             close_consumer(self._consumer)
             raise BusError(f"kafka subscribe {self.topics}: {exc}") from exc
 
-    def poll(self, timeout: float, max_records: int = 100) -> list[Record]:
+    def poll(self, timeout: float, max_records: int = BATCH) -> list[Record]:
         try:
             batches = self._consumer.poll(timeout_ms=max(0, int(timeout * 1000)), max_records=max_records)
         except FAILURES as exc:

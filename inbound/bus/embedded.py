@@ -28,7 +28,7 @@ from pathlib import Path
 from .. import jsoncodec
 from ..errors import BusError
 from ..sqlitefile import SQLiteFile
-from ._base import Headers, Record
+from ._base import BATCH, Headers, Record
 
 LEASE_SECONDS = 15.0
 # Other processes' writes are seen within this much: a poll that finds nothing new asks SQLite
@@ -243,7 +243,7 @@ class EmbeddedConsumer:
         self.renewed_at = now
         return True
 
-    def poll(self, timeout: float, max_records: int = 100) -> list[Record]:
+    def poll(self, timeout: float, max_records: int = BATCH) -> list[Record]:
         deadline = time.monotonic() + timeout
         while True:
             with self.bus.file.errors():

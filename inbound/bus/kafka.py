@@ -76,6 +76,7 @@ class KafkaBus:
         flush_timeout: float = 30.0,
         request_timeout: float = 30.0,
         session_timeout: float = 10.0,
+        longest_batch: float = 300.0,
         topic_configs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.bootstrap_servers = [bootstrap_servers] if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
@@ -89,6 +90,7 @@ class KafkaBus:
         self.flush_timeout = flush_timeout
         self.request_timeout = request_timeout
         self.session_timeout = session_timeout
+        self.longest_batch = longest_batch
         self.topic_configs = topic_configs or {}  # logical topic -> extra topic configs (retention...)
         self._admin: Any = None
         self._admin_lock = threading.Lock()
@@ -146,6 +148,9 @@ class KafkaBus:
             "receive_message_max_bytes": FETCH_BYTES + self.max_message_bytes + 2 * MiB,
             "session_timeout_ms": int(self.session_timeout * 1000),
             "heartbeat_interval_ms": max(100, int(self.session_timeout * 1000) // 3),
+            # Past this between two polls the group takes the consumer's partitions, and its commit
+            # fails: a batch that always takes longer would be handled again and again, for ever.
+            "max_poll_interval_ms": int(self.longest_batch * 1000),
             "allow_auto_create_topics": False,
             "metrics_enabled": False,
         }
