@@ -8,6 +8,7 @@ that same document (status codes, content types, bodies).
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,6 +168,28 @@ def test_paging_is_newest_first_and_complete(client: TestClient) -> None:
             break
         url = f"/v1/messages?limit=3&cursor={page['next_cursor']}"
     assert seen == ids
+
+
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+NESTED = cursor_of("[" * 5000 + "]" * 5000)  # deeper than the JSON parser's recursion limit
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        NESTED,
+        cursor_of('{"a": 1, "b": 2}'),  # two keys
+        cursor_of('"ab"'),  # two characters
+        cursor_of('["2026-11-22T10:00:00.000Z","01JE-support"]'),  # a list, spelt otherwise
+        cursor_of('["2026-11-22T10:00:00.000Z", "01JE-support", ""]'),
+        cursor_of("[1, 2]"),
+    ],
+)
+def test_a_cursor_this_api_did_not_issue_is_refused(client: TestClient, cursor: str) -> None:
+    assert_problem(client.get("/v1/messages", params={"cursor": cursor}), 400, "cursor is not one this API returned")
 
 
 def test_filters(client: TestClient) -> None:

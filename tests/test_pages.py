@@ -12,7 +12,7 @@ from inbound.events import Event, EventType, Summary
 from inbound.records import EVENTS, decode_event
 from inbound.web.backends import Backends
 
-from .test_api import ACT, READ, app, at, backends, qid
+from .test_api import ACT, NESTED, READ, app, at, backends, qid
 
 __all__ = ["app", "backends"]
 
@@ -65,6 +65,16 @@ def test_list_search_detail_and_retry(browser: TestClient, backends: Backends) -
     both = browser.get(f"/m/{qid(3)}").text
     assert 'id="status-support"' in both
     assert 'id="status-sales"' in both
+
+
+def test_a_cursor_the_page_did_not_issue_is_a_400_page(browser: TestClient) -> None:
+    log_in(browser, READ)
+    refused = browser.get("/", params={"cursor": NESTED})
+    assert refused.status_code == 400
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "<h1>Bad request</h1><p>cursor is not one this API returned</p>" in refused.text
+    missing = browser.get(f"/m/{qid(99)}-support")  # the page it shares with a message not found
+    assert (missing.status_code, "<h1>Not found</h1>" in missing.text) == (404, True)
 
 
 def test_read_only_sees_no_buttons_and_cannot_act(browser: TestClient) -> None:

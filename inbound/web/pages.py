@@ -33,6 +33,7 @@ from ..ops.status import collect
 from ..records import JSON
 from .backends import Backends, Using, access, decode_cursor, encode_cursor
 from .exposition import failing_streams
+from .problems import Problem
 
 COOKIE = "inbound_token"
 SESSION_SECONDS = 12 * 3600
@@ -100,13 +101,17 @@ def activity(
         role = _who(request, backends)
     except _LoginNeeded:
         return _to_login()
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except Problem as exc:
+        return _page(request, "problem.html", 400, role=role, heading="Bad request", reason=exc.detail)
     streams = [s.name for s in backends.settings.streams]
     chosen = Status(status) if status in {s.value for s in Status} else None
     records = backends.store.list(
         status=chosen,
         stream=stream if stream in streams else None,
         text=q or None,
-        after=decode_cursor(cursor) if cursor else None,
+        after=after,
         limit=PAGE + 1,
     )
     more = len(records) > PAGE
@@ -156,7 +161,7 @@ def message(request: Request, backends: Using, message_id: str, done: str = "", 
     try:
         records = actions.find_all(backends.store, message_id)
     except actions.UnknownMessage as exc:
-        return _page(request, "missing.html", 404, role=role, reason=str(exc))
+        return _page(request, "problem.html", 404, role=role, heading="Not found", reason=str(exc))
     return _page(
         request,
         "message.html",
