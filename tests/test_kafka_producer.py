@@ -3,12 +3,14 @@ connection a process, as Kafka advises, instead of one per stage), and none keep
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
 import pytest
 
 from inbound.bus.kafka import KafkaBus
+from inbound.errors import BusError
 
 from .kafka_broker import KafkaBroker
 
@@ -58,4 +60,29 @@ def test_clients_keep_no_metrics_of_their_own(kafka_broker: KafkaBroker) -> None
     finally:
         consumer.close()
         producer.close()
+        bus.close()
+
+
+def test_a_record_the_broker_refuses_does_not_stop_the_process_producing(kafka_broker: KafkaBroker) -> None:
+    """kafka-python's idempotent producer takes any error the broker will not retry (here a record over the
+    topic's max.message.bytes, as when an operator made the topic smaller) as fatal to itself: every batch
+    of every stage sharing it is refused from then on. The bus starts a new one instead."""
+    kafka_broker.start()
+    prefix = f"t{uuid.uuid4().hex[:12]}."
+    bus = KafkaBus(
+        kafka_broker.bootstrap, topic_prefix=prefix, topic_configs={"received": {"max.message.bytes": "4096"}}
+    )
+    publisher, stage = bus.producer(), bus.producer()
+    try:
+        publisher.send("received", os.urandom(20_000), key=b"too big for the topic")  # lz4 cannot shrink it
+        with pytest.raises(BusError, match="MessageSizeTooLargeError"):
+            publisher.flush()
+        stage.send("events", b"small", key=b"k")
+        stage.flush()  # the other stage goes on
+        publisher.send("received", b"fits", key=b"q")
+        publisher.flush()  # and so does the one whose record was refused
+        assert [r.value for r in bus.read_all("received")] == [b"fits"]
+    finally:
+        publisher.close()
+        stage.close()
         bus.close()

@@ -31,6 +31,7 @@ error comes out as :class:`~inbound.errors.BusError`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -54,6 +55,8 @@ from ._kafka_readers import KafkaBusConsumer, KafkaFollower
 __all__ = ["KafkaBus", "KafkaBusConsumer", "KafkaBusProducer"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 FETCH_BYTES = MiB
@@ -100,6 +103,7 @@ class KafkaBus:
         self._shared_producer: Any = None
         self._producer_users = 0
         self._producer_lock = threading.Lock()
+        self._closed = False
 
     # -- names ----------------------------------------------------------------
 
@@ -231,26 +235,47 @@ class KafkaBus:
     def producer(self) -> KafkaBusProducer:
         return KafkaBusProducer(self)
 
-    def _use_producer(self) -> Any:
+    def _join_producer(self) -> None:
         with self._producer_lock:
+            self._producer_users += 1
+
+    def _current_producer(self) -> Any:
+        """The kafka-python producer the open KafkaBusProducers share, started if there is none."""
+        with self._producer_lock:
+            if self._closed:
+                raise BusError("kafka: the bus is closed")
             if self._shared_producer is None:
                 try:
                     self._shared_producer = KafkaProducer(**self._producer_config())
                 except FAILURES as exc:
                     raise BusError(f"kafka producer: {exc}") from exc
-            self._producer_users += 1
             return self._shared_producer
 
-    def _release_producer(self, producer: Any) -> None:
+    def _leave_producer(self) -> None:
         """The last user to let go closes the kafka-python producer (a later user starts a new one)."""
         with self._producer_lock:
-            if producer is not self._shared_producer:
-                return  # closed with the bus already
-            self._producer_users -= 1
-            if self._producer_users > 0:
+            self._producer_users = max(0, self._producer_users - 1)
+            if self._producer_users > 0 or self._shared_producer is None:
                 return
             producer, self._shared_producer = self._shared_producer, None
         close_producer(producer, self.flush_timeout)
+
+    def _renew_if_fatal(self, producer: Any) -> None:
+        """Drop *producer* if kafka-python has put it in a fatal state; the next send starts a new one.
+
+        An idempotent producer outside a transaction takes any error the broker will not retry (a
+        record over the topic's ``max.message.bytes``, a refused ACL, a bad timestamp) as fatal to
+        itself, and refuses every batch after it, of every stage sharing it, until it is replaced.
+        """
+        manager = getattr(producer, "_transaction_manager", None)
+        if manager is None or not manager.has_fatal_error():
+            return
+        with self._producer_lock:
+            if producer is not self._shared_producer:
+                return  # another user has renewed it already
+            self._shared_producer = None
+        log.warning("kafka producer refused everything after an error it cannot retry: a new one takes over")
+        close_producer(producer, 0)
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaBusConsumer:
         self.ensure_topics(topics)
@@ -301,32 +326,37 @@ class KafkaBus:
             self._drop_admin()
         with self._producer_lock:
             producer, self._shared_producer, self._producer_users = self._shared_producer, None, 0
+            self._closed = True
         if producer is not None:
             close_producer(producer, self.flush_timeout)
 
 
 class KafkaBusProducer:
     """One caller's sends and flushes, on the bus's shared kafka-python producer (taken on first
-    use and kept across failures): :meth:`flush` confirms this caller's records, not another's."""
+    use, kept across failures, replaced if it fails for good): :meth:`flush` confirms this caller's
+    records, not another's."""
 
     def __init__(self, bus: KafkaBus) -> None:
         self.bus = bus
-        self._producer: Any = None
+        self._joined = False
         self._pending: list[Any] = []  # futures of records sent since the last flush
         self._lock = threading.Lock()
 
     def _client(self) -> Any:
-        if self._producer is None:
-            self._producer = self.bus._use_producer()
-        return self._producer
+        if not self._joined:
+            self.bus._join_producer()
+            self._joined = True
+        return self.bus._current_producer()
 
     def send(self, topic: str, value: bytes, *, key: bytes, headers: Headers = ()) -> None:
         self.bus.ensure_topics([topic])
         name = self.bus.physical(topic)
         with self._lock:
+            client = self._client()
             try:
-                future = self._client().send(name, value=value, key=key, headers=[(k, bytes(v)) for k, v in headers])
+                future = client.send(name, value=value, key=key, headers=[(k, bytes(v)) for k, v in headers])
             except FAILURES as exc:
+                self.bus._renew_if_fatal(client)
                 raise BusError(f"kafka send to {name}: {exc}") from exc
             self._pending.append(future)
 
@@ -336,13 +366,15 @@ class KafkaBusProducer:
             if not pending:
                 return
             problem: BaseException | None = None
+            client = self._client()
             try:
-                self._client().flush(timeout=self.bus.flush_timeout)
+                client.flush(timeout=self.bus.flush_timeout)
             except FAILURES as exc:
                 problem = exc
             unconfirmed = [f for f in pending if not f.is_done or f.failed()]
             if not unconfirmed and problem is None:
                 return
+            self.bus._renew_if_fatal(client)
             # The caller sends these again; the producer keeps retrying the old ones in the
             # background until delivery_timeout, so some may arrive twice (at-least-once).
             reason = next((f.exception for f in unconfirmed if f.is_done and f.exception is not None), problem)
@@ -352,7 +384,7 @@ class KafkaBusProducer:
 
     def close(self) -> None:
         with self._lock:
-            producer, self._producer = self._producer, None
+            joined, self._joined = self._joined, False
             self._pending = []
-        if producer is not None:
-            self.bus._release_producer(producer)
+        if joined:
+            self.bus._leave_producer()
