@@ -10,8 +10,10 @@ the one this host's processor noted (processing/spam.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from ..activity import ActivityStore
 from ..bus import Bus
@@ -54,8 +56,8 @@ class Status:
 def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) -> Status:
     now = time.time()
     spool = settings.data.spool_new
-    entries = list(spool.iterdir()) if spool.is_dir() else []
-    mtimes = [p.stat().st_mtime for p in entries if p.exists()]
+    waiting_files = _modified(spool.iterdir()) if spool.is_dir() else {}
+    mtimes = list(waiting_files.values())
     lag = {f"{group}/{topic}": bus.lag(group, topic) for group, topic in GROUPS}
     pauses = read_pauses(bus)
     streams = []
@@ -83,7 +85,7 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
     waiting_since = [now - m for m in mtimes] + ([now - _epoch(oldest_record)] if oldest_record else [])
     return Status(
         oldest_waiting_age=max(waiting_since, default=None),
-        spool_entries=sum(count_entries(path) for path in entries),
+        spool_entries=sum(count_entries(path) for path in waiting_files),
         spool_oldest_age=now - min(mtimes) if mtimes else None,
         lag=lag,
         streams=tuple(streams),
@@ -95,3 +97,14 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
 
 def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def _modified(paths: Iterable[Path]) -> dict[Path, float]:
+    """When each file was last written; a file the publisher removed meanwhile is not there any more."""
+    found = {}
+    for path in paths:
+        try:
+            found[path] = path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+    return found
