@@ -251,6 +251,25 @@ def test_a_slow_drip_ends_at_the_attempt_s_one_deadline(server: ThreadingHTTPSer
     assert elapsed < 10  # the drip lasts 200 s; generous for a busy machine
 
 
+def test_a_slow_name_lookup_ends_at_the_attempt_s_deadline() -> None:
+    answered = threading.Event()
+
+    def slow_name_server(host: str, port: int) -> list[str]:
+        answered.wait(10)  # the customer's name server, far slower than webhooks.timeout
+        return ["127.0.0.1"]
+
+    started = time.monotonic()
+    try:
+        result = post("http://hooks.customer.test:9/hook", allow_private=True, resolve=slow_name_server, timeout=1.0)
+    finally:
+        answered.set()
+    assert (result.status_code, result.answer) == (None, Answer.UNREACHABLE)
+    assert result.error == (
+        "could not connect: cannot resolve hooks.customer.test: no answer before the attempt's deadline"
+    )
+    assert time.monotonic() - started < 5  # the lookup was abandoned at the deadline, not waited for
+
+
 AlertingTo = Callable[[str, float], Deliverer]
 
 

@@ -12,8 +12,9 @@ and nowhere else:
   sends and verifies the host *name* (SNI, certificate; ``webhooks.ca_file``
   for a private CA).
 * **One deadline per attempt.** httpx's timeouts apply per read, so an endpoint
-  sending a byte a second would hold an attempt forever; every connect, read
-  and write here is cut at the attempt's deadline (:func:`attempt_deadline`).
+  sending a byte a second would hold an attempt forever; every name lookup,
+  connect, read and write here is cut at the attempt's deadline
+  (:func:`attempt_deadline`).
 * No proxies from the environment (they would make the connection, unchecked),
   and redirects are never followed (:mod:`.webhook` POSTs on the transport,
   which follows none, and records a 3xx as a failure).
@@ -26,8 +27,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -67,15 +70,43 @@ def attempt_deadline(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def _left() -> float | None:
+    """Seconds left before the attempt's deadline (0 once it has passed); None outside an attempt."""
+    deadline = _deadline.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 def _bounded(timeout: float | None) -> float | None:
     """*timeout* cut to what is left of the attempt's deadline; a timeout error once none is left."""
-    deadline = _deadline.get()
-    if deadline is None:
+    left = _left()
+    if left is None:
         return timeout
-    left = deadline - time.monotonic()
     if left <= 0:
         raise httpcore.ReadTimeout("the attempt's deadline passed")
     return left if timeout is None else min(timeout, left)
+
+
+def _resolved_in_time(resolve: Resolver, host: str, port: int) -> list[str]:
+    """*resolve* (host, port), waited for no longer than the attempt's deadline.
+
+    getaddrinfo takes no timeout, and a slow name server would hold the attempt past
+    ``webhooks.timeout`` and past its lease. So the lookup runs on a thread of its own, left behind
+    at the deadline to end when the resolver gives up. Its own thread, not a pool's: lookups stuck
+    on one customer's name server must not make everyone else's wait for a place.
+    """
+    lookup: Future[list[str]] = Future()
+
+    def run() -> None:
+        try:
+            lookup.set_result(resolve(host, port))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the waiting attempt, which re-raises it
+            lookup.set_exception(exc)
+
+    threading.Thread(target=run, name=f"resolve-{host}", daemon=True).start()
+    try:
+        return lookup.result(timeout=_left())
+    except TimeoutError:
+        raise httpcore.ConnectTimeout(f"cannot resolve {host}: no answer before the attempt's deadline") from None
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -116,7 +147,7 @@ class GuardedBackend(httpcore.NetworkBackend):
             found = [literal]
         else:
             try:
-                found = [ip for ip in map(ip_of, self.resolve(host, port)) if ip is not None]
+                found = [ip for ip in map(ip_of, _resolved_in_time(self.resolve, host, port)) if ip is not None]
             except OSError as exc:
                 raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
             if not found:
