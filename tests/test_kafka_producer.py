@@ -86,3 +86,22 @@ def test_a_record_the_broker_refuses_does_not_stop_the_process_producing(kafka_b
         publisher.close()
         stage.close()
         bus.close()
+
+
+def test_a_topic_made_before_with_a_smaller_record_limit_is_named_at_start(kafka_broker: KafkaBroker) -> None:
+    """Records it refuses would hold their stage for ever: say so before any is sent."""
+    kafka_broker.start()
+    prefix = f"t{uuid.uuid4().hex[:12]}."
+    earlier = KafkaBus(
+        kafka_broker.bootstrap, topic_prefix=prefix, topic_configs={"received": {"max.message.bytes": "4096"}}
+    )
+    try:
+        earlier.ensure_topics(["received", "events"])
+    finally:
+        earlier.close()
+    bus = KafkaBus(kafka_broker.bootstrap, topic_prefix=prefix)
+    try:
+        with pytest.raises(BusError, match=rf"topics {prefix}received \(4096\) take records of at most"):
+            bus.ensure_topics(["received", "events"])
+    finally:
+        bus.close()

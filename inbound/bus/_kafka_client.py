@@ -22,11 +22,12 @@ with warnings.catch_warnings():
         KafkaProducer,
         TopicPartition,
     )
-    from kafka.admin import OffsetSpec  # type: ignore[import-untyped, unused-ignore]
+    from kafka.admin import ConfigResource, OffsetSpec  # type: ignore[import-untyped, unused-ignore]
     from kafka.errors import KafkaError, KafkaTimeoutError  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
     "FAILURES",
+    "ConfigResource",
     "KafkaAdminClient",
     "KafkaConsumer",
     "KafkaError",

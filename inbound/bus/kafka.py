@@ -42,6 +42,7 @@ from ..errors import BusError
 from ._base import Headers, Record
 from ._kafka_client import (
     FAILURES,
+    ConfigResource,
     KafkaAdminClient,
     KafkaConsumer,
     KafkaProducer,
@@ -62,6 +63,8 @@ MiB = 1024 * 1024
 FETCH_BYTES = MiB
 PARTITION_FETCH_BYTES = MiB // 2
 _TOPIC_ALREADY_EXISTS = 36
+# The topics whose records carry whole messages, and so need the topic's record limit.
+_WHOLE_MESSAGES = frozenset({"received", "messages"})
 _CONNECT_TIMEOUT = 2.0
 _RETRY_PAUSE = 0.1
 
@@ -228,9 +231,30 @@ class KafkaBus:
             if failed:
                 raise BusError(f"kafka: could not create topics: {', '.join(failed)}")
             admin.wait_for_topics(missing, timeout_ms=int(self.request_timeout * 1000))
+            existing = [t["name"] for t in result["topics"] if t["error_code"] == _TOPIC_ALREADY_EXISTS]
+            self._check_record_limit(admin, [n for n in existing if self.logical(n) in _WHOLE_MESSAGES])
 
         self._admin_call("create topics", create)
         self._known.update(missing)
+
+    def _check_record_limit(self, admin: Any, names: list[str]) -> None:
+        """BusError if a topic made before (by an operator, or for a smaller ``smtp.max_message_size``)
+        takes smaller records than inbound may send it: the broker would refuse such a record each
+        time it is sent, and the stage sending it would wait on it for ever."""
+        if not names:
+            return
+        wanted = [ConfigResource("TOPIC", name, {"max.message.bytes": None}) for name in names]
+        found = admin.describe_configs(wanted, config_filter="all").get("topic", {})
+        small = [
+            f"{name} ({limit})"
+            for name, configs in found.items()
+            if (limit := int(configs["max.message.bytes"]["value"])) < self.max_message_bytes
+        ]
+        if small:
+            raise BusError(
+                f"kafka: topics {', '.join(small)} take records of at most that many bytes (max.message.bytes);"
+                f" inbound may send {self.max_message_bytes} for smtp.max_message_size: raise theirs, or lower it"
+            )
 
     def producer(self) -> KafkaBusProducer:
         return KafkaBusProducer(self)
