@@ -57,11 +57,14 @@ def test_list_search_detail_and_retry(browser: TestClient, backends: Backends) -
     assert 'id="retry-support"' in detail
     assert "HTTP 403" in detail
     pressed = browser.post(f"/m/{qid(5)}-support/retry")
-    assert pressed.status_code == 303
-    assert "retry+queued" in pressed.headers["location"]
+    assert (pressed.status_code, pressed.headers["location"]) == (303, f"/m/{qid(5)}-support?done=retry")
+    done = browser.get(pressed.headers["location"]).text
+    assert '<p class="note ok">retry queued: the delivery goes out again, as its next generation</p>' in done
     assert [decode_event(r.value).reason for r in backends.bus.read_all(EVENTS)] == ["retry requested by web"]
     again = browser.post(f"/m/{qid(1)}-support/retry")
-    assert "only+failed" in again.headers["location"]
+    assert again.headers["location"] == f"/m/{qid(1)}-support?refused=retry"
+    refused = browser.get(again.headers["location"]).text
+    assert '<p class="note bad">retry does not apply: only a failed delivery can be retried</p>' in refused
     both = browser.get(f"/m/{qid(3)}").text
     assert 'id="status-support"' in both
     assert 'id="status-sales"' in both
@@ -75,6 +78,15 @@ def test_a_cursor_the_page_did_not_issue_is_a_400_page(browser: TestClient) -> N
     assert "<h1>Bad request</h1><p>cursor is not one this API returned</p>" in refused.text
     missing = browser.get(f"/m/{qid(99)}-support")  # the page it shares with a message not found
     assert (missing.status_code, "<h1>Not found</h1>" in missing.text) == (404, True)
+
+
+def test_a_link_cannot_put_its_own_words_in_the_page_s_notes(browser: TestClient) -> None:
+    log_in(browser, ACT)
+    forged = "Your token expired: log in again at https://inbound-login.example"
+    for name in ("done", "error", "refused"):
+        page = browser.get(f"/m/{qid(5)}-support", params={name: forged}).text
+        assert forged not in page, name
+        assert 'class="note' not in page, name
 
 
 def test_read_only_sees_no_buttons_and_cannot_act(browser: TestClient) -> None:
