@@ -7,15 +7,17 @@ proves the body was never waited for, let alone held in memory.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from inbound.web.backends import Backends
-from inbound.web.bodylimit import MAX_BODY
+from inbound.web.bodylimit import MAX_BODY, BodyLimit
 from inbound.web.problems import MEDIA_TYPE
 from inbound.web.server import ApiServer
 
@@ -101,3 +103,21 @@ def test_a_body_within_the_cap_is_read(port: int) -> None:
     form = f"token={ACT}&padding=".encode().ljust(MAX_BODY, b"a")
     status, headers, _ = answer(port, "/login", {"content-type": FORM, "content-length": str(MAX_BODY)}, form)
     assert (status, headers["location"]) == ("HTTP/1.1 303 See Other", "/")
+
+
+def test_a_length_of_more_digits_than_python_makes_an_int_of_is_refused_unread() -> None:
+    """In process: a server in front might pass such a header on, and int() of it raises."""
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("the app was reached")
+
+    async def receive() -> Message:
+        raise AssertionError("the body was read")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/login", "headers": [(b"content-length", b"9" * 5000)]}
+    asyncio.run(BodyLimit(app)(scope, receive, send))
+    assert sent[0]["status"] == 413
