@@ -181,6 +181,17 @@ def test_an_arc_set_costlier_to_check_than_any_real_one_is_not_verified(
     assert verify(auth, b"".join(seal) + plain).arc == "permerror"
 
 
+def test_a_signed_body_line_of_blanks_is_checked_in_linear_time(auth: Authenticator, example_org: SenderDomain) -> None:
+    """dkimpy's relaxed body canonicalization was quadratic in a run of blanks no CRLF ends: 100 KB took 9 s."""
+    head, _, _ = message().partition(b"\r\n\r\n")
+    plain = head + b"\r\n\r\n" + b" " * 100_000 + b"x\r\n"
+    signed = dkim.sign(plain, b"s1", b"example.org", example_org.private_key, canonicalize=(b"relaxed", b"relaxed"))
+    started = time.monotonic()
+    verdicts = verify(auth, signed + plain)
+    assert time.monotonic() - started < 2
+    assert [d.result for d in verdicts.dkim] == ["pass"]  # the body was canonicalized as dkimpy does
+
+
 @pytest.mark.parametrize(("continuation_lines", "checked"), [(4000, ["pass"]), (5001, [])])
 def test_a_header_section_longer_than_any_real_one_is_read_as_unsigned(
     auth: Authenticator, example_org: SenderDomain, continuation_lines: int, checked: list[str]

@@ -50,11 +50,14 @@ from publicsuffix2 import PublicSuffixList
 
 from ..config import AuthSettings
 from ..events import shown
+from . import dkimcanon
 from .resolver import DnsTemporaryError, MessageLookups, Resolver, bind_spf_lookups
 from .verdicts import FAIL, NONE, PASS, PERMERROR, TEMPERROR, DkimVerdict, DmarcVerdict, SpfVerdict, Verdicts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+dkimcanon.install()  # before any message is checked: dkimpy's own body canonicalization is quadratic
 
 # Threads for prefetching, shared by every message: a few messages' lookups in flight at once.
 POOL_THREADS = 16
