@@ -118,6 +118,13 @@ class Client:
         self.sock.sendall(data)
         return self.reply()
 
+    def begin_data(self) -> None:
+        """EHLO, MAIL, RCPT and DATA of a plain message, each accepted: what DATA sends comes next."""
+        assert self.say(b"EHLO client.test\r\n").startswith(b"250")
+        assert self.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+        assert self.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
+        assert self.say(b"DATA\r\n").startswith(b"354")
+
     def starttls(self, context: ssl.SSLContext) -> None:
         """Encrypt this connection (after a 220 to STARTTLS); replies are read from the TLS stream then."""
         self.file.close()

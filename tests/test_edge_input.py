@@ -227,10 +227,7 @@ def test_data_lines_may_still_be_long_and_the_trace_header_is_clean(
     server: tuple[SmtpSettings, Spool], client: Client
 ) -> None:
     long_line = b"y" * 200_000
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-    assert client.say(b"DATA\r\n").startswith(b"354")
+    client.begin_data()
     reply = client.say(b"Subject: long\r\n\r\n" + long_line + b"\r\n.\r\n")
     assert reply.startswith(b"250 2.0.0 Ok: queued as"), reply
     (entry,) = list(server[1].entries())
@@ -326,10 +323,7 @@ SMUGGLED = b"MAIL FROM:<evil@attacker.test>\r\nRCPT TO:<victim@in.test>\r\nDATA\
 def test_one_data_is_one_message_whatever_it_smuggles(
     server: tuple[SmtpSettings, Spool], client: Client, fake_end: bytes
 ) -> None:
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-    assert client.say(b"DATA\r\n").startswith(b"354")
+    client.begin_data()
     reply = client.say(b"Subject: real\r\n\r\nbody" + fake_end + SMUGGLED + b".\r\n")
     assert reply.startswith(b"250 2.0.0 Ok: queued as")
     assert client.say(b"NOOP\r\n").startswith(b"250")  # the next reply is NOOP's: DATA had exactly one
@@ -340,20 +334,14 @@ def test_one_data_is_one_message_whatever_it_smuggles(
 
 
 def test_a_bare_lf_is_read_as_the_crlf_its_sender_meant(server: tuple[SmtpSettings, Spool], client: Client) -> None:
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-    assert client.say(b"DATA\r\n").startswith(b"354")
+    client.begin_data()
     assert client.say(b"Subject: unix\nX-Lines: lf\n\nline one\nline two\r\n.\r\n").startswith(b"250")
     (entry,) = list(server[1].entries())
     assert entry.message.endswith(b"Subject: unix\r\nX-Lines: lf\r\n\r\nline one\r\nline two\r\n")
 
 
 def _begin_data(client: Client) -> None:
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-    assert client.say(b"DATA\r\n").startswith(b"354")
+    client.begin_data()
 
 
 def _send_data(client: Client, content: bytes) -> bytes:
@@ -410,10 +398,7 @@ def test_data_is_the_same_message_however_the_packets_split_it(
 ) -> None:
     """Dot-stuffed lines, lines ending in a dot and the final CRLF.CRLF, cut at every size."""
     stuffed = DOTS.replace(b"\r\n.", b"\r\n..") + b".\r\n"
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-    assert client.say(b"DATA\r\n").startswith(b"354")
+    client.begin_data()
     client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for start in range(0, len(stuffed), packet):
         client.sock.sendall(stuffed[start : start + packet])
@@ -580,10 +565,7 @@ def test_idle_connections_from_one_address_leave_room_for_everyone_else(make_ser
         assert greetings.count(b"421 4.7.0") == 180
         legit = Client(settings, source="127.0.0.3", timeout=5)  # a deadline: fails if not served in time
         assert legit.greeting.startswith(b"220")
-        assert legit.say(b"EHLO client.test\r\n").startswith(b"250")
-        assert legit.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-        assert legit.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-        assert legit.say(b"DATA\r\n").startswith(b"354")
+        legit.begin_data()
         assert legit.say(b"Subject: hi\r\n\r\nhi\r\n.\r\n").startswith(b"250 2.0.0 Ok: queued as")
         legit.close()
     finally:
@@ -626,10 +608,7 @@ def test_idle_and_slow_data_are_cut_with_421(make_server: Callable[..., Server])
     idle.close()
     settings, _ = make_server(command_timeout=30.0, data_timeout=0.5)
     slow = Client(settings)
-    assert slow.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert slow.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert slow.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-    assert slow.say(b"DATA\r\n").startswith(b"354")
+    slow.begin_data()
     slow.sock.sendall(b"Subject: drip\r\n")
     assert slow.reply().startswith(b"421 4.4.2 DATA took too long")
     slow.close()
@@ -668,10 +647,7 @@ def test_behind_a_load_balancer_the_real_client_is_recorded(make_server: EdgeSer
     settings, spool = make_server(proxy_protocol=True)
     client = Client(settings, proxy=header)
     assert client.greeting.startswith(b"220")
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
-    assert client.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
-    assert client.say(b"DATA\r\n").startswith(b"354")
+    client.begin_data()
     assert client.say(b"Subject: via lb\r\n\r\nhi\r\n.\r\n").startswith(b"250")
     client.close()
     (entry,) = list(spool.entries())
