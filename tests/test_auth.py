@@ -192,6 +192,25 @@ def test_a_signed_body_line_of_blanks_is_checked_in_linear_time(auth: Authentica
     assert [d.result for d in verdicts.dkim] == ["pass"]  # the body was canonicalized as dkimpy does
 
 
+def test_an_arc_chain_of_50_sets_is_checked_and_one_of_51_fails_unchecked(
+    dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
+) -> None:
+    """RFC 8617 5.2: more than 50 sets is a fail; dkimpy would verify them all, each hashing the body again."""
+    chain = example_org.sign(message())
+    for hop in range(1, 51):  # each hop a forwarder of its own: a forwarder reads only its own results
+        forwarder = SenderDomain(dns_server, f"hop{hop}.example.net", key="hop")
+        chain = forwarder.arc_seal(chain, "arc=pass" if hop > 1 else "dkim=pass header.d=example.org")
+    one_more = (
+        b"ARC-Seal: i=51; a=rsa-sha256; cv=pass; d=hop1.example.net; s=s1; b=AAAA\r\n"
+        b"ARC-Message-Signature: i=51; a=rsa-sha256; c=relaxed/relaxed; d=hop1.example.net; s=s1; h=from;"
+        b" bh=AAAA; b=AAAA\r\n"
+        b"ARC-Authentication-Results: i=51; hop1.example.net; arc=pass\r\n"
+    )
+    assert verify(auth, one_more + chain).arc == "fail"
+    assert not [name for name, _ in dns_server.queries if "._domainkey.hop" in name]  # no set was checked
+    assert verify(auth, chain).arc == "pass"
+
+
 @pytest.mark.parametrize(("continuation_lines", "checked"), [(4000, ["pass"]), (5001, [])])
 def test_a_header_section_longer_than_any_real_one_is_read_as_unsigned(
     auth: Authenticator, example_org: SenderDomain, continuation_lines: int, checked: list[str]
@@ -297,6 +316,7 @@ def test_smtp_time_checks_refuse_a_definite_fail_and_accept_when_dns_is_silent(
     [
         b"From: a@example.org\r\nthis line has no colon\r\nDKIM-Signature: v=1; d=example.org\r\n\r\nbody\r\n",
         b"DKIM-Signature: \xff\xfe garbage\r\nARC-Seal: i=x\r\nFrom: <>\r\n\r\n",
+        b"ARC-Seal: i=" + b"9" * 5000 + b"; cv=none\r\nFrom: a@example.org\r\n\r\nbody\r\n",  # past int()'s digits
         b"",
     ],
 )
