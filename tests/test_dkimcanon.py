@@ -48,3 +48,29 @@ def test_a_run_of_blanks_no_crlf_ends_takes_linear_time() -> None:
     started = time.monotonic()
     assert dkim.canonicalization.Relaxed.canonicalize_body(body) == b" x\r\n"
     assert time.monotonic() - started < 2
+
+
+def test_within_one_message_s_checks_a_body_is_canonicalized_once_per_algorithm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    importlib.import_module("inbound.processing.auth")
+    relaxed = dkim.canonicalization.Relaxed.canonicalize_body
+    runs: list[bytes] = []
+
+    def counted(body: bytes) -> bytes:
+        runs.append(body)
+        return relaxed(body)
+
+    monkeypatch.setattr(dkim.canonicalization.Relaxed, "canonicalize_body", staticmethod(counted))
+    policy = dkim.canonicalization.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    simple = dkim.canonicalization.CanonicalizationPolicy.from_c_value(b"relaxed/simple")
+    body, other = b"a  b \r\n\r\n", b"c\r\n"
+    with dkimcanon.each_body_canonicalized_once():
+        first = [policy.canonicalize_body(body) for _ in range(50)]
+        assert simple.canonicalize_body(body) == b"a  b \r\n"  # the other algorithm: its own
+        assert policy.canonicalize_body(bytes(bytearray(body))) == b"a b\r\n"  # an equal body, another object
+        assert policy.canonicalize_body(other) == b"c\r\n"
+    assert first == [b"a b\r\n"] * 50
+    assert runs == [body, other]
+    policy.canonicalize_body(body)  # after the block: nothing kept
+    assert runs == [body, other, body]

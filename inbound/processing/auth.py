@@ -84,7 +84,8 @@ class Authenticator:
         unreadable = Verdicts(
             SpfVerdict(PERMERROR, _spf_domain(mail_from, helo)), (), DmarcVerdict(PERMERROR, None, None), PERMERROR
         )
-        return _guarded(lambda: self._verify(message, client_ip, mail_from, helo), unreadable)
+        with dkimcanon.each_body_canonicalized_once():  # however many signatures hash it
+            return _guarded(lambda: self._verify(message, client_ip, mail_from, helo), unreadable)
 
     def _verify(self, message: bytes, client_ip: str, mail_from: str, helo: str) -> Verdicts:
         verifier = _dkim_reader(message)
