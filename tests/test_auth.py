@@ -265,6 +265,21 @@ def test_a_signature_s_domain_and_selector_are_reported_as_long_as_a_line(auth: 
     assert (len(checked.domain), len(checked.selector)) == (SHOWN_LENGTH, SHOWN_LENGTH)
 
 
+def test_domains_and_selectors_a_sender_writes_are_reported_printable(auth: Authenticator) -> None:
+    """dkimpy splits a signature's lines on LF only: a bare CR in s= reached our Authentication-Results as it came."""
+    raw = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=evil\x0c.example; s=x\rX-Spam-Status: No, score=-9.0 (;"
+        b" h=from; bh=AAAA; b=AAAA\r\n"
+        b"From: m@evil\x0b.example\r\nTo: help@in.test\r\n\r\nbody\r\n"
+    )
+    verdicts = auth.verify(raw, client_ip=SENDER_IP, mail_from="m@evil\x1b.example", helo="mx.evil.example")
+    (dkim_verdict,) = verdicts.dkim
+    assert dkim_verdict.selector == "x\ufffdx-spam-status: no, score=-9.0 ("
+    assert dkim_verdict.domain == "evil\ufffd.example"
+    assert (verdicts.spf.domain, verdicts.dmarc.domain) == ("evil\ufffd.example", "evil\ufffd.example")
+    assert verdicts.header_value("mx.in.test").isprintable()
+
+
 def test_answers_are_cached_for_their_ttl(
     dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
 ) -> None:

@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 from dataclasses import replace
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,19 @@ def test_trace_headers_go_on_top_of_the_raw_message_and_the_body_is_untouched(ne
     ours, _, rest = delivered.partition(b"\r\n")
     assert ours.startswith(b"Authentication-Results: mx.in.test; spf=fail")
     assert rest == newline.join([b"Received: from x", b"Subject: hi", b"", raw.split(newline * 2, 1)[1]])
+
+
+def test_no_text_in_the_verdicts_or_the_score_can_break_a_line_of_our_trace_headers() -> None:
+    """Our header values carry text that senders and spamd write: a line break there would start a header."""
+    planted = "x\rX-Spam-Status: No, score=-9.0\nX-Planted: 1\x00"
+    verdicts = Verdicts(
+        SpfVerdict("pass", planted),
+        (DkimVerdict("fail", planted, planted),),
+        DmarcVerdict("fail", "reject", planted),
+        "none",
+    )
+    decision = decide(Screening(verdicts, SpamScore(12.0, 5.0, (planted,)), None), STREAM, HOST)
+    assert not [value for _, value in decision.headers if {"\r", "\n", "\0"} & set(value)]
+    delivered = message_from_bytes(decision.trace_raw(b"Subject: hi\r\n\r\nbody\r\n"))
+    assert delivered.keys() == ["Authentication-Results", "X-Spam-Status", "Subject"]
+    assert delivered["X-Spam-Status"].startswith("Yes, score=12.0")

@@ -250,7 +250,9 @@ def from_header_domains(message: bytes) -> list[str]:
         addresses = getaddresses(values)
     except RecursionError:  # the stdlib reads nested groups (g:g:g: ...) by recursion
         return []
-    domains = [address.rpartition("@")[2].strip().lower().rstrip(">") for _, address in addresses if "@" in address]
+    domains = [
+        _printable(address.rpartition("@")[2].strip().lower().rstrip(">")) for _, address in addresses if "@" in address
+    ]
     return list(dict.fromkeys(d for d in domains if d))
 
 
@@ -369,12 +371,22 @@ def _past_the_last_arc_set(value: bytes) -> bool:
 
 
 def _spf_domain(mail_from: str, helo: str) -> str:
-    return mail_from.rpartition("@")[2].lower() if mail_from else helo.lower()
+    return _printable(mail_from.rpartition("@")[2].lower() if mail_from else helo.lower())
 
 
 def _text(value: bytes | None) -> str:
-    """A tag's value (a domain, a selector) as the verdicts report it: cut as the activity log cuts text."""
-    return shown(value.decode("ascii", errors="replace").lower()) if value else ""
+    """A tag's value (a domain, a selector) as the verdicts report it: printable ASCII or U+FFFD, cut as the
+    activity log cuts text."""
+    return _printable(shown(value.decode("ascii", errors="replace").lower())) if value else ""
+
+
+def _printable(text: str) -> str:
+    """*text* with each character that is not printable (a control, a line or paragraph separator) as U+FFFD.
+
+    The sender writes the domains and selectors the verdicts report, and our own Authentication-Results
+    header carries them: dkimpy splits a signature's lines on LF, so a bare CR in its s= would end our
+    header there for a reader that splits on CR, and start one the sender wrote."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
 
 
 def _guarded(check: Callable[[], T], on_crash: T) -> T:

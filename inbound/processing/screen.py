@@ -36,6 +36,10 @@ if TYPE_CHECKING:  # the parse worker builds payloads with this module and looks
 
 AUTHENTICATION_RESULTS = "Authentication-Results"
 SPAM_STATUS = "X-Spam-Status"
+# Never inside the value of a header we write: a line break (a bare CR too) would end our header there
+# and start one whoever wrote the text wrote; NUL ends the value for a reader in C. The verdicts carry
+# text that senders write (domains, selectors), the spam status text that spamd sends.
+_NOT_IN_OUR_HEADERS = re.compile(r"[\r\n\0]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,7 @@ def decide(screening: Screening, stream: StreamSettings, hostname: str) -> Decis
         tuple(flags),
         verdicts.as_json() if verdicts is not None else None,
         spam,
-        tuple(headers),
+        tuple((name, _NOT_IN_OUR_HEADERS.sub(" ", value)) for name, value in headers),
         hostname,
     )
 
