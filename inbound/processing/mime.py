@@ -38,7 +38,9 @@ from email.policy import compat32
 from io import BytesIO
 from typing import Any, Literal
 
-from . import charsets
+from . import charsets, rfc2231
+
+rfc2231.install()  # before any tree is built: the parser itself reads each multipart's boundary parameter
 
 Disposition = Literal["inline", "attachment"]
 

@@ -41,6 +41,8 @@ a whole body as UTF-8 for one bad byte. Where it is weak elsewhere, the stdlib
   and the epilogue guard in ``_read_by_mail_parser``). Where it fails all the
   same, the addresses and the date are read by the stdlib and the failure is
   the first defect (``_read_by_the_stdlib``): its bug is no reason to fail a message.
+  The stdlib itself raises on two shapes of RFC 2231 parameter, wherever a part's
+  parameters are read (its parser included): ``rfc2231.py`` reads them and says so.
 
 This is the only module that reads with ``mailparser`` (``repair.py`` borrows its lenient
 base64 decode): it is untyped, so its ``Any`` stays here.
@@ -50,7 +52,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
@@ -66,6 +68,7 @@ from .headers import decode as decode_header
 from .headers import decoded_headers, raw_str
 from .mime import Attachment, Disposition, ReportRecipient, Walked, message_tree, walk
 from .repair import repair_header_section
+from .rfc2231 import noting_defects
 
 __all__ = [
     "Address",
@@ -154,6 +157,14 @@ class ParsedMessage:
 
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse one message. Raises ParseError only when there is no message to speak of."""
+    with noting_defects() as unreadable_parameters:  # read all the same (rfc2231.py), wherever they are read
+        parsed = _parse(raw)
+    if not unreadable_parameters:
+        return parsed
+    return replace(parsed, defects=tuple(dict.fromkeys((*parsed.defects, *unreadable_parameters))))
+
+
+def _parse(raw: bytes) -> ParsedMessage:
     if not raw.strip():
         raise ParseError("empty message: no header fields and no body")
     raw, repairs = repair_header_section(raw)

@@ -1,0 +1,97 @@
+"""RFC 2231 parameters the stdlib raises on, read all the same and noted as defects.
+
+Why: every ``email.message.Message`` method that reads a header parameter --
+``get_param``, ``get_filename``, ``get_boundary``, ``get_content_charset`` --
+has ``email.utils.decode_params`` join its RFC 2231 sections, and the parser
+itself asks each multipart for its boundary. Two shapes of ordinary-looking
+mail make the stdlib (3.11) raise there, and so failed the whole message as
+"cannot parse message":
+
+* a parameter both whole and in numbered sections (``filename*=utf-8''a.pdf;
+  filename*0=b``): ``decode_params`` sorts the sections by number, and the
+  whole one's number is None (TypeError);
+* a NUL in an RFC 2231 charset (``name*=utf\\0-8''a.pdf``): ``str(bytes,
+  charset)`` raises ValueError, where ``collapse_rfc2231_value`` and
+  ``get_content_charset`` expect LookupError for a charset they do not know.
+
+What instead, in :func:`decode_params` (the stdlib's, wrapped): such a
+parameter is read from its numbered sections, its whole form left out; a
+charset holding a NUL reads as None, which is what the stdlib gives for a
+charset it cannot parse, so each caller uses its fallback (us-ascii). Both
+are told to :func:`noting_defects`, which ``parse.py`` turns into the
+message's defects.
+
+Where it takes effect: ``email.message`` calls ``utils.decode_params``
+through the module at every call, so replacing the module's attribute
+changes every Message of the process that called :func:`install`.
+``mime.py``, which builds every tree we parse, calls it when it is imported:
+in the parse worker (and in the processes that parse in tests and benches).
+The pipeline process and the edge read no MIME parameters.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_STDLIB_DECODE_PARAMS = email.utils.decode_params
+WHOLE_AND_IN_SECTIONS = "body: a MIME parameter both whole (name*=) and in sections (name*0=); read from its sections"
+NUL_IN_CHARSET = "body: a NUL in the charset of an RFC 2231 MIME parameter; read as us-ascii"
+# This thread's defects while it is in noting_defects(); None outside.
+_this_thread = threading.local()
+
+
+@contextmanager
+def noting_defects() -> Iterator[list[str]]:
+    """A list that gets a line for each parameter read here in spite of the stdlib, within the block, in this thread."""
+    outer = getattr(_this_thread, "defects", None)
+    noted: list[str] = []
+    _this_thread.defects = noted
+    try:
+        yield noted
+    finally:
+        _this_thread.defects = outer
+
+
+def decode_params(params: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    """``email.utils.decode_params``, for the parameters it raises on too."""
+    try:
+        decoded: list[tuple[str, Any]] = _STDLIB_DECODE_PARAMS(params)
+    except TypeError:
+        _note(WHOLE_AND_IN_SECTIONS)
+        decoded = _STDLIB_DECODE_PARAMS(_without_whole_forms_of_sectioned(params))
+    return [(name, _readable_charset(value)) for name, value in decoded]
+
+
+def install() -> None:
+    """Make the stdlib's Message methods use :func:`decode_params` in this process."""
+    email.utils.decode_params = decode_params
+
+
+def _without_whole_forms_of_sectioned(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """*params* (the first is the content type itself) without ``name*`` where ``name*0``, ``name*1``... are there."""
+    # The stdlib's own reading of a name as a section, so that what is left out is what it would sort.
+    sections = [email.utils.rfc2231_continuation.match(name) for name, _ in params[1:]]  # type: ignore[attr-defined]
+    sectioned = {found.group("name") for found in sections if found and found.group("num") is not None}
+    return params[:1] + [
+        param
+        for param, found in zip(params[1:], sections, strict=True)
+        if not (found and found.group("num") is None and found.group("name") in sectioned)
+    ]
+
+
+def _readable_charset(value: Any) -> Any:
+    """An RFC 2231 value (charset, language, text) with a charset ``str(bytes, charset)`` takes; others as they came."""
+    if isinstance(value, tuple) and isinstance(value[0], str) and "\0" in value[0]:
+        _note(NUL_IN_CHARSET)
+        return (None, *value[1:])
+    return value
+
+
+def _note(defect: str) -> None:
+    noted: list[str] | None = getattr(_this_thread, "defects", None)
+    if noted is not None:
+        noted.append(defect)

@@ -1,0 +1,117 @@
+"""RFC 2231 parameters the stdlib raises on: the message parses, with a defect; others read as the stdlib reads them."""
+
+from __future__ import annotations
+
+import email.utils
+import importlib.util
+import random
+from types import ModuleType
+
+import pytest
+
+from inbound.processing import rfc2231
+from inbound.processing.parse import parse_message
+
+HEAD = b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"\r\n\r\n'
+TEXT = b"--a\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+PDF = b"--a\r\nContent-Type: application/pdf\r\n"
+
+
+@pytest.fixture(scope="module")
+def stdlib_utils() -> ModuleType:
+    """A fresh copy of email.utils, which nothing has patched."""
+    spec = importlib.util.spec_from_file_location("stdlib_email_utils", email.utils.__file__)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("part", "defect", "filename"),
+    [
+        (
+            PDF + b"Content-Disposition: attachment; filename*=utf-8''a.pdf; filename*0=b.pdf\r\n\r\nDATA\r\n",
+            rfc2231.WHOLE_AND_IN_SECTIONS,
+            "b.pdf",
+        ),
+        (
+            PDF + b"Content-Disposition: attachment; filename*=utf\x00-8''a.pdf\r\n\r\nDATA\r\n",
+            rfc2231.NUL_IN_CHARSET,
+            "a.pdf",
+        ),
+        (
+            b"--a\r\nContent-Type: application/pdf; name*=utf\x00-8''a.pdf\r\n\r\nDATA\r\n",
+            rfc2231.NUL_IN_CHARSET,
+            "a.pdf",
+        ),
+        (
+            b"--a\r\nContent-Type: text/plain; charset*=utf-8''utf-8; charset*0=x\r\n\r\nhi\r\n",
+            rfc2231.WHOLE_AND_IN_SECTIONS,
+            None,
+        ),
+        (
+            b"--a\r\nContent-Type: multipart/mixed; boundary*=x; boundary*0=y\r\n\r\nhi\r\n",
+            rfc2231.WHOLE_AND_IN_SECTIONS,
+            None,
+        ),
+        (
+            b"--a\r\nContent-Type: multipart/mixed; boundary*=utf\x00-8''b\r\n\r\n--b\r\n\r\nhi\r\n--b--\r\n",
+            rfc2231.NUL_IN_CHARSET,
+            None,
+        ),
+    ],
+    ids=["filename*+*0", "filename* NUL", "name* NUL", "charset*+*0", "boundary*+*0", "boundary* NUL"],
+)
+def test_the_parameters_the_stdlib_raises_on_do_not_fail_the_message(
+    part: bytes, defect: str, filename: str | None
+) -> None:
+    """The stdlib raised TypeError or ValueError: in get_filename, get_param, and the parser's own get_boundary."""
+    parsed = parse_message(HEAD + TEXT + part + b"--a--\r\n")
+    if filename is None:  # a text part after ours
+        assert (parsed.text or "").split() == ["hello", "hi"]
+    else:
+        assert (parsed.text, [a.filename for a in parsed.attachments]) == ("hello", [filename])
+    assert defect in parsed.defects
+
+
+def random_params(rng: random.Random) -> list[tuple[str, str]]:
+    """A content type and a few parameters, plain, RFC 2231 encoded, in sections, whole and in sections at once."""
+    names = ["name", "name*", "name*0", "name*1", "name*0*", "name*1*", "charset", "charset*", "x*2"]
+    values = ["a", '"b c"', "utf-8''%E2%82%AC", "''d", "iso-8859-1'en'%E9", "%41", "e'f"]
+    return [("text/plain", "")] + [(rng.choice(names), rng.choice(values)) for _ in range(rng.randrange(0, 5))]
+
+
+def from_sections(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """*params* without each ``name*`` whose name also comes in numbered sections (``name*0``, ``name*1*``...)."""
+    sectioned = {name.split("*")[0] for name, _ in params[1:] if name.split("*")[1:2] not in ([], [""])}
+    return params[:1] + [(n, v) for n, v in params[1:] if not (n.count("*") == 1 and n[:-1] in sectioned)]
+
+
+def test_parameters_are_read_as_the_stdlib_reads_them_or_from_their_sections(stdlib_utils: ModuleType) -> None:
+    rng = random.Random(2231)
+    raised = 0
+    for _ in range(20_000):
+        params = random_params(rng)
+        try:
+            expected = stdlib_utils.decode_params(params)
+        except TypeError:  # whole and in sections
+            raised += 1
+            expected = stdlib_utils.decode_params(from_sections(params))
+        assert rfc2231.decode_params(params) == expected, params
+    assert raised > 1000  # the shapes the stdlib raises on were among them
+
+
+def test_a_parameter_whole_and_in_sections_is_read_from_its_sections(stdlib_utils: ModuleType) -> None:
+    params = [("attachment", ""), ("filename*", "utf-8''whole.pdf"), ("filename*1", ".pdf"), ("filename*0", "sections")]
+    with rfc2231.noting_defects() as noted:
+        decoded = rfc2231.decode_params(params)
+    assert decoded == stdlib_utils.decode_params([params[0], *params[2:]])
+    assert email.utils.collapse_rfc2231_value(dict(decoded)["filename"]) == "sections.pdf"
+    assert noted == [rfc2231.WHOLE_AND_IN_SECTIONS]
+
+
+def test_what_the_parse_worker_imports_puts_it_in_the_stdlib() -> None:
+    importlib.import_module("inbound.processing.work")  # what the parse worker runs its jobs with
+    assert email.utils.decode_params is rfc2231.decode_params
