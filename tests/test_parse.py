@@ -474,6 +474,26 @@ def test_a_message_mail_parser_fails_on_is_read_by_the_stdlib(raw: bytes, why: s
     assert (parsed.text or "") + "".join(a.content.decode() for a in parsed.attachments) != ""
 
 
+NESTED_GROUPS = b"g:" * 3000  # the stdlib's getaddresses reads each group by recursing once more
+
+
+def test_an_attached_message_whose_from_nests_groups_too_deep_has_no_sender_and_a_defect() -> None:
+    parsed = parse_message(attached(b"From: " + NESTED_GROUPS + b"\r\nSubject: inner\r\n\r\nbody\r\n"))
+    (summary,) = parsed.attached_messages
+    assert (summary.subject, summary.from_) == ("inner", None)
+    assert "attached message: from: groups nested too deeply to read; no address read" in parsed.defects
+
+
+def test_a_message_mail_parser_fails_on_whose_from_nests_groups_too_deep_is_read_without_a_sender() -> None:
+    parsed = parse_message(
+        b"From: " + NESTED_GROUPS + b"\r\nTo: t@example.org\r\n"
+        b'Content-Type: text/plain; charset="utf\x00-8"\r\n\r\nthe caf\xc3\xa9\r\n'  # mail-parser fails on the NUL
+    )
+    assert parsed.defects[0].startswith("mail-parser failed")
+    assert (parsed.from_, [a.email for a in parsed.to], parsed.text) == (None, ["t@example.org"], "the café\n")
+    assert "headers: from: groups nested too deeply to read; no address read" in parsed.defects
+
+
 def test_bad_dates_are_null_with_a_defect() -> None:
     parsed = parse_corpus("plain_emails/raw_email_with_bad_date.eml")
     assert parsed.date is None

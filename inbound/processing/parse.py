@@ -200,6 +200,7 @@ def _parse(raw: bytes) -> ParsedMessage:
     except RecursionError as exc:
         raise ParseError("MIME parts nested too deeply to parse") from exc
     defects += found.defects
+    attached = tuple(_summary(inner, defects) for inner in found.attached)
     html = "\n".join(found.htmls) if found.htmls else None
     text = "\n".join(found.texts) if found.texts else _text_of_html(html)
     return ParsedMessage(
@@ -215,7 +216,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         html=html,
         attachments=tuple(found.attachments),
         defects=tuple(dict.fromkeys(defects)),
-        attached_messages=tuple(_summary(inner) for inner in found.attached),
+        attached_messages=attached,
         report=_report(found),
     )
 
@@ -244,12 +245,27 @@ def _read_by_the_stdlib(message: Message, why: str) -> _Read:
     multipart whose start boundary never came) failed the whole message; none of it is needed to
     read the addresses and the date, and the body is walked by mime.py either way.
     """
+    defects = [why]
     senders, to, cc, reply_to = (
-        _addresses(getaddresses([raw_str(value) for value in message.get_all(name, [])]))
+        _addresses(
+            _stdlib_addresses([raw_str(value) for value in message.get_all(name, [])], f"headers: {name}", defects)
+        )
         for name in ("from", "to", "cc", "reply-to")
     )
     date = message.get("date")
-    return senders, to, cc, reply_to, _rfc3339(raw_str(date)) if date is not None else None, [why]
+    return senders, to, cc, reply_to, _rfc3339(raw_str(date)) if date is not None else None, defects
+
+
+def _stdlib_addresses(values: list[str], where: str, defects: list[str]) -> list[tuple[str, str]]:
+    """``email.utils.getaddresses`` of *values*; none, and a defect, where it would recurse too deep.
+
+    The stdlib reads nested groups (``g:g:g: ...``) by recursion: a From field of 3,000 of them,
+    6 KB, raised RecursionError and failed the message."""
+    try:
+        return getaddresses(values)
+    except RecursionError:
+        defects.append(f"{where}: groups nested too deeply to read; no address read")
+        return []
 
 
 def _addresses(pairs: Any) -> tuple[Address, ...]:
@@ -271,11 +287,11 @@ def _text_of_html(html: str | None) -> str | None:
     return str(html_to_text(html)).strip("\n")
 
 
-def _summary(inner: Message) -> AttachedMessage:
+def _summary(inner: Message, defects: list[str]) -> AttachedMessage:
     """An attached message's subject, sender, date and Message-ID, decoded as the top level's are."""
     headers = _first_headers(inner)
     raw_from = inner.get("from")
-    senders = getaddresses([raw_str(raw_from)]) if raw_from is not None else []
+    senders = _stdlib_addresses([raw_str(raw_from)], "attached message: from", defects) if raw_from is not None else []
     name, email = senders[0] if senders else ("", "")
     if "=?" in name:
         name, _ = decode_header("display-name", name)
