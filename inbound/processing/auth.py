@@ -38,6 +38,7 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import TypeVar
@@ -96,7 +97,7 @@ class Authenticator:
         spf_domain = _spf_domain(mail_from, helo)
         arc_headers = [(name.lower(), value) for name, value in headers if name.lower().startswith(b"arc-")]
         arc_unchecked = _arc_verdict_unchecked(arc_headers, field_count)
-        keys = [_key_name(tags) for _, tags in signatures if not _costly(tags, field_count)]
+        keys = [_key_name(signature.tags) for signature in signatures if not _costly(signature.value, field_count)]
         keys += _arc_key_names(arc_headers) if arc_unchecked is None else []
         wanted = [(spf_domain, "TXT")] + [(name, "TXT") for name in keys if name]
         wanted += [(f"_dmarc.{d}", "TXT") for domain in from_domains for d in (domain, org_domain(domain))]
@@ -104,7 +105,7 @@ class Authenticator:
         lookups.prefetch(self.pool, wanted)
         spf_verdict = self.check_spf(client_ip, mail_from, helo, lookups)
         dkims = (
-            tuple(self._check_dkim(verifier, i, tags, field_count, lookups) for i, tags in signatures)
+            tuple(self._check_dkim(verifier, signature, field_count, lookups) for signature in signatures)
             if verifier
             else ()
         )
@@ -123,10 +124,12 @@ class Authenticator:
         return SpfVerdict(str(result), _spf_domain(mail_from, helo))
 
     def _check_dkim(
-        self, verifier: dkim.DKIM, index: int, tags: Tags | None, field_count: int, lookups: MessageLookups
+        self, verifier: dkim.DKIM, signature: _Signature, field_count: int, lookups: MessageLookups
     ) -> DkimVerdict:
-        if tags is not None and _costly(tags, field_count):
+        if _costly(signature.value, field_count):
+            tags = signature.tags or {}
             return DkimVerdict(PERMERROR, _text(tags.get(b"d")), _text(tags.get(b"s")))
+        index = signature.index
 
         def verify() -> str:
             try:
@@ -277,6 +280,13 @@ MAX_ARC_KEYS = 2 * MAX_ARC_SETS
 # have a few dozen fields; a signature past either limit is not verified (permerror).
 MAX_SIGNED_NAMES = 100
 MAX_HEADER_FIELDS = 1000
+# Blanks (and line breaks) in a row in a signature field. dkimpy checks b= (twice) and splits h= with
+# regexes that, on a run of blanks that ends the wrong way, try the run again from each of its blanks:
+# 64 KB of spaces in b= took 9.7 s, in h= 6.2 s. Real signatures fold with a line break and a tab or
+# a few spaces; a field with a longer run is not verified (permerror), so each run costs at most a
+# few thousand steps.
+MAX_BLANK_RUN = 64
+_LONG_BLANK_RUN = re.compile(rb"\s{%d}" % (MAX_BLANK_RUN + 1))
 # Lines of a header section dkimpy is given: it joins a field's continuation lines by copying the
 # field each time, so one field of 200,000 lines took 3 s. Real header sections have a few hundred.
 MAX_HEADER_LINES = 5000
@@ -296,10 +306,20 @@ def _dkim_reader(message: bytes) -> dkim.DKIM | None:
         return None
 
 
-def _costly(tags: Tags | None, field_count: int) -> bool:
-    """Whether verifying a signature (or an ARC message signature) would cost more than any real one.
+@dataclass(frozen=True, slots=True)
+class _Signature:
+    index: int  # among the message's DKIM-Signature fields
+    value: bytes  # the field's value as it came
+    tags: Tags | None  # None: unreadable
 
-    An unreadable one (None) costs nothing: its check fails on its syntax."""
+
+def _costly(value: bytes, field_count: int) -> bool:
+    """Whether verifying a signature field (DKIM, or an ARC set's message signature or seal) would cost
+    more than any real one. One with a run of blanks past MAX_BLANK_RUN does, readable or not; another
+    that cannot be read costs nothing: its check fails on its syntax."""
+    if _LONG_BLANK_RUN.search(value):
+        return True
+    tags = _tags(value)
     if tags is None:
         return False
     return field_count > MAX_HEADER_FIELDS or tags.get(b"h", b"").count(b":") + 1 > MAX_SIGNED_NAMES
@@ -313,9 +333,9 @@ def _tags(value: bytes) -> Tags | None:
     return tags
 
 
-def _signatures_to_verify(headers: list[tuple[bytes, bytes]], from_domains: list[str]) -> list[tuple[int, Tags | None]]:
-    """The DKIM signatures to verify (their index among the message's and their tags), in header order:
-    at most MAX_SIGNATURES, those whose domain aligns with a From domain first."""
+def _signatures_to_verify(headers: list[tuple[bytes, bytes]], from_domains: list[str]) -> list[_Signature]:
+    """The DKIM signatures to verify, in header order: at most MAX_SIGNATURES, those whose domain aligns
+    with a From domain first."""
     values = [value for name, value in headers if name.lower() == b"dkim-signature"]
     if len(headers) > MAX_HEADER_FIELDS:
         values = values[:MAX_SIGNATURES]  # none will be verified (_costly): no need to read them all
@@ -327,7 +347,7 @@ def _signatures_to_verify(headers: list[tuple[bytes, bytes]], from_domains: list
         return tags is not None and b"d" in tags and org_domain(_text(tags[b"d"])) in from_orgs
 
     chosen = sorted(range(len(signatures)), key=lambda index: not aligned(index))[:MAX_SIGNATURES]
-    return [(index, signatures[index]) for index in sorted(chosen)]
+    return [_Signature(index, values[index], signatures[index]) for index in sorted(chosen)]
 
 
 def _key_name(tags: Tags | None) -> str | None:
@@ -356,7 +376,7 @@ def _arc_verdict_unchecked(arc_headers: list[tuple[bytes, bytes]], field_count: 
     if any(_past_the_last_arc_set(value) for _, value in arc_headers):
         return FAIL  # RFC 8617 5.2, step 1
     if field_count > MAX_HEADER_FIELDS or any(
-        _costly(_tags(value), field_count) for name, value in arc_headers if name == b"arc-message-signature"
+        _costly(value, field_count) for name, value in arc_headers if name in (b"arc-message-signature", b"arc-seal")
     ):
         return PERMERROR
     return None
