@@ -304,10 +304,21 @@ def test_domains_and_selectors_a_sender_writes_are_reported_printable(auth: Auth
     )
     verdicts = auth.verify(raw, client_ip=SENDER_IP, mail_from="m@evil\x1b.example", helo="mx.evil.example")
     (dkim_verdict,) = verdicts.dkim
-    assert dkim_verdict.selector == "x\ufffdx-spam-status: no, score=-9.0 ("
+    assert dkim_verdict.selector == "x\ufffdx-spam-status\ufffd\ufffdno\ufffd\ufffdscore\ufffd-9.0\ufffd\ufffd"
     assert dkim_verdict.domain == "evil\ufffd.example"
     assert (verdicts.spf.domain, verdicts.dmarc.domain) == ("evil\ufffd.example", "evil\ufffd.example")
     assert verdicts.header_value("mx.in.test").isprintable()
+
+
+def test_a_selector_cannot_write_a_clause_into_our_authentication_results(auth: Authenticator) -> None:
+    """authres quotes a value for some characters only: an '@' and blanks went in as they came."""
+    raw = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=evil.example; s=a@b dkim=pass header.d=bank.example;"
+        b" h=from; bh=AAAA; b=AAAA\r\n" + message()
+    )
+    (dkim_verdict,) = verify(auth, raw).dkim
+    assert dkim_verdict.selector == "a\ufffdb\ufffddkim\ufffdpass\ufffdheader.d\ufffdbank.example"
+    assert "dkim=pass" not in verify(auth, raw).header_value("mx.in.test")
 
 
 def test_answers_are_cached_for_their_ttl(

@@ -390,14 +390,21 @@ def _past_the_last_arc_set(value: bytes) -> bool:
     return len(digits) > len(str(MAX_ARC_SETS)) or int(digits or b"0") > MAX_ARC_SETS
 
 
+_NOT_IN_A_NAME = re.compile(r"[^a-z0-9._-]")
+
+
 def _spf_domain(mail_from: str, helo: str) -> str:
     return _printable(mail_from.rpartition("@")[2].lower() if mail_from else helo.lower())
 
 
 def _text(value: bytes | None) -> str:
-    """A tag's value (a domain, a selector) as the verdicts report it: printable ASCII or U+FFFD, cut as the
-    activity log cuts text."""
-    return _printable(shown(value.decode("ascii", errors="replace").lower())) if value else ""
+    """A tag's value (a domain, a selector) as the verdicts report it: what a domain name may hold (letters,
+    digits, dot, hyphen; underscore, seen in selectors), anything else U+FFFD, cut as the activity log cuts text.
+
+    Our Authentication-Results quotes a value only for some characters: a selector of
+    ``a@b dkim=pass header.d=bank.example`` went in unquoted, a clause of the sender's on our line.
+    """
+    return _NOT_IN_A_NAME.sub("\ufffd", shown(value.decode("ascii", errors="replace").lower())) if value else ""
 
 
 def _printable(text: str) -> str:
