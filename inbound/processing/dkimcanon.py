@@ -13,7 +13,10 @@ The replacement makes the same substitutions. A match of the original can
 only start where a run of blanks starts: one starting inside the run would
 reach the same end, which is not a CRLF, or the whole run would have matched.
 So refusing to start inside a run (the lookbehind) changes no match, and
-leaves the engine one try per run instead of one per blank.
+leaves the engine one try per run instead of one per blank. The pattern still
+starts with the character set, so the engine skips ahead to the next blank as
+dkimpy's does: a leading lookbehind made it try every byte, and ordinary
+bodies took 1.5-2 times as long as with dkimpy's own.
 ``tests/test_dkimcanon.py`` checks it against dkimpy's own function on random
 input.
 
@@ -46,7 +49,8 @@ from typing import Any
 
 import dkim.canonicalization
 
-_BLANKS_ENDING_A_LINE = re.compile(rb"(?<![\t ])[\t ]+\r\n")
+# A blank that no blank precedes (the lookbehind sees it and the byte before it), then the rest of its run.
+_BLANKS_ENDING_A_LINE = re.compile(rb"[\t ](?<![\t ][\t ])[\t ]*\r\n")
 _DKIMPY_CANONICALIZE_BODY = dkim.canonicalization.CanonicalizationPolicy.canonicalize_body
 # This thread's canonical bodies, by (algorithm, body), while it is in each_body_canonicalized_once().
 _this_thread = threading.local()
