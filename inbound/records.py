@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import jsoncodec
@@ -82,6 +82,20 @@ def decode_envelope(data: dict[str, Any]) -> Envelope:
 # The raw message follows the envelope line as it is: no base64 (a third larger) and no JSON string
 # to build and parse around the whole message, which a profile showed as a large share of each stage.
 RECEIVED_FRAME = b"inbound-received/2\n"
+
+#: A header on the ``received`` and ``messages`` records ``inbound recover`` publishes again for a
+#: message already final: there to be read (its raw message, its payload for a rebuild of the
+#: activity store, a bypass), never processed or delivered again.
+SETTLED = "settled"
+
+
+def settled(record: Record) -> Record:
+    """*record* marked :data:`SETTLED`."""
+    return replace(record, headers=(*record.headers, (SETTLED, b"final before a recover")))
+
+
+def is_settled(record: Record) -> bool:
+    return record.header(SETTLED) is not None
 
 
 def encode_received(envelope: Envelope, message: bytes) -> bytes:

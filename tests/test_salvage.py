@@ -10,13 +10,17 @@ from inbound.activity import SQLiteActivityStore
 from inbound.activity.rebuild import rebuild
 from inbound.bus import TOPICS
 from inbound.bus.embedded import EmbeddedBus
+from inbound.config import StreamSettings
 from inbound.datadir import DataDir
+from inbound.delivery.deliver import deliveries_from
 from inbound.delivery.outbox import Delivery, Outbox
 from inbound.edge.spool import Spool
 from inbound.envelope import Envelope, Recipient
 from inbound.events import Event, EventType, Summary
+from inbound.ops.rawmessage import find_received
 from inbound.ops.recover import Recovery
 from inbound.ops.salvage import salvage_rows
+from inbound.processing.process import Processor
 from inbound.records import (
     EVENTS,
     JSON,
@@ -29,6 +33,9 @@ from inbound.records import (
     message_record,
     received_record,
 )
+from inbound.routing import RoutingTable
+
+from .harness import SECRET, RecordingProducer
 
 
 def make_database(path: Path, rows: int) -> None:
@@ -108,6 +115,9 @@ def test_waiting_deliveries_are_salvaged_from_an_outbox_with_rows_of_both_ages(t
     bus.close()
 
 
+SUPPORT = StreamSettings("support", ("*@in.test",), "https://a.test/", SECRET)
+
+
 def quarantine_bus(data: DataDir, messages: Mapping[str, Sequence[EventType]]) -> Path:
     """An old bus holding each queue id's ``received`` and ``messages`` records and *messages*' events for it,
     the activity store rebuilt from it, and the bus then moved to quarantine as damaged; its new path."""
@@ -157,23 +167,25 @@ def recover(data: DataDir) -> tuple[EmbeddedBus, list[str]]:
     return bus, report.skipped
 
 
-def test_a_recovered_bus_does_not_start_a_final_message_again(tmp_path: Path) -> None:
+def test_a_recovered_bus_keeps_a_final_message_to_be_read_but_does_not_start_it_again(tmp_path: Path) -> None:
     """Its records would be parsed and POSTed again once the outbox has forgotten the delivery (it keeps
-    done rows for days; the embedded bus keeps records for ever)."""
+    done rows for days; the embedded bus keeps records for ever); left out, its raw message, a bypass of it
+    and its payload in a rebuilt activity store would be gone."""
     data = DataDir(tmp_path / "data")
-    quarantine_bus(
-        data,
-        {
-            "01JD0000000000000000000001": [EventType.QUEUED, EventType.DELIVERED],
-            "01JD0000000000000000000002": [EventType.QUEUED],
-        },
-    )
+    final, waiting = "01JD0000000000000000000001", "01JD0000000000000000000002"
+    quarantine_bus(data, {final: [EventType.QUEUED, EventType.DELIVERED], waiting: [EventType.QUEUED]})
     bus, skipped = recover(data)
-    assert [r.key for r in bus.read_all(RECEIVED)] == [b"01JD0000000000000000000002"]
-    assert [decode_message(r).delivery_id for r in bus.read_all(MESSAGES)] == ["01JD0000000000000000000002-support"]
+    assert [r.key.decode() for r in bus.read_all(RECEIVED)] == [final, waiting]
+    assert find_received(bus, final) is not None  # its raw message, and what a bypass sends
+    messages = list(bus.read_all(MESSAGES))
+    assert [d.delivery_id for d in deliveries_from(messages)] == [f"{waiting}-support"]
+    producer = RecordingProducer()
+    processor = Processor(RoutingTable.from_streams([SUPPORT]), producer, [SUPPORT])
+    processor.handle(list(bus.read_all(RECEIVED)))
+    assert [decode_event(value).queue_id for topic, value in producer.sent if topic == EVENTS] == [waiting]
     # The events all go back: the activity store is a view of the bus, and must stay rebuildable from it.
     assert len([decode_event(r.value) for r in bus.read_all(EVENTS)]) == 3
-    assert any("2 records of messages already final" in line for line in skipped), skipped
+    assert any("2 of them of messages already final" in line for line in skipped), skipped
     bus.close()
 
 

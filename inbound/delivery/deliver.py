@@ -52,7 +52,7 @@ from ..durations import format_duration
 from ..errors import InboundError
 from ..events import Attempt, Event
 from ..ids import queue_id_time
-from ..records import EVENTS, decode_message, event_record
+from ..records import EVENTS, decode_message, event_record, is_settled
 from .alerts import Alerter
 from .groupcommit import GroupCommitter
 from .health import Change, EndpointHealth
@@ -75,9 +75,13 @@ OUTCOME_LINGER = 0.002
 
 
 def deliveries_from(records: list[Record]) -> list[Delivery]:
-    """Outbox rows from ``messages`` records; the body (up to tens of MB) is stored as it is, never parsed."""
+    """Outbox rows from ``messages`` records; the body (up to tens of MB) is stored as it is, never parsed.
+
+    A settled record (a message final before ``inbound recover`` put it back) is not delivered again."""
     deliveries = []
     for record in records:
+        if is_settled(record):
+            continue
         try:
             message = decode_message(record)
         except ValueError as exc:

@@ -8,8 +8,8 @@ What it reads, from ``quarantine/``:
   deliveries keep their ``webhook-id``.
 * ``bus.db.<time>`` -- a damaged embedded bus. Every record still readable
   in its pages (:mod:`inbound.ops.salvage`) is published again, in its original
-  order, but those that would start a final message again (below); the offsets
-  that could not be read are reported.
+  order, those of a final message (below) marked settled, so that the stages
+  pass them by; the offsets that could not be read are reported.
 * ``outbox.db.<time>`` -- deliveries that were waiting: published again to
   ``messages`` with their generation.
 * ``activity.db.<time>`` -- nothing to re-ingest: the store is a view, so it
@@ -48,6 +48,7 @@ from ..records import (
     decode_message,
     decode_received,
     message_record,
+    settled,
 )
 from .salvage import Value, salvage_rows
 
@@ -128,29 +129,31 @@ class Recovery:
             r is not None and r.status.is_final and r.generation >= generation for r in records
         )
 
-    def republished(self, record: Record) -> Record | None:
-        """*record* as it goes on the bus again; None when it would start a message that is final.
+    def republished(self, record: Record) -> tuple[Record, bool]:
+        """*record* as it goes on the bus again, and whether it is :func:`settled`.
 
         A ``received`` or ``messages`` record of a message already final would be parsed and
         POSTed again once the outbox has forgotten it (its done rows are kept for days, the bus's
-        records for ever): it stays in the retired file instead. A ``received`` record is keyed by
-        its queue id, as its only writer keys it, in case the damage fell on the key. A record that
-        cannot be read is published as it is, for the stages to judge as they would have.
+        records for ever): it goes back settled, for its raw message, its payload and a bypass,
+        and the stages pass it by. A ``received`` record is keyed by its queue id, as its only
+        writer keys it, in case the damage fell on the key. A record that cannot be read is
+        published as it is, for the stages to judge as they would have.
         """
         try:
             if record.topic == RECEIVED:
                 envelope, _ = decode_received(record.value)
                 bypass = decode_bypass(record)
                 streams, generation = ([bypass.stream], bypass.generation) if bypass else (envelope.streams(), 0)
-                if self.final(envelope.queue_id, streams, generation):
-                    return None
-                return dataclasses.replace(record, key=envelope.queue_id.encode())
-            if record.topic == MESSAGES:
+                record = dataclasses.replace(record, key=envelope.queue_id.encode())
+                final = self.final(envelope.queue_id, streams, generation)
+            elif record.topic == MESSAGES:
                 message = decode_message(record)
-                return None if self.final(message.queue_id, [message.stream], message.generation) else record
+                final = self.final(message.queue_id, [message.stream], message.generation)
+            else:
+                final = False
         except (ValueError, TypeError, KeyError):
-            pass
-        return record
+            final = False
+        return (settled(record), True) if final else (record, False)
 
     def run(self) -> Report:
         self.done.mkdir(parents=True, exist_ok=True)
@@ -227,19 +230,18 @@ class Recovery:
             except (ValueError, TypeError) as exc:  # a row whose damage its checks did not catch
                 self.report.lost.append(f"{path}: the {topic} record at offset {offset} is unreadable ({exc})")
                 continue
-            again = self.republished(record)
-            if again is None:
-                already_final += 1
-                continue
+            again, was_final = self.republished(record)
             self.producer.send(topic, again.value, key=again.key, headers=again.headers)
             published += 1
+            already_final += was_final
             if topic == RECEIVED:
                 self.back.add(again.key.decode(errors="replace"))
         self.producer.flush()
         self.report.saved.append(f"{path}: {published} bus records published again")
         if already_final:
-            kept = self.done / path.name
-            self.report.skipped.append(f"{path}: {already_final} records of messages already final, kept in {kept}")
+            self.report.skipped.append(
+                f"{path}: {already_final} of them of messages already final: kept to be read, not processed again"
+            )
         gaps = missing_ranges([offset for offset, _ in records])
         if gaps:
             self.report.lost.append(f"{path}: records at offsets {gaps} were unreadable")

@@ -40,6 +40,7 @@ from ..records import (
     decode_bypass,
     decode_received,
     event_record,
+    is_settled,
     message_record,
 )
 from ..routing import RoutingTable
@@ -105,7 +106,10 @@ class Processor:
         self.producer.flush()
 
     def prepare(self, record: Record) -> _Prepared | None:
-        """The parse job of a ``received`` record, with what routing its outcome needs; None if unreadable."""
+        """The parse job of a ``received`` record, with what routing its outcome needs; None if unreadable
+        or settled (a message final before ``inbound recover`` put it back, to be read, not processed)."""
+        if is_settled(record):
+            return None
         try:
             envelope, message = decode_received(record.value)
             bypass = decode_bypass(record)
