@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -105,3 +107,32 @@ def test_a_topic_made_before_with_a_smaller_record_limit_is_named_at_start(kafka
             bus.ensure_topics(["received", "events"])
     finally:
         bus.close()
+
+
+class RefusingAdmin:
+    """An admin client whose broker refuses DescribeConfigs (no ACL for it), answered as kafka-python answers."""
+
+    def describe_configs(self, resources: list[Any], config_filter: str = "modified") -> dict[str, Any]:
+        # Imported once inbound.bus.kafka has (it imports kafka-python past a warning: see _kafka_client).
+        from kafka.admin._configs import ConfigAdminMixin  # type: ignore[import-untyped]
+
+        refused = [
+            SimpleNamespace(resource_type=2, resource_name=r.name, error_code=29, error_message="denied", configs=[])
+            for r in resources
+        ]
+        answer: dict[str, Any] = ConfigAdminMixin._describe_configs_process_responses(
+            [SimpleNamespace(results=refused)], config_filter
+        )
+        return answer
+
+
+def test_a_topic_whose_record_limit_may_not_be_read_is_not_checked_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The usual producer and consumer grants do not include DescribeConfigs: the stages start as before."""
+    bus = KafkaBus("127.0.0.1:9", topic_prefix="t.")  # nothing connects: the admin client is the fake
+    try:
+        bus._check_record_limit(RefusingAdmin(), ["t.received"])
+    finally:
+        bus.close()
+    assert "cannot read max.message.bytes of t.received" in caplog.text
