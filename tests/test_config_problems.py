@@ -111,3 +111,9 @@ def test_values_no_system_call_clock_or_int_can_take_are_problems_not_tracebacks
     assert found["processing.parse_memory_limit"].startswith('must be "<N>x + <size>"')
     assert found["webhooks.timeout"] == f"'1{'0' * 400}s' is longer than ten years (3650d)"
     assert found["streams.support.max_requests_per_second"] == "must be a finite number"
+
+
+def test_an_integer_too_large_for_a_float_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    stream = stream_toml("support", ["*@in.test"], "https://hooks.example.test/")
+    found = problems(tmp_path, f"{stream}max_requests_per_second = 1{'0' * 400}\n")
+    assert found == {"streams.support.max_requests_per_second": "must be a finite number"}

@@ -111,4 +111,8 @@ class Reader:
         if not isinstance(value, int | float) or isinstance(value, bool):
             self.problem(f"{section}.{key}", "must be a number")
             return None
-        return float(value) if self.check(f"{section}.{key}", math.isfinite(value), "must be a finite number") else None
+        try:
+            number = float(value)
+        except OverflowError:  # an int of more digits than a float holds
+            number = math.inf
+        return number if self.check(f"{section}.{key}", math.isfinite(number), "must be a finite number") else None
