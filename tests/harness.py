@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib.util
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from inbound.bus import Headers
@@ -43,6 +45,21 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+def pristine_copy(module: ModuleType) -> ModuleType:
+    """A fresh copy of *module*, loaded from its file: what it was before anything patched it."""
+    spec = importlib.util.spec_from_file_location(f"pristine_{module.__name__}", module.__file__)
+    assert spec is not None
+    assert spec.loader is not None
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    return copy
+
+
+def holds_in_a_fresh_interpreter(code: str) -> None:
+    """Run *code* (asserts) in a new Python: what an import does there, not what this process imported before."""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def free_port() -> int:

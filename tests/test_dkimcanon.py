@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import time
 from types import ModuleType
@@ -10,18 +9,17 @@ from types import ModuleType
 import dkim.canonicalization
 import pytest
 
+# Imported for what importing it does: it puts dkimcanon in dkimpy, as in the pipeline and the edge.
+import inbound.processing.auth  # noqa: F401
 from inbound.processing import dkimcanon
+
+from .harness import holds_in_a_fresh_interpreter, pristine_copy
 
 
 @pytest.fixture(scope="module")
 def dkimpy_as_shipped() -> ModuleType:
     """A fresh copy of dkimpy's canonicalization module, which nothing has patched."""
-    spec = importlib.util.spec_from_file_location("dkimpy_canonicalization", dkim.canonicalization.__file__)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return pristine_copy(dkim.canonicalization)
 
 
 def random_bodies(count: int) -> list[bytes]:
@@ -39,8 +37,10 @@ def test_it_removes_what_dkimpy_removes(dkimpy_as_shipped: ModuleType) -> None:
 
 
 def test_importing_the_checks_puts_it_in_dkimpy() -> None:
-    importlib.import_module("inbound.processing.auth")  # what the pipeline and the edge import to run dkimpy
-    assert dkim.canonicalization.strip_trailing_whitespace is dkimcanon.strip_trailing_whitespace
+    holds_in_a_fresh_interpreter(  # the checks are what the pipeline and the edge import to run dkimpy
+        "import dkim.canonicalization, inbound.processing.auth, inbound.processing.dkimcanon as d;"
+        " assert dkim.canonicalization.strip_trailing_whitespace is d.strip_trailing_whitespace"
+    )
 
 
 def test_a_run_of_blanks_no_crlf_ends_takes_linear_time() -> None:
@@ -53,7 +53,6 @@ def test_a_run_of_blanks_no_crlf_ends_takes_linear_time() -> None:
 def test_within_one_message_s_checks_a_body_is_canonicalized_once_per_algorithm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    importlib.import_module("inbound.processing.auth")
     relaxed = dkim.canonicalization.Relaxed.canonicalize_body
     runs: list[bytes] = []
 

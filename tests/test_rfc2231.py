@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import importlib.util
 import random
 from types import ModuleType
 
@@ -11,6 +10,8 @@ import pytest
 
 from inbound.processing import rfc2231
 from inbound.processing.parse import parse_message
+
+from .harness import holds_in_a_fresh_interpreter, pristine_copy
 
 HEAD = b'From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"\r\n\r\n'
 TEXT = b"--a\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
@@ -20,12 +21,7 @@ PDF = b"--a\r\nContent-Type: application/pdf\r\n"
 @pytest.fixture(scope="module")
 def stdlib_utils() -> ModuleType:
     """A fresh copy of email.utils, which nothing has patched."""
-    spec = importlib.util.spec_from_file_location("stdlib_email_utils", email.utils.__file__)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return pristine_copy(email.utils)
 
 
 @pytest.mark.parametrize(
@@ -113,5 +109,7 @@ def test_a_parameter_whole_and_in_sections_is_read_from_its_sections(stdlib_util
 
 
 def test_what_the_parse_worker_imports_puts_it_in_the_stdlib() -> None:
-    importlib.import_module("inbound.processing.work")  # what the parse worker runs its jobs with
-    assert email.utils.decode_params is rfc2231.decode_params
+    holds_in_a_fresh_interpreter(  # work is what the parse worker runs its jobs with
+        "import email.utils, inbound.processing.work, inbound.processing.rfc2231 as r;"
+        " assert email.utils.decode_params is r.decode_params"
+    )
