@@ -293,6 +293,7 @@ def test_a_signature_s_domain_and_selector_are_reported_as_long_as_a_line(auth: 
     huge = b"DKIM-Signature: v=1; a=rsa-sha256; d=" + b"d" * 5000 + b"; s=" + b"s" * 5000 + b"; h=from; bh=x; b=x\r\n"
     (checked,) = verify(auth, huge + message()).dkim
     assert (len(checked.domain), len(checked.selector)) == (SHOWN_LENGTH, SHOWN_LENGTH)
+    assert checked.domain.endswith("d…")  # cut as the activity log cuts text, not a character taken for a bad one
 
 
 def test_domains_and_selectors_a_sender_writes_are_reported_printable(auth: Authenticator) -> None:

@@ -93,22 +93,17 @@ class Authenticator:
         headers: list[tuple[bytes, bytes]] = verifier.headers if verifier else []
         from_domains = from_header_domains(message)
         signatures = _signatures_to_verify(headers, from_domains)
-        field_count = len(headers)
         spf_domain = _spf_domain(mail_from, helo)
         arc_headers = [(name.lower(), value) for name, value in headers if name.lower().startswith(b"arc-")]
-        arc_unchecked = _arc_verdict_unchecked(arc_headers, field_count)
-        keys = [_key_name(signature.tags) for signature in signatures if not _costly(signature.value, field_count)]
+        arc_unchecked = _arc_verdict_unchecked(arc_headers, len(headers))
+        keys = [_key_name(signature.tags) for signature in signatures if not signature.costly]
         keys += _arc_key_names(arc_headers) if arc_unchecked is None else []
         wanted = [(spf_domain, "TXT")] + [(name, "TXT") for name in keys if name]
         wanted += [(f"_dmarc.{d}", "TXT") for domain in from_domains for d in (domain, org_domain(domain))]
         lookups = self.lookups()  # the DNS deadline starts with the first lookup, not with the parsing above
         lookups.prefetch(self.pool, wanted)
         spf_verdict = self.check_spf(client_ip, mail_from, helo, lookups)
-        dkims = (
-            tuple(self._check_dkim(verifier, signature, field_count, lookups) for signature in signatures)
-            if verifier
-            else ()
-        )
+        dkims = tuple(self._check_dkim(verifier, signature, lookups) for signature in signatures) if verifier else ()
         arc = arc_unchecked or self._check_arc(message, lookups)
         dmarc = self._check_dmarc(from_domains, spf_verdict, dkims, lookups)
         return Verdicts(spf_verdict, dkims, dmarc, arc)
@@ -123,10 +118,8 @@ class Authenticator:
             )
         return SpfVerdict(str(result), _spf_domain(mail_from, helo))
 
-    def _check_dkim(
-        self, verifier: dkim.DKIM, signature: _Signature, field_count: int, lookups: MessageLookups
-    ) -> DkimVerdict:
-        if _costly(signature.value, field_count):
+    def _check_dkim(self, verifier: dkim.DKIM, signature: _Signature, lookups: MessageLookups) -> DkimVerdict:
+        if signature.costly:
             tags = signature.tags or {}
             return DkimVerdict(PERMERROR, _text(tags.get(b"d")), _text(tags.get(b"s")))
         index = signature.index
@@ -309,17 +302,16 @@ def _dkim_reader(message: bytes) -> dkim.DKIM | None:
 @dataclass(frozen=True, slots=True)
 class _Signature:
     index: int  # among the message's DKIM-Signature fields
-    value: bytes  # the field's value as it came
     tags: Tags | None  # None: unreadable
+    costly: bool  # not verified (permerror): see _costly
 
 
-def _costly(value: bytes, field_count: int) -> bool:
+def _costly(value: bytes, tags: Tags | None, field_count: int) -> bool:
     """Whether verifying a signature field (DKIM, or an ARC set's message signature or seal) would cost
     more than any real one. One with a run of blanks past MAX_BLANK_RUN does, readable or not; another
-    that cannot be read costs nothing: its check fails on its syntax."""
+    that cannot be read (*tags* None) costs nothing: its check fails on its syntax."""
     if _LONG_BLANK_RUN.search(value):
         return True
-    tags = _tags(value)
     if tags is None:
         return False
     return field_count > MAX_HEADER_FIELDS or tags.get(b"h", b"").count(b":") + 1 > MAX_SIGNED_NAMES
@@ -347,7 +339,10 @@ def _signatures_to_verify(headers: list[tuple[bytes, bytes]], from_domains: list
         return tags is not None and b"d" in tags and org_domain(_text(tags[b"d"])) in from_orgs
 
     chosen = sorted(range(len(signatures)), key=lambda index: not aligned(index))[:MAX_SIGNATURES]
-    return [_Signature(index, values[index], signatures[index]) for index in sorted(chosen)]
+    return [
+        _Signature(index, signatures[index], _costly(values[index], signatures[index], len(headers)))
+        for index in sorted(chosen)
+    ]
 
 
 def _key_name(tags: Tags | None) -> str | None:
@@ -376,7 +371,9 @@ def _arc_verdict_unchecked(arc_headers: list[tuple[bytes, bytes]], field_count: 
     if any(_past_the_last_arc_set(value) for _, value in arc_headers):
         return FAIL  # RFC 8617 5.2, step 1
     if field_count > MAX_HEADER_FIELDS or any(
-        _costly(value, field_count) for name, value in arc_headers if name in (b"arc-message-signature", b"arc-seal")
+        _costly(value, _tags(value), field_count)
+        for name, value in arc_headers
+        if name in (b"arc-message-signature", b"arc-seal")
     ):
         return PERMERROR
     return None
@@ -404,7 +401,7 @@ def _text(value: bytes | None) -> str:
     Our Authentication-Results quotes a value only for some characters: a selector of
     ``a@b dkim=pass header.d=bank.example`` went in unquoted, a clause of the sender's on our line.
     """
-    return _NOT_IN_A_NAME.sub("\ufffd", shown(value.decode("ascii", errors="replace").lower())) if value else ""
+    return shown(_NOT_IN_A_NAME.sub("\ufffd", value.decode("ascii", errors="replace").lower())) if value else ""
 
 
 def _printable(text: str) -> str:
