@@ -95,6 +95,14 @@ def _routing() -> RoutingTable:
 ROUTING = _routing()
 
 
+def any_certificate() -> ssl.SSLContext:
+    """A client context that takes the test's self-signed certificates."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class Client:
     """One raw SMTP connection: send exactly these bytes, read one (possibly multi-line) reply."""
 
@@ -124,6 +132,12 @@ class Client:
         assert self.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
         assert self.say(b"RCPT TO:<x@in.test>\r\n").startswith(b"250")
         assert self.say(b"DATA\r\n").startswith(b"354")
+
+    def begin_tls(self) -> None:
+        """EHLO and STARTTLS, each accepted, then the handshake (taking the test's self-signed certificate)."""
+        assert self.say(b"EHLO client.test\r\n").startswith(b"250")
+        assert self.say(b"STARTTLS\r\n").startswith(b"220")
+        self.starttls(any_certificate())
 
     def starttls(self, context: ssl.SSLContext) -> None:
         """Encrypt this connection (after a 220 to STARTTLS); replies are read from the TLS stream then."""

@@ -340,12 +340,8 @@ def test_a_bare_lf_is_read_as_the_crlf_its_sender_meant(server: tuple[SmtpSettin
     assert entry.message.endswith(b"Subject: unix\r\nX-Lines: lf\r\n\r\nline one\r\nline two\r\n")
 
 
-def _begin_data(client: Client) -> None:
-    client.begin_data()
-
-
 def _send_data(client: Client, content: bytes) -> bytes:
-    _begin_data(client)
+    client.begin_data()
     return client.say(content + b".\r\n")
 
 
@@ -455,7 +451,7 @@ def test_data_held_across_sessions_is_capped_and_beyond_it_is_a_temporary_refusa
 ) -> None:
     settings, spool, budget = data_server
     first, second = Client(settings, source="127.0.0.2"), Client(settings, source="127.0.0.3")
-    _begin_data(first)
+    first.begin_data()
     _hold(first, budget, 600)  # about 500,000 held
     refused = _send_data(second, b"Subject: second\r\n\r\n" + lines(700))  # and 600,000 more
     assert refused.startswith(b"452 4.3.1 Insufficient system storage")
@@ -476,10 +472,10 @@ def test_one_address_holds_at_most_its_share_and_mail_of_ordinary_size_passes_a_
     settings, _, budget = data_server
     large, large_again = Client(settings, source="127.0.0.2"), Client(settings, source="127.0.0.2")
     other, small = Client(settings, source="127.0.0.3"), Client(settings, source="127.0.0.4")
-    _begin_data(large)
+    large.begin_data()
     _hold(large, budget, 880)  # about 780,000 of its address's 900,000
     assert _send_data(large_again, SUBJECT + lines(300)).startswith(b"452 4.3.1")  # 200,000 more: over its share
-    _begin_data(other)
+    other.begin_data()
     _hold(other, budget, 230)  # another address: about 910,000 held, 90,000 left
     assert _send_data(small, SUBJECT + lines(95)).startswith(b"250 2.0.0")  # counted from 100,000 on: nothing
     assert _send_data(small, SUBJECT + lines(300)).startswith(b"452 4.3.1")  # 200,000 would go over
@@ -519,7 +515,7 @@ def test_data_is_counted_as_it_arrives_and_a_session_cut_off_gives_its_share_bac
     budget = make_server.handlers[-1].data_budget
     undotted = (b"x" * 998 + b"\r\n") * 1200
     client = Client(settings)
-    _begin_data(client)
+    client.begin_data()
     client.sock.sendall(undotted)
     # What the edge's reader buffers before it stops reading the socket: twice its limit at most.
     counted = len(undotted) - 2 * DATA_BLOCK
@@ -621,7 +617,7 @@ def test_a_data_still_streaming_has_the_whole_of_data_timeout_and_then_idles_as_
     cut at command_timeout, though data_timeout is the whole of one DATA."""
     settings, spool = make_server(command_timeout=0.5, data_timeout=30.0)
     client = Client(settings)
-    _begin_data(client)
+    client.begin_data()
     client.sock.sendall(b"Subject: steady\r\n\r\n")
     streaming_until = time.monotonic() + 3 * settings.command_timeout
     while time.monotonic() < streaming_until:  # a slow client: a line every 50 ms, never idle that long

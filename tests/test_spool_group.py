@@ -27,7 +27,7 @@ from inbound.edge.spool import SpoolWriter
 
 from .edge_harness import Client, EdgeServers, spool_envelope
 from .harness import wait_for
-from .test_edge_input import _begin_data, _send_data, lines
+from .test_edge_input import _send_data, lines
 
 LATER = 4  # messages that end their DATA while the first one's fsync is held
 
@@ -187,7 +187,7 @@ def test_a_message_handed_to_the_spool_gets_its_reply_however_long_the_write_tak
     write then kept, and its sender, told to try again, would send it twice."""
     settings, spool = make_server(data_timeout=0.5)
     client = Client(settings)
-    _begin_data(client)
+    client.begin_data()
     client.sock.sendall(b"Subject: on time\r\n\r\nthe whole DATA at once\r\n.\r\n")
     wait_for(lambda: held.calls == ["file"], 10, "the message's write")
     # Nothing may come while the write is held, for several times data_timeout: its end is the test.
@@ -209,7 +209,7 @@ def test_a_message_whose_client_left_before_its_250_is_counted_until_its_write_i
     handler = make_server.handlers[-1]
     message = b"Subject: left\r\n\r\n" + lines(400)
     leaving, other = Client(settings, source="127.0.0.2"), Client(settings, source="127.0.0.3")
-    _begin_data(leaving)
+    leaving.begin_data()
     leaving.sock.sendall(message + b".\r\n")
     wait_for(lambda: held.calls == ["file"], 10, "its write")
     leaving.close()

@@ -25,7 +25,7 @@ from inbound.config import TlsSettings, load_settings
 from inbound.edge.tls import TlsContexts
 from inbound.errors import ConfigError
 
-from .edge_harness import Client, EdgeServers, Server
+from .edge_harness import Client, EdgeServers, Server, any_certificate
 from .harness import InboundProcess, WebhookReceiver, run_cli, smtp_port_of, stream_toml, wait_for, write_config
 from .test_edge_input import proxy_v1
 
@@ -53,14 +53,6 @@ def make_certificate(directory: Path, common_name: str) -> tuple[Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_file, key_file
-
-
-def any_certificate() -> ssl.SSLContext:
-    """A client context that takes the test's self-signed certificates."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def served_name(settings_port: int) -> str:
@@ -148,9 +140,7 @@ def test_behind_a_load_balancer_starttls_keeps_the_real_client(make_server: Edge
     and the load balancer's address went into the Received: header, the envelope and the sender checks."""
     settings, spool = make_server(proxy_protocol=True, tls=tls)
     client = Client(settings, proxy=proxy_v1("203.0.113.7"))
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"STARTTLS\r\n").startswith(b"220")
-    client.starttls(any_certificate())
+    client.begin_tls()
     client.begin_data()
     assert client.say(b"Subject: via lb, encrypted\r\n\r\nhi\r\n.\r\n").startswith(b"250")
     client.close()
@@ -164,9 +154,7 @@ def test_starttls_inside_tls_is_refused_and_the_session_goes_on(make_server: Edg
     """aiosmtpd answered 220 and began a second handshake inside the first."""
     settings, _ = make_server(tls=tls)
     client = Client(settings)
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"STARTTLS\r\n").startswith(b"220")
-    client.starttls(any_certificate())
+    client.begin_tls()
     assert client.say(b"EHLO client.test\r\n").startswith(b"250")
     assert client.say(b"STARTTLS\r\n") == b"503 5.5.1 Error: TLS already active\r\n"
     assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
@@ -180,9 +168,7 @@ def test_auth_is_neither_advertised_nor_offered(
     failed, and an over-long answer to its challenge was logged as a bug of ours, with a traceback."""
     settings, _ = make_server(tls=tls)
     client = Client(settings)
-    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
-    assert client.say(b"STARTTLS\r\n").startswith(b"220")
-    client.starttls(any_certificate())
+    client.begin_tls()
     hello = client.say(b"EHLO client.test\r\n")
     assert hello.startswith(b"250-mx.test.example")
     assert b"AUTH" not in hello
