@@ -47,6 +47,7 @@ from ..records import (
     decode_bypass,
     decode_message,
     decode_received,
+    is_settled,
     message_record,
     settled,
 )
@@ -129,8 +130,8 @@ class Recovery:
             r is not None and r.status.is_final and r.generation >= generation for r in records
         )
 
-    def republished(self, record: Record) -> tuple[Record, bool]:
-        """*record* as it goes on the bus again, and whether it is :func:`settled`.
+    def republished(self, record: Record) -> Record:
+        """*record* as it goes on the bus again: :func:`settled` if its message is final.
 
         A ``received`` or ``messages`` record of a message already final would be parsed and
         POSTed again once the outbox has forgotten it (its done rows are kept for days, the bus's
@@ -153,7 +154,7 @@ class Recovery:
                 final = False
         except (ValueError, TypeError, KeyError):
             final = False
-        return (settled(record), True) if final else (record, False)
+        return settled(record) if final else record
 
     def run(self) -> Report:
         self.done.mkdir(parents=True, exist_ok=True)
@@ -230,10 +231,10 @@ class Recovery:
             except (ValueError, TypeError) as exc:  # a row whose damage its checks did not catch
                 self.report.lost.append(f"{path}: the {topic} record at offset {offset} is unreadable ({exc})")
                 continue
-            again, was_final = self.republished(record)
+            again = self.republished(record)
             self.producer.send(topic, again.value, key=again.key, headers=again.headers)
             published += 1
-            already_final += was_final
+            already_final += is_settled(again)
             if topic == RECEIVED:
                 self.back.add(again.key.decode(errors="replace"))
         self.producer.flush()

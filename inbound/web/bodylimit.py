@@ -16,14 +16,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .problems import TITLES, problem_response
 
 MAX_BODY = 64 * 1024
+TOO_LARGE = f"a request body may hold at most {MAX_BODY} bytes"
 
 
 class BodyLimit:
-    """ASGI middleware: no request body over *limit* bytes reaches the app."""
+    """ASGI middleware: no request body over :data:`MAX_BODY` bytes reaches the app."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,8 +31,8 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         # Compared as digits first: Python makes no int of more than 4,300 of them.
-        if declared.isdigit() and (len(declared) > len(str(self.limit)) or int(declared) > self.limit):
-            await problem_response(413, TITLES[413], self._detail())(scope, receive, send)
+        if declared.isdigit() and (len(declared) > len(str(MAX_BODY)) or int(declared) > MAX_BODY):
+            await problem_response(413, TITLES[413], TOO_LARGE)(scope, receive, send)
             return
         received = 0
 
@@ -40,13 +40,10 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
+            if received > MAX_BODY:
                 # An HTTPException passes through FastAPI's body parsing and the app's own handlers alike,
                 # and comes out as the same problem details as the 413 above.
-                raise HTTPException(413, self._detail())
+                raise HTTPException(413, TOO_LARGE)
             return message
 
         await self.app(scope, counted, send)
-
-    def _detail(self) -> str:
-        return f"a request body may hold at most {self.limit} bytes"
