@@ -13,6 +13,8 @@ from __future__ import annotations
 # sequence: every C0 control but tab, DEL, every C1 control, and the Unicode line and paragraph
 # separators.
 _CONTROLS = [*(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)) if c != 0x09), "\u2028", "\u2029"]
+#: Those characters, to refuse where an escape would not do (a command argument bound for a header).
+CONTROLS = frozenset(_CONTROLS)
 _ONE_LINE = str.maketrans({c: ascii(c)[1:-1] for c in _CONTROLS})
 _LINES = str.maketrans({c: ascii(c)[1:-1] for c in _CONTROLS if c != "\n"})
 

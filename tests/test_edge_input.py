@@ -41,9 +41,16 @@ from .harness import stream_toml, wait_for
         b"MAIL FROM:<a\rb@sender.test>",
         b'RCPT TO:<"x\rReceived: forged"@in.test>',
         b"RCPT TO:<x@in.test>\x00",
+        # What other readers take for a line end, or a terminal for a command: VT, ESC, NEL, U+2028.
+        b"EHLO evil\x0bX-Injected: yes",
+        b"EHLO evil\x1b[2Jx",
+        "EHLO evil\x85X-Injected: yes".encode(),
+        'RCPT TO:<"a\u2028X-Forged: 1"@in.test>'.encode(),
     ],
 )
-def test_cr_and_nul_in_a_command_are_refused(client: Client, command: bytes, caplog: pytest.LogCaptureFixture) -> None:
+def test_control_characters_in_a_command_are_refused(
+    client: Client, command: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     if command.startswith(b"RCPT"):
         assert client.say(b"EHLO client.test\r\n").startswith(b"250")
         assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
@@ -52,7 +59,7 @@ def test_cr_and_nul_in_a_command_are_refused(client: Client, command: bytes, cap
     assert client.say(b"NOOP\r\n").startswith(b"250")  # the session goes on
     (refusal,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert refusal.startswith("stage=receive refused client=127.0.0.1:")
-    assert refusal.endswith("reply='501 5.5.2 Syntax error: CR, LF and NUL are not allowed in a command'")
+    assert refusal.endswith("reply='501 5.5.2 Syntax error: control characters are not allowed in a command'")
 
 
 @pytest.mark.parametrize(
@@ -651,6 +658,31 @@ def test_behind_a_load_balancer_the_real_client_is_recorded(make_server: EdgeSer
     assert entry.message.startswith(b"Received: from client.test ([203.0.113.7])")
 
 
+@pytest.mark.parametrize(
+    "header",
+    [b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00]) + struct.pack("!H", 0), b"PROXY UNKNOWN\r\n"],
+    ids=["v2-local", "v1-unknown"],
+)
+def test_a_load_balancer_s_own_health_check_is_served(make_server: EdgeServers, header: bytes) -> None:
+    """A PROXY header without a source (LOCAL, UNKNOWN) is the balancer's own check: the protocol asks that
+    it be served, with the connection's own addresses. Closed, it marked every backend down."""
+    settings, _ = make_server(proxy_protocol=True)
+    client = Client(settings, proxy=header)
+    assert client.greeting.startswith(b"220")
+    assert client.say(b"QUIT\r\n").startswith(b"221")
+    client.close()
+
+
+def test_an_ipv6_client_is_written_as_an_ipv6_literal(make_server: EdgeServers) -> None:
+    settings, spool = make_server(proxy_protocol=True)
+    client = Client(settings, proxy=b"PROXY TCP6 2001:db8::7 2001:db8::1 1001 25\r\n")
+    client.begin_data()
+    assert client.say(b"Subject: x\r\n\r\nhi\r\n.\r\n").startswith(b"250")
+    client.close()
+    (entry,) = list(spool.entries())
+    assert entry.message.startswith(b"Received: from client.test ([IPv6:2001:db8::7])")  # RFC 5321 4.1.3
+
+
 def test_without_a_proxy_header_the_connection_is_closed(make_server: EdgeServers) -> None:
     settings, _ = make_server(proxy_protocol=True)
     client = Client(settings, proxy=b"EHLO client.test\r\n")
@@ -698,3 +730,25 @@ def test_our_address_parse_for_mail_and_rcpt_is_aiosmtpd_s(arg: str, local_part_
     """The override only drops the class aiosmtpd declares on every call; what it returns is the same."""
     session = SimpleNamespace(local_part_limit=local_part_limit)
     assert InboundSMTP._getaddr(session, arg) == SMTP._getaddr(session, arg)
+
+
+def test_a_size_in_digits_that_are_not_ascii_is_a_syntax_error_not_a_bug_of_ours(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiosmtpd took "²" for a digit (str.isdigit), then int() raised: a 451 and a traceback for each."""
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    with caplog.at_level(logging.INFO):
+        assert client.say("MAIL FROM:<a@sender.test> SIZE=\u00b2\r\n".encode()).startswith(b"501 5.5.4")
+        assert client.say(b"MAIL FROM:<a@sender.test> SIZE=1024\r\n").startswith(b"250")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_recipient_given_twice_is_one_recipient(server: Server, client: Client) -> None:
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert client.say(b"MAIL FROM:<a@sender.test>\r\n").startswith(b"250")
+    for recipient in (b"x@in.test", b"x@in.test", b"X@IN.test", b"y@in.test"):
+        assert client.say(b"RCPT TO:<" + recipient + b">\r\n").startswith(b"250 2.1.5")
+    assert client.say(b"DATA\r\n").startswith(b"354")
+    assert client.say(b"Subject: x\r\n\r\nhi\r\n.\r\n").startswith(b"250")
+    (entry,) = list(server[1].entries())
+    assert [r.address for r in entry.envelope.recipients] == ["x@in.test", "y@in.test"]

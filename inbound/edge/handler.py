@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from .. import metrics
+from ..addresses import same_mailbox
 from ..clock import rfc3339
 from ..config import SmtpSettings
 from ..envelope import Envelope, Recipient
@@ -45,8 +46,9 @@ def received_header(hostname: str, session: Session, envelope: Envelope, now: da
     protocol = "ESMTPS" if envelope.tls else ("ESMTP" if session.extended_smtp else "SMTP")
     using = f"\r\n\t(using {envelope.tls_version} with cipher {envelope.tls_cipher})" if envelope.tls else ""
     recipient = f"\r\n\tfor <{envelope.recipients[0].address}>" if len(envelope.recipients) == 1 else ""
+    literal = f"IPv6:{ip}" if ":" in ip else ip  # RFC 5321 4.1.3: an IPv6 address literal says so
     return (
-        f"Received: from {helo} ([{ip}])\r\n\tby {hostname} (inbound) with {protocol} id {envelope.queue_id}"
+        f"Received: from {helo} ([{literal}])\r\n\tby {hostname} (inbound) with {protocol} id {envelope.queue_id}"
         f"{using}{recipient};\r\n\t{format_datetime(now)}\r\n"
     ).encode()
 
@@ -137,6 +139,8 @@ class InboundHandler:
         refusal = self.auth_policy.at_rcpt(envelope, route.stream or "") if self.auth_policy else None
         if refusal is not None:
             return refusal
+        if any(same_mailbox(address, given) for given in envelope.rcpt_tos):
+            return "250 2.1.5 Ok"  # one mailbox, one copy of the message (as Postfix does)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         self.recipients.setdefault(envelope, []).append(Recipient(address, route.stream or "", route.mailbox_hash))

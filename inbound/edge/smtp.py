@@ -37,6 +37,7 @@ from aiosmtpd.smtp import SMTP, Session, TLSSetupException, syntax
 from .. import metrics
 from ..addresses import AddressRefused, parse_path, split_path
 from ..config import SmtpSettings
+from ..printable import CONTROLS
 from .headersize import HeaderMeter
 from .limits import counted
 
@@ -88,8 +89,9 @@ PROXY_TIMEOUT = 10.0  # seconds a load balancer has to send its PROXY header
 # reading the socket, so this, not the message size, is what a connection holds beyond its budget.
 DATA_BLOCK = 256 * 1024
 DATA_END = b"\r\n.\r\n"
-# Characters that end or break a line: never let one into our headers or logs.
-_LINE_BREAKERS = frozenset("\r\n\x00")
+# SIZE= as RFC 1870 writes it: ASCII digits (str.isdigit, which aiosmtpd asks, takes "²" too, and int() then
+# raises), and no more of them than a size can have.
+_SIZE_PARAM = re.compile(r"SIZE=(?![0-9]{1,20}(?:\s|$))\S*", re.IGNORECASE)
 
 
 _REFLECTED: dict[type, list[str]] = {}
@@ -341,14 +343,16 @@ class InboundSMTP(SMTP):
     async def _refused_argument(self, arg: str | None) -> bool:
         """Refuse an argument that would reach our Received: header or a log line broken or unwritable.
 
-        CR, LF or NUL would break a line. A byte that is not UTF-8 aiosmtpd keeps as a lone surrogate
-        (surrogateescape), which the header, written in UTF-8 once the whole message is read, cannot
-        encode: the sender would get a 451 for it only after sending its message, again and again.
+        A control character would break a line for some reader (CR, LF, NUL; VT, NEL, U+2028 for those
+        that split lines on them) or drive a terminal (ESC). A byte that is not UTF-8 aiosmtpd keeps as a
+        lone surrogate (surrogateescape), which the header, written in UTF-8 once the whole message is
+        read, cannot encode: the sender would get a 451 for it only after sending its message, again and
+        again.
         """
         if arg is None:
             return False
-        if _LINE_BREAKERS & set(arg):
-            await self.push("501 5.5.2 Syntax error: CR, LF and NUL are not allowed in a command")
+        if CONTROLS & set(arg):
+            await self.push("501 5.5.2 Syntax error: control characters are not allowed in a command")
             return True
         if not arg.isascii() and not _is_utf8(arg):
             await self.push("501 5.5.2 Syntax error: a command must be UTF-8")
@@ -380,8 +384,12 @@ class InboundSMTP(SMTP):
             self.answering_hello = False
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        if not await self._refused_argument(arg) and not await self._refused_path(arg, "FROM:", sender=True):
-            await super().smtp_MAIL(arg)
+        if await self._refused_argument(arg) or await self._refused_path(arg, "FROM:", sender=True):
+            return
+        if arg and _SIZE_PARAM.search(arg):
+            await self.push("501 5.5.4 Syntax error: SIZE= takes a number of bytes")
+            return
+        await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not await self._refused_argument(arg) and not await self._refused_path(arg, "TO:", sender=False):
@@ -448,7 +456,9 @@ class InboundSMTP(SMTP):
         assert self.session is not None
         self._reset_timeout(PROXY_TIMEOUT)
         proxy = await get_proxy(self._reader)
-        if not proxy or proxy.src_addr is None:
+        # A header with no source address (v2 LOCAL, v1 UNKNOWN) is the load balancer's own health check:
+        # served, as the PROXY protocol asks, with the connection's own addresses (client_peer).
+        if not proxy:
             log.info("stage=receive closed client=%s: no valid PROXY header", format_peer(self.session.peer))
             if self.transport is not None:
                 self.transport.close()
