@@ -48,7 +48,7 @@ class RoutingTable:
     exact: dict[str, str]  # "local@domain" -> stream
     wildcard: dict[str, str]  # "domain" -> stream
     domains: frozenset[str]
-    blocked: dict[str, tuple[str, ...]]  # stream -> sender patterns, lower-cased
+    blocked: dict[str, tuple[str, ...]]  # stream -> sender patterns, as _sender_key writes them
 
     @classmethod
     def from_streams(cls, streams: Sequence[StreamSettings]) -> RoutingTable:
@@ -62,7 +62,7 @@ class RoutingTable:
                 else:
                     exact[f"{local.lower()}@{domain}"] = stream.name
         domains = frozenset(wildcard) | frozenset(a.rpartition("@")[2] for a in exact)
-        blocked = {s.name: tuple(p.lower() for p in s.block_senders) for s in streams}
+        blocked = {s.name: tuple(_sender_key(p) for p in s.block_senders) for s in streams}
         return cls(exact, wildcard, domains, blocked)
 
     def route(self, address: str) -> Route:
@@ -80,8 +80,15 @@ class RoutingTable:
         return Route(Verdict.UNKNOWN_MAILBOX)
 
     def is_blocked(self, stream: str, sender: str) -> bool:
-        sender = sender.strip().strip("<>").lower()
-        if not sender:
+        if not sender.strip().strip("<>"):
             return False
-        domain = sender.rpartition("@")[2]
-        return any(p in (sender, f"*@{domain}") for p in self.blocked.get(stream, ()))
+        key = _sender_key(sender)
+        domain = key.rpartition("@")[2]
+        return any(p in (key, f"*@{domain}") for p in self.blocked.get(stream, ()))
+
+
+def _sender_key(address: str) -> str:
+    """*address* as block_senders compares it: the local part in lower case, the domain canonical, so that
+    no spelling of a blocked domain (its A-label for its U-label, another Unicode form) gets past."""
+    local, domain = split_address(address)
+    return f"{local.lower()}@{domain or address.strip().strip('<>').rpartition('@')[2].lower()}"

@@ -72,6 +72,18 @@ def test_block_senders() -> None:
     assert not routing.is_blocked("support", "bad@x.test")  # each stream has its own list
 
 
+@pytest.mark.parametrize("listed", ["*@bücher.example", "*@xn--bcher-kva.example"])
+@pytest.mark.parametrize(
+    "sender",
+    ["spam@bücher.example", "spam@xn--bcher-kva.example", "spam@BÜCHER.example", "spam@bu\u0308cher.example"],
+    ids=["u-label", "a-label", "upper-case", "decomposed"],
+)
+def test_a_blocked_domain_is_blocked_however_it_is_spelled(listed: str, sender: str) -> None:
+    """The edge keeps a sender as it was typed; the comparison was of lower-cased text."""
+    stream = StreamSettings("support", ("*@in.test",), "https://a.test/", SECRET, block_senders=(listed,))
+    assert RoutingTable.from_streams([stream]).is_blocked("support", sender)
+
+
 @pytest.mark.parametrize(
     ("steps_used", "status", "error", "outcome", "delay"),
     [
