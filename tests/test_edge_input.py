@@ -701,6 +701,26 @@ def test_limits_count_the_real_client_behind_the_load_balancer(make_server: Edge
 
 
 @pytest.mark.parametrize(
+    ("first", "second"),
+    [("2001:db8:1:2::1", "2001:db8:1:2:ffff::2"), ("198.51.100.1", "::ffff:198.51.100.1")],
+    ids=["one-ipv6-network", "ipv4-mapped"],
+)
+def test_one_client_is_counted_once_whatever_address_it_shows(
+    make_server: EdgeServers, first: str, second: str
+) -> None:
+    """A host has a whole IPv6 /64 to connect from: counted by address, it was 2**64 clients."""
+    settings, _ = make_server(proxy_protocol=True, max_connections_per_ip=1)
+    headers = [f"PROXY TCP6 {address} 2001:db8::25 {port} 25\r\n" for address, port in ((first, 1001), (second, 1002))]
+    if ":" not in first:
+        headers[0] = proxy_v1(first, 1001).decode()
+    one, other = (Client(settings, proxy=header.encode()) for header in headers)
+    assert one.greeting.startswith(b"220")
+    assert other.greeting.startswith(b"421 4.7.0")
+    one.close()
+    other.close()
+
+
+@pytest.mark.parametrize(
     ("content", "problem"),
     [
         (b'[smtp]\nhostname = "mx\xff"\n', "not UTF-8: byte 0xff at offset 21"),

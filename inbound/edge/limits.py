@@ -25,8 +25,27 @@ Both live on the event loop's thread only: no lock.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
+
+# What one client is, for IPv6: a network of this prefix, the least any site is given, so one host
+# cannot be a new client at each of its 2**64 addresses (Postfix 3.8 groups at /84 by default).
+IPV6_PREFIX = 64
+
+
+def counted_as(ip: str) -> str:
+    """The client the limits count *ip* as: an IPv4 address as it is (an IPv4-mapped IPv6 one too), an
+    IPv6 address as its network of :data:`IPV6_PREFIX`; anything else (no address) as it came."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
+    return str(address)
 
 
 @dataclass

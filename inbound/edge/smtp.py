@@ -39,7 +39,7 @@ from ..addresses import AddressRefused, parse_path, split_path
 from ..config import SmtpSettings
 from ..printable import CONTROLS
 from .headersize import HeaderMeter
-from .limits import counted
+from .limits import counted, counted_as
 
 if TYPE_CHECKING:
     from .handler import InboundHandler
@@ -142,7 +142,8 @@ class InboundSMTP(SMTP):
         self.inbound_handler = handler
         self.settings = settings
         self.errors = 0  # refusals in this session, against settings.max_errors
-        self.client = ""  # the address counted in the handler's connection limits
+        self.client = ""  # the client's address, as the logs name it
+        self.counted_as = ""  # ...and as the connection limits and the data budget count it (counted_as)
         self.header_meter: HeaderMeter | None = None  # while DATA is read
         self.answering_hello = False
         # The reader's limit is the one cap of a command line. aiosmtpd checks each line against caps
@@ -276,7 +277,7 @@ class InboundSMTP(SMTP):
         budget = self.inbound_handler.data_budget
         if self.data_size_limit and size > self.data_size_limit:
             refusal = "552 5.3.4 Message size exceeds fixed maximum message size"
-        elif budget.take(self.client, share := counted(size, len(block))):
+        elif budget.take(self.counted_as, share := counted(size, len(block))):
             self.data_held += share
             blocks.append(block)
             return ""
@@ -287,7 +288,7 @@ class InboundSMTP(SMTP):
                 " smtp.max_data_in_memory allows %d (%d a client)",
                 self.client,
                 budget.held,
-                budget.by_client[self.client],
+                budget.by_client[self.counted_as],
                 budget.limit,
                 budget.per_client,
             )
@@ -297,7 +298,7 @@ class InboundSMTP(SMTP):
 
     def _give_back_data(self) -> None:
         """This session's share of the handler's data budget, given back: nothing of its DATA is held."""
-        self.inbound_handler.data_budget.give_back(self.client, self.data_held)
+        self.inbound_handler.data_budget.give_back(self.counted_as, self.data_held)
         self.data_held = 0
 
     def hand_over_data(self) -> Callable[[], None]:
@@ -307,7 +308,7 @@ class InboundSMTP(SMTP):
         of this session: a client that leaves before its 250 ends the session at once, and giving
         the share back then let the writer's queue grow past ``smtp.max_data_in_memory``.
         """
-        share = functools.partial(self.inbound_handler.data_budget.give_back, self.client, self.data_held)
+        share = functools.partial(self.inbound_handler.data_budget.give_back, self.counted_as, self.data_held)
         self.data_held = 0
         return share
 
@@ -325,8 +326,8 @@ class InboundSMTP(SMTP):
         return await super().handle_exception(error)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self.client:
-            self.inbound_handler.limits.closed(self.client)
+        if self.counted_as:
+            self.inbound_handler.limits.closed(self.counted_as)
         super().connection_lost(error)
 
     def _timeout_cb(self) -> None:
@@ -444,8 +445,9 @@ class InboundSMTP(SMTP):
             return
         assert self.session is not None
         self.client = peer_ip(client_peer(self.session))  # counted once: STARTTLS keeps the connection
+        self.counted_as = counted_as(self.client)
         metrics.SMTP_CONNECTIONS.inc()
-        refusal = self.inbound_handler.limits.opened(self.client)
+        refusal = self.inbound_handler.limits.opened(self.counted_as)
         if refusal is not None:
             self._close_with(refusal)
             return
