@@ -75,21 +75,6 @@ def canonical_domain(domain: str) -> str:
     return ".".join(labels)
 
 
-def same_mailbox(first: str, second: str) -> bool:
-    """Whether two accepted recipients name one mailbox: local parts alike but for case (as routing reads
-    them), domains alike in any spelling (U-label or A-label, any case)."""
-    if first.lower() == second.lower():
-        return True
-    local, _, domain = first.rpartition("@")
-    other_local, _, other_domain = second.rpartition("@")
-    if local.lower() != other_local.lower():
-        return False
-    try:
-        return canonical_domain(domain) == canonical_domain(other_domain)
-    except ValueError:
-        return False
-
-
 def split_path(argument: str) -> tuple[str, str]:
     """``<path> PARAMS`` -> (``<path>``, ``PARAMS``): the path ends at the first ``>`` outside quotes."""
     quoted = escaped = False

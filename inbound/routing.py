@@ -48,7 +48,7 @@ class RoutingTable:
     exact: dict[str, str]  # "local@domain" -> stream
     wildcard: dict[str, str]  # "domain" -> stream
     domains: frozenset[str]
-    blocked: dict[str, tuple[str, ...]]  # stream -> sender patterns, as _sender_key writes them
+    blocked: dict[str, tuple[str, ...]]  # stream -> sender patterns, as mailbox_key writes them
 
     @classmethod
     def from_streams(cls, streams: Sequence[StreamSettings]) -> RoutingTable:
@@ -62,7 +62,7 @@ class RoutingTable:
                 else:
                     exact[f"{local.lower()}@{domain}"] = stream.name
         domains = frozenset(wildcard) | frozenset(a.rpartition("@")[2] for a in exact)
-        blocked = {s.name: tuple(_sender_key(p) for p in s.block_senders) for s in streams}
+        blocked = {s.name: tuple(mailbox_key(p) for p in s.block_senders) for s in streams}
         return cls(exact, wildcard, domains, blocked)
 
     def route(self, address: str) -> Route:
@@ -82,13 +82,14 @@ class RoutingTable:
     def is_blocked(self, stream: str, sender: str) -> bool:
         if not sender.strip().strip("<>"):
             return False
-        key = _sender_key(sender)
+        key = mailbox_key(sender)
         domain = key.rpartition("@")[2]
         return any(p in (key, f"*@{domain}") for p in self.blocked.get(stream, ()))
 
 
-def _sender_key(address: str) -> str:
-    """*address* as block_senders compares it: the local part in lower case, the domain canonical, so that
-    no spelling of a blocked domain (its A-label for its U-label, another Unicode form) gets past."""
+def mailbox_key(address: str) -> str:
+    """*address* as routing compares it: the local part in lower case, the domain canonical, so that one
+    mailbox is one key in every spelling (its A-label for its U-label, another Unicode form, any case):
+    a blocked sender's domain gets past in none, and a recipient given twice is kept once."""
     local, domain = split_address(address)
     return f"{local.lower()}@{domain or address.strip().strip('<>').rpartition('@')[2].lower()}"

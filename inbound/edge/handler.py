@@ -21,13 +21,12 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from .. import metrics
-from ..addresses import same_mailbox
 from ..clock import rfc3339
 from ..config import SmtpSettings
 from ..envelope import Envelope, Recipient
 from ..errors import SpoolError
 from ..ids import new_queue_id
-from ..routing import RoutingTable, Verdict
+from ..routing import RoutingTable, Verdict, mailbox_key
 from .headersize import with_crlf_line_ends
 from .limits import ConnectionLimits, DataBudget
 from .smtp import InboundSMTP, client_peer, format_peer, peer_ip, reflected_names
@@ -139,7 +138,7 @@ class InboundHandler:
         refusal = self.auth_policy.at_rcpt(envelope, route.stream or "") if self.auth_policy else None
         if refusal is not None:
             return refusal
-        if any(same_mailbox(address, given) for given in envelope.rcpt_tos):
+        if mailbox_key(address) in map(mailbox_key, envelope.rcpt_tos):
             return "250 2.1.5 Ok"  # one mailbox, one copy of the message (as Postfix does)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
