@@ -275,7 +275,8 @@ AlertingTo = Callable[[str, float], Deliverer]
 
 @pytest.fixture
 def alerting_to(tmp_path: Path) -> Iterator[AlertingTo]:
-    """A deliverer whose stream's silence alert, POSTed to a URL, is due on its next dispatch pass."""
+    """A deliverer whose stream's silence alert, POSTed to a URL, is due on its next dispatch pass; its
+    alerts' thread started, as Deliverer.start starts it."""
     clock = Clock()
     outbox = Outbox(tmp_path / "outbox.db", clock=clock)
     transport = webhook_transport(allow_private=True)
@@ -287,6 +288,7 @@ def alerting_to(tmp_path: Path) -> Iterator[AlertingTo]:
             streams=(StreamSettings("support", ("*@in.test",), "http://127.0.0.1:9/", SECRET, silence_alert_after=60),),
         )
         deliverer = Deliverer(settings, outbox, Bus(), transport, clock=clock, pool=lambda stream, n: Inline())
+        deliverer.alerter.start()
         clock.now += 3600
         return deliverer
 
@@ -300,7 +302,6 @@ def test_a_dripping_alert_url_holds_up_no_dispatch_pass_and_its_post_ends_at_the
     server: ThreadingHTTPServer, alerting_to: AlertingTo, caplog: pytest.LogCaptureFixture
 ) -> None:
     deliverer = alerting_to(f"http://127.0.0.1:{port_of(server)}/drip", 1.0)
-    deliverer.alerter.start()
     started = time.monotonic()
     deliverer.dispatch_due()  # what the dispatcher's thread runs on every pass
     passed = time.monotonic() - started
@@ -320,7 +321,6 @@ def test_an_alert_url_s_huge_answer_is_not_read_into_memory(
     server: ThreadingHTTPServer, alerting_to: AlertingTo, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
     deliverer = alerting_to(f"http://127.0.0.1:{port_of(server)}{path}", 5.0)
-    deliverer.alerter.start()
     tracemalloc.start()
     try:
         deliverer.dispatch_due()
@@ -339,7 +339,6 @@ def test_an_alert_url_s_redirect_is_not_followed(
     server: ThreadingHTTPServer, alerting_to: AlertingTo, caplog: pytest.LogCaptureFixture
 ) -> None:
     deliverer = alerting_to(f"http://127.0.0.1:{port_of(server)}/redirect", 5.0)
-    deliverer.alerter.start()
     deliverer.dispatch_due()
     deliverer.alerter.stop(10)
     assert Endpoint.requests == ["/redirect"]
