@@ -127,11 +127,13 @@ class Harness:
         )
         self.offset = 0
 
-    def accept(self, *numbers: int) -> None:
+    def accept(self, *numbers: int, generation: int = 0, url: str | None = None) -> None:
+        """Messages *numbers* as the process stage sends them; a *url* as ``inbound replay --to`` does."""
         records = []
         for n in numbers:
             self.offset += 1
-            key, value, headers = message_record(MessageRecord(did(n), "support", 0, JSON, b'{"n":%d}' % n))
+            record = MessageRecord(did(n), "support", generation, JSON, b'{"n":%d}' % n, url=url)
+            key, value, headers = message_record(record)
             records.append(Record("messages", 0, self.offset, key, value, headers, 0))
         self.deliverer.handle(records)
 
@@ -285,6 +287,30 @@ def test_probes_take_the_held_deliveries_in_turn(make: Callable[..., Harness]) -
     h.at(60)
     assert h.story(3)[-1] == (EventType.DELIVERED, None)
     assert h.story(1)[-1] == (EventType.RETRYING, None)  # on its own schedule again, steps given back
+
+
+def test_a_replay_to_an_unreachable_url_leaves_the_stream_s_own_endpoint_up(make: Callable[..., Harness]) -> None:
+    # The stream's health is its webhook's: a replay target that refuses every connection is not it.
+    h = make(probe_interval=30.0)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "staging.example.test":
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200)
+
+    h.endpoint.answer = answer
+    h.accept(*range(1, 6), generation=1, url="https://staging.example.test/hook")
+    h.at(0)
+    assert h.outbox.held_since("support") is None
+    assert not h.deliverer.health["support"].down
+    h.accept(100)
+    h.at(1)
+    assert h.story(100) == [(EventType.ATTEMPT, 200), (EventType.DELIVERED, None)]
+    # Each replayed delivery follows its own schedule instead, and ends Failed with it.
+    assert h.story(1) == [(EventType.ATTEMPT, None), (EventType.RETRYING, None)]
+    h.at(61)
+    h.at(61 + 301)
+    assert h.story(1)[-1] == (EventType.FAILED, None)
 
 
 def test_403_fails_the_message_at_once_and_leaves_the_endpoint_healthy(make: Callable[..., Harness]) -> None:

@@ -328,7 +328,14 @@ class Deliverer:
         self.wake.set()
 
     def _judge(self, stream: StreamSettings, delivery: Delivery, result: AttemptResult) -> bool:
-        """Tell the stream's health how the attempt went; whether the endpoint is down (counting it)."""
+        """Tell the stream's health how the attempt went; whether the endpoint is down (counting it).
+
+        An attempt at an operator's replay target (``inbound replay --to``) tells nothing about the
+        stream's own webhook: it follows its delivery's schedule, and a target that refuses every
+        connection must not hold the stream's live mail behind probes of it.
+        """
+        if delivery.url is not None and delivery.url != stream.webhook_url:
+            return False
         health = self.health[stream.name]
         now = self.clock()
         with self.health_lock:
