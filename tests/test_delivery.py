@@ -273,6 +273,20 @@ def test_a_stream_that_cannot_be_reached_is_held_at_once_and_failed_after_max_ho
     assert h.outbox.waiting("support").count == 0  # done in the outbox too: it is not failed again
 
 
+def test_a_retry_of_a_message_failed_by_max_hold_is_tried_again_not_expired(make: Callable[..., Harness]) -> None:
+    h = make(probe_interval=60.0, max_hold=3600.0)
+    up = False
+    h.endpoint.answer = lambda request: httpx.Response(200 if up else 503)
+    h.accept(1, 2, 3)
+    for minute in range(62):
+        h.at(minute * 60)
+    assert [h.story(n)[-1] for n in (1, 2, 3)] == [(EventType.FAILED, None)] * 3
+    up = True
+    h.accept(1, generation=1)  # inbound retry: a new generation starts the delivery over, held for no time yet
+    h.at(62 * 60)
+    assert h.story(1)[-2:] == [(EventType.ATTEMPT, 200), (EventType.DELIVERED, None)]
+
+
 def test_probes_take_the_held_deliveries_in_turn(make: Callable[..., Harness]) -> None:
     # One message the endpoint always refuses with a 500 must not keep a recovered endpoint looking down.
     h = make(probe_interval=30.0)

@@ -146,7 +146,11 @@ class Outbox:
             db.executemany(sql, params)
 
     def add(self, deliveries: list[Delivery]) -> None:
-        """Keep each delivery once; a later generation (``inbound retry``) starts it over."""
+        """Keep each delivery once; a later generation (``inbound retry``) starts it over.
+
+        Over from its arrival too: ``webhooks.max_hold`` counts from ``added_at``, and a retry of a
+        message older than that would otherwise be failed as held too long before any attempt.
+        """
         now = self.clock()
         with self.lock, self.file.transaction(self.db) as db:
             db.executemany(
@@ -155,7 +159,8 @@ class Outbox:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (delivery_id) DO UPDATE SET
                        generation = excluded.generation, content_type = excluded.content_type, url = excluded.url,
-                       attempts = 0, steps = 0, due_at = excluded.due_at, done = 0, lease_until = 0
+                       attempts = 0, steps = 0, due_at = excluded.due_at, added_at = excluded.added_at,
+                       done = 0, lease_until = 0
                    WHERE excluded.generation > deliveries.generation""",
                 [
                     (d.delivery_id, d.stream, d.queue_id, d.generation, now, now, d.content_type, d.url)
