@@ -145,3 +145,13 @@ def test_payloads_kept_in_the_rows_by_an_older_outbox_move_to_their_table_on_ope
     outbox = Outbox(path)
     assert outbox.db.execute("SELECT COUNT(*) FROM deliveries WHERE payload IS NOT NULL").fetchone() == (0,)
     assert [d.payload for d in outbox.claim("s", 5, "me", lease_seconds=60)] == [b"{}"]
+
+
+def test_deliveries_claimed_to_be_failed_are_read_without_their_payload(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.add([delivery(1)])
+    (expired,) = outbox.claim("s", 100, "me", lease_seconds=60, added_before=float("inf"), payloads=False)
+    assert (expired.delivery_id, expired.payload) == ("Q1-s", b"")
+    outbox.release(expired)
+    (claimed,) = outbox.claim("s", 1, "me", lease_seconds=60)
+    assert claimed.payload == b'{"n": 1}'  # still kept for its POST

@@ -291,7 +291,9 @@ class Deliverer:
     def _expire_held(self, stream: StreamSettings, now: float) -> None:
         """Fail what has been held longer than ``webhooks.max_hold``: an outage has to end somewhere."""
         max_hold = self.settings.webhooks.max_hold
-        expired = self.outbox.claim(stream.name, 100, self.owner, self.lease_seconds, added_before=now - max_hold)
+        expired = self.outbox.claim(
+            stream.name, 100, self.owner, self.lease_seconds, added_before=now - max_hold, payloads=False
+        )
         if not expired:
             return
         reason = f"held for {format_duration(max_hold)} while the endpoint was down"

@@ -41,6 +41,9 @@ CLAIMABLE = """SELECT rowid FROM deliveries
     WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ? AND added_at < ?
     ORDER BY {order} LIMIT ?"""
 
+# A claimed delivery's payload, in claim()'s RETURNING.
+PAYLOAD = "(SELECT payload FROM payloads p WHERE p.delivery_id = deliveries.delivery_id)"
+
 # When the first unleased delivery is due (parameter: now); read from the index ``next_due`` alone.
 NEXT_DUE = "SELECT due_at FROM deliveries WHERE done = 0 AND lease_until < ? ORDER BY due_at LIMIT 1"
 
@@ -186,6 +189,7 @@ class Outbox:
         *,
         probe: bool = False,
         added_before: float | None = None,
+        payloads: bool = True,
     ) -> list[Delivery]:
         """Lease up to *limit* due deliveries of *stream*, oldest arrival first.
 
@@ -196,6 +200,8 @@ class Outbox:
         ``probe``: the one tried least recently instead, so that probes of a down endpoint take
         the held deliveries in turn and one message the endpoint always refuses cannot keep it
         looking down. ``added_before``: only deliveries that arrived before then (held too long).
+        ``payloads=False``: each with an empty payload, for a caller that will not POST them: a
+        hundred held messages of tens of MB each would otherwise be read into memory at once.
         """
         now = self.clock()
         # A stream's queue ids are unique (the delivery id is made of both): no tie to break.
@@ -205,7 +211,7 @@ class Outbox:
                 f"""UPDATE deliveries SET lease_owner = ?, lease_until = ?
                        WHERE rowid IN ({CLAIMABLE.format(order=order)})
                        RETURNING delivery_id, stream, queue_id, generation,
-                                 (SELECT payload FROM payloads p WHERE p.delivery_id = deliveries.delivery_id),
+                                 {PAYLOAD if payloads else "x''"},
                                  attempts, steps, due_at, content_type, url""",
                 (owner, now + lease_seconds, stream, now, now, added_before or float("inf"), limit),
             ).fetchall()
