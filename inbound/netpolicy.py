@@ -19,8 +19,13 @@ import ipaddress
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052, RFC 8215).
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+# The well-known NAT64 prefix (RFC 6052): the IPv4 address in the last 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 ranges never public, whatever the interpreter's ipaddress tables say (3.11.7's count both as
+# global): the local-use NAT64 prefix (RFC 8215), a translator of the operator's own that may reach
+# any IPv4 address, placed in bits the last-32-bit reading above does not see in a /48; and the
+# deprecated site-local range (RFC 3879), which a network may still route.
+_NEVER_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
 
 
 class NotAHost(ValueError):
@@ -71,16 +76,20 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for (IPv4-mapped, NAT64, 6to4), if any."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
-    if any(ip in net for net in _NAT64):
+    if ip in _NAT64:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip.sixtofour
 
 
 def is_public(ip: IPAddress) -> bool:
-    """Unicast and globally routable: not loopback, private (RFC 1918, ULA), link-local, CGNAT,
-    multicast, reserved or unspecified -- nor an IPv6 form of such an IPv4 address."""
-    if isinstance(ip, ipaddress.IPv6Address) and (inner := embedded_ipv4(ip)) is not None:
-        return is_public(inner)
+    """Unicast and globally routable: not loopback, private (RFC 1918, ULA), link-local, site-local,
+    CGNAT, multicast, reserved or unspecified -- nor an IPv6 form of such an IPv4 address, nor one
+    for a local NAT64 translator."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _NEVER_PUBLIC):
+            return False
+        if (inner := embedded_ipv4(ip)) is not None:
+            return is_public(inner)
     # is_global already leaves out loopback, RFC 1918/ULA, link-local, CGNAT, unspecified and the
     # documentation ranges; multicast and the reserved ranges count as "global" there.
     return ip.is_global and not (ip.is_multicast or ip.is_reserved)
