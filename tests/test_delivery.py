@@ -581,6 +581,22 @@ def test_the_next_post_starts_while_outcomes_wait_for_their_flush_but_only_so_ma
         pool.shutdown()
 
 
+def test_an_outcome_whose_flush_outlasts_the_lease_is_not_posted_again_meanwhile(make: Callable[..., Harness]) -> None:
+    h = make(pool=thread_pool)
+    h.bus = h.deliverer.outcomes.producer = GatedBus()
+    h.accept(1)
+    try:
+        h.at(0)
+        wait_for(lambda: h.endpoint.requests and h.deliverer.health["support"].in_flight == 0, what="outcome waiting")
+        h.at(h.deliverer.lease_seconds + 1)  # the flush is slow (a Kafka leader election): the lease has run out
+    finally:
+        h.bus.gate.set()
+    for pool in h.deliverer.pools.values():
+        pool.shutdown()  # every attempt started has ended
+    assert h.endpoint.ids() == [did(1)]
+    assert h.story(1) == [(EventType.ATTEMPT, 200), (EventType.DELIVERED, None)]
+
+
 def test_the_outcomes_flush_is_told_more_are_coming_while_a_post_is_under_way(make: Callable[..., Harness]) -> None:
     h = make(pool=thread_pool)
     answering = threading.Event()

@@ -154,10 +154,14 @@ class Deliverer:
         # instead of going on at the endpoint's pace, each of them to be repeated.
         self.recording: dict[str, threading.BoundedSemaphore] = {}
         self.health: dict[str, EndpointHealth] = {}
+        # Deliveries whose attempt here has not ended. An outcome waits for its flush with nothing
+        # renewing the lease (a write an attempt), and a slow flush (a Kafka leader election) can
+        # outlast it: the next claim of such a delivery renews the lease instead of POSTing again.
+        self.in_hand: set[str] = set()
         self.rates: dict[str, RateLimit] = {}
         self._add_streams(settings)
         self.alerter = Alerter(settings, self.outcomes.publish, self.webhook, clock())
-        self.health_lock = threading.Lock()  # guards self.health, self.rates and self.alerter
+        self.health_lock = threading.Lock()  # guards self.health, self.rates, self.alerter and self.in_hand
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._dispatch, name="deliver-dispatch", daemon=True)
@@ -279,7 +283,7 @@ class Deliverer:
             self._expire_held(stream, now)
         if free <= 0:
             return not down and slots.free == 0
-        claimed = self.outbox.claim(stream.name, free, self.owner, self.lease_seconds, probe=slots.probe)
+        claimed = self._taken(self.outbox.claim(stream.name, free, self.owner, self.lease_seconds, probe=slots.probe))
         with self.health_lock:
             health.started(len(claimed))
             rate.spend(len(claimed))
@@ -291,15 +295,31 @@ class Deliverer:
     def _expire_held(self, stream: StreamSettings, now: float) -> None:
         """Fail what has been held longer than ``webhooks.max_hold``: an outage has to end somewhere."""
         max_hold = self.settings.webhooks.max_hold
-        expired = self.outbox.claim(
-            stream.name, 100, self.owner, self.lease_seconds, added_before=now - max_hold, payloads=False
+        expired = self._taken(
+            self.outbox.claim(
+                stream.name, 100, self.owner, self.lease_seconds, added_before=now - max_hold, payloads=False
+            )
         )
         if not expired:
             return
         reason = f"held for {format_duration(max_hold)} while the endpoint was down"
         # Each one's Failed event, then each one done: one flush and one outbox transaction for them all.
-        self.outcomes.commit([([(EVENTS, *event_record(held_too_long(d, reason, now=now)))], d) for d in expired])
+        try:
+            self.outcomes.commit([([(EVENTS, *event_record(held_too_long(d, reason, now=now)))], d) for d in expired])
+        finally:
+            self._let_go(expired)
         log.error("stream=%s stage=deliver %d deliveries %s: Failed", stream.name, len(expired), reason)
+
+    def _taken(self, claimed: list[Delivery]) -> list[Delivery]:
+        """Of *claimed*, those not in hand here already, now in hand."""
+        with self.health_lock:
+            taken = [delivery for delivery in claimed if delivery.delivery_id not in self.in_hand]
+            self.in_hand.update(delivery.delivery_id for delivery in taken)
+        return taken
+
+    def _let_go(self, deliveries: list[Delivery]) -> None:
+        with self.health_lock:
+            self.in_hand.difference_update(delivery.delivery_id for delivery in deliveries)
 
     def _attempt_and_release(self, stream: StreamSettings, delivery: Delivery, probe: bool) -> None:
         posting = True
@@ -315,6 +335,7 @@ class Deliverer:
             log.exception("delivery_id=%s stage=deliver attempt crashed; it will be tried again", delivery.delivery_id)
             self.outbox.release(delivery)
         finally:
+            self._let_go([delivery])
             if posting:
                 self._posted(stream)
 
