@@ -56,7 +56,11 @@ class Producer(Protocol):
         """Queue one record; it is durable only after the next ``flush()``."""
 
     def flush(self) -> None:
-        """Block until every record sent so far is durable; raise BusError if not."""
+        """Block until every record sent so far is durable; raise BusError if not.
+
+        A failed flush drops what was sent before it, durable or not: the sender sends it again
+        (every stage does: its batch is handled again from its last commit).
+        """
 
     def close(self) -> None: ...
 

@@ -196,13 +196,18 @@ class EmbeddedProducer:
         self.pending.append((topic, key, value, encoded, int(time.time() * 1000)))
 
     def flush(self) -> None:
-        if not self.pending:
+        """Write what was sent; after a failure nothing of it stays queued, as on Kafka (see Producer).
+
+        Its senders send it again: kept, each retry of a stage's batch (a disk full for minutes)
+        added another copy, in memory until the disk had room, then on the bus.
+        """
+        pending, self.pending = self.pending, []
+        if not pending:
             return
         with self.bus.file.transaction(self.db) as db:
             db.executemany(
-                "INSERT INTO records (topic, key, value, headers, timestamp_ms) VALUES (?, ?, ?, ?, ?)", self.pending
+                "INSERT INTO records (topic, key, value, headers, timestamp_ms) VALUES (?, ?, ?, ?, ?)", pending
             )
-        self.pending.clear()
         self.bus.notify()
 
     def close(self) -> None:
