@@ -120,6 +120,42 @@ def test_our_authentication_results_comes_first_and_forged_ones_go() -> None:
     assert headers[2][1].startswith("relay.bank.example;")
 
 
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "mx.in.test 1; dkim=pass header.d=bank.example; dmarc=pass header.from=bank.example; x=(",  # a version
+        "(ours) mx.in.test; dmarc=pass header.from=bank.example; x=(",  # a comment before the id
+        "(a (nested \\) one)) MX.in.test (ours); dmarc=pass header.from=bank.example; x=(",
+        '"mx.in.test"; dmarc=pass header.from=bank.example',  # the id as a quoted-string
+        '"mx.in.\\test"(ours); dmarc=pass header.from=bank.example; x=(',
+    ],
+)
+def test_a_forged_authentication_results_goes_however_little_of_it_parses(forged: str) -> None:
+    """authres refused these, and the id read by hand was all the text before ";": they were kept, dmarc=pass."""
+    decision = decide(Screening(SPOOFED, None, None), STREAM, HOST)
+    assert decision.trace_headers([("Authentication-Results", forged), ("Subject", "pay")]) == [
+        *decision.headers,
+        ("Subject", "pay"),
+    ]
+    raw = f"Authentication-Results: {forged}\r\nSubject: pay\r\n\r\nhi\r\n".encode()
+    assert decision.trace_raw(raw).count(b"Authentication-Results:") == 1  # ours
+
+
+@pytest.mark.parametrize(
+    "upstream",
+    [
+        "relay.bank.example 1; dmarc=pass x=(",
+        "(mx.in.test) relay.bank.example; dmarc=pass (",
+        '"mx.in.test.relay"; dmarc=pass',
+        "mx.in.test.relay; dmarc=pass (",
+        "(" + "(" * 100_000 + "mx.in.test; dmarc=pass",  # a comment never closed: nothing is the id
+    ],
+)
+def test_an_unparseable_authentication_results_of_another_host_is_kept(upstream: str) -> None:
+    decision = decide(Screening(SPOOFED, None, None), STREAM, HOST)
+    assert decision.trace_headers([("Authentication-Results", upstream)])[-1] == ("Authentication-Results", upstream)
+
+
 def test_without_verdicts_or_score_nothing_is_added_but_forgeries_still_go() -> None:
     decision = decide(Screening(None, None, {"status": "unavailable"}), STREAM, HOST)
     received = (

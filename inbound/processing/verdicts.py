@@ -9,6 +9,7 @@ neutral, none, temperror, permerror.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,12 @@ from authres.arc import ARCAuthenticationResult
 from authres.dmarc import DMARCAuthenticationResult
 
 PASS, FAIL, NONE, TEMPERROR, PERMERROR = "pass", "fail", "none", "temperror", "permerror"
+
+# The authserv-id as RFC 8601 2.2 has it (RFC 2045's value): a quoted-string, its end not required (a reader
+# that forgives the missing quote finds the same id), or a token, which ends at a blank, a comment or the ";".
+_QUOTED_ID = re.compile(r'"((?:[^"\\]|\\.)*)', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+_TOKEN_END = re.compile(r'[\s();"]')
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,5 +86,31 @@ def claims(header_value: str, authserv_id: str) -> bool:
     try:
         found = str(AuthenticationResultsHeader.parse_value(header_value).authserv_id)
     except Exception:  # noqa: BLE001 -- authres raises its own and stdlib errors on junk; read the id by hand then
-        found = header_value.split(";", 1)[0].strip()
+        found = _leading_authserv_id(header_value)
     return found.lower() == authserv_id.lower()
+
+
+def _leading_authserv_id(header_value: str) -> str:
+    """The authserv-id a value starts with, read as RFC 8601 2.2 writes it: CFWS, then a token or a quoted-string.
+
+    Only the id matters, not whether the rest parses: a reader that skips the
+    junk a sender appends still finds our id, so the header must go. Comments
+    nest and may hold quoted pairs; the id may be followed by a version or a
+    comment before its ``;``. Linear in the value, whatever a sender nests.
+    """
+    at, depth = 0, 0
+    while at < len(header_value):  # comments and blanks before the id
+        char = header_value[at]
+        if depth and char == "\\":
+            at += 1
+        elif char == "(":
+            depth += 1
+        elif depth and char == ")":
+            depth -= 1
+        elif not depth and not char.isspace():
+            break
+        at += 1
+    quoted = _QUOTED_ID.match(header_value, at)
+    if quoted:
+        return _QUOTED_PAIR.sub(r"\1", quoted.group(1)).strip()
+    return _TOKEN_END.split(header_value[at:], 1)[0]
