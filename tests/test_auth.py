@@ -7,6 +7,7 @@ UDP/TCP server, hence these tests are e2e.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Iterator
@@ -209,6 +210,31 @@ def test_an_arc_set_costlier_to_check_than_any_real_one_is_not_verified(
         plain, b"s1", b"lists.example.net", lists.private_key, b"lists.example.net", include_headers=names
     )
     assert verify(auth, b"".join(seal) + plain).arc == "permerror"
+
+
+def _der_rsa_public_key(modulus: int, exponent: int) -> str:
+    """An RSAPublicKey (RFC 8017) in base64, as a key record's p= may hold it."""
+
+    def der(tag: int, content: bytes) -> bytes:
+        length = len(content).to_bytes((len(content).bit_length() + 7) // 8, "big")
+        return bytes([tag]) + (bytes([0x80 | len(length)]) + length if len(content) > 127 else length[-1:]) + content
+
+    def integer(value: int) -> bytes:
+        return der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+    return base64.b64encode(der(0x30, integer(modulus) + integer(exponent))).decode()
+
+
+@pytest.mark.parametrize(("modulus_bits", "exponent"), [(16385, 65537), (2048, 2**64 + 1)])
+def test_a_key_larger_than_any_real_one_is_not_verified(
+    dns_server: DnsServer, auth: Authenticator, modulus_bits: int, exponent: int
+) -> None:
+    # dkimpy's RSA is pure Python: a key as large as a record allows holds the process for minutes.
+    sender = SenderDomain(dns_server, "big-key.example")
+    modulus = (1 << (modulus_bits - 1)) | 1
+    dns_server.txt("big._domainkey.big-key.example", f"v=DKIM1; k=rsa; p={_der_rsa_public_key(modulus, exponent)}")
+    signed = sender.sign(message(from_="a@big-key.example")).replace(b"s=s1;", b"s=big;", 1)
+    assert [(d.selector, d.result) for d in verify(auth, signed).dkim] == [("big", "permerror")]
 
 
 def test_a_signed_body_line_of_blanks_is_checked_in_linear_time(auth: Authenticator, example_org: SenderDomain) -> None:

@@ -32,6 +32,7 @@ here raises.
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
 import re
@@ -44,6 +45,7 @@ from email.utils import getaddresses
 from typing import TypeVar
 
 import dkim
+import dkim.crypto
 import dkim.util
 import spf
 from authheaders.dmarc_lookup import DMARCException, lookup_receiver_record
@@ -130,9 +132,11 @@ class Authenticator:
             except dkim.DKIMException:
                 return PERMERROR  # a signature that cannot be read (RFC 8601 2.7.1)
             try:
-                return PASS if verifier.verify(idx=index, dnsfunc=lookups.dkim_key) else FAIL
+                return PASS if verifier.verify(idx=index, dnsfunc=functools.partial(_usable_key, lookups)) else FAIL
             except DnsTemporaryError:
                 return TEMPERROR
+            except UnusableKey:
+                return PERMERROR  # as a key record that cannot be read
             except dkim.DKIMException:
                 return FAIL  # e.g. the body hash does not match: changed after signing
 
@@ -144,10 +148,10 @@ class Authenticator:
     def _check_arc(self, message: bytes, lookups: MessageLookups) -> str:
         def verify() -> str:
             try:
-                chain, _, _ = dkim.ARC(message).verify(dnsfunc=lookups.dkim_key)
+                chain, _, _ = dkim.ARC(message).verify(dnsfunc=functools.partial(_usable_key, lookups))
             except DnsTemporaryError:
                 return TEMPERROR
-            except dkim.DKIMException:
+            except (UnusableKey, dkim.DKIMException):
                 return FAIL
             return FAIL if chain is None else str(chain.decode())  # None: a seal reported cv=fail
 
@@ -284,7 +288,40 @@ _LONG_BLANK_RUN = re.compile(rb"\s{%d}" % (MAX_BLANK_RUN + 1))
 # field each time, so one field of 200,000 lines took 3 s. Real header sections have a few hundred.
 MAX_HEADER_LINES = 5000
 
+# RSA keys dkimpy is given to verify with. Its RSA is pure Python and holds the GIL: a 16,384-bit
+# modulus with an exponent as long took 7 s (32,768 bits: 53 s), whatever [auth] timeout says, and
+# a key record may be 64 KB. OpenSSL's own bounds (OPENSSL_RSA_MAX_MODULUS_BITS, and
+# OPENSSL_RSA_MAX_PUBEXP_BITS for a large modulus); real keys are 1,024-4,096 bits, exponent 65,537.
+MAX_KEY_BITS = 16384
+MAX_EXPONENT_BITS = 64
+
 Tags = dict[bytes, bytes]
+
+
+class UnusableKey(Exception):
+    """A signature's key is larger than any real one: not verified (permerror), no RSA work done."""
+
+
+def _usable_key(lookups: MessageLookups, name: bytes, timeout: float = 0) -> bytes | None:
+    """dkimpy's ``dnsfunc``: the key record at *name*, refused with :class:`UnusableKey` if too large."""
+    record = lookups.dkim_key(name, timeout)
+    if record is not None and not _within_bounds(record):
+        raise UnusableKey(f"{name!r}: an RSA key over {MAX_KEY_BITS} bits or its exponent over {MAX_EXPONENT_BITS}")
+    return record
+
+
+@functools.lru_cache(maxsize=64)  # a signer's key, checked once for all its mail
+def _within_bounds(record: bytes) -> bool:
+    try:
+        tags = dkim.util.parse_tag_value(record)
+        if tags.get(b"k", b"rsa") != b"rsa":
+            return True  # ed25519: one size
+        key = dkim.crypto.parse_public_key(base64.b64decode(tags[b"p"]))
+    except Exception:  # noqa: BLE001 -- a record dkimpy cannot read: its own checks say so, with no RSA work
+        return True
+    modulus: int = key["modulus"]
+    exponent: int = key["publicExponent"]
+    return modulus.bit_length() <= MAX_KEY_BITS and exponent.bit_length() <= MAX_EXPONENT_BITS
 
 
 def _dkim_reader(message: bytes) -> dkim.DKIM | None:
