@@ -441,3 +441,17 @@ def test_a_server_failure_is_temperror_for_the_checks_that_needed_the_answer(
     assert verdicts.dmarc.result == "pass"  # the aligned DKIM pass is enough
     spoof = verify(auth, message())
     assert (spoof.spf.result, spoof.dmarc.result) == ("temperror", "temperror")  # might have passed: never "fail"
+
+
+def test_a_server_failure_for_an_identifier_that_cannot_align_leaves_a_spoof_failing(
+    dns_server: DnsServer, auth: Authenticator, example_org: SenderDomain
+) -> None:
+    # The spoofer breaks its own zone: its MAIL FROM's SPF and its signature's key answer SERVFAIL.
+    spoofer = SenderDomain(dns_server, "spoofer.example").spf("v=spf1 +all")
+    dns_server.failing |= {"spoofer.example", "s1._domainkey.spoofer.example"}
+    unaligned_spf = verify(auth, message(), ip=OTHER_IP, mail_from="x@spoofer.example")
+    unaligned_dkim = verify(auth, spoofer.sign(message()), ip=OTHER_IP)
+    assert (unaligned_spf.spf.result, unaligned_dkim.dkim[0].result) == ("temperror", "temperror")
+    for spoof in (unaligned_spf, unaligned_dkim):
+        assert (spoof.dmarc.result, spoof.dmarc.policy) == ("fail", "reject")
+        assert spoof.dmarc_rejects

@@ -204,13 +204,17 @@ def dmarc_for(
         identifier = identifier.lower()
         return identifier == domain if mode == "s" else org_domain(identifier) == organisation
 
-    passed = (spf_verdict.result == PASS and aligned(spf_verdict.domain, record.get("aspf", "r"))) or any(
-        d.result == PASS and aligned(d.domain, record.get("adkim", "r")) for d in dkims
-    )
-    if passed:
+    def any_aligned(result: str) -> bool:
+        return (spf_verdict.result == result and aligned(spf_verdict.domain, record.get("aspf", "r"))) or any(
+            d.result == result and aligned(d.domain, record.get("adkim", "r")) for d in dkims
+        )
+
+    if any_aligned(PASS):
         return DmarcVerdict(PASS, policy, domain)
-    if spf_verdict.result == TEMPERROR or any(d.result == TEMPERROR for d in dkims):
-        return DmarcVerdict(TEMPERROR, policy, domain)  # it might have passed: not a failure to act on
+    # An aligned identifier that could not be checked might have passed: not a failure to act on. One
+    # that could never align says nothing, and its DNS is the sender's to break.
+    if any_aligned(TEMPERROR):
+        return DmarcVerdict(TEMPERROR, policy, domain)
     return DmarcVerdict(FAIL, policy, domain)
 
 
