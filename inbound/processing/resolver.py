@@ -102,6 +102,7 @@ class MessageLookups:
     Every lookup gets what is left of the message's time, so the verdicts of one
     message take at most ``[auth] timeout`` however many lookups they make; a name
     that already failed for this message fails again at once instead of waiting again.
+    The deadline bounds the waiting for servers only: an answer in the cache is given after it too.
     """
 
     def __init__(self, resolver: Resolver, timeout: float) -> None:
@@ -128,9 +129,8 @@ class MessageLookups:
     def records(self, name: str, rdtype: str) -> list[Any]:
         if (name, rdtype) in self.failed:
             raise DnsTemporaryError(f"{name} {rdtype}: failed already for this message")
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise DnsTemporaryError(f"{name} {rdtype}: the message's time for DNS is used up")
+        # 0 once the time is up: dnspython looks in its cache first, and then, with no time left, asks no server.
+        left = max(self.deadline - time.monotonic(), 0)
         try:
             return self.resolver.records(name, rdtype, lifetime=left)
         except DnsTemporaryError:
