@@ -298,11 +298,22 @@ def test_a_header_section_longer_than_any_real_one_is_read_as_unsigned(
     assert verdicts.dmarc.result == "pass"  # by SPF, aligned
 
 
-def test_from_fields_are_read_for_their_domains_up_to_4_kib_in_all() -> None:
+def test_from_fields_are_read_for_their_domains_up_to_4_kib_in_all_and_scanned_past_it() -> None:
     long_from = b"From: " + b"x" * 4100 + b" <b@elsewhere.example>\r\n"
     head, end, body = message().partition(b"\r\n\r\n")
-    assert from_header_domains(head + b"\r\n" + long_from[:-2] + end + body) == ["example.org"]  # not the second
-    assert from_header_domains(long_from + message()) == []
+    assert from_header_domains(head + b"\r\n" + long_from[:-2] + end + body) == ["example.org", "elsewhere.example"]
+    assert from_header_domains(long_from + message()) == ["elsewhere.example", "example.org"]
+    listed = b'From: "' + b"y@display.example " * 300 + b'" <b@Elsewhere.example>, c@third.example\r\n'
+    assert from_header_domains(listed + b"\r\nhi\r\n") == ["display.example", "elsewhere.example", "third.example"]
+
+
+def test_a_spoof_with_a_from_longer_than_4_kib_still_fails_dmarc(
+    auth: Authenticator, example_org: SenderDomain
+) -> None:
+    spoof = message(from_='"Bank Security Team ' + "x" * 4100 + '" <ceo@example.org>')
+    verdicts = verify(auth, spoof, ip=OTHER_IP)
+    assert (verdicts.dmarc.result, verdicts.dmarc.policy, verdicts.dmarc.domain) == ("fail", "reject", "example.org")
+    assert verdicts.dmarc_rejects
 
 
 def test_a_from_the_stdlib_reads_by_recursion_is_unreadable_not_a_crash(
