@@ -466,3 +466,23 @@ def test_a_server_failure_for_an_identifier_that_cannot_align_leaves_a_spoof_fai
     for spoof in (unaligned_spf, unaligned_dkim):
         assert (spoof.dmarc.result, spoof.dmarc.policy) == ("fail", "reject")
         assert spoof.dmarc_rejects
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "v=DMARC1; p=reject; rua=mailto:a@example.org; mailto:b@example.org",  # a second URI after a ";"
+        "v=DMARC1; p=reject; ; rua=mailto:d@example.org",  # an empty part
+        "v=DMARC1; p=reject; fo",  # a tag with no value
+        "v=DMARC1; P=Reject; adkim=s; adkim=r",  # capitals, and a tag given twice
+    ],
+)
+def test_a_slip_after_a_dmarc_record_s_policy_leaves_the_policy_applied(
+    dns_server: DnsServer, auth: Authenticator, record: str
+) -> None:
+    domain = "slip.example"
+    sender = SenderDomain(dns_server, domain).spf(f"v=spf1 ip4:{SENDER_IP} -all").dmarc(record)
+    spoof = verify(auth, message(from_=f"ceo@{domain}"), ip=OTHER_IP, mail_from=f"ceo@{domain}")
+    assert (spoof.dmarc.result, spoof.dmarc.policy) == ("fail", "reject")
+    signed = verify(auth, sender.sign(message(from_=f"ceo@{domain}")), mail_from=f"ceo@{domain}")
+    assert signed.dmarc.result == "pass"

@@ -43,7 +43,7 @@ def test_the_parse_worker_imports_the_form_encoder_only_for_a_stream_that_posts_
     assert "urllib3" not in imported(*PARSE_WORKER)  # mailgun and sendgrid (inbound/processing/formats)
 
 
-@pytest.mark.parametrize("library", ["dkim", "spf", "dns", "authheaders"])
+@pytest.mark.parametrize("library", ["dkim", "spf", "dns", "publicsuffix2"])
 @pytest.mark.parametrize("process", [EDGE, PIPELINE, PARSE_WORKER], ids=["edge", "pipeline", "parse worker"])
 def test_the_sender_verdicts_libraries_wait_for_auth_to_be_on(process: tuple[str, ...], library: str) -> None:
     # [auth] is off by default; the service imports inbound.processing.auth when it is on.

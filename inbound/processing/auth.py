@@ -9,13 +9,13 @@ FROM, HELO). Output: :class:`Verdicts`, results named as RFC 8601 names them
 (pass, fail, softfail, neutral, none, temperror, permerror).
 
 The checks are the libraries': pyspf (SPF, RFC 7208), dkimpy (DKIM signatures
-and the ARC chain, RFC 6376 / 8617), authheaders (DMARC record discovery and
-parsing) and publicsuffix2 (organisational domains), with DNS from
-:mod:`.resolver`. DMARC's last step -- identifier alignment and which policy
-applies (RFC 7489 3.1, 6.6) -- is the few lines in :func:`dmarc_for`, because
-authheaders' own evaluation takes only one DKIM result, reloads the public
-suffix list from disk on every call (45 ms, measured) and lets DNS errors out
-as anything.
+and the ARC chain, RFC 6376 / 8617) and publicsuffix2 (organisational domains),
+with DNS from :mod:`.resolver`. DMARC -- reading the record, identifier
+alignment and which policy applies (RFC 7489 6.3, 3.1, 6.6) -- is the few lines
+of :func:`dmarc_tags` and :func:`dmarc_for`: authheaders' evaluation takes only
+one DKIM result, reloads the public suffix list from disk on every call (45 ms,
+measured) and lets DNS errors out as anything, and its record reader refuses a
+whole record for a slip after its p= (below).
 
 Why this shape: a message's first lookups are independent and known from its
 headers (the SPF record, each signature's and ARC set's key, the DMARC
@@ -48,7 +48,6 @@ import dkim
 import dkim.crypto
 import dkim.util
 import spf
-from authheaders.dmarc_lookup import DMARCException, lookup_receiver_record
 from publicsuffix2 import PublicSuffixList
 
 from ..config import AuthSettings
@@ -164,15 +163,14 @@ class Authenticator:
             return DmarcVerdict(PERMERROR, None, None)  # no From address: nothing to align with
 
         def record_of(domain: str) -> dict[str, str]:
-            return dict(lookup_receiver_record(domain, dnsfunc=lookups.dmarc_record))
+            record = lookups.dmarc_record(f"_dmarc.{domain}")
+            return dmarc_tags(record) if record else {}
 
         def evaluate(domain: str) -> DmarcVerdict:
             try:
                 return dmarc_for(domain, spf_verdict, dkims, record_of)
             except DnsTemporaryError:
                 return DmarcVerdict(TEMPERROR, None, domain)
-            except DMARCException:
-                return DmarcVerdict(PERMERROR, None, domain)
 
         verdicts = [_guarded(functools.partial(evaluate, d), DmarcVerdict(PERMERROR, None, d)) for d in from_domains]
         # Several From domains (RFC 7489 6.6.1): the one whose failure weighs most speaks for the message.
@@ -180,6 +178,23 @@ class Authenticator:
 
 
 _POLICY_WEIGHT = {"none": 1, "quarantine": 2, "reject": 3}
+
+
+def dmarc_tags(record: str) -> dict[str, str]:
+    """The tags of a ``v=DMARC1`` record, names and values lower case (RFC 7489 6.3, 6.4).
+
+    Read as 6.3 asks: "Syntax errors in the remainder of the record SHOULD be discarded". A part with
+    no "=" or no name (a second rua URI after a ";", an empty "; ;", a bare "fo") is passed over and
+    the record's p= still applies; authheaders refused such a record whole, and the spoofs of a
+    p=reject domain that made the slip were permerror, unacted on. A tag given twice: the first.
+    """
+    tags: dict[str, str] = {}
+    for part in record.split(";"):
+        name, equals, value = part.partition("=")
+        name = name.strip().lower()
+        if equals and name and name not in tags:
+            tags[name] = value.strip().lower()
+    return tags
 
 
 def dmarc_for(
