@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import encodings
 import json
+import pkgutil
 import random
 import re
 import string
@@ -27,8 +29,8 @@ from jsonschema import Draft202012Validator
 
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ParseError
-from inbound.processing import repair
-from inbound.processing.charsets import json_safe
+from inbound.processing import repair, rfc2231
+from inbound.processing.charsets import codec_for, json_safe
 from inbound.processing.headers import decode
 from inbound.processing.mime import message_tree
 from inbound.processing.parse import ParsedMessage, parse_message
@@ -288,6 +290,62 @@ def test_unknown_body_charset_is_guessed_not_fatal() -> None:
     parsed = parse_message(raw)
     assert parsed.text == "caf\xe9\n"
     assert any("unknown charset 'bogus-42'" in d and "(guessed)" in d for d in parsed.defects)
+
+
+CODEC_LABEL_HEAD = b"From: a@example.org\r\nSubject: hi\r\n"
+CODEC_LABEL_FILE = (
+    CODEC_LABEL_HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+    b"hello\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; %s\r\n\r\nxx\r\n--b--\r\n"
+)
+
+
+@pytest.mark.parametrize("label", ["undefined", "punycode", "idna", "base64", "rot13", "unicode_escape"])
+def test_a_body_charset_naming_a_codec_that_is_no_charset_is_an_unknown_label(label: str) -> None:
+    """undefined, punycode and idna raise UnicodeError, which no decode expected: the message failed."""
+    raw = CODEC_LABEL_HEAD + f"Content-Type: text/plain; charset={label}\r\n\r\n".encode() + b"caf\xc3\xa9\r\n"
+    parsed = parse_message(raw)
+    assert parsed.text == "caf\xe9\n"
+    assert f"body: unknown charset {label!r} with 8-bit bytes; decoded as utf-8 (guessed)" in parsed.defects
+
+
+@pytest.mark.parametrize(
+    ("disposition", "filename"),
+    [
+        (b"filename*=undefined''report.pdf", "report.pdf"),
+        (b"filename*=punycode''r%C3%A9port.pdf", "r\ufffd\ufffdport.pdf"),
+        (b"filename*=idna''r%C3%A9port.pdf", "r\ufffd\ufffdport.pdf"),
+        (b'filename="=?undefined?Q?report.pdf?="', "report.pdf"),
+    ],
+)
+def test_a_file_name_in_a_codec_that_is_no_charset_is_read(disposition: bytes, filename: str) -> None:
+    parsed = parse_message(CODEC_LABEL_FILE % disposition)
+    assert [a.filename for a in parsed.attachments] == [filename]
+
+
+def test_a_boundary_in_a_codec_that_is_no_charset_is_read_as_us_ascii() -> None:
+    """The parser itself reads each multipart's boundary: str(bytes, "undefined", "replace") raised there."""
+    body = b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--\r\n"
+    parsed = parse_message(CODEC_LABEL_HEAD + b"Content-Type: multipart/mixed; boundary*=undefined''b\r\n\r\n" + body)
+    assert parsed.text == "hello"
+    assert rfc2231.NO_CHARSET in parsed.defects
+
+
+def test_a_header_of_many_encoded_words_in_a_codec_that_is_no_charset_is_read() -> None:
+    """Past 200 words a header's words are decoded before any parser reads them (repair.py): that raised."""
+    words = b" ".join(b"=?undefined?Q?a?= =?utf-8?Q?b?=" for _ in range(120))
+    assert parse_message(CODEC_LABEL_HEAD.replace(b"hi", words)).subject == "ab" * 120
+
+
+def test_every_codec_taken_as_a_charset_decodes_any_bytes() -> None:
+    """What codec_for gives, str.decode takes with errors="replace" and never raises on: each codec of the stdlib."""
+    samples = [bytes(range(256)), b"caf\xc3\xa9", b"\\x", b"+AGE-", b"\x1b$B", b"\xff\xfe\x00"]
+    names = [module.name for module in pkgutil.iter_modules(encodings.__path__)]
+    taken = [codec for codec in map(codec_for, names) if codec is not None]
+    assert len(taken) > 80
+    for codec in taken:
+        for sample in samples:
+            assert isinstance(sample.decode(codec, "replace"), str), codec
+    assert not any(map(codec_for, ["undefined", "idna", "punycode", "base64_codec", "rot_13", "raw_unicode_escape"]))
 
 
 def test_duplicate_headers_are_kept_in_order() -> None:

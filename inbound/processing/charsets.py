@@ -70,12 +70,18 @@ _LIKELY = [
     "euc_jp",
     "cp949",
 ]
+# Codecs Python counts as text encodings that are no charset a message is written in: one that always
+# raises (undefined), the domain-name ones, which raise on 8-bit bytes or refuse errors="replace"
+# (punycode, idna), and Python's string-literal escapes. Named as a charset, the first three failed
+# the whole message (UnicodeError, which no decode expected); here they are unknown labels.
+_NOT_CHARSETS = frozenset({"undefined", "idna", "punycode", "unicode-escape", "raw-unicode-escape"})
 # How much of a part charset-normalizer reads to guess (it samples; this bounds the work).
 _GUESS_BYTES = 64 * 1024
 
 
 def codec_for(label: str | None) -> str | None:
-    """The Python codec that decodes text labelled *label*: its superset; None when the label is unknown."""
+    """The Python codec that decodes text labelled *label*: its superset; None when the label is unknown
+    or names a codec that is no charset (base64, idna...), which is read as an unknown label."""
     if not label:
         return None
     name = label.strip().strip("\"'").lower()
@@ -86,11 +92,28 @@ def codec_for(label: str | None) -> str | None:
 
 
 def _lookup(label: str | None) -> str | None:
-    """Python's name for the codec of *label*, as labelled (no superset); None when unknown."""
+    """Python's name for the charset of *label*, as labelled (no superset); None when unknown or no charset."""
+    codec = _codec(label)
+    return codec.name if codec is not None and _is_charset(codec) else None
+
+
+def names_no_charset(label: str | None) -> bool:
+    """Whether *label* names a Python codec that is no charset (``_NOT_CHARSETS``, the bytes-to-bytes ones)."""
+    codec = _codec(label)
+    return codec is not None and not _is_charset(codec)
+
+
+def _codec(label: str | None) -> codecs.CodecInfo | None:
     try:
-        return codecs.lookup(label.strip().strip("\"'").lower()).name if label else None
+        return codecs.lookup(label.strip().strip("\"'").lower()) if label else None
     except (LookupError, ValueError):  # ValueError: a NUL in the label
         return None
+
+
+def _is_charset(codec: codecs.CodecInfo) -> bool:
+    # _is_text_encoding is the stdlib's own flag for its bytes-to-bytes (base64, zlib...) and
+    # str-to-str (rot13) codecs, which str.decode refuses with LookupError.
+    return codec._is_text_encoding and codec.name not in _NOT_CHARSETS
 
 
 def decode(data: bytes, label: str | None) -> tuple[str, str | None]:
@@ -114,8 +137,6 @@ def decode(data: bytes, label: str | None) -> tuple[str, str | None]:
     except UnicodeDecodeError:
         text = data.decode(codec, "replace")
         return text, f"bytes that are not {codec} (charset {label!r}) replaced with U+FFFD"
-    except LookupError:  # a codec that exists but cannot decode (e.g. a bytes-to-bytes one)
-        return data.decode("utf-8", "replace"), f"charset {label!r} is not a text encoding; read as UTF-8"
 
 
 def _guess(data: bytes) -> str:

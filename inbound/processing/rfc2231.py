@@ -12,14 +12,17 @@ mail make the stdlib (3.11) raise there, and so failed the whole message as
   whole one's number is None (TypeError);
 * a NUL in an RFC 2231 charset (``name*=utf\\0-8''a.pdf``): ``str(bytes,
   charset)`` raises ValueError, where ``collapse_rfc2231_value`` and
-  ``get_content_charset`` expect LookupError for a charset they do not know.
+  ``get_content_charset`` expect LookupError for a charset they do not know;
+* an RFC 2231 charset naming a Python codec that is no charset
+  (``boundary*=undefined''b``, ``punycode``, ``idna``): ``str(bytes, charset,
+  "replace")`` raises UnicodeError, which ``collapse_rfc2231_value`` lets through.
 
 What instead, in :func:`decode_params` (the stdlib's, wrapped): such a
 parameter is read from its numbered sections, its whole form left out; a
-charset holding a NUL reads as None, which is what the stdlib gives for a
-charset it cannot parse, so each caller uses its fallback (us-ascii). Both
-are told to :func:`noting_defects`, which ``parse.py`` turns into the
-message's defects.
+charset holding a NUL or naming no charset (``charsets.names_no_charset``)
+reads as None, which is what the stdlib gives for a charset it cannot parse,
+so each caller uses its fallback (us-ascii). Each is told to
+:func:`noting_defects`, which ``parse.py`` turns into the message's defects.
 
 Where it takes effect: ``email.message`` calls ``utils.decode_params``
 through the module at every call, so replacing the module's attribute
@@ -37,9 +40,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from . import charsets
+
 _STDLIB_DECODE_PARAMS = email.utils.decode_params
 WHOLE_AND_IN_SECTIONS = "body: a MIME parameter both whole (name*=) and in sections (name*0=); read from its sections"
 NUL_IN_CHARSET = "body: a NUL in the charset of an RFC 2231 MIME parameter; read as us-ascii"
+NO_CHARSET = "body: the charset of an RFC 2231 MIME parameter names a codec that is no charset; read as us-ascii"
 # This thread's defects while it is in noting_defects(); None outside.
 _this_thread = threading.local()
 
@@ -85,10 +91,15 @@ def _without_whole_forms_of_sectioned(params: list[tuple[str, str]]) -> list[tup
 
 def _readable_charset(value: Any) -> Any:
     """An RFC 2231 value (charset, language, text) with a charset ``str(bytes, charset)`` takes; others as they came."""
-    if isinstance(value, tuple) and isinstance(value[0], str) and "\0" in value[0]:
+    if not isinstance(value, tuple) or not isinstance(value[0], str):
+        return value
+    if "\0" in value[0]:
         _note(NUL_IN_CHARSET)
-        return (None, *value[1:])
-    return value
+    elif charsets.names_no_charset(value[0]):
+        _note(NO_CHARSET)
+    else:
+        return value
+    return (None, *value[1:])
 
 
 def _note(defect: str) -> None:
