@@ -442,6 +442,22 @@ def test_a_big_message_is_written_by_the_stdlib(monkeypatch: pytest.MonkeyPatch)
         json_body({"a": "ü"}, shared.ORJSON_BELOW - 1)
 
 
+def test_a_small_message_whose_text_is_large_is_written_by_the_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HTML-only message's text is its layout, which may be larger than the message (htmltext.py)."""
+
+    class Refused:
+        @staticmethod
+        def dumps(value: object) -> bytes:
+            raise AssertionError("orjson used for a large text")
+
+    monkeypatch.setattr(shared, "orjson", Refused)
+    cells = "".join(f"<tr><td>{n}</td><td>{'w' * 300}</td></tr>" for n in range(1800))
+    raw = b"From: a@example.org\r\nContent-Type: text/html\r\n\r\n<table>" + cells.encode() + b"</table>\r\n"
+    source = Source(parse_message(raw), ENVELOPE, stream("inbound"), DELIVERY_ID, raw)
+    assert len(raw) < shared.ORJSON_BELOW <= source.size
+    assert json.loads(render(source).body)["text"] == source.parsed.text
+
+
 @pytest.mark.parametrize("payload_format", sorted(FORMATS))
 def test_every_corpus_message_renders(payload_format: str) -> None:
     """A message the parser reads must have a body in every format; RFC 6532 addresses (UTF-8) among them."""

@@ -59,13 +59,13 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 import mailparser
-from inscriptis import get_text as html_to_text
 from mailparser.exceptions import MailParserRecursionError
 
 from ..errors import ParseError
 from .charsets import json_safe
 from .headers import decode as decode_header
 from .headers import decoded_headers, raw_str
+from .htmltext import text_of_html
 from .mime import Attachment, Disposition, ReportRecipient, Walked, message_tree, walk
 from .repair import repair_header_section
 from .rfc2231 import noting_defects
@@ -202,7 +202,10 @@ def _parse(raw: bytes) -> ParsedMessage:
     defects += found.defects
     attached = tuple(_summary(inner, defects) for inner in found.attached)
     html = "\n".join(found.htmls) if found.htmls else None
-    text = "\n".join(found.texts) if found.texts else _text_of_html(html)
+    if found.texts:
+        text: str | None = "\n".join(found.texts)
+    else:
+        text = text_of_html(html, defects) if html is not None else None
     return ParsedMessage(
         message_id=first("message-id") or None,
         date=date,
@@ -278,13 +281,6 @@ def _addresses(pairs: Any) -> tuple[Address, ...]:
         if json_safe(email).strip():
             out.append(Address(display, json_safe(email).strip()))
     return tuple(out)
-
-
-def _text_of_html(html: str | None) -> str | None:
-    """The text of an HTML-only message, laid out as a mail client would show it (inscriptis, Apache-2.0)."""
-    if html is None:
-        return None
-    return str(html_to_text(html)).strip("\n")
 
 
 def _summary(inner: Message, defects: list[str]) -> AttachedMessage:

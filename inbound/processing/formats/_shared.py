@@ -27,16 +27,19 @@ FORM_URLENCODED = "application/x-www-form-urlencoded"
 # orjson writes a payload about twenty times faster than the stdlib (3 against 58 us for a 10 KiB
 # message's), but it cannot answer running out of memory: under the parse worker's address-space
 # limit it crashed the worker (SIGSEGV) writing a 21 MB message's body, where the stdlib raises
-# MemoryError, an answer. Below this size a payload is a few MiB at most, and the limit's fixed
-# part alone is at least 64 MiB (processing.parse_memory_limit).
+# MemoryError, an answer. Below this size (Source.size) a payload is a few MiB at most, and the
+# limit's fixed part alone is at least 64 MiB (processing.parse_memory_limit).
 ORJSON_BELOW = 1024 * 1024
 # (field name, text) or (field name, (file name, content, content type)), in the order they are sent.
 FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
 
 
-def json_body(payload: dict[str, object], message_size: int) -> bytes:
-    """*payload* as ``json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()`` writes it."""
-    if message_size < ORJSON_BELOW:
+def json_body(payload: dict[str, object], size: int) -> bytes:
+    """*payload* as ``json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()`` writes it.
+
+    *size*: what the payload is made of, about (:attr:`Source.size`).
+    """
+    if size < ORJSON_BELOW:
         try:
             return orjson.dumps(payload)
         except TypeError:  # what orjson refuses (a lone surrogate, a huge int): the stdlib's answer, whatever it is
@@ -59,6 +62,13 @@ class Source:
     def headers(self) -> list[tuple[str, str]]:
         """The top-level headers as we deliver them: our trace headers first, forged ones left out (screen.py)."""
         return self.decision.trace_headers(self.parsed.headers) if self.decision else list(self.parsed.headers)
+
+    @property
+    def size(self) -> int:
+        """The message's length and its text's, twice (whole and reply-stripped): what a payload is made
+        of. The text can be the larger: an HTML-only message's is its layout, up to four times its HTML
+        (htmltext.py), and one of 115 kB laid out at 20 MB crashed orjson (see ORJSON_BELOW)."""
+        return len(self.raw) + 2 * len(self.parsed.text or "")
 
     @property
     def delivered(self) -> bytes:

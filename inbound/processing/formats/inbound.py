@@ -29,4 +29,4 @@ def render(source: Source) -> Rendered:
     if source.stream.include_raw:
         raw = source.delivered
         payload["raw"] = {"size": len(raw), "content": base64.b64encode(raw).decode("ascii")}
-    return Rendered(CONTENT_TYPE, json_body(payload, len(source.raw)))
+    return Rendered(CONTENT_TYPE, json_body(payload, source.size))

@@ -79,7 +79,7 @@ def render(source: Source) -> Rendered:
         ]
     if source.stream.include_raw:
         payload["RawEmail"] = source.delivered.decode("utf-8", "replace")
-    return Rendered(CONTENT_TYPE, json_body(payload, len(source.raw)))
+    return Rendered(CONTENT_TYPE, json_body(payload, source.size))
 
 
 def _ours(source: Source) -> tuple[tuple[str, str], ...]:
