@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import random
+import time
+from email.message import Message
 from types import ModuleType
 
 import pytest
@@ -113,3 +115,39 @@ def test_what_the_parse_worker_imports_puts_it_in_the_stdlib() -> None:
         "import email.utils, inbound.processing.work, inbound.processing.rfc2231 as r;"
         " assert email.utils.decode_params is r.decode_params"
     )
+
+
+def file_name_message(name: bytes) -> bytes:
+    return HEAD + TEXT + PDF + b'Content-Disposition: attachment; filename="' + name + b'"\r\n\r\nDATA\r\n--a--\r\n'
+
+
+@pytest.mark.parametrize(
+    ("between", "kept"),
+    [(b" ", "a" * 142), (b" x ", "a x " * 124 + "a")],  # the whole words of the first 2,000 characters
+    ids=["adjacent", "apart"],
+)
+def test_a_file_name_of_64000_encoded_words_is_read_up_to_its_first_2000_characters(between: bytes, kept: str) -> None:
+    """Every reader decodes a file name with decode_header, quadratic in its words: 5 s for these, 21.8 s for
+    128,000 words, and 256,000 had the message Failed at parse_timeout."""
+    raw = file_name_message(between.join([b"=?utf-8?Q?a?="] * 64_000))
+    started = time.monotonic()
+    parsed = parse_message(raw)
+    assert time.monotonic() - started < 1  # 0.02 s here
+    assert [a.filename for a in parsed.attachments] == [kept]
+    assert rfc2231.FILE_NAME_CUT in parsed.defects
+
+
+def test_a_file_name_of_2000_characters_is_read_whole() -> None:
+    name = " ".join(["=?utf-8?B?44GC44GE44GG44GI44GK?="] * 60) + " " + "x" * 16 + ".pdf"
+    assert len(name) == rfc2231.MAX_FILE_NAME
+    parsed = parse_message(file_name_message(name.encode()))
+    assert [a.filename for a in parsed.attachments] == ["あいうえお" * 60 + " " + "x" * 16 + ".pdf"]
+    assert rfc2231.FILE_NAME_CUT not in parsed.defects
+
+
+def test_a_long_rfc2231_file_name_is_cut_to_2000_characters_of_its_bytes() -> None:
+    part = Message()
+    part["Content-Disposition"] = f"attachment; filename*=utf-8''{'%C3%A9' * 1_500}; size={'1' * 3_000}"
+    with rfc2231.noting_defects() as noted:
+        assert (part.get_filename(), part.get_param("size", header="content-disposition")) == ("é" * 1_000, "1" * 3_000)
+    assert noted == [rfc2231.FILE_NAME_CUT, rfc2231.FILE_NAME_CUT]  # read twice, cut each time

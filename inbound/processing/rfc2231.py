@@ -1,4 +1,4 @@
-"""RFC 2231 parameters the stdlib raises on, read all the same and noted as defects.
+"""MIME parameters the stdlib raises on, or decodes in quadratic time, read all the same and noted as defects.
 
 Why: every ``email.message.Message`` method that reads a header parameter --
 ``get_param``, ``get_filename``, ``get_boundary``, ``get_content_charset`` --
@@ -21,8 +21,17 @@ What instead, in :func:`decode_params` (the stdlib's, wrapped): such a
 parameter is read from its numbered sections, its whole form left out; a
 charset holding a NUL or naming no charset (``charsets.names_no_charset``)
 reads as None, which is what the stdlib gives for a charset it cannot parse,
-so each caller uses its fallback (us-ascii). Each is told to
-:func:`noting_defects`, which ``parse.py`` turns into the message's defects.
+so each caller uses its fallback (us-ascii).
+
+A file name (``filename=``, ``name=``) is decoded by every reader with the
+stdlib's ``email.header.decode_header`` (mail-parser, on every part; mime.py,
+on each attachment), which is quadratic in the RFC 2047 words of a line (it
+pops them from the front of a list): a name of 128,000 words (1.8 MB) took
+21.8 s, and 256,000 had the message Failed at parse_timeout. A file name
+longer than ``MAX_FILE_NAME`` characters is read up to there.
+
+Each of these is told to :func:`noting_defects`, which ``parse.py`` turns into
+the message's defects.
 
 Where it takes effect: ``email.message`` calls ``utils.decode_params``
 through the module at every call, so replacing the module's attribute
@@ -46,6 +55,12 @@ _STDLIB_DECODE_PARAMS = email.utils.decode_params
 WHOLE_AND_IN_SECTIONS = "body: a MIME parameter both whole (name*=) and in sections (name*0=); read from its sections"
 NUL_IN_CHARSET = "body: a NUL in the charset of an RFC 2231 MIME parameter; read as us-ascii"
 NO_CHARSET = "body: the charset of an RFC 2231 MIME parameter names a codec that is no charset; read as us-ascii"
+# Characters of a file name read at most: as many encoded words take a reader 0.3 ms to decode. No file
+# system takes a name longer than 255 UTF-16 units; the longest written as encoded words (CJK,
+# B-encoded, 1,300 characters; Q-encoded, up to 2,900) are read whole or nearly.
+MAX_FILE_NAME = 2_000
+FILE_NAME_CUT = f"body: a file name of more than {MAX_FILE_NAME} characters; the rest left out"
+_FILE_NAMES = ("filename", "name")
 # This thread's defects while it is in noting_defects(); None outside.
 _this_thread = threading.local()
 
@@ -69,7 +84,7 @@ def decode_params(params: list[tuple[str, str]]) -> list[tuple[str, Any]]:
     except TypeError:
         _note(WHOLE_AND_IN_SECTIONS)
         decoded = _STDLIB_DECODE_PARAMS(_without_whole_forms_of_sectioned(params))
-    return [(name, _readable_charset(value)) for name, value in decoded]
+    return [(name, _short_file_name(name, _readable_charset(value))) for name, value in decoded]
 
 
 def install() -> None:
@@ -100,6 +115,23 @@ def _readable_charset(value: Any) -> Any:
     else:
         return value
     return (None, *value[1:])
+
+
+def _short_file_name(name: str, value: Any) -> Any:
+    """A file name parameter's value (quoted text, or a (charset, language, quoted text) tuple) of at most
+    ``MAX_FILE_NAME`` characters; other parameters' values as they came."""
+    quoted = value[2] if isinstance(value, tuple) else value
+    if not isinstance(quoted, str) or len(quoted) <= MAX_FILE_NAME or name.lower() not in _FILE_NAMES:
+        return value
+    text = email.utils.unquote(quoted)
+    if len(text) <= MAX_FILE_NAME:
+        return value
+    _note(FILE_NAME_CUT)
+    kept = text[:MAX_FILE_NAME]
+    if "=?" in kept:  # an encoded word may be cut in two: the name ends at the white space before it
+        kept = kept.rsplit(None, 1)[0]
+    short = f'"{email.utils.quote(kept)}"'
+    return (*value[:2], short) if isinstance(value, tuple) else short
 
 
 def _note(defect: str) -> None:
