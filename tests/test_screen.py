@@ -156,6 +156,18 @@ def test_an_unparseable_authentication_results_of_another_host_is_kept(upstream:
     assert decision.trace_headers([("Authentication-Results", upstream)])[-1] == ("Authentication-Results", upstream)
 
 
+def test_a_sender_s_authentication_results_is_read_for_its_id_in_linear_time() -> None:
+    """authres parsed the whole value first: 900 KB of an escaped comment took 6.5 s, a message."""
+    decision = decide(Screening(SPOOFED, None, None), STREAM, HOST)
+    nested = "(\\" * 450_000
+    started = time.monotonic()
+    assert decision.trace_headers([("Authentication-Results", nested)]) == [
+        *decision.headers,
+        ("Authentication-Results", nested),
+    ]
+    assert time.monotonic() - started < 1
+
+
 def test_without_verdicts_or_score_nothing_is_added_but_forgeries_still_go() -> None:
     decision = decide(Screening(None, None, {"status": "unavailable"}), STREAM, HOST)
     received = (

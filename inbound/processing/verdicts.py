@@ -82,12 +82,12 @@ class Verdicts:
 
 
 def claims(header_value: str, authserv_id: str) -> bool:
-    """Whether an Authentication-Results value says it is from *authserv_id* (then, arriving from outside, forged)."""
-    try:
-        found = str(AuthenticationResultsHeader.parse_value(header_value).authserv_id)
-    except Exception:  # noqa: BLE001 -- authres raises its own and stdlib errors on junk; read the id by hand then
-        found = _leading_authserv_id(header_value)
-    return found.lower() == authserv_id.lower()
+    """Whether an Authentication-Results value says it is from *authserv_id* (then, arriving from outside, forged).
+
+    The id alone is read, by hand: authres parses the whole value, in time quadratic in a
+    sender's nesting (900 KB of "(\\" took 6.5 s), and refuses junk a lenient reader skips.
+    """
+    return _leading_authserv_id(header_value).lower() == authserv_id.lower()
 
 
 def _leading_authserv_id(header_value: str) -> str:
