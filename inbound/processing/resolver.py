@@ -13,8 +13,9 @@ not errors. Answers, negative ones included, are kept for their TTL (an hour
 at most) in :class:`AnswerCache`, bounded by the memory they take, shared by every
 message, so a domain that sends a thousand messages is looked up once per TTL.
 
-The libraries each ask for DNS in their own shape: dkimpy and authheaders
-take a function (``dnsfunc``), pyspf none (see :func:`bind_spf_lookups`).
+The libraries each ask for DNS in their own shape: dkimpy takes a function
+(``dnsfunc``), pyspf none (see :func:`bind_spf_lookups`); DMARC's record is
+read in auth.py.
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ class MessageLookups:
         return found[0] if found else None
 
     def dmarc_record(self, name: str) -> str | None:
-        """authheaders' ``dnsfunc``: the one ``v=DMARC1`` record at *name* (``_dmarc.domain``), or None.
+        """The one ``v=DMARC1`` record at *name* (``_dmarc.domain``), or None.
 
         Several DMARC records at one name count as none (RFC 7489 6.6.3).
         """
