@@ -15,6 +15,7 @@ import multiprocessing
 import random
 import re
 import sqlite3
+import string
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -27,7 +28,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
-from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, SQLiteActivityStore, open_store
+from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, SQLiteActivityStore, _sql, open_store
 from inbound.activity._sql import STATE_COLUMNS
 from inbound.activity.postgresql import PostgresActivityStore
 from inbound.activity.record import Recorder
@@ -451,6 +452,27 @@ def test_search_words_addresses_and_time(store: ActivityStore) -> None:
     assert found(text="overdue") == []
 
 
+def megabyte_of_recipients() -> tuple[str, ...]:
+    """100 recipients of 8,000-byte local parts (smtp.max_command_line = 8192): over 1 MB of searchable
+    text, in words that are all different -- more than a PostgreSQL tsvector holds."""
+    rng = random.Random(1)
+    words = ("".join(rng.choices(string.ascii_lowercase, k=6)) for _ in itertools.count())
+    return tuple(".".join(itertools.islice(words, 1142)) + "@in.test" for _ in range(100))
+
+
+def test_a_message_with_a_megabyte_of_recipients_is_recorded_and_found(store: ActivityStore) -> None:
+    to = megabyte_of_recipients()
+    store.apply([
+        summarised(1, "Invoice 42 overdue", "alice@sender.test", to, t(1)),
+        summarised(2, "Lunch?", "carol@sender.test", ("sales@in.test",), t(2)),
+    ])  # fmt: skip
+    assert one(store).to == to
+    assert [r.queue_id for r in store.list(text="overdue")] == [qid(1)]  # the subject is indexed first
+    assert [r.queue_id for r in store.list(text=to[0].split(".")[0])] == [qid(1)]  # and the first recipients
+    assert [r.queue_id for r in store.list(recipient=to[-1])] == [qid(1)]  # the filter reads every recipient
+    assert [r.queue_id for r in store.list(text="lunch")] == [qid(2)]
+
+
 def test_cursor_pages_through_everything_once(store: ActivityStore) -> None:
     store.apply([summarised(n, f"m{n}", "a@sender.test", ("help@in.test",), t(n % 3)) for n in range(1, 8)])
     store.apply([ev(EventType.QUEUED, n, 1) for n in (8, 9)])  # no received_at: they come last
@@ -626,16 +648,38 @@ def test_sqlite_version_3_file_gains_the_verdicts_column(tmp_path: Path) -> None
 # --- PostgreSQL specifics ---------------------------------------------------
 
 
-def test_postgresql_version_1_database_gains_the_verdicts_column(postgres_server: PostgresServer) -> None:
+def test_postgresql_version_1_database_is_upgraded(postgres_server: PostgresServer) -> None:
     dsn = postgres_server.new_database()
     PostgresActivityStore(dsn).close()
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("ALTER TABLE deliveries DROP COLUMN verdicts")
+        admin.execute("DROP FUNCTION inbound_search_vector")
         admin.execute("UPDATE inbound_activity_schema SET version = 1")
     store = PostgresActivityStore(dsn)
     try:
         store.apply([ev(EventType.PROCESSED, 1, 1, summary=replace(parsed_summary(), verdicts=VERDICTS))])
         assert one(store).verdicts == VERDICTS
+        assert [r.queue_id for r in store.list(text="invoice")] == [qid(1)]
+    finally:
+        store.close()
+
+
+def test_postgresql_records_unsearchable_what_it_cannot_index(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sql, "SEARCH_TEXT_BYTES", 1 << 30)  # as if the bound let through more than a tsvector holds
+    store = PostgresActivityStore(postgres_server.new_database())
+    try:
+        to = megabyte_of_recipients()
+        store.apply([
+            summarised(1, "Invoice 42 overdue", "alice@sender.test", to, t(1)),
+            summarised(2, "Lunch?", "carol@sender.test", ("sales@in.test",), t(2)),
+        ])  # fmt: skip
+        assert one(store).to == to
+        assert store.list(text="overdue") == []
+        assert [r.queue_id for r in store.list(text="lunch")] == [qid(2)]  # the rest of the batch is indexed
+        store.apply([summarised(1, "Invoice 42 overdue", "alice@sender.test", ("help@in.test",), t(1))])
+        assert [r.queue_id for r in store.list(text="overdue")] == [qid(1)]
     finally:
         store.close()
 

@@ -118,12 +118,28 @@ def searched_fields(merged: Merged) -> tuple[str | None, str | None, tuple[str, 
     return merged.subject, merged.mail_from, merged.to
 
 
+#: How much of :func:`searchable_text` is indexed, in UTF-8 bytes. 100 recipients of 8,000 bytes each
+#: made PostgreSQL refuse the tsvector (its limit is 1 MiB), and the record stage retried that batch for
+#: ever; both backends index the same head of the text, so they find the same records.
+SEARCH_TEXT_BYTES = 64 * 1024
+
+
 def searchable_text(merged: Merged) -> str:
-    """What full-text search looks in: subject, sender and recipients (addresses whole and in parts)."""
+    """What full-text search looks in: subject, sender and recipients (addresses whole and in parts).
+
+    Storable, and at most :data:`SEARCH_TEXT_BYTES` long: the subject first, so that it is always found.
+    """
     subject, mail_from, to = searched_fields(merged)
-    addresses = [a for a in (mail_from, *to) if a]
-    parts = [_NOT_WORD.sub(" ", a) for a in addresses]
-    return " ".join([subject or "", *addresses, *parts])
+    # each address whole, then in parts: a cut text keeps its first addresses in both forms
+    addresses = [form for a in (mail_from, *to) if a for form in (a, _NOT_WORD.sub(" ", a))]
+    text = storable(" ".join([subject or "", *addresses])) or ""
+    encoded = text.encode()
+    if len(encoded) <= SEARCH_TEXT_BYTES:
+        return text
+    kept = encoded[:SEARCH_TEXT_BYTES].decode(errors="ignore")  # "ignore": only a character cut in two
+    if not text[len(kept)].isspace():  # nor a word cut in two: its head is not a word of the message
+        kept = kept.rpartition(" ")[0] or kept
+    return kept
 
 
 class SQLActivityStore(abc.ABC):

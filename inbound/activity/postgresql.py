@@ -34,13 +34,31 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import StoreError
 from ..events import Event
 from ._base import Merged
-from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, searchable_text, storable
+from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, searchable_text
 
-SCHEMA_VERSION = 2  # 2: verdicts
+SCHEMA_VERSION = 3  # 2: verdicts; 3: inbound_search_vector()
 CONNECT_TIMEOUT_SECONDS = 10
 APPLY_TRIES = 5
 # Any fixed number: the advisory lock under which the first process to start creates the tables.
 _SCHEMA_LOCK = 0x1B0A7D
+
+# searchable_text() is bounded far below the tsvector's limit (1 MiB); should PostgreSQL refuse a text
+# anyway, failing the batch would stop the record stage for good: the delivery is recorded unsearchable
+# instead. In the server, so that no savepoint costs the common case a round trip.
+_SEARCH_VECTOR = """CREATE FUNCTION inbound_search_vector(searched text) RETURNS tsvector
+    LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+    BEGIN
+        RETURN to_tsvector('simple', searched);
+    EXCEPTION WHEN program_limit_exceeded THEN
+        RAISE WARNING 'inbound: a delivery is left out of the full-text index: %', SQLERRM;
+        RETURN NULL;
+    END $$"""
+
+# What takes a database of each older version to the next.
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE deliveries ADD COLUMN verdicts text",),
+    2: (_SEARCH_VECTOR,),
+}
 
 _SCHEMA = (
     "CREATE TABLE inbound_activity_schema (version integer NOT NULL)",
@@ -74,6 +92,7 @@ _SCHEMA = (
     f"CREATE INDEX deliveries_by_stream ON deliveries (stream, {ORDER_COLUMNS})",
     "CREATE INDEX deliveries_by_queue_id ON deliveries (queue_id)",
     "CREATE INDEX deliveries_search ON deliveries USING gin (search)",
+    _SEARCH_VECTOR,
     """CREATE TABLE attempts (
         delivery_id text COLLATE "C" NOT NULL,
         generation integer NOT NULL,
@@ -135,14 +154,15 @@ class PostgresActivityStore(SQLActivityStore):
                     for statement in _SCHEMA:
                         db.execute(statement)
                     db.execute("INSERT INTO inbound_activity_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-                row = db.execute("SELECT version FROM inbound_activity_schema").fetchone()
-                if row == (1,):
-                    db.execute("ALTER TABLE deliveries ADD COLUMN verdicts text")
-                    db.execute("UPDATE inbound_activity_schema SET version = %s", (SCHEMA_VERSION,))
-                    row = (SCHEMA_VERSION,)
-                if row != (SCHEMA_VERSION,):
+                (version,) = db.execute("SELECT version FROM inbound_activity_schema").fetchone() or (None,)
+                while version in _UPGRADES:
+                    for statement in _UPGRADES[version]:
+                        db.execute(statement)
+                    version += 1
+                    db.execute("UPDATE inbound_activity_schema SET version = %s", (version,))
+                if version != SCHEMA_VERSION:
                     raise StoreError(
-                        f"activity store {self.where}: schema version {row}, this inbound reads {SCHEMA_VERSION}"
+                        f"activity store {self.where}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
                     )
         except BaseException:
             db.close()
@@ -176,8 +196,8 @@ class PostgresActivityStore(SQLActivityStore):
 
     def _index_text(self, db: Connection, merged: Merged) -> None:
         db.execute(
-            "UPDATE deliveries SET search = to_tsvector('simple', %s) WHERE delivery_id = %s",
-            (storable(searchable_text(merged)), merged.delivery_id),
+            "UPDATE deliveries SET search = inbound_search_vector(%s) WHERE delivery_id = %s",
+            (searchable_text(merged), merged.delivery_id),
         )
 
     def close(self) -> None:

@@ -35,7 +35,6 @@ from ._sql import (
     SQLActivityStore,
     search_words,
     searchable_text,
-    storable,
 )
 
 log = logging.getLogger(__name__)
@@ -193,9 +192,7 @@ class SQLiteActivityStore(SQLActivityStore):
     def _index_text(self, db: Connection, merged: Merged) -> None:
         (row_id,) = db.execute("SELECT id FROM deliveries WHERE delivery_id = ?", (merged.delivery_id,)).fetchone()
         db.execute("DELETE FROM deliveries_text WHERE rowid = ?", (row_id,))
-        db.execute(
-            "INSERT INTO deliveries_text (rowid, text) VALUES (?, ?)", (row_id, storable(searchable_text(merged)))
-        )
+        db.execute("INSERT INTO deliveries_text (rowid, text) VALUES (?, ?)", (row_id, searchable_text(merged)))
 
     def close(self) -> None:
         with self._lock:
