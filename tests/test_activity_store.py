@@ -17,6 +17,7 @@ import re
 import sqlite3
 import string
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -452,6 +453,26 @@ def test_search_words_addresses_and_time(store: ActivityStore) -> None:
     assert found(text="overdue") == []
 
 
+def accented(n: int) -> Event:
+    """A message from and to addresses with capitals beyond ASCII."""
+    return summarised(n, "Réunion", "Élodie@Exemple.fr", ("Ärger@in.test", "ΟΔΟΣ@in.test"), t(n))
+
+
+def found_by_address(store: ActivityStore) -> list[list[str]]:
+    """What the sender and recipient filters find for :func:`accented`'s addresses in other cases."""
+    searches = [{"sender": "élodie@exemple.FR"}, {"sender": "ÉLODIE@EXEMPLE.FR"}, {"recipient": "ärger@IN.test"},
+                {"recipient": "οδος@in.test"}]  # fmt: skip
+    return [[r.queue_id for r in store.list(**search)] for search in searches]
+
+
+def test_addresses_compare_case_insensitively_beyond_ascii(store: ActivityStore) -> None:
+    store.apply([accented(1), summarised(2, "Straße", "Straße@in.test", ("Ärger@in.test",), t(2))])
+    assert found_by_address(store) == [[qid(1)], [qid(1)], [qid(2), qid(1)], [qid(1)]]
+    assert [r.queue_id for r in store.list(sender="Élodie@Exemple.fr")] == [qid(1)]  # as stored
+    assert [r.queue_id for r in store.list(sender="STRASSE@IN.TEST")] == [qid(2)]  # Unicode's caseless match
+    assert store.list(sender="elodie@exemple.fr") == store.list(recipient="arger@in.test") == []  # É is not E
+
+
 def megabyte_of_recipients() -> tuple[str, ...]:
     """100 recipients of 8,000-byte local parts (smtp.max_command_line = 8192): over 1 MB of searchable
     text, in words that are all different -- more than a PostgreSQL tsvector holds."""
@@ -600,11 +621,11 @@ def test_sqlite_file_is_wal_versioned_and_atomic(tmp_path: Path) -> None:
 def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "activity.db"
     store = SQLiteActivityStore(path)
-    store.apply(delivered_after_one_retry(1) + failed_then_retried(2))
+    store.apply([*delivered_after_one_retry(1), *failed_then_retried(2), accented(3)])
     before = state(store)
     store.close()
     raw = sqlite3.connect(path)
-    try:  # back to version 2's shape: no id column, no full-text index
+    try:  # back to version 2's shape: no id column, no full-text index, no folded addresses
         raw.executescript(
             f"""CREATE TABLE old AS SELECT {STATE_COLUMNS.removesuffix(", verdicts")}, payload FROM deliveries;
             DROP TABLE deliveries; DROP TABLE deliveries_text; ALTER TABLE old RENAME TO deliveries;
@@ -616,6 +637,7 @@ def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
     try:
         assert state(upgraded) == before
         assert [r.queue_id for r in upgraded.list(text="invoice")] == [qid(2), qid(1)]
+        assert found_by_address(upgraded) == [[qid(3)]] * 4
     finally:
         upgraded.close()
     check = sqlite3.connect(path)
@@ -625,20 +647,27 @@ def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
         check.close()
 
 
-def test_sqlite_version_3_file_gains_the_verdicts_column(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [3, 4])
+def test_sqlite_version_3_and_4_files_gain_their_columns(tmp_path: Path, version: int) -> None:
     path = tmp_path / "activity.db"
     store = SQLiteActivityStore(path)
-    store.apply(delivered_after_one_retry(1))
+    store.apply([*delivered_after_one_retry(1), accented(3)])
     before = state(store)
     store.close()
     raw = sqlite3.connect(path)
     try:
-        raw.executescript("ALTER TABLE deliveries DROP COLUMN verdicts; PRAGMA user_version = 3;")
+        if version == 3:
+            raw.execute("ALTER TABLE deliveries DROP COLUMN verdicts")
+        raw.executescript(
+            "ALTER TABLE deliveries DROP COLUMN mail_from_folded; ALTER TABLE deliveries DROP COLUMN rcpt_to_folded;"
+            f" PRAGMA user_version = {version};"
+        )
     finally:
         raw.close()
     upgraded = SQLiteActivityStore(path)
     try:
         assert state(upgraded) == before
+        assert found_by_address(upgraded) == [[qid(3)]] * 4
         upgraded.apply([ev(EventType.PROCESSED, 2, 1, summary=replace(parsed_summary(2), verdicts=VERDICTS))])
         assert one(upgraded, 2).verdicts == VERDICTS
     finally:
@@ -650,16 +679,31 @@ def test_sqlite_version_3_file_gains_the_verdicts_column(tmp_path: Path) -> None
 
 def test_postgresql_version_1_database_is_upgraded(postgres_server: PostgresServer) -> None:
     dsn = postgres_server.new_database()
-    PostgresActivityStore(dsn).close()
+    store = PostgresActivityStore(dsn)
+    store.apply([accented(3)])
+    store.close()
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("ALTER TABLE deliveries DROP COLUMN verdicts")
+        admin.execute("ALTER TABLE deliveries DROP COLUMN verdicts, DROP COLUMN mail_from_folded, DROP rcpt_to_folded")
         admin.execute("DROP FUNCTION inbound_search_vector")
         admin.execute("UPDATE inbound_activity_schema SET version = 1")
     store = PostgresActivityStore(dsn)
     try:
+        assert found_by_address(store) == [[qid(3)]] * 4
         store.apply([ev(EventType.PROCESSED, 1, 1, summary=replace(parsed_summary(), verdicts=VERDICTS))])
         assert one(store).verdicts == VERDICTS
         assert [r.queue_id for r in store.list(text="invoice")] == [qid(1)]
+    finally:
+        store.close()
+
+
+def test_postgresql_addresses_compare_alike_whatever_the_database_locale(postgres_server: PostgresServer) -> None:
+    name = f"c{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server.dsn("postgres"), autocommit=True) as admin:  # lower() folds ASCII only here
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    store = PostgresActivityStore(postgres_server.dsn(name))
+    try:
+        store.apply([accented(1)])
+        assert found_by_address(store) == [[qid(1)]] * 4
     finally:
         store.close()
 

@@ -20,7 +20,7 @@ import builtins
 import functools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -40,17 +40,21 @@ STATE_COLUMNS = (
     "payload_type, updated_at, verdicts"
 )
 _ATTEMPT_COLUMNS = "delivery_id, generation, number, at, status_code, error, latency_ms"
+# Written with the state, never read back: what the sender and recipient filters compare (see fold()).
+_FOLDED_COLUMNS = "mail_from_folded, rcpt_to_folded"
 
 
 class Cursor(Protocol):
     def fetchone(self) -> Any: ...
     def fetchall(self) -> builtins.list[Any]: ...
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
 
 
 class Connection(Protocol):
     """What both sqlite3 and psycopg connections offer, and all this module uses."""
 
     def execute(self, sql: str, params: Sequence[Any], /) -> Cursor: ...
+    def cursor(self) -> Cursor: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +64,14 @@ class Dialect:
     mark: str  # the parameter placeholder
     text_match: str  # true when the record matches the full-text query in the one parameter
     text_query: Callable[[str], str]  # the user's words as that parameter
-    has_recipient: str  # true when the one parameter (lower-cased) is among the recipients
+    has_recipient: str  # true when the one parameter (folded) is among the folded recipients
 
 
 @dataclass(frozen=True, slots=True)
 class Criteria:
     """What ``list()`` selects; None means any. In one place so that backends agree.
 
-    Addresses compare case-insensitively; *since*/*until* bound ``received_at`` (as
+    Addresses compare case-insensitively (see :func:`fold`); *since*/*until* bound ``received_at`` (as
     :func:`inbound.clock.rfc3339` writes it: text order is time order), so records not yet
     summarised match neither.
     """
@@ -91,8 +95,8 @@ class Criteria:
             (f"stream = {m}", [self.stream]),
             (f"queue_id = {m}", [self.queue_id]),
             (dialect.text_match, [dialect.text_query(words) if words else None]),
-            (f"lower(mail_from) = {m}", [self.sender.lower() if self.sender else None]),
-            (dialect.has_recipient, [self.recipient.lower() if self.recipient else None]),
+            (f"mail_from_folded = {m}", [fold(self.sender) if self.sender else None]),
+            (dialect.has_recipient, [fold(self.recipient) if self.recipient else None]),
             (f"received_at >= {m}", [self.since]),
             (f"received_at < {m}", [self.until]),
             (f"({ORDER_COLUMNS}) < ({m}, {m})", list(self.after) if self.after else [None]),
@@ -103,6 +107,21 @@ class Criteria:
         # storable(): a NUL or a lone surrogate in a query must find nothing, not fail the query
         values = [storable(p) if isinstance(p, str) else p for _, params in given for p in params]
         return "WHERE " + " AND ".join(sql for sql, _ in given), values
+
+
+def fold(address: str) -> str:
+    """*address* as the sender and recipient filters compare it: case-folded by Python, for both backends.
+
+    Not by the database's lower(): SQLite's folds ASCII only and PostgreSQL's follows the database's
+    locale (ASCII only under "C"), so "Élodie@exemple.fr" was found on one backend and not the other.
+    """
+    return address.casefold()
+
+
+def folded_addresses(mail_from: str | None, to: Sequence[str]) -> tuple[str | None, str]:
+    """What a delivery stores in the folded columns: its sender, and its recipients as a JSON array."""
+    sender = storable(fold(mail_from)) if mail_from is not None else None
+    return sender, jsoncodec.dumps([storable(fold(a)) for a in to]).decode()
 
 
 def search_words(query: str) -> builtins.list[str]:
@@ -268,12 +287,22 @@ class SQLActivityStore(abc.ABC):
             storable(m.next_attempt_at), encode_key(m.status_key), storable(m.received_at), storable(m.mail_from),
             jsoncodec.dumps(list(m.to)).decode(), m.size, m.attachments, encode_key(m.summary_key), storable(m.subject),
             encode_key(m.subject_key), encode_key(m.payload_key), storable(m.payload_type), storable(m.updated_at),
-            _stored_verdicts(m.verdicts),
+            _stored_verdicts(m.verdicts), *folded_addresses(m.mail_from, m.to),
         )  # fmt: skip
+        columns = f"{STATE_COLUMNS}, {_FOLDED_COLUMNS}"
         if payload is None:
-            db.execute(_upsert(self.dialect.mark, STATE_COLUMNS), values)
+            db.execute(_upsert(self.dialect.mark, columns), values)
         else:
-            db.execute(_upsert(self.dialect.mark, f"{STATE_COLUMNS}, payload"), (*values, payload))
+            db.execute(_upsert(self.dialect.mark, f"{columns}, payload"), (*values, payload))
+
+    def _fold_addresses(self, db: Connection) -> None:
+        """Fill in every delivery's folded addresses: for the schema upgrade that adds their columns."""
+        m = self.dialect.mark
+        rows = db.execute("SELECT delivery_id, mail_from, rcpt_to FROM deliveries", ()).fetchall()
+        db.cursor().executemany(
+            f"UPDATE deliveries SET mail_from_folded = {m}, rcpt_to_folded = {m} WHERE delivery_id = {m}",
+            [(*folded_addresses(mail_from, jsoncodec.loads(to)), did) for did, mail_from, to in rows],
+        )
 
     def _put_attempt(self, db: Connection, delivery_id: str, generation: int, attempt: Attempt) -> None:
         """Insert the attempt, or replace the stored version of it if this one wins (see attempt_key)."""

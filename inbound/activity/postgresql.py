@@ -36,7 +36,7 @@ from ..events import Event
 from ._base import Merged
 from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, searchable_text
 
-SCHEMA_VERSION = 3  # 2: verdicts; 3: inbound_search_vector()
+SCHEMA_VERSION = 4  # 2: verdicts; 3: inbound_search_vector(); 4: folded addresses
 CONNECT_TIMEOUT_SECONDS = 10
 APPLY_TRIES = 5
 # Any fixed number: the advisory lock under which the first process to start creates the tables.
@@ -53,12 +53,6 @@ _SEARCH_VECTOR = """CREATE FUNCTION inbound_search_vector(searched text) RETURNS
         RAISE WARNING 'inbound: a delivery is left out of the full-text index: %', SQLERRM;
         RETURN NULL;
     END $$"""
-
-# What takes a database of each older version to the next.
-_UPGRADES: dict[int, tuple[str, ...]] = {
-    1: ("ALTER TABLE deliveries ADD COLUMN verdicts text",),
-    2: (_SEARCH_VECTOR,),
-}
 
 _SCHEMA = (
     "CREATE TABLE inbound_activity_schema (version integer NOT NULL)",
@@ -85,7 +79,9 @@ _SCHEMA = (
         payload_type text,
         updated_at text NOT NULL,
         search tsvector,
-        verdicts text
+        verdicts text,
+        mail_from_folded text,
+        rcpt_to_folded text
     )""",
     f"CREATE INDEX deliveries_newest ON deliveries ({ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
@@ -109,7 +105,7 @@ _DIALECT = Dialect(
     mark="%s",
     text_match="search @@ plainto_tsquery('simple', %s)",
     text_query=str,  # plainto_tsquery reads plain words: no operator syntax from the user's input
-    has_recipient="EXISTS (SELECT 1 FROM jsonb_array_elements_text(rcpt_to::jsonb) AS r (a) WHERE lower(r.a) = %s)",
+    has_recipient="EXISTS (SELECT 1 FROM jsonb_array_elements_text(rcpt_to_folded::jsonb) AS r (a) WHERE r.a = %s)",
 )
 
 
@@ -155,9 +151,8 @@ class PostgresActivityStore(SQLActivityStore):
                         db.execute(statement)
                     db.execute("INSERT INTO inbound_activity_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
                 (version,) = db.execute("SELECT version FROM inbound_activity_schema").fetchone() or (None,)
-                while version in _UPGRADES:
-                    for statement in _UPGRADES[version]:
-                        db.execute(statement)
+                while version in range(1, SCHEMA_VERSION):
+                    self._upgrade(db, version)
                     version += 1
                     db.execute("UPDATE inbound_activity_schema SET version = %s", (version,))
                 if version != SCHEMA_VERSION:
@@ -169,6 +164,16 @@ class PostgresActivityStore(SQLActivityStore):
             raise
         self._db = db
         return db
+
+    def _upgrade(self, db: psycopg.Connection[tuple[object, ...]], version: int) -> None:
+        """Take the database from schema *version* to the next."""
+        if version == 1:
+            db.execute("ALTER TABLE deliveries ADD COLUMN verdicts text")
+        elif version == 2:
+            db.execute(_SEARCH_VECTOR)
+        elif version == 3:
+            db.execute("ALTER TABLE deliveries ADD COLUMN mail_from_folded text, ADD COLUMN rcpt_to_folded text")
+            self._fold_addresses(db)
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:

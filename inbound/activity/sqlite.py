@@ -39,8 +39,9 @@ from ._sql import (
 
 log = logging.getLogger(__name__)
 
-# 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts
-SCHEMA_VERSION = 4
+# 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts;
+# 5: folded addresses
+SCHEMA_VERSION = 5
 _V2_COLUMNS = STATE_COLUMNS.removesuffix(", verdicts")  # what a version 2 file has of them
 
 # What version 3 added or changed: version 2's files are migrated by re-creating these (see _upgrade_from_2).
@@ -67,7 +68,9 @@ _DELIVERIES = (
         payload_key TEXT,
         payload_type TEXT,
         updated_at TEXT NOT NULL,
-        verdicts TEXT  -- JSON
+        verdicts TEXT,  -- JSON
+        mail_from_folded TEXT,  -- see _sql.fold()
+        rcpt_to_folded TEXT  -- JSON
     )""",
     f"CREATE INDEX deliveries_newest ON deliveries ({ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
@@ -95,7 +98,7 @@ _DIALECT = Dialect(
     text_match="id IN (SELECT rowid FROM deliveries_text WHERE deliveries_text MATCH ?)",
     # each word one quoted FTS5 string: no operator or column syntax from the user's input
     text_query=lambda query: " ".join('"' + word.replace('"', '""') + '"' for word in search_words(query)),
-    has_recipient="EXISTS (SELECT 1 FROM json_each(rcpt_to) WHERE lower(value) = ?)",
+    has_recipient="EXISTS (SELECT 1 FROM json_each(rcpt_to_folded) WHERE value = ?)",
 )
 
 
@@ -145,10 +148,14 @@ class SQLiteActivityStore(SQLActivityStore):
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version == 2:
                 self._upgrade_from_2(db)
-            elif version == 3:
-                db.execute("ALTER TABLE deliveries ADD COLUMN verdicts TEXT")
+            elif version in (3, 4):
+                if version == 3:
+                    db.execute("ALTER TABLE deliveries ADD COLUMN verdicts TEXT")
+                db.execute("ALTER TABLE deliveries ADD COLUMN mail_from_folded TEXT")
+                db.execute("ALTER TABLE deliveries ADD COLUMN rcpt_to_folded TEXT")
+                self._fold_addresses(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                log.info("activity store %s: upgraded from schema version 3 to %d", self.path, SCHEMA_VERSION)
+                log.info("activity store %s: upgraded from schema version %d to %d", self.path, version, SCHEMA_VERSION)
             elif version != SCHEMA_VERSION:
                 raise StoreError(
                     f"activity store {self.path}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
@@ -168,6 +175,7 @@ class SQLiteActivityStore(SQLActivityStore):
             db.execute(statement)
         db.execute(f"INSERT INTO deliveries ({_V2_COLUMNS}, payload) SELECT {_V2_COLUMNS}, payload FROM deliveries_v2")
         db.execute("DROP TABLE deliveries_v2")
+        self._fold_addresses(db)
         for (delivery_id,) in db.execute("SELECT delivery_id FROM deliveries").fetchall():
             merged = self._load(db, delivery_id)
             assert merged is not None
