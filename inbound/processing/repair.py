@@ -50,8 +50,8 @@ def repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
     addresses read as ``,`` (:func:`semicolons_as_commas`).
     """
     end = _BLANK_LINE.search(raw)
-    head, rest = (raw[: end.start()], raw[end.start() :]) if end else (raw, b"")
-    original = head
+    split = end.start() if end else len(raw)
+    original = head = raw[:split]  # the body is not sliced off unless the head changed: 25 MB copied for nothing
     head, obsolete = _OBSOLETE_NAME.subn(rb"\1:", head)
     bad_words = 0
 
@@ -76,7 +76,7 @@ def repair_header_section(raw: bytes) -> tuple[bytes, list[str]]:
     notes += [f"headers: {semicolons} address field(s) with ';' between addresses, read as ','"] * bool(semicolons)
     notes += [f"headers: {bad_words} encoded-word(s) with broken base64, decoded leniently"] * bool(bad_words)
     # Unchanged, the message goes on as it came: a copy of a 25 MB message is 25 MB more at the parse's peak.
-    return (raw if head == original else head + rest), notes
+    return (raw if head == original else head + raw[split:]), notes
 
 
 def _join_encoded_word_runs(head: bytes) -> bytes:
