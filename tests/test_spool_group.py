@@ -24,6 +24,7 @@ from inbound.datadir import DataDir
 from inbound.edge import limits
 from inbound.edge import spool as spool_module
 from inbound.edge.spool import SpoolWriter
+from inbound.errors import SpoolError
 
 from .edge_harness import Client, EdgeServers, spool_envelope
 from .harness import wait_for
@@ -132,6 +133,56 @@ def test_a_failed_group_write_answers_451_to_each_of_its_messages_and_keeps_noth
     (kept,) = new.iterdir()
     assert len(spool_module.decode_entries(kept, kept.read_bytes())) == 1
     assert list((new.parent / "tmp").iterdir()) == []
+
+
+class FailingDirectoryFsync:
+    """The spool's fsync_dir, recorded; the first one fails, as a failing disk's would (EIO)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[Path] = []
+        monkeypatch.setattr(spool_module, "fsync_dir", self)
+
+    def __call__(self, path: Path) -> None:
+        self.calls.append(path)
+        if len(self.calls) == 1:
+            raise OSError(errno.EIO, "injected")
+
+
+def test_an_entry_whose_directory_fsync_fails_is_refused_and_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry was renamed into new/ when the fsync of new/ failed: its sender got a 451 while the
+    entry stayed there and was published, so the sender's retry made a second, delivered copy."""
+    spool = spool_module.Spool(DataDir(tmp_path))
+    fsyncs = FailingDirectoryFsync(monkeypatch)
+    with pytest.raises(SpoolError, match="injected"):
+        spool.put(spool_envelope(), b"Subject: once\r\n\r\nhi\r\n")
+    assert spool.pending() == []  # nothing left for the publisher
+    assert fsyncs.calls == [spool.new, spool.new]  # the second makes the removal durable
+
+
+def test_an_entry_that_cannot_be_taken_back_is_refused_all_the_same_and_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 250 for an entry whose directory may not survive a power cut could lose it; the 451 may
+    only make a second copy."""
+    spool = spool_module.Spool(DataDir(tmp_path))
+    FailingDirectoryFsync(monkeypatch)
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == spool.new:
+            raise OSError(errno.EIO, "injected")
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    envelope = spool_envelope()
+    with pytest.raises(SpoolError, match="injected"):
+        spool.put(envelope, b"Subject: once\r\n\r\nhi\r\n")
+    assert [entry.envelope.queue_id for entry in spool.entries()] == [envelope.queue_id]
+    assert f"queue_id={envelope.queue_id} stage=receive refused, but its spool entry may still be published" in (
+        caplog.text
+    )
 
 
 def test_a_group_write_is_bounded_in_bytes_and_a_larger_message_goes_alone(tmp_path: Path) -> None:

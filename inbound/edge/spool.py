@@ -8,7 +8,9 @@ spool turns that outage into a delay.
 
 How entries are made durable (Maildir-style): write ``tmp/<id>``, fsync it,
 rename it into ``new/``, fsync ``new/``. A crash before the rename leaves only
-a ``tmp/`` file, which was never acknowledged and is removed at start-up.
+a ``tmp/`` file, which was never acknowledged and is removed at start-up. If
+the fsync of ``new/`` fails, the entry is removed again before the refusal, so
+that a sender told to try again does not also have it published.
 Messages whose DATA ends while a write is under way are written together as
 one file, named by the first queue id, with those two fsyncs shared
 (:class:`SpoolWriter`): an fsync costs milliseconds whatever it carries, so
@@ -185,12 +187,39 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, final)
-            fsync_dir(self.new)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise SpoolError(f"cannot spool {name}: {exc.strerror or exc}") from exc
+        try:
+            fsync_dir(self.new)
+        except OSError as exc:
+            self._take_back(final, messages)
+            raise SpoolError(f"cannot spool {name}: {exc.strerror or exc}") from exc
         return final
+
+    def _take_back(self, path: Path, messages: Sequence[tuple[Envelope, bytes]]) -> None:
+        """Remove an entry whose place in ``new/`` may not survive a power cut: its senders get a 4xx.
+
+        Left there, the publisher would publish it and the senders' retries would make second copies.
+        Should it not go, the 4xx stands all the same: a message delivered twice, where a 250 for an
+        entry a power cut may undo would be a message lost.
+        """
+        try:
+            path.unlink()
+        except OSError as exc:  # FileNotFoundError too: a publisher has taken it already
+            for envelope, _ in messages:
+                log.error(
+                    "queue_id=%s stage=receive refused, but its spool entry may still be published: it may be"
+                    " delivered twice (%s: %s)",
+                    envelope.queue_id,
+                    path,
+                    exc.strerror or exc,
+                )
+            return
+        # If this fails too, only a power cut before the directory reaches the disk brings the entry back.
+        with contextlib.suppress(OSError):
+            fsync_dir(self.new)
 
     def pending(self) -> list[Path]:
         """Entries waiting to be published, oldest first (queue ids sort by time)."""
