@@ -648,7 +648,10 @@ def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version", [3, 4])
-def test_sqlite_version_3_and_4_files_gain_their_columns(tmp_path: Path, version: int) -> None:
+def test_sqlite_version_3_and_4_files_gain_their_columns(
+    tmp_path: Path, version: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # the addresses are folded a page at a time
     path = tmp_path / "activity.db"
     store = SQLiteActivityStore(path)
     store.apply([*delivered_after_one_retry(1), accented(3)])

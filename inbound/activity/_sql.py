@@ -42,6 +42,8 @@ STATE_COLUMNS = (
 _ATTEMPT_COLUMNS = "delivery_id, generation, number, at, status_code, error, latency_ms"
 # Written with the state, never read back: what the sender and recipient filters compare (see fold()).
 _FOLDED_COLUMNS = "mail_from_folded, rcpt_to_folded"
+# Deliveries a schema upgrade reads at a time.
+UPGRADE_PAGE = 10_000
 
 
 class Cursor(Protocol):
@@ -296,13 +298,23 @@ class SQLActivityStore(abc.ABC):
             db.execute(_upsert(self.dialect.mark, f"{columns}, payload"), (*values, payload))
 
     def _fold_addresses(self, db: Connection) -> None:
-        """Fill in every delivery's folded addresses: for the schema upgrade that adds their columns."""
+        """Fill in every delivery's folded addresses: for the schema upgrade that adds their columns.
+
+        A page at a time, in key order: a store of millions of deliveries is upgraded in the memory
+        of one page, not of all their addresses at once.
+        """
         m = self.dialect.mark
-        rows = db.execute("SELECT delivery_id, mail_from, rcpt_to FROM deliveries", ()).fetchall()
-        db.cursor().executemany(
-            f"UPDATE deliveries SET mail_from_folded = {m}, rcpt_to_folded = {m} WHERE delivery_id = {m}",
-            [(*folded_addresses(mail_from, jsoncodec.loads(to)), did) for did, mail_from, to in rows],
-        )
+        last = ""
+        while rows := db.execute(
+            f"SELECT delivery_id, mail_from, rcpt_to FROM deliveries WHERE delivery_id > {m}"
+            f" ORDER BY delivery_id LIMIT {m}",
+            (last, UPGRADE_PAGE),
+        ).fetchall():
+            db.cursor().executemany(
+                f"UPDATE deliveries SET mail_from_folded = {m}, rcpt_to_folded = {m} WHERE delivery_id = {m}",
+                [(*folded_addresses(mail_from, jsoncodec.loads(to)), did) for did, mail_from, to in rows],
+            )
+            last = rows[-1][0]
 
     def _put_attempt(self, db: Connection, delivery_id: str, generation: int, attempt: Attempt) -> None:
         """Insert the attempt, or replace the stored version of it if this one wins (see attempt_key)."""
