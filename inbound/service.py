@@ -108,7 +108,7 @@ class Service:
         if "smtp" in self.roles or "publish" in self.roles:
             self.spool = spool_for(settings)
         if "publish" in self.roles:
-            self.publisher = Publisher(self.spool, self.bus)
+            self.publisher = Publisher(self.spool, self.bus, record_limit(settings))
             self.stages.append(self.publisher)
         auth = None
         if settings.auth.enabled and {"smtp", "process"} & set(self.roles):

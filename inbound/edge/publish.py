@@ -13,6 +13,12 @@ Only one publisher works a spool at a time (an ``flock`` on
 publish the same entry twice; a crash releases the lock with the process.
 A crash between flush and removal publishes an entry twice: the processor and
 everything after it are idempotent by queue id.
+
+An entry whose record the bus would refuse every time (larger than Kafka's
+record limit: a message near ``max_message_size`` under an envelope of long
+recipients) is not sent: retried, it would hold every entry spooled after it
+for ever. Its streams' activity shows it Failed, with the sizes, and the entry
+is kept in ``quarantine/too-large-<queue id>`` for the operator.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import os
 import threading
 
-from ..bus import Bus, Producer
+from ..bus import Bus, Producer, record_size
 from ..envelope import Envelope
 from ..errors import InboundError
 from ..events import Event, EventType, Summary, delivery_id
@@ -36,10 +42,13 @@ BATCH_BYTES = 16 * 1024 * 1024  # a batch this large goes out even if it holds f
 RESCAN_SECONDS = 1.0  # how soon entries spooled by another process are noticed
 
 
-def queued_events(envelope: Envelope, at: str) -> list[Event]:
+def queued_events(
+    envelope: Envelope, at: str, kind: EventType = EventType.QUEUED, reason: str | None = None
+) -> list[Event]:
+    """An event of *kind* for each of the envelope's streams: ``queued``, or what an entry came to here."""
     return [
         Event(
-            EventType.QUEUED,
+            kind,
             delivery_id(envelope.queue_id, stream),
             envelope.queue_id,
             stream,
@@ -47,26 +56,37 @@ def queued_events(envelope: Envelope, at: str) -> list[Event]:
             summary=Summary(
                 envelope.received_at, envelope.mail_from, tuple(r.address for r in envelope.recipients_of(stream))
             ),
+            reason=reason,
         )
         for stream in envelope.streams()
     ]
 
 
-def publish_entries(producer: Producer, entries: list[SpoolEntry]) -> None:
-    """Send and flush; BusError if the bus did not take them all."""
+def publish_entries(producer: Producer, entries: list[SpoolEntry], record_limit: int | None = None) -> list[SpoolEntry]:
+    """Send and flush; BusError if the bus did not take them all. The entries too large for any record
+    (*record_limit*), not sent: their streams' events say they failed."""
+    refused = []
     for entry in entries:
         key, value, headers = received_record(entry.envelope, entry.message)
-        producer.send(RECEIVED, value, key=key, headers=headers)
-        for event in queued_events(entry.envelope, entry.envelope.received_at):
+        events = queued_events(entry.envelope, entry.envelope.received_at)
+        if record_limit is not None and (size := record_size(key, value, headers)) > record_limit:
+            refused.append(entry)
+            reason = f"the message and its envelope ({size:,} bytes) are larger than the bus takes ({record_limit:,})"
+            events += queued_events(entry.envelope, entry.envelope.received_at, EventType.FAILED, reason)
+        else:
+            producer.send(RECEIVED, value, key=key, headers=headers)
+        for event in events:
             key, value = event_record(event)
             producer.send(EVENTS, value, key=key)
     producer.flush()
+    return refused
 
 
 class Publisher:
-    def __init__(self, spool: Spool, bus: Bus) -> None:
+    def __init__(self, spool: Spool, bus: Bus, record_limit: int | None = None) -> None:
         self.spool = spool
         self.bus = bus
+        self.record_limit = record_limit  # the bus's, for one record (None: no limit)
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="publish", daemon=True)
@@ -154,9 +174,17 @@ class Publisher:
         return published
 
     def _publish(self, producer: Producer, batch: list[SpoolEntry]) -> int:
-        publish_entries(producer, batch)
+        refused = publish_entries(producer, batch, self.record_limit)
+        for entry in refused:
+            log.error(
+                "queue_id=%s stage=publish Failed: larger than the bus's record limit (%s bytes); kept as %s",
+                entry.envelope.queue_id,
+                f"{self.record_limit:,}",
+                self.spool.set_aside(entry),
+            )
         for path in dict.fromkeys(entry.path for entry in batch):  # a file's entries are all in one batch
             self.spool.remove(path)
         for entry in batch:
-            log.info("queue_id=%s stage=publish published", entry.envelope.queue_id)
+            if entry not in refused:
+                log.info("queue_id=%s stage=publish published", entry.envelope.queue_id)
         return len(batch)

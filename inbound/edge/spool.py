@@ -253,6 +253,17 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
+    def set_aside(self, entry: SpoolEntry) -> Path:
+        """Keep *entry* in ``quarantine/`` as a spool file of its own (``inbound recover`` leaves it
+        there: it is Failed, and no bus takes it), before the file it came in is removed."""
+        target = self.quarantine_dir / f"too-large-{entry.envelope.queue_id}"
+        with target.open("wb") as f:
+            f.write(encode_entry(entry.envelope, entry.message))
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(self.quarantine_dir)
+        return target
+
     def quarantine(self, path: Path, reason: str) -> Path:
         target = self.quarantine_dir / f"spool-{path.name}"
         os.replace(path, target)
