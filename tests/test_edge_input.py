@@ -7,6 +7,7 @@ bytes sent are exactly the bytes meant.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -615,6 +616,26 @@ def test_idle_and_slow_data_are_cut_with_421(make_server: Callable[..., Server])
     slow.sock.sendall(b"Subject: drip\r\n")
     assert slow.reply().startswith(b"421 4.4.2 DATA took too long")
     slow.close()
+
+
+def test_a_client_that_reads_no_reply_is_cut_and_frees_its_place(
+    make_server: EdgeServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its replies filled the socket's buffers, and the timeout's close waited for them to be sent: for
+    ever, the connection counted all the while (15 addresses took all 300 places until a restart)."""
+    monkeypatch.setattr(smtp, "CLOSE_GRACE", 0.2)
+    settings, _ = make_server(command_timeout=0.5)
+    connections = make_server.handlers[-1].limits
+    deaf = socket.socket()
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    deaf.connect((settings.host, settings.port))
+    deaf.setblocking(False)
+    with contextlib.suppress(BlockingIOError):  # until the edge, its replies unread, reads no more either
+        while True:
+            deaf.send(b"EHLO client.test\r\n" * 50)
+    assert connections.total == 1
+    wait_for(lambda: connections.total == 0, timeout=10, what="the connection to be cut")
+    deaf.close()
 
 
 def test_a_data_still_streaming_has_the_whole_of_data_timeout_and_then_idles_as_before(
