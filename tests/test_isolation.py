@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 from email.message import Message
@@ -275,6 +276,38 @@ def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(monkeypat
         None,
     ]
     assert [o.subject for o in outcomes if o.failure is None] == [f"normal {n}" for n in range(6)]
+
+
+def test_the_signals_an_operator_sends_the_process_group_leave_the_worker_parsing() -> None:
+    """Ctrl-C, systemd's stop, a closed terminal: each reaches the worker too, and ended it mid-parse (Failed)."""
+    parser = IsolatedParser()
+    try:
+        assert parser.run(job(simple_message())).failure is None
+        worker = parser.worker
+        assert worker is not None
+        for operators_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(worker.pid, operators_signal)
+        assert parser.run(job(simple_message())).failure is None
+        assert parser.worker is worker
+        assert worker.poll() is None
+    finally:
+        parser.close()
+
+
+def test_a_worker_an_operator_s_signal_ends_mid_parse_leaves_the_job_to_the_next(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A signal that reaches the worker before it ignores it (while it starts) is not the message's doing."""
+    faults = Path(__file__).parent / "faults"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("INBOUND_TEST_ONCE_MARK", str(tmp_path / "interrupted"))
+    parser = IsolatedParser()
+    try:
+        outcome = parser.run(job(simple_message(extra="X-Test-Fault: interrupted\r\n")))
+    finally:
+        parser.close()
+    assert (tmp_path / "interrupted").exists()  # the first worker was ended by SIGINT
+    assert outcome.failure is None
 
 
 def test_a_caller_leaving_early_never_gets_the_answer_to_the_job_sent_ahead() -> None:

@@ -27,8 +27,12 @@ Failed (durably, on the bus, before the ``received`` offset is committed --
 * the worker answers ``MemoryError`` (past ``processing.parse_memory_limit``).
 
 A worker that exited 0 before reading the job had retired (see
-``parsechild.py``): the job goes to a new one, once. A job sent ahead to a
-worker that then died or was killed is sent again to the next.
+``parsechild.py``): the job goes to a new one, once. So does the job of a
+worker ended by SIGINT, SIGTERM or SIGHUP: signals an operator sends the whole
+process group (Ctrl-C, systemd's stop, a closed terminal), which the worker
+ignores once it runs and nothing here sends; only one arriving while it starts
+can end it. A job sent ahead to a worker that then died or was killed is sent
+again to the next.
 
 If the whole pipeline process is killed while a job runs, the worker dies
 with it (``PR_SET_PDEATHSIG``) and the record, not yet committed, is parsed
@@ -160,9 +164,9 @@ class IsolatedParser:
                 failure = f"parsing took longer than parse_timeout ({job.timeout:g}s)"
             except _Died:
                 status = self._reap(worker)
-                if status == 0 and attempt == 1:
+                if (status == 0 or -status in _NOT_THE_MESSAGE) and attempt == 1:
                     feed = None
-                    continue  # it had retired before this job reached it
+                    continue  # it had retired before this job reached it, or an operator's signal ended it
                 failure = f"the parse worker {_describe(status)} while parsing this message"
             else:
                 try:
@@ -279,6 +283,10 @@ class _Feed:
         self.outgoing[0] = self.outgoing[0][written:]
         while self.outgoing and not self.outgoing[0]:
             self.outgoing.pop(0)
+
+
+# Signals that end a worker for the operator's reasons, never the message's (see the module's docstring).
+_NOT_THE_MESSAGE = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 def _describe(status: int) -> str:

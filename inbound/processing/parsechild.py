@@ -18,7 +18,10 @@ Limits, set afresh before each job (the memory limit lifted again before the ans
   parent kills the worker on wall time; this is the backstop for a runaway
   parse whose parent is gone.
 
-It dies with its parent (``PR_SET_PDEATHSIG``), and it retires -- exits 0
+It ignores SIGINT, SIGTERM and SIGHUP: an operator's Ctrl-C, systemd's stop
+or a closed terminal reaches the whole process group, and a worker ended by
+one mid-parse would fail a good message; the pipeline ends it by closing its
+stdin, once it has drained. It dies with its parent (``PR_SET_PDEATHSIG``), and it retires -- exits 0
 right after answering -- once a job has grown it by more than
 ``RETIRE_GROWTH``: malloc keeps a big message's heap, and the next job should
 start small. The parent starts a new worker when it next needs one.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import sys
 from dataclasses import replace
 
@@ -42,6 +46,8 @@ CPU_GRACE = 5  # seconds beyond the wall-time limit before the kernel ends a run
 
 
 def main(argv: list[str]) -> int:
+    for operators_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(operators_signal, signal.SIG_IGN)
     die_with_parent()
     if os.getppid() != int(argv[1]):  # the parent died before the line above took effect
         return 1

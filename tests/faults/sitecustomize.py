@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def _faulty_parse_message(raw: bytes) -> parse.ParsedMessage:
             Path(mark).write_text(str(os.getpid()))
         while True:
             time.sleep(1)
+    elif kind == b"interrupted" and not Path(os.environ["INBOUND_TEST_ONCE_MARK"]).exists():
+        Path(os.environ["INBOUND_TEST_ONCE_MARK"]).touch()  # once: as a Ctrl-C while the worker started
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     elif kind == b"memory":
         hog = []
         while True:
