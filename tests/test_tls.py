@@ -205,6 +205,25 @@ def test_a_failed_handshake_is_the_client_s_and_logged_without_a_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01\x02\x00\x01"], ids=["silent", "part-of-a-client-hello"])
+def test_a_stalled_handshake_is_cut_at_the_idle_timeout_and_frees_its_place(
+    make_server: EdgeServers, tls: TlsSettings, sent: bytes
+) -> None:
+    """asyncio never tells a protocol that its connection closed mid-handshake: closed by the idle timeout,
+    the connection stayed counted for ever, its session pending (three locked an address out)."""
+    settings, _ = make_server(tls=tls, command_timeout=0.5, max_connections_per_ip=1)
+    limits = make_server.handlers[-1].limits
+    stalled = Client(settings)
+    assert stalled.say(b"EHLO client.test\r\n").startswith(b"250")
+    assert stalled.say(b"STARTTLS\r\n").startswith(b"220")
+    stalled.sock.sendall(sent)
+    wait_for(lambda: limits.total == 0, timeout=10, what="the stalled connection to be cut")
+    again = Client(settings)
+    assert again.greeting.startswith(b"220")
+    again.close()
+    stalled.close()
+
+
 def test_reload_takes_renewed_files_and_keeps_the_old_on_a_bad_one(
     make_server: EdgeServers, tls: TlsSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

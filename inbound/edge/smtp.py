@@ -156,6 +156,7 @@ class InboundSMTP(SMTP):
         self.command_size_limit = settings.max_command_line
         self.command_size_limits = defaultdict(lambda: settings.max_command_line)
         self.data_held = 0  # bytes of this session's DATA counted in the handler's data_budget
+        self.ended = False  # connection_lost has run
 
     def __dir__(self) -> list[str]:
         return reflected_names(type(self))
@@ -330,6 +331,10 @@ class InboundSMTP(SMTP):
         return await super().handle_exception(error)
 
     def connection_lost(self, error: Exception | None) -> None:
+        # Once per connection, from asyncio, aiosmtpd (a failed handshake) or _cut, whichever comes first.
+        if self.ended:
+            return
+        self.ended = True
         if self.counted_as:
             self.inbound_handler.limits.closed(self.counted_as)
         super().connection_lost(error)
@@ -338,6 +343,7 @@ class InboundSMTP(SMTP):
         # The idle timer runs on after any close of ours or aiosmtpd's (only connection_lost stops it):
         # a connection still there when it fires is one whose client reads nothing.
         if self.transport is not None and self.transport.is_closing():
+            log.info("stage=receive cut client=%s: closed, but it read none of what was left to send", self.client)
             self._cut()
         else:
             # RFC 5321 4.5.3.2: say why before closing an idle connection.
@@ -346,6 +352,12 @@ class InboundSMTP(SMTP):
     def _close_with(self, reply: str) -> None:
         """Send *reply* and close, from a coroutine or a timer alike (nothing else is sent after it);
         cut the connection if it has not gone within ``CLOSE_GRACE``."""
+        if self._tls_protocol is not None and self.session is not None and self.session.ssl is None:
+            # A STARTTLS handshake under way (aiosmtpd sets session.ssl once it is done): no reply
+            # can be said in it, and closing it would never end the session.
+            log.info("stage=receive cut client=%s mid-handshake, for %r", self.client, reply)
+            self._cut()
+            return
         if isinstance(self.transport, asyncio.WriteTransport):
             self.transport.write(reply.encode() + b"\r\n")
             self.transport.close()
@@ -353,13 +365,16 @@ class InboundSMTP(SMTP):
         log.info("stage=receive closed client=%s reply=%r", self.client, reply)
 
     def _cut(self) -> None:
-        """Close the connection at once, whatever it has not sent yet."""
+        """Close the connection at once, whatever it has not sent yet, and end the session."""
         # The socket's own transport: after STARTTLS, self.transport is the TLS layer's over it, which a
         # second close() detaches from it (and its abort() would then do nothing).
         transport = self._original_transport or self.transport
         if isinstance(transport, asyncio.WriteTransport):
             transport.abort()
-        log.info("stage=receive cut client=%s: closed, but it read none of what was left to send", self.client)
+        # asyncio never tells the protocol of a STARTTLS handshake under way that its connection is gone,
+        # so that session would wait on for ever, counted: ended here, and asyncio's own call, when one
+        # comes, finds it ended.
+        self.connection_lost(None)
 
     async def _refused_argument(self, arg: str | None) -> bool:
         """Refuse an argument that would reach our Received: header or a log line broken or unwritable.
