@@ -605,6 +605,24 @@ def test_an_error_budget_ends_a_probing_session(make_server: Callable[..., Serve
     client.close()
 
 
+def test_recipients_over_the_cap_are_told_to_wait_and_the_message_goes_to_the_others(
+    make_server: Callable[..., Server],
+) -> None:
+    """RFC 5321 4.5.3.1.10: its sender sends to the rest later. Each 452 was counted as an error: the
+    20th of a 130-recipient message ended the session before its DATA, and nothing was taken."""
+    settings, spool = make_server(max_recipients=5, max_errors=3)
+    client = Client(settings)
+    assert client.say(b"EHLO client.test\r\n").startswith(b"250")
+    recipients = b"".join(b"RCPT TO:<user%d@in.test>\r\n" % n for n in range(12))
+    client.sock.sendall(b"MAIL FROM:<a@sender.test>\r\n" + recipients + b"DATA\r\n")
+    replies = [client.reply()[:9] for _ in range(14)]
+    assert replies == [b"250 2.1.0", *[b"250 2.1.5"] * 5, *[b"452 4.5.3"] * 7, b"354 End d"]
+    assert client.say(b"Subject: many\r\n\r\nhi\r\n.\r\n").startswith(b"250 2.0.0")
+    (entry,) = spool.entries()
+    assert [r.address for r in entry.envelope.recipients] == [f"user{n}@in.test" for n in range(5)]
+    client.close()
+
+
 def test_idle_and_slow_data_are_cut_with_421(make_server: Callable[..., Server]) -> None:
     settings, _ = make_server(command_timeout=0.5, data_timeout=0.5)
     idle = Client(settings)

@@ -29,7 +29,7 @@ from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict, mailbox_key
 from .headersize import with_crlf_line_ends
 from .limits import ConnectionLimits, DataBudget
-from .smtp import InboundSMTP, client_peer, format_peer, peer_ip, reflected_names
+from .smtp import TOO_MANY_RECIPIENTS, InboundSMTP, client_peer, format_peer, peer_ip, reflected_names
 from .spool import Spool, SpoolWriter
 from .tls import TlsContexts, describe
 
@@ -128,7 +128,7 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: SMTPEnvelope, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return TOO_MANY_RECIPIENTS
         route = self.routing.route(address)
         verdict = route.verdict
         if verdict is Verdict.NOT_OUR_DOMAIN:

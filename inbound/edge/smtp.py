@@ -84,6 +84,9 @@ def _with_enhanced_code(reply: str) -> str:
     return f"{reply[:4]}{detail} {reply[4:]}" if len(reply) > 4 else f"{code} {detail}"
 
 
+# RFC 5321 4.5.3.1.10: the answer to each recipient past smtp.max_recipients. Its client sends the message
+# to those taken and the rest later: not a refusal that counts against smtp.max_errors.
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 PROXY_TIMEOUT = 10.0  # seconds a load balancer has to send its PROXY header
 # Seconds a connection we close has to take its last replies before it is cut. A client that reads
 # none fills the socket's buffers, and close() waits for them to be sent: for ever, the connection
@@ -462,13 +465,17 @@ class InboundSMTP(SMTP):
         if not (text.isascii() and text.isprintable()):  # our own replies are; an echoed argument may not be
             text = text.encode("utf-8", "replace").decode().translate(_UNSAFE_IN_REPLY)
         metrics.SMTP_REPLIES.labels(text[:3]).inc()
-        if text[:1] in ("4", "5"):
+        refusal = text[:1] in ("4", "5")
+        if refusal:
             # Every refusal, once, with who was refused; as repr, so an echoed byte cannot break the line.
             peer = format_peer(client_peer(self.session) if self.session else None)
             log.info("stage=receive refused client=%s reply=%r", peer, text)
+        # Counted, the 20th extra recipient of a message ended its session before DATA: nothing taken.
+        counted = refusal and not text.startswith(TOO_MANY_RECIPIENTS)
+        if counted:
             self.errors += 1
         await super().push(text)
-        if self.errors == self.settings.max_errors and self.transport is not None:
+        if counted and self.errors == self.settings.max_errors and self.transport is not None:
             # Probing (harvesting addresses, fuzzing commands) gets a budget, not a free session.
             self._close_with("421 4.7.0 Too many errors, closing connection")
 
