@@ -80,12 +80,22 @@ def disk_guard(settings: Settings) -> str | None:
 
 class Service:
     def __init__(
-        self, settings: Settings, roles: Sequence[str] = DEFAULT_ROLES, *, worker_cpus: CPUs | None = None
+        self,
+        settings: Settings,
+        roles: Sequence[str] = DEFAULT_ROLES,
+        *,
+        worker_cpus: CPUs | None = None,
+        on_reloaded: Callable[[Settings], None] | None = None,
     ) -> None:
-        """*worker_cpus*: where the parse worker runs, when this process runs on fewer CPUs (inbound/cpus.py)."""
+        """*worker_cpus*: where the parse worker runs, when this process runs on fewer CPUs (inbound/cpus.py).
+
+        *on_reloaded*: given the settings each time a HUP reload is applied (a supervised child keeps them
+        for its siblings, :mod:`inbound.snapshot`).
+        """
         self.settings = settings
         self.roles = roles
         self.worker_cpus = worker_cpus
+        self.on_reloaded = on_reloaded
         self.stages: list[Stoppable] = []  # started in this order, and stopped in it
         self.resources: list[Callable[[], None]] = []  # closed after every stage has stopped
         self.handler: InboundHandler | None = None  # the SMTP edge's, when this process runs it
@@ -232,6 +242,8 @@ class Service:
             self.deliverer.use(settings)
         if self.backends is not None:
             self.backends.settings = settings
+        if self.on_reloaded is not None:
+            self.on_reloaded(settings)
 
     async def run(
         self, on_started: Callable[[], None] = lambda: None, released: Callable[[], Awaitable[None]] | None = None

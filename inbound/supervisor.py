@@ -26,14 +26,16 @@ rows leased per attempt; the activity store written in transactions).
   exits 0. HUP is passed to every child.
 * **A child that dies** is started again after a back-off (1 s, doubling up to
   30 s; back to 1 s once a child has run for a minute), logged at ERROR. The
-  supervisor never gives up: mail must go on.
+  supervisor never gives up: mail must go on. It runs with the settings the
+  service runs with (:mod:`inbound.snapshot`), not the file as it is now.
 * **The supervisor dying** (SIGKILL included) takes its children with it
   (``PR_SET_PDEATHSIG``), so a killed service is gone as a whole, as an
   operator -- and the crash tests -- expect.
 * **Its memory**: ``serve`` reads the configuration and checks the data
   directory, then replaces itself (same pid) with ``python -m
   inbound.supervisor`` (:func:`become_supervisor`), which imports only this
-  module and the log format. Watching children needs neither the command
+  module and the log format, and holds the settings read as a memory file it
+  hands to its children. Watching children needs neither the command
   line's libraries nor the configuration's (TOML, SSL, IDNA); keeping them for
   the life of the service made the supervisor 21-22 MiB of PSS, where it is 10.
   Its children, ``python -m inbound.serving``, skip the command line too.
@@ -50,7 +52,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import NoReturn
 
 from .cpus import CPUs, format_cpus, parse_cpus
@@ -95,14 +96,17 @@ def die_with_parent() -> None:
 class Supervisor:
     def __init__(
         self,
-        config: Path,
+        settings_fd: int,
         log_level: str,
         log_format: str,
         groups: Sequence[tuple[str, tuple[str, ...]]] = GROUPS,
         cpus: Mapping[str, CPUs] | None = None,
     ) -> None:
-        """*cpus*: the CPUs of each child by name (:func:`inbound.cpus.placement`); a child not named runs anywhere."""
-        self.config = config
+        """*settings_fd*: the memory file of :mod:`inbound.snapshot`, which every child reads its settings from.
+
+        *cpus*: the CPUs of each child by name (:func:`inbound.cpus.placement`); a child not named runs anywhere.
+        """
+        self.settings_fd = settings_fd
         self.log_level = log_level
         self.log_format = log_format
         self.children = [Child(name, roles, (cpus or {}).get(name)) for name, roles in groups]
@@ -133,11 +137,12 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         ready_r, ready_w = os.pipe()
         release_r, release_w = os.pipe()
-        # Read by inbound.serving.main: the configuration, roles, log level and format, pipes, CPUs.
-        args = [sys.executable, "-m", "inbound.serving", str(self.config), ",".join(child.roles), self.log_level]
+        # Read by inbound.serving.main: the settings, roles, log level and format, pipes, CPUs.
+        args = [sys.executable, "-m", "inbound.serving", str(self.settings_fd), ",".join(child.roles), self.log_level]
         args += [self.log_format, str(ready_w), str(release_r), format_cpus(child.cpus) if child.cpus else ""]
+        passed = (self.settings_fd, ready_w, release_r)
         # preexec_fn is safe here: the supervisor runs a single thread.
-        child.process = subprocess.Popen(args, pass_fds=(ready_w, release_r), preexec_fn=die_with_parent)  # noqa: PLW1509
+        child.process = subprocess.Popen(args, pass_fds=passed, preexec_fn=die_with_parent)  # noqa: PLW1509
         os.close(ready_w)
         os.close(release_r)
         self._release(child)
@@ -216,9 +221,12 @@ class Supervisor:
         return worst
 
 
-def become_supervisor(config: Path, log_level: str, log_format: str, cpus: Mapping[str, CPUs]) -> NoReturn:
-    """Replace this process (its pid kept) with a :class:`Supervisor` of *config*'s service; never returns."""
-    args = [sys.executable, "-m", __name__, str(config), log_level, log_format]
+def become_supervisor(settings_fd: int, log_level: str, log_format: str, cpus: Mapping[str, CPUs]) -> NoReturn:
+    """Replace this process (its pid kept) with a :class:`Supervisor` of *settings_fd*'s service; never returns.
+
+    *settings_fd*: a memory file of :mod:`inbound.snapshot`, left open across the ``exec``.
+    """
+    args = [sys.executable, "-m", __name__, str(settings_fd), log_level, log_format]
     args += [f"{name}={format_cpus(placed)}" for name, placed in cpus.items()]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -227,10 +235,10 @@ def become_supervisor(config: Path, log_level: str, log_format: str, cpus: Mappi
 
 def main(argv: Sequence[str]) -> int:
     """Run the supervisor with what :func:`become_supervisor` passed; the exit status for ``serve``."""
-    config, log_level, log_format, *placed = argv
+    settings_fd, log_level, log_format, *placed = argv
     configure_logging(log_level, log_format)
     cpus = {name: parse_cpus(listed) for name, _, listed in (each.partition("=") for each in placed)}
-    return Supervisor(Path(config), log_level, log_format, cpus=cpus).run()
+    return Supervisor(int(settings_fd), log_level, log_format, cpus=cpus).run()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``inbound serve``'s default process model: a supervisor with an edge and a pipeline process.
 
-Real processes, real signals: a child killed with SIGKILL is started again and
-the mail keeps flowing; the supervisor killed with SIGKILL takes its children
+Real processes, real signals: a child killed with SIGKILL is started again, with
+the settings the service runs with, and the mail keeps flowing; the supervisor killed with SIGKILL takes its children
 with it; HUP ends nothing; a child that cannot start stops ``serve`` with an
 error instead of a restart loop.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from inbound import snapshot
+from inbound.config import Settings
 from inbound.cpus import placement
 
 from .harness import (
@@ -62,7 +65,7 @@ def children(service: InboundProcess) -> dict[str, psutil.Process]:
             continue
         if "inbound.serving" not in command:  # a child forked a moment ago, before it runs Python
             continue
-        roles = command[command.index("inbound.serving") + 2]  # after the configuration (inbound/serving.py)
+        roles = command[command.index("inbound.serving") + 2]  # after the settings (inbound/serving.py)
         found["edge" if "smtp" in roles else "pipeline"] = child
     return found
 
@@ -153,19 +156,66 @@ def test_a_killed_child_is_started_again_and_mail_goes_on(config: Path, receiver
         service.stop()
 
 
-def test_a_child_started_again_over_a_broken_configuration_says_why(config: Path) -> None:
+def move_the_data_directory(config: Path) -> None:
+    """An edit that takes a restart, made ready for the next one: a new data directory, initialised."""
+    config.write_text(config.read_text().replace('data_dir = "data"', 'data_dir = "data2"'))
+    run_cli("init", config=config)
+
+
+def break_the_file(config: Path) -> None:
+    config.write_text(config.read_text() + "\n= no key\n")
+
+
+@pytest.mark.parametrize("edit", [move_the_data_directory, break_the_file])
+def test_a_child_started_again_runs_with_the_settings_in_use_not_the_file_edited_since(
+    config: Path, receiver: WebhookReceiver, edit: Callable[[Path], None]
+) -> None:
+    in_use = config.with_name("in-use.toml")  # the file as the service read it, for this test's own reading
+    shutil.copy(config, in_use)
     service = InboundProcess(config).start()
     try:
         first = wait_for(lambda: children(service).get("pipeline"), 30, "the pipeline process")
-        config.write_text(config.read_text() + "\n= no key\n")
+        edit(config)
         first.kill()
-        wait_for(lambda: "Error: configuration error:" in service.log(), 30, "the restarted child's reason")
-        assert f"{config}: not valid TOML" in service.log()
-        # Logged once the supervisor has reaped the child, which may come after the child's last line.
-        again = "pipeline (process,deliver,record) exited with status 1; starting it again"
-        wait_for(lambda: again in service.log(), 30, "the supervisor to start it again")
+        wait_for(lambda: "pipeline started again" in service.log(), 30, "the pipeline to start again")
+        # Accepted by the edge, which runs with the settings in use: the pipeline must find it there.
+        queue_id = send(in_use, "alice@sender.test", ["help@in.test"], simple_message("after the restart"))
+        wait_for(lambda: delivered(in_use, queue_id), 60, "the message to be delivered")
+        assert len(receiver.by_queue_id()[queue_id]) == 1
     finally:
         service.stop()
+
+
+def test_a_child_started_again_after_a_reload_runs_with_the_streams_reloaded(
+    config: Path, receiver: WebhookReceiver
+) -> None:
+    in_use = config.with_name("in-use.toml")
+    shutil.copy(config, in_use)
+    service = InboundProcess(config).start()
+    try:
+        first = wait_for(lambda: children(service).get("pipeline"), 30, "the pipeline process")
+        config.write_text(config.read_text().replace(receiver.url("/hook"), receiver.url("/reloaded")))
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "/reloaded" in settings_of(first).streams[0].webhook_url, 30, "the reload to be kept")
+        break_the_file(config)
+        first.kill()
+        wait_for(lambda: "pipeline started again" in service.log(), 30, "the pipeline to start again")
+        queue_id = send(in_use, "alice@sender.test", ["help@in.test"], simple_message("after the restart"))
+        wait_for(lambda: delivered(in_use, queue_id), 60, "the message to be delivered")
+        assert len(receiver.by_queue_id("/reloaded")[queue_id]) == 1
+    finally:
+        service.stop()
+
+
+def settings_of(child: psutil.Process) -> Settings:
+    """The settings the supervisor hands to the children it starts (inbound/snapshot.py)."""
+    command = child.cmdline()
+    fd = os.open(f"/proc/{child.pid}/fd/{command[command.index('inbound.serving') + 1]}", os.O_RDONLY)
+    try:
+        return snapshot.read(fd)
+    finally:
+        os.close(fd)
 
 
 def test_hup_ends_nothing_and_term_stops_everything_cleanly(config: Path) -> None:

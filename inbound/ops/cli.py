@@ -96,11 +96,12 @@ def serve(*, config_path: Path | None, roles: str | None, log_level: str, log_fo
     os.environ["INBOUND_LOG_FORMAT"] = log_format  # inherited by any process serve starts
     try:
         if chosen is None:
+            from ..snapshot import create
             from ..supervisor import become_supervisor
 
             preflight(settings)
             placement = cpu_placement.placement(cpu_placement.allowed()) if settings.processing.pin_pipeline else {}
-            become_supervisor(settings.path, log_level, log_format, placement)
+            become_supervisor(create(settings), log_level, log_format, placement)
         serve_roles(settings, chosen)
     except (InboundError, OSError) as exc:
         raise click.ClickException(start_failure(exc)) from None
