@@ -7,6 +7,7 @@ bytes sent are exactly the bytes meant.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -14,6 +15,7 @@ import re
 import socket
 import struct
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +30,7 @@ from inbound.edge.headersize import HeaderMeter, with_crlf_line_ends
 from inbound.edge.limits import DataBudget
 from inbound.edge.smtp import DATA_BLOCK, InboundSMTP
 from inbound.edge.spool import Spool
+from inbound.envelope import Envelope
 from inbound.errors import ConfigError
 
 from .edge_harness import Client, EdgeServers, Server
@@ -380,6 +383,10 @@ def test_every_bare_lf_and_only_a_bare_lf_becomes_crlf() -> None:
     for _ in range(20_000):
         data = bytes(rng.choice(b"\r\nx.") for _ in range(rng.randrange(30)))
         assert with_crlf_line_ends(data) == bare_lf.sub(b"\r\n", data), data
+        cut = rng.randrange(len(data) + 1)  # and counted in two blocks, cut anywhere, as DATA is read
+        first, second = data[:cut], data[cut:]
+        counted = smtp.bare_lfs(first, False) + smtp.bare_lfs(second, first.endswith(b"\r"))
+        assert counted == len(bare_lf.findall(data)), (first, second)
 
 
 @pytest.mark.parametrize("line_end", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
@@ -530,6 +537,47 @@ def test_data_is_counted_as_it_arrives_and_a_session_cut_off_gives_its_share_bac
     wait_for(lambda: budget.held >= counted, timeout=10, what="the message's bytes to be counted")
     client.close()
     wait_for(lambda: budget.held == 0, timeout=10, what="the cut-off session's bytes to be given back")
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
+def test_a_message_waiting_for_the_spool_is_held_once_and_counted_as_stored(
+    make_server: EdgeServers, monkeypatch: pytest.MonkeyPatch, line_end: bytes
+) -> None:
+    """The envelope's copy, a second one with bare LFs made CRLF and the message to spool were all held
+    while the spool wrote, the budget counting the bytes as read: with smtp.max_data_in_memory 32 MiB,
+    six sessions held 105 MiB (bare LFs) and 72 MiB (CRLF)."""
+    monkeypatch.setattr(limits, "UNCOUNTED", 0)
+    settings, _ = make_server(max_message_size=8_000_000, max_data_in_memory=8_000_000)
+    handler, loop = make_server.handlers[-1], make_server.controllers[-1].loop
+    waiting, written = [], asyncio.Event()
+    spool = handler.spool_writer.put
+
+    async def slow_spool(envelope: Envelope, message: bytes, answered: Callable[[], None]) -> None:
+        waiting.append(message)
+        await written.wait()
+        await spool(envelope, message, answered)
+
+    monkeypatch.setattr(handler.spool_writer, "put", slow_spool)
+    content = b"Subject: held\r\n\r\n" + (b"x" * 98 + line_end) * 40_000
+    stored, data = with_crlf_line_ends(content), content + b"\r\n.\r\n"
+    client = Client(settings)
+    client.begin_data()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        client.sock.sendall(data)
+        (message,) = wait_for(lambda: waiting, timeout=10, what="the message to wait for the spool")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    stored += b"\r\n"  # the line end before the dot that ends DATA
+    assert message.endswith(b"\r\n" + stored)
+    assert handler.data_budget.held == len(stored)
+    assert len(stored) < held < 1.5 * len(stored)  # the message to spool, and no other copy of it
+    loop.call_soon_threadsafe(written.set)
+    assert client.reply().startswith(b"250 2.0.0")
+    assert handler.data_budget.held == 0
+    client.close()
 
 
 def test_the_data_held_in_memory_is_four_messages_by_default_and_never_less_than_one(tmp_path: Path) -> None:

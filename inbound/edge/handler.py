@@ -27,7 +27,6 @@ from ..envelope import Envelope, Recipient
 from ..errors import SpoolError
 from ..ids import new_queue_id
 from ..routing import RoutingTable, Verdict, mailbox_key
-from .headersize import with_crlf_line_ends
 from .limits import ConnectionLimits, DataBudget
 from .smtp import TOO_MANY_RECIPIENTS, InboundSMTP, client_peer, format_peer, peer_ip, reflected_names
 from .spool import Spool, SpoolWriter
@@ -163,10 +162,7 @@ class InboundHandler:
             tls_cipher=tls_cipher,
             received_at=rfc3339(now.timestamp()),
         )
-        # DATA ends only at CRLF.CRLF (aiosmtpd reads CRLF-terminated lines), so a bare LF or CR never
-        # ends it. A bare LF is then taken as the CRLF its sender meant, as Postfix 3.9 does by default
-        # (smtpd_forbid_bare_newline = normal): every reader downstream splits the message one way.
-        content = with_crlf_line_ends(envelope.original_content or b"")
+        content = envelope.original_content or b""  # as stored: dot-stuffing undone, bare LFs made CRLF (smtp.py)
         if self.auth_policy is not None:
             streams = {r.stream for r in recipients}
             ip = peer_ip(client_peer(session))
@@ -174,6 +170,10 @@ class InboundHandler:
             if refusal is not None:
                 return refusal
         message = received_header(self.settings.hostname, session, ours, now) + content
+        # From here until the spool has it, the message is held once, as the data budget counts it: not
+        # also as the envelope's copy and this one, across the wait.
+        envelope.content = envelope.original_content = None
+        del content
         answered = server.hand_over_data() if isinstance(server, InboundSMTP) else lambda: None
         self.in_flight += 1
         try:

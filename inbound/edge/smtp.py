@@ -38,7 +38,7 @@ from .. import metrics
 from ..addresses import AddressRefused, parse_path, split_path
 from ..config import SmtpSettings
 from ..printable import CONTROLS
-from .headersize import HeaderMeter
+from .headersize import HeaderMeter, with_crlf_line_ends
 from .limits import counted, counted_as
 
 if TYPE_CHECKING:
@@ -212,6 +212,7 @@ class InboundSMTP(SMTP):
                 status = content
             else:
                 self.envelope.content = self.envelope.original_content = content
+                del content  # the envelope's alone, which the handler empties before it waits for the spool
                 status = await self._call_handler_hook("DATA")
         finally:
             self._give_back_data()  # refused or cut off before the spool writer had it (hand_over_data)
@@ -243,7 +244,8 @@ class InboundSMTP(SMTP):
             deadline.cancel()
 
     async def _read_data(self) -> bytes | str:
-        """The message up to the CRLF.CRLF that ends DATA, dot-stuffing undone; or the reply refusing it.
+        """The message up to the CRLF.CRLF that ends DATA, as stored (dot-stuffing undone, bare LFs made
+        CRLF); or the reply refusing it.
 
         Read in blocks, each up to that CRLF.CRLF or of ``DATA_BLOCK`` bytes, rather than line by
         line as aiosmtpd does. The end itself is what the reader looks for: looking for every
@@ -255,7 +257,8 @@ class InboundSMTP(SMTP):
         """
         assert self.header_meter is not None
         blocks: list[bytes] = []
-        size, refusal = 0, ""
+        size = stored = 0  # the message's bytes as read, and as stored (each bare LF made CRLF)
+        refusal, after_cr = "", False
         # DATA starts after a line end, so it may end at once (".CRLF"): the reader is given that
         # line end to find, and the first block gives it back.
         self._reader_buffer()[0:0] = b"\r\n"
@@ -268,24 +271,33 @@ class InboundSMTP(SMTP):
             ended = block.endswith(DATA_END)
             block = block[start : -3 if ended else None]  # the ".CRLF" that ends DATA is not the message's
             start = 0
+            grown = len(block) + bare_lfs(block, after_cr)
+            after_cr = block.endswith(b"\r")
             size += len(block)
+            stored += grown
             self.header_meter.feed(block)
-            refusal = refusal or self._keep(blocks, block, size)
+            refusal = refusal or self._keep(blocks, block, size, stored, grown)
             if ended:
                 break
         if refusal:
             return refusal
-        # RFC 5321 4.5.2: a line that starts with a dot lost one dot; lines end at CRLF only.
         content = b"".join(blocks)
-        return (content[1:] if content.startswith(b".") else content).replace(b"\r\n.", b"\r\n")
+        blocks.clear()  # now, not on return: the message is held twice at most while it is put together
+        # RFC 5321 4.5.2: a line that starts with a dot lost one dot; lines end at CRLF only.
+        content = (content[1:] if content.startswith(b".") else content).replace(b"\r\n.", b"\r\n")
+        # So a bare LF or CR never ends DATA. A bare LF is then taken as the CRLF its sender meant, as
+        # Postfix 3.9 does by default (smtpd_forbid_bare_newline = normal): every reader downstream splits
+        # the message one way. Counted as the blocks came, so a message without one is not scanned again.
+        return with_crlf_line_ends(content) if stored > size else content
 
-    def _keep(self, blocks: list[bytes], block: bytes, size: int) -> str:
-        """Keep *block*, which brought the message to *size* bytes, in *blocks*; or the refusal, once the
-        message may not be kept whole (nothing of it is kept then, and its share of memory is given back)."""
+    def _keep(self, blocks: list[bytes], block: bytes, size: int, stored: int, grown: int) -> str:
+        """Keep *block*, which brought the message to *size* bytes as read and *stored* as stored (*grown* of
+        them its own), in *blocks*; or the refusal, once the message may not be kept whole (nothing of it
+        is kept then, and its share of memory is given back)."""
         budget = self.inbound_handler.data_budget
         if self.data_size_limit and size > self.data_size_limit:
             refusal = "552 5.3.4 Message size exceeds fixed maximum message size"
-        elif budget.take(self.counted_as, share := counted(size, len(block))):
+        elif budget.take(self.counted_as, share := counted(stored, grown)):
             self.data_held += share
             blocks.append(block)
             return ""
@@ -510,6 +522,11 @@ class InboundSMTP(SMTP):
         self.session.proxy_data = proxy
         self._reset_timeout()
         return True
+
+
+def bare_lfs(block: bytes, after_cr: bool) -> int:
+    """How many LFs of *block* end no CRLF (*after_cr*: the block before ended with a CR)."""
+    return block.count(b"\n") - block.count(b"\r\n") - (after_cr and block.startswith(b"\n"))
 
 
 def _is_utf8(text: str) -> bool:
