@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.header
 import email.policy
 import encodings
 import json
@@ -19,17 +20,19 @@ import random
 import re
 import string
 import time
+from email.errors import HeaderParseError
 from email.headerregistry import HeaderRegistry
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import mailparser.utils
 import pytest
 from jsonschema import Draft202012Validator
 
 from inbound.envelope import Envelope, Recipient
 from inbound.errors import ParseError
-from inbound.processing import repair, rfc2231
+from inbound.processing import headers, repair, rfc2231
 from inbound.processing.charsets import codec_for, json_safe
 from inbound.processing.headers import decode
 from inbound.processing.mime import message_tree
@@ -627,6 +630,58 @@ def test_a_run_of_blanks_after_an_encoded_word_in_a_header_of_many_is_read_in_li
     parsed = parse_message(padded.encode())
     assert time.monotonic() - started < 2  # 0.01 s here; 19 s before
     assert parsed.subject == "".join(f"w{i}" for i in range(201))
+
+
+def test_encoded_words_with_text_between_them_decode_in_linear_time() -> None:
+    """The registry's parser copies the rest of a value at every token, and decode_header (mail-parser's reading
+    of every header) pops each word from the front of a list: 32,000 words with text between them took 10 s."""
+    subject = " x ".join(["=?utf-8?q?=C3=A9?="] * 32_000)
+    started = time.monotonic()
+    parsed = parse_message(f"From: a@example.org\r\nSubject: {subject}\r\n\r\nhi\r\n".encode())
+    assert time.monotonic() - started < 4  # 0.4 s here
+    assert parsed.subject == " x ".join(["é"] * 32_000)
+
+
+# What steers the reading of a header value: words, their parts and escapes, blanks, 8-bit bytes.
+VALUE_PIECES = [
+    "=?", "?=", "?", "=", "q", "Q", "b", "B", "utf-8", "x", " ", "\t", "  ", "=41", "41", "a", "_", "é", "\x0b",
+    "\xa0", "=?utf-8?q?", "=?iso-8859-1?b?", "=?x?q?", "QQ==", "w6k=", "=C3=A9", "*en", "=?bogus?q?", "=3D", "??",
+    "=?utf-8?q?a?=", " =?utf-8?q?b_c?= ", "=?undefined?q?a?=", "=?utf\x00-8?q?a?=", "\x1c", "\udce9", "=?a?q?\xe9?=",
+]  # fmt: skip
+
+
+def test_header_values_are_read_as_the_registry_reads_them() -> None:
+    """headers._unstructured is the stdlib registry's reading of a value, in linear time: the same text, or the
+    same exception, for random values of the pieces that steer it."""
+    registry = HeaderRegistry(use_default_map=False)
+    rng = random.Random(2047)
+    decoded = 0
+    for _ in range(30_000):
+        value = "".join(rng.choices(VALUE_PIECES, k=rng.randrange(0, 16)))
+        try:
+            expected = str(registry("Subject", value))
+        except Exception as exc:  # noqa: BLE001 -- a codec the registry lets raise
+            with pytest.raises(type(exc)):
+                headers._unstructured(value)
+            continue
+        assert headers._unstructured(value) == expected, value
+        decoded += expected != value
+    assert decoded > 10_000  # words were there to decode
+
+
+def test_words_are_decoded_as_decode_header_decodes_them() -> None:
+    """headers.decode_words, which mail-parser reads every header with, is email.header.decode_header in linear time."""
+    assert mailparser.utils.decode_header is headers.decode_words
+    rng = random.Random(2231)
+    for _ in range(30_000):
+        value = "".join(rng.choices([*VALUE_PIECES, "\r\n", "\n", "=?a?b?!!?="], k=rng.randrange(0, 16)))
+        try:
+            expected = email.header.decode_header(value)
+        except HeaderParseError:
+            with pytest.raises(HeaderParseError):
+                headers.decode_words(value)
+            continue
+        assert headers.decode_words(value) == expected, value
 
 
 def test_runs_of_encoded_words_of_any_charsets_are_what_they_were() -> None:

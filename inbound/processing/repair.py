@@ -17,7 +17,6 @@ import re
 from mailparser.utils import decode_base64_payload
 
 from . import charsets
-from .headers import WORDS_PER_PIECE
 
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?([^?\s]*)\?=")
 _ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]+=\?\1\?\2\?[^?\s]*\?=)+")
@@ -26,6 +25,9 @@ _ENCODED_WORD_RUN = re.compile(rb"=\?([^?\s]+)\?([qQbB])\?[^?\s]*\?=(?:[ \t\r\n]
 # run of blanks between the two, at each word such a run follows: a header of 320 KB took 45 s.
 _ANY_WORD = rb"=\?[^?\s]+\?[qQbB]\?[^?\s]*\?="
 _MIXED_WORD_RUN = re.compile(_ANY_WORD + rb"(?:(?:[ \t]*\r?\n)?[ \t]+" + _ANY_WORD + rb")+")
+# Encoded words a header section holds before its runs in alternating charsets are merged (see
+# _join_encoded_word_runs); ordinary mail has far fewer.
+_WORDS_BEFORE_MERGING = 200
 _BLANK_LINE = re.compile(rb"^\r?$", re.MULTILINE)  # the line that ends the header section
 _OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.MULTILINE)
 _B_WORD = re.compile(rb"=\?([^?\s]+)\?[bB]\?([^?\s]*)\?=")
@@ -119,7 +121,7 @@ def _join_encoded_word_runs(head: bytes) -> bytes:
         return b"=?" + name + word.group(0)[2 + len(label) :]
 
     head = _ENCODED_WORD.sub(superset, _ENCODED_WORD_RUN.sub(join, head))
-    if head.count(b"=?") <= WORDS_PER_PIECE:
+    if head.count(b"=?") <= _WORDS_BEFORE_MERGING:
         return head
 
     def decode(charset: bytes, encoding: bytes, text: bytes) -> str:
