@@ -12,8 +12,11 @@ from inbound.activity.record import Recorder
 from inbound.bus import Bus
 from inbound.bus.embedded import EmbeddedBus
 from inbound.events import Event, EventType, Status, Summary
+from inbound.ops import actions
 from inbound.ops.actions import ActionRefused, replay, replay_window, retry
 from inbound.records import JSON, decode_event, decode_message
+
+STREAMS = {"support", "sales"}  # configured
 
 
 @pytest.fixture
@@ -56,7 +59,7 @@ def finished(store: ActivityStore, n: int, status: EventType, minute: int, *, st
 
 def test_retry_sends_the_stored_payload_as_the_next_generation(bus: Bus, store: ActivityStore) -> None:
     did = finished(store, 1, EventType.FAILED, 0)
-    assert retry(bus, store, did, requested_by="ops@example.test") == 1
+    assert retry(bus, store, did, streams=STREAMS, requested_by="ops@example.test") == 1
     (message,) = [decode_message(r) for r in bus.read_all("messages")]
     assert (message.delivery_id, message.generation, message.content_type, message.body) == (did, 1, JSON, b'{"n":1}')
     (event,) = [decode_event(r.value) for r in bus.read_all("events")]
@@ -70,13 +73,20 @@ def test_retry_sends_the_stored_payload_as_the_next_generation(bus: Bus, store: 
 def test_retry_refuses_what_it_cannot_do(bus: Bus, store: ActivityStore) -> None:
     delivered = finished(store, 1, EventType.DELIVERED, 0)
     with pytest.raises(ActionRefused, match="is delivered; only failed messages can be retried"):
-        retry(bus, store, delivered)
+        retry(bus, store, delivered, streams=STREAMS)
     with pytest.raises(ActionRefused, match="no message with id 'nope'"):
-        retry(bus, store, "nope")
+        retry(bus, store, "nope", streams=STREAMS)
+    # A stream a reload removed: its retried delivery would wait, Queued, for a deliverer that never comes.
+    removed = finished(store, 2, EventType.FAILED, 0, stream="sales")
+    with pytest.raises(ActionRefused, match="stream 'sales' is no longer configured; add it back to retry it"):
+        retry(bus, store, removed, streams={"support"})
     assert list(bus.read_all("messages")) == []
 
 
-def test_replay_sends_a_window_again_and_the_activity_log_shows_it(bus: Bus, store: ActivityStore) -> None:
+def test_replay_sends_a_window_again_and_the_activity_log_shows_it(
+    bus: Bus, store: ActivityStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actions, "REPLAY_BATCH", 1)
     before = finished(store, 1, EventType.DELIVERED, 0)
     first = finished(store, 2, EventType.DELIVERED, 10)
     failed = finished(store, 3, EventType.FAILED, 20)
@@ -87,7 +97,9 @@ def test_replay_sends_a_window_again_and_the_activity_log_shows_it(bus: Bus, sto
     assert [r.delivery_id for r in replay_window(store, "support", at(5), at(40), "delivered")] == [first]
     assert [r.delivery_id for r in replay_window(store, "support", at(0))] == [before, first, failed, after]
 
-    assert replay(bus, store, window) == [1, 1]
+    sent: list[int] = []
+    assert replay(bus, store, window, sent=sent.append) == [1, 1]
+    assert sent == [1, 1]  # a payload at a time here (REPLAY_BATCH), each flushed before the next is read
     messages = [decode_message(r) for r in bus.read_all("messages")]
     assert [(m.delivery_id, m.generation, m.body) for m in messages] == [
         (first, 1, b'{"n":2}'),

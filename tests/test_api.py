@@ -245,6 +245,9 @@ def test_retry_writes_the_request_to_the_bus(client: TestClient, backends: Backe
     assert_problem(client.post(f"/v1/messages/{qid(1)}-support/retry", headers=as_actor()), 409, "only failed")
     assert_problem(client.post(f"/v1/messages/{qid(3)}/retry", headers=as_actor()), 409, "queue id")
     assert_problem(client.post("/v1/messages/nothing/retry", headers=as_actor()), 404)
+    removed = f"{qid(5)}-gone"  # of a stream a reload removed: it would wait, Queued, for no deliverer
+    backends.store.apply([Event(EventType.FAILED, removed, qid(5), "gone", at(5), reason="HTTP 500")])
+    assert_problem(client.post(f"/v1/messages/{removed}/retry", headers=as_actor()), 409, "no longer configured")
 
 
 def test_bypass_and_replay(client: TestClient, backends: Backends) -> None:

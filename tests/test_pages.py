@@ -64,7 +64,8 @@ def test_list_search_detail_and_retry(browser: TestClient, backends: Backends) -
     again = browser.post(f"/m/{qid(1)}-support/retry")
     assert again.headers["location"] == f"/m/{qid(1)}-support?refused=retry"
     refused = browser.get(again.headers["location"]).text
-    assert '<p class="note bad">retry does not apply: only a failed delivery can be retried</p>' in refused
+    note = "retry does not apply: only a failed delivery of a configured stream can be retried"
+    assert f'<p class="note bad">{note}</p>' in refused
     both = browser.get(f"/m/{qid(3)}").text
     assert 'id="status-support"' in both
     assert 'id="status-sales"' in both

@@ -10,6 +10,7 @@ half-done change.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from ..bus import Bus
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # the CLI imports this module in every process of `serve`: no
     from ..activity import ActivityRecord, ActivityStore
 
 MAX_STREAMS = 10_000  # more deliveries than one message can have: one per stream
+# Messages a replay reads and sends at a time: it holds their payloads, never a whole window's.
+REPLAY_BATCH = 100
 
 
 class ActionRefused(InboundError):
@@ -66,16 +69,31 @@ def find_all(store: ActivityStore, message_id: str) -> list[ActivityRecord]:
     return [r for r in found if r is not None]
 
 
-def retry(bus: Bus, store: ActivityStore, delivery_id: str, *, requested_by: str = "cli") -> int:
-    """Send a Failed message again as the next generation (same webhook-id); return that generation."""
+def _configured(record: ActivityRecord, streams: Collection[str], action: str) -> None:
+    """Refuse to act for a stream a reload removed: its delivery would wait, Queued, for no deliverer."""
+    if record.stream not in streams:
+        raise ActionRefused(
+            f"{record.delivery_id}: stream {record.stream!r} is no longer configured; add it back to {action} it"
+        )
+
+
+def retry(
+    bus: Bus, store: ActivityStore, delivery_id: str, *, streams: Collection[str], requested_by: str = "cli"
+) -> int:
+    """Send a Failed message of one of *streams* (those configured) again as the next generation (same
+    webhook-id); return that generation."""
     record = find(store, delivery_id)
     if record.status is not Status.FAILED:
         raise ActionRefused(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
+    _configured(record, streams, "retry")
     return resend(bus, [record], requested_by=f"retry requested by {requested_by}")[0]
 
 
-def bypass(bus: Bus, store: ActivityStore, delivery_id: str, *, requested_by: str = "cli") -> int:
-    """Deliver a Blocked message after all: process it again for its stream, past the block rules.
+def bypass(
+    bus: Bus, store: ActivityStore, delivery_id: str, *, streams: Collection[str], requested_by: str = "cli"
+) -> int:
+    """Deliver a Blocked message of one of *streams* after all: process it again for its stream, past
+    the block rules.
 
     The message is read back from the bus's ``received`` topic, so it can be bypassed while the
     bus retains it (``bus.retention`` on Kafka). Returns the generation the bypass starts.
@@ -83,6 +101,7 @@ def bypass(bus: Bus, store: ActivityStore, delivery_id: str, *, requested_by: st
     record = find(store, delivery_id)
     if record.status is not Status.BLOCKED:
         raise ActionRefused(f"{delivery_id} is {record.status.value}; only blocked messages can be bypassed")
+    _configured(record, streams, "bypass")
     found = find_received(bus, record.queue_id)
     if found is None:
         raise ActionRefused(f"{delivery_id}: the bus no longer holds the message (past bus.retention)")
@@ -113,16 +132,22 @@ REPLAYABLE = {"failed": (Status.FAILED,), "delivered": (Status.DELIVERED,), "all
 
 
 def replay_window(
-    store: ActivityStore, stream: str, since: str, until: str | None = None, status: str = "all"
+    store: ActivityStore,
+    stream: str,
+    since: str,
+    until: str | None = None,
+    status: str = "all",
+    *,
+    most: int = 10_000_000,
 ) -> list[ActivityRecord]:
-    """The final messages of *stream* received in [since, until), oldest first.
+    """The final messages of *stream* received in [since, until), oldest first; of each status, *most*.
 
     Times are RFC 3339 UTC as the store keeps them (the store compares them as text).
     """
     chosen = [
         record
         for wanted in REPLAYABLE[status]
-        for record in store.list(status=wanted, stream=stream, since=since, until=until, limit=10_000_000)
+        for record in store.list(status=wanted, stream=stream, since=since, until=until, limit=most)
     ]
     return sorted(chosen, key=lambda r: (r.received_at or "", r.delivery_id))
 
@@ -134,15 +159,23 @@ def replay(
     *,
     requested_by: str = "cli",
     to: str | None = None,
+    sent: Callable[[int], object] = lambda count: None,
 ) -> list[int]:
     """Send *records* (from :func:`replay_window`) again, each with its own webhook-id; their generations.
 
+    REPLAY_BATCH at a time, each read with its payload and flushed before the next (told to
+    *sent*): a window's payloads all at once were hundreds of MB for a day of a busy stream.
     *to* sends them to that URL instead of their stream's webhook (checked by the caller as a
     webhook URL is; the deliverer's connection rules apply to it as to any other).
     """
-    full = [find(store, record.delivery_id) for record in records]  # list() leaves payloads out
     asked = f"replay requested by {requested_by}" + (f" to {to}" if to else "")
-    return resend(bus, full, requested_by=asked, to=to)
+    generations = []
+    for first in range(0, len(records), REPLAY_BATCH):
+        batch = records[first : first + REPLAY_BATCH]
+        full = [find(store, record.delivery_id) for record in batch]  # list() leaves payloads out
+        generations += resend(bus, full, requested_by=asked, to=to)
+        sent(len(batch))
+    return generations
 
 
 def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str, to: str | None = None) -> list[int]:

@@ -16,14 +16,16 @@ from .actions import REPLAYABLE
 from .cliutil import bus_and_store, bus_of, config_option, known_stream, settings_from
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Collection
+    from typing import Protocol
 
     from ..activity import ActivityStore
     from ..bus import Bus
 
-    Action = Callable[[Bus, ActivityStore, str], int]  # retry, bypass: the generation queued
+    class Action(Protocol):
+        """retry, bypass: the generation queued."""
 
-REPLAY_BATCH = 100  # messages per flush while replaying: the progress bar moves, the bus gets batches
+        def __call__(self, bus: Bus, store: ActivityStore, delivery_id: str, *, streams: Collection[str]) -> int: ...
 
 
 @click.group()
@@ -78,8 +80,9 @@ def bypass(config_path: Path | None, delivery_id: str) -> None:
 
 
 def _send_again(config_path: Path | None, delivery_id: str, action: Action, name: str, said: str) -> None:
-    with bus_and_store(settings_from(config_path), f"could not queue the {name}") as (bus, store):
-        generation = action(bus, store, delivery_id)
+    settings = settings_from(config_path)
+    with bus_and_store(settings, f"could not queue the {name}") as (bus, store):
+        generation = action(bus, store, delivery_id, streams={stream.name for stream in settings.streams})
     click.echo(f"{delivery_id}: {said} (generation {generation})")
 
 
@@ -131,8 +134,5 @@ def replay(  # click passes every option by name
         window = replay_window(store, stream, start, end, status)
         with Progress() as progress:
             task = progress.add_task(f"replaying {stream}", total=len(window))
-            for first in range(0, len(window), REPLAY_BATCH):
-                batch = window[first : first + REPLAY_BATCH]
-                replay_records(bus, store, batch, to=to)
-                progress.advance(task, len(batch))
+            replay_records(bus, store, window, to=to, sent=lambda count: progress.advance(task, count))
     click.echo(f"{len(window)} message(s) of {stream} queued for delivery again")

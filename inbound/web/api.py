@@ -184,14 +184,18 @@ def get_raw(backends: Using, message_id: str) -> Response:
 @acting.post("/v1/messages/{message_id}/retry", status_code=202, responses=documented(409))
 def retry(backends: Using, message_id: str) -> Accepted:
     """Send a failed delivery again, as its next generation (the same webhook-id)."""
-    generation = actions.retry(backends.bus, backends.store, backends.delivery_id(message_id), requested_by="api")
+    generation = actions.retry(
+        backends.bus, backends.store, backends.delivery_id(message_id), streams=backends.streams, requested_by="api"
+    )
     return Accepted(delivery_id=message_id, generation=generation)
 
 
 @acting.post("/v1/messages/{message_id}/bypass", status_code=202, responses=documented(409))
 def bypass(backends: Using, message_id: str) -> Accepted:
     """Deliver a blocked message after all: process it again past its stream's block rules."""
-    generation = actions.bypass(backends.bus, backends.store, backends.delivery_id(message_id), requested_by="api")
+    generation = actions.bypass(
+        backends.bus, backends.store, backends.delivery_id(message_id), streams=backends.streams, requested_by="api"
+    )
     return Accepted(delivery_id=message_id, generation=generation)
 
 

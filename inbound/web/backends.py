@@ -34,6 +34,11 @@ class Backends:
     bus: Bus
     store: ActivityStore
 
+    @property
+    def streams(self) -> set[str]:
+        """The names of the configured streams, as the settings are now."""
+        return {stream.name for stream in self.settings.streams}
+
     def known_stream(self, name: str | None) -> str | None:
         """*name* if it is a configured stream (or None); else a 404 naming the streams there are."""
         streams = sorted(s.name for s in self.settings.streams)

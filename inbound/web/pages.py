@@ -46,8 +46,9 @@ DONE = {
     "bypass": "bypass queued: the message is processed again, past its stream's block rules",
 }
 REFUSED = {
-    "retry": "retry does not apply: only a failed delivery can be retried",
-    "bypass": "deliver anyway does not apply: only a blocked message can be, while the bus still holds it",
+    "retry": "retry does not apply: only a failed delivery of a configured stream can be retried",
+    "bypass": "deliver anyway does not apply: only a blocked message of a configured stream can be, while the bus"
+    " still holds it",
 }
 COLOURS = {"queued": "#8a8f98", "processed": "#5b8def", "retrying": "#e3a21a", "delivered": "#2e9d5b",
            "failed": "#d64545", "blocked": "#6b4fbb"}  # fmt: skip
@@ -178,6 +179,7 @@ def message(request: Request, backends: Using, message_id: str, done: str = "", 
         role=role,
         message_id=message_id,
         records=[(r, _attachments(r)) for r in records],
+        streams=backends.streams,
         done=DONE.get(done),
         error=REFUSED.get(refused),
     )
@@ -237,7 +239,7 @@ def act(request: Request, backends: Using, message_id: str, action: str) -> Resp
     if do is None or role != "act":
         return Response("not allowed", 403, media_type="text/plain")
     try:
-        do(backends.bus, backends.store, message_id, requested_by="web")
+        do(backends.bus, backends.store, message_id, streams=backends.streams, requested_by="web")
     except actions.ActionRefused:
         return RedirectResponse(f"/m/{message_id}?" + urlencode({"refused": action}), status_code=303)
     return RedirectResponse(f"/m/{message_id}?" + urlencode({"done": action}), status_code=303)
