@@ -15,7 +15,8 @@ way finish and record their outcome. Then the process exits 0.
 
 SIGHUP reloads without a restart: the TLS files, and the configuration's
 stream table once the whole file is valid (:mod:`inbound.reload`); it never
-ends the process.
+ends the process, not even while it starts: a HUP then is held, and reloads
+once :meth:`Service.run` has its handler in place.
 """
 
 from __future__ import annotations
@@ -260,6 +261,8 @@ class Service:
             loop.add_signal_handler(signum, stop.set)
         # HUP asks for a reload of what can change without a restart; it never ends the process.
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # Held since this process started (serve, the supervisor): one that came meanwhile reloads now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGHUP])
         for stage in self.stages:
             stage.start()
         server = None

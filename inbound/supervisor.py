@@ -23,7 +23,9 @@ rows leased per attempt; the activity store written in transactions).
 * **Signals**: TERM and INT drain in order -- the edge first (``421`` to new
   clients, the DATA in hand finished, the spool published), then the
   pipeline (batches committed, attempts under way recorded) -- and ``serve``
-  exits 0. HUP is passed to every child.
+  exits 0. HUP is passed to every child once all have started; one that comes
+  while the service starts waits till then, blocked (by ``serve``, and in each
+  child until its service takes it): its default action would end the process.
 * **A child that dies** is started again after a back-off (1 s, doubling up to
   30 s; back to 1 s once a child has run for a minute), logged at ERROR. The
   supervisor never gives up: mail must go on. It runs with the settings the
@@ -93,6 +95,12 @@ def die_with_parent() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
+def _before_exec() -> None:
+    """In a child before exec: die with the supervisor; hold HUP until its service takes it (``Service.run``)."""
+    die_with_parent()
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP])  # its default action would end the child
+
+
 class Supervisor:
     def __init__(
         self,
@@ -142,7 +150,7 @@ class Supervisor:
         args += [self.log_format, str(ready_w), str(release_r), format_cpus(child.cpus) if child.cpus else ""]
         passed = (self.settings_fd, ready_w, release_r)
         # preexec_fn is safe here: the supervisor runs a single thread.
-        child.process = subprocess.Popen(args, pass_fds=passed, preexec_fn=die_with_parent)  # noqa: PLW1509
+        child.process = subprocess.Popen(args, pass_fds=passed, preexec_fn=_before_exec)  # noqa: PLW1509
         os.close(ready_w)
         os.close(release_r)
         self._release(child)

@@ -9,9 +9,12 @@ whole of it on a real ``inbound serve``.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import signal
+import subprocess
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +36,7 @@ from inbound.routing import RoutingTable
 
 from .edge_harness import Client, EdgeServers
 from .harness import (
+    ROOT,
     SECRET,
     InboundProcess,
     RecordingProducer,
@@ -232,6 +236,52 @@ def test_hup_swaps_the_stream_table_of_a_running_service(tmp_path: Path) -> None
         service.stop()
         before.stop()
         after.stop()
+
+
+def hup_held(pid: int) -> bool:
+    """Whether a HUP sent to process *pid* waits, blocked, for it to take it (not merely not yet delivered)."""
+    masks = dict(line.split(":\t") for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    return all(int(masks[mask], 16) & 1 << (signal.SIGHUP - 1) for mask in ("ShdPnd", "SigBlk"))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("roles", [None, "process,deliver,record"], ids=["supervised", "roles"])
+def test_hup_while_serve_starts_ends_nothing_and_reloads_once_it_serves(tmp_path: Path, roles: str | None) -> None:
+    config = write_config(tmp_path, streams=SUPPORT)
+    run_cli("init", config=config)
+    text = config.read_text()
+    # A FIFO for a configuration file holds serve in its start until this test writes the file.
+    config.unlink()
+    os.mkfifo(config)
+    service = InboundProcess(config, roles)
+    with service.log_path.open("ab") as log:
+        service.proc = subprocess.Popen(service.command(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = service.proc
+    try:
+        fifo = wait_for(lambda: opened_for_writing(config), 60, "serve to read its configuration")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: proc.poll() is not None or hup_held(proc.pid), 30, "the HUP to end serve or be held")
+        assert proc.poll() is None, f"serve ended by HUP while it started: {proc.returncode}"
+        # The file as it is from now on (the reload reads it); then what serve is reading, in full.
+        config.with_name("whole.toml").write_text(text)
+        config.with_name("whole.toml").replace(config)
+        with open(fifo, "w") as writer:
+            writer.write(text)
+        wait_for(lambda: service.seen_by_every_process(f"SIGHUP: {config}: no stream changed"), 60, "the reload")
+        assert "inbound started" in service.log()
+        assert service.terminate() == 0
+    finally:
+        service.stop()
+
+
+def opened_for_writing(fifo: Path) -> int | None:
+    """A descriptor writing to *fifo* once a reader has it open, else None."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ENXIO:  # no reader yet
+            return None
+        raise
 
 
 def test_a_file_that_breaks_the_reading_itself_keeps_everything(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -84,6 +85,10 @@ def init(config_path: Path | None) -> None:
 )
 def serve(*, config_path: Path | None, roles: str | None, log_level: str, log_format: str) -> None:
     """Run the service until SIGTERM or SIGINT."""
+    # HUP's default action ends a process. Until the service's own handler is in place (Service.run),
+    # a HUP waits, blocked, and is taken then: one reload. The supervisor this process may become
+    # inherits the mask and the HUP waiting, across exec.
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP])
     settings = settings_from(config_path)
     count_into_data_dir(settings)
     from ..roles import parse_roles, preflight
