@@ -431,6 +431,19 @@ def test_an_empty_message_and_one_over_the_size_limit(make_server: Callable[...,
     client.close()
 
 
+def test_the_size_limit_is_on_the_message_as_stored(make_server: Callable[..., Server]) -> None:
+    """Each bare LF is stored as CRLF: a message of max_message_size bytes of them was answered 250 and
+    stored twice as large, past the limits behind the edge that max_message_size sizes."""
+    settings, spool = make_server(max_message_size=10_000)
+    client = Client(settings)
+    assert _send_data(client, b"\n" * 5_000 + b"\r\n").startswith(b"552 5.3.4")  # 5,002 bytes sent, 10,002 stored
+    assert _send_data(client, b"\n" * 4_999 + b"\r\n").startswith(b"250 2.0.0")  # 10,000 stored: the limit
+    (entry,) = spool.entries()
+    assert entry.message.endswith(b"\r\n" * 5_000)
+    assert entry.message.count(b"\r\n") == entry.message.count(b"\r\n\t") + 1 + 5_000  # our header, then those
+    client.close()
+
+
 def lines(count: int) -> bytes:
     """DATA of this many 1,000-byte lines."""
     return (b"x" * 998 + b"\r\n") * count

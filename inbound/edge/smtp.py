@@ -8,8 +8,8 @@ The edge's replies (with RFC 3463 enhanced status codes), from both:
 
 * RCPT to a configured domain but unknown mailbox: ``550 5.1.1``; to any other
   domain: ``550 5.7.1`` (we are never a relay); too many: ``452 4.5.3``.
-* ``MAIL FROM ... SIZE=`` or DATA over ``smtp.max_message_size``, or a header section over
-  ``smtp.max_header_size`` (headersize.py): ``552 5.3.4``.
+* ``MAIL FROM ... SIZE=`` or DATA over ``smtp.max_message_size`` (DATA as stored, each bare LF
+  a CRLF), or a header section over ``smtp.max_header_size`` (headersize.py): ``552 5.3.4``.
 * Spool write failed: ``451 4.3.0`` -- the sender keeps the message and retries.
 * Shutting down: new connections get ``421 4.3.2``.
 * SPF fail / DMARC p=reject fail, for streams that refuse them: ``550 5.7.1``
@@ -276,7 +276,7 @@ class InboundSMTP(SMTP):
             size += len(block)
             stored += grown
             self.header_meter.feed(block)
-            refusal = refusal or self._keep(blocks, block, size, stored, grown)
+            refusal = refusal or self._keep(blocks, block, stored, grown)
             if ended:
                 break
         if refusal:
@@ -290,12 +290,18 @@ class InboundSMTP(SMTP):
         # the message one way. Counted as the blocks came, so a message without one is not scanned again.
         return with_crlf_line_ends(content) if stored > size else content
 
-    def _keep(self, blocks: list[bytes], block: bytes, size: int, stored: int, grown: int) -> str:
-        """Keep *block*, which brought the message to *size* bytes as read and *stored* as stored (*grown* of
-        them its own), in *blocks*; or the refusal, once the message may not be kept whole (nothing of it
-        is kept then, and its share of memory is given back)."""
+    def _keep(self, blocks: list[bytes], block: bytes, stored: int, grown: int) -> str:
+        """Keep *block*, which brought the message to *stored* bytes as stored (*grown* of them its own), in
+        *blocks*; or the refusal, once the message may not be kept whole (nothing of it is kept then, and
+        its share of memory is given back).
+
+        ``smtp.max_message_size`` is the size as stored, which every limit behind the edge is sized by: a
+        bare LF counted as the one byte it came as made a message of them twice that. Our Received: header
+        is not counted: the limit is the one advertised in EHLO's SIZE, and a message within the size its
+        sender declared is not refused for what we add to it.
+        """
         budget = self.inbound_handler.data_budget
-        if self.data_size_limit and size > self.data_size_limit:
+        if self.data_size_limit and stored > self.data_size_limit:
             refusal = "552 5.3.4 Message size exceeds fixed maximum message size"
         elif budget.take(self.counted_as, share := counted(stored, grown)):
             self.data_held += share
