@@ -428,29 +428,29 @@ def test_json_body_answers_as_the_stdlib_does() -> None:
         json_body({"text": "an escaped byte left as \udc80"}, 100)
 
 
-def test_a_big_message_is_written_by_the_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past ORJSON_BELOW orjson is not used: it cannot answer running out of memory (see _shared)."""
+@pytest.fixture
+def no_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson refused: a body it would write fails the test."""
 
     class Refused:
         @staticmethod
         def dumps(value: object) -> bytes:
-            raise AssertionError("orjson used for a big message")
+            raise AssertionError("orjson used")
 
     monkeypatch.setattr(shared, "orjson", Refused)
+
+
+@pytest.mark.usefixtures("no_orjson")
+def test_a_big_message_is_written_by_the_stdlib() -> None:
+    """Past ORJSON_BELOW orjson is not used: it cannot answer running out of memory (see _shared)."""
     assert json_body({"a": "ü"}, shared.ORJSON_BELOW) == '{"a":"ü"}'.encode()
     with pytest.raises(AssertionError, match="orjson used"):
         json_body({"a": "ü"}, shared.ORJSON_BELOW - 1)
 
 
-def test_a_small_message_whose_text_is_large_is_written_by_the_stdlib(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("no_orjson")
+def test_a_small_message_whose_text_is_large_is_written_by_the_stdlib() -> None:
     """An HTML-only message's text is its layout, which may be larger than the message (htmltext.py)."""
-
-    class Refused:
-        @staticmethod
-        def dumps(value: object) -> bytes:
-            raise AssertionError("orjson used for a large text")
-
-    monkeypatch.setattr(shared, "orjson", Refused)
     cells = "".join(f"<tr><td>{n}</td><td>{'w' * 300}</td></tr>" for n in range(1800))
     raw = b"From: a@example.org\r\nContent-Type: text/html\r\n\r\n<table>" + cells.encode() + b"</table>\r\n"
     source = Source(parse_message(raw), ENVELOPE, stream("inbound"), DELIVERY_ID, raw)
