@@ -473,20 +473,22 @@ def test_addresses_compare_case_insensitively_beyond_ascii(store: ActivityStore)
     assert store.list(sender="elodie@exemple.fr") == store.list(recipient="arger@in.test") == []  # É is not E
 
 
-def megabyte_of_recipients() -> tuple[str, ...]:
-    """100 recipients of 8,000-byte local parts (smtp.max_command_line = 8192): over 1 MB of searchable
-    text, in words that are all different -- more than a PostgreSQL tsvector holds."""
+def megabyte_of_recipients(store: ActivityStore) -> tuple[str, ...]:
+    """Message 1 to 100 recipients of 8,000-byte local parts (smtp.max_command_line = 8192), over 1 MB
+    of searchable text in words all different -- more than a PostgreSQL tsvector holds -- and an
+    ordinary message 2 in the same batch, applied to *store*; message 1's recipients."""
     rng = random.Random(1)
     words = ("".join(rng.choices(string.ascii_lowercase, k=6)) for _ in itertools.count())
-    return tuple(".".join(itertools.islice(words, 1142)) + "@in.test" for _ in range(100))
-
-
-def test_a_message_with_a_megabyte_of_recipients_is_recorded_and_found(store: ActivityStore) -> None:
-    to = megabyte_of_recipients()
+    to = tuple(".".join(itertools.islice(words, 1142)) + "@in.test" for _ in range(100))
     store.apply([
         summarised(1, "Invoice 42 overdue", "alice@sender.test", to, t(1)),
         summarised(2, "Lunch?", "carol@sender.test", ("sales@in.test",), t(2)),
     ])  # fmt: skip
+    return to
+
+
+def test_a_message_with_a_megabyte_of_recipients_is_recorded_and_found(store: ActivityStore) -> None:
+    to = megabyte_of_recipients(store)
     assert one(store).to == to
     assert [r.queue_id for r in store.list(text="overdue")] == [qid(1)]  # the subject is indexed first
     assert [r.queue_id for r in store.list(text=to[0].split(".")[0])] == [qid(1)]  # and the first recipients
@@ -717,11 +719,7 @@ def test_postgresql_records_unsearchable_what_it_cannot_index(
     monkeypatch.setattr(_sql, "SEARCH_TEXT_BYTES", 1 << 30)  # as if the bound let through more than a tsvector holds
     store = PostgresActivityStore(postgres_server.new_database())
     try:
-        to = megabyte_of_recipients()
-        store.apply([
-            summarised(1, "Invoice 42 overdue", "alice@sender.test", to, t(1)),
-            summarised(2, "Lunch?", "carol@sender.test", ("sales@in.test",), t(2)),
-        ])  # fmt: skip
+        to = megabyte_of_recipients(store)
         assert one(store).to == to
         assert store.list(text="overdue") == []
         assert [r.queue_id for r in store.list(text="lunch")] == [qid(2)]  # the rest of the batch is indexed
