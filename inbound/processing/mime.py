@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.feedparser import BytesFeedParser
 from email.generator import BytesGenerator
-from email.header import decode_header
 from email.message import Message
 from email.policy import compat32
 from io import BytesIO
 from typing import Any, Literal
 
 from . import charsets, rfc2231
+from .headers import decode_words
 
 rfc2231.install()  # before any tree is built: the parser itself reads each multipart's boundary parameter
 
@@ -358,7 +358,7 @@ def _filename(part: Message) -> str | None:
         name = _eight_bit_view(part).get_filename() or name
     if name and "=?" in name:
         try:
-            words = decode_header(name)
+            words = decode_words(name)  # email.header.decode_header's reading, in linear time
         except HeaderParseError:  # broken base64 in a word: the name as it came
             words = [(name, None)]
         name = "".join(charsets.decode(w, c)[0] if isinstance(w, bytes) else w for w, c in words)

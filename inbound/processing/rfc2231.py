@@ -23,12 +23,13 @@ charset holding a NUL or naming no charset (``charsets.names_no_charset``)
 reads as None, which is what the stdlib gives for a charset it cannot parse,
 so each caller uses its fallback (us-ascii).
 
-A file name (``filename=``, ``name=``) is decoded by every reader with the
-stdlib's ``email.header.decode_header`` (mail-parser, on every part; mime.py,
-on each attachment), which is quadratic in the RFC 2047 words of a line (it
-pops them from the front of a list): a name of 128,000 words (1.8 MB) took
-21.8 s, and 256,000 had the message Failed at parse_timeout. A file name
-longer than ``MAX_FILE_NAME`` characters is read up to there.
+A file name (``filename=``, ``name=``) is decoded by every reader with
+``email.header.decode_header``'s reading (mail-parser, on every part; mime.py,
+on each attachment), which in the stdlib is quadratic in the RFC 2047 words of
+a line: a name of 128,000 words (1.8 MB) took 21.8 s, and 256,000 had the
+message Failed at parse_timeout. ``headers.decode_words`` reads it in linear
+time now, but a file name longer than ``MAX_FILE_NAME`` characters is still
+read up to there: no file system takes a longer one.
 
 Each of these is told to :func:`noting_defects`, which ``parse.py`` turns into
 the message's defects.
@@ -55,9 +56,9 @@ _STDLIB_DECODE_PARAMS = email.utils.decode_params
 WHOLE_AND_IN_SECTIONS = "body: a MIME parameter both whole (name*=) and in sections (name*0=); read from its sections"
 NUL_IN_CHARSET = "body: a NUL in the charset of an RFC 2231 MIME parameter; read as us-ascii"
 NO_CHARSET = "body: the charset of an RFC 2231 MIME parameter names a codec that is no charset; read as us-ascii"
-# Characters of a file name read at most: as many encoded words take a reader 0.3 ms to decode. No file
-# system takes a name longer than 255 UTF-16 units; the longest written as encoded words (CJK,
-# B-encoded, 1,300 characters; Q-encoded, up to 2,900) are read whole or nearly.
+# Characters of a file name read at most. No file system takes a name longer than 255 UTF-16 units; the
+# longest written as encoded words (CJK, B-encoded, 1,300 characters; Q-encoded, up to 2,900) are read
+# whole or nearly.
 MAX_FILE_NAME = 2_000
 FILE_NAME_CUT = f"body: a file name of more than {MAX_FILE_NAME} characters; the rest left out"
 _FILE_NAMES = ("filename", "name")
