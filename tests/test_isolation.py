@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import signal
@@ -26,7 +27,7 @@ from inbound.processing.job import (
     decode_outcome,
     encode_outcome,
 )
-from inbound.processing.mime import message_tree
+from inbound.processing.mime import message_tree, walk
 from inbound.processing.mimeshape import Shape, mime_shape
 from inbound.processing.repair import repair_header_section
 from inbound.processing.work import run_job
@@ -185,6 +186,46 @@ def test_too_deep_or_too_many_parts_is_failed_with_the_limit_and_within_them_par
     assert within.failure is None
     assert within.bodies is not None
     assert isinstance(within.bodies["support"], Rendered)
+
+
+def undeclared_parts(parts: int) -> bytes:
+    """A multipart whose boundary never comes, *parts* parts under a delimiter no field declares (mime.py recovers)."""
+    head = b'From: a@sender.test\r\nSubject: broken\r\nContent-Type: multipart/mixed; boundary="D"\r\n\r\n'
+    return head + b"--Z\r\nContent-Type: application/pdf\r\n\r\np\r\n" * parts + b"--Z--\r\n"
+
+
+def undeclared_nesting(levels: int) -> bytes:
+    """Multiparts whose boundary never comes, each holding the next under a delimiter no field declares."""
+    head = b'From: a@sender.test\r\nSubject: broken\r\nContent-Type: multipart/mixed; boundary="D"\r\n\r\n'
+    body = b"".join(b'--U%d\r\nContent-Type: multipart/mixed; boundary="D%d"\r\n\r\n' % (i, i) for i in range(levels))
+    return head + body + b"--Z\r\nContent-Type: text/plain\r\n\r\ndeep\r\n--Z--\r\n"
+
+
+def test_parts_the_walk_recovers_are_held_to_the_limits_before_they_are_built() -> None:
+    """The shape scan cannot see parts under a delimiter no field declares: 20,000 were delivered past
+    max_mime_parts (10,000). The walk counts them before it builds them, and refuses as the scan does."""
+    assert mime_shape(undeclared_parts(20_000), 100, 10_000) == Shape(0, 0)
+    assert run_job(job(undeclared_parts(20_000))).failure == "more than max_mime_parts (10000) MIME parts"
+    assert run_job(job(undeclared_parts(11), max_mime_parts=10)).failure == "more than max_mime_parts (10) MIME parts"
+    assert run_job(job(undeclared_parts(10), max_mime_parts=10)).attachments == 10
+    too_deep = run_job(job(undeclared_nesting(5), max_mime_depth=5))
+    assert too_deep.failure == "MIME parts nested more than max_mime_depth (5) deep"
+    assert run_job(job(undeclared_nesting(4), max_mime_depth=5)).failure is None
+
+
+def test_a_message_attached_in_base64_is_read_for_its_headers_alone() -> None:
+    """Its parts were built (200,000 in 3.1 s) though only its headers are read, and no limit counted them."""
+    inner = b"From: c@sender.test\r\nSubject: inner\r\n" + many_parts(20).split(b"\r\n", 2)[2]
+    raw = (
+        b"From: a@sender.test\r\nSubject: outer\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
+        b"--o\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(inner).replace(b"\n", b"\r\n")
+        + b"--o--\r\n"
+    )
+    found = walk(message_tree(raw), 100, 10)
+    assert [(m["subject"], m.is_multipart()) for m in found.attached] == [("inner", False)]
+    assert [a.content for a in found.attachments] == [inner]
+    assert run_job(job(raw, max_mime_parts=10)).failure is None
 
 
 def test_the_answer_survives_its_wire_format() -> None:

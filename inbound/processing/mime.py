@@ -23,6 +23,12 @@ message, the way mail clients show it:
 
 Failure behaviour: never raises on content; what was odd becomes a line in
 ``defects``. Nesting is bounded by the caller (the stdlib parser's recursion).
+The parts the walk builds itself are counted against ``max_mime_depth`` and
+``max_mime_parts`` as the shape scan counts those it can see (``mimeshape.py``,
+before any parse), and past either the walk raises ``BeyondLimits`` with the
+scan's reason: the message is Failed as if the scan had seen them. Of a message
+carried in a part's content (an attached message in base64, a report's returned
+headers) only the header section is read, so no tree is built from its body.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ from email.errors import HeaderParseError
 from email.feedparser import BytesFeedParser
 from email.generator import BytesGenerator
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.policy import compat32
 from io import BytesIO
 from typing import Any, Literal
 
 from . import charsets, rfc2231
 from .headers import decode_words
+from .mimeshape import BeyondLimits, Shape, mime_shape
 
 rfc2231.install()  # before any tree is built: the parser itself reads each multipart's boundary parameter
 
@@ -122,9 +130,7 @@ def message_tree(raw: bytes) -> Message:
     earlier (at a line that is no header) the message is read whole, as any other.
     """
     view = memoryview(raw)
-    crlf = raw.find(b"\r\n\r\n")
-    lf = raw.find(b"\n\n", 0, crlf if crlf >= 0 else len(raw))  # a bare LF blank line before it, if any
-    headed = lf + 2 if lf >= 0 else crlf + 4 if crlf >= 0 else 0  # where the first blank line ends
+    headed = _header_end(raw)
     # A header section that names either type is read whole at once, not its headers twice.
     head = raw[:headed].lower()
     if headed and b"multipart/" not in head and b"message/" not in head:
@@ -136,6 +142,22 @@ def message_tree(raw: bytes) -> Message:
     return _fed(view)
 
 
+def header_section(raw: bytes) -> Message:
+    """The header fields of the message *raw*, read as :func:`message_tree` reads them, its body kept as text.
+
+    All that is read of a message carried in a part (an attached message's summary, a report's
+    returned headers): its body, which may hold any number of parts, is never parsed.
+    """
+    return BytesHeaderParser(policy=compat32).parsebytes(raw[: _header_end(raw) or len(raw)])
+
+
+def _header_end(raw: bytes) -> int:
+    """Where the first blank line of *raw* ends (CRLF or bare LF); 0 when there is none."""
+    crlf = raw.find(b"\r\n\r\n")
+    lf = raw.find(b"\n\n", 0, crlf if crlf >= 0 else len(raw))  # a bare LF blank line before it, if any
+    return lf + 2 if lf >= 0 else crlf + 4 if crlf >= 0 else 0
+
+
 def _fed(view: memoryview) -> Message:
     parser = BytesFeedParser()
     for start in range(0, len(view), _FEED_SLICE):
@@ -144,9 +166,32 @@ def _fed(view: memoryview) -> Message:
     return tree
 
 
-def walk(message: Message) -> Walked:
+@dataclass(slots=True)
+class _Tally:
+    """The body parts the walk has met and how deep the multiparts around the current one nest, against
+    the limits: recovered parts are counted before they are built (see the module's docstring)."""
+
+    max_depth: int
+    max_parts: int
+    depth: int = 0
+    parts: int = 0
+
+    def check(self, more: Shape) -> None:
+        """BeyondLimits if *more* parts, nested *more.depth* deeper than the current one, would pass a limit."""
+        refusal = Shape(self.depth + more.depth, self.parts + more.parts).refusal(self.max_depth, self.max_parts)
+        if refusal is not None:
+            raise BeyondLimits(refusal)
+
+    def count(self, more: Shape) -> None:
+        self.check(more)
+        self.parts += more.parts
+
+
+def walk(message: Message, max_depth: int, max_parts: int) -> Walked:
+    """What *message* holds; BeyondLimits when the parts its walk builds nest deeper than *max_depth*
+    or number more than *max_parts*, with the whole message's."""
     found = Walked()
-    _visit(message, found)
+    _visit(message, found, _Tally(max_depth, max_parts))
     if not found.texts and not found.htmls and found.named_texts:
         # Named text parts and nothing else (some mailers name every part): they are the text
         # as well as files, rather than a message whose text is empty.
@@ -155,16 +200,16 @@ def walk(message: Message) -> Walked:
     return found
 
 
-def _visit(part: Message, found: Walked) -> None:
+def _visit(part: Message, found: Walked, tally: _Tally) -> None:
     ctype = part.get_content_type()
     if ctype == "message/delivery-status":
         _delivery_status(part, found)
     elif part.get_content_maintype() == "message" and _children(part):
         _attached_message(part, ctype, found)
     elif part.get_content_maintype() == "multipart":
-        _multipart(part, ctype, found)
+        _multipart(part, ctype, found, tally)
     elif ctype == "text/rfc822-headers" and found.report_type is not None:
-        found.original_headers = message_tree(_payload(part) + b"\r\n")
+        found.original_headers = header_section(_payload(part) + b"\r\n")
     elif ctype in _BODY_TYPES and _is_body(part):
         text = _text(part, found)
         (found.texts if ctype == "text/plain" else found.htmls).append(text)
@@ -187,7 +232,7 @@ def _attached_message(part: Message, ctype: str, found: Walked) -> None:
     found.attachments.append(_attachment(part, ctype, content))
     if ctype in _ATTACHED_MESSAGE:
         found.attached.append(
-            message_tree(content) if encoding in ("base64", "quoted-printable") else _children(part)[0]
+            header_section(content) if encoding in ("base64", "quoted-printable") else _children(part)[0]
         )
 
 
@@ -231,24 +276,31 @@ def _transfer_decoded(content: bytes, encoding: str) -> bytes:
     return _payload(holder)
 
 
-def _multipart(part: Message, ctype: str, found: Walked) -> None:
+def _multipart(part: Message, ctype: str, found: Walked, tally: _Tally) -> None:
     if not part.is_multipart():
-        _unsplit(part, found)
-    elif ctype == "multipart/alternative":
-        _alternative(part, found)
-    else:
+        _unsplit(part, found, tally)
+        return
+    children = _children(part)
+    tally.count(Shape(1 if children else 0, len(children)))
+    tally.depth += 1
+    try:
+        if ctype == "multipart/alternative":
+            _alternative(children, found, tally)
+            return
         if ctype == "multipart/report":
             found.report_type = charsets.json_safe(part.get_param("report-type", "", header="content-type")).lower()
-        for child in _children(part):
-            _visit(child, found)
+        for child in children:
+            _visit(child, found, tally)
+    finally:
+        tally.depth -= 1
 
 
-def _alternative(part: Message, found: Walked) -> None:
+def _alternative(children: list[Message], found: Walked, tally: _Tally) -> None:
     """One content several ways: the first alternative's text and the first's HTML; every file kept."""
     choices = []
-    for child in _children(part):
+    for child in children:
         choice = Walked(report_type=found.report_type)
-        _visit(child, choice)
+        _visit(child, choice, tally)
         choices.append(choice)
         found.absorb(choice, bodies=False)
     found.texts += next((c.texts for c in choices if c.texts), [])
@@ -308,17 +360,17 @@ def _typed(block: Message, name: str, *, typed: bool = True) -> str | None:
     return (text.lower() if name == "action" else text) or None
 
 
-def _unsplit(part: Message, found: Walked) -> None:
+def _unsplit(part: Message, found: Walked, tally: _Tally) -> None:
     """A multipart whose declared boundary never came: its body is one string."""
     body = _parsed_body(part)
     if not isinstance(body, str) or not body.strip():
         return  # an empty multipart (an empty alternative, say) holds nothing to show
-    recovered = _recover(body)
+    recovered = _recover(body, tally)
     if recovered is not None:
         found.defects.append(
             f"body: the {part.get_content_type()} boundary never came; parts found under {recovered.get_boundary()!r}"
         )
-        _visit(recovered, found)
+        _visit(recovered, found, tally)
     elif _MIME_HEADER.search(body):
         found.defects.append("body: MIME parts without a usable boundary; kept as one attachment, not as text")
         found.attachments.append(_attachment(part, "application/octet-stream", _payload(part)))
@@ -327,13 +379,20 @@ def _unsplit(part: Message, found: Walked) -> None:
         found.texts.append(_text(part, found))
 
 
-def _recover(body: str) -> Message | None:
-    """The body walked again under the first delimiter line it holds, when that gives parts."""
+def _recover(body: str, tally: _Tally) -> Message | None:
+    """The body walked again under the first delimiter line it holds, when that gives parts.
+
+    Its parts are no declared boundary's, so the shape scan could not count them: the body is
+    scanned as that scan does, and the tree is built only if its parts are within the limits with
+    those met so far (the walk counts them as it meets them).
+    """
     delimiter = _DELIMITER.search(body)
     if delimiter is None:
         return None
     head = f'Content-Type: multipart/mixed; boundary="{delimiter.group(1)}"\r\n\r\n'
-    tree = message_tree(head.encode("ascii") + _raw(body))
+    source = head.encode("ascii") + _raw(body)
+    tally.check(mime_shape(source, tally.max_depth - tally.depth, tally.max_parts - tally.parts))
+    tree = message_tree(source)
     return tree if tree.is_multipart() and tree.get_payload() else None
 
 

@@ -17,7 +17,9 @@ higher, never lower -- so it can never let a tree past the limits; so can a
 multipart ``Content-Type`` field there, and more of them than ``max_parts`` + 1
 count as too many parts. ``message/rfc822``
 nesting is not counted here; the parser refuses it past Python's recursion
-limit (``parse.py``).
+limit (``parse.py``). Parts under a delimiter that no field declares are not
+counted either: mime.py's walk recovers them (a multipart whose boundary never
+comes), and counts them against the same limits before it builds them.
 
 Cost: scans linear in the message's size (a lowered copy for the field name, the ``Content-Type``
 fields found in it, the lines that start with ``--``) and the stdlib's reading of at most
@@ -48,10 +50,23 @@ _CONTENT_TYPE = re.compile(rb"content-type[ \t]*:([^\r\n]*(?:(?:\r\n|\r|\n)[ \t]
 _DASHES = re.compile(rb"--([^\r\n]*)")
 
 
+class BeyondLimits(Exception):
+    """Parts past ``max_mime_depth`` or ``max_mime_parts`` that only a later reading finds (mime.py's walk
+    recovers parts under delimiters no field declares); the text is the reason, the one :meth:`Shape.refusal` gives."""
+
+
 @dataclass(frozen=True, slots=True)
 class Shape:
     depth: int  # multiparts inside multiparts: 0 for a single-part message
     parts: int  # body parts opened by a delimiter, at any depth
+
+    def refusal(self, max_depth: int, max_parts: int) -> str | None:
+        """Why a message of this shape is Failed under these limits; None when it is within them."""
+        if self.depth > max_depth:
+            return f"MIME parts nested more than max_mime_depth ({max_depth}) deep"
+        if self.parts > max_parts:
+            return f"more than max_mime_parts ({max_parts}) MIME parts"
+        return None
 
 
 def mime_shape(raw: bytes, max_depth: int, max_parts: int) -> Shape:

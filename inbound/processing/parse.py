@@ -61,6 +61,7 @@ from typing import Any
 import mailparser
 from mailparser.exceptions import MailParserRecursionError
 
+from ..config.settings import ProcessingSettings
 from ..errors import ParseError
 from .charsets import json_safe
 from .headers import decode as decode_header
@@ -92,6 +93,7 @@ logging.getLogger("mailparser").setLevel(logging.CRITICAL + 1)
 _CHARSET_COMPLAINT = "CharsetDecodeDefect"
 # Headers RFC 5322 allows once; when repeated, the first is what we report.
 _SINGLE = ("from", "subject", "date", "message-id")
+_DEFAULT_LIMITS = ProcessingSettings()  # [processing]'s max_mime_depth and max_mime_parts when none are given
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,16 +157,17 @@ class ParsedMessage:
         return next((value for key, value in self.headers if key.lower() == wanted), None)
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
-    """Parse one message. Raises ParseError only when there is no message to speak of."""
+def parse_message(raw: bytes, limits: ProcessingSettings = _DEFAULT_LIMITS) -> ParsedMessage:
+    """Parse one message. Raises ParseError only when there is no message to speak of, and
+    mimeshape.BeyondLimits when the parts it recovers pass *limits*' max_mime_depth or max_mime_parts."""
     with noting_defects() as unreadable_parameters:  # read all the same (rfc2231.py), wherever they are read
-        parsed = _parse(raw)
+        parsed = _parse(raw, limits)
     if not unreadable_parameters:
         return parsed
     return replace(parsed, defects=tuple(dict.fromkeys((*parsed.defects, *unreadable_parameters))))
 
 
-def _parse(raw: bytes) -> ParsedMessage:
+def _parse(raw: bytes, limits: ProcessingSettings) -> ParsedMessage:
     if not raw.strip():
         raise ParseError("empty message: no header fields and no body")
     raw, repairs = repair_header_section(raw)
@@ -196,7 +199,7 @@ def _parse(raw: bytes) -> ParsedMessage:
         return next((v for k, v in headers if k.lower() == name), None)
 
     try:
-        found = walk(message)
+        found = walk(message, limits.max_mime_depth, limits.max_mime_parts)
     except RecursionError as exc:
         raise ParseError("MIME parts nested too deeply to parse") from exc
     defects += found.defects

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from .formats import Source, render
 from .job import Outcome, ParseJob, Rendered
-from .mimeshape import mime_shape
+from .mimeshape import BeyondLimits, mime_shape
 from .parse import parse_message
 
 
 def run_job(job: ParseJob) -> Outcome:
     """Parse *job*'s message and build each requested body; any error becomes part of the outcome."""
-    shape = mime_shape(job.raw, job.limits.max_mime_depth, job.limits.max_mime_parts)
-    if shape.depth > job.limits.max_mime_depth:
-        return Outcome.failed(f"MIME parts nested more than max_mime_depth ({job.limits.max_mime_depth}) deep")
-    if shape.parts > job.limits.max_mime_parts:
-        return Outcome.failed(f"more than max_mime_parts ({job.limits.max_mime_parts}) MIME parts")
+    max_depth, max_parts = job.limits.max_mime_depth, job.limits.max_mime_parts
+    refusal = mime_shape(job.raw, max_depth, max_parts).refusal(max_depth, max_parts)
+    if refusal is not None:
+        return Outcome.failed(refusal)
     try:
-        parsed = parse_message(job.raw)
+        parsed = parse_message(job.raw, job.limits)
+    except BeyondLimits as exc:  # parts the walk recovered, which the scan could not see: refused alike
+        return Outcome.failed(str(exc))
     except Exception as exc:  # noqa: BLE001 -- any parser failure is this message's, not the stage's
         _reraise_memory_error(exc)
         return Outcome.failed(f"cannot parse message: {exc}")

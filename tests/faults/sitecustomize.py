@@ -17,13 +17,15 @@ import signal
 import time
 from pathlib import Path
 
+from inbound.config.settings import ProcessingSettings
 from inbound.processing import parse
 
 _FAULT = re.compile(rb"^X-Test-Fault: (\w+)", re.MULTILINE)
 _real_parse_message = parse.parse_message
+_DEFAULTS = ProcessingSettings()
 
 
-def _faulty_parse_message(raw: bytes) -> parse.ParsedMessage:
+def _faulty_parse_message(raw: bytes, limits: ProcessingSettings = _DEFAULTS) -> parse.ParsedMessage:
     fault = _FAULT.search(raw[:8192])
     kind = fault[1] if fault else b""
     if kind == b"segfault":
@@ -43,7 +45,7 @@ def _faulty_parse_message(raw: bytes) -> parse.ParsedMessage:
         hog = []
         while True:
             hog.append(bytearray(16 * 1024 * 1024))
-    return _real_parse_message(raw)
+    return _real_parse_message(raw, limits)
 
 
 parse.parse_message = _faulty_parse_message
