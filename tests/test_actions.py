@@ -90,6 +90,12 @@ def test_replay_sends_a_window_again_and_the_activity_log_shows_it(
     before = finished(store, 1, EventType.DELIVERED, 0)
     first = finished(store, 2, EventType.DELIVERED, 10)
     failed = finished(store, 3, EventType.FAILED, 20)
+    unparsed = f"{qid(6)}-support"  # failed before it was parsed: no payload, nothing to send again
+    queued = Summary(at(25), "alice@sender.test", ("help@in.test",))
+    store.apply([
+        Event(EventType.QUEUED, unparsed, qid(6), "support", at(25), summary=queued),
+        Event(EventType.FAILED, unparsed, qid(6), "support", at(25), reason="cannot parse message"),
+    ])  # fmt: skip
     finished(store, 4, EventType.DELIVERED, 30, stream="sales")  # another stream
     after = finished(store, 5, EventType.DELIVERED, 40)
     window = replay_window(store, "support", at(5), at(40))

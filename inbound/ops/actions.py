@@ -142,12 +142,15 @@ def replay_window(
 ) -> list[ActivityRecord]:
     """The final messages of *stream* received in [since, until), oldest first; of each status, *most*.
 
+    Those that failed before they were parsed are left out: they have no payload to send. Found
+    only by :func:`resend`, one would stop a replay half sent, its first batches on the bus.
     Times are RFC 3339 UTC as the store keeps them (the store compares them as text).
     """
     chosen = [
         record
         for wanted in REPLAYABLE[status]
         for record in store.list(status=wanted, stream=stream, since=since, until=until, limit=most)
+        if record.payload_type is not None
     ]
     return sorted(chosen, key=lambda r: (r.received_at or "", r.delivery_id))
 
