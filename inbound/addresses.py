@@ -75,6 +75,27 @@ def canonical_domain(domain: str) -> str:
     return ".".join(labels)
 
 
+def split_address(address: str) -> tuple[str, str]:
+    """(local part, canonical domain: see :func:`~inbound.addresses.canonical_domain`).
+
+    The local part keeps its case for hashes. A domain that is no domain (or a look-alike)
+    comes back empty, which no stream owns.
+    """
+    local, _, domain = address.strip().strip("<>").rpartition("@")
+    try:
+        return local, canonical_domain(domain)
+    except ValueError:
+        return local, ""
+
+
+def mailbox_key(address: str) -> str:
+    """*address* as routing compares it: the local part in lower case, the domain canonical, so that one
+    mailbox is one key in every spelling (its A-label for its U-label, another Unicode form, any case):
+    a blocked sender's domain gets past in none, and a recipient given twice is kept once."""
+    local, domain = split_address(address)
+    return f"{local.lower()}@{domain or address.strip().strip('<>').rpartition('@')[2].lower()}"
+
+
 def split_path(argument: str) -> tuple[str, str]:
     """``<path> PARAMS`` -> (``<path>``, ``PARAMS``): the path ends at the first ``>`` outside quotes."""
     quoted = escaped = False

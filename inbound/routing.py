@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from .addresses import canonical_domain
+from .addresses import mailbox_key, split_address
 from .config import StreamSettings
 
 
@@ -28,19 +28,6 @@ class Route:
     verdict: Verdict
     stream: str | None = None
     mailbox_hash: str | None = None
-
-
-def split_address(address: str) -> tuple[str, str]:
-    """(local part, canonical domain: see :func:`~inbound.addresses.canonical_domain`).
-
-    The local part keeps its case for hashes. A domain that is no domain (or a look-alike)
-    comes back empty, which no stream owns.
-    """
-    local, _, domain = address.strip().strip("<>").rpartition("@")
-    try:
-        return local, canonical_domain(domain)
-    except ValueError:
-        return local, ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +72,3 @@ class RoutingTable:
         key = mailbox_key(sender)
         domain = key.rpartition("@")[2]
         return any(p in (key, f"*@{domain}") for p in self.blocked.get(stream, ()))
-
-
-def mailbox_key(address: str) -> str:
-    """*address* as routing compares it: the local part in lower case, the domain canonical, so that one
-    mailbox is one key in every spelling (its A-label for its U-label, another Unicode form, any case):
-    a blocked sender's domain gets past in none, and a recipient given twice is kept once."""
-    local, domain = split_address(address)
-    return f"{local.lower()}@{domain or address.strip().strip('<>').rpartition('@')[2].lower()}"

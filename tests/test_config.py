@@ -164,6 +164,26 @@ def test_same_address_in_two_streams_is_an_error(tmp_path: Path) -> None:
     assert "already in stream 'support'" in output
 
 
+@pytest.mark.parametrize(
+    ("spelled", "first"),
+    [
+        ("*@in.example.test.", "*@in.example.test"),  # a trailing dot
+        ("*@IN.example.TEST", "*@in.example.test"),
+        ("Help@Example.ORG.", "*@in.example.test"),  # the first stream lists help@example.org
+        ("*@xn--n-mga.example.test", "*@ïn.example.test"),  # the A-label of a Unicode domain
+    ],
+)
+def test_one_address_in_two_spellings_in_two_streams_is_an_error(tmp_path: Path, spelled: str, first: str) -> None:
+    """Routing compares canonical domains: the stream listed last would get all the mail of both."""
+    text = VALID.replace('"*@in.example.test"', f'"{first}"')
+    second = text[text.index("[[streams]]") :].replace('name = "support"', 'name = "other"')
+    second = second.replace(f'addresses = ["{first}", "help@example.org"]', f'addresses = ["{spelled}"]')
+    code, output = check(tmp_path, text + second)
+    assert code != 0, output
+    assert "streams.other.addresses" in output
+    assert f"{spelled!r} is already in stream 'support'" in output
+
+
 def test_missing_file(tmp_path: Path) -> None:
     result = run_cli("check-config", config=tmp_path / "nope.toml", check=False)
     assert result.returncode != 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..addresses import mailbox_key
 from .checks import check_signing_secret, check_webhook_url, valid_pattern
 from .reading import Reader
 from .settings import DELIVER, PAYLOAD_FORMATS, STREAM_NAME, VERDICT_ACTIONS, AuthSettings, SpamSettings, StreamSettings
@@ -51,7 +52,10 @@ class StreamsReader(Reader):
         if not entries:
             self.problem("streams", "no [[streams]]: inbound would accept no mail (see examples/inbound.toml)")
         streams: list[StreamSettings] = []
-        owner: dict[str, str] = {}
+        # Each address, as routing compares it, and the stream and spelling that listed it first: one
+        # domain in two spellings (a trailing dot, its Unicode and A-label forms) is one address to
+        # routing, which would give all its mail to whichever stream came last.
+        owner: dict[str, tuple[str, str]] = {}
         for i, entry in enumerate(entries):
             named = entry.get("name") if isinstance(entry, dict) else None
             # A stream is named by its name in problems; by its place while it has no usable one.
@@ -75,12 +79,10 @@ class StreamsReader(Reader):
             for address in addresses:
                 key = f"{section}.addresses"
                 self.check(key, valid_pattern(address), f"{address!r} is not an address or *@domain")
-                self.check(
-                    key,
-                    address.lower() not in owner,
-                    f"{address!r} is already in stream {owner.get(address.lower())!r}",
-                )
-                owner[address.lower()] = name
+                routed, (first, spelled) = mailbox_key(address), owner.get(mailbox_key(address), ("", ""))
+                as_spelled = "" if spelled.lower() == address.lower() else f" (the same address as {spelled!r})"
+                self.check(key, routed not in owner, f"{address!r} is already in stream {first!r}{as_spelled}")
+                owner.setdefault(routed, (name, address))
             url = self.get(t, section, "webhook_url", str, "")
             self.valid(f"{section}.webhook_url", url, lambda u: check_webhook_url(u, allow_private))
             secret, *other_secrets = self.signing_secrets(t, section)

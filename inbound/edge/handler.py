@@ -21,12 +21,13 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 
 from .. import metrics
+from ..addresses import mailbox_key
 from ..clock import rfc3339
 from ..config import SmtpSettings
 from ..envelope import Envelope, Recipient
 from ..errors import SpoolError
 from ..ids import new_queue_id
-from ..routing import RoutingTable, Verdict, mailbox_key
+from ..routing import RoutingTable, Verdict
 from .limits import ConnectionLimits, DataBudget
 from .smtp import TOO_MANY_RECIPIENTS, InboundSMTP, client_peer, format_peer, peer_ip, reflected_names
 from .spool import Spool, SpoolWriter
