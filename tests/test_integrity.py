@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from inbound.datadir import DataDir
 from inbound.ops.integrity import check_databases
 
@@ -52,8 +54,10 @@ def test_a_sound_database_that_cannot_be_checked_stops_the_start_and_stays(tmp_p
     assert check_databases(data) == []  # and once files may grow again, it is sound
 
 
-def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path: Path) -> None:
-    data = DataDir(tmp_path)
+@pytest.mark.parametrize("directory", ["data", "pct%41", "mail#1", "why?"])
+def test_a_file_that_is_not_a_database_is_moved_aside(tmp_path: Path, directory: str) -> None:
+    data = DataDir(tmp_path / directory)  # a "%", "#" or "?" in the name is no URI escape, fragment or query
+    data.quarantine.parent.mkdir()
     data.outbox.write_bytes(b"not SQLite at all " * 500)
     moved = check_databases(data)
     assert [path.parent for path in moved] == [data.quarantine]

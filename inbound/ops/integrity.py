@@ -22,6 +22,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from ..datadir import DataDir, fsync_dir
 from ..errors import DataDirError
@@ -40,7 +41,9 @@ def damage(path: Path) -> str | None:
     if not path.exists():
         return None
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # A URI, for read-only; its path quoted, so that a "%", "#" or "?" in a data directory's
+        # name is a character of the path, not an escape, a fragment or a query cutting it short.
+        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
         try:
             rows = db.execute("PRAGMA quick_check").fetchall()
         finally:
