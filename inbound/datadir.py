@@ -126,12 +126,19 @@ class DataDir:
             raise DataDirError(f"{self.marker} is unreadable: {exc}") from exc
 
     def check(self, *, allow_shared: bool = False) -> str:
-        """The directory's identity; DataDirError if it is missing, not ours, not writable, or not private."""
-        if not self.root.is_dir():
+        """The directory's identity; DataDirError if it is missing, not ours, not ours to use, or not private."""
+        try:
+            present, marked = self.root.is_dir(), self.marker.exists()
+        except PermissionError:
+            raise DataDirError(
+                f"data directory {self.root} cannot be read by this user (made by another, as `sudo inbound init`"
+                " would?)"
+            ) from None
+        if not present:
             raise DataDirError(
                 f"data directory {self.root} does not exist (is its volume mounted? create it with `inbound init`)"
             )
-        if not self.marker.exists():
+        if not marked:
             raise DataDirError(
                 f"data directory {self.root} has no {MARKER} marker: refusing to start on what may be an unmounted "
                 "volume's empty mount point (run `inbound init` if this really is a new data directory)"

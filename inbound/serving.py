@@ -61,7 +61,11 @@ def start_failure(exc: InboundError | OSError) -> str:
 
 def count_into_data_dir(settings: Settings) -> None:
     """Before any stage is imported: metrics count into the data directory, shared by every process."""
-    if settings.data.marker.exists():
+    try:
+        marked = settings.data.marker.exists()
+    except PermissionError:
+        marked = False  # DataDir.check says why, once the service starts
+    if marked:
         from .metrics import use_data_dir
 
         use_data_dir(settings.storage.data_dir)

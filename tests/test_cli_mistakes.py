@@ -60,3 +60,32 @@ def test_a_replay_window_outside_the_years_utc_can_hold(config: Path, since: str
     result = run("replay", "--config", str(config), "--stream", "support", "--since", since)
     assert result.exit_code == 2
     assert f"Invalid value: {since!r} is outside the years 1 to 9999 in UTC" in result.output
+
+
+@pytest.mark.parametrize("command", [("pause",), ("status",), ("activity", "list"), ("retry", "01JD-support")])
+def test_a_command_on_a_data_directory_inbound_did_not_make_is_refused_as_serve_refuses_it(
+    config: Path, command: tuple[str, ...]
+) -> None:
+    (config.parent / "data").mkdir()  # an unmounted volume's mount point: no marker
+    result = run(*command, "--config", str(config))
+    assert result.exit_code == 1
+    assert "has no .inbound-data marker" in result.output
+    assert list((config.parent / "data").iterdir()) == []  # no bus or store made there, acted on by nobody
+
+
+@pytest.mark.parametrize("command", [("serve", "--roles", "record"), ("status",)])
+def test_a_data_directory_this_user_cannot_read_is_named_not_a_traceback(
+    config: Path, command: tuple[str, ...], monkeypatch: pytest.MonkeyPatch, root_logger: logging.Logger
+) -> None:
+    run("init", "--config", str(config))
+    exists = Path.exists
+
+    def refused(path: Path) -> bool:  # as for a user other than the one `sudo inbound init` made it for
+        if path.parent.name == "data":
+            raise PermissionError(13, "Permission denied", str(path))
+        return exists(path)
+
+    monkeypatch.setattr(Path, "exists", refused)
+    result = run(*command, "--config", str(config))
+    assert result.exit_code == 1
+    assert "cannot be read by this user" in result.output

@@ -172,9 +172,9 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
     from .statusview import render_running, render_status, watch_backlog
 
     settings = settings_from(config_path)
+    bus = bus_of(settings)  # first: it checks the data directory, before the store's file is looked for
     # The activity store lives where the record role runs; elsewhere there is none to read.
     store = store_of(settings) if settings.activity.backend != "sqlite" or settings.data.activity.exists() else None
-    bus = bus_of(settings)
     try:
         if watch:
             watch_backlog(lambda: collect(settings, bus, store), Console())

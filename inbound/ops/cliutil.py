@@ -45,9 +45,21 @@ def known_stream(settings: Settings, stream: str | None) -> str | None:
     return stream
 
 
+def checked_data_dir(settings: Settings) -> None:
+    """Stop the command, as serve stops, if the data directory is not one inbound made and may use:
+    opened there, the embedded bus or the SQLite store would be made anew, on what may be an unmounted
+    volume's mount point, and act on nothing."""
+    try:
+        settings.data.check(allow_shared=True)
+    except InboundError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def bus_of(settings: Settings) -> Bus:
     from ..bus import TOPICS, open_bus
 
+    if settings.bus.backend == "embedded":
+        checked_data_dir(settings)
     try:
         bus = open_bus(settings)
         bus.ensure_topics(TOPICS)
@@ -59,6 +71,8 @@ def bus_of(settings: Settings) -> Bus:
 def store_of(settings: Settings) -> ActivityStore:
     from ..activity import open_store
 
+    if settings.activity.backend == "sqlite":
+        checked_data_dir(settings)
     try:
         return open_store(settings)
     except InboundError as exc:
