@@ -182,6 +182,31 @@ def test_anymail_reads_the_message_we_sent(payload_format: str, options: dict[st
         assert message.stripped_text == "Here is my résumé."
 
 
+HEADER_CASES = [
+    pytest.param(b"Subject: =?utf-8?q?Invoice=0D=0Ano._42?=\r\n", id="subject-with-crlf"),
+    pytest.param(
+        b"Subject: x\r\nX-Mailer: =?utf-8?q?a=0Ab?=\r\nSender: =?utf-8?q?a=0Ab?= <a@example.org>\r\n", id="lf"
+    ),
+    pytest.param(b"Subject: x\r\nTo: =?utf-8?q?Doe=2C_Jane?= <help+T42@in.test>\r\n", id="comma-in-a-name"),
+]
+
+
+@pytest.mark.parametrize("payload_format", ["postmark", "mailgun", "sendgrid"])
+@pytest.mark.parametrize("headers", HEADER_CASES)
+def test_anymail_reads_decoded_header_values_as_they_were_written(payload_format: str, headers: bytes) -> None:
+    """A line break or a comma decoded from an encoded word neither breaks the receiver's parser nor adds an address."""
+    raw = b"From: =?utf-8?q?M=C3=BCller=2C_Zo=C3=AB?= <zoe@example.org>\r\n" + headers + b"\r\nhi\r\n"
+    message = message_of_anymail(payload_format, raw)
+    assert message.from_email is not None
+    assert (message.from_email.display_name, message.from_email.addr_spec) == ("Müller, Zoë", "zoe@example.org")
+    if b"To:" in headers:
+        assert [(a.display_name, a.addr_spec) for a in message.to] == [("Doe, Jane", "help+T42@in.test")]
+    if payload_format != "sendgrid":  # SendGrid's subject is a form field, not a header
+        assert message["Subject"] in ("Invoice no. 42", "x")
+    if b"X-Mailer" in headers and payload_format != "sendgrid":
+        assert (message["X-Mailer"], message["Sender"]) == ("a b", "a b <a@example.org>")
+
+
 def test_postmark_fields_and_schema() -> None:
     result = rendered("postmark", include_raw=True)
     payload = json.loads(result.body)

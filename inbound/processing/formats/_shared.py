@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import formataddr
+from email.utils import formataddr, getaddresses
 
 import orjson
 
 from ...config import StreamSettings
 from ...envelope import Envelope, Recipient
+from ..headers import decode
 from ..job import Rendered
 from ..parse import Address, ParsedMessage
 from ..screen import Decision
@@ -32,6 +34,14 @@ FORM_URLENCODED = "application/x-www-form-urlencoded"
 ORJSON_BELOW = 1024 * 1024
 # (field name, text) or (field name, (file name, content, content type)), in the order they are sent.
 FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
+# What str.splitlines ends a line at: a header value holding one (decoded from an encoded word)
+# makes the receiver's header parser raise (Django, django-anymail) or read another header.
+_LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# Headers whose value is an address list (RFC 5322 3.6.2, 3.6.3, 3.6.6).
+_ADDRESS_HEADERS = frozenset(
+    {"from", "sender", "reply-to", "to", "cc", "bcc"}
+    | {f"resent-{name}" for name in ("from", "sender", "to", "cc", "bcc")}
+)
 
 
 def json_body(payload: dict[str, object], size: int) -> bytes:
@@ -62,6 +72,24 @@ class Source:
     def headers(self) -> list[tuple[str, str]]:
         """The top-level headers as we deliver them: our trace headers first, forged ones left out (screen.py)."""
         return self.decision.trace_headers(self.parsed.headers) if self.decision else list(self.parsed.headers)
+
+    def header_fields(self) -> list[tuple[str, str]]:
+        """:attr:`headers` as values a header parser reads back (a provider's ``Headers``, ``message-headers``).
+
+        Decoded, as Mailgun and Postmark send them ("transcoded to UTF-8", django-anymail says of
+        Mailgun's), with two exceptions: a line break decoded from an encoded word is a space, and an
+        address header is read from the field as received and written back as :func:`address_line`
+        writes one: decoded and left so, ``=?utf-8?q?M=C3=BCller=2C_Zo=C3=AB?= <z@x>`` reads as two
+        addresses, ``Müller`` and ``Zoë <z@x>``.
+        """
+        raw: dict[str, list[str]] = {}
+        for name, value in _raw_fields(self.header_section()):
+            if name.lower() in _ADDRESS_HEADERS:
+                raw.setdefault(name.lower(), []).append(value)
+        return [
+            (name, _address_value(raw[name.lower()].pop(0)) if raw.get(name.lower()) else header_value(value))
+            for name, value in self.headers
+        ]
 
     @property
     def size(self) -> int:
@@ -102,6 +130,36 @@ class Source:
         delivered = self.delivered
         end = delivered.find(b"\r\n\r\n")
         return delivered[: end + 2] if end >= 0 else delivered
+
+
+def header_value(value: str) -> str:
+    """*value* on one line: each line break in it (decoded from an encoded word, or folding) a space."""
+    return _LINE_BREAKS.sub(" ", value)
+
+
+def _address_value(raw: str) -> str:
+    """An address header's *raw* value written back by :func:`address_line`; as it came (its encoded words
+    undecoded) when it holds something that is not an address (a group, a bare word) or nests too deep."""
+    try:
+        pairs = getaddresses([raw])
+    except RecursionError:
+        return raw
+    if not pairs or not all(email for _, email in pairs):
+        return raw
+    names = [header_value(decode("display-name", name)[0] if "=?" in name else name) for name, _ in pairs]
+    return address_line([Address(name, email) for name, (_, email) in zip(names, pairs, strict=True)])
+
+
+def _raw_fields(section: bytes) -> list[tuple[str, str]]:
+    """The (name, value) of each field of a header *section*, unfolded, the value's encoded words as they are."""
+    fields: list[bytes] = []
+    for line in section.splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1] += line
+        elif line.strip():
+            fields.append(line)
+    named = (field.decode("utf-8", "replace").partition(":") for field in fields)
+    return [(name.strip(), " ".join(value.split())) for name, colon, value in named if colon]
 
 
 def dropped_field(parsed: ParsedMessage, name: str) -> list[FormField]:

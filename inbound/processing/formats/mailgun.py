@@ -67,7 +67,7 @@ def render(source: Source) -> Rendered:
         ("timestamp", timestamp),
         ("token", token),
         ("signature", hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()),
-        ("message-headers", json.dumps([[name, value] for name, value in source.headers], ensure_ascii=False)),
+        ("message-headers", json.dumps([[name, value] for name, value in source.header_fields()], ensure_ascii=False)),
         (
             "content-id-map",
             json.dumps(

@@ -30,7 +30,7 @@ from typing import Any
 from ..job import Rendered
 from ..parse import Address, Attachment
 from ..reply import strip_reply
-from ._shared import Source, address_line, json_body, mailbox_hash
+from ._shared import Source, address_line, header_value, json_body, mailbox_hash
 
 CONTENT_TYPE = "application/json"
 # Headers Postmark gives a field of their own and leaves out of ``Headers``.
@@ -55,7 +55,7 @@ def render(source: Source) -> Rendered:
         "BccFull": [_full(a) for a in bcc],
         "OriginalRecipient": recipients[0].address,
         "ReplyTo": address_line(parsed.reply_to),
-        "Subject": parsed.subject or "",
+        "Subject": header_value(parsed.subject or ""),
         "MessageID": source.delivery_id,
         "Date": parsed.header("date") or "",
         "MailboxHash": recipients[0].mailbox_hash or "",
@@ -67,7 +67,7 @@ def render(source: Source) -> Rendered:
         + _verdict_headers(source)
         + [
             {"Name": name, "Value": value}
-            for name, value in source.headers[len(_ours(source)) :]  # the message's own: ours come first
+            for name, value in source.header_fields()[len(_ours(source)) :]  # the message's own: ours come first
             if name.lower() not in _OWN_FIELD
         ],
         "Attachments": [_attachment(a) for a in parsed.attachments],
