@@ -184,6 +184,12 @@ def test_one_address_in_two_spellings_in_two_streams_is_an_error(tmp_path: Path,
     assert f"{spelled!r} is already in stream 'support'" in output
 
 
+def test_a_stream_may_name_its_own_address_in_two_spellings(tmp_path: Path) -> None:
+    both = 'addresses = ["*@bücher.example", "*@xn--bcher-kva.example", "help@example.org", "help@example.org."]'
+    text = VALID.replace('addresses = ["*@in.example.test", "help@example.org"]', both)
+    assert check(tmp_path, text)[0] == 0
+
+
 def test_missing_file(tmp_path: Path) -> None:
     result = run_cli("check-config", config=tmp_path / "nope.toml", check=False)
     assert result.returncode != 0

@@ -79,9 +79,10 @@ class StreamsReader(Reader):
             for address in addresses:
                 key = f"{section}.addresses"
                 self.check(key, valid_pattern(address), f"{address!r} is not an address or *@domain")
-                routed, (first, spelled) = mailbox_key(address), owner.get(mailbox_key(address), ("", ""))
+                routed, (first, spelled) = mailbox_key(address), owner.get(mailbox_key(address), (name, address))
                 as_spelled = "" if spelled.lower() == address.lower() else f" (the same address as {spelled!r})"
-                self.check(key, routed not in owner, f"{address!r} is already in stream {first!r}{as_spelled}")
+                # A stream may name its own domain in both spellings: only another stream's claim is a clash.
+                self.check(key, first == name, f"{address!r} is already in stream {first!r}{as_spelled}")
                 owner.setdefault(routed, (name, address))
             url = self.get(t, section, "webhook_url", str, "")
             self.valid(f"{section}.webhook_url", url, lambda u: check_webhook_url(u, allow_private))
