@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from email.parser import BytesParser
 from email.policy import default
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -302,6 +304,37 @@ def test_unnamed_attachments_get_a_file_name_so_form_parsers_keep_them() -> None
     for payload_format in ("mailgun", "sendgrid"):
         [attachment] = message_of_anymail(payload_format, raw).attachments
         assert attachment.get_content_bytes() == b"\x00\x01\x02", payload_format
+
+
+FILE_NAMES = [("invoice\\", "invoice_"), ("100%22.pdf", "100_22.pdf"), ('a"b\tc', "a_b_c")]
+
+
+@pytest.mark.parametrize("payload_format", ["mailgun", "sendgrid"])
+@pytest.mark.parametrize(("sent", "read"), FILE_NAMES)
+def test_a_file_name_a_form_part_cannot_hold_is_written_so_the_file_stays_a_file(
+    payload_format: str, sent: str, read: str
+) -> None:
+    """urllib3 escapes only '"', CR and LF in filename="...": a trailing backslash escaped the closing quote."""
+    disposition = "attachment; filename*=utf-8''" + quote(sent)
+    raw = MESSAGE.replace(b"attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf", disposition.encode())
+    result = rendered(payload_format, raw)
+    werkzeug = pytest.importorskip("werkzeug.formparser")
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "CONTENT_TYPE": result.content_type,
+        "CONTENT_LENGTH": str(len(result.body)),
+        "wsgi.input": io.BytesIO(result.body),
+    }
+    _, _, files = werkzeug.parse_form_data(environ)
+    pdf = [(f.filename, f.read()) for f in files.values() if f.content_type == "application/pdf"]
+    for file in files.values():
+        file.close()
+    assert pdf == [(read, PDF)]
+    [attachment] = message_of_anymail(payload_format, raw).attachments
+    assert (attachment.get_filename(), attachment.get_content_bytes()) == (read, PDF)
+    if payload_format == "sendgrid":  # the exact name is in attachment-info
+        info = json.loads(field(form_fields(result), "attachment-info"))
+        assert sent in [i["filename"] for i in info.values()]
 
 
 @pytest.mark.parametrize("payload_format", [*PAYLOAD_FORMATS, "sendgrid-raw"])

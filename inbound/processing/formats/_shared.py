@@ -37,6 +37,10 @@ FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
 # What str.splitlines ends a line at: a header value holding one (decoded from an encoded word)
 # makes the receiver's header parser raise (Django, django-anymail) or read another header.
 _LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# What a form part's filename="..." cannot hold as it is: urllib3 escapes only '"', CR and LF (as %22,
+# %0D, %0A), so a trailing backslash escaped our closing quote (Werkzeug read the file as a text field)
+# and a literal "%22" was read back as '"'; a control character is refused or dropped by some readers.
+_NOT_IN_A_FORM_FILE_NAME = re.compile(r'[\\%"\x00-\x1f\x7f]')
 # Headers whose value is an address list (RFC 5322 3.6.2, 3.6.3, 3.6.6).
 _ADDRESS_HEADERS = frozenset(
     {"from", "sender", "reply-to", "to", "cc", "bcc"}
@@ -218,11 +222,21 @@ def form_data(delivery_id: str, fields: Sequence[FormField]) -> Rendered:
     # HTTP client) is 2 MiB of the parse worker's memory.
     from urllib3 import encode_multipart_formdata
 
-    body, content_type = encode_multipart_formdata(list(fields), boundary=boundary)
+    body, content_type = encode_multipart_formdata([_safe_file_name(f) for f in fields], boundary=boundary)
     return Rendered(content_type, body)
 
 
+def _safe_file_name(field: FormField) -> FormField:
+    """*field* with its file name, if it has one, as every form reader reads it back: each character
+    that the part header would have to escape is "_" (the exact name is in the format's JSON fields)."""
+    name, value = field
+    if not isinstance(value, tuple):
+        return field
+    filename, content, content_type = value
+    return name, (_NOT_IN_A_FORM_FILE_NAME.sub("_", filename), content, content_type)
+
+
 def _content(field: FormField) -> str | bytes:
-    """A field's content: a file's bytes or a text. (File names cannot hold a line break: urllib3 escapes it.)"""
+    """A field's content: a file's bytes or a text. (File names cannot hold a line break: see _safe_file_name.)"""
     value = field[1]
     return value[1] if isinstance(value, tuple) else value
