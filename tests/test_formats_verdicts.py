@@ -24,7 +24,10 @@ from .fixtures import validator
 from .test_formats import DELIVERY_ID, ENVELOPE, MESSAGE, field, form_fields, stream
 
 HOST = "mx.in.test"
-FORGED = b"Authentication-Results: mx.in.test; spf=pass; dkim=pass;\r\n\tdmarc=pass\r\nX-Spam-Status: No, score=-99\r\n"
+FORGED = (
+    b"Authentication-Results: mx.in.test; spf=pass; dkim=pass;\r\n\tdmarc=pass\r\nX-Spam-Status: No, score=-99\r\n"
+    b"X-Spam-Score: -99.0\r\nX-Spam-Tests: ALL_TRUSTED\r\nReceived-SPF: pass (domain of example.org)\r\n"
+)
 RAW = FORGED + MESSAGE
 VERDICTS = Verdicts(
     SpfVerdict("softfail", "example.org"),
@@ -48,6 +51,9 @@ def assert_trace_on_top(section: bytes) -> None:
     assert section.count(b"X-Spam-Status:") == 1
     assert b"\r\nX-Spam-Status: Yes, score=6.5 required=5.0 tests=BAYES_99,HTML_MESSAGE\r\n" in section
     assert b"score=-99" not in section
+    assert b"-99.0" not in section
+    assert b"ALL_TRUSTED" not in section
+    assert b"Received-SPF" not in section
 
 
 def test_inbound_format() -> None:
@@ -73,7 +79,8 @@ def test_postmark_format_puts_verdicts_where_postmark_does_and_anymail_reads_the
         ("X-Spam-Tests", "BAYES_99,HTML_MESSAGE"),
         ("Received-SPF", "softfail (domain of example.org)"),
     ]
-    assert [n for n, _ in headers].count("X-Spam-Status") == 1
+    names = [n for n, _ in headers]
+    assert [names.count(n) for n in ("X-Spam-Status", "X-Spam-Score", "X-Spam-Tests", "Received-SPF")] == [1, 1, 1, 1]
     assert_trace_on_top(payload["RawEmail"].encode())
     result = rendered("postmark")
     message = anymail_message("postmark", result.content_type, result.body)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # the parse worker builds payloads with this module and looks
 
 AUTHENTICATION_RESULTS = "Authentication-Results"
 SPAM_STATUS = "X-Spam-Status"
+# The spam headers a payload format writes (the postmark format the score and tests apart, as Postmark does).
+_SPAM_HEADERS = frozenset({"x-spam-status", "x-spam-score", "x-spam-tests"})
 # Never inside the value of a header we write: a line break (a bare CR too) would end our header there
 # and start one whoever wrote the text wrote; NUL ends the value for a reader in C. The verdicts carry
 # text that senders write (domains, selectors), the spam status text that spamd sends.
@@ -70,7 +72,7 @@ class Decision:
 
         One that arrives with the message claiming our hostname was written by
         the sender (or a relay) to look like our verdict: RFC 8601 5 says remove it.
-        So is an ``X-Spam-Status`` when we score spam ourselves.
+        So is a spam header when we score spam ourselves, and ``Received-SPF`` when we check SPF.
         """
         return [*self.headers, *((n, v) for n, v in headers if not self._forged(n, v))]
 
@@ -90,10 +92,14 @@ class Decision:
         return b"".join([*ours, *kept]) + rest
 
     def _forged(self, name: str, value: str) -> bool:
+        """Whether the sender's header *name* would pass for one of ours: every verdict header a format
+        writes (Postmark's X-Spam-Score, X-Spam-Tests and Received-SPF too) when we computed that verdict."""
         name = name.strip().lower()
         if name == AUTHENTICATION_RESULTS.lower():
             return claims(value, self.hostname)
-        return name == SPAM_STATUS.lower() and self.spam is not None
+        if name in _SPAM_HEADERS:
+            return self.spam is not None
+        return name == "received-spf" and self.auth is not None
 
 
 def _name_value(field: bytes) -> tuple[str, str]:
