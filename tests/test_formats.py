@@ -272,6 +272,21 @@ def test_mailgun_signature_and_fields() -> None:
     assert "body-mime" not in parts
 
 
+def test_mailgun_content_id_map_lists_every_part_that_shares_a_content_id() -> None:
+    part = b"--b\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\nContent-Disposition: inline\r\n\r\n"
+    raw = (
+        b"From: a@example.org\r\nTo: help+T42@in.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/related; boundary=b\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+        b'<img src="cid:logo@x">\r\n' + part + b"AAA\r\n" + part + b"BBB\r\n--b--\r\n"
+    )
+    result = rendered("mailgun", raw)
+    assert field(form_fields(result), "content-id-map") == b'{"<logo@x>": "attachment-1", "<logo@x>": "attachment-2"}'
+    message = anymail_message("mailgun", result.content_type, result.body)
+    images = [p for p in message.walk() if p.get_content_type() == "image/png"]
+    assert [(p.is_inline(), p.get_content_bytes()) for p in images] == [(True, b"AAA"), (True, b"BBB")]
+    assert message.attachments == []
+
+
 def test_mailgun_post_signed_with_another_key_is_refused_by_the_receiver() -> None:
     result = rendered("mailgun", mailgun_signing_key="not-the-receivers-key")
     with pytest.raises(AnymailWebhookValidationFailure, match="incorrect signature"):

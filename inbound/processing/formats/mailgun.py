@@ -53,6 +53,7 @@ def render(source: Source) -> Rendered:
     text, html = parsed.text or "", parsed.html or ""
     reply = strip_reply(text)
     files = [f"attachment-{n}" for n in range(1, len(parsed.attachments) + 1)]
+    inline = list(zip(files, parsed.attachments, strict=True))
     fields: list[FormField] = [
         ("recipient", ", ".join(r.address for r in source.recipients)),
         ("sender", source.envelope.mail_from),
@@ -68,12 +69,7 @@ def render(source: Source) -> Rendered:
         ("token", token),
         ("signature", hmac.new(key, (timestamp + token).encode(), hashlib.sha256).hexdigest()),
         ("message-headers", json.dumps([[name, value] for name, value in source.header_fields()], ensure_ascii=False)),
-        (
-            "content-id-map",
-            json.dumps(
-                {f"<{a.content_id}>": file for file, a in zip(files, parsed.attachments, strict=True) if a.content_id}
-            ),
-        ),
+        ("content-id-map", _object([(f"<{a.content_id}>", f) for f, a in inline if a.content_id])),
     ]
     fields += dropped_field(parsed, "dropped-attachments")
     if source.stream.include_raw:
@@ -85,3 +81,9 @@ def render(source: Source) -> Rendered:
         for file, a in zip(files, parsed.attachments, strict=True)
     ]
     return form_data(source.delivery_id, fields)
+
+
+def _object(pairs: list[tuple[str, str]]) -> str:
+    """A JSON object of *pairs* in order, a repeated key repeated: two parts sharing a Content-ID are
+    both in Mailgun's content-id-map, which django-anymail reads pair by pair (a dict kept the last)."""
+    return "{" + ", ".join(f"{json.dumps(key)}: {json.dumps(value)}" for key, value in pairs) + "}"
