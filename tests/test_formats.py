@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from werkzeug.formparser import parse_form_data
 
 from inbound.config import PAYLOAD_FORMATS, StreamSettings, load_settings
 from inbound.delivery.outbox import Delivery, Outbox
@@ -333,14 +334,13 @@ def test_a_file_name_a_form_part_cannot_hold_is_written_so_the_file_stays_a_file
     disposition = "attachment; filename*=utf-8''" + quote(sent)
     raw = MESSAGE.replace(b"attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf", disposition.encode())
     result = rendered(payload_format, raw)
-    werkzeug = pytest.importorskip("werkzeug.formparser")
     environ = {
         "REQUEST_METHOD": "POST",
         "CONTENT_TYPE": result.content_type,
         "CONTENT_LENGTH": str(len(result.body)),
         "wsgi.input": io.BytesIO(result.body),
     }
-    _, _, files = werkzeug.parse_form_data(environ)
+    _, _, files = parse_form_data(environ)
     pdf = [(f.filename, f.read()) for f in files.values() if f.content_type == "application/pdf"]
     for file in files.values():
         file.close()
