@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,12 +87,12 @@ class Source:
         writes one: decoded and left so, ``=?utf-8?q?M=C3=BCller=2C_Zo=C3=AB?= <z@x>`` reads as two
         addresses, ``Müller`` and ``Zoë <z@x>``.
         """
-        raw: dict[str, list[str]] = {}
+        raw: dict[str, deque[str]] = {}  # taken in order, from the front: a deque, so 40,000 To fields stay linear
         for name, value in _raw_fields(self.header_section()):
             if name.lower() in _ADDRESS_HEADERS:
-                raw.setdefault(name.lower(), []).append(value)
+                raw.setdefault(name.lower(), deque()).append(value)
         return [
-            (name, _address_value(raw[name.lower()].pop(0)) if raw.get(name.lower()) else header_value(value))
+            (name, _address_value(raw[name.lower()].popleft()) if raw.get(name.lower()) else header_value(value))
             for name, value in self.headers
         ]
 
