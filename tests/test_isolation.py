@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 
@@ -254,6 +255,21 @@ def processing(tmp_path: Path, body: str) -> ProcessingSettings:
     return load_settings(write_config(tmp_path, streams=streams, extra=f"[processing]\n{body}\n")).processing
 
 
+@pytest.fixture
+def parser() -> Iterator[IsolatedParser]:
+    """A parser of the test's own; its worker starts at the first job, in the test's environment."""
+    parser = IsolatedParser()
+    yield parser
+    parser.close()
+
+
+@pytest.fixture
+def faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started from now on misbehave on request (tests/faults: an X-Test-Fault header)."""
+    faults = Path(__file__).parent / "faults"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
+
+
 def test_an_answer_announced_larger_than_any_honest_one_is_never_allocated() -> None:
     """The worker reads hostile bytes, so the parent trusts nothing it says: not even a length."""
     liar = "import sys; sys.stdout.buffer.write((1 << 60).to_bytes(8, 'big')); sys.stdout.flush(); sys.stdin.read()"
@@ -267,28 +283,23 @@ def test_an_answer_announced_larger_than_any_honest_one_is_never_allocated() -> 
         parser.close()
 
 
-def test_a_worker_that_ended_between_jobs_is_closed_and_replaced() -> None:
-    parser = IsolatedParser()
-    try:
-        assert parser.run(job(simple_message())).failure is None
-        ended = parser.worker
-        assert ended is not None
-        assert ended.stdin is not None
-        assert ended.stdout is not None
-        ended.kill()
-        ended.wait()
-        assert parser.run(job(simple_message())).failure is None
-        assert parser.worker is not ended
-        assert ended.stdin.closed  # not left to the garbage collector
-        assert ended.stdout.closed
-    finally:
-        parser.close()
+def test_a_worker_that_ended_between_jobs_is_closed_and_replaced(parser: IsolatedParser) -> None:
+    assert parser.run(job(simple_message())).failure is None
+    ended = parser.worker
+    assert ended is not None
+    assert ended.stdin is not None
+    assert ended.stdout is not None
+    ended.kill()
+    ended.wait()
+    assert parser.run(job(simple_message())).failure is None
+    assert parser.worker is not ended
+    assert ended.stdin.closed  # not left to the garbage collector
+    assert ended.stdout.closed
 
 
-def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("faults")
+def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(parser: IsolatedParser) -> None:
     """Each faulty message fails alone; the job already sent to the worker it killed is parsed by the next."""
-    faults = Path(__file__).parent / "faults"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
     limits = ProcessingSettings(parse_timeout=5.0, memory_base=64 * MIB)
 
     def faulty(fault: str) -> ParseJob:
@@ -299,11 +310,7 @@ def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(monkeypat
 
     jobs = [normal(0), faulty("segfault"), normal(1), faulty("exit"), normal(2), faulty("hang")]
     jobs += [normal(3), faulty("memory"), normal(4), normal(5)]
-    parser = IsolatedParser()
-    try:
-        outcomes = list(parser.run_all(jobs))
-    finally:
-        parser.close()
+    outcomes = list(parser.run_all(jobs))
     assert [o.failure for o in outcomes] == [
         None,
         "the parse worker was killed by SIGSEGV while parsing this message",
@@ -319,60 +326,43 @@ def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(monkeypat
     assert [o.subject for o in outcomes if o.failure is None] == [f"normal {n}" for n in range(6)]
 
 
-def test_the_signals_an_operator_sends_the_process_group_leave_the_worker_parsing() -> None:
+def test_the_signals_an_operator_sends_the_process_group_leave_the_worker_parsing(parser: IsolatedParser) -> None:
     """Ctrl-C, systemd's stop, a closed terminal: each reaches the worker too, and ended it mid-parse (Failed)."""
-    parser = IsolatedParser()
-    try:
-        assert parser.run(job(simple_message())).failure is None
-        worker = parser.worker
-        assert worker is not None
-        for operators_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            os.kill(worker.pid, operators_signal)
-        assert parser.run(job(simple_message())).failure is None
-        assert parser.worker is worker
-        assert worker.poll() is None
-    finally:
-        parser.close()
+    assert parser.run(job(simple_message())).failure is None
+    worker = parser.worker
+    assert worker is not None
+    for operators_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(worker.pid, operators_signal)
+    assert parser.run(job(simple_message())).failure is None
+    assert parser.worker is worker
+    assert worker.poll() is None
 
 
+@pytest.mark.usefixtures("faults")
 def test_a_worker_an_operator_s_signal_ends_mid_parse_leaves_the_job_to_the_next(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, parser: IsolatedParser
 ) -> None:
     """A signal that reaches the worker before it ignores it (while it starts) is not the message's doing."""
-    faults = Path(__file__).parent / "faults"
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("INBOUND_TEST_ONCE_MARK", str(tmp_path / "interrupted"))
-    parser = IsolatedParser()
-    try:
-        outcome = parser.run(job(simple_message(extra="X-Test-Fault: interrupted\r\n")))
-    finally:
-        parser.close()
+    outcome = parser.run(job(simple_message(extra="X-Test-Fault: interrupted\r\n")))
     assert (tmp_path / "interrupted").exists()  # the first worker was ended by SIGINT
     assert outcome.failure is None
 
 
-def test_a_caller_leaving_early_never_gets_the_answer_to_the_job_sent_ahead() -> None:
-    parser = IsolatedParser()
-    try:
-        outcomes = parser.run_all(
-            ParseJob(simple_message(subject=s), ENVELOPE, job(b"").renders, job(b"").limits) for s in "ab"
-        )
-        assert next(outcomes).subject == "a"
-        outcomes.close()  # "b" was sent ahead; its answer must not be taken for the next job's
-        assert parser.run(job(simple_message(subject="c"))).subject == "c"
-    finally:
-        parser.close()
+def test_a_caller_leaving_early_never_gets_the_answer_to_the_job_sent_ahead(parser: IsolatedParser) -> None:
+    outcomes = parser.run_all(
+        ParseJob(simple_message(subject=s), ENVELOPE, job(b"").renders, job(b"").limits) for s in "ab"
+    )
+    assert next(outcomes).subject == "a"
+    outcomes.close()  # "b" was sent ahead; its answer must not be taken for the next job's
+    assert parser.run(job(simple_message(subject="c"))).subject == "c"
 
 
-def test_the_worker_measures_the_peak_memory_of_big_messages_only() -> None:
+def test_the_worker_measures_the_peak_memory_of_big_messages_only(parser: IsolatedParser) -> None:
     """Resetting and reading the peak cost 40-60 us a message; only a big message's is logged."""
-    parser = IsolatedParser()
-    try:
-        small, big = parser.run(job(simple_message())), parser.run(job(attachment_message(PEAK_MEASURED_FROM, "big")))
-        assert small.peak_rss == 0
-        assert big.peak_rss > PEAK_MEASURED_FROM  # the message itself is in it, base64 and decoded
-    finally:
-        parser.close()
+    small, big = parser.run(job(simple_message())), parser.run(job(attachment_message(PEAK_MEASURED_FROM, "big")))
+    assert small.peak_rss == 0
+    assert big.peak_rss > PEAK_MEASURED_FROM  # the message itself is in it, base64 and decoded
 
 
 def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
