@@ -20,6 +20,10 @@ message, the way mail clients show it:
   image with neither name nor Content-ID included) is an attachment.
 * a ``multipart`` whose boundary never comes is searched for the delimiter lines
   it really uses and walked again; raw MIME source (base64 and all) is never text.
+  Each such recovery parses the rest of its body again, so one nested in another
+  costs the body's size at every level: in all, recovery parses at most twice the
+  message's size and a mebibyte (a small message at any depth the limits allow),
+  and a body past that is kept as one attachment.
 
 Failure behaviour: never raises on content; what was odd becomes a line in
 ``defects``. Nesting is bounded by the caller (the stdlib parser's recursion).
@@ -62,6 +66,7 @@ _MIME_HEADER = re.compile(r"^Content-(?:Type|Transfer-Encoding|Disposition):", r
 # Attached messages are given back as they came, CRLF line endings and headers unchanged.
 _WIRE = compat32.clone(linesep="\r\n")
 _FEED_SLICE = 64 * 1024  # bytes the MIME parser is fed at a time
+_RECOVERABLE_ANYWAY = 1024 * 1024  # bytes recovery may parse again beyond twice the message's size
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,7 @@ class _Tally:
 
     max_depth: int
     max_parts: int
+    recoverable: int  # bytes that recovered multiparts may still parse again
     depth: int = 0
     parts: int = 0
 
@@ -187,11 +193,11 @@ class _Tally:
         self.parts += more.parts
 
 
-def walk(message: Message, max_depth: int, max_parts: int) -> Walked:
-    """What *message* holds; BeyondLimits when the parts its walk builds nest deeper than *max_depth*
-    or number more than *max_parts*, with the whole message's."""
+def walk(message: Message, max_depth: int, max_parts: int, size: int) -> Walked:
+    """What *message* (of *size* bytes) holds; BeyondLimits when the parts its walk builds nest deeper
+    than *max_depth* or number more than *max_parts*, with the whole message's."""
     found = Walked()
-    _visit(message, found, _Tally(max_depth, max_parts))
+    _visit(message, found, _Tally(max_depth, max_parts, recoverable=2 * size + _RECOVERABLE_ANYWAY))
     if not found.texts and not found.htmls and found.named_texts:
         # Named text parts and nothing else (some mailers name every part): they are the text
         # as well as files, rather than a message whose text is empty.
@@ -365,7 +371,7 @@ def _unsplit(part: Message, found: Walked, tally: _Tally) -> None:
     body = _parsed_body(part)
     if not isinstance(body, str) or not body.strip():
         return  # an empty multipart (an empty alternative, say) holds nothing to show
-    recovered = _recover(body, tally)
+    recovered = _recover(body, found, tally)
     if recovered is not None:
         found.defects.append(
             f"body: the {part.get_content_type()} boundary never came; parts found under {recovered.get_boundary()!r}"
@@ -379,7 +385,7 @@ def _unsplit(part: Message, found: Walked, tally: _Tally) -> None:
         found.texts.append(_text(part, found))
 
 
-def _recover(body: str, tally: _Tally) -> Message | None:
+def _recover(body: str, found: Walked, tally: _Tally) -> Message | None:
     """The body walked again under the first delimiter line it holds, when that gives parts.
 
     Its parts are no declared boundary's, so the shape scan could not count them: the body is
@@ -389,6 +395,10 @@ def _recover(body: str, tally: _Tally) -> Message | None:
     delimiter = _DELIMITER.search(body)
     if delimiter is None:
         return None
+    if len(body) > tally.recoverable:
+        found.defects.append("body: multiparts without their boundaries, nested past what recovery parses again")
+        return None
+    tally.recoverable -= len(body)
     head = f'Content-Type: multipart/mixed; boundary="{delimiter.group(1)}"\r\n\r\n'
     source = head.encode("ascii") + _raw(body)
     tally.check(mime_shape(source, tally.max_depth - tally.depth, tally.max_parts - tally.parts))

@@ -199,7 +199,7 @@ def _parse(raw: bytes, limits: ProcessingSettings) -> ParsedMessage:
         return next((v for k, v in headers if k.lower() == name), None)
 
     try:
-        found = walk(message, limits.max_mime_depth, limits.max_mime_parts)
+        found = walk(message, limits.max_mime_depth, limits.max_mime_parts, len(raw))
     except RecursionError as exc:
         raise ParseError("MIME parts nested too deeply to parse") from exc
     defects += found.defects
