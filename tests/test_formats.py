@@ -322,7 +322,13 @@ def test_unnamed_attachments_get_a_file_name_so_form_parsers_keep_them() -> None
         assert attachment.get_content_bytes() == b"\x00\x01\x02", payload_format
 
 
-FILE_NAMES = [("invoice\\", "invoice_"), ("100%22.pdf", "100_22.pdf"), ('a"b\tc', "a_b_c")]
+FILE_NAMES = [
+    ("invoice\\", "invoice_"),
+    ("100%22.pdf", "100_22.pdf"),
+    ("x%0d%0A.pdf", "x_0d_0A.pdf"),
+    ("100% off, 50%25.pdf", "100% off, 50%25.pdf"),
+    ('a"b\tc', "a_b_c"),
+]
 
 
 @pytest.mark.parametrize("payload_format", ["mailgun", "sendgrid"])

@@ -39,9 +39,10 @@ FormField = tuple[str, str | bytes] | tuple[str, tuple[str, bytes, str]]
 # makes the receiver's header parser raise (Django, django-anymail) or read another header.
 _LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 # What a form part's filename="..." cannot hold as it is: urllib3 escapes only '"', CR and LF (as %22,
-# %0D, %0A), so a trailing backslash escaped our closing quote (Werkzeug read the file as a text field)
-# and a literal "%22" was read back as '"'; a control character is refused or dropped by some readers.
-_NOT_IN_A_FORM_FILE_NAME = re.compile(r'[\\%"\x00-\x1f\x7f]')
+# %0D, %0A, as browsers do), so a trailing backslash escaped our closing quote (Werkzeug read the file
+# as a text field) and a literal "%22" was read back as '"'; a control character is refused or dropped
+# by some readers. Any other "%" is read as it is ("100% off.pdf").
+_NOT_IN_A_FORM_FILE_NAME = re.compile(r'[\\"\x00-\x1f\x7f]|%(?=22|0[AaDd])')
 # Headers whose value is an address list (RFC 5322 3.6.2, 3.6.3, 3.6.6).
 _ADDRESS_HEADERS = frozenset(
     {"from", "sender", "reply-to", "to", "cc", "bcc"}
