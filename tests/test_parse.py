@@ -564,6 +564,16 @@ def test_bad_dates_are_null_with_a_defect() -> None:
     assert parse_corpus("rfc2822/example04.eml").date == "1969-02-13T23:32:54-03:30"
 
 
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [("+0545", "10:00:00+05:45"), ("+1245", "10:00:00+12:45"), ("-0001", "10:00:00-00:01"), ("EST", "10:00:00-05:00")],
+)
+def test_a_date_is_shown_in_its_own_offset_to_the_minute(zone: str, shown: str) -> None:
+    """mail-parser rounds the offset to a tenth of an hour: 10:00 +0545 (Nepal) was shown as 10:03 +05:48."""
+    parsed = parse_message(f"From: a@example.org\r\nDate: Mon, 1 Jan 2024 10:00:00 {zone}\r\n\r\nhi\r\n".encode())
+    assert parsed.date == f"2024-01-01T{shown}"
+
+
 def test_payload_is_per_stream(schema: Draft202012Validator) -> None:
     raw = wire_bytes(CORPUS / "mikel-mail" / "plain_emails" / "basic_email.eml")
     support, sales = payload_of(raw, "support"), payload_of(raw, "sales")

@@ -55,7 +55,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime, parsedate_tz
 from typing import Any
 
 import mailparser
@@ -240,7 +240,8 @@ def _read_by_mail_parser(message: Message) -> _Read:
         message.epilogue = ""
     mp: Any = mailparser.MailParser(message)
     senders, to, cc, reply_to = (_addresses(pairs) for pairs in (mp.from_, mp.to, mp.cc, mp.reply_to))
-    return senders, to, cc, reply_to, _date(mp.date, mp.timezone), _mailparser_defects(mp.defects)
+    date = _date(mp.date, mp.timezone, message.get("date"))
+    return senders, to, cc, reply_to, date, _mailparser_defects(mp.defects)
 
 
 def _read_by_the_stdlib(message: Message, why: str) -> _Read:
@@ -331,16 +332,37 @@ def _report(found: Walked) -> Report | None:
     )
 
 
-def _date(value: Any, offset_hours: Any) -> str | None:
-    """mail-parser's UTC datetime, shown in the sender's own UTC offset (RFC 3339)."""
+def _date(value: Any, offset_hours: Any, header: object) -> str | None:
+    """mail-parser's UTC datetime, shown in the sender's own UTC offset (RFC 3339).
+
+    mail-parser gives the offset in hours rounded to a tenth (Nepal's +0545 is "+5.8", and
+    10:00 +0545 became 10:03 +05:48), so the Date *header*'s own offset is shown when it is
+    the one mail-parser rounded.
+    """
     if not isinstance(value, datetime):
         return None
     moment = value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
-        zone = timezone(timedelta(hours=float(offset_hours or 0)))
+        hours = float(offset_hours or 0)
+        seconds = _offset_seconds(header)
+        # Not the offset mail-parser rounded (to within 0.05 hours, and float error): its own.
+        if seconds is None or abs(seconds / 3600 - hours) >= 0.051:
+            seconds = round(hours * 3600)
+        zone = timezone(timedelta(seconds=seconds))
         return moment.astimezone(zone).isoformat().replace("+00:00", "Z")
     except (ValueError, OverflowError):  # an offset of a day or more, or a year out of range
         return moment.isoformat().replace("+00:00", "Z")
+
+
+def _offset_seconds(header: object) -> int | None:
+    """The UTC offset a Date header writes, in seconds; None when it writes none the stdlib reads."""
+    if header is None:
+        return None
+    try:
+        parsed = parsedate_tz(raw_str(header))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed[9] if parsed is not None else None
 
 
 def _mailparser_defects(groups: Any) -> list[str]:
