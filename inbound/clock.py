@@ -1,4 +1,5 @@
-"""Timestamps as every payload and event writes them: RFC 3339, UTC, milliseconds, ``Z``."""
+"""Timestamps as every payload and event writes them (RFC 3339, UTC, milliseconds, ``Z``), and the
+clock that parts which wait read the time from."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import math
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 # From 1970 to 9999 a year has four digits, as datetime writes it and as text order needs; outside
 # them (only an operator's or an API caller's time can be) datetime formats, or raises.
@@ -35,3 +37,27 @@ def _second(second: float) -> str:
 
 def now_rfc3339() -> str:
     return rfc3339(time.time())
+
+
+class Clock(Protocol):
+    """Where a part that waits reads the time; tests pass their own.
+
+    ``time()``, the wall clock, is what is stored and shown. It steps (NTP, a VM resumed, an
+    operator), so a wait measured on it stretches by a step back or ends at a step forward.
+    ``monotonic()`` never steps: waits are measured on it.
+    """
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+SYSTEM = SystemClock()

@@ -39,12 +39,33 @@ Responder = Callable[[httpx.Request], httpx.Response]
 Pool = Executor | Callable[[str, int], Executor]  # one executor for every stream, or how the deliverer makes its own
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
+START = 1_800_000_000.0
 
-    def __call__(self) -> float:
+
+class Clock:
+    """Time as the test moves it: setting ``now`` (the wall clock) is time passing, and the
+    monotonic clock moves with it; :meth:`step` sets the wall clock alone, as NTP does."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0  # seconds since the start, as the monotonic clock counts them
+        self.stepped = 0.0  # how far the wall clock was set off them
+
+    @property
+    def now(self) -> float:
+        return START + self.elapsed + self.stepped
+
+    @now.setter
+    def now(self, wall: float) -> None:
+        self.elapsed = wall - START - self.stepped
+
+    def step(self, seconds: float) -> None:
+        self.stepped += seconds
+
+    def time(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return 5_000.0 + self.elapsed  # nothing like the wall clock: mixing the two shows
 
 
 class Inline(Executor):
@@ -139,7 +160,7 @@ class Harness:
 
     def at(self, seconds: float) -> None:
         """Move the clock *seconds* past the start and run whatever is due then."""
-        self.clock.now = 1_800_000_000.0 + seconds
+        self.clock.elapsed = seconds
         self.deliverer.dispatch_due()
 
     def story(self, n: int) -> list[tuple[EventType, int | None]]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -46,7 +45,7 @@ import httpx
 
 from .. import metrics
 from ..bus import Producer, Record
-from ..clock import rfc3339
+from ..clock import SYSTEM, Clock, rfc3339
 from ..config import Settings, StreamSettings
 from ..durations import format_duration
 from ..errors import InboundError
@@ -129,7 +128,7 @@ class Deliverer:
         transport: httpx.BaseTransport,
         paused: Callable[[str], bool] = lambda stream: False,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
         pool: Callable[[str, int], Executor] = thread_pool,
     ) -> None:
         self.settings = settings
@@ -160,7 +159,7 @@ class Deliverer:
         self.in_hand: set[str] = set()
         self.rates: dict[str, RateLimit] = {}
         self._add_streams(settings)
-        self.alerter = Alerter(settings, self.outcomes.publish, self.webhook, clock())
+        self.alerter = Alerter(settings, self.outcomes.publish, self.webhook, clock.time())
         self.health_lock = threading.Lock()  # guards self.health, self.rates, self.alerter and self.in_hand
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -192,7 +191,7 @@ class Deliverer:
         """
         with self.health_lock:
             self._add_streams(settings)
-            self.alerter.use(settings, self.clock())
+            self.alerter.use(settings, self.clock.time())
         removed = {s.name for s in self.settings.streams} - {s.name for s in settings.streams}
         self.settings = settings  # the dispatcher reads it once per pass: the new streams all at once
         for name in sorted(removed):
@@ -213,7 +212,7 @@ class Deliverer:
     def handle(self, records: list[Record]) -> None:
         deliveries = deliveries_from(records)
         self.outbox.add(deliveries)
-        now = self.clock()
+        now = self.clock.time()
         with self.health_lock:
             for delivery in deliveries:
                 self.alerter.mail(delivery.stream, now)
@@ -237,9 +236,9 @@ class Deliverer:
         pruned_at = 0.0
         while not self.stopping.is_set():
             try:
-                if self.clock() - pruned_at > PRUNE_EVERY:
+                if self.clock.time() - pruned_at > PRUNE_EVERY:
                     self.outbox.prune(older_than=KEEP_DONE)
-                    pruned_at = self.clock()
+                    pruned_at = self.clock.time()
                 due = self.dispatch_due()
             except InboundError as exc:
                 log.warning("stage=deliver outbox unavailable: %s", exc)
@@ -251,7 +250,7 @@ class Deliverer:
                 due = None
             # New work and finished attempts wake us at once; the floor stops a busy loop over
             # deliveries that are due but held (a paused stream, or one at its concurrency limit).
-            wait = 1.0 if due is None else min(max(due - self.clock(), 0.1), 1.0)
+            wait = 1.0 if due is None else min(max(due - self.clock.time(), 0.1), 1.0)
             self.wake.wait(wait)
             self.wake.clear()
 
@@ -262,7 +261,7 @@ class Deliverer:
         """
         busy = [not self.paused(stream.name) and self._fill(stream) for stream in self.settings.streams]
         with self.health_lock:
-            alerts = self.alerter.check({name: h.down_since for name, h in self.health.items()}, self.clock())
+            alerts = self.alerter.check({name: h.down_since for name, h in self.health.items()}, self.clock.time())
         self.alerter.send(alerts)
         if all(busy):
             # Every worker is under way and the end of each attempt wakes us: nothing can start
@@ -273,7 +272,7 @@ class Deliverer:
     def _fill(self, stream: StreamSettings) -> bool:
         """Start what may start; whether every worker of *stream* is now under way."""
         health = self.health[stream.name]
-        now = self.clock()
+        now = self.clock.time()
         rate = self.rates[stream.name]
         with self.health_lock:
             slots = health.slots(now)
@@ -360,7 +359,7 @@ class Deliverer:
         if delivery.url is not None and delivery.url != stream.webhook_url:
             return False
         health = self.health[stream.name]
-        now = self.clock()
+        now = self.clock.time()
         with self.health_lock:
             change = health.judge(delivery.delivery_id, result.answer, now)
             failed_before = health.failing - {delivery.delivery_id}
@@ -389,7 +388,7 @@ class Deliverer:
     def attempt(self, stream: StreamSettings, delivery: Delivery, probe: bool) -> Tried:
         """POST *delivery* once and judge the answer."""
         number = delivery.attempts + 1
-        started_at = rfc3339(self.clock())
+        started_at = rfc3339(self.clock.time())
         result = self.webhook.post(stream, delivery)
         held = self._judge(stream, delivery, result)
         decision = decide(
@@ -400,7 +399,7 @@ class Deliverer:
             schedule=self.settings.webhooks.retry_schedule,
             held=held,
         )
-        now = self.clock()
+        now = self.clock.time()
         # A held delivery has no time of its own: it goes at a probe, or when the endpoint is back.
         wait = decision.delay if decision.delay is not None else self.settings.webhooks.probe_interval
         attempt = Attempt(number, started_at, result.status_code, result.error, result.latency_ms)
@@ -436,4 +435,4 @@ class Deliverer:
         metrics.ATTEMPTS.labels(stream.name, metrics.result_class(result.status_code)).inc()
         accepted_at = queue_id_time(delivery.queue_id)
         if decision.outcome is Outcome.DELIVERED and accepted_at is not None:
-            metrics.DELIVERED_AFTER.labels(stream.name).observe(max(0.0, self.clock() - accepted_at))
+            metrics.DELIVERED_AFTER.labels(stream.name).observe(max(0.0, self.clock.time() - accepted_at))

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..clock import SYSTEM, Clock
 from ..errors import StoreError
 from ..records import JSON
 from ..sqlitefile import SQLiteFile
@@ -99,9 +98,9 @@ class Waiting:
 
 
 class Outbox:
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, clock: Clock = SYSTEM) -> None:
         self.path = path
-        self.clock = clock  # due times and leases are read against it: tests pass their own
+        self.clock = clock  # due times and leases are read against it
         # Its connections are shared by the intake and the attempt threads; sqlite3 wants them serialised.
         self.lock = threading.Lock()
         self.file = SQLiteFile(path, "outbox", StoreError)
@@ -154,7 +153,7 @@ class Outbox:
         Over from its arrival too: ``webhooks.max_hold`` counts from ``added_at``, and a retry of a
         message older than that would otherwise be failed as held too long before any attempt.
         """
-        now = self.clock()
+        now = self.clock.time()
         with self.lock, self.file.transaction(self.db) as db:
             db.executemany(
                 """INSERT INTO deliveries
@@ -203,7 +202,7 @@ class Outbox:
         ``payloads=False``: each with an empty payload, for a caller that will not POST them: a
         hundred held messages of tens of MB each would otherwise be read into memory at once.
         """
-        now = self.clock()
+        now = self.clock.time()
         # A stream's queue ids are unique (the delivery id is made of both): no tie to break.
         order = "due_at, queue_id, rowid" if probe else "queue_id"
         with self.lock, self.file.errors():
@@ -225,7 +224,7 @@ class Outbox:
         attempt showed the outage while this one ended), this failure was part of that outage and
         is held too. :meth:`hold` leaves deliveries still under attempt to this.
         """
-        now = self.clock()
+        now = self.clock.time()
         if delay is None:
             sql = "UPDATE deliveries SET attempts = attempts + 1, due_at = ?, lease_until = 0"
             params: tuple[object, ...] = (now, delivery.delivery_id, delivery.generation)
@@ -243,7 +242,7 @@ class Outbox:
         its failure used and waits, due, for the endpoint -- not for its own next step. One whose
         attempt has not been rescheduled yet (still leased) is left to :meth:`reschedule`.
         """
-        now = self.clock()
+        now = self.clock.time()
         with self.lock, self.file.transaction(self.db) as db:
             db.execute("INSERT OR REPLACE INTO held_streams (stream, since) VALUES (?, ?)", (stream, since))
             db.executemany(
@@ -266,7 +265,7 @@ class Outbox:
         Bookkeeping, not fsynced on its own: it follows the outcome's flush to the bus, which is
         what makes the delivery final. Fsynced, it was one of the two fsyncs of every group.
         """
-        now = self.clock()
+        now = self.clock.time()
         done = [(delivery.delivery_id, delivery.generation) for delivery in deliveries]
         with self.lock, self.file.transaction(self.bookkeeping) as db:
             db.executemany(
@@ -292,11 +291,11 @@ class Outbox:
         return Waiting(int(str(count)), float(str(oldest)) if oldest is not None else None)
 
     def next_due(self) -> float | None:
-        row = self._read(NEXT_DUE, (self.clock(),))
+        row = self._read(NEXT_DUE, (self.clock.time(),))
         return float(str(row[0])) if row else None
 
     def prune(self, older_than: float) -> None:
-        self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(self.clock() - older_than,)])
+        self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(self.clock.time() - older_than,)])
 
     def close(self) -> None:
         self.bookkeeping.close()
