@@ -395,6 +395,18 @@ def test_a_draining_backlog_keeps_to_the_stream_s_rate(make: Callable[..., Harne
     assert h.endpoint.ids() == [did(n) for n in range(1, 13)]  # still in arrival order
 
 
+def test_a_step_back_of_the_system_clock_leaves_the_stream_s_rate_as_it_was(make: Callable[..., Harness]) -> None:
+    # The bucket counted on the wall clock: an hour's step back made it 7,200 tokens short, and
+    # the stream sent nothing for an hour.
+    h = make(stream={"max_requests_per_second": 2.0})
+    h.accept(1)
+    h.at(0)
+    h.clock.step(-3600)
+    h.accept(2, 3, 4)
+    h.at(1)
+    assert h.endpoint.ids() == [did(1), did(2), did(3)]  # a second's worth, as without the step
+
+
 def test_a_pass_that_leaves_every_worker_busy_does_not_read_when_the_next_is_due(make: Callable[..., Harness]) -> None:
     """The end of an attempt wakes the dispatcher anyway; under load that read was most passes' only one."""
     pool = Held()

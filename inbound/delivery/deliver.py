@@ -277,7 +277,7 @@ class Deliverer:
         with self.health_lock:
             slots = health.slots(now)
             down = health.down
-            free = min(slots.free, rate.available(now))
+            free = min(slots.free, rate.available(self.clock.monotonic()))
         if down:
             self._expire_held(stream, now)
         if free <= 0:

@@ -6,6 +6,10 @@ its owner says how much it can take. A token bucket, pure like
 deliverer calls it under its own). The bucket holds at most one second's worth
 of requests, so a stream idle for an hour still starts at its rate, not with a
 burst.
+
+``now`` is monotonic time (:class:`~inbound.clock.Clock`): on the wall clock, a
+step back of an hour left the bucket 7,200 tokens short at 2 a second, and the
+stream sent nothing for that hour.
 """
 
 from __future__ import annotations
