@@ -471,6 +471,27 @@ def test_a_stream_without_mail_for_silence_alert_after_is_reported_once(make: Ca
     ]
 
 
+def test_alerts_come_after_their_time_whatever_step_the_system_clock_takes(make: Callable[..., Harness]) -> None:
+    # They were measured on the wall clock: after a step back of an hour, endpoint_failing came 75
+    # minutes into the outage, not 15, and a stream's silence counted from minus an hour.
+    h = make(stream={"silence_alert_after": 1800.0}, probe_interval=30.0, alert_after=900.0)
+    h.deliverer.alerter.start()  # the alerts' own thread, which Deliverer.start starts
+    h.endpoint.answer = lambda request: httpx.Response(503)
+    h.accept(1, 2, 3)
+    h.at(0)  # three distinct failures: down
+    h.clock.step(-3600)
+    for second in (899, 900, 1799, 1800):
+        h.at(second)
+    # Told on the wall clock as it reads now: the outage began 15 minutes before the alert.
+    (failing,) = h.alerts(EventType.ENDPOINT_FAILING, 1)
+    assert (failing.at, failing.reason) == (
+        "2027-01-15T07:15:00.000Z",
+        "endpoint down since 2027-01-15T07:00:00.000Z; last error: HTTP 503",
+    )
+    (silent,) = h.alerts(EventType.STREAM_SILENT, 1)
+    assert (silent.at, silent.reason) == ("2027-01-15T07:30:00.000Z", "no mail for 1800s")
+
+
 def test_an_alert_that_finds_the_sender_s_queue_full_is_logged_as_not_sent(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

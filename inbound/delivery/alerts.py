@@ -9,6 +9,10 @@ from its clock):
 * a stream with ``silence_alert_after`` has received **no mail** for that long:
   ``stream_silent`` (once per silence; the next message ends it).
 
+How long is measured on the monotonic clock (the ``now`` the methods are given),
+and only shown on the wall clock (``wall``): on the wall clock, a step back of an
+hour sent ``endpoint_failing`` 75 minutes into an outage instead of 15.
+
 Each alert is an event on the events topic (about the stream, not a delivery),
 a log line (ERROR for the bad news), and, if ``webhooks.alert_url`` is set, a
 Standard Webhooks-signed POST of the event to it (``alert_signing_secret``),
@@ -76,28 +80,32 @@ class Alerter:
     def failed(self, stream: str, error: str) -> None:
         self.last_error[stream] = error
 
-    def check(self, down_since: dict[str, float | None], now: float) -> list[Event]:
-        """What is due: endpoints down for ``alert_after``, streams silent too long (send with :meth:`send`)."""
+    def check(self, down_since: dict[str, float | None], now: float, wall: float) -> list[Event]:
+        """What is due: endpoints down for ``alert_after``, streams silent too long (send with :meth:`send`).
+
+        *wall* is the wall clock at *now*: the alerts' times as they are shown.
+        """
         due = []
         hooks = self.settings.webhooks
         for stream in self.settings.streams:
             since = down_since.get(stream.name)
             if since is not None and now - since >= hooks.alert_after and stream.name not in self.failing:
                 self.failing.add(stream.name)
-                reason = f"endpoint down since {rfc3339(since)}; last error: {self.last_error.get(stream.name, '-')}"
-                due.append(_alert(EventType.ENDPOINT_FAILING, stream.name, reason, now))
+                last_error = self.last_error.get(stream.name, "-")
+                reason = f"endpoint down since {rfc3339(wall - (now - since))}; last error: {last_error}"
+                due.append(_alert(EventType.ENDPOINT_FAILING, stream.name, reason, wall))
             silence = stream.silence_alert_after
             quiet = now - self.last_mail.get(stream.name, now)
             if silence is not None and quiet >= silence and stream.name not in self.silent:
                 self.silent.add(stream.name)
-                due.append(_alert(EventType.STREAM_SILENT, stream.name, f"no mail for {quiet:.0f}s", now))
+                due.append(_alert(EventType.STREAM_SILENT, stream.name, f"no mail for {quiet:.0f}s", wall))
         return due
 
-    def recovered(self, stream: str, now: float) -> list[Event]:
+    def recovered(self, stream: str, wall: float) -> list[Event]:
         if stream not in self.failing:
             return []
         self.failing.discard(stream)
-        return [_alert(EventType.ENDPOINT_RECOVERED, stream, "the endpoint answers again", now)]
+        return [_alert(EventType.ENDPOINT_RECOVERED, stream, "the endpoint answers again", wall)]
 
     def start(self) -> None:
         self.sender.start()
@@ -152,5 +160,5 @@ class Alerter:
             log.warning("stream=%s stage=deliver alert=%s not posted to alert_url: %s", stream, kind.value, error)
 
 
-def _alert(kind: EventType, stream: str, reason: str, now: float) -> Event:
-    return Event(kind, "", "", stream, rfc3339(now), reason=reason)
+def _alert(kind: EventType, stream: str, reason: str, wall: float) -> Event:
+    return Event(kind, "", "", stream, rfc3339(wall), reason=reason)

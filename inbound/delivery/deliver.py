@@ -10,6 +10,8 @@ health (:mod:`.health`, a pure state machine), the POST itself
 (:mod:`.webhook`), the events an attempt produces (:mod:`.outcome`), and the
 due-time table (:mod:`.outbox`). Time comes from an injected clock, and the
 workers from an injected pool, so the whole of it runs in-process in tests.
+What is measured in memory (probes, alerts, the rate, pruning) is measured on
+its monotonic side, which a step of the system clock leaves alone.
 
 Each stream has its own pool of workers, so a slow or failing endpoint only
 ever holds up its own stream; a delivery waiting for its retry sits in the
@@ -159,7 +161,7 @@ class Deliverer:
         self.in_hand: set[str] = set()
         self.rates: dict[str, RateLimit] = {}
         self._add_streams(settings)
-        self.alerter = Alerter(settings, self.outcomes.publish, self.webhook, clock.time())
+        self.alerter = Alerter(settings, self.outcomes.publish, self.webhook, clock.monotonic())
         self.health_lock = threading.Lock()  # guards self.health, self.rates, self.alerter and self.in_hand
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -175,11 +177,18 @@ class Deliverer:
                 self.recording[stream.name] = threading.BoundedSemaphore(hooks.concurrency_per_stream)
                 held_since = self.outbox.held_since(stream.name)
                 self.health[stream.name] = EndpointHealth(
-                    hooks.concurrency_per_stream, hooks.probe_interval, held_since
+                    hooks.concurrency_per_stream,
+                    hooks.probe_interval,
+                    None if held_since is None else self._monotonic_at(held_since),
                 )
             rate = self.rates.get(stream.name)
             if rate is None or rate.per_second != stream.max_requests_per_second:
                 self.rates[stream.name] = RateLimit(stream.max_requests_per_second)
+
+    def _monotonic_at(self, wall: float) -> float:
+        """The monotonic time at *wall*, a past time read from the outbox; one in the future (the
+        system clock stepped back since) is taken for now."""
+        return self.clock.monotonic() - max(0.0, self.clock.time() - wall)
 
     def use(self, settings: Settings) -> None:
         """Deliver with these streams from the next attempt on (HUP; any thread).
@@ -191,7 +200,7 @@ class Deliverer:
         """
         with self.health_lock:
             self._add_streams(settings)
-            self.alerter.use(settings, self.clock.time())
+            self.alerter.use(settings, self.clock.monotonic())
         removed = {s.name for s in self.settings.streams} - {s.name for s in settings.streams}
         self.settings = settings  # the dispatcher reads it once per pass: the new streams all at once
         for name in sorted(removed):
@@ -212,7 +221,7 @@ class Deliverer:
     def handle(self, records: list[Record]) -> None:
         deliveries = deliveries_from(records)
         self.outbox.add(deliveries)
-        now = self.clock.time()
+        now = self.clock.monotonic()
         with self.health_lock:
             for delivery in deliveries:
                 self.alerter.mail(delivery.stream, now)
@@ -233,12 +242,12 @@ class Deliverer:
         self.alerter.stop(timeout)
 
     def _dispatch(self) -> None:
-        pruned_at = 0.0
+        pruned_at = float("-inf")  # the first pass prunes
         while not self.stopping.is_set():
             try:
-                if self.clock.time() - pruned_at > PRUNE_EVERY:
+                if self.clock.monotonic() - pruned_at > PRUNE_EVERY:
                     self.outbox.prune(older_than=KEEP_DONE)
-                    pruned_at = self.clock.time()
+                    pruned_at = self.clock.monotonic()
                 due = self.dispatch_due()
             except InboundError as exc:
                 log.warning("stage=deliver outbox unavailable: %s", exc)
@@ -261,7 +270,8 @@ class Deliverer:
         """
         busy = [not self.paused(stream.name) and self._fill(stream) for stream in self.settings.streams]
         with self.health_lock:
-            alerts = self.alerter.check({name: h.down_since for name, h in self.health.items()}, self.clock.time())
+            down_since = {name: health.down_since for name, health in self.health.items()}
+            alerts = self.alerter.check(down_since, self.clock.monotonic(), self.clock.time())
         self.alerter.send(alerts)
         if all(busy):
             # Every worker is under way and the end of each attempt wakes us: nothing can start
@@ -272,12 +282,12 @@ class Deliverer:
     def _fill(self, stream: StreamSettings) -> bool:
         """Start what may start; whether every worker of *stream* is now under way."""
         health = self.health[stream.name]
-        now = self.clock.time()
+        now, monotonic = self.clock.time(), self.clock.monotonic()
         rate = self.rates[stream.name]
         with self.health_lock:
-            slots = health.slots(now)
+            slots = health.slots(monotonic)
             down = health.down
-            free = min(slots.free, rate.available(self.clock.monotonic()))
+            free = min(slots.free, rate.available(monotonic))
         if down:
             self._expire_held(stream, now)
         if free <= 0:
@@ -361,7 +371,7 @@ class Deliverer:
         health = self.health[stream.name]
         now = self.clock.time()
         with self.health_lock:
-            change = health.judge(delivery.delivery_id, result.answer, now)
+            change = health.judge(delivery.delivery_id, result.answer, self.clock.monotonic())
             failed_before = health.failing - {delivery.delivery_id}
             down = health.down
             metrics.ENDPOINT_FAILING.labels(stream.name).set(down)

@@ -1,7 +1,8 @@
 """Endpoint health: is a stream's webhook down as a whole, and how hard may we press it?
 
 A pure state machine, one per stream: no I/O, no clock of its own (every call
-is given ``now``), no lock (the deliverer serialises calls).
+is given ``now``, monotonic time: a probe due in 30 s waited an hour and 30 s
+after a step back of the wall clock), no lock (the deliverer serialises calls).
 
 Health is about the *endpoint*, never about one message. A message the
 endpoint keeps refusing (a 500 for that body only) must follow its own retry
@@ -47,7 +48,7 @@ class Slots:
 class EndpointHealth:
     concurrency: int
     probe_interval: float
-    down_since: float | None = None  # when the endpoint went down; None while it is up
+    down_since: float | None = None  # when the endpoint went down (monotonic); None while it is up
     open_after: int = OPEN_AFTER
     next_probe_at: float = 0.0
     in_flight: int = 0
