@@ -271,6 +271,33 @@ def test_an_outage_longer_than_the_schedule_fails_nothing(make: Callable[..., Ha
     assert not [e for e in h.bus.events() if e.type is EventType.FAILED]
 
 
+def test_a_step_back_of_the_system_clock_holds_back_no_held_delivery(make: Callable[..., Harness]) -> None:
+    # Due times are stored on the wall clock: after a step back of an hour, the held deliveries
+    # were an hour from due, and the endpoint, back at the next probe, got nothing for an hour.
+    h = make(probe_interval=30.0)
+    up = False
+    h.endpoint.answer = lambda request: httpx.Response(200 if up else 503)
+    h.accept(1, 2, 3)
+    h.at(0)  # three distinct failures: down
+    up = True
+    h.clock.step(-3600)
+    h.at(30)  # the probe, on time: the endpoint answers
+    h.at(30)
+    assert {e.delivery_id for e in h.bus.events() if e.type is EventType.DELIVERED} == {did(1), did(2), did(3)}
+
+
+def test_a_step_back_of_the_system_clock_delays_a_retry_by_no_more_than_the_longest_step(
+    make: Callable[..., Harness],
+) -> None:
+    h = make()  # retry_schedule (60, 300)
+    h.endpoint.answer = lambda request: httpx.Response(503 if len(h.endpoint.requests) == 1 else 200)
+    h.accept(1)
+    h.at(0)
+    h.clock.step(-3600)  # its retry, due in 60 s, is now an hour and a minute ahead on the wall clock
+    h.at(60)
+    assert h.story(1)[-2:] == [(EventType.ATTEMPT, 200), (EventType.DELIVERED, None)]
+
+
 def test_a_stream_that_cannot_be_reached_is_held_at_once_and_failed_after_max_hold(
     make: Callable[..., Harness],
 ) -> None:

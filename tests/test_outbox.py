@@ -86,7 +86,8 @@ def test_prune_forgets_only_finished_deliveries(tmp_path: Path) -> None:
 def test_a_claim_in_arrival_order_reads_only_the_index(tmp_path: Path) -> None:
     """Read through the table, a claim read every due row and its payload's pages (25 ms with 5,000 waiting)."""
     outbox = Outbox(tmp_path / "outbox.db")
-    plan = outbox.db.execute("EXPLAIN QUERY PLAN " + CLAIMABLE.format(order="queue_id"), ("s", 1, 1, 1, 1)).fetchall()
+    query = "EXPLAIN QUERY PLAN " + CLAIMABLE.format(order="queue_id")
+    plan = outbox.db.execute(query, ("s", 1, 1, 1, 1, 1)).fetchall()
     assert [row[-1] for row in plan] == ["SEARCH deliveries USING COVERING INDEX claimable (stream=? AND done=?)"]
 
 

@@ -147,6 +147,8 @@ class Deliverer:
         # Long enough for one attempt and the flush of its outcome; a killed process's leases lapse
         # after this long and another deliverer sharing the outbox takes its deliveries over.
         self.lease_seconds = settings.webhooks.timeout * 1.5 + 10
+        # No delivery is rescheduled further ahead: one due later is from a step back of the system clock.
+        self.longest_delay = max(settings.webhooks.retry_schedule, default=0.0)
         self.pool = pool
         # Per stream; a stream removed by a reload keeps its entries, unused, until the process ends.
         self.pools: dict[str, Executor] = {}
@@ -292,7 +294,11 @@ class Deliverer:
             self._expire_held(stream, now)
         if free <= 0:
             return not down and slots.free == 0
-        claimed = self._taken(self.outbox.claim(stream.name, free, self.owner, self.lease_seconds, probe=slots.probe))
+        claimed = self._taken(
+            self.outbox.claim(
+                stream.name, free, self.owner, self.lease_seconds, probe=slots.probe, longest_delay=self.longest_delay
+            )
+        )
         with self.health_lock:
             health.started(len(claimed))
             rate.spend(len(claimed))
@@ -306,7 +312,13 @@ class Deliverer:
         max_hold = self.settings.webhooks.max_hold
         expired = self._taken(
             self.outbox.claim(
-                stream.name, 100, self.owner, self.lease_seconds, added_before=now - max_hold, payloads=False
+                stream.name,
+                100,
+                self.owner,
+                self.lease_seconds,
+                added_before=now - max_hold,
+                payloads=False,
+                longest_delay=self.longest_delay,
             )
         )
         if not expired:

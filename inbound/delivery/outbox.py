@@ -34,10 +34,11 @@ from ..errors import StoreError
 from ..records import JSON
 from ..sqlitefile import SQLiteFile
 
-# The due deliveries of a stream, *order* first: what claim() takes (parameters: stream, now, now,
-# added_before, limit). In arrival order it is read from the index ``claimable`` alone.
+# The due deliveries of a stream, *order* first: what claim() takes (parameters: stream, now,
+# now + longest_delay, now, added_before, limit). In arrival order it is read from the index
+# ``claimable`` alone.
 CLAIMABLE = """SELECT rowid FROM deliveries
-    WHERE stream = ? AND done = 0 AND due_at <= ? AND lease_until < ? AND added_at < ?
+    WHERE stream = ? AND done = 0 AND (due_at <= ? OR due_at > ?) AND lease_until < ? AND added_at < ?
     ORDER BY {order} LIMIT ?"""
 
 # A claimed delivery's payload, in claim()'s RETURNING.
@@ -189,6 +190,7 @@ class Outbox:
         probe: bool = False,
         added_before: float | None = None,
         payloads: bool = True,
+        longest_delay: float = float("inf"),
     ) -> list[Delivery]:
         """Lease up to *limit* due deliveries of *stream*, oldest arrival first.
 
@@ -201,6 +203,11 @@ class Outbox:
         looking down. ``added_before``: only deliveries that arrived before then (held too long).
         ``payloads=False``: each with an empty payload, for a caller that will not POST them: a
         hundred held messages of tens of MB each would otherwise be read into memory at once.
+
+        ``longest_delay``: the longest :meth:`reschedule` is given. A delivery due further ahead
+        than that was rescheduled before the system clock stepped back, and is due now: due times
+        are wall-clock times (they outlive the process, and the boot), and after a step back of
+        an hour every retry and every held delivery waited an hour more.
         """
         now = self.clock.time()
         # A stream's queue ids are unique (the delivery id is made of both): no tie to break.
@@ -212,7 +219,16 @@ class Outbox:
                        RETURNING delivery_id, stream, queue_id, generation,
                                  {PAYLOAD if payloads else "x''"},
                                  attempts, steps, due_at, content_type, url""",
-                (owner, now + lease_seconds, stream, now, now, added_before or float("inf"), limit),
+                (
+                    owner,
+                    now + lease_seconds,
+                    stream,
+                    now,
+                    now + longest_delay,
+                    now,
+                    added_before or float("inf"),
+                    limit,
+                ),
             ).fetchall()
         rows.sort(key=lambda row: row[2])  # RETURNING gives no order guarantee
         return [Delivery(*row) for row in rows]
