@@ -7,11 +7,12 @@ Two kinds:
   outcome, webhook attempts by result class, end-of-DATA to 2xx latency, and
   whether each stream's endpoint is failing. ``inbound serve`` points
   prometheus-client's multiprocess mode at ``<data_dir>/metrics/``
-  (:func:`use_data_dir`, before any stage is imported), so every process on
-  one data directory -- the supervisor's edge and pipeline children, or roles
-  started apart -- writes there, and ``/metrics`` sums them. Processes on other
-  hosts are scraped on their own host's API. Counts are at least once: a batch
-  the bus makes a stage handle again is counted again.
+  (:mod:`inbound.metricsdir`, before prometheus-client is imported), so every
+  process on one data directory -- the supervisor's edge and pipeline children,
+  or roles started apart, or all in one -- writes there, and ``/metrics`` sums
+  them. Processes on other hosts are scraped on their own host's API. Counts
+  are at least once: a batch the bus makes a stage handle again is counted
+  again.
 * **Read at scrape time** (:mod:`inbound.web.exposition`) from the same
   sources as ``inbound status`` (:func:`inbound.ops.status.collect`): spool
   entries and the oldest one's age, bus lag per consumer group, deliveries
@@ -25,11 +26,10 @@ address, subject or id, so the series stay few and say nothing about mail.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
-MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
+from .metricsdir import MULTIPROCESS
 
 SMTP_CONNECTIONS = Counter("inbound_smtp_connections", "SMTP connections accepted")
 SMTP_REPLIES = Counter("inbound_smtp_replies", "SMTP replies sent, by reply code", ["code"])
@@ -53,35 +53,6 @@ ENDPOINT_FAILING = Gauge(
 
 def result_class(status_code: int | None) -> str:
     return "error" if status_code is None else f"{status_code // 100}xx"
-
-
-def use_data_dir(data_dir: Path) -> None:
-    """Make this process and those it starts count into ``<data_dir>/metrics`` (call before importing stages).
-
-    The files of processes that have ended are removed: never a live process's, whatever is
-    starting beside it. Their counts go with them, which Prometheus reads as a counter reset
-    (``rate()`` and ``increase()`` allow for it).
-    """
-    directory = data_dir / "metrics"
-    try:
-        directory.mkdir(exist_ok=True)
-    except OSError:
-        return  # an unwritable data directory: the start-up check that follows refuses it, with the reason
-    for path in directory.glob("*_*.db"):
-        pid = path.stem.rpartition("_")[2]
-        if pid.isdigit() and not _alive(int(pid)):
-            path.unlink(missing_ok=True)
-    os.environ[MULTIPROCESS] = str(directory)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def process_ended() -> None:

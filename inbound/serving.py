@@ -22,6 +22,7 @@ from . import snapshot
 from .config import Settings
 from .cpus import CPUs, parse_cpus, pin
 from .errors import ConfigError, InboundError
+from .metricsdir import use_data_dir
 
 
 def serve_roles(
@@ -60,14 +61,16 @@ def start_failure(exc: InboundError | OSError) -> str:
 
 
 def count_into_data_dir(settings: Settings) -> None:
-    """Before any stage is imported: metrics count into the data directory, shared by every process."""
+    """Before any stage is imported: metrics count into the data directory, shared by every process.
+
+    First of all: prometheus-client, once imported, counts in memory or in that directory for
+    good (:mod:`inbound.metricsdir`).
+    """
     try:
         marked = settings.data.marker.exists()
     except PermissionError:
         marked = False  # DataDir.check says why, once the service starts
     if marked:
-        from .metrics import use_data_dir
-
         use_data_dir(settings.storage.data_dir)
 
 

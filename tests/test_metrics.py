@@ -11,7 +11,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from .fixtures import Pipeline
-from .harness import ROOT, InboundProcess, free_port, send, simple_message, wait_for
+from .harness import ROOT, InboundProcess, free_port, send, simple_message, stream_toml, wait_for
 
 TOKEN = "metrics-token-0123456789abcdef"
 
@@ -62,6 +62,44 @@ def test_counts_from_every_process_are_summed(tmp_path: Path) -> None:
     assert found[("inbound_accepted_to_delivered_seconds_count", support)] == 2
     assert found[("inbound_endpoint_failing", support)] == 0
     assert found[("inbound_bus_lag", (("group", "record"), ("topic", "events")))] >= 0
+
+
+@pytest.mark.e2e  # runs inbound serve
+def test_one_process_serving_every_role_and_the_api_counts_what_it_does(tmp_path: Path) -> None:
+    """``serve --roles ...,api``: the only way to serve the API on one host; its own counts are on /metrics."""
+    pipeline = Pipeline(tmp_path, 'backend = "embedded"')
+    port = free_port()
+    # One stream delivered to, one whose endpoint refuses every connection: down at its first attempt.
+    streams = stream_toml("support", ["help@example.org"], pipeline.receiver.url("/hook")) + stream_toml(
+        "down", ["help@down.test"], f"http://127.0.0.1:{free_port()}/hook"
+    )
+    try:
+        config = pipeline.configure(streams, extra=f'[http]\nlisten = "127.0.0.1:{port}"\ntokens = ["{TOKEN}"]\n')
+        pipeline.start(roles="smtp,publish,process,deliver,record,api")
+        queue_id = send(config, "a@sender.test", ["help@example.org"], simple_message())
+        send(config, "a@sender.test", ["help@down.test"], simple_message())
+        pipeline.wait_status(f"{queue_id}-support", "delivered")
+
+        def scraped_once_both_are_counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            response = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 200
+            found = samples(response.text)
+            timed = found.get(("inbound_accepted_to_delivered_seconds_count", (("stream", "support"),)), 0)
+            down = found.get(("inbound_endpoint_failing", (("stream", "down"),)), 0)
+            return found if timed >= 1 and down == 1 else None
+
+        found = wait_for(scraped_once_both_are_counted, 30, "/metrics to count the delivery and the endpoint down")
+        page = httpx.get(f"http://127.0.0.1:{port}/", headers={"Cookie": f"inbound_token={TOKEN}"})
+    finally:
+        pipeline.close()
+    assert found[("inbound_smtp_connections_total", ())] >= 2
+    assert found[("inbound_messages_accepted_total", ())] == 2
+    processed = (("outcome", "processed"), ("stream", "support"))
+    assert found[("inbound_deliveries_processed_total", processed)] == 1
+    assert found[("inbound_webhook_attempts_total", (("result", "2xx"), ("stream", "support")))] == 1
+    assert found[("inbound_webhook_attempts_total", (("result", "error"), ("stream", "down")))] >= 1
+    assert found[("inbound_endpoint_failing", (("stream", "support"),))] == 0
+    assert '<dd id="failing">down</dd>' in page.text
 
 
 def test_alert_rules_name_only_metrics_there_are() -> None:

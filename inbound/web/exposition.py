@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from ..activity import ActivityStore
 from ..bus import Bus
 from ..config import Settings
-from ..metrics import MULTIPROCESS
+from ..metricsdir import MULTIPROCESS
 from ..ops.status import collect
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
