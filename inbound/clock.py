@@ -7,6 +7,7 @@ import functools
 import math
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 # From 1970 to 9999 a year has four digits, as datetime writes it and as text order needs; outside
@@ -44,12 +45,15 @@ class Clock(Protocol):
 
     ``time()``, the wall clock, is what is stored and shown. It steps (NTP, a VM resumed, an
     operator), so a wait measured on it stretches by a step back or ends at a step forward.
-    ``monotonic()`` never steps: waits are measured on it.
+    ``monotonic()`` never steps: waits are measured on it. It is the same for every process of a
+    host (Linux's CLOCK_MONOTONIC) and starts again at each boot, which ``boot()`` names.
     """
 
     def time(self) -> float: ...
 
     def monotonic(self) -> float: ...
+
+    def boot(self) -> str: ...
 
 
 class SystemClock:
@@ -58,6 +62,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def boot(self) -> str:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
 
 
 SYSTEM = SystemClock()

@@ -40,6 +40,37 @@ def test_a_lapsed_lease_is_taken_over(tmp_path: Path) -> None:
     assert [d.delivery_id for d in outbox.claim("s", 1, "survivor", lease_seconds=60)] == ["Q1-s"]
 
 
+def test_a_lease_outlasts_a_step_forward_of_the_system_clock(tmp_path: Path) -> None:
+    # Leases were wall-clock times: a step forward past one let a second deliverer claim, and
+    # POST, a delivery whose POST was under way in the first (two POSTs, two `delivered` events).
+    clock = Clock()
+    outbox = Outbox(tmp_path / "outbox.db", clock=clock)
+    outbox.add([delivery(1)])
+    assert outbox.claim("s", 1, "first", lease_seconds=17.5)
+    clock.step(60)
+    assert outbox.claim("s", 1, "second", lease_seconds=17.5) == []
+    clock.now += 18  # the lease has run out: its holder is taken for dead
+    assert [d.delivery_id for d in outbox.claim("s", 1, "second", lease_seconds=17.5)] == ["Q1-s"]
+
+
+def test_the_leases_of_another_boot_have_lapsed(tmp_path: Path) -> None:
+    """Leases are monotonic times, which start again at each boot: their holders died with theirs."""
+    clock = Clock()
+    outbox = Outbox(tmp_path / "outbox.db", clock=clock)
+    outbox.add([delivery(1), delivery(2)])
+    assert outbox.claim("s", 2, "before", lease_seconds=3600)
+    Outbox(tmp_path / "outbox.db", clock=clock).close()  # another process of this boot opens it
+    assert outbox.claim("s", 2, "same boot", lease_seconds=60) == []
+    outbox.close()
+    rebooted = Clock()
+    rebooted.boot_id = "after a reboot"
+    rebooted.elapsed = -4000  # its monotonic clock started again, far behind the leases
+    rebooted.step(4060)  # and the wall clock reads a minute later
+    outbox = Outbox(tmp_path / "outbox.db", clock=rebooted)
+    assert [d.delivery_id for d in outbox.claim("s", 2, "after", lease_seconds=60)] == ["Q1-s", "Q2-s"]
+    outbox.close()
+
+
 def test_a_hold_gives_back_the_outage_s_steps_and_probes_take_turns(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db", clock=Ticking())
     outbox.add([delivery(1), delivery(2), delivery(3)])

@@ -12,6 +12,13 @@ Delivery ids are the primary key: a record consumed twice is kept once. Done
 deliveries keep their row (without payload) for a while so that a late
 duplicate is still recognised.
 
+A lease runs on the monotonic clock, which every process of the host shares:
+on the wall clock, a step forward past a lease (NTP, a VM resumed) let a second
+deliverer POST a delivery whose POST was under way in the first. The monotonic
+clock starts again at each boot, so the outbox keeps the boot its leases were
+taken in (``lease_boot``); opened in another, it lapses them all: their holders
+died with the boot.
+
 Payloads live in a table of their own (``payloads``), written once and deleted
 when the delivery is done. A row of ``deliveries`` changes at every claim,
 attempt and finish, and SQLite writes a changed row whole: with the payload in
@@ -35,8 +42,8 @@ from ..records import JSON
 from ..sqlitefile import SQLiteFile
 
 # The due deliveries of a stream, *order* first: what claim() takes (parameters: stream, now,
-# now + longest_delay, now, added_before, limit). In arrival order it is read from the index
-# ``claimable`` alone.
+# now + longest_delay, the monotonic now, added_before, limit). In arrival order it is read from
+# the index ``claimable`` alone.
 CLAIMABLE = """SELECT rowid FROM deliveries
     WHERE stream = ? AND done = 0 AND (due_at <= ? OR due_at > ?) AND lease_until < ? AND added_at < ?
     ORDER BY {order} LIMIT ?"""
@@ -44,7 +51,7 @@ CLAIMABLE = """SELECT rowid FROM deliveries
 # A claimed delivery's payload, in claim()'s RETURNING.
 PAYLOAD = "(SELECT payload FROM payloads p WHERE p.delivery_id = deliveries.delivery_id)"
 
-# When the first unleased delivery is due (parameter: now); read from the index ``next_due`` alone.
+# When the first unleased delivery is due (parameter: the monotonic now); read from the index ``next_due`` alone.
 NEXT_DUE = "SELECT due_at FROM deliveries WHERE done = 0 AND lease_until < ? ORDER BY due_at LIMIT 1"
 
 _SCHEMA = """
@@ -60,7 +67,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     added_at REAL NOT NULL,
     done INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0, -- monotonic time, of the boot in lease_boot
     content_type TEXT NOT NULL DEFAULT 'application/json',
     url TEXT
 );
@@ -73,6 +80,7 @@ CREATE INDEX IF NOT EXISTS claimable ON deliveries (stream, done, queue_id, due_
 -- Through the table it read lease_until, which comes after the payload, of every waiting row.
 CREATE INDEX IF NOT EXISTS next_due ON deliveries (done, due_at, lease_until);
 CREATE TABLE IF NOT EXISTS held_streams (stream TEXT PRIMARY KEY, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS lease_boot (boot_id TEXT NOT NULL);
 -- The payload of each delivery not yet done, of its latest generation.
 CREATE TABLE IF NOT EXISTS payloads (delivery_id TEXT PRIMARY KEY, generation INTEGER NOT NULL, payload BLOB NOT NULL);
 """
@@ -101,7 +109,7 @@ class Waiting:
 class Outbox:
     def __init__(self, path: Path, clock: Clock = SYSTEM) -> None:
         self.path = path
-        self.clock = clock  # due times and leases are read against it
+        self.clock = clock  # due times (wall) and leases (monotonic) are read against it
         # Its connections are shared by the intake and the attempt threads; sqlite3 wants them serialised.
         self.lock = threading.Lock()
         self.file = SQLiteFile(path, "outbox", StoreError)
@@ -124,6 +132,7 @@ class Outbox:
             self._add_column("content_type", f"TEXT NOT NULL DEFAULT '{JSON}'")
             self._add_column("url", "TEXT")
             self._move_payloads()
+        self._lapse_leases_of_another_boot()
 
     def _add_column(self, name: str, definition: str) -> None:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(deliveries)")}
@@ -143,6 +152,15 @@ class Outbox:
                 " WHERE payload IS NOT NULL AND done = 0"
             )
             db.execute("UPDATE deliveries SET payload = NULL WHERE payload IS NOT NULL")
+
+    def _lapse_leases_of_another_boot(self) -> None:
+        """An outbox last opened in another boot (or before leases were monotonic) has no lease left."""
+        boot = self.clock.boot()
+        with self.lock, self.file.transaction(self.db) as db:
+            if db.execute("SELECT 1 FROM lease_boot WHERE boot_id = ?", (boot,)).fetchone() is None:
+                db.execute("UPDATE deliveries SET lease_until = 0 WHERE lease_until != 0")
+                db.execute("DELETE FROM lease_boot")
+                db.execute("INSERT INTO lease_boot (boot_id) VALUES (?)", (boot,))
 
     def _write(self, sql: str, params: list[tuple[object, ...]]) -> None:
         with self.lock, self.file.transaction(self.db) as db:
@@ -209,7 +227,7 @@ class Outbox:
         are wall-clock times (they outlive the process, and the boot), and after a step back of
         an hour every retry and every held delivery waited an hour more.
         """
-        now = self.clock.time()
+        now, monotonic = self.clock.time(), self.clock.monotonic()
         # A stream's queue ids are unique (the delivery id is made of both): no tie to break.
         order = "due_at, queue_id, rowid" if probe else "queue_id"
         with self.lock, self.file.errors():
@@ -221,11 +239,11 @@ class Outbox:
                                  attempts, steps, due_at, content_type, url""",
                 (
                     owner,
-                    now + lease_seconds,
+                    monotonic + lease_seconds,
                     stream,
                     now,
                     now + longest_delay,
-                    now,
+                    monotonic,
                     added_before or float("inf"),
                     limit,
                 ),
@@ -258,13 +276,13 @@ class Outbox:
         its failure used and waits, due, for the endpoint -- not for its own next step. One whose
         attempt has not been rescheduled yet (still leased) is left to :meth:`reschedule`.
         """
-        now = self.clock.time()
+        now, monotonic = self.clock.time(), self.clock.monotonic()
         with self.lock, self.file.transaction(self.db) as db:
             db.execute("INSERT OR REPLACE INTO held_streams (stream, since) VALUES (?, ?)", (stream, since))
             db.executemany(
                 "UPDATE deliveries SET steps = MAX(steps - 1, 0), due_at = MIN(due_at, ?)"
                 " WHERE delivery_id = ? AND done = 0 AND lease_until < ?",
-                [(now, delivery_id, now) for delivery_id in sorted(failed)],
+                [(now, delivery_id, monotonic) for delivery_id in sorted(failed)],
             )
 
     def unhold(self, stream: str) -> None:
@@ -307,7 +325,7 @@ class Outbox:
         return Waiting(int(str(count)), float(str(oldest)) if oldest is not None else None)
 
     def next_due(self) -> float | None:
-        row = self._read(NEXT_DUE, (self.clock.time(),))
+        row = self._read(NEXT_DUE, (self.clock.monotonic(),))
         return float(str(row[0])) if row else None
 
     def prune(self, older_than: float) -> None:
