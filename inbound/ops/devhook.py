@@ -10,10 +10,13 @@ signature and 401 otherwise, as a real endpoint should.
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import click
 
 from ..config import Settings
 from ..delivery.signing import verify
@@ -68,12 +71,22 @@ def make_server(settings: Settings, host: str, port: int, out: Callable[[str], N
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the summary above says it all
 
-    return ThreadingHTTPServer((host, port), Handler)
+    # As the API binds: a host with a colon is an IPv6 literal, which an AF_INET socket cannot take.
+    return (_IPv6Server if ":" in host else ThreadingHTTPServer)((host, port), Handler)
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    server = make_server(settings, host, port, lambda text: print(text, flush=True, file=sys.stdout))
-    print(f"devhook listening on http://{host}:{server.server_port}/", flush=True)
+    """Print what arrives until Ctrl-C; a port taken or a host unknown is the command's error, naming the address."""
+    address = f"[{host}]" if ":" in host else host
+    try:
+        server = make_server(settings, host, port, lambda text: print(text, flush=True, file=sys.stdout))
+    except OSError as exc:  # socket.gaierror too: a name that does not resolve
+        raise click.ClickException(f"cannot listen on {address}:{port}: {exc}") from None
+    print(f"devhook listening on http://{address}:{server.server_port}/", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
