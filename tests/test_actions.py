@@ -10,7 +10,8 @@ import pytest
 from inbound.activity import ActivityStore, SQLiteActivityStore
 from inbound.activity.record import Recorder
 from inbound.bus import Bus
-from inbound.bus.embedded import EmbeddedBus
+from inbound.bus.embedded import EmbeddedBus, EmbeddedProducer
+from inbound.errors import BusError
 from inbound.events import Event, EventType, Status, Summary
 from inbound.ops import actions
 from inbound.ops.actions import ActionRefused, replay, replay_window, retry
@@ -104,7 +105,7 @@ def test_replay_sends_a_window_again_and_the_activity_log_shows_it(
     assert [r.delivery_id for r in replay_window(store, "support", at(0))] == [before, first, failed, after]
 
     sent: list[int] = []
-    assert replay(bus, store, window, sent=sent.append) == [1, 1]
+    assert replay(bus, store, window, sent=sent.append) == actions.Replayed({first: 1, failed: 1})
     assert sent == [1, 1]  # a payload at a time here (REPLAY_BATCH), each flushed before the next is read
     messages = [decode_message(r) for r in bus.read_all("messages")]
     assert [(m.delivery_id, m.generation, m.body) for m in messages] == [
@@ -123,3 +124,37 @@ def shown_as(store: ActivityStore, delivery_id: str) -> tuple[Status, int, str |
     record = store.get(delivery_id)
     assert record is not None
     return record.status, record.generation, record.reason
+
+
+def test_a_second_action_before_the_first_is_recorded_is_refused_not_dropped(bus: Bus, store: ActivityStore) -> None:
+    """Both once took generation 1 from the lagging store: the deliverer kept one, both were accepted."""
+    did = finished(store, 1, EventType.FAILED, 0)
+    debug = "https://debug.example.test/hook"
+    assert replay(bus, store, replay_window(store, "support", at(0)), to=debug).generations == {did: 1}
+    with pytest.raises(ActionRefused, match=f"{did}: an action already asked for its generation 1, not in the"):
+        retry(bus, store, did, streams=STREAMS, requested_by="web")
+    done = replay(bus, store, replay_window(store, "support", at(0)))
+    assert (done.generations, list(done.not_sent)) == ({}, [did])
+    assert [(m.generation, m.url) for m in map(decode_message, bus.read_all("messages"))] == [(1, debug)]
+
+    Recorder(store).handle([*bus.read_all("events"), *bus.read_all("messages")])
+    store.apply([Event(EventType.FAILED, did, qid(1), "support", at(1), generation=1, reason="HTTP 500")])
+    assert retry(bus, store, did, streams=STREAMS) == 2  # recorded: the next action takes the next generation
+
+
+class DownProducer(EmbeddedProducer):
+    def flush(self) -> None:
+        raise BusError("the bus is down")
+
+
+def test_an_action_the_bus_refused_holds_nothing_and_uses_its_generation(
+    bus: Bus, store: ActivityStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(bus, EmbeddedBus)
+    did = finished(store, 1, EventType.FAILED, 0)
+    with monkeypatch.context() as patched:
+        patched.setattr(bus, "producer", lambda: DownProducer(bus))
+        with pytest.raises(BusError):
+            retry(bus, store, did, streams=STREAMS)
+    # Had the bus taken generation 1 after all, this one must not be 1 again.
+    assert retry(bus, store, did, streams=STREAMS) == 2

@@ -17,6 +17,7 @@ import re
 import sqlite3
 import string
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -29,7 +30,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
-from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, SQLiteActivityStore, _sql, open_store
+from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, Claimed, SQLiteActivityStore, _sql, open_store
 from inbound.activity._sql import STATE_COLUMNS
 from inbound.activity.postgresql import PostgresActivityStore
 from inbound.activity.record import Recorder
@@ -565,6 +566,63 @@ def test_two_processes_writing_at_once_end_consistent(
     assert len(state(reference)[0]) == 30
 
 
+NOW, LATER = "2026-11-23T09:00:00.000Z", "2026-11-23T09:05:00.000Z"
+
+
+def claim(store: ActivityStore, seen: dict[str, int], now: str = NOW) -> Claimed:
+    return store.claim_generations(seen, now=now, hold_until=LATER)
+
+
+def test_a_generation_is_claimed_for_one_action_only(store: ActivityStore, opener: Opener) -> None:
+    """Operator actions claim the generation they start: the store lags the bus they write to."""
+    did = f"{qid(1)}-support"
+    store.apply([ev(EventType.FAILED, 1, 3, reason="HTTP 403")])
+    assert claim(store, {did: 0}) == Claimed({did: 1}, {})
+    refused = claim(opener(), {did: 0}).refused  # another process, before generation 1 is recorded
+    pending = "an action already asked for its generation 1, not in the activity log yet; try again once it is"
+    assert refused == {did: pending}
+    changed = "it changed while the action was being taken; look at it again"
+    assert claim(store, {"nobody": 0}).refused == {"nobody": changed}
+
+    store.apply([ev(EventType.RETRY_REQUESTED, 1, 100, generation=1)])
+    assert list(claim(store, {did: 0}).refused) == [did]  # what the action checked at generation 0 is stale
+    assert claim(store, {did: 1}).generations == {did: 2}
+    store.release_claims({did: 2})  # that action could not write to the bus: maybe it did, so 2 stays used
+    assert claim(store, {did: 1}).generations == {did: 3}
+    assert claim(store, {did: 1}, now=LATER).generations == {did: 4}  # held no longer: that action died
+
+    store.reset()  # a rebuild: the bus may hold generations up to 4 that it has not re-applied yet
+    store.apply([ev(EventType.FAILED, 1, 3, reason="HTTP 403"), ev(EventType.RETRY_REQUESTED, 1, 100, generation=1)])
+    assert claim(store, {did: 1}, now=LATER).generations == {did: 5}
+
+
+def claim_at_once(racers: list[ActivityStore], seen: dict[str, int]) -> list[Claimed]:
+    """Each of *racers* (a connection each, as processes have) claims *seen* at the same moment."""
+    start = threading.Barrier(len(racers))
+    results: list[Claimed] = []
+
+    def race(racer: ActivityStore) -> None:
+        start.wait(30)
+        results.append(claim(racer, seen))
+
+    threads = [threading.Thread(target=race, args=(racer,)) for racer in racers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_actions_racing_for_one_delivery_get_one_generation(store: ActivityStore, opener: Opener) -> None:
+    did = f"{qid(1)}-support"
+    store.apply([ev(EventType.FAILED, 1, 3, reason="HTTP 403")])
+    racers = [opener() for _ in range(4)]
+    for generation in range(5):
+        results = claim_at_once(racers, {did: generation})
+        assert sorted(r.generations.get(did, 0) for r in results) == [0, 0, 0, generation + 1]
+        store.apply([ev(EventType.RETRY_REQUESTED, 1, 100 + generation, generation=generation + 1)])
+
+
 def test_the_config_names_exactly_the_backends_there_are(tmp_path: Path) -> None:
     assert BACKENDS == ACTIVITY_BACKENDS
     config = tmp_path / "inbound.toml"
@@ -630,7 +688,7 @@ def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
     try:  # back to version 2's shape: no id column, no full-text index, no folded addresses
         raw.executescript(
             f"""CREATE TABLE old AS SELECT {STATE_COLUMNS.removesuffix(", verdicts")}, payload FROM deliveries;
-            DROP TABLE deliveries; DROP TABLE deliveries_text; ALTER TABLE old RENAME TO deliveries;
+            DROP TABLE deliveries; DROP TABLE deliveries_text; DROP TABLE claims; ALTER TABLE old RENAME TO deliveries;
             CREATE INDEX deliveries_newest ON deliveries (received_at, delivery_id); PRAGMA user_version = 2;"""
         )
     finally:
@@ -649,8 +707,8 @@ def test_sqlite_version_2_file_is_upgraded_in_place(tmp_path: Path) -> None:
         check.close()
 
 
-@pytest.mark.parametrize("version", [3, 4])
-def test_sqlite_version_3_and_4_files_gain_their_columns(
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_sqlite_version_3_to_5_files_gain_their_columns_and_tables(
     tmp_path: Path, version: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # the addresses are folded a page at a time
@@ -663,10 +721,10 @@ def test_sqlite_version_3_and_4_files_gain_their_columns(
     try:
         if version == 3:
             raw.execute("ALTER TABLE deliveries DROP COLUMN verdicts")
-        raw.executescript(
-            "ALTER TABLE deliveries DROP COLUMN mail_from_folded; ALTER TABLE deliveries DROP COLUMN rcpt_to_folded;"
-            f" PRAGMA user_version = {version};"
-        )
+        if version <= 4:
+            raw.execute("ALTER TABLE deliveries DROP COLUMN mail_from_folded")
+            raw.execute("ALTER TABLE deliveries DROP COLUMN rcpt_to_folded")
+        raw.executescript(f"DROP TABLE claims; PRAGMA user_version = {version};")
     finally:
         raw.close()
     upgraded = SQLiteActivityStore(path)
@@ -675,6 +733,7 @@ def test_sqlite_version_3_and_4_files_gain_their_columns(
         assert found_by_address(upgraded) == [[qid(3)]] * 4
         upgraded.apply([ev(EventType.PROCESSED, 2, 1, summary=replace(parsed_summary(2), verdicts=VERDICTS))])
         assert one(upgraded, 2).verdicts == VERDICTS
+        assert claim(upgraded, {f"{qid(1)}-support": 0}).generations == {f"{qid(1)}-support": 1}
     finally:
         upgraded.close()
 
@@ -690,6 +749,7 @@ def test_postgresql_version_1_database_is_upgraded(postgres_server: PostgresServ
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("ALTER TABLE deliveries DROP COLUMN verdicts, DROP COLUMN mail_from_folded, DROP rcpt_to_folded")
         admin.execute("DROP FUNCTION inbound_search_vector")
+        admin.execute("DROP TABLE claims")
         admin.execute("UPDATE inbound_activity_schema SET version = 1")
     store = PostgresActivityStore(dsn)
     try:
@@ -697,6 +757,7 @@ def test_postgresql_version_1_database_is_upgraded(postgres_server: PostgresServ
         store.apply([ev(EventType.PROCESSED, 1, 1, summary=replace(parsed_summary(), verdicts=VERDICTS))])
         assert one(store).verdicts == VERDICTS
         assert [r.queue_id for r in store.list(text="invoice")] == [qid(1)]
+        assert claim(store, {f"{qid(1)}-support": 0}).generations == {f"{qid(1)}-support": 1}
     finally:
         store.close()
 

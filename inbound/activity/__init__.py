@@ -12,10 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import Settings
-from ._base import ActivityRecord, ActivityStore, RecordedAttempt
+from ._base import ActivityRecord, ActivityStore, Claimed, RecordedAttempt
 from .sqlite import SQLiteActivityStore
 
-__all__ = ["BACKENDS", "ActivityRecord", "ActivityStore", "RecordedAttempt", "SQLiteActivityStore", "open_store"]
+__all__ = [
+    "BACKENDS",
+    "ActivityRecord",
+    "ActivityStore",
+    "Claimed",
+    "RecordedAttempt",
+    "SQLiteActivityStore",
+    "open_store",
+]
 
 
 def _postgresql(settings: Settings) -> ActivityStore:

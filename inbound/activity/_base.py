@@ -30,6 +30,15 @@ That is achieved by making every stored field the maximum of a total order
 * ``updated_at`` is the latest ``at`` of any event applied -- never the wall
   clock at apply time, or a replay would change the state.
 
+One thing a store keeps is not a view of the bus: the generations operator
+actions have *claimed* (:meth:`ActivityStore.claim_generations`). An action
+starts generation g+1 of a delivery it read at g, and writes it to the bus;
+the store shows g+1 only once the record stage has applied it. Two actions
+in that gap both took g+1, and the deliverer kept one of them. A claim is a
+compare-and-set beside the merged state, which ``apply()`` never reads or
+writes (so the merge stays order-free and idempotent) and ``reset()`` leaves
+alone (a rebuild must not hand out again a generation already on the bus).
+
 Ties beyond the semantic parts are broken by the canonical JSON of the value,
 so even inconsistent duplicates (say, a payload built twice) settle on one
 winner whatever the order.
@@ -40,7 +49,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -156,6 +165,14 @@ class ActivityRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What :meth:`ActivityStore.claim_generations` reserved, and what it would not."""
+
+    generations: dict[str, int]  # delivery id -> the generation now the caller's alone
+    refused: dict[str, str]  # delivery id -> why not, in words
+
+
 class ActivityStore(Protocol):
     """A queryable view of the ``events`` and ``messages`` topics.
 
@@ -199,8 +216,22 @@ class ActivityStore(Protocol):
     def oldest_waiting(self) -> str | None:
         """``received_at`` of the oldest delivery not yet final (queued, processed, retrying), or None."""
 
+    def claim_generations(self, seen: Mapping[str, int], *, now: str, hold_until: str) -> Claimed:
+        """Reserve for an operator action the next generation of each delivery in *seen* (its id -> the
+        generation the action read it at), in one transaction.
+
+        Each reserved generation is greater than any recorded or reserved before, so two actions
+        never share one. A delivery is refused when it is no longer at the generation read (the
+        action's checks are stale), or while an earlier claim is not recorded yet and held (until
+        *hold_until*, or :meth:`release_claims`): a second action then would replace the first in
+        the deliverer's queue. Times are RFC 3339 UTC, compared as text.
+        """
+
+    def release_claims(self, claimed: Mapping[str, int]) -> None:
+        """Stop holding these claims (the action could not write them to the bus); their generations stay used."""
+
     def reset(self) -> None:
-        """Forget everything, so that a rebuild can re-apply the whole bus."""
+        """Forget every delivery, so that a rebuild can re-apply the whole bus (claims stay: see module doc)."""
 
     def close(self) -> None: ...
 

@@ -1,8 +1,9 @@
 """The activity store over SQL: everything the SQLite and PostgreSQL backends share.
 
-Both keep the same two tables (``deliveries``: one row per delivery holding a
-:class:`Merged` state and its payload; ``attempts``: one row per webhook POST)
-and read and write them with the same statements; a backend supplies only its
+Both keep the same three tables (``deliveries``: one row per delivery holding a
+:class:`Merged` state and its payload; ``attempts``: one row per webhook POST;
+``claims``: the last generation an operator action reserved per delivery) and
+read and write them with the same statements; a backend supplies only its
 connection and transactions, how it makes two writers of one delivery wait
 for each other, and its full-text index. :class:`Dialect` names the few SQL
 fragments that differ.
@@ -20,14 +21,23 @@ import builtins
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from .. import jsoncodec
 from ..events import Attempt, Event, Status
-from ._base import ActivityRecord, Merged, Position, RecordedAttempt, attempt_key, decode_key, encode_key
+from ._base import (
+    ActivityRecord,
+    Claimed,
+    Merged,
+    Position,
+    RecordedAttempt,
+    attempt_key,
+    decode_key,
+    encode_key,
+)
 
 #: The newest-first order every backend lists in; records without a summary (no received_at) come last.
 ORDER_COLUMNS = "COALESCE(received_at, ''), delivery_id"
@@ -47,6 +57,8 @@ UPGRADE_PAGE = 10_000
 
 
 class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> builtins.list[Any]: ...
     def executemany(self, sql: str, params: Iterable[Sequence[Any]], /) -> object: ...
@@ -261,6 +273,52 @@ class SQLActivityStore(abc.ABC):
         with self._transaction(write=False) as db:
             row = db.execute(f"SELECT MIN(received_at) FROM deliveries WHERE status IN ({marks})", waiting).fetchone()
         return str(row[0]) if row[0] is not None else None
+
+    def claim_generations(self, seen: Mapping[str, int], *, now: str, hold_until: str) -> Claimed:
+        m = self.dialect.mark
+        generations: dict[str, int] = {}
+        refused: dict[str, str] = {}
+        with self._transaction() as db:
+            for delivery_id in sorted(seen):
+                row = db.execute(
+                    "SELECT d.generation, c.generation, c.held_until FROM deliveries d"
+                    f" LEFT JOIN claims c ON c.delivery_id = d.delivery_id WHERE d.delivery_id = {m}",
+                    (delivery_id,),
+                ).fetchone()
+                if row is None or row[0] != seen[delivery_id]:
+                    refused[delivery_id] = "it changed while the action was being taken; look at it again"
+                    continue
+                recorded, last, held_until = row
+                if last is not None and last > recorded and held_until is not None and held_until > now:
+                    refused[delivery_id] = (
+                        f"an action already asked for its generation {last}, not in the activity log yet;"
+                        " try again once it is"
+                    )
+                    continue
+                generation = max(recorded, last or 0) + 1
+                # Compare-and-set on the claim read: of two writers that read the same one, one changes nothing.
+                if last is None:
+                    sql = f"INSERT INTO claims VALUES ({m}, {m}, {m}) ON CONFLICT (delivery_id) DO NOTHING"
+                    params: tuple[Any, ...] = (delivery_id, generation, hold_until)
+                else:
+                    sql = (
+                        f"UPDATE claims SET generation = {m}, held_until = {m}"
+                        f" WHERE delivery_id = {m} AND generation = {m}"
+                    )
+                    params = (generation, hold_until, delivery_id, last)
+                if db.execute(sql, params).rowcount == 1:
+                    generations[delivery_id] = generation
+                else:
+                    refused[delivery_id] = "another action on it was taken at the same moment"
+        return Claimed(generations, refused)
+
+    def release_claims(self, claimed: Mapping[str, int]) -> None:
+        m = self.dialect.mark
+        with self._transaction() as db:
+            db.cursor().executemany(
+                f"UPDATE claims SET held_until = NULL WHERE delivery_id = {m} AND generation = {m}",
+                sorted(claimed.items()),
+            )
 
     def reset(self) -> None:
         with self._transaction() as db:

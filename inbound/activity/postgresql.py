@@ -36,7 +36,7 @@ from ..events import Event
 from ._base import Merged
 from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, searchable_text
 
-SCHEMA_VERSION = 4  # 2: verdicts; 3: inbound_search_vector(); 4: folded addresses
+SCHEMA_VERSION = 5  # 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims
 CONNECT_TIMEOUT_SECONDS = 10
 APPLY_TRIES = 5
 # Any fixed number: the advisory lock under which the first process to start creates the tables.
@@ -53,6 +53,13 @@ _SEARCH_VECTOR = """CREATE FUNCTION inbound_search_vector(searched text) RETURNS
         RAISE WARNING 'inbound: a delivery is left out of the full-text index: %', SQLERRM;
         RETURN NULL;
     END $$"""
+
+# the generations operator actions reserved (see ActivityStore.claim_generations)
+_CLAIMS = """CREATE TABLE claims (
+    delivery_id text COLLATE "C" PRIMARY KEY,
+    generation integer NOT NULL,
+    held_until text COLLATE "C"
+)"""
 
 _SCHEMA = (
     "CREATE TABLE inbound_activity_schema (version integer NOT NULL)",
@@ -89,6 +96,7 @@ _SCHEMA = (
     "CREATE INDEX deliveries_by_queue_id ON deliveries (queue_id)",
     "CREATE INDEX deliveries_search ON deliveries USING gin (search)",
     _SEARCH_VECTOR,
+    _CLAIMS,
     """CREATE TABLE attempts (
         delivery_id text COLLATE "C" NOT NULL,
         generation integer NOT NULL,
@@ -174,6 +182,8 @@ class PostgresActivityStore(SQLActivityStore):
         elif version == 3:
             db.execute("ALTER TABLE deliveries ADD COLUMN mail_from_folded text, ADD COLUMN rcpt_to_folded text")
             self._fold_addresses(db)
+        elif version == 4:
+            db.execute(_CLAIMS)
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:

@@ -40,8 +40,8 @@ from ._sql import (
 log = logging.getLogger(__name__)
 
 # 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts;
-# 5: folded addresses
-SCHEMA_VERSION = 5
+# 5: folded addresses; 6: claims
+SCHEMA_VERSION = 6
 _V2_COLUMNS = STATE_COLUMNS.removesuffix(", verdicts")  # what a version 2 file has of them
 
 # What version 3 added or changed: version 2's files are migrated by re-creating these (see _upgrade_from_2).
@@ -79,8 +79,15 @@ _DELIVERIES = (
     # searchable_text() of each delivery, under its id
     "CREATE VIRTUAL TABLE deliveries_text USING fts5(text, tokenize = 'unicode61')",
 )
+# the generations operator actions reserved (see ActivityStore.claim_generations)
+_CLAIMS = """CREATE TABLE claims (
+    delivery_id TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    held_until TEXT
+) WITHOUT ROWID"""
 _SCHEMA = (
     *_DELIVERIES,
+    _CLAIMS,
     """CREATE TABLE attempts (
         delivery_id TEXT NOT NULL,
         generation INTEGER NOT NULL,
@@ -146,21 +153,29 @@ class SQLiteActivityStore(SQLActivityStore):
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version == 2:
+                return
+            upgraded = version
+            if upgraded == 2:
                 self._upgrade_from_2(db)
-            elif version in (3, 4):
-                if version == 3:
+                upgraded = 5
+            elif upgraded in (3, 4):
+                if upgraded == 3:
                     db.execute("ALTER TABLE deliveries ADD COLUMN verdicts TEXT")
                 db.execute("ALTER TABLE deliveries ADD COLUMN mail_from_folded TEXT")
                 db.execute("ALTER TABLE deliveries ADD COLUMN rcpt_to_folded TEXT")
                 self._fold_addresses(db)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                log.info("activity store %s: upgraded from schema version %d to %d", self.path, version, SCHEMA_VERSION)
-            elif version != SCHEMA_VERSION:
+                upgraded = 5
+            if upgraded == 5:
+                db.execute(_CLAIMS)
+                upgraded = 6
+            if upgraded != SCHEMA_VERSION:
                 raise StoreError(
                     f"activity store {self.path}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
                     " (move the file away and run `inbound activity rebuild`)"
                 )
+            if upgraded != version:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                log.info("activity store %s: upgraded from schema version %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _upgrade_from_2(self, db: sqlite3.Connection) -> None:
         """Version 2 had no stable row id and no full-text index: copy its rows into today's table, index them.
@@ -180,8 +195,6 @@ class SQLiteActivityStore(SQLActivityStore):
             merged = self._load(db, delivery_id)
             assert merged is not None
             self._index_text(db, merged)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        log.info("activity store %s: upgraded from schema version 2 to %d", self.path, SCHEMA_VERSION)
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:

@@ -6,15 +6,26 @@ and the activity log shows the action as an event of its own (who asked is in
 ``reason``). An action that does not apply raises :class:`ActionRefused` with
 a sentence the CLI prints and the API returns as a problem, never a
 half-done change.
+
+The activity store lags the bus by the record stage, so an action does not
+take its generation (g+1 of a delivery it read at g) from what it read: it
+claims it in the store (:meth:`~inbound.activity.ActivityStore.claim_generations`),
+and a second action on the same delivery before the first is recorded is
+refused. Two actions once both sent generation g+1, and the deliverer kept
+only the first to arrive -- a retry lost behind a replay to a debug URL,
+both answered 202.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import contextlib
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..bus import Bus
-from ..clock import now_rfc3339
+from ..clock import now_rfc3339, rfc3339
 from ..errors import InboundError
 from ..events import Event, EventType, Status
 from ..records import (
@@ -30,11 +41,14 @@ from ..records import (
 from .rawmessage import find_received
 
 if TYPE_CHECKING:  # the CLI imports this module in every process of `serve`: no store for them
-    from ..activity import ActivityRecord, ActivityStore
+    from ..activity import ActivityRecord, ActivityStore, Claimed
 
 MAX_STREAMS = 10_000  # more deliveries than one message can have: one per stream
 # Messages a replay reads and sends at a time: it holds their payloads, never a whole window's.
 REPLAY_BATCH = 100
+# How long a generation an action claimed is held for it to reach the activity log; after that (the
+# action died before writing to the bus) another action may take the next one.
+CLAIM_SECONDS = 300
 
 
 class ActionRefused(InboundError):
@@ -86,7 +100,9 @@ def retry(
     if record.status is not Status.FAILED:
         raise ActionRefused(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
     _configured(record, streams, "retry")
-    return resend(bus, [record], requested_by=f"retry requested by {requested_by}")[0]
+    with _claimed(store, [record]) as claimed:
+        _refuse(claimed)
+        return resend(bus, [record], claimed.generations, requested_by=f"retry requested by {requested_by}")[0]
 
 
 def bypass(
@@ -106,26 +122,52 @@ def bypass(
     if found is None:
         raise ActionRefused(f"{delivery_id}: the bus no longer holds the message (past bus.retention)")
     envelope, message = found
-    generation = record.generation + 1
-    event = Event(
-        EventType.RETRY_REQUESTED,
-        delivery_id,
-        record.queue_id,
-        record.stream,
-        now_rfc3339(),
-        generation,
-        reason=f"bypass requested by {requested_by}",
-    )
-    producer = bus.producer()
-    try:
-        key, value = event_record(event)
-        producer.send(EVENTS, value, key=key)
-        key, value, headers = received_record(envelope, message, Bypass(record.stream, generation))
-        producer.send(RECEIVED, value, key=key, headers=headers)
-        producer.flush()
-    finally:
-        producer.close()
+    with _claimed(store, [record]) as claimed:
+        _refuse(claimed)
+        generation = claimed.generations[delivery_id]
+        event = Event(
+            EventType.RETRY_REQUESTED,
+            delivery_id,
+            record.queue_id,
+            record.stream,
+            now_rfc3339(),
+            generation,
+            reason=f"bypass requested by {requested_by}",
+        )
+        producer = bus.producer()
+        try:
+            key, value = event_record(event)
+            producer.send(EVENTS, value, key=key)
+            key, value, headers = received_record(envelope, message, Bypass(record.stream, generation))
+            producer.send(RECEIVED, value, key=key, headers=headers)
+            producer.flush()
+        finally:
+            producer.close()
     return generation
+
+
+@contextlib.contextmanager
+def _claimed(store: ActivityStore, records: list[ActivityRecord]) -> Iterator[Claimed]:
+    """Claim the next generation of each of *records* for the block; released if the block fails.
+
+    Released, the generation stays used: had the bus taken the records after all, the next
+    action still sends a generation of its own.
+    """
+    now = time.time()
+    seen = {record.delivery_id: record.generation for record in records}
+    claimed = store.claim_generations(seen, now=rfc3339(now), hold_until=rfc3339(now + CLAIM_SECONDS))
+    try:
+        yield claimed
+    except BaseException:
+        if claimed.generations:
+            store.release_claims(claimed.generations)
+        raise
+
+
+def _refuse(claimed: Claimed) -> None:
+    """Refuse the whole action if any delivery could not be claimed."""
+    if claimed.refused:
+        raise ActionRefused("; ".join(f"{did}: {why}" for did, why in sorted(claimed.refused.items())))
 
 
 REPLAYABLE = {"failed": (Status.FAILED,), "delivered": (Status.DELIVERED,), "all": (Status.FAILED, Status.DELIVERED)}
@@ -155,6 +197,14 @@ def replay_window(
     return sorted(chosen, key=lambda r: (r.received_at or "", r.delivery_id))
 
 
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What :func:`replay` did with each message of its window."""
+
+    generations: dict[str, int] = field(default_factory=dict)  # delivery id -> the generation it was sent as
+    not_sent: dict[str, str] = field(default_factory=dict)  # delivery id -> why not, in words
+
+
 def replay(
     bus: Bus,
     store: ActivityStore,
@@ -163,26 +213,33 @@ def replay(
     requested_by: str = "cli",
     to: str | None = None,
     sent: Callable[[int], object] = lambda count: None,
-) -> list[int]:
-    """Send *records* (from :func:`replay_window`) again, each with its own webhook-id; their generations.
+) -> Replayed:
+    """Send *records* (from :func:`replay_window`) again, each with its own webhook-id.
 
     REPLAY_BATCH at a time, each read with its payload and flushed before the next (told to
     *sent*): a window's payloads all at once were hundreds of MB for a day of a busy stream.
     *to* sends them to that URL instead of their stream's webhook (checked by the caller as a
-    webhook URL is; the deliverer's connection rules apply to it as to any other).
+    webhook URL is; the deliverer's connection rules apply to it as to any other). A message
+    another action is sending (see :func:`_claimed`) is left out and said so, not a half-sent replay.
     """
     asked = f"replay requested by {requested_by}" + (f" to {to}" if to else "")
-    generations = []
+    done = Replayed()
     for first in range(0, len(records), REPLAY_BATCH):
         batch = records[first : first + REPLAY_BATCH]
         full = [find(store, record.delivery_id) for record in batch]  # list() leaves payloads out
-        generations += resend(bus, full, requested_by=asked, to=to)
+        with _claimed(store, full) as claimed:
+            chosen = [record for record in full if record.delivery_id in claimed.generations]
+            resend(bus, chosen, claimed.generations, requested_by=asked, to=to)
+        done.generations.update(claimed.generations)
+        done.not_sent.update(claimed.refused)
         sent(len(batch))
-    return generations
+    return done
 
 
-def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str, to: str | None = None) -> list[int]:
-    """Queue each record's stored payload again as its next generation, in one flush.
+def resend(
+    bus: Bus, records: list[ActivityRecord], generations: dict[str, int], *, requested_by: str, to: str | None = None
+) -> list[int]:
+    """Queue each record's stored payload again as the generation claimed for it, in one flush.
 
     The ``retry_requested`` events and the ``messages`` records go out together, so the
     activity log shows each request as soon as the deliverer can act on it.
@@ -196,7 +253,7 @@ def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str, to: st
         for record in records:
             assert record.payload is not None
             assert record.payload_type is not None
-            generation = record.generation + 1
+            generation = generations[record.delivery_id]
             event = Event(
                 EventType.RETRY_REQUESTED,
                 record.delivery_id,
@@ -216,4 +273,4 @@ def resend(bus: Bus, records: list[ActivityRecord], *, requested_by: str, to: st
         producer.flush()
     finally:
         producer.close()
-    return [record.generation + 1 for record in records]
+    return [generations[record.delivery_id] for record in records]

@@ -134,5 +134,8 @@ def replay(  # click passes every option by name
         window = replay_window(store, stream, start, end, status)
         with Progress() as progress:
             task = progress.add_task(f"replaying {stream}", total=len(window))
-            replay_records(bus, store, window, to=to, sent=lambda count: progress.advance(task, count))
-    click.echo(f"{len(window)} message(s) of {stream} queued for delivery again")
+            done = replay_records(bus, store, window, to=to, sent=lambda count: progress.advance(task, count))
+    for delivery_id, why in sorted(done.not_sent.items()):
+        click.echo(f"{delivery_id}: not sent: {why}", err=True)
+    left_out = f"; {len(done.not_sent)} not sent (above)" if done.not_sent else ""
+    click.echo(f"{len(done.generations)} message(s) of {stream} queued for delivery again{left_out}")

@@ -224,8 +224,9 @@ def replay(backends: Using, request: Annotated[ReplayRequest, Depends(_replay_re
         as_utc_text(request.until, "until"),
         request.status,
     )
-    generations = actions.replay(backends.bus, backends.store, window, requested_by="api") if window else []
-    return Replayed(count=len(generations), delivery_ids=[r.delivery_id for r in window])
+    done = actions.replay(backends.bus, backends.store, window, requested_by="api")
+    sent = [r.delivery_id for r in window if r.delivery_id in done.generations]
+    return Replayed(count=len(sent), delivery_ids=sent, not_sent=done.not_sent)
 
 
 @acting.post("/v1/streams/{name}/pause", status_code=202)

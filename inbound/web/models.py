@@ -101,8 +101,9 @@ class ReplayRequest(BaseModel):
 
 
 class Replayed(BaseModel):
-    count: int
-    delivery_ids: list[str]
+    count: int = Field(description="How many messages of the window were sent again.")
+    delivery_ids: list[str] = Field(description="Those messages, oldest first.")
+    not_sent: dict[str, str] = Field(description="The window's other messages: delivery id -> why not.")
 
 
 class StreamPaused(BaseModel):
