@@ -158,3 +158,24 @@ def test_an_action_the_bus_refused_holds_nothing_and_uses_its_generation(
             retry(bus, store, did, streams=STREAMS)
     # Had the bus taken generation 1 after all, this one must not be 1 again.
     assert retry(bus, store, did, streams=STREAMS) == 2
+
+
+def test_a_payload_past_retention_is_told_from_none_ever_made(bus: Bus, store: ActivityStore) -> None:
+    """After a rebuild that no longer found its messages record, a parsed message is still one."""
+    parsed = f"{qid(1)}-support"
+    summary = Summary(at(0), "alice@sender.test", ("help@in.test",), "Invoice", 100, 0)
+    store.apply([
+        Event(EventType.PROCESSED, parsed, qid(1), "support", at(0), summary=summary),
+        Event(EventType.FAILED, parsed, qid(1), "support", at(1), reason="HTTP 403"),
+    ])  # fmt: skip
+    unparsed = f"{qid(2)}-support"
+    store.apply([Event(EventType.FAILED, unparsed, qid(2), "support", at(2), summary=summary, reason="cannot parse")])
+    with pytest.raises(ActionRefused, match=r"its payload is not in the activity store \(.*past bus\.retention"):
+        retry(bus, store, parsed, streams=STREAMS)
+    with pytest.raises(ActionRefused, match="failed before it was parsed"):
+        retry(bus, store, unparsed, streams=STREAMS)
+    window = replay_window(store, "support", at(0))
+    assert [r.delivery_id for r in window] == [parsed]
+    done = replay(bus, store, window)
+    assert (done.generations, list(done.not_sent)) == ({}, [parsed])
+    assert list(bus.read_all("messages")) == []

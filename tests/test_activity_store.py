@@ -364,6 +364,17 @@ def test_repeated_attempt_keeps_one_row_the_later(store: ActivityStore) -> None:
     assert record.status is Status.QUEUED  # an attempt implies at least queued, even before its queued event
 
 
+def test_a_payload_made_is_known_without_the_payload(store: ActivityStore) -> None:
+    """From the processed summary (events are kept for ever), not the payload (bus.retention drops it)."""
+    store.apply([replace(e, payload=None, payload_type=None) for e in delivered_after_one_retry(1)])  # past retention
+    store.apply([ev(EventType.QUEUED, 2, 1, summary=envelope_summary(2))])
+    store.apply([ev(EventType.FAILED, 3, 1, summary=parsed_summary(3), reason="cannot parse the message")])
+    store.apply(delivered_after_one_retry(4))
+    made = [(r.payload_made, r.payload_type) for r in map(store.get, [f"{qid(n)}-support" for n in range(1, 5)]) if r]
+    assert made == [(True, None), (False, None), (False, None), (True, JSON)]
+    assert [(r.queue_id, r.payload_made) for r in store.list()] == [(qid(n), n in (1, 4)) for n in (4, 3, 2, 1)]
+
+
 def test_undecodable_subject_is_stored(store: ActivityStore) -> None:
     odd = Summary(t(1), "a@sender.test", ("help@in.test",), "caf\udce9")  # a surrogate-escaped byte
     body = b'{"subject":"caf\xe9"}'  # not UTF-8: the store keeps the bytes it was given

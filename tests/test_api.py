@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,18 @@ def test_bypass_and_replay(client: TestClient, backends: Backends) -> None:
     assert_problem(client.post("/v1/replay", headers=as_actor(), json={"stream": "nobody", "since": at(60)}), 404)
     naive = {"stream": "support", "since": "2026-11-22T10:00:00"}
     assert_problem(client.post("/v1/replay", headers=as_actor(), json=naive), 400, "time zone")
+
+
+def test_a_replay_names_what_it_could_not_send(client: TestClient, backends: Backends) -> None:
+    """A store rebuilt after bus.retention dropped a payload: the replay says so, not count 0."""
+    past = delivery(8, "sales", failed=True)
+    backends.store.apply([replace(event, payload=None, payload_type=None) for event in past])
+    replayed = client.post("/v1/replay", headers=as_actor(), json={"stream": "sales", "since": at(60)})
+    assert replayed.status_code == 202, replayed.text
+    assert (replayed.json()["count"], list(replayed.json()["not_sent"])) == (1, [f"{qid(8)}-sales"])
+    assert "past bus.retention" in replayed.json()["not_sent"][f"{qid(8)}-sales"]
+    retried = client.post(f"/v1/messages/{qid(8)}-sales/retry", headers=as_actor())
+    assert_problem(retried, 409, "its payload is not in the activity store")
 
 
 def test_pause_and_resume(client: TestClient, backends: Backends) -> None:

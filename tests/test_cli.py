@@ -7,9 +7,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from inbound.activity import SQLiteActivityStore
+from inbound.events import Event, EventType, Summary
+from inbound.ops.cli import main
+from inbound.records import JSON
 
 from .fixtures import Pipeline
-from .harness import INBOUND, ROOT, run_cli, send, simple_message, stream_toml
+from .harness import INBOUND, ROOT, run_cli, send, simple_message, stream_toml, write_config
 from .test_pipeline import message_with_attachments
 
 pytestmark = pytest.mark.e2e  # runs inbound and its CLI as real processes
@@ -103,3 +109,25 @@ def test_a_subject_cannot_break_or_drive_what_the_cli_prints(tmp_path: Path) -> 
     for out in (listed.stdout, shown.stdout):
         assert "\x1b" not in out
         assert not any(line.startswith("2026-11-24 a forged") for line in out.splitlines())
+
+
+def test_a_replay_names_the_messages_it_could_not_send(tmp_path: Path) -> None:
+    """Their payload past bus.retention when the store was rebuilt: named, and the count says so."""
+    config = write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], "https://hooks.example.test/"))
+    assert CliRunner().invoke(main, ["init", "--config", str(config)]).exit_code == 0
+    store = SQLiteActivityStore(tmp_path / "data" / "activity.db")
+    summary = Summary("2026-11-23T09:00:00.000Z", "alice@sender.test", ("help@in.test",), "Invoice", 100, 0)
+    for n, payload in ((1, None), (2, b'{"n":2}')):
+        did, queue_id = f"01JD{n:022d}-support", f"01JD{n:022d}"
+        store.apply([
+            Event(EventType.PROCESSED, did, queue_id, "support", summary.received_at, summary=summary),
+            Event(EventType.PROCESSED, did, queue_id, "support", summary.received_at, payload=payload,
+                  payload_type=JSON if payload else None),
+            Event(EventType.FAILED, did, queue_id, "support", "2026-11-23T09:00:01.000Z", reason="HTTP 403"),
+        ])  # fmt: skip
+    store.close()
+    args = ["replay", "--config", str(config), "--stream", "support", "--since", "2026-11-23T00:00:00Z"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"01JD{1:022d}-support: not sent: its payload is not in the activity store" in result.output
+    assert "1 message(s) of support queued for delivery again; 1 not sent (above)" in result.output

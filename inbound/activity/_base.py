@@ -107,6 +107,8 @@ class ActivityRecord:
     payload: bytes | None  # the webhook body, opaque; always None in list(): it can be megabytes; use get()
     payload_type: str | None  # the body's content type
     attempts: tuple[RecordedAttempt, ...]  # ordered by generation then number
+    # The process stage made a webhook body for it (see payload_made()): stored, or past bus.retention.
+    payload_made: bool
 
     @property
     def position(self) -> Position:
@@ -252,6 +254,17 @@ def event_key(event: Event) -> Key:
         event.reason or "",
         event.next_attempt_at or "",
     )
+
+
+def payload_made(summary_key: Key | None) -> bool:
+    """Whether the process stage made a webhook body for a delivery whose summary has *summary_key*.
+
+    It sends a ``processed`` event, summary and all, only with the body's ``messages`` record, and
+    every other event it sends (failed, blocked) outranks it: so the summary is a processed one
+    exactly when a body was made. Known from ``events``, kept for ever, when a store rebuilt after
+    ``bus.retention`` has no body: "past retention" is told from "never parsed".
+    """
+    return summary_key is not None and summary_key[1] == Status.PROCESSED.rank
 
 
 def attempt_key(attempt: Attempt) -> Key:

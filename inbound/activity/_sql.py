@@ -37,6 +37,7 @@ from ._base import (
     attempt_key,
     decode_key,
     encode_key,
+    payload_made,
 )
 
 #: The newest-first order every backend lists in; records without a summary (no received_at) come last.
@@ -416,11 +417,12 @@ def _upsert(mark: str, columns: str) -> str:
 
 def _record(row: Sequence[Any], payload: bytes | None, attempts: tuple[RecordedAttempt, ...]) -> ActivityRecord:
     (did, queue_id, stream, status, generation, reason, next_at, _status_key, received_at, mail_from, rcpt_to,
-     size, attachments, _summary_key, subject, _subject_key, _payload_key, payload_type, updated_at,
+     size, attachments, summary_key, subject, _subject_key, _payload_key, payload_type, updated_at,
      verdicts) = row  # fmt: skip
     return ActivityRecord(
         did, queue_id, stream, Status(status), generation, received_at, mail_from, tuple(jsoncodec.loads(rcpt_to)),
         subject, size, attachments, _verdicts(verdicts), reason, next_at, updated_at, payload, payload_type, attempts,
+        payload_made(decode_key(summary_key)),
     )  # fmt: skip
 
 

@@ -100,6 +100,9 @@ def retry(
     if record.status is not Status.FAILED:
         raise ActionRefused(f"{delivery_id} is {record.status.value}; only failed messages can be retried")
     _configured(record, streams, "retry")
+    why = unsendable(record)
+    if why is not None:
+        raise ActionRefused(f"{delivery_id}: {why}")
     with _claimed(store, [record]) as claimed:
         _refuse(claimed)
         return resend(bus, [record], claimed.generations, requested_by=f"retry requested by {requested_by}")[0]
@@ -184,15 +187,16 @@ def replay_window(
 ) -> list[ActivityRecord]:
     """The final messages of *stream* received in [since, until), oldest first; of each status, *most*.
 
-    Those that failed before they were parsed are left out: they have no payload to send. Found
-    only by :func:`resend`, one would stop a replay half sent, its first batches on the bus.
-    Times are RFC 3339 UTC as the store keeps them (the store compares them as text).
+    Those that failed before they were parsed are left out: they never had a payload to send.
+    Those whose payload the store no longer has (past ``bus.retention`` when it was rebuilt) are
+    in: :func:`replay` says it could not send them. Times are RFC 3339 UTC as the store keeps
+    them (the store compares them as text).
     """
     chosen = [
         record
         for wanted in REPLAYABLE[status]
         for record in store.list(status=wanted, stream=stream, since=since, until=until, limit=most)
-        if record.payload_type is not None
+        if record.payload_type is not None or record.payload_made
     ]
     return sorted(chosen, key=lambda r: (r.received_at or "", r.delivery_id))
 
@@ -220,14 +224,17 @@ def replay(
     *sent*): a window's payloads all at once were hundreds of MB for a day of a busy stream.
     *to* sends them to that URL instead of their stream's webhook (checked by the caller as a
     webhook URL is; the deliverer's connection rules apply to it as to any other). A message
-    another action is sending (see :func:`_claimed`) is left out and said so, not a half-sent replay.
+    with no payload stored (:func:`unsendable`), or that another action is sending (see
+    :func:`_claimed`), is left out and said so in ``not_sent``: never a replay stopped half sent.
     """
     asked = f"replay requested by {requested_by}" + (f" to {to}" if to else "")
     done = Replayed()
     for first in range(0, len(records), REPLAY_BATCH):
         batch = records[first : first + REPLAY_BATCH]
         full = [find(store, record.delivery_id) for record in batch]  # list() leaves payloads out
-        with _claimed(store, full) as claimed:
+        whys = {record.delivery_id: unsendable(record) for record in full}
+        done.not_sent.update({did: why for did, why in whys.items() if why is not None})
+        with _claimed(store, [record for record in full if whys[record.delivery_id] is None]) as claimed:
             chosen = [record for record in full if record.delivery_id in claimed.generations]
             resend(bus, chosen, claimed.generations, requested_by=asked, to=to)
         done.generations.update(claimed.generations)
@@ -236,17 +243,27 @@ def replay(
     return done
 
 
+def unsendable(record: ActivityRecord) -> str | None:
+    """Why *record* (read with its payload, by :func:`find`) cannot be sent again, in words; None if it can."""
+    if record.payload is not None and record.payload_type is not None:
+        return None
+    if record.payload_made:
+        return (
+            "its payload is not in the activity store (the messages topic no longer held it, past"
+            " bus.retention, when the store was rebuilt; or it is not recorded yet)"
+        )
+    return "failed before it was parsed; there is no payload to send"
+
+
 def resend(
     bus: Bus, records: list[ActivityRecord], generations: dict[str, int], *, requested_by: str, to: str | None = None
 ) -> list[int]:
-    """Queue each record's stored payload again as the generation claimed for it, in one flush.
+    """Queue each record's stored payload (see :func:`unsendable`) again as the generation claimed for
+    it, in one flush.
 
     The ``retry_requested`` events and the ``messages`` records go out together, so the
     activity log shows each request as soon as the deliverer can act on it.
     """
-    missing = [r.delivery_id for r in records if r.payload is None or r.payload_type is None]
-    if missing:
-        raise ActionRefused(f"{', '.join(missing)}: failed before it was parsed; there is no payload to send")
     at = now_rfc3339()
     producer = bus.producer()
     try:
