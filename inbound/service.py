@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
+#: The SMTP edge's roles: a process that runs only these needs no bus to start.
+EDGE_ROLES = ("smtp", "publish")
 # The record stage: up to this many records a batch, waiting this long for them to come.
 RECORD_BATCH = 500
 RECORD_LINGER = 0.1
@@ -110,12 +112,7 @@ class Service:
         if settings.data.marker.exists():  # a data directory of ours: `inbound status` shows this process
             self.resources.append(announce(settings.storage.data_dir, self.roles))
         self.routing = RoutingTable.from_streams(settings.streams)
-        self.bus = open_bus(settings)
-        self.resources.append(self.bus.close)
-        self.bus.ensure_topics(TOPICS)
-        self.control = Control(self.bus)
-        self.control.refresh()
-        self.stages.append(self.control)
+        self._open_bus()
         if "smtp" in self.roles or "publish" in self.roles:
             self.spool = spool_for(settings)
         if "publish" in self.roles:
@@ -167,6 +164,22 @@ class Service:
 
             self.backends = Backends(settings, self.bus, store)
             self.stages.append(ApiServer(self.backends))
+
+    def _open_bus(self) -> None:
+        """The bus, with its topics and the pauses read, unless this process is the edge alone.
+
+        The edge starts without the bus: restarted during an outage (a crash, an OOM kill), it must
+        accept into the spool again at once; its publisher reaches the bus, making the topics it
+        sends to, when it can. The stages that consume need it to start.
+        """
+        self.bus = open_bus(self.settings)
+        self.resources.append(self.bus.close)
+        if set(self.roles) - set(EDGE_ROLES):
+            self.bus.ensure_topics(TOPICS)
+        if {"process", "deliver"} & set(self.roles):  # the stages a pause holds
+            self.control = Control(self.bus)
+            self.control.refresh()
+            self.stages.append(self.control)
 
     def _processor(self, auth: Authenticator | None) -> Processor:
         from .processing.isolation import IsolatedParser

@@ -44,3 +44,19 @@ def test_broker_outage_ends_in_a_catch_up(kafka_pipeline: Pipeline, kafka_broker
     )
     assert sorted(r["delivery_id"] for r in activity(config)) == sorted(wanted)
     assert set(kafka_pipeline.receiver.by_queue_id()) == set(before + during)
+
+
+def test_an_edge_started_while_the_broker_is_down_accepts_and_its_mail_is_delivered_once_it_is_back(
+    kafka_pipeline: Pipeline, kafka_broker: Any
+) -> None:
+    # As the supervisor restarts an edge that crashed during an outage: it must not need the bus to serve.
+    config = kafka_pipeline.configure()
+    kafka_broker.stop()
+    try:
+        kafka_pipeline.start(roles="smtp,publish")  # fails if the edge exits instead of serving
+        queue_id = send(config, "a@sender.test", ["x@in.test"], simple_message(subject="while down"))
+    finally:
+        kafka_broker.start()
+    kafka_pipeline.start(roles="process,deliver,record")
+    wait_for(lambda: queue_id in kafka_pipeline.receiver.by_queue_id(), 120, "the delivery once Kafka is back")
+    assert list(kafka_pipeline.receiver.by_queue_id()) == [queue_id]

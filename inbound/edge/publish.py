@@ -5,7 +5,9 @@ entry (key: queue id; value: see :mod:`inbound.records`) and one ``queued``
 activity event per stream. A file is removed from the spool only after
 ``flush()`` returned for all its entries, i.e. the bus holds them durably; if
 the bus is down the entries wait and the spool grows -- the SMTP edge keeps
-answering 250. Any other failure (a bug, the spool's filesystem) is logged
+answering 250, an edge started during the outage too: nothing here needs the
+bus before the first send (its producer and topics are made then, and retried
+with the rest). Any other failure (a bug, the spool's filesystem) is logged
 with its traceback and tried again the same way: the publisher never stops.
 
 Only one publisher works a spool at a time (an ``flock`` on
