@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
@@ -338,6 +340,44 @@ def test_jobs_sent_ahead_survive_the_worker_dying_under_the_one_before(parser: I
         None,
     ]
     assert [o.subject for o in outcomes if o.failure is None] == [f"normal {n}" for n in range(6)]
+
+
+# A pipeline process parsing one message across a stop of it: the message's outcome is printed.
+STOPPED_STAGE = """
+import sys
+from inbound.processing.isolation import IsolatedParser
+from tests.harness import simple_message
+from tests.test_isolation import job
+parser = IsolatedParser()
+assert parser.run(job(simple_message())).failure is None  # the worker is up
+print(parser.run(job(simple_message(extra=f"X-Test-Fault: {sys.argv[1]}\\r\\n"), parse_timeout=1)).failure)
+parser.close()
+"""
+
+
+@pytest.mark.usefixtures("faults")
+@pytest.mark.parametrize("fault", ["stopparent", "freeze"], ids=["SIGSTOP of the pipeline process", "both frozen"])
+def test_a_stop_of_the_pipeline_process_is_not_counted_against_the_parse(fault: str) -> None:
+    """docker pause, a frozen cgroup, SIGSTOP, a stalled VM: a stop longer than parse_timeout in the middle of
+    a parse had a healthy message Failed for parse_timeout, its answer there or the worker frozen too."""
+    stage = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_STAGE, fault],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        start_new_session=True,  # the worker stops its process group: the stage's, not the test's
+    )
+    try:
+        _, status = os.waitpid(stage.pid, os.WUNTRACED)  # the worker stopped it mid-parse
+        assert os.WIFSTOPPED(status)
+        time.sleep(2)  # the stop itself, twice parse_timeout
+        os.killpg(stage.pid, signal.SIGCONT)
+        output, _ = stage.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(stage.pid, signal.SIGKILL)
+        stage.wait()
+    assert output == "None\n"
 
 
 def test_the_signals_an_operator_sends_the_process_group_leave_the_worker_parsing(parser: IsolatedParser) -> None:

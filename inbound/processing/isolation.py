@@ -21,7 +21,9 @@ Failure behaviour, each an :meth:`Outcome.failed` the processor records as
 Failed (durably, on the bus, before the ``received`` offset is committed --
 ``worker.py``), so a message that killed a worker is not parsed again:
 
-* no answer within ``processing.parse_timeout``: the worker is killed;
+* no answer within ``processing.parse_timeout``: the worker is killed (a stop
+  of this process -- SIGSTOP, a frozen cgroup, a stalled VM -- is not counted:
+  see ``_Deadline``; and an answer already there is read, however late);
 * the worker dies while parsing (a signal: a segfault, the kernel's answer to
   a C extension past the memory limit, ``SIGXCPU``; or an exit status);
 * the worker answers ``MemoryError`` (past ``processing.parse_memory_limit``).
@@ -65,6 +67,8 @@ STOP_TIMEOUT = 5.0
 # A job is sent ahead only up to this size: a big one gains little (its own parse dominates), and
 # its encoded copy would wait in this process beside the one being parsed.
 AHEAD_LIMIT = 1 << 20
+# The longest single wait for an answer: the most of a stop of this process counted against a job (_Deadline).
+_SLICE = 0.25
 
 
 class Parser(Protocol):
@@ -155,7 +159,7 @@ class IsolatedParser:
                 assert following is not None
                 feed.send(encode_job(following))
             try:
-                frame = feed.answer(time.monotonic() + job.timeout, _largest_answer(job))
+                frame = feed.answer(_Deadline(job.timeout), _largest_answer(job))
             except _Oversized as exc:
                 self._kill(worker)
                 failure = f"the parse worker announced an answer of {exc} bytes, more than it can hold"
@@ -241,9 +245,10 @@ class _Feed:
     def send(self, request: bytes) -> None:
         self.outgoing += [memoryview(len(request).to_bytes(_LENGTH_BYTES, "big")), memoryview(request)]
 
-    def answer(self, deadline: float, largest: int) -> bytearray:
-        """One answer frame, writing meanwhile; never waiting past *deadline* (TimeoutError), nor
-        allocating for an answer announced as larger than *largest* (_Oversized)."""
+    def answer(self, deadline: _Deadline, largest: int) -> bytearray:
+        """One answer frame, writing meanwhile; never waiting past *deadline* (TimeoutError: only
+        when nothing is ready, so an answer already there is read however late), nor allocating
+        for an answer announced as larger than *largest* (_Oversized)."""
         length = bytearray(_LENGTH_BYTES)
         incoming, received = memoryview(length), 0
         answer: bytearray | None = None
@@ -252,10 +257,10 @@ class _Feed:
                 selector.register(self.jobs, selectors.EVENT_WRITE)
             selector.register(self.answers, selectors.EVENT_READ)
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                ready = selector.select(deadline.next_wait())
+                if not ready and deadline.passed():
                     raise TimeoutError
-                for key, _ in selector.select(remaining):
+                for key, _ in ready:
                     if key.fd == self.jobs:
                         self._write()
                         if not self.outgoing:
@@ -283,6 +288,36 @@ class _Feed:
         self.outgoing[0] = self.outgoing[0][written:]
         while self.outgoing and not self.outgoing[0]:
             self.outgoing.pop(0)
+
+
+class _Deadline:
+    """When the worker's time for one job is up: *seconds* of wall time, not counting the time this
+    process was stopped (SIGSTOP, a frozen cgroup as ``docker pause`` makes, a stalled VM).
+
+    Such a stop is no fault of the message: the worker may have answered meanwhile, or been
+    frozen with this process (a whole cgroup). It shows as a wait that ended later than asked,
+    and that excess is added back. Waits are cut into slices of ``_SLICE``: the part of a stop that
+    falls within an asked-for wait cannot be told from waiting, so at most a slice of it is counted.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.checked = time.monotonic()
+        self.at = self.checked + seconds
+        self.asked = 0.0  # the wait asked for since *checked*
+
+    def next_wait(self) -> float:
+        """How long the next wait may be: up to the deadline, at most a slice."""
+        self.asked = min(max(self._remaining(), 0.0), _SLICE)
+        return self.asked
+
+    def passed(self) -> bool:
+        return self._remaining() <= 0
+
+    def _remaining(self) -> float:
+        now = time.monotonic()
+        self.at += max(0.0, now - self.checked - self.asked)  # this process was not running: not the worker's time
+        self.checked, self.asked = now, 0.0
+        return self.at - now
 
 
 # Signals that end a worker for the operator's reasons, never the message's (see the module's docstring).

@@ -41,6 +41,10 @@ def _faulty_parse_message(raw: bytes, limits: ProcessingSettings = _DEFAULTS) ->
         Path(os.environ["INBOUND_TEST_ONCE_MARK"]).touch()  # once: as a Ctrl-C while the worker started
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
+    elif kind == b"stopparent":  # as SIGSTOP of the pipeline process; the worker parses on
+        os.kill(os.getppid(), signal.SIGSTOP)
+    elif kind == b"freeze":  # as a frozen cgroup: the pipeline process and the worker, its process group
+        os.killpg(0, signal.SIGSTOP)
     elif kind == b"memory":
         hog = []
         while True:
