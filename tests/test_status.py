@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from inbound.bus import open_bus
 from inbound.bus.embedded import EmbeddedBus
 from inbound.config import load_settings
 from inbound.edge.spool import Spool
 from inbound.ops.status import collect
+from inbound.ops.statusview import render_status
 
 from .edge_harness import spool_envelope
-from .harness import stream_toml, write_config
+from .harness import free_port, stream_toml, write_config
 
 
 def test_a_spool_file_published_while_status_looks_is_left_out_not_an_error(
@@ -38,3 +43,26 @@ def test_a_spool_file_published_while_status_looks_is_left_out_not_an_error(
         bus.close()
     assert report.spool_entries == 2
     assert report.spool_oldest_age is not None
+
+
+def test_a_bus_that_cannot_be_reached_leaves_out_its_lag_and_pauses_and_says_why_not_the_spool(
+    tmp_path: Path,
+) -> None:
+    down = f'backend = "kafka"\nbootstrap_servers = ["127.0.0.1:{free_port()}"]'  # nothing listens there
+    settings = load_settings(
+        write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], "https://a.test/"), bus=down)
+    )
+    settings.data.init()
+    Spool(settings.data).put(spool_envelope(), b"Subject: held\r\n\r\nx\r\n")  # what the edge keeps accepting
+    bus = open_bus(settings)
+    try:
+        report = collect(settings, bus)
+    finally:
+        bus.close()
+    assert (report.spool_entries, report.lag) == (1, {})
+    assert report.bus_error is not None
+    assert report.bus_error.startswith("no Kafka broker reachable")
+    shown = io.StringIO()
+    render_status(report, Console(file=shown, width=200))
+    assert re.search(r"spool \(this host\) +1 ", shown.getvalue())
+    assert f"bus: unreachable ({report.bus_error}): its lag and the pauses are unknown" in shown.getvalue()

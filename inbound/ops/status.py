@@ -5,6 +5,10 @@ deliverer has its own); bus lag is the cluster's, per consumer group; the age
 of the oldest waiting message comes from the spool and the activity store
 (every message not yet final, whichever stage holds it). A spamd outage is
 the one this host's processor noted (processing/spam.py).
+
+A bus that cannot be read (a Kafka outage) leaves out what only it knows, the
+lag and the pauses, and says why: the rest, the spool growing meanwhile first
+of all, is what an operator watches during the outage.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..config import Settings
 from ..control import read_pauses
 from ..delivery.outbox import Outbox
 from ..edge.spool import count_entries
+from ..errors import BusError
 from ..processing.spam import read_outage
 
 # (consumer group, topic) pairs whose lag is the backlog of a stage.
@@ -46,6 +51,7 @@ class Status:
     oldest_waiting_age: float | None  # the oldest message not yet final, wherever it waits
     spamd_down_for: float | None = None  # seconds this host's processor has gone without spamd
     spamd_problem: str | None = None  # what it last got from spamd
+    bus_error: str | None = None  # why the bus could not be read: lag and pauses unknown (empty, not paused)
 
     @property
     def backlog(self) -> int:
@@ -58,8 +64,12 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
     spool = settings.data.spool_new
     waiting_files = _modified(spool.iterdir()) if spool.is_dir() else {}
     mtimes = list(waiting_files.values())
-    lag = {f"{group}/{topic}": bus.lag(group, topic) for group, topic in GROUPS}
-    pauses = read_pauses(bus)
+    bus_error = None
+    try:
+        lag = {f"{group}/{topic}": bus.lag(group, topic) for group, topic in GROUPS}
+        pauses = read_pauses(bus)
+    except BusError as exc:
+        lag, pauses, bus_error = {}, {}, str(exc)
     streams = []
     outbox_path = settings.data.outbox
     outbox = Outbox(outbox_path) if outbox_path.exists() else None
@@ -92,6 +102,7 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
         everything_paused=pauses.get("*", False),
         spamd_down_for=now - outage[0] if outage else None,
         spamd_problem=outage[1] if outage else None,
+        bus_error=bus_error,
     )
 
 

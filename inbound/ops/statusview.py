@@ -52,6 +52,14 @@ def render_status(report: Status, console: Console) -> None:
         note = "; ".join(notes)
         table.add_row(f"deliveries {stream.stream}", str(stream.waiting), _age(stream.oldest_age), note)
     console.print(table)
+    if report.bus_error is not None:
+        console.print(
+            f"bus: unreachable ({report.bus_error}): its lag and the pauses are unknown",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"backlog: {report.backlog}; oldest waiting message: {_age(report.oldest_waiting_age)}")
     if report.spamd_problem is not None:
         console.print(
