@@ -465,6 +465,39 @@ def test_search_words_addresses_and_time(store: ActivityStore) -> None:
     assert found(text="overdue") == []
 
 
+#: Subjects, and what a user types to find them: both backends find the same records by the same words.
+SEARCHED = {
+    1: "Invoice INV-2024-0042",
+    2: "Scan attached: scan_0042.pdf",
+    3: "Contract /shared/contract-v2.docx",
+    4: "Report 2024-01-15, Ticket PROJ-123 updated",
+    5: "Résumé of Zoë",
+    6: "Price -5 degrees at 10:30",
+    7: "ÉLODIE est là",
+    8: "Приглашение на встречу",
+    9: "Straße gesperrt",
+    10: "x_y under_score 3.14 version v1.2.3",
+}
+FINDS = [
+    ("INV-2024-0042", [1]), ("0042", [2, 1]), ("scan_0042.pdf", [2]), ("pdf", [2]), ("contract-v2.docx", [3]),
+    ("2024-01-15", [4]), ("01", [4]), ("PROJ-123", [4]), ("123", [4]), ("10:30", [6]), ("5", [6]),
+    ("Resume", [5]), ("résumé", [5]), ("ZOË", [5]), ("zoe", [5]), ("élodie", [7]), ("Elodie", [7]),
+    ("приглашение", [8]), ("ВСТРЕЧУ", [8]), ("straße", [9]), ("STRASSE", [9]), ("score", [10]),
+    ("under_score", [10]), ("14", [10]), ("v1.2.3", [10]), ("1.2", []), ("-", []), ("invo*", []),
+]  # fmt: skip
+
+
+def found_words(store: ActivityStore) -> list[tuple[str, list[int]]]:
+    return [(query, [int(r.queue_id[-2:]) for r in store.list(text=query)]) for query, _ in FINDS]
+
+
+def test_search_finds_the_same_words_on_every_backend(store: ActivityStore) -> None:
+    """Words as SQLite's unicode61 reads them (runs of letters and digits, no case, no diacritics), on
+    PostgreSQL too: its parser kept "INV-2024-0042" whole, and "0042" found nothing there."""
+    store.apply([summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()])
+    assert found_words(store) == FINDS
+
+
 def accented(n: int) -> Event:
     """A message from and to addresses with capitals beyond ASCII."""
     return summarised(n, "Réunion", "Élodie@Exemple.fr", ("Ärger@in.test", "ΟΔΟΣ@in.test"), t(n))
@@ -485,13 +518,13 @@ def test_addresses_compare_case_insensitively_beyond_ascii(store: ActivityStore)
     assert store.list(sender="elodie@exemple.fr") == store.list(recipient="arger@in.test") == []  # É is not E
 
 
-def megabyte_of_recipients(store: ActivityStore) -> tuple[str, ...]:
+def megabyte_of_recipients(store: ActivityStore, recipients: int = 100) -> tuple[str, ...]:
     """Message 1 to 100 recipients of 8,000-byte local parts (smtp.max_command_line = 8192), over 1 MB
-    of searchable text in words all different -- more than a PostgreSQL tsvector holds -- and an
-    ordinary message 2 in the same batch, applied to *store*; message 1's recipients."""
+    of searchable text in words all different (200: their words more than a PostgreSQL tsvector holds)
+    and an ordinary message 2 in the same batch, applied to *store*; message 1's recipients."""
     rng = random.Random(1)
     words = ("".join(rng.choices(string.ascii_lowercase, k=6)) for _ in itertools.count())
-    to = tuple(".".join(itertools.islice(words, 1142)) + "@in.test" for _ in range(100))
+    to = tuple(".".join(itertools.islice(words, 1142)) + "@in.test" for _ in range(recipients))
     store.apply([
         summarised(1, "Invoice 42 overdue", "alice@sender.test", to, t(1)),
         summarised(2, "Lunch?", "carol@sender.test", ("sales@in.test",), t(2)),
@@ -749,6 +782,27 @@ def test_sqlite_version_3_to_5_files_gain_their_columns_and_tables(
         upgraded.close()
 
 
+def test_sqlite_version_6_file_indexes_its_words_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
+    path = tmp_path / "activity.db"
+    store = SQLiteActivityStore(path)
+    store.apply([summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()])
+    store.close()
+    raw = sqlite3.connect(path)
+    try:  # indexed as version 6 did: the text itself, read by unicode61 (which keeps "ß")
+        raw.executescript(
+            "DELETE FROM deliveries_text; INSERT INTO deliveries_text (rowid, text) SELECT id, subject FROM deliveries;"
+            " PRAGMA user_version = 6;"
+        )
+    finally:
+        raw.close()
+    upgraded = SQLiteActivityStore(path)
+    try:
+        assert found_words(upgraded) == FINDS
+    finally:
+        upgraded.close()
+
+
 # --- PostgreSQL specifics ---------------------------------------------------
 
 
@@ -779,8 +833,33 @@ def test_postgresql_addresses_compare_alike_whatever_the_database_locale(postgre
         admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
     store = PostgresActivityStore(postgres_server.dsn(name))
     try:
-        store.apply([accented(1)])
-        assert found_by_address(store) == [[qid(1)]] * 4
+        store.apply(
+            [summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()]
+        )
+        assert found_words(store) == FINDS  # to_tsvector() folded only ASCII here: "élodie" missed "ÉLODIE"
+        store.apply([accented(20)])
+        assert found_by_address(store) == [[qid(20)]] * 4
+    finally:
+        store.close()
+
+
+def test_postgresql_version_5_database_indexes_its_words_again(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
+    dsn = postgres_server.new_database()
+    store = PostgresActivityStore(dsn)
+    store.apply([summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()])
+    store.close()
+    with psycopg.connect(dsn, autocommit=True) as admin:  # indexed as version 5 did
+        admin.execute("DROP FUNCTION inbound_search_vector")
+        admin.execute("CREATE FUNCTION inbound_search_vector(t text) RETURNS tsvector LANGUAGE sql"
+                      " AS $$ SELECT to_tsvector('simple', t) $$")  # fmt: skip
+        admin.execute("UPDATE deliveries SET search = inbound_search_vector(subject)")
+        admin.execute("UPDATE inbound_activity_schema SET version = 5")
+    store = PostgresActivityStore(dsn)
+    try:
+        assert found_words(store) == FINDS
     finally:
         store.close()
 
@@ -791,7 +870,7 @@ def test_postgresql_records_unsearchable_what_it_cannot_index(
     monkeypatch.setattr(_sql, "SEARCH_TEXT_BYTES", 1 << 30)  # as if the bound let through more than a tsvector holds
     store = PostgresActivityStore(postgres_server.new_database())
     try:
-        to = megabyte_of_recipients(store)
+        to = megabyte_of_recipients(store, recipients=200)
         assert one(store).to == to
         assert store.list(text="overdue") == []
         assert [r.queue_id for r in store.list(text="lunch")] == [qid(2)]  # the rest of the batch is indexed

@@ -21,6 +21,7 @@ import builtins
 import functools
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -77,8 +78,8 @@ class Dialect:
     """How one backend's SQL spells the parts of a query that differ between databases."""
 
     mark: str  # the parameter placeholder
-    text_match: str  # true when the record matches the full-text query in the one parameter
-    text_query: Callable[[str], str]  # the user's words as that parameter
+    text_match: str  # true when the record has every word of the full-text query in the one parameter
+    text_query: Callable[[builtins.list[str]], str]  # the query's search_words() as that parameter
     has_recipient: str  # true when the one parameter (folded) is among the folded recipients
 
 
@@ -104,7 +105,9 @@ class Criteria:
     def where(self, dialect: Dialect) -> tuple[str, builtins.list[Any]]:
         """The SQL condition (``WHERE ...`` or empty) and its parameters."""
         m = dialect.mark
-        words = self.text if self.text and self.text.strip() else None
+        words = search_words(self.text) if self.text else []
+        if self.text and self.text.strip() and not words:
+            return "WHERE 1 = 0", []  # only punctuation: no word to find, so no record has them all
         tests: builtins.list[tuple[str, builtins.list[Any]]] = [
             (f"status = {m}", [self.status.value if self.status else None]),
             (f"stream = {m}", [self.stream]),
@@ -139,40 +142,52 @@ def folded_addresses(mail_from: str | None, to: Sequence[str]) -> tuple[str | No
     return sender, jsoncodec.dumps([storable(fold(a)) for a in to]).decode()
 
 
-def search_words(query: str) -> builtins.list[str]:
-    """The words of a full-text query; a record matches when it contains every one."""
-    return query.split()
+#: The longest word indexed, in UTF-8 bytes: PostgreSQL's limit for one lexeme. Longer runs of
+#: letters are no word a person searches for; both backends leave them out.
+MAX_WORD_BYTES = 2047
+_WORD = re.compile(r"[^\W_]+")  # a run of letters and digits: what SQLite's unicode61 tokenizer reads as a token
 
 
-_NOT_WORD = re.compile(r"\W+")
+def search_words(text: str) -> builtins.list[str]:
+    """The words full-text search compares, of a message and of a query alike: each run of letters
+    and digits, case-folded, without diacritics, once.
+
+    Made here for both backends, as SQLite's FTS5 ``unicode61`` tokenizer makes them: PostgreSQL's
+    parser kept "INV-2024-0042" and "scan_0042.pdf" whole (no "0042", no "pdf"), kept accents
+    ("Resume" missed "Résumé"), and folded case by the database's locale (ASCII only under "C").
+    """
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    bare = "".join(c for c in folded if not unicodedata.category(c).startswith("M"))  # the diacritics NFKD split off
+    words = (word for word in _WORD.findall(bare) if len(word.encode()) <= MAX_WORD_BYTES)
+    return builtins.list(dict.fromkeys(words))
 
 
 def searched_fields(merged: Merged) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """What :func:`searchable_text` is made of: to tell whether it changed without making it twice."""
+    """What :func:`indexed_words` are made of: to tell whether they changed without making them twice."""
     return merged.subject, merged.mail_from, merged.to
 
 
-#: How much of :func:`searchable_text` is indexed, in UTF-8 bytes. 100 recipients of 8,000 bytes each
-#: made PostgreSQL refuse the tsvector (its limit is 1 MiB), and the record stage retried that batch for
-#: ever; both backends index the same head of the text, so they find the same records.
+#: How much of :func:`indexed_words` is indexed, in UTF-8 bytes with a space each. 100 recipients of
+#: 8,000 bytes each made PostgreSQL refuse the tsvector (its limit is 1 MiB), and the record stage
+#: retried that batch for ever; both backends index the same words, so they find the same records.
 SEARCH_TEXT_BYTES = 64 * 1024
 
 
-def searchable_text(merged: Merged) -> str:
-    """What full-text search looks in: subject, sender and recipients (addresses whole and in parts).
-
-    Storable, and at most :data:`SEARCH_TEXT_BYTES` long: the subject first, so that it is always found.
+def indexed_words(subject: str | None, mail_from: str | None, to: Sequence[str]) -> builtins.list[str]:
+    """What full-text search finds a delivery by: the :func:`search_words` of its subject, sender and
+    recipients, at most :data:`SEARCH_TEXT_BYTES` of them, the subject's first, so that it is always found.
     """
-    subject, mail_from, to = searched_fields(merged)
-    # each address whole, then in parts: a cut text keeps its first addresses in both forms
-    addresses = [form for a in (mail_from, *to) if a for form in (a, _NOT_WORD.sub(" ", a))]
-    text = storable(" ".join([subject or "", *addresses])) or ""
-    encoded = text.encode()
-    if len(encoded) <= SEARCH_TEXT_BYTES:
-        return text
-    kept = encoded[:SEARCH_TEXT_BYTES].decode(errors="ignore")  # "ignore": only a character cut in two
-    if not text[len(kept)].isspace():  # nor a word cut in two: its head is not a word of the message
-        kept = kept.rpartition(" ")[0] or kept
+    text = " ".join([subject or "", *(address for address in (mail_from, *to) if address)])
+    if len(text) > SEARCH_TEXT_BYTES:  # the head only: a megabyte of recipients costs what is kept of it
+        head = text[:SEARCH_TEXT_BYTES]
+        # at a space, if there is one: the head of a word cut in two is not a word of the message
+        text = head if text[SEARCH_TEXT_BYTES].isspace() else head.rpartition(" ")[0] or head
+    kept, size = [], 0
+    for word in search_words(text):
+        size += len(word.encode()) + 1
+        if size > SEARCH_TEXT_BYTES:
+            break
+        kept.append(word)
     return kept
 
 
@@ -191,8 +206,8 @@ class SQLActivityStore(abc.ABC):
         """Make any other writer of *delivery_id* wait until this transaction ends (called before loading it)."""
 
     @abc.abstractmethod
-    def _index_text(self, db: Connection, merged: Merged) -> None:
-        """Put :func:`searchable_text` of the saved delivery into the full-text index."""
+    def _index_words(self, db: Connection, words: Sequence[tuple[str, builtins.list[str]]]) -> None:
+        """Put each saved delivery's :func:`indexed_words` (delivery id, words) into the full-text index."""
 
     def apply(self, events: Sequence[Event]) -> None:
         if not events:
@@ -201,6 +216,7 @@ class SQLActivityStore(abc.ABC):
         for event in events:
             by_delivery.setdefault(event.delivery_id, []).append(event)
         with self._transaction() as db:
+            to_index = []
             for delivery_id in sorted(by_delivery):  # one lock order for every writer: no deadlock
                 batch = by_delivery[delivery_id]
                 self._lock_delivery(db, delivery_id)
@@ -215,7 +231,9 @@ class SQLActivityStore(abc.ABC):
                         self._put_attempt(db, delivery_id, event.generation, event.attempt)
                 self._save(db, merged, payload)
                 if searched_fields(merged) != searched_before:
-                    self._index_text(db, merged)
+                    to_index.append((delivery_id, indexed_words(*searched_fields(merged))))
+            if to_index:
+                self._index_words(db, to_index)
 
     def get(self, delivery_id: str) -> ActivityRecord | None:
         m = self.dialect.mark
@@ -373,6 +391,22 @@ class SQLActivityStore(abc.ABC):
                 f"UPDATE deliveries SET mail_from_folded = {m}, rcpt_to_folded = {m} WHERE delivery_id = {m}",
                 [(*folded_addresses(mail_from, jsoncodec.loads(to)), did) for did, mail_from, to in rows],
             )
+            last = rows[-1][0]
+
+    def _index_every_delivery(self, db: Connection) -> None:
+        """Index every delivery's words again: for the schema upgrade that changes what is indexed.
+
+        A page at a time, in key order, as :meth:`_fold_addresses`.
+        """
+        m = self.dialect.mark
+        last = ""
+        while rows := db.execute(
+            f"SELECT delivery_id, subject, mail_from, rcpt_to FROM deliveries WHERE delivery_id > {m}"
+            f" ORDER BY delivery_id LIMIT {m}",
+            (last, UPGRADE_PAGE),
+        ).fetchall():
+            words = [(did, indexed_words(subject, sender, jsoncodec.loads(to))) for did, subject, sender, to in rows]
+            self._index_words(db, words)
             last = rows[-1][0]
 
     def _put_attempt(self, db: Connection, delivery_id: str, generation: int, attempt: Attempt) -> None:

@@ -33,25 +33,29 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import StoreError
 from ..events import Event
-from ._base import Merged
-from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, searchable_text
+from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore
 
-SCHEMA_VERSION = 5  # 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims
+# 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims; 6: search_words() indexed
+SCHEMA_VERSION = 6
 CONNECT_TIMEOUT_SECONDS = 10
 APPLY_TRIES = 5
 # Any fixed number: the advisory lock under which the first process to start creates the tables.
 _SCHEMA_LOCK = 0x1B0A7D
 
-# searchable_text() is bounded far below the tsvector's limit (1 MiB); should PostgreSQL refuse a text
-# anyway, failing the batch would stop the record stage for good: the delivery is recorded unsearchable
-# instead. In the server, so that no savepoint costs the common case a round trip.
-_SEARCH_VECTOR = """CREATE FUNCTION inbound_search_vector(searched text) RETURNS tsvector
+# The words are the lexemes as they are: no parser, no locale. indexed_words() are bounded far below
+# the tsvector's limit (1 MiB of lexemes, each at most 2047 bytes), which array_to_tsvector() does not
+# check: past it, the offsets it writes overflow. Should they reach it anyway, the delivery is recorded
+# unsearchable: failing the batch would stop the record stage for good.
+_SEARCH_VECTOR = """CREATE OR REPLACE FUNCTION inbound_search_vector(words text[]) RETURNS tsvector
     LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+    DECLARE
+        size bigint := octet_length(array_to_string(words, ''));
     BEGIN
-        RETURN to_tsvector('simple', searched);
-    EXCEPTION WHEN program_limit_exceeded THEN
-        RAISE WARNING 'inbound: a delivery is left out of the full-text index: %', SQLERRM;
-        RETURN NULL;
+        IF size > 1048575 THEN
+            RAISE WARNING 'inbound: a delivery is left out of the full-text index: % bytes of words', size;
+            RETURN NULL;
+        END IF;
+        RETURN array_to_tsvector(words);
     END $$"""
 
 # the generations operator actions reserved (see ActivityStore.claim_generations)
@@ -111,8 +115,9 @@ _SCHEMA = (
 
 _DIALECT = Dialect(
     mark="%s",
-    text_match="search @@ plainto_tsquery('simple', %s)",
-    text_query=str,  # plainto_tsquery reads plain words: no operator syntax from the user's input
+    text_match="search @@ %s::tsquery",
+    # every word quoted, as a lexeme (letters and digits only): no operator syntax from the user's input
+    text_query=lambda words: " & ".join(f"'{word}'" for word in words),
     has_recipient="EXISTS (SELECT 1 FROM jsonb_array_elements_text(rcpt_to_folded::jsonb) AS r (a) WHERE r.a = %s)",
 )
 
@@ -184,6 +189,10 @@ class PostgresActivityStore(SQLActivityStore):
             self._fold_addresses(db)
         elif version == 4:
             db.execute(_CLAIMS)
+        elif version == 5:
+            db.execute("DROP FUNCTION IF EXISTS inbound_search_vector(text)")
+            db.execute(_SEARCH_VECTOR)
+            self._index_every_delivery(db)
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:
@@ -209,10 +218,10 @@ class PostgresActivityStore(SQLActivityStore):
     def _lock_delivery(self, db: Connection, delivery_id: str) -> None:
         db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (delivery_id,))
 
-    def _index_text(self, db: Connection, merged: Merged) -> None:
-        db.execute(
-            "UPDATE deliveries SET search = inbound_search_vector(%s) WHERE delivery_id = %s",
-            (searchable_text(merged), merged.delivery_id),
+    def _index_words(self, db: Connection, words: Sequence[tuple[str, list[str]]]) -> None:
+        db.cursor().executemany(
+            "UPDATE deliveries SET search = inbound_search_vector(%s::text[]) WHERE delivery_id = %s",
+            [(w, d) for d, w in words],
         )
 
     def close(self) -> None:

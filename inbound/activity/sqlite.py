@@ -21,27 +21,24 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import StoreError
 from ..sqlitefile import SQLiteFile
-from ._base import Merged
 from ._sql import (
     ORDER_COLUMNS,
     STATE_COLUMNS,
     Connection,
     Dialect,
     SQLActivityStore,
-    search_words,
-    searchable_text,
 )
 
 log = logging.getLogger(__name__)
 
 # 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts;
-# 5: folded addresses; 6: claims
-SCHEMA_VERSION = 6
+# 5: folded addresses; 6: claims; 7: the full-text index holds _sql.search_words()
+SCHEMA_VERSION = 7
 _V2_COLUMNS = STATE_COLUMNS.removesuffix(", verdicts")  # what a version 2 file has of them
 
 # What version 3 added or changed: version 2's files are migrated by re-creating these (see _upgrade_from_2).
@@ -76,7 +73,7 @@ _DELIVERIES = (
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_stream ON deliveries (stream, {ORDER_COLUMNS})",
     "CREATE INDEX deliveries_by_queue_id ON deliveries (queue_id)",
-    # searchable_text() of each delivery, under its id
+    # _sql.indexed_words() of each delivery, under its id: unicode61 reads them as they are
     "CREATE VIRTUAL TABLE deliveries_text USING fts5(text, tokenize = 'unicode61')",
 )
 # the generations operator actions reserved (see ActivityStore.claim_generations)
@@ -103,8 +100,8 @@ _SCHEMA = (
 _DIALECT = Dialect(
     mark="?",
     text_match="id IN (SELECT rowid FROM deliveries_text WHERE deliveries_text MATCH ?)",
-    # each word one quoted FTS5 string: no operator or column syntax from the user's input
-    text_query=lambda query: " ".join('"' + word.replace('"', '""') + '"' for word in search_words(query)),
+    # each word one quoted FTS5 string (letters and digits only): no operator syntax from the user's input
+    text_query=lambda words: " ".join(f'"{word}"' for word in words),
     has_recipient="EXISTS (SELECT 1 FROM json_each(rcpt_to_folded) WHERE value = ?)",
 )
 
@@ -168,6 +165,9 @@ class SQLiteActivityStore(SQLActivityStore):
             if upgraded == 5:
                 db.execute(_CLAIMS)
                 upgraded = 6
+            if upgraded == 6:
+                self._index_every_delivery(db)
+                upgraded = 7
             if upgraded != SCHEMA_VERSION:
                 raise StoreError(
                     f"activity store {self.path}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
@@ -178,7 +178,7 @@ class SQLiteActivityStore(SQLActivityStore):
                 log.info("activity store %s: upgraded from schema version %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _upgrade_from_2(self, db: sqlite3.Connection) -> None:
-        """Version 2 had no stable row id and no full-text index: copy its rows into today's table, index them.
+        """Version 2 had no stable row id and no full-text index: copy its rows into today's table.
 
         In the transaction that checks the version, so it happens once and wholly. The store is a
         view of the bus, but the bus may no longer hold old payloads: upgrading keeps them.
@@ -190,11 +190,7 @@ class SQLiteActivityStore(SQLActivityStore):
             db.execute(statement)
         db.execute(f"INSERT INTO deliveries ({_V2_COLUMNS}, payload) SELECT {_V2_COLUMNS}, payload FROM deliveries_v2")
         db.execute("DROP TABLE deliveries_v2")
-        self._fold_addresses(db)
-        for (delivery_id,) in db.execute("SELECT delivery_id FROM deliveries").fetchall():
-            merged = self._load(db, delivery_id)
-            assert merged is not None
-            self._index_text(db, merged)
+        self._fold_addresses(db)  # and the text is indexed by the upgrade to version 7
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:
@@ -210,10 +206,12 @@ class SQLiteActivityStore(SQLActivityStore):
     def _lock_delivery(self, db: Connection, delivery_id: str) -> None:
         """Nothing to do: BEGIN IMMEDIATE already made this the only writer of the whole file."""
 
-    def _index_text(self, db: Connection, merged: Merged) -> None:
-        (row_id,) = db.execute("SELECT id FROM deliveries WHERE delivery_id = ?", (merged.delivery_id,)).fetchone()
-        db.execute("DELETE FROM deliveries_text WHERE rowid = ?", (row_id,))
-        db.execute("INSERT INTO deliveries_text (rowid, text) VALUES (?, ?)", (row_id, searchable_text(merged)))
+    def _index_words(self, db: Connection, words: Sequence[tuple[str, list[str]]]) -> None:
+        row_id = "(SELECT id FROM deliveries WHERE delivery_id = ?)"
+        db.cursor().executemany(f"DELETE FROM deliveries_text WHERE rowid = {row_id}", [(d,) for d, _ in words])
+        db.cursor().executemany(
+            f"INSERT INTO deliveries_text (rowid, text) VALUES ({row_id}, ?)", [(d, " ".join(w)) for d, w in words]
+        )
 
     def close(self) -> None:
         with self._lock:
