@@ -28,6 +28,7 @@ from inbound.clock import rfc3339
 from inbound.config import HttpSettings, Settings, StorageSettings, StreamSettings
 from inbound.control import read_pauses
 from inbound.datadir import DataDir
+from inbound.delivery.outbox import Outbox
 from inbound.envelope import Envelope, Recipient
 from inbound.events import Attempt, Event, EventType, Summary
 from inbound.records import EVENTS, JSON, RECEIVED, decode_event, encode_received
@@ -305,6 +306,18 @@ def test_pause_and_resume(client: TestClient, backends: Backends) -> None:
     client.post("/v1/streams/sales/resume", headers=as_actor())
     assert read_pauses(backends.bus) == {"sales": False}
     assert_problem(client.post("/v1/streams/nobody/pause", headers=as_actor()), 404)
+
+
+def test_status_says_what_inbound_status_says(client: TestClient, backends: Backends) -> None:
+    """A held stream's held_for and spamd's outage were left out of /v1/status: its model dropped them."""
+    outbox = Outbox(backends.settings.data.outbox)
+    outbox.hold("sales", time.time() - 60, set())
+    outbox.close()
+    status = client.get("/v1/status").json()
+    held = {s["stream"]: s["held_for"] for s in status["streams"]}
+    assert held["support"] is None
+    assert held["sales"] >= 60
+    assert {"spamd_down_for", "spamd_problem", "bus_error"} <= set(status)
 
 
 def test_stats_count_per_day_and_status(client: TestClient) -> None:

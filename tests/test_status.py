@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from inbound.ops.status import collect
 from inbound.ops.statusview import render_status
 
 from .edge_harness import spool_envelope
-from .harness import free_port, stream_toml, write_config
+from .harness import free_port, run_cli, stream_toml, write_config
 
 
 def test_a_spool_file_published_while_status_looks_is_left_out_not_an_error(
@@ -45,12 +46,15 @@ def test_a_spool_file_published_while_status_looks_is_left_out_not_an_error(
     assert report.spool_oldest_age is not None
 
 
+def a_kafka_bus_down() -> str:
+    return f'backend = "kafka"\nbootstrap_servers = ["127.0.0.1:{free_port()}"]'  # nothing listens there
+
+
 def test_a_bus_that_cannot_be_reached_leaves_out_its_lag_and_pauses_and_says_why_not_the_spool(
     tmp_path: Path,
 ) -> None:
-    down = f'backend = "kafka"\nbootstrap_servers = ["127.0.0.1:{free_port()}"]'  # nothing listens there
     settings = load_settings(
-        write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], "https://a.test/"), bus=down)
+        write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], "https://a.test/"), bus=a_kafka_bus_down())
     )
     settings.data.init()
     Spool(settings.data).put(spool_envelope(), b"Subject: held\r\n\r\nx\r\n")  # what the edge keeps accepting
@@ -66,3 +70,20 @@ def test_a_bus_that_cannot_be_reached_leaves_out_its_lag_and_pauses_and_says_why
     render_status(report, Console(file=shown, width=200))
     assert re.search(r"spool \(this host\) +1 ", shown.getvalue())
     assert f"bus: unreachable ({report.bus_error}): its lag and the pauses are unknown" in shown.getvalue()
+
+
+def test_inbound_status_during_a_bus_outage_shows_the_spool_says_why_and_exits_1(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, streams=stream_toml("support", ["*@in.test"], "https://a.test/"), bus=a_kafka_bus_down()
+    )
+    run_cli("init", config=config)
+    Spool(load_settings(config).data).put(spool_envelope(), b"Subject: held\r\n\r\nx\r\n")
+    shown = run_cli("status", config=config, check=False)
+    assert shown.returncode == 1
+    assert re.search(r"spool \(this host\) +1 ", shown.stdout)
+    assert "bus: unreachable (no Kafka broker reachable" in shown.stdout
+    as_json = run_cli("status", "--json", config=config, check=False)
+    assert as_json.returncode == 1
+    report = json.loads(as_json.stdout)
+    assert (report["spool_entries"], report["lag"]) == (1, {})
+    assert report["bus_error"].startswith("no Kafka broker reachable")

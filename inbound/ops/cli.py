@@ -172,7 +172,7 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
     from .statusview import render_running, render_status, watch_backlog
 
     settings = settings_from(config_path)
-    bus = bus_of(settings)  # first: it checks the data directory, before the store's file is looked for
+    bus = bus_of(settings, make_topics=False)  # first: it checks the data directory, before the store's file
     # The activity store lives where the record role runs; elsewhere there is none to read.
     store = store_of(settings) if settings.activity.backend != "sqlite" or settings.data.activity.exists() else None
     try:
@@ -199,6 +199,8 @@ def status(config_path: Path | None, watch: bool, as_json: bool) -> None:
             console.print(f"quarantined files ({len(quarantined)}; `inbound recover` salvages them):", soft_wrap=True)
             for path in quarantined:
                 console.print(f"  {path}", highlight=False, soft_wrap=True)
+    if report.bus_error is not None:  # what is local was shown: the outage is still a failure
+        sys.exit(1)
 
 
 def _quarantined(settings: Settings) -> list[Path]:

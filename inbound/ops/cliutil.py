@@ -55,14 +55,16 @@ def checked_data_dir(settings: Settings) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def bus_of(settings: Settings) -> Bus:
+def bus_of(settings: Settings, *, make_topics: bool = True) -> Bus:
+    """The bus, its topics made unless *make_topics* is False (only to read: with Kafka down, no call is made yet)."""
     from ..bus import TOPICS, open_bus
 
     if settings.bus.backend == "embedded":
         checked_data_dir(settings)
     try:
         bus = open_bus(settings)
-        bus.ensure_topics(TOPICS)
+        if make_topics:
+            bus.ensure_topics(TOPICS)
     except InboundError as exc:
         raise click.ClickException(f"cannot reach the bus: {exc}") from None
     return bus

@@ -283,6 +283,9 @@ def status(backends: Using) -> StatusOut:
         everything_paused=report.everything_paused,
         oldest_waiting_age=report.oldest_waiting_age,
         counts=backends.store.count_by_status(),
+        spamd_down_for=report.spamd_down_for,
+        spamd_problem=report.spamd_problem,
+        bus_error=report.bus_error,
     )
 
 

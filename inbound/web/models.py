@@ -122,10 +122,14 @@ class Stats(BaseModel):
 
 
 class StreamBacklogOut(BaseModel):
+    # Made from ops.status's own record: a field it gains and this model lacks is an error, not left out.
+    model_config = ConfigDict(extra="forbid")
+
     stream: str
     waiting: int
     oldest_age: float | None
     paused: bool
+    held_for: float | None  # seconds its endpoint has been down (its deliveries held); null: up
 
 
 class StatusOut(BaseModel):
@@ -137,6 +141,9 @@ class StatusOut(BaseModel):
     everything_paused: bool
     oldest_waiting_age: float | None
     counts: dict[Status, int]
+    spamd_down_for: float | None  # seconds this host's processor has gone without spamd
+    spamd_problem: str | None  # what it last got from spamd
+    bus_error: str | None  # why the bus could not be read: lag and pauses unknown
 
 
 class Health(BaseModel):
