@@ -61,6 +61,10 @@ def test_list_search_detail_and_retry(browser: TestClient, backends: Backends) -
     done = browser.get(pressed.headers["location"]).text
     assert '<p class="note ok">retry queued: the delivery goes out again, as its next generation</p>' in done
     assert [decode_event(r.value).reason for r in backends.bus.read_all(EVENTS)] == ["retry requested by web"]
+    pending = browser.post(f"/m/{qid(5)}-support/retry")  # before the first is recorded
+    assert pending.headers["location"] == f"/m/{qid(5)}-support?refused=pending"
+    note = "not taken: an earlier action on this message is not in the activity log yet; try again in a moment"
+    assert f'<p class="note bad">{note}</p>' in browser.get(pending.headers["location"]).text
     again = browser.post(f"/m/{qid(1)}-support/retry")
     assert again.headers["location"] == f"/m/{qid(1)}-support?refused=retry"
     refused = browser.get(again.headers["location"]).text

@@ -59,6 +59,10 @@ class UnknownMessage(ActionRefused):
     """No record has this id."""
 
 
+class ActionPending(ActionRefused):
+    """An earlier action on the message is not in the activity log yet: once it is, this one may apply."""
+
+
 def find(store: ActivityStore, delivery_id: str) -> ActivityRecord:
     record = store.get(delivery_id)
     if record is None:
@@ -170,7 +174,7 @@ def _claimed(store: ActivityStore, records: list[ActivityRecord]) -> Iterator[Cl
 def _refuse(claimed: Claimed) -> None:
     """Refuse the whole action if any delivery could not be claimed."""
     if claimed.refused:
-        raise ActionRefused("; ".join(f"{did}: {why}" for did, why in sorted(claimed.refused.items())))
+        raise ActionPending("; ".join(f"{did}: {why}" for did, why in sorted(claimed.refused.items())))
 
 
 REPLAYABLE = {"failed": (Status.FAILED,), "delivered": (Status.DELIVERED,), "all": (Status.FAILED, Status.DELIVERED)}

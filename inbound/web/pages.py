@@ -49,6 +49,7 @@ REFUSED = {
     "retry": "retry does not apply: only a failed delivery of a configured stream can be retried",
     "bypass": "deliver anyway does not apply: only a blocked message of a configured stream can be, while the bus"
     " still holds it",
+    "pending": "not taken: an earlier action on this message is not in the activity log yet; try again in a moment",
 }
 COLOURS = {"queued": "#8a8f98", "processed": "#5b8def", "retrying": "#e3a21a", "delivered": "#2e9d5b",
            "failed": "#d64545", "blocked": "#6b4fbb"}  # fmt: skip
@@ -240,6 +241,8 @@ def act(request: Request, backends: Using, message_id: str, action: str) -> Resp
         return Response("not allowed", 403, media_type="text/plain")
     try:
         do(backends.bus, backends.store, message_id, streams=backends.streams, requested_by="web")
+    except actions.ActionPending:
+        return RedirectResponse(f"/m/{message_id}?" + urlencode({"refused": "pending"}), status_code=303)
     except actions.ActionRefused:
         return RedirectResponse(f"/m/{message_id}?" + urlencode({"refused": action}), status_code=303)
     return RedirectResponse(f"/m/{message_id}?" + urlencode({"done": action}), status_code=303)
