@@ -432,6 +432,8 @@ def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
         processing(tmp_path, body).parse_worker_nice for body in ("", "parse_worker_nice = 0", "parse_worker_nice = 19")
     ]
     assert niceness == [0, 0, 19]
+    graces = [processing(tmp_path, f"unknown_stream_grace = {v}").unknown_stream_grace for v in ('"0s"', '"1h"')]
+    assert (default.unknown_stream_grace, graces) == (300.0, [0.0, 3600.0])
 
 
 @pytest.mark.parametrize(
@@ -449,6 +451,8 @@ def test_processing_limits_and_their_defaults(tmp_path: Path) -> None:
         ("parse_worker_nice = 20", "processing.parse_worker_nice", "between 0 and 19"),
         ("parse_worker_nice = -5", "processing.parse_worker_nice", "between 0 and 19"),
         ("parse_worker_nice = true", "processing.parse_worker_nice", "must be int"),
+        ('unknown_stream_grace = "2h"', "processing.unknown_stream_grace", "at most 1h"),
+        ('unknown_stream_grace = "later"', "processing.unknown_stream_grace", "is not a duration"),
     ],
 )
 def test_processing_errors_name_file_and_key(tmp_path: Path, body: str, key: str, problem: str) -> None:

@@ -1,7 +1,8 @@
 """End to end: SMTP in, signed webhook JSON out, every message recorded -- on every bus backend.
 
 Each test runs ``inbound serve`` as a real process against a real HTTP receiver and talks to it
-with smtplib; the backend parameter runs the whole file on the embedded bus and on Kafka.
+with smtplib; the backend parameter runs the whole file on the embedded bus and on Kafka. At the end,
+the process stage alone, in process, with mail for a stream its table lacks.
 """
 
 from __future__ import annotations
@@ -10,21 +11,35 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import signal
 import smtplib
 import time
 from email.message import EmailMessage
+from pathlib import Path
 
+import pytest
 from jsonschema import Draft202012Validator
 
+from inbound.bus import Record
+from inbound.bus.embedded import EmbeddedBus
+from inbound.clock import rfc3339
+from inbound.config import ProcessingSettings, StreamSettings
 from inbound.datadir import DataDir
 from inbound.edge.spool import encode_entry
 from inbound.envelope import Envelope, Recipient
-from inbound.records import RECEIVED_FRAME
+from inbound.errors import TemporaryError
+from inbound.events import Event, EventType
+from inbound.ids import new_queue_id
+from inbound.processing.process import Processor
+from inbound.records import EVENTS, RECEIVED, RECEIVED_FRAME, decode_event, received_record
+from inbound.routing import RoutingTable
+from inbound.worker import ConsumerWorker
 
 from .fixtures import Pipeline
 from .harness import (
     SECRET,
+    RecordingProducer,
     activity,
     run_cli,
     send,
@@ -483,3 +498,111 @@ def test_every_topic_record_matches_its_schema(pipeline: Pipeline) -> None:
     assert seen["messages"] == 1
     assert seen["control"] == 2
     assert seen["events"] >= 6  # 2 queued, blocked, 2 attempts, retrying, delivered
+
+
+# --- a stream the pipeline's table lacks (the process stage alone, in process) ---------------
+
+SUPPORT = StreamSettings("support", ("*@in.test",), "https://a.test/", SECRET)
+SALES = StreamSettings("sales", ("*@sales.test",), "https://b.test/", SECRET)
+
+
+class Clock:
+    """Time as the test moves it."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+
+    def time(self) -> float:
+        return 1_800_000_000.0 + self.elapsed
+
+    def monotonic(self) -> float:
+        return 5_000.0 + self.elapsed
+
+    def boot(self) -> str:
+        return "a boot"
+
+
+def accepted(stream: str, at: float) -> Record:
+    """The ``received`` record of a message accepted at *at* (wall clock) for *stream*."""
+    rcpt = {"support": "help@in.test", "sales": "deals@sales.test"}[stream]
+    envelope = Envelope(
+        new_queue_id(), "a@sender.test", (Recipient(rcpt, stream, None),), "192.0.2.1:1", "b", False, rfc3339(at)
+    )
+    key, value, headers = received_record(envelope, b"From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n")
+    return Record(RECEIVED, 0, 0, key, value, headers, 0)
+
+
+def events(producer: RecordingProducer) -> list[Event]:
+    return [decode_event(value) for topic, value in producer.sent if topic == EVENTS]
+
+
+def rolled_out_later(clock: Clock, producer: RecordingProducer) -> Processor:
+    """A processor with the table before ``sales`` was added, as a host the rollout reaches last."""
+    limits = ProcessingSettings(unknown_stream_grace=300.0)
+    return Processor(RoutingTable.from_streams([SUPPORT]), producer, [SUPPORT], limits=limits, clock=clock)
+
+
+def test_mail_for_a_stream_not_yet_configured_here_waits_for_the_configuration() -> None:
+    """Hosts sharing Kafka, a stream added to one first: the other's processor took 7 of 12 of its
+    messages from the shared group and Failed them ("stream 'sales' is no longer configured")."""
+    clock, producer = Clock(), RecordingProducer()
+    processor = rolled_out_later(clock, producer)
+    batch = [accepted("support", clock.time()), accepted("sales", clock.time() + 1)]
+    for elapsed in (1.0, 299.0):
+        clock.elapsed = elapsed
+        with pytest.raises(TemporaryError, match="stream 'sales' is not configured on this host: its configuration"):
+            processor.handle(batch)  # the stage's worker rewinds and retries it after a back-off
+        assert producer.sent == []  # nothing of the batch is sent before the retry that takes it
+    processor.use(RoutingTable.from_streams([SUPPORT, SALES]), [SUPPORT, SALES])  # the rollout reaches it
+    processor.handle(batch)
+    assert [(e.stream, e.type) for e in events(producer)] == [
+        ("support", EventType.PROCESSED),
+        ("sales", EventType.PROCESSED),
+    ]
+
+
+def test_a_stream_still_not_configured_after_the_grace_is_failed_and_a_removed_one_at_once() -> None:
+    clock, producer = Clock(), RecordingProducer()
+    processor = rolled_out_later(clock, producer)
+    early = accepted("sales", clock.time() - 1)  # accepted before this process started, by its older table
+    clock.elapsed = 10.0
+    processor.handle([early])
+    late = accepted("sales", clock.time())
+    with pytest.raises(TemporaryError):
+        processor.handle([late])
+    clock.elapsed += 300.0
+    processor.handle([late, accepted("sales", clock.time())])
+    processor.use(RoutingTable.from_streams([]), [])  # support removed by a reload
+    processor.handle([accepted("support", clock.time())])
+    assert [(e.stream, e.type, e.reason) for e in events(producer)] == [
+        ("sales", EventType.FAILED, "stream 'sales' is not configured on this host"),
+        ("sales", EventType.FAILED, "stream 'sales' is not configured on this host"),
+        ("sales", EventType.FAILED, "stream 'sales' is not configured on this host"),  # given up: at once
+        ("support", EventType.FAILED, "stream 'support' is no longer configured"),
+    ]
+    clock.elapsed += 301.0  # no mail for it for a grace: the next is a rollout again
+    with pytest.raises(TemporaryError):
+        processor.handle([accepted("sales", clock.time())])
+
+
+def test_the_stage_retries_a_batch_waiting_for_a_stream_until_the_configuration_comes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, producer = Clock(), RecordingProducer()
+    processor = rolled_out_later(clock, producer)
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    sender = bus.producer()
+    sender.send(RECEIVED, accepted("sales", clock.time()).value, key=b"q")
+    sender.flush()
+    stage = ConsumerWorker("process", bus, group="process", topics=[RECEIVED], handle=processor.handle)
+    caplog.set_level(logging.WARNING, "inbound.worker")
+    stage.start()
+    try:
+        wait_for(lambda: "is not configured on this host: its configuration behind?" in caplog.text, what="a retry")
+        assert producer.sent == []
+        processor.use(RoutingTable.from_streams([SUPPORT, SALES]), [SUPPORT, SALES])
+        wait_for(lambda: events(producer), what="the message processed")
+    finally:
+        stage.stop()
+        bus.close()
+    assert [(e.stream, e.type) for e in events(producer)] == [("sales", EventType.PROCESSED)]

@@ -235,6 +235,7 @@ class SectionsReader(Reader):
             "max_mime_parts",
             "pin_pipeline",
             "parse_worker_nice",
+            "unknown_stream_grace",
         }
         t = self.table(raw, "processing", keys)
         d = ProcessingSettings()
@@ -261,7 +262,9 @@ class SectionsReader(Reader):
         pin = self.get(t, "processing", "pin_pipeline", bool, d.pin_pipeline)
         nice = self.get(t, "processing", "parse_worker_nice", int, d.parse_worker_nice)
         self.check("processing.parse_worker_nice", 0 <= nice <= 19, "must be between 0 and 19 (as nice(1) counts)")
-        return ProcessingSettings(timeout, per_byte, base, depth, parts, pin, nice)
+        grace = self.duration(t, "processing", "unknown_stream_grace", f"{d.unknown_stream_grace:g}s")
+        self.check("processing.unknown_stream_grace", grace <= 3600, "must be at most 1h")
+        return ProcessingSettings(timeout, per_byte, base, depth, parts, pin, nice, grace)
 
     def http(self, raw: dict[str, Any]) -> HttpSettings:
         t = self.table(raw, "http", {"listen", "tokens", "read_only_tokens"})

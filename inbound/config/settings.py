@@ -122,6 +122,9 @@ class ProcessingSettings:
     max_mime_parts: int = 10_000  # body parts in the whole message; more is Failed
     pin_pipeline: bool = True  # serve: the pipeline process on one CPU, the edge on the others (inbound/cpus.py)
     parse_worker_nice: int = 0  # how far below its pipeline process's the parse worker's CPU priority is (cpus.py)
+    # How long messages for a stream this host has never had are retried, as a configuration not yet
+    # rolled out here, before they are Failed (processing/process.py).
+    unknown_stream_grace: float = 300.0
 
     def memory_limit(self, size: int) -> int:
         return self.memory_per_byte * size + self.memory_base

@@ -9,10 +9,24 @@ size, attachment count: after this stage the body is opaque), or a ``blocked`` e
 matches the stream's ``block_senders`` or the stream's policy on the sender
 verdicts and spam score says block (screen.py; the verdicts are computed once
 per message, not per stream), or a ``failed`` event when the message
-cannot be parsed. A bad message never stops the worker or the messages behind
-it: parsing and building the bodies (``job.py``) run in a parse worker process
-with a time and a memory limit (``isolation.py``, ``[processing]``), and a
-message that exceeds them or kills the worker is Failed with the reason.
+cannot be parsed or its stream is not configured here. A bad message never
+stops the worker or the messages behind it: parsing and building the bodies
+(``job.py``) run in a parse worker process with a time and a memory limit
+(``isolation.py``, ``[processing]``), and a message that exceeds them or kills
+the worker is Failed with the reason.
+
+A stream this host has never had, for a message accepted since this process
+started, is most likely one whose configuration reaches this host later than
+another host's edge (hosts sharing a Kafka cluster, rolled out one by one; or
+the processes of one host, which each read the file at HUP): its batch is
+retried, as after any temporary error, until ``processing.unknown_stream_grace``
+has passed since this process first met the stream; then its messages are
+Failed ("not configured on this host"). So a batch holds its partition for at
+most that grace (and a back-off) per such stream; the hold starts again only
+after no message for the stream came for a grace. A stream removed by a reload
+here is Failed at once ("no longer configured"); so is one missing for a
+message accepted before this process started ("not configured on this host"):
+the configuration the message was accepted under is older than this one.
 
 Idempotent: a record processed twice yields the same ``delivery_id`` twice,
 which the deliverer's outbox and the activity store both keep once.
@@ -28,9 +42,10 @@ from typing import NamedTuple
 
 from .. import metrics
 from ..bus import Producer, Record, record_size
-from ..clock import now_rfc3339
+from ..clock import SYSTEM, Clock, now_rfc3339, rfc3339
 from ..config import ProcessingSettings, StreamSettings
 from ..envelope import Envelope
+from ..errors import TemporaryError
 from ..events import Event, EventType, Summary, delivery_id, shown
 from ..records import (
     EVENTS,
@@ -71,25 +86,34 @@ class Processor:
         parser: Parser | None = None,
         limits: ProcessingSettings | None = None,
         record_limit: int | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.producer = producer
         self.record_limit = record_limit  # the bus's, for one record (None: no limit)
         self.screener = screener
         self.parser: Parser = parser or InProcessParser()
         self.limits = limits or ProcessingSettings()
-        self.use(routing, streams)
-        self.routing, self.streams = self.latest
+        self.clock = clock
+        self.started = rfc3339(clock.time())  # as an envelope's received_at, whose text order is time order
+        # Streams never configured here, met in messages: (first, last) met, on the monotonic clock.
+        self.unconfigured: dict[str, tuple[float, float]] = {}
+        self.latest = (routing, {s.name: s for s in streams}, frozenset[str]())
+        self.routing, self.streams, self.removed = self.latest
 
     def use(self, routing: RoutingTable, streams: Sequence[StreamSettings]) -> None:
         """Route and render with these streams from the next batch on (HUP; any thread).
 
         One value, taken up by :meth:`handle` on the worker's thread: a batch is processed
-        with one stream table from start to end, never half and half.
+        with one stream table from start to end, never half and half. It carries the streams
+        removed by reloads so far (and not added back).
         """
-        self.latest = (routing, {s.name: s for s in streams})
+        _, current, removed = self.latest
+        table = {s.name: s for s in streams}
+        self.latest = (routing, table, removed.union(current).difference(table))
 
     def handle(self, records: list[Record]) -> None:
-        self.routing, self.streams = self.latest
+        self.routing, self.streams, self.removed = self.latest
+        self.await_configuration(records)
         prepared: deque[_Prepared] = deque()
 
         def jobs() -> Iterator[ParseJob]:
@@ -105,6 +129,39 @@ class Processor:
                 self.finish(prepared.popleft(), outcome)
         self.producer.flush()
 
+    def await_configuration(self, records: list[Record]) -> None:
+        """Raise TemporaryError, so the batch comes again after a back-off, if a record is for a
+        stream whose configuration may be on its way here (see the module's docstring); checked
+        before anything of the batch is parsed or sent, so a retry sends nothing twice (each
+        envelope is read twice for it: microseconds, against the parse of its message)."""
+        for record in records:
+            if is_settled(record):
+                continue
+            try:
+                envelope, _ = decode_received(record.value)
+                bypass = decode_bypass(record)
+            except (ValueError, KeyError, TypeError):
+                continue  # prepare() logs it and skips it
+            for stream in _streams(envelope, bypass):
+                if stream not in self.streams and self._may_come(stream, envelope):
+                    raise TemporaryError(
+                        f"queue_id={envelope.queue_id} stream {stream!r} is not configured on this host: "
+                        "its configuration behind?"
+                    )
+
+    def _may_come(self, stream: str, envelope: Envelope) -> bool:
+        """Whether *stream*, missing from the table, may yet be configured here: never had, for a
+        message accepted since this process started, and met first less than the grace ago."""
+        if stream in self.removed or envelope.received_at < self.started:
+            return False
+        grace = self.limits.unknown_stream_grace
+        now = self.clock.monotonic()
+        first, last = self.unconfigured.get(stream, (now, now))
+        if now - first >= grace and now - last > grace:  # given up on, then not met for a grace: a new rollout
+            first = now
+        self.unconfigured[stream] = (first, now)
+        return now - first < grace
+
     def prepare(self, record: Record) -> _Prepared | None:
         """The parse job of a ``received`` record, with what routing its outcome needs; None if unreadable
         or settled (a message final before ``inbound recover`` put it back, to be read, not processed)."""
@@ -118,7 +175,7 @@ class Processor:
             # and `inbound recover` / the logs are where an operator finds it.
             log.error("stage=process skipping unreadable received record at offset %d: %s", record.offset, exc)
             return None
-        streams = [bypass.stream] if bypass is not None else list(envelope.streams())
+        streams = _streams(envelope, bypass)
         screening = self.screener.screen(envelope, message) if self.screener else None
         decisions: dict[str, Decision | None] = {}
         for stream in streams:
@@ -197,8 +254,11 @@ class Processor:
             event(EventType.BLOCKED, f"sender {blocked} is in block_senders")
             return
         body = outcome.bodies.get(stream)
-        if body is None:  # the stream was removed from the config after this message was accepted
-            event(EventType.FAILED, f"stream {stream!r} is no longer configured")
+        if body is None:  # not in the table; await_configuration() let it through
+            if stream in self.removed:
+                event(EventType.FAILED, f"stream {stream!r} is no longer configured")
+            else:
+                event(EventType.FAILED, f"stream {stream!r} is not configured on this host")
             return
         if decision is not None and decision.block_reason and bypass is None:
             event(EventType.BLOCKED, decision.block_reason)
@@ -216,3 +276,8 @@ class Processor:
             return
         self.producer.send(MESSAGES, value, key=key, headers=headers)
         event(EventType.PROCESSED)
+
+
+def _streams(envelope: Envelope, bypass: Bypass | None) -> list[str]:
+    """The streams a ``received`` record is processed for: an operator's bypass names its one."""
+    return [bypass.stream] if bypass is not None else list(envelope.streams())
