@@ -22,7 +22,7 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -381,32 +381,30 @@ class SQLActivityStore(abc.ABC):
         of one page, not of all their addresses at once.
         """
         m = self.dialect.mark
-        last = ""
-        while rows := db.execute(
-            f"SELECT delivery_id, mail_from, rcpt_to FROM deliveries WHERE delivery_id > {m}"
-            f" ORDER BY delivery_id LIMIT {m}",
-            (last, UPGRADE_PAGE),
-        ).fetchall():
+        for rows in self._pages(db, "mail_from, rcpt_to"):
             db.cursor().executemany(
                 f"UPDATE deliveries SET mail_from_folded = {m}, rcpt_to_folded = {m} WHERE delivery_id = {m}",
                 [(*folded_addresses(mail_from, jsoncodec.loads(to)), did) for did, mail_from, to in rows],
             )
-            last = rows[-1][0]
 
     def _index_every_delivery(self, db: Connection) -> None:
         """Index every delivery's words again: for the schema upgrade that changes what is indexed.
 
         A page at a time, in key order, as :meth:`_fold_addresses`.
         """
+        for rows in self._pages(db, "subject, mail_from, rcpt_to"):
+            words = [(did, indexed_words(subject, sender, jsoncodec.loads(to))) for did, subject, sender, to in rows]
+            self._index_words(db, words)
+
+    def _pages(self, db: Connection, columns: str) -> Iterator[builtins.list[Any]]:
+        """Every delivery's id and *columns*, a page at a time in key order, for a schema upgrade to rewrite."""
         m = self.dialect.mark
         last = ""
         while rows := db.execute(
-            f"SELECT delivery_id, subject, mail_from, rcpt_to FROM deliveries WHERE delivery_id > {m}"
-            f" ORDER BY delivery_id LIMIT {m}",
+            f"SELECT delivery_id, {columns} FROM deliveries WHERE delivery_id > {m} ORDER BY delivery_id LIMIT {m}",
             (last, UPGRADE_PAGE),
         ).fetchall():
-            words = [(did, indexed_words(subject, sender, jsoncodec.loads(to))) for did, subject, sender, to in rows]
-            self._index_words(db, words)
+            yield rows
             last = rows[-1][0]
 
     def _put_attempt(self, db: Connection, delivery_id: str, generation: int, attempt: Attempt) -> None:
