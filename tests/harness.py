@@ -279,6 +279,11 @@ class InboundProcess:
         """Whether every process of this service logged *text*: the supervisor's two children, or the one."""
         return self.log().count(text) >= (1 if self.roles else 2)
 
+    def reads_pauses(self) -> bool:
+        """Whether a process of this service reads the pauses: those running the stages a pause holds
+        (process, deliver); the edge accepts paused or not, so it needs no bus to start."""
+        return self.roles is None or bool({"process", "deliver"} & set(self.roles.split(",")))
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

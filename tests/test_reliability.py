@@ -34,8 +34,9 @@ def status_json(config: Path) -> Any:
     return json.loads(run_cli("status", "--json", config=config).stdout)
 
 
-def seen_by_service(pipeline: Pipeline, text: str) -> bool:
-    return all(p.seen_by_every_process(text) for p in pipeline.processes if p.proc and p.proc.poll() is None)
+def pause_seen(pipeline: Pipeline, text: str) -> bool:
+    """Whether every running process that reads the pauses logged *text* (a supervisor: its pipeline child)."""
+    return all(text in p.log() for p in pipeline.processes if p.proc and p.proc.poll() is None and p.reads_pauses())
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_pause_holds_processing_and_delivery_then_resume_catches_up(pipeline: Pi
     config = pipeline.configure()
     pipeline.start()
     run_cli("pause", config=config)
-    wait_for(lambda: seen_by_service(pipeline, "control: paused=['*']"), 30, "the service to see the pause")
+    wait_for(lambda: pause_seen(pipeline, "control: paused=['*']"), 30, "the service to see the pause")
     accepted = [send(config, "a@sender.test", ["x@in.test"], simple_message(subject=f"p{i}")) for i in range(5)]
     wanted = {f"{q}-support" for q in accepted}
     wait_for(lambda: {d for d, s in statuses(config).items() if s == "queued"} >= wanted, 60, "queued records")
@@ -126,7 +127,7 @@ def test_pause_of_one_stream_holds_only_its_deliveries(pipeline: Pipeline) -> No
     config = pipeline.configure(streams=streams)
     pipeline.start()
     run_cli("pause", "--stream", "support", config=config)
-    wait_for(lambda: seen_by_service(pipeline, "control: paused=['support']"), 30, "the service to see the pause")
+    wait_for(lambda: pause_seen(pipeline, "control: paused=['support']"), 30, "the service to see the pause")
     held = send(config, "a@sender.test", ["x@in.test"], simple_message())
     sales = send(config, "a@sender.test", ["x@sales.test"], simple_message())
     pipeline.wait_status(f"{sales}-sales", "delivered")
