@@ -71,6 +71,20 @@ def test_the_leases_of_another_boot_have_lapsed(tmp_path: Path) -> None:
     outbox.close()
 
 
+def test_a_lease_on_the_wall_clock_has_lapsed(tmp_path: Path) -> None:
+    """A deliverer of before leases were monotonic, still running after a newer process first opened the
+    outbox, writes leases on the wall clock: read as monotonic they lapsed in 57 years, and the delivery of
+    one killed holding it waited for the next boot."""
+    clock = Clock()
+    outbox = Outbox(tmp_path / "outbox.db", clock=clock)
+    outbox.add([delivery(1)])
+    with sqlite3.connect(tmp_path / "outbox.db") as old_deliverer:
+        old_deliverer.execute("UPDATE deliveries SET lease_owner = 'old', lease_until = ?", (clock.time() + 60,))
+    assert outbox.next_due() is not None
+    assert [d.delivery_id for d in outbox.claim("s", 1, "new", lease_seconds=60)] == ["Q1-s"]
+    outbox.close()
+
+
 def test_a_hold_gives_back_the_outage_s_steps_and_probes_take_turns(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.db", clock=Ticking())
     outbox.add([delivery(1), delivery(2), delivery(3)])
@@ -118,14 +132,14 @@ def test_a_claim_in_arrival_order_reads_only_the_index(tmp_path: Path) -> None:
     """Read through the table, a claim read every due row and its payload's pages (25 ms with 5,000 waiting)."""
     outbox = Outbox(tmp_path / "outbox.db")
     query = "EXPLAIN QUERY PLAN " + CLAIMABLE.format(order="queue_id")
-    plan = outbox.db.execute(query, ("s", 1, 1, 1, 1, 1)).fetchall()
+    plan = outbox.db.execute(query, ("s", 1, 1, 1, 1, 1, 1)).fetchall()
     assert [row[-1] for row in plan] == ["SEARCH deliveries USING COVERING INDEX claimable (stream=? AND done=?)"]
 
 
 def test_the_next_due_time_is_read_from_the_index_and_skips_leased_deliveries(tmp_path: Path) -> None:
     """Through the table, next_due read every waiting row's payload pages: 13 % of a draining pipeline's CPU."""
     outbox = Outbox(tmp_path / "outbox.db", clock=Ticking())
-    plan = outbox.db.execute("EXPLAIN QUERY PLAN " + NEXT_DUE, (1,)).fetchall()
+    plan = outbox.db.execute("EXPLAIN QUERY PLAN " + NEXT_DUE, (1, 2)).fetchall()
     assert [row[-1] for row in plan] == ["SEARCH deliveries USING COVERING INDEX next_due (done=?)"]
     assert outbox.next_due() is None
     outbox.add([delivery(1), delivery(2)])

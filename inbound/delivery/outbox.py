@@ -41,18 +41,25 @@ from ..errors import StoreError
 from ..records import JSON
 from ..sqlitefile import SQLiteFile
 
+# A delivery whose lease has lapsed (parameters: the monotonic now, and now + FOREIGN_LEASE). A lease
+# further ahead than FOREIGN_LEASE was written on the wall clock, by a deliverer of before leases were
+# monotonic still running when this outbox was first opened by one of after (say by `inbound status`):
+# left as it is, it would not lapse for decades, and its delivery would wait until the next boot.
+LAPSED = "(lease_until < ? OR lease_until > ?)"
+FOREIGN_LEASE = 1e9  # 31 years: longer than any lease (durations are at most 10 years), shorter than the epoch
+
 # The due deliveries of a stream, *order* first: what claim() takes (parameters: stream, now,
-# now + longest_delay, the monotonic now, added_before, limit). In arrival order it is read from
+# now + longest_delay, LAPSED's two, added_before, limit). In arrival order it is read from
 # the index ``claimable`` alone.
-CLAIMABLE = """SELECT rowid FROM deliveries
-    WHERE stream = ? AND done = 0 AND (due_at <= ? OR due_at > ?) AND lease_until < ? AND added_at < ?
-    ORDER BY {order} LIMIT ?"""
+CLAIMABLE = f"""SELECT rowid FROM deliveries
+    WHERE stream = ? AND done = 0 AND (due_at <= ? OR due_at > ?) AND {LAPSED} AND added_at < ?
+    ORDER BY {{order}} LIMIT ?"""
 
 # A claimed delivery's payload, in claim()'s RETURNING.
 PAYLOAD = "(SELECT payload FROM payloads p WHERE p.delivery_id = deliveries.delivery_id)"
 
-# When the first unleased delivery is due (parameter: the monotonic now); read from the index ``next_due`` alone.
-NEXT_DUE = "SELECT due_at FROM deliveries WHERE done = 0 AND lease_until < ? ORDER BY due_at LIMIT 1"
+# When the first unleased delivery is due (parameters: LAPSED's); read from the index ``next_due`` alone.
+NEXT_DUE = f"SELECT due_at FROM deliveries WHERE done = 0 AND {LAPSED} ORDER BY due_at LIMIT 1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -243,7 +250,7 @@ class Outbox:
                     stream,
                     now,
                     now + longest_delay,
-                    monotonic,
+                    *self._lapsed(monotonic),
                     added_before or float("inf"),
                     limit,
                 ),
@@ -281,8 +288,8 @@ class Outbox:
             db.execute("INSERT OR REPLACE INTO held_streams (stream, since) VALUES (?, ?)", (stream, since))
             db.executemany(
                 "UPDATE deliveries SET steps = MAX(steps - 1, 0), due_at = MIN(due_at, ?)"
-                " WHERE delivery_id = ? AND done = 0 AND lease_until < ?",
-                [(now, delivery_id, monotonic) for delivery_id in sorted(failed)],
+                f" WHERE delivery_id = ? AND done = 0 AND {LAPSED}",
+                [(now, delivery_id, *self._lapsed(monotonic)) for delivery_id in sorted(failed)],
             )
 
     def unhold(self, stream: str) -> None:
@@ -325,8 +332,13 @@ class Outbox:
         return Waiting(int(str(count)), float(str(oldest)) if oldest is not None else None)
 
     def next_due(self) -> float | None:
-        row = self._read(NEXT_DUE, (self.clock.monotonic(),))
+        row = self._read(NEXT_DUE, self._lapsed(self.clock.monotonic()))
         return float(str(row[0])) if row else None
+
+    @staticmethod
+    def _lapsed(monotonic: float) -> tuple[float, float]:
+        """LAPSED's parameters at *monotonic*."""
+        return monotonic, monotonic + FOREIGN_LEASE
 
     def prune(self, older_than: float) -> None:
         self._write("DELETE FROM deliveries WHERE done = 1 AND due_at < ?", [(self.clock.time() - older_than,)])
