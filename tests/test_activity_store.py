@@ -477,6 +477,8 @@ SEARCHED = {
     8: "Приглашение на встречу",
     9: "Straße gesperrt",
     10: "x_y under_score 3.14 version v1.2.3",
+    11: "दिल की बात",
+    12: "ドアの修理",
 }
 FINDS = [
     ("INV-2024-0042", [1]), ("0042", [2, 1]), ("scan_0042.pdf", [2]), ("pdf", [2]), ("contract-v2.docx", [3]),
@@ -484,6 +486,9 @@ FINDS = [
     ("Resume", [5]), ("résumé", [5]), ("ZOË", [5]), ("zoe", [5]), ("élodie", [7]), ("Elodie", [7]),
     ("приглашение", [8]), ("ВСТРЕЧУ", [8]), ("straße", [9]), ("STRASSE", [9]), ("score", [10]),
     ("under_score", [10]), ("14", [10]), ("v1.2.3", [10]), ("1.2", []), ("-", []), ("invo*", []),
+    # A script's own marks are part of its letters, not accents: a vowel sign, the kana voicing mark.
+    ("दिल", [11]), ("दल", []), ("ドアの修理", [12]), ("トアの修理", []),
+    ("x" * 2047, []),  # longer than PostgreSQL takes in a query: it answered 503
 ]  # fmt: skip
 
 

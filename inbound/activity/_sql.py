@@ -19,8 +19,8 @@ from __future__ import annotations
 import abc
 import builtins
 import functools
+import itertools
 import json
-import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -142,10 +142,23 @@ def folded_addresses(mail_from: str | None, to: Sequence[str]) -> tuple[str | No
     return sender, jsoncodec.dumps([storable(fold(a)) for a in to]).decode()
 
 
-#: The longest word indexed, in UTF-8 bytes: PostgreSQL's limit for one lexeme. Longer runs of
+#: The longest word indexed, in UTF-8 bytes: PostgreSQL's limit for one word of a query (a lexeme of
+#: a tsvector may have one byte more, and a query of such a word was refused: a 503). Longer runs of
 #: letters are no word a person searches for; both backends leave them out.
-MAX_WORD_BYTES = 2047
-_WORD = re.compile(r"[^\W_]+")  # a run of letters and digits: what SQLite's unicode61 tokenizer reads as a token
+MAX_WORD_BYTES = 2046
+# The combining marks that are accents: those NFKD splits off Latin, Greek and Cyrillic letters
+# (U+0300-036F, with its extension, supplement, marks for symbols and half marks). A script's own
+# marks are part of its letters (a Devanagari vowel sign: "दिल" is not "दल"; the kana voicing mark:
+# "ド" is not "ト") and stay in the word.
+_ACCENTS = dict.fromkeys(
+    [
+        *range(0x0300, 0x0370),
+        *range(0x1AB0, 0x1B00),
+        *range(0x1DC0, 0x1E00),
+        *range(0x20D0, 0x2100),
+        *range(0xFE20, 0xFE30),
+    ]
+)
 
 
 def search_words(text: str) -> builtins.list[str]:
@@ -157,9 +170,14 @@ def search_words(text: str) -> builtins.list[str]:
     ("Resume" missed "Résumé"), and folded case by the database's locale (ASCII only under "C").
     """
     folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
-    bare = "".join(c for c in folded if not unicodedata.category(c).startswith("M"))  # the diacritics NFKD split off
-    words = (word for word in _WORD.findall(bare) if len(word.encode()) <= MAX_WORD_BYTES)
-    return builtins.list(dict.fromkeys(words))
+    runs = itertools.groupby(folded.translate(_ACCENTS), _in_a_word)
+    words = ("".join(run) for in_word, run in runs if in_word)
+    return builtins.list(dict.fromkeys(word for word in words if len(word.encode()) <= MAX_WORD_BYTES))
+
+
+def _in_a_word(character: str) -> bool:
+    """A letter or digit, or a mark of one (what is left of marks once the accents are gone)."""
+    return character.isalnum() or unicodedata.category(character).startswith("M")
 
 
 def searched_fields(merged: Merged) -> tuple[str | None, str | None, tuple[str, ...]]:
