@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +141,18 @@ def test_a_second_action_before_the_first_is_recorded_is_refused_not_dropped(bus
     Recorder(store).handle([*bus.read_all("events"), *bus.read_all("messages")])
     store.apply([Event(EventType.FAILED, did, qid(1), "support", at(1), generation=1, reason="HTTP 500")])
     assert retry(bus, store, did, streams=STREAMS) == 2  # recorded: the next action takes the next generation
+
+
+def test_an_action_waiting_for_the_record_stage_is_held_through_a_long_outage_of_it(
+    bus: Bus, store: ActivityStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held 5 minutes, a replay 301 s after a retry took generation 2, and the deliverer kept it alone."""
+    did = finished(store, 1, EventType.FAILED, 0)
+    assert retry(bus, store, did, streams=STREAMS) == 1
+    hours_later = time.time() + 6 * 3600  # the record stage down meanwhile: the store still shows generation 0
+    monkeypatch.setattr(time, "time", lambda: hours_later)
+    done = replay(bus, store, replay_window(store, "support", at(0)), to="https://debug.example.test/hook")
+    assert (done.generations, list(done.not_sent)) == ({}, [did])
 
 
 class DownProducer(EmbeddedProducer):

@@ -46,9 +46,12 @@ if TYPE_CHECKING:  # the CLI imports this module in every process of `serve`: no
 MAX_STREAMS = 10_000  # more deliveries than one message can have: one per stream
 # Messages a replay reads and sends at a time: it holds their payloads, never a whole window's.
 REPLAY_BATCH = 100
-# How long a generation an action claimed is held for it to reach the activity log; after that (the
-# action died before writing to the bus) another action may take the next one.
-CLAIM_SECONDS = 300
+# How long a generation an action claimed is held for it to reach the activity log; after that
+# another action may take the next one. Longer than an outage of the record stage an operator goes
+# on acting through: a second action past it replaces the first in the deliverer's queue (held 5
+# minutes, a retry was lost behind a replay that way). Only an action killed between its claim and
+# its write to the bus (one that fails there lets its claim go) holds its delivery this long.
+CLAIM_SECONDS = 24 * 3600
 
 
 class ActionRefused(InboundError):
