@@ -479,17 +479,33 @@ SEARCHED = {
     10: "x_y under_score 3.14 version v1.2.3",
     11: "दिल की बात",
     12: "ドアの修理",
+    13: "Invoice INV-0042-2024 (not ours)",
+    14: "Meeting 2024-15-01, room 12-12",
+    15: "Hello",
+    16: "Hello",
 }
+#: Who sent and received a :data:`SEARCHED` message, where not s@sender.test to help@in.test.
+ADDRESSED = {15: ("alice@other.test", ("sales@example.com",)), 16: ("alice@example.com", ("help@in.test",))}
 FINDS = [
-    ("INV-2024-0042", [1]), ("0042", [2, 1]), ("scan_0042.pdf", [2]), ("pdf", [2]), ("contract-v2.docx", [3]),
-    ("2024-01-15", [4]), ("01", [4]), ("PROJ-123", [4]), ("123", [4]), ("10:30", [6]), ("5", [6]),
+    ("INV-2024-0042", [1]), ("0042", [13, 2, 1]), ("scan_0042.pdf", [2]), ("pdf", [2]), ("contract-v2.docx", [3]),
+    ("2024-01-15", [4]), ("01", [14, 4]), ("PROJ-123", [4]), ("123", [4]), ("10:30", [6]), ("5", [6]),
     ("Resume", [5]), ("résumé", [5]), ("ZOË", [5]), ("zoe", [5]), ("élodie", [7]), ("Elodie", [7]),
     ("приглашение", [8]), ("ВСТРЕЧУ", [8]), ("straße", [9]), ("STRASSE", [9]), ("score", [10]),
     ("under_score", [10]), ("14", [10]), ("v1.2.3", [10]), ("1.2", []), ("-", []), ("invo*", []),
     # A script's own marks are part of its letters, not accents: a vowel sign, the kana voicing mark.
     ("दिल", [11]), ("दल", []), ("ドアの修理", [12]), ("トアの修理", []),
     ("x" * 2047, []),  # longer than PostgreSQL takes in a query: it answered 503
+    # A piece of the query is a phrase: its words side by side, in order, in one message; pieces are ANDed.
+    ("alice@example.com", [16]), ("alice@other.test", [15]), ("sales@example.com", [15]), ("alice", [16, 15]),
+    ("INV-0042-2024", [13]), ("2024-15-01", [14]), ("12-12", [14]), ("0042 2024", [13, 1]),
+    ("- INV-2024-0042 -", [1]),
 ]  # fmt: skip
+
+
+def searched() -> list[Event]:
+    """The :data:`SEARCHED` messages."""
+    default = ("s@sender.test", ("help@in.test",))
+    return [summarised(n, subject, *ADDRESSED.get(n, default), t(n)) for n, subject in SEARCHED.items()]
 
 
 def found_words(store: ActivityStore) -> list[tuple[str, list[int]]]:
@@ -498,8 +514,9 @@ def found_words(store: ActivityStore) -> list[tuple[str, list[int]]]:
 
 def test_search_finds_the_same_words_on_every_backend(store: ActivityStore) -> None:
     """Words as SQLite's unicode61 reads them (runs of letters and digits, no case, no diacritics), on
-    PostgreSQL too: its parser kept "INV-2024-0042" whole, and "0042" found nothing there."""
-    store.apply([summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()])
+    PostgreSQL too: its parser kept "INV-2024-0042" whole, and "0042" found nothing there. Each piece of
+    the query side by side: its words anywhere in a message found "INV-0042-2024" for "INV-2024-0042"."""
+    store.apply(searched())
     assert found_words(store) == FINDS
 
 
@@ -791,7 +808,7 @@ def test_sqlite_version_6_file_indexes_its_words_again(tmp_path: Path, monkeypat
     monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
     path = tmp_path / "activity.db"
     store = SQLiteActivityStore(path)
-    store.apply([summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()])
+    store.apply(searched())
     store.close()
     raw = sqlite3.connect(path)
     try:  # indexed as version 6 did: the text itself, read by unicode61 (which keeps "ß")
@@ -838,9 +855,7 @@ def test_postgresql_addresses_compare_alike_whatever_the_database_locale(postgre
         admin.execute(f"CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
     store = PostgresActivityStore(postgres_server.dsn(name))
     try:
-        store.apply(
-            [summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()]
-        )
+        store.apply(searched())
         assert found_words(store) == FINDS  # to_tsvector() folded only ASCII here: "élodie" missed "ÉLODIE"
         store.apply([accented(20)])
         assert found_by_address(store) == [[qid(20)]] * 4
@@ -854,7 +869,7 @@ def test_postgresql_version_5_database_indexes_its_words_again(
     monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
     dsn = postgres_server.new_database()
     store = PostgresActivityStore(dsn)
-    store.apply([summarised(n, subject, "s@sender.test", ("help@in.test",), t(n)) for n, subject in SEARCHED.items()])
+    store.apply(searched())
     store.close()
     with psycopg.connect(dsn, autocommit=True) as admin:  # indexed as version 5 did
         admin.execute("DROP FUNCTION inbound_search_vector")

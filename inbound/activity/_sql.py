@@ -78,8 +78,8 @@ class Dialect:
     """How one backend's SQL spells the parts of a query that differ between databases."""
 
     mark: str  # the parameter placeholder
-    text_match: str  # true when the record has every word of the full-text query in the one parameter
-    text_query: Callable[[builtins.list[str]], str]  # the query's search_words() as that parameter
+    text_match: str  # true when the record has every phrase of the full-text query in the one parameter
+    text_query: Callable[[builtins.list[builtins.list[str]]], str]  # the query's search_phrases() as that parameter
     has_recipient: str  # true when the one parameter (folded) is among the folded recipients
 
 
@@ -105,14 +105,14 @@ class Criteria:
     def where(self, dialect: Dialect) -> tuple[str, builtins.list[Any]]:
         """The SQL condition (``WHERE ...`` or empty) and its parameters."""
         m = dialect.mark
-        words = search_words(self.text) if self.text else []
-        if self.text and self.text.strip() and not words:
+        phrases = search_phrases(self.text) if self.text else []
+        if self.text and self.text.strip() and not phrases:
             return "WHERE 1 = 0", []  # only punctuation: no word to find, so no record has them all
         tests: builtins.list[tuple[str, builtins.list[Any]]] = [
             (f"status = {m}", [self.status.value if self.status else None]),
             (f"stream = {m}", [self.stream]),
             (f"queue_id = {m}", [self.queue_id]),
-            (dialect.text_match, [dialect.text_query(words) if words else None]),
+            (dialect.text_match, [dialect.text_query(phrases) if phrases else None]),
             (f"mail_from_folded = {m}", [fold(self.sender) if self.sender else None]),
             (dialect.has_recipient, [fold(self.recipient) if self.recipient else None]),
             (f"received_at >= {m}", [self.since]),
@@ -163,7 +163,7 @@ _ACCENTS = dict.fromkeys(
 
 def search_words(text: str) -> builtins.list[str]:
     """The words full-text search compares, of a message and of a query alike: each run of letters
-    and digits, case-folded, without diacritics, once.
+    and digits, case-folded, without diacritics, in order.
 
     Made here for both backends, as SQLite's FTS5 ``unicode61`` tokenizer makes them: PostgreSQL's
     parser kept "INV-2024-0042" and "scan_0042.pdf" whole (no "0042", no "pdf"), kept accents
@@ -172,7 +172,18 @@ def search_words(text: str) -> builtins.list[str]:
     folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
     runs = itertools.groupby(folded.translate(_ACCENTS), _in_a_word)
     words = ("".join(run) for in_word, run in runs if in_word)
-    return builtins.list(dict.fromkeys(word for word in words if len(word.encode()) <= MAX_WORD_BYTES))
+    return [word for word in words if len(word.encode()) <= MAX_WORD_BYTES]
+
+
+def search_phrases(query: str) -> builtins.list[builtins.list[str]]:
+    """What a full-text query asks for: each whitespace-separated piece of it as a phrase, its
+    :func:`search_words` side by side in that order, and every phrase in the record.
+
+    Not its words anywhere: "alice@example.com" found alice@other.test writing to
+    sales@example.com, and "INV-2024-0042" found "INV-0042-2024". A piece without a word ("-") asks
+    for nothing.
+    """
+    return [words for piece in query.split() if (words := search_words(piece))]
 
 
 def _in_a_word(character: str) -> bool:
@@ -194,6 +205,9 @@ SEARCH_TEXT_BYTES = 64 * 1024
 def indexed_words(subject: str | None, mail_from: str | None, to: Sequence[str]) -> builtins.list[str]:
     """What full-text search finds a delivery by: the :func:`search_words` of its subject, sender and
     recipients, at most :data:`SEARCH_TEXT_BYTES` of them, the subject's first, so that it is always found.
+
+    In order, repeats included: a phrase of :func:`search_phrases` is found where its words stand side
+    by side ("12-12" needs "12" twice).
     """
     text = " ".join([subject or "", *(address for address in (mail_from, *to) if address)])
     if len(text) > SEARCH_TEXT_BYTES:  # the head only: a megabyte of recipients costs what is kept of it

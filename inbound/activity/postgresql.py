@@ -35,27 +35,32 @@ from ..errors import StoreError
 from ..events import Event
 from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore
 
-# 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims; 6: search_words() indexed
+# 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims; 6: indexed_words() at their positions
 SCHEMA_VERSION = 6
 CONNECT_TIMEOUT_SECONDS = 10
 APPLY_TRIES = 5
 # Any fixed number: the advisory lock under which the first process to start creates the tables.
 _SCHEMA_LOCK = 0x1B0A7D
 
-# The words are the lexemes as they are: no parser, no locale. indexed_words() are bounded far below
-# the tsvector's limit (1 MiB of lexemes, each at most 2047 bytes), which array_to_tsvector() does not
-# check: past it, the offsets it writes overflow. Should they reach it anyway, the delivery is recorded
-# unsearchable: failing the batch would stop the record stage for good.
+# The words are the lexemes as they are (no parser, no locale), each at its position in the delivery
+# (1, 2, ...) so that a phrase query finds them side by side: written as a tsvector literal, each word
+# quoted, with nothing to escape (words are runs of letters, digits and marks: no quote, no backslash).
+# PostgreSQL keeps a lexeme's first 256 positions, and none past 16383 (it writes 16383 for them): a
+# phrase beyond those is not found, a word alone still is. A tsvector holds at most 1 MiB of lexemes and
+# positions, which its input checks with an error: each word counts its bytes and 5 more (its position,
+# and the count and alignment a new lexeme adds), and past that the delivery is recorded unsearchable.
+# indexed_words() are bounded far below it, but failing the batch would stop the record stage for good.
 _SEARCH_VECTOR = """CREATE OR REPLACE FUNCTION inbound_search_vector(words text[]) RETURNS tsvector
     LANGUAGE plpgsql IMMUTABLE STRICT AS $$
     DECLARE
-        size bigint := octet_length(array_to_string(words, ''));
+        size bigint := octet_length(array_to_string(words, '')) + 5 * cardinality(words);
     BEGIN
         IF size > 1048575 THEN
             RAISE WARNING 'inbound: a delivery is left out of the full-text index: % bytes of words', size;
             RETURN NULL;
         END IF;
-        RETURN array_to_tsvector(words);
+        RETURN (SELECT string_agg('''' || word || ''':' || position, ' ')
+                FROM unnest(words) WITH ORDINALITY AS w (word, position))::tsvector;
     END $$"""
 
 # the generations operator actions reserved (see ActivityStore.claim_generations)
@@ -116,8 +121,10 @@ _SCHEMA = (
 _DIALECT = Dialect(
     mark="%s",
     text_match="search @@ %s::tsquery",
-    # every word quoted, as a lexeme (letters and digits only): no operator syntax from the user's input
-    text_query=lambda words: " & ".join(f"'{word}'" for word in words),
+    # each phrase its words quoted, as lexemes, side by side (<->, which binds tighter than &); the phrases
+    # ANDed. Words are runs of letters, digits and marks (_sql.search_words()), so no quote or backslash
+    # can occur in them: no operator syntax from the user's input
+    text_query=lambda phrases: " & ".join(" <-> ".join(f"'{word}'" for word in words) for words in phrases),
     has_recipient="EXISTS (SELECT 1 FROM jsonb_array_elements_text(rcpt_to_folded::jsonb) AS r (a) WHERE r.a = %s)",
 )
 

@@ -37,7 +37,7 @@ from ._sql import (
 log = logging.getLogger(__name__)
 
 # 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts;
-# 5: folded addresses; 6: claims; 7: the full-text index holds _sql.search_words()
+# 5: folded addresses; 6: claims; 7: the full-text index holds _sql.indexed_words(), in order
 SCHEMA_VERSION = 7
 _V2_COLUMNS = STATE_COLUMNS.removesuffix(", verdicts")  # what a version 2 file has of them
 
@@ -73,7 +73,7 @@ _DELIVERIES = (
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_stream ON deliveries (stream, {ORDER_COLUMNS})",
     "CREATE INDEX deliveries_by_queue_id ON deliveries (queue_id)",
-    # _sql.indexed_words() of each delivery, under its id: unicode61 reads them as they are
+    # _sql.indexed_words() of each delivery in order, under its id: unicode61 reads them as they are
     "CREATE VIRTUAL TABLE deliveries_text USING fts5(text, tokenize = 'unicode61')",
 )
 # the generations operator actions reserved (see ActivityStore.claim_generations)
@@ -100,8 +100,10 @@ _SCHEMA = (
 _DIALECT = Dialect(
     mark="?",
     text_match="id IN (SELECT rowid FROM deliveries_text WHERE deliveries_text MATCH ?)",
-    # each word one quoted FTS5 string (letters and digits only): no operator syntax from the user's input
-    text_query=lambda words: " ".join(f'"{word}"' for word in words),
+    # each phrase one quoted FTS5 string, its words side by side; the strings ANDed. Words are runs of
+    # letters, digits and marks (_sql.search_words()), so no quote can occur in them: no operator
+    # syntax from the user's input
+    text_query=lambda phrases: " ".join(f'"{" ".join(words)}"' for words in phrases),
     has_recipient="EXISTS (SELECT 1 FROM json_each(rcpt_to_folded) WHERE value = ?)",
 )
 
