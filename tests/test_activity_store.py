@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import multiprocessing
 import random
 import re
@@ -804,7 +805,19 @@ def test_sqlite_version_3_to_5_files_gain_their_columns_and_tables(
         upgraded.close()
 
 
-def test_sqlite_version_6_file_indexes_its_words_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def upgrade_said(caplog: pytest.LogCaptureFixture, where: str, version: int, to: int) -> None:
+    """The upgrade was logged before its work (a million deliveries took 35 s, others waiting) and after."""
+    said = [r.getMessage() for r in caplog.records if r.name == "inbound.activity"]
+    assert said[0] == (
+        f"activity store {where}: upgrading from schema version {version} to {to} ({len(SEARCHED)} deliveries);"
+        " other processes opening it wait"
+    )
+    assert said[1].startswith(f"activity store {where}: upgraded from schema version {version} to {to} in ")
+
+
+def test_sqlite_version_6_file_indexes_its_words_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
     path = tmp_path / "activity.db"
     store = SQLiteActivityStore(path)
@@ -818,11 +831,13 @@ def test_sqlite_version_6_file_indexes_its_words_again(tmp_path: Path, monkeypat
         )
     finally:
         raw.close()
-    upgraded = SQLiteActivityStore(path)
+    with caplog.at_level(logging.INFO, logger="inbound.activity"):
+        upgraded = SQLiteActivityStore(path)
     try:
         assert found_words(upgraded) == FINDS
     finally:
         upgraded.close()
+    upgrade_said(caplog, str(path), 6, 7)
 
 
 # --- PostgreSQL specifics ---------------------------------------------------
@@ -864,7 +879,7 @@ def test_postgresql_addresses_compare_alike_whatever_the_database_locale(postgre
 
 
 def test_postgresql_version_5_database_indexes_its_words_again(
-    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
     dsn = postgres_server.new_database()
@@ -877,11 +892,13 @@ def test_postgresql_version_5_database_indexes_its_words_again(
                       " AS $$ SELECT to_tsvector('simple', t) $$")  # fmt: skip
         admin.execute("UPDATE deliveries SET search = inbound_search_vector(subject)")
         admin.execute("UPDATE inbound_activity_schema SET version = 5")
-    store = PostgresActivityStore(dsn)
+    with caplog.at_level(logging.INFO, logger="inbound.activity"):
+        store = PostgresActivityStore(dsn)
     try:
         assert found_words(store) == FINDS
     finally:
         store.close()
+    upgrade_said(caplog, store.where, 5, 6)
 
 
 def test_postgresql_records_unsearchable_what_it_cannot_index(

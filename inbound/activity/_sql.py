@@ -21,9 +21,11 @@ import builtins
 import functools
 import itertools
 import json
+import logging
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -40,6 +42,8 @@ from ._base import (
     encode_key,
     payload_made,
 )
+
+log = logging.getLogger("inbound.activity")
 
 #: The newest-first order every backend lists in; records without a summary (no received_at) come last.
 ORDER_COLUMNS = "COALESCE(received_at, ''), delivery_id"
@@ -221,6 +225,25 @@ def indexed_words(subject: str | None, mail_from: str | None, to: Sequence[str])
             break
         kept.append(word)
     return kept
+
+
+@contextmanager
+def upgrade_logged(where: str, version: int, to: int, deliveries: int) -> Iterator[None]:
+    """Log a schema upgrade before and after it: one that rewrites every delivery took 35 s for a
+    million on SQLite, in one transaction, and every other process opening the store waits meanwhile."""
+    log.info(
+        "activity store %s: upgrading from schema version %d to %d (%d deliveries); other processes opening it wait",
+        where, version, to, deliveries,
+    )  # fmt: skip
+    started = time.monotonic()
+    yield
+    log.info(
+        "activity store %s: upgraded from schema version %d to %d in %.1fs",
+        where,
+        version,
+        to,
+        time.monotonic() - started,
+    )
 
 
 class SQLActivityStore(abc.ABC):

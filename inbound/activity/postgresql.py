@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import StoreError
 from ..events import Event
-from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore
+from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, upgrade_logged
 
 # 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims; 6: indexed_words() at their positions
 SCHEMA_VERSION = 6
@@ -171,10 +171,13 @@ class PostgresActivityStore(SQLActivityStore):
                         db.execute(statement)
                     db.execute("INSERT INTO inbound_activity_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
                 (version,) = db.execute("SELECT version FROM inbound_activity_schema").fetchone() or (None,)
-                while version in range(1, SCHEMA_VERSION):
-                    self._upgrade(db, version)
-                    version += 1
-                    db.execute("UPDATE inbound_activity_schema SET version = %s", (version,))
+                if version in range(1, SCHEMA_VERSION):
+                    (deliveries,) = db.execute("SELECT COUNT(*) FROM deliveries").fetchone() or (0,)
+                    with upgrade_logged(self.where, version, SCHEMA_VERSION, deliveries):
+                        while version in range(1, SCHEMA_VERSION):
+                            self._upgrade(db, version)
+                            version += 1
+                            db.execute("UPDATE inbound_activity_schema SET version = %s", (version,))
                 if version != SCHEMA_VERSION:
                     raise StoreError(
                         f"activity store {self.where}: schema version {version}, this inbound reads {SCHEMA_VERSION}"

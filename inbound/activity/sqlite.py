@@ -17,7 +17,6 @@ naming the file, so the record stage retries the batch.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 import threading
@@ -32,9 +31,8 @@ from ._sql import (
     Connection,
     Dialect,
     SQLActivityStore,
+    upgrade_logged,
 )
-
-log = logging.getLogger(__name__)
 
 # 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts;
 # 5: folded addresses; 6: claims; 7: the full-text index holds _sql.indexed_words(), in order
@@ -153,31 +151,33 @@ class SQLiteActivityStore(SQLActivityStore):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 return
-            upgraded = version
-            if upgraded == 2:
-                self._upgrade_from_2(db)
-                upgraded = 5
-            elif upgraded in (3, 4):
-                if upgraded == 3:
-                    db.execute("ALTER TABLE deliveries ADD COLUMN verdicts TEXT")
-                db.execute("ALTER TABLE deliveries ADD COLUMN mail_from_folded TEXT")
-                db.execute("ALTER TABLE deliveries ADD COLUMN rcpt_to_folded TEXT")
-                self._fold_addresses(db)
-                upgraded = 5
-            if upgraded == 5:
-                db.execute(_CLAIMS)
-                upgraded = 6
-            if upgraded == 6:
-                self._index_every_delivery(db)
-                upgraded = 7
-            if upgraded != SCHEMA_VERSION:
+            if version == SCHEMA_VERSION:
+                return
+            if not 2 <= version < SCHEMA_VERSION:
                 raise StoreError(
                     f"activity store {self.path}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
                     " (move the file away and run `inbound activity rebuild`)"
                 )
-            if upgraded != version:
+            deliveries = db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+            with upgrade_logged(str(self.path), version, SCHEMA_VERSION, deliveries):
+                self._upgrade(db, version)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                log.info("activity store %s: upgraded from schema version %d to %d", self.path, version, SCHEMA_VERSION)
+
+    def _upgrade(self, db: sqlite3.Connection, version: int) -> None:
+        """Take the file from schema *version* to today's, in the transaction that read the version."""
+        if version == 2:
+            self._upgrade_from_2(db)
+            version = 5
+        elif version in (3, 4):
+            if version == 3:
+                db.execute("ALTER TABLE deliveries ADD COLUMN verdicts TEXT")
+            db.execute("ALTER TABLE deliveries ADD COLUMN mail_from_folded TEXT")
+            db.execute("ALTER TABLE deliveries ADD COLUMN rcpt_to_folded TEXT")
+            self._fold_addresses(db)
+            version = 5
+        if version == 5:
+            db.execute(_CLAIMS)
+        self._index_every_delivery(db)  # every version before 7 indexed other words
 
     def _upgrade_from_2(self, db: sqlite3.Connection) -> None:
         """Version 2 had no stable row id and no full-text index: copy its rows into today's table.
