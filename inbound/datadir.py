@@ -44,6 +44,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Write *path* whole or not at all, durably: a temporary file beside it, fsynced, renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def private_files() -> None:
     """Make every file and directory this process creates readable by its owner only."""
     os.umask(0o077)
@@ -101,6 +112,12 @@ class DataDir:
     def spamd_outage(self) -> Path:
         """Present while this host's processor cannot reach spamd; read by ``inbound status``."""
         return self.root / "spamd-unavailable.json"
+
+    @property
+    def configured_streams(self) -> Path:
+        """The names of the streams this host's process stage has ever had: a stream missing from its
+        table is one removed, not one whose configuration is still on its way (:mod:`inbound.processing.process`)."""
+        return self.root / "configured-streams.json"
 
     @property
     def databases(self) -> tuple[Path, ...]:

@@ -201,6 +201,8 @@ class Service:
             parser=parser,
             limits=settings.processing,
             record_limit=record_limit(settings),
+            # None without a data directory of ours: the process role alone on Kafka runs stateless
+            configured_streams=settings.data.configured_streams if settings.data.marker.exists() else None,
         )
         self.stages.append(
             ConsumerWorker(

@@ -606,3 +606,39 @@ def test_the_stage_retries_a_batch_waiting_for_a_stream_until_the_configuration_
         stage.stop()
         bus.close()
     assert [(e.stream, e.type) for e in events(producer)] == [("sales", EventType.PROCESSED)]
+
+
+@pytest.mark.parametrize("added", ["at start", "by a reload"])
+def test_a_stream_removed_over_a_restart_is_failed_at_once(tmp_path: Path, added: str) -> None:
+    """A rollout restarting each host with `sales` removed (a Kubernetes ConfigMap): the restarted
+    processor held a batch with `sales` mail, from an edge not yet restarted, for the whole grace."""
+    kept = DataDir(tmp_path).configured_streams
+    clock, producer = Clock(), RecordingProducer()
+    limits = ProcessingSettings(unknown_stream_grace=300.0)
+    before = [SUPPORT, SALES] if added == "at start" else [SUPPORT]
+    earlier = Processor(RoutingTable.from_streams(before), producer, before, clock=clock, configured_streams=kept)
+    if added == "by a reload":
+        earlier.use(RoutingTable.from_streams([SUPPORT, SALES]), [SUPPORT, SALES])
+    clock.elapsed = 60.0  # restarted without `sales`
+    processor = Processor(
+        RoutingTable.from_streams([SUPPORT]), producer, [SUPPORT], limits=limits, clock=clock, configured_streams=kept
+    )
+    clock.elapsed = 61.0
+    processor.handle([accepted("sales", clock.time()), accepted("support", clock.time())])
+    assert [(e.stream, e.type, e.reason) for e in events(producer)] == [
+        ("sales", EventType.FAILED, "stream 'sales' is no longer configured"),
+        ("support", EventType.PROCESSED, None),
+    ]
+
+
+def test_a_stream_never_configured_in_this_data_directory_still_waits(tmp_path: Path) -> None:
+    kept = DataDir(tmp_path).configured_streams
+    clock, producer = Clock(), RecordingProducer()
+    limits = ProcessingSettings(unknown_stream_grace=300.0)
+    processor = Processor(
+        RoutingTable.from_streams([SUPPORT]), producer, [SUPPORT], limits=limits, clock=clock, configured_streams=kept
+    )
+    clock.elapsed = 1.0
+    with pytest.raises(TemporaryError, match="stream 'sales' is not configured on this host"):
+        processor.handle([accepted("sales", clock.time())])
+    assert json.loads(kept.read_text()) == ["support"]

@@ -28,6 +28,16 @@ here is Failed at once ("no longer configured"); so is one missing for a
 message accepted before this process started ("not configured on this host"):
 the configuration the message was accepted under is older than this one.
 
+A stream removed over a restart (a Kubernetes ConfigMap is applied so, or an
+operator edits the file and restarts) is one this process never had either,
+while another host's edge, not yet restarted, still accepts mail for it. So
+that it is Failed at once too, not held for the grace, the names of the
+streams this host's process stage has ever had are kept in the data directory
+(``DataDir.configured_streams``), added to at start and at each reload that
+brings a new one; those missing from the table at start are removed ones.
+Without a data directory (the process role alone on Kafka runs stateless) or
+with a new one, a missing stream waits.
+
 Idempotent: a record processed twice yields the same ``delivery_id`` twice,
 which the deliverer's outbox and the activity store both keep once.
 """
@@ -35,15 +45,18 @@ which the deliverer's outbox and the activity store both keep once.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from .. import metrics
 from ..bus import Producer, Record, record_size
 from ..clock import SYSTEM, Clock, now_rfc3339, rfc3339
 from ..config import ProcessingSettings, StreamSettings
+from ..datadir import replace_file
 from ..envelope import Envelope
 from ..errors import TemporaryError
 from ..events import Event, EventType, Summary, delivery_id, shown
@@ -64,6 +77,10 @@ from .job import Outcome, ParseJob, Rendered, RenderRequest
 from .screen import Decision, Screener, decide
 
 log = logging.getLogger(__name__)
+
+# The stream names kept as ever configured here, at most: 63 characters each at most, so under 1 MB.
+# Past it the oldest removed ones are forgotten, and their mail waits the grace again.
+KEPT_STREAM_NAMES = 10_000
 
 
 class _Prepared(NamedTuple):
@@ -87,7 +104,10 @@ class Processor:
         limits: ProcessingSettings | None = None,
         record_limit: int | None = None,
         clock: Clock = SYSTEM,
+        configured_streams: Path | None = None,
     ) -> None:
+        """*configured_streams*: the file of the names of the streams ever configured here, read and
+        added to (see the module's docstring); None: none kept, a stream missing at start waits."""
         self.producer = producer
         self.record_limit = record_limit  # the bus's, for one record (None: no limit)
         self.screener = screener
@@ -97,8 +117,12 @@ class Processor:
         self.started = rfc3339(clock.time())  # as an envelope's received_at, whose text order is time order
         # Streams never configured here, met in messages: (first, last) met, on the monotonic clock.
         self.unconfigured: dict[str, tuple[float, float]] = {}
-        self.latest = (routing, {s.name: s for s in streams}, frozenset[str]())
+        self.configured_streams = configured_streams
+        self.configured = _configured_before(configured_streams)
+        table = {s.name: s for s in streams}
+        self.latest = (routing, table, frozenset(self.configured).difference(table))  # removed over a restart
         self.routing, self.streams, self.removed = self.latest
+        self._keep_configured(table)
 
     def use(self, routing: RoutingTable, streams: Sequence[StreamSettings]) -> None:
         """Route and render with these streams from the next batch on (HUP; any thread).
@@ -110,6 +134,30 @@ class Processor:
         _, current, removed = self.latest
         table = {s.name: s for s in streams}
         self.latest = (routing, table, removed.union(current).difference(table))
+        self._keep_configured(table)
+
+    def _keep_configured(self, table: Collection[str]) -> None:
+        """Add the streams of *table* new to the names ever configured here, and keep them in the file."""
+        added = sorted(set(table).difference(self.configured))
+        if not added:
+            return
+        names = self.configured + added  # oldest first
+        excess = len(names) - KEPT_STREAM_NAMES
+        if excess > 0:
+            forgotten = set([name for name in names if name not in table][:excess])
+            names = [name for name in names if name not in forgotten]
+        self.configured = names
+        if self.configured_streams is None:
+            return
+        try:
+            replace_file(self.configured_streams, json.dumps(names).encode() + b"\n")
+        except OSError as exc:  # the stream is served all the same; only a removal over a restart would wait
+            log.warning(
+                "stage=process cannot keep the configured stream names in %s (mail for a stream removed over"
+                " a restart would wait processing.unknown_stream_grace): %s",
+                self.configured_streams,
+                exc,
+            )
 
     def handle(self, records: list[Record]) -> None:
         self.routing, self.streams, self.removed = self.latest
@@ -281,3 +329,21 @@ class Processor:
 def _streams(envelope: Envelope, bypass: Bypass | None) -> list[str]:
     """The streams a ``received`` record is processed for: an operator's bypass names its one."""
     return [bypass.stream] if bypass is not None else list(envelope.streams())
+
+
+def _configured_before(path: Path | None) -> list[str]:
+    """The names of the streams ever configured here, oldest first, as kept in *path*; none if
+    there is no file (a new data directory) or it cannot be read (logged: such a stream waits)."""
+    if path is None:
+        return []
+    try:
+        names = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("stage=process cannot read the configured stream names in %s: %s", path, exc)
+        return []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        log.warning("stage=process %s is not a list of stream names: ignored", path)
+        return []
+    return names
