@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,12 @@ def fsync_dir(path: Path) -> None:
 
 
 def replace_file(path: Path, data: bytes) -> None:
-    """Write *path* whole or not at all, durably: a temporary file beside it, fsynced, renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write *path* whole or not at all, durably: a temporary file beside it, fsynced, renamed over it.
+
+    The temporary file is this writer's own: two processes writing one name at once through one
+    temporary file left a mix of both (each wrote from its start), which neither had written.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with tmp.open("wb") as f:
         f.write(data)
         f.flush()

@@ -24,9 +24,12 @@ has passed since this process first met the stream; then its messages are
 Failed ("not configured on this host"). So a batch holds its partition for at
 most that grace (and a back-off) per such stream; the hold starts again only
 after no message for the stream came for a grace. A stream removed by a reload
-here is Failed at once ("no longer configured"); so is one missing for a
-message accepted before this process started ("not configured on this host"):
-the configuration the message was accepted under is older than this one.
+here less than a grace ago is Failed at once ("no longer configured"): the
+removal is rolling out, as an addition would; one removed longer ago is met
+as one never had, as it may be coming back (a removal rolled back, a stream
+renamed back). A stream missing for a message accepted before this process
+started is Failed at once ("not configured on this host"): the configuration
+the message was accepted under is older than this one.
 
 A stream removed over a restart (a Kubernetes ConfigMap is applied so, or an
 operator edits the file and restarts) is one this process never had either,
@@ -34,7 +37,8 @@ while another host's edge, not yet restarted, still accepts mail for it. So
 that it is Failed at once too, not held for the grace, the names of the
 streams this host's process stage has ever had are kept in the data directory
 (``DataDir.configured_streams``), added to at start and at each reload that
-brings a new one; those missing from the table at start are removed ones.
+brings a new one; those missing from the table at start are removed ones,
+removed as this process starts.
 Without a data directory (the process role alone on Kafka runs stateless) or
 with a new one, a missing stream waits.
 
@@ -47,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
@@ -120,7 +125,9 @@ class Processor:
         self.configured_streams = configured_streams
         self.configured = _configured_before(configured_streams)
         table = {s.name: s for s in streams}
-        self.latest = (routing, table, frozenset(self.configured).difference(table))  # removed over a restart
+        started = clock.monotonic()
+        removed = {name: started for name in self.configured if name not in table}  # over a restart
+        self.latest = (routing, table, removed)
         self.routing, self.streams, self.removed = self.latest
         self._keep_configured(table)
 
@@ -129,11 +136,13 @@ class Processor:
 
         One value, taken up by :meth:`handle` on the worker's thread: a batch is processed
         with one stream table from start to end, never half and half. It carries the streams
-        removed by reloads so far (and not added back).
+        removed so far (and not added back), with when (monotonic).
         """
         _, current, removed = self.latest
         table = {s.name: s for s in streams}
-        self.latest = (routing, table, removed.union(current).difference(table))
+        now = self.clock.monotonic()
+        gone = {name: when for name, when in removed.items() if name not in table}
+        self.latest = (routing, table, gone | {name: now for name in current if name not in table})
         self._keep_configured(table)
 
     def _keep_configured(self, table: Collection[str]) -> None:
@@ -198,12 +207,13 @@ class Processor:
                     )
 
     def _may_come(self, stream: str, envelope: Envelope) -> bool:
-        """Whether *stream*, missing from the table, may yet be configured here: never had, for a
-        message accepted since this process started, and met first less than the grace ago."""
-        if stream in self.removed or envelope.received_at < self.started:
-            return False
+        """Whether *stream*, missing from the table, may yet be configured here: not removed less than
+        the grace ago, for a message accepted since this process started, and met first less than the
+        grace ago."""
         grace = self.limits.unknown_stream_grace
         now = self.clock.monotonic()
+        if now - self.removed.get(stream, -math.inf) < grace or envelope.received_at < self.started:
+            return False
         first, last = self.unconfigured.get(stream, (now, now))
         if now - first >= grace and now - last > grace:  # given up on, then not met for a grace: a new rollout
             first = now
