@@ -33,6 +33,7 @@ from referencing import Registry, Resource
 
 from inbound.activity import BACKENDS, ActivityRecord, ActivityStore, Claimed, SQLiteActivityStore, _sql, open_store
 from inbound.activity._sql import STATE_COLUMNS
+from inbound.activity.postgresql import SCHEMA_VERSION as POSTGRESQL_SCHEMA_VERSION
 from inbound.activity.postgresql import PostgresActivityStore
 from inbound.activity.record import Recorder
 from inbound.activity.sqlite import SCHEMA_VERSION
@@ -805,11 +806,13 @@ def test_sqlite_version_3_to_5_files_gain_their_columns_and_tables(
         upgraded.close()
 
 
-def upgrade_said(caplog: pytest.LogCaptureFixture, where: str, version: int, to: int) -> None:
+def upgrade_said(
+    caplog: pytest.LogCaptureFixture, where: str, version: int, to: int, deliveries: int = len(SEARCHED)
+) -> None:
     """The upgrade was logged before its work (a million deliveries took 35 s, others waiting) and after."""
     said = [r.getMessage() for r in caplog.records if r.name == "inbound.activity"]
     assert said[0] == (
-        f"activity store {where}: upgrading from schema version {version} to {to} ({len(SEARCHED)} deliveries);"
+        f"activity store {where}: upgrading from schema version {version} to {to} ({deliveries} deliveries);"
         " other processes opening it wait"
     )
     assert said[1].startswith(f"activity store {where}: upgraded from schema version {version} to {to} in ")
@@ -878,27 +881,47 @@ def test_postgresql_addresses_compare_alike_whatever_the_database_locale(postgre
         store.close()
 
 
-def test_postgresql_version_5_database_indexes_its_words_again(
-    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+#: How an older PostgreSQL database indexed: version 5 the subject by to_tsvector(), version 6 (before
+#: positions) each delivery's words as a set, by array_to_tsvector().
+OLD_POSTGRESQL_SEARCH = {
+    5: (
+        "CREATE FUNCTION inbound_search_vector(t text) RETURNS tsvector LANGUAGE sql"
+        " AS $$ SELECT to_tsvector('simple', t) $$",
+        "inbound_search_vector(subject)",
+    ),
+    6: (
+        "CREATE FUNCTION inbound_search_vector(words text[]) RETURNS tsvector LANGUAGE sql IMMUTABLE STRICT"
+        " AS $$ SELECT array_to_tsvector(words) $$",
+        "inbound_search_vector(tsvector_to_array(search))",
+    ),
+}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_POSTGRESQL_SEARCH))
+def test_postgresql_version_5_and_6_databases_index_their_words_again(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, version: int
 ) -> None:
+    """And index the deliveries recorded after with today's inbound_search_vector(): the old one stayed."""
     monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
     dsn = postgres_server.new_database()
     store = PostgresActivityStore(dsn)
-    store.apply(searched())
+    recorded_after = searched()[-3:]
+    store.apply(searched()[:-3])
     store.close()
-    with psycopg.connect(dsn, autocommit=True) as admin:  # indexed as version 5 did
+    function, search = OLD_POSTGRESQL_SEARCH[version]
+    with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute("DROP FUNCTION inbound_search_vector")
-        admin.execute("CREATE FUNCTION inbound_search_vector(t text) RETURNS tsvector LANGUAGE sql"
-                      " AS $$ SELECT to_tsvector('simple', t) $$")  # fmt: skip
-        admin.execute("UPDATE deliveries SET search = inbound_search_vector(subject)")
-        admin.execute("UPDATE inbound_activity_schema SET version = 5")
+        admin.execute(function)
+        admin.execute(f"UPDATE deliveries SET search = {search}")
+        admin.execute("UPDATE inbound_activity_schema SET version = %s", (version,))
     with caplog.at_level(logging.INFO, logger="inbound.activity"):
         store = PostgresActivityStore(dsn)
     try:
+        store.apply(recorded_after)
         assert found_words(store) == FINDS
     finally:
         store.close()
-    upgrade_said(caplog, store.where, 5, 6)
+    upgrade_said(caplog, store.where, version, POSTGRESQL_SCHEMA_VERSION, len(SEARCHED) - len(recorded_after))
 
 
 def test_postgresql_records_unsearchable_what_it_cannot_index(

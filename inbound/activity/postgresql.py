@@ -35,8 +35,9 @@ from ..errors import StoreError
 from ..events import Event
 from ._sql import ORDER_COLUMNS, Connection, Dialect, SQLActivityStore, upgrade_logged
 
-# 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims; 6: indexed_words() at their positions
-SCHEMA_VERSION = 6
+# 2: verdicts; 3: inbound_search_vector(); 4: folded addresses; 5: claims; 6: indexed_words() at their positions;
+# 7: every delivery indexed again (the words and the function changed within 6: marks kept, positions)
+SCHEMA_VERSION = 7
 CONNECT_TIMEOUT_SECONDS = 10
 APPLY_TRIES = 5
 # Any fixed number: the advisory lock under which the first process to start creates the tables.
@@ -50,6 +51,7 @@ _SCHEMA_LOCK = 0x1B0A7D
 # positions, which its input checks with an error: each word counts its bytes and 5 more (its position,
 # and the count and alignment a new lexeme adds), and past that the delivery is recorded unsearchable.
 # indexed_words() are bounded far below it, but failing the batch would stop the record stage for good.
+# Made again by every connect (see _connect()): the function is always the one this code indexes with.
 _SEARCH_VECTOR = """CREATE OR REPLACE FUNCTION inbound_search_vector(words text[]) RETURNS tsvector
     LANGUAGE plpgsql IMMUTABLE STRICT AS $$
     DECLARE
@@ -104,7 +106,6 @@ _SCHEMA = (
     f"CREATE INDEX deliveries_by_stream ON deliveries (stream, {ORDER_COLUMNS})",
     "CREATE INDEX deliveries_by_queue_id ON deliveries (queue_id)",
     "CREATE INDEX deliveries_search ON deliveries USING gin (search)",
-    _SEARCH_VECTOR,
     _CLAIMS,
     """CREATE TABLE attempts (
         delivery_id text COLLATE "C" NOT NULL,
@@ -171,17 +172,20 @@ class PostgresActivityStore(SQLActivityStore):
                         db.execute(statement)
                     db.execute("INSERT INTO inbound_activity_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
                 (version,) = db.execute("SELECT version FROM inbound_activity_schema").fetchone() or (None,)
-                if version in range(1, SCHEMA_VERSION):
-                    (deliveries,) = db.execute("SELECT COUNT(*) FROM deliveries").fetchone() or (0,)
-                    with upgrade_logged(self.where, version, SCHEMA_VERSION, deliveries):
-                        while version in range(1, SCHEMA_VERSION):
-                            self._upgrade(db, version)
-                            version += 1
-                            db.execute("UPDATE inbound_activity_schema SET version = %s", (version,))
-                if version != SCHEMA_VERSION:
+                if version not in range(1, SCHEMA_VERSION + 1):  # before anything changes
                     raise StoreError(
                         f"activity store {self.where}: schema version {version}, this inbound reads {SCHEMA_VERSION}"
                     )
+                # On every connect, not only in an upgrade: when the function changed (positions) and the
+                # version did not, databases kept the old one, and it indexed every new delivery the old way.
+                db.execute(_SEARCH_VECTOR)
+                if version < SCHEMA_VERSION:
+                    (deliveries,) = db.execute("SELECT COUNT(*) FROM deliveries").fetchone() or (0,)
+                    with upgrade_logged(self.where, version, SCHEMA_VERSION, deliveries):
+                        while version < SCHEMA_VERSION:
+                            self._upgrade(db, version)
+                            version += 1
+                            db.execute("UPDATE inbound_activity_schema SET version = %s", (version,))
         except BaseException:
             db.close()
             raise
@@ -189,19 +193,18 @@ class PostgresActivityStore(SQLActivityStore):
         return db
 
     def _upgrade(self, db: psycopg.Connection[tuple[object, ...]], version: int) -> None:
-        """Take the database from schema *version* to the next."""
+        """Take the database from schema *version* to the next (2 to 3 made inbound_search_vector(),
+        which _connect() now makes every time, before this)."""
         if version == 1:
             db.execute("ALTER TABLE deliveries ADD COLUMN verdicts text")
-        elif version == 2:
-            db.execute(_SEARCH_VECTOR)
         elif version == 3:
             db.execute("ALTER TABLE deliveries ADD COLUMN mail_from_folded text, ADD COLUMN rcpt_to_folded text")
             self._fold_addresses(db)
         elif version == 4:
             db.execute(_CLAIMS)
         elif version == 5:
-            db.execute("DROP FUNCTION IF EXISTS inbound_search_vector(text)")
-            db.execute(_SEARCH_VECTOR)
+            db.execute("DROP FUNCTION IF EXISTS inbound_search_vector(text)")  # indexed at 6 to 7, once
+        elif version == 6:
             self._index_every_delivery(db)
 
     @contextlib.contextmanager
