@@ -485,6 +485,9 @@ SEARCHED = {
     14: "Meeting 2024-15-01, room 12-12",
     15: "Hello",
     16: "Hello",
+    17: "दाल का ऑर्डर",
+    18: "ドル建て請求",
+    19: "ที่อยู่ใหม่",
 }
 #: Who sent and received a :data:`SEARCHED` message, where not s@sender.test to help@in.test.
 ADDRESSED = {15: ("alice@other.test", ("sales@example.com",)), 16: ("alice@example.com", ("help@in.test",))}
@@ -496,6 +499,8 @@ FINDS = [
     ("under_score", [10]), ("14", [10]), ("v1.2.3", [10]), ("1.2", []), ("-", []), ("invo*", []),
     # A script's own marks are part of its letters, not accents: a vowel sign, the kana voicing mark.
     ("दिल", [11]), ("दल", []), ("ドアの修理", [12]), ("トアの修理", []),
+    # ... and of its word, on SQLite too: its tokenizer split "दाल" at "ा" (and "दिल" found it), "ドル" at "ド".
+    ("दाल", [17]), ("ऑर्डर", [17]), ("ト", []), ("ドル建て請求", [18]), ("ท", []), ("ที่อยู่ใหม่", [19]),
     ("x" * 2047, []),  # longer than PostgreSQL takes in a query: it answered 503
     # A piece of the query is a phrase: its words side by side, in order, in one message; pieces are ANDed.
     ("alice@example.com", [16]), ("alice@other.test", [15]), ("sales@example.com", [15]), ("alice", [16, 15]),
@@ -818,8 +823,14 @@ def upgrade_said(
     assert said[1].startswith(f"activity store {where}: upgraded from schema version {version} to {to} in ")
 
 
-def test_sqlite_version_6_file_indexes_its_words_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+#: What the full-text index of an older SQLite file held: version 6 the text itself, version 7 the words
+#: of today (marks kept), both read by unicode61 with its defaults (which split a word at its marks).
+OLD_SQLITE_TEXT = {6: "SELECT id, subject FROM deliveries", 7: "SELECT rowid, text FROM deliveries_text"}
+
+
+@pytest.mark.parametrize("version", sorted(OLD_SQLITE_TEXT))
+def test_sqlite_version_6_and_7_files_index_their_words_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, version: int
 ) -> None:
     monkeypatch.setattr(_sql, "UPGRADE_PAGE", 1)  # a page at a time
     path = tmp_path / "activity.db"
@@ -827,10 +838,12 @@ def test_sqlite_version_6_file_indexes_its_words_again(
     store.apply(searched())
     store.close()
     raw = sqlite3.connect(path)
-    try:  # indexed as version 6 did: the text itself, read by unicode61 (which keeps "ß")
+    try:
         raw.executescript(
-            "DELETE FROM deliveries_text; INSERT INTO deliveries_text (rowid, text) SELECT id, subject FROM deliveries;"
-            " PRAGMA user_version = 6;"
+            f"""CREATE TABLE old_text AS {OLD_SQLITE_TEXT[version]}; DROP TABLE deliveries_text;
+            CREATE VIRTUAL TABLE deliveries_text USING fts5(text, tokenize = 'unicode61');
+            INSERT INTO deliveries_text (rowid, text) SELECT * FROM old_text; DROP TABLE old_text;
+            PRAGMA user_version = {version};"""
         )
     finally:
         raw.close()
@@ -840,7 +853,7 @@ def test_sqlite_version_6_file_indexes_its_words_again(
         assert found_words(upgraded) == FINDS
     finally:
         upgraded.close()
-    upgrade_said(caplog, str(path), 6, 7)
+    upgrade_said(caplog, str(path), version, SCHEMA_VERSION)
 
 
 # --- PostgreSQL specifics ---------------------------------------------------

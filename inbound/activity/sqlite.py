@@ -35,11 +35,13 @@ from ._sql import (
 )
 
 # 2: size, attachments, payload as opaque bytes with its type; 3: full-text search; 4: verdicts;
-# 5: folded addresses; 6: claims; 7: the full-text index holds _sql.indexed_words(), in order
-SCHEMA_VERSION = 7
+# 5: folded addresses; 6: claims; 7: the full-text index holds _sql.indexed_words(), in order;
+# 8: its tokenizer takes those words as they are, marks and all
+SCHEMA_VERSION = 8
 _V2_COLUMNS = STATE_COLUMNS.removesuffix(", verdicts")  # what a version 2 file has of them
 
-# What version 3 added or changed: version 2's files are migrated by re-creating these (see _upgrade_from_2).
+# What version 3 added or changed: version 2's files are migrated by re-creating these (see _upgrade_from_2),
+# and _TEXT_INDEX.
 _DELIVERIES = (
     """CREATE TABLE deliveries (
         id INTEGER PRIMARY KEY,  -- a stable rowid: the full-text index refers to it
@@ -71,8 +73,13 @@ _DELIVERIES = (
     f"CREATE INDEX deliveries_by_status ON deliveries (status, {ORDER_COLUMNS})",
     f"CREATE INDEX deliveries_by_stream ON deliveries (stream, {ORDER_COLUMNS})",
     "CREATE INDEX deliveries_by_queue_id ON deliveries (queue_id)",
-    # _sql.indexed_words() of each delivery in order, under its id: unicode61 reads them as they are
-    "CREATE VIRTUAL TABLE deliveries_text USING fts5(text, tokenize = 'unicode61')",
+)
+# _sql.indexed_words() of each delivery in order, under its id, read as they are: a run of letters, digits
+# and marks is one token (unicode61 by default split "दाल" at its vowel sign, and "दिल" found it), and
+# nothing is taken off them (Python already took off the accents, and only those).
+_TEXT_INDEX = (
+    "CREATE VIRTUAL TABLE deliveries_text USING fts5(text,"
+    " tokenize = \"unicode61 remove_diacritics 0 categories 'L* N* Co M*'\")"
 )
 # the generations operator actions reserved (see ActivityStore.claim_generations)
 _CLAIMS = """CREATE TABLE claims (
@@ -82,6 +89,7 @@ _CLAIMS = """CREATE TABLE claims (
 ) WITHOUT ROWID"""
 _SCHEMA = (
     *_DELIVERIES,
+    _TEXT_INDEX,
     _CLAIMS,
     """CREATE TABLE attempts (
         delivery_id TEXT NOT NULL,
@@ -177,7 +185,10 @@ class SQLiteActivityStore(SQLActivityStore):
             version = 5
         if version == 5:
             db.execute(_CLAIMS)
-        self._index_every_delivery(db)  # every version before 7 indexed other words
+        # every version before 8 indexed other words or read them otherwise (version 2: had no index)
+        db.execute("DROP TABLE IF EXISTS deliveries_text")
+        db.execute(_TEXT_INDEX)
+        self._index_every_delivery(db)
 
     def _upgrade_from_2(self, db: sqlite3.Connection) -> None:
         """Version 2 had no stable row id and no full-text index: copy its rows into today's table.
@@ -192,7 +203,7 @@ class SQLiteActivityStore(SQLActivityStore):
             db.execute(statement)
         db.execute(f"INSERT INTO deliveries ({_V2_COLUMNS}, payload) SELECT {_V2_COLUMNS}, payload FROM deliveries_v2")
         db.execute("DROP TABLE deliveries_v2")
-        self._fold_addresses(db)  # and the text is indexed by the upgrade to version 7
+        self._fold_addresses(db)  # and the text is indexed by the upgrade to version 8
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Connection]:
