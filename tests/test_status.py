@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from rich.console import Console
 from inbound.bus import open_bus
 from inbound.bus.embedded import EmbeddedBus
 from inbound.config import load_settings
+from inbound.delivery.outbox import Outbox
 from inbound.edge.spool import Spool
 from inbound.ops.status import collect
 from inbound.ops.statusview import render_status
@@ -87,3 +90,20 @@ def test_inbound_status_during_a_bus_outage_shows_the_spool_says_why_and_exits_1
     report = json.loads(as_json.stdout)
     assert (report["spool_entries"], report["lag"]) == (1, {})
     assert report["bus_error"].startswith("no Kafka broker reachable")
+
+
+def test_a_step_back_of_the_clock_shows_no_age_below_zero(tmp_path: Path) -> None:
+    """An outage held since a time the clock has since stepped back past showed as held for -3600000 ms."""
+    settings = load_settings(write_config(tmp_path, streams=stream_toml("support", ["*@in.test"], "https://a.test/")))
+    settings.data.init()
+    Spool(settings.data).put(spool_envelope(), b"Subject: held\r\n\r\nx\r\n")
+    os.utime(next(settings.data.spool_new.iterdir()), (time.time() + 3600, time.time() + 3600))
+    outbox = Outbox(settings.data.outbox)
+    outbox.hold("support", time.time() + 3600, set())
+    outbox.close()
+    bus = EmbeddedBus(settings.data.bus)
+    try:
+        report = collect(settings, bus)
+    finally:
+        bus.close()
+    assert (report.streams[0].held_for, report.spool_oldest_age, report.oldest_waiting_age) == (0.0, 0.0, 0.0)

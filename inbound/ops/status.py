@@ -61,6 +61,11 @@ class Status:
 
 def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) -> Status:
     now = time.time()
+
+    def age(since: float) -> float:
+        """Seconds since *since*: none for a time ahead, which only a step back of the clock makes."""
+        return max(0.0, now - since)
+
     spool = settings.data.spool_new
     waiting_files = _modified(spool.iterdir()) if spool.is_dir() else {}
     mtimes = list(waiting_files.values())
@@ -82,9 +87,9 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
                 StreamBacklog(
                     stream.name,
                     waiting.count if waiting else 0,
-                    now - oldest if oldest is not None else None,
+                    age(oldest) if oldest is not None else None,
                     pauses.get(stream.name, False),
-                    now - held_since if held_since is not None else None,
+                    age(held_since) if held_since is not None else None,
                 )
             )
     finally:
@@ -92,15 +97,15 @@ def collect(settings: Settings, bus: Bus, store: ActivityStore | None = None) ->
             outbox.close()
     oldest_record = store.oldest_waiting() if store is not None else None
     outage = read_outage(settings.data.spamd_outage)
-    waiting_since = [now - m for m in mtimes] + ([now - _epoch(oldest_record)] if oldest_record else [])
+    waiting_since = [age(m) for m in mtimes] + ([age(_epoch(oldest_record))] if oldest_record else [])
     return Status(
         oldest_waiting_age=max(waiting_since, default=None),
         spool_entries=sum(count_entries(path) for path in waiting_files),
-        spool_oldest_age=now - min(mtimes) if mtimes else None,
+        spool_oldest_age=age(min(mtimes)) if mtimes else None,
         lag=lag,
         streams=tuple(streams),
         everything_paused=pauses.get("*", False),
-        spamd_down_for=now - outage[0] if outage else None,
+        spamd_down_for=age(outage[0]) if outage else None,
         spamd_problem=outage[1] if outage else None,
         bus_error=bus_error,
     )
