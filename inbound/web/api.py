@@ -51,7 +51,6 @@ from .models import (
     ReplayRequest,
     Stats,
     StatusOut,
-    StreamBacklogOut,
     StreamPaused,
 )
 from .problems import Problem, documented
@@ -274,19 +273,7 @@ def prometheus_metrics(backends: Using) -> Response:
 def status(backends: Using) -> StatusOut:
     """Backlogs at each stage (this host's spool and outbox), bus lag, paused streams, counts by status."""
     report = collect(backends.settings, backends.bus, backends.store)
-    return StatusOut(
-        backlog=report.backlog,
-        spool_entries=report.spool_entries,
-        spool_oldest_age=report.spool_oldest_age,
-        lag=report.lag,
-        streams=[StreamBacklogOut(**asdict(s)) for s in report.streams],
-        everything_paused=report.everything_paused,
-        oldest_waiting_age=report.oldest_waiting_age,
-        counts=backends.store.count_by_status(),
-        spamd_down_for=report.spamd_down_for,
-        spamd_problem=report.spamd_problem,
-        bus_error=report.bus_error,
-    )
+    return StatusOut(**asdict(report), backlog=report.backlog, counts=backends.store.count_by_status())
 
 
 def create_app(backends: Backends) -> FastAPI:

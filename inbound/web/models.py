@@ -121,8 +121,9 @@ class Stats(BaseModel):
     days: list[DayCounts]
 
 
+# StreamBacklogOut and StatusOut are made from ops.status's own records, field by field: one they gain
+# and these models lack is an error, not silently left out (held_for and spamd's outage were).
 class StreamBacklogOut(BaseModel):
-    # Made from ops.status's own record: a field it gains and this model lacks is an error, not left out.
     model_config = ConfigDict(extra="forbid")
 
     stream: str
@@ -133,6 +134,8 @@ class StreamBacklogOut(BaseModel):
 
 
 class StatusOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     backlog: int
     spool_entries: int
     spool_oldest_age: float | None
