@@ -161,10 +161,17 @@ class Outbox:
             db.execute("UPDATE deliveries SET payload = NULL WHERE payload IS NOT NULL")
 
     def _lapse_leases_of_another_boot(self) -> None:
-        """An outbox last opened in another boot (or before leases were monotonic) has no lease left."""
+        """An outbox last opened in another boot (or before leases were monotonic) has no lease left.
+
+        Read first: every ``inbound status``, API status and metrics scrape opens the outbox, and only
+        the first opener of a boot has anything to write (checked again under the write lock).
+        """
         boot = self.clock.boot()
+        current = "SELECT 1 FROM lease_boot WHERE boot_id = ?"
+        if self._read(current, (boot,)):
+            return
         with self.lock, self.file.transaction(self.db) as db:
-            if db.execute("SELECT 1 FROM lease_boot WHERE boot_id = ?", (boot,)).fetchone() is None:
+            if db.execute(current, (boot,)).fetchone() is None:
                 db.execute("UPDATE deliveries SET lease_until = 0 WHERE lease_until != 0")
                 db.execute("DELETE FROM lease_boot")
                 db.execute("INSERT INTO lease_boot (boot_id) VALUES (?)", (boot,))
